@@ -1,0 +1,15 @@
+"""fentry: the kernel's ftrace and kprobe-based dynamic events, for Python programs."""
+
+from .ftrace import (FTRACE_OPS_FL_RECURSION, FTRACE_OPS_FL_SAVE_REGS, FtraceOps, Ip,
+                     register_ftrace_function, unregister_ftrace_function)
+from .errors import TraceError
+
+__all__ = ["FtraceOps", "Ip", "FTRACE_OPS_FL_SAVE_REGS", "FTRACE_OPS_FL_RECURSION",
+           "register_ftrace_function", "unregister_ftrace_function", "TraceError",
+           "tracefs"]
+
+
+def tracefs():
+    """The tracefs files of this process (``ls``, ``read``, ``write``)."""
+    from .control.tracefs import tracefs as _tracefs
+    return _tracefs()

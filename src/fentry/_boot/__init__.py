@@ -1,0 +1,1 @@
+"""Bootstrap directory put on PYTHONPATH by ``fentry run``: holds only ``sitecustomize``."""

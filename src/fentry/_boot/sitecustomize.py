@@ -1,0 +1,38 @@
+"""Starts fentry's agent in a program launched by ``fentry run``, then gets out of the way.
+
+``fentry run`` starts the program as plain ``python SCRIPT`` (so ``sys.argv``,
+``__main__``, ``sys.path[0]``, tracebacks and exit status are Python's own) with
+this directory first on PYTHONPATH.  Here we start the agent, take this
+directory back out of ``sys.path`` and PYTHONPATH, and load the
+``sitecustomize`` we shadowed, if there is one.
+"""
+
+import os
+import sys
+
+
+def _start() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    package_parent = os.path.dirname(os.path.dirname(here))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    added = package_parent not in sys.path
+    if added:
+        sys.path.append(package_parent)
+    try:
+        from fentry.control import agent
+        agent.start_from_environment()
+    finally:
+        if added:
+            sys.path.remove(package_parent)
+    # Load the sitecustomize we shadow, if any.  importlib takes whatever is in
+    # sys.modules["sitecustomize"] once this module has run, so it becomes that one.
+    from importlib.machinery import PathFinder
+    from importlib.util import module_from_spec
+    spec = PathFinder.find_spec("sitecustomize", sys.path)
+    if spec is not None and spec.loader is not None:
+        module = module_from_spec(spec)
+        sys.modules["sitecustomize"] = module
+        spec.loader.exec_module(module)
+
+_start()
+del _start

@@ -1,0 +1,1 @@
+"""control: the tracefs surface, and the agent that serves it."""

@@ -1,0 +1,93 @@
+"""The tracefs files, served in-process.
+
+Read and write semantics follow the kernel's: a plain write replaces (``>``),
+``append=True`` adds (``>>``); writing ``trace`` clears the buffers;
+``trace_pipe`` is a consuming, blocking read.  A rejected write raises
+``TraceError`` (what and where, with a caret) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from ..errors import TraceError
+from ..symbols import SYMBOLS
+from ..tracers.trace import TRACERS, TraceInstance
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip()
+    if t not in ("0", "1"):
+        raise TraceError("BAD_BOOL", text.rstrip("\n"), 0)
+    return t == "1"
+
+
+def _parse_size(text: str) -> int:
+    t = text.strip()
+    if not t.isdigit() or int(t) <= 0:
+        raise TraceError("BAD_SIZE", text.rstrip("\n"), 0)
+    return int(t)
+
+
+class Tracefs:
+    """The files of one trace instance: ``ls``, ``read``, ``write``."""
+
+    def __init__(self, instance: TraceInstance | None = None) -> None:
+        self.instance = inst = instance or TraceInstance()
+        # name -> (reader, writer(text, append)); None where the kernel's file is read- or write-only.
+        self.files: dict[str, tuple[Callable[[], str] | None, Callable[[str, bool], None] | None]] = {
+            "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
+            "current_tracer": (lambda: inst.tracer + "\n",
+                               lambda text, append: inst.set_tracer(text)),
+            "set_ftrace_filter": (lambda: inst.filter.text() or "#### all functions enabled ####\n",
+                                  lambda text, append: inst.set_filter(text, append)),
+            "set_ftrace_notrace": (lambda: inst.notrace.text(),
+                                   lambda text, append: inst.set_filter(text, append, notrace=True)),
+            "available_filter_functions": (SYMBOLS.available_filter_functions, None),
+            "tracing_on": (lambda: f"{int(inst.tracing_on)}\n",
+                           lambda text, append: inst.set_tracing_on(_parse_bool(text))),
+            "buffer_size_kb": (lambda: f"{inst.buffer.size_kb}\n",
+                               lambda text, append: inst.buffer.resize(_parse_size(text))),
+            "trace": (inst.read_trace, lambda text, append: inst.clear()),
+            "trace_pipe": (inst.wait_pipe, None),
+            "trace_options": (inst.options_text,
+                              lambda text, append: [inst.set_option(w) for w in text.split()]),
+        }
+
+    def ls(self, path: str = "") -> list[str]:
+        """The names in a directory of tracefs (the top one by default)."""
+        if path.strip("/"):
+            raise TraceError("NO_SUCH_FILE", path, 0)
+        return sorted(self.files)
+
+    def _file(self, path: str):
+        entry = self.files.get(path.strip("/"))
+        if entry is None:
+            raise TraceError("NO_SUCH_FILE", path, 0)
+        return entry
+
+    def read(self, path: str) -> str:
+        reader, _ = self._file(path)
+        if reader is None:
+            raise TraceError("NOT_READABLE", path, 0)
+        return reader()
+
+    def write(self, path: str, text: str, append: bool = False) -> None:
+        _, writer = self._file(path)
+        if writer is None:
+            raise TraceError("NOT_WRITABLE", path, 0)
+        writer(text, append)
+
+
+_instance: Tracefs | None = None
+_lock = threading.Lock()
+
+
+def tracefs() -> Tracefs:
+    """The process's tracefs (one global instance, as /sys/kernel/tracing)."""
+    global _instance
+    with _lock:
+        if _instance is None:
+            _instance = Tracefs()
+        return _instance

@@ -1,0 +1,472 @@
+"""ftrace: ``FtraceOps``, filter hashes and per-code dispatch.
+
+The kernel's dynamic ftrace, on ``sys.monitoring``:
+
+* A code object is "patched" (given local events) only when some ops traces
+  it.  Code that is not traced has no local event at all.
+* Code is discovered when it first runs: a global PY_START callback names it,
+  asks every ops whether it wants it, and either installs it or returns
+  DISABLE, so an untraced function pays for one callback in its lifetime.
+  When the set of ops or a filter changes, the traced codes are re-decided at
+  once and ``restart_events`` lets the DISABLEd ones be decided again.
+* Dispatch is per code object, per event: a code traced by one ops calls that
+  ops' handler (its trampoline, made for that code) directly; only a code
+  traced by several ops goes through a list function.
+* Callbacks never re-enter tracing: CPython fires no event for code run
+  inside a monitoring callback, and fentry's own code is never traced.  An
+  exception from a handler is caught and counted on its ops.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import sys
+import threading
+from types import CodeType
+from typing import Callable, Iterable
+
+from . import arch
+from .errors import TraceError
+from .symbols import SYMBOLS, code_name, is_fentry_code, is_function_code
+
+E = arch.EVENTS
+_getframe = sys._getframe
+
+FTRACE_OPS_FL_SAVE_REGS = 1 << 0
+FTRACE_OPS_FL_RECURSION = 1 << 1   # accepted for the kernel's sake; always on
+
+# Frame depth of the traced function as seen from inside a handler: the
+# handler is called by an event callback (DIRECT) or by a list function
+# that the event callback calls (LISTED).
+DIRECT = 2
+LISTED = 3
+
+
+class Ip:
+    """A site in Python code: ``code`` and bytecode ``offset`` (``ip``, ``parent_ip``)."""
+    __slots__ = ("code", "offset")
+
+    def __init__(self, code: CodeType, offset: int) -> None:
+        self.code = code
+        self.offset = offset
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Ip) and other.code is self.code
+                and other.offset == self.offset)
+
+    def __hash__(self) -> int:
+        return hash((id(self.code), self.offset))
+
+    def __repr__(self) -> str:
+        sym = SYMBOLS.lookup(self.code)
+        name = sym.name if sym else self.code.co_qualname
+        return f"{name}+{self.offset:#x}"
+
+
+# ---------------------------------------------------------------- filters
+
+class _Glob:
+    """One word of set_ftrace_filter: ``[!]GLOB``, ``[!]MOD:GLOB``, ``[!]GLOB:mod:MODGLOB``."""
+    __slots__ = ("text", "negate", "func", "mod")
+
+    def __init__(self, text: str, negate: bool, func: re.Pattern, mod: re.Pattern | None):
+        self.text = text
+        self.negate = negate
+        self.func = func
+        self.mod = mod
+
+    def matches(self, module: str, qualname: str) -> bool:
+        return (self.func.fullmatch(qualname) is not None
+                and (self.mod is None or self.mod.fullmatch(module) is not None))
+
+
+def _compile_glob(glob: str, command: str, pos: int) -> re.Pattern:
+    if not glob:
+        raise TraceError("EMPTY_GLOB", command, pos)
+    if glob.count("[") != glob.count("]"):
+        raise TraceError("BAD_GLOB", command, pos + glob.find("[" if "[" in glob else "]"))
+    return re.compile(fnmatch.translate(glob))
+
+
+def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
+    """Parse set_ftrace_filter words; raise TraceError (with position) on bad input."""
+    if not isinstance(text, str):
+        text = " ".join(text)
+    globs = []
+    for m in re.finditer(r"\S+", text):
+        word, pos = m.group(), m.start()
+        negate = word.startswith("!")
+        body = word[1:] if negate else word
+        bpos = pos + negate
+        parts = body.split(":")
+        if len(parts) == 1:
+            func, mod = parts[0], None
+        elif len(parts) == 2:              # fentry's MOD:GLOB
+            mod, func = parts
+            if not mod:
+                raise TraceError("EMPTY_GLOB", text, bpos)
+        elif len(parts) == 3 and parts[1] == "mod":   # the kernel's GLOB:mod:MODGLOB
+            func, _, mod = parts
+            if not mod:
+                raise TraceError("EMPTY_GLOB", text, bpos + len(func) + 5)
+        else:
+            raise TraceError("BAD_FILTER_CMD", text, bpos + len(parts[0]) + 1)
+        fpos = bpos if len(parts) != 2 else bpos + len(mod) + 1
+        globs.append(_Glob(word, negate, _compile_glob(func, text, fpos),
+                           None if mod is None else _compile_glob(mod, text, bpos)))
+    return globs
+
+
+class FilterHash:
+    """The functions an ops traces (or, as notrace, skips).
+
+    Words apply in order, as writes to the kernel's hash do: a glob adds what
+    it matches, ``!glob`` removes it.  Sites added by ``set_filter_ip`` are
+    exact code objects.  ``empty`` means no word and no site.
+    """
+
+    def __init__(self) -> None:
+        self.globs: list[_Glob] = []
+        self.codes: dict[int, CodeType] = {}
+
+    @property
+    def empty(self) -> bool:
+        return not self.codes and not any(not g.negate for g in self.globs)
+
+    def matches(self, module: str, code: CodeType) -> bool:
+        hit = id(code) in self.codes
+        qualname = code.co_qualname
+        for g in self.globs:
+            if g.negate:
+                if hit and g.matches(module, qualname):
+                    hit = False
+            elif not hit and g.matches(module, qualname):
+                hit = True
+        return hit
+
+    def text(self) -> str:
+        words = [g.text for g in self.globs]
+        words += [f"{code_name(c, SYMBOLS.lookup(c).module if SYMBOLS.lookup(c) else None)}"
+                  for c in self.codes.values()]
+        return "".join(w + "\n" for w in words)
+
+
+def set_hash(hash_: FilterHash, patterns: str | Iterable[str], reset: bool) -> None:
+    """Write ``patterns`` to a filter hash (``>`` when ``reset``, else ``>>``); takes effect at once."""
+    globs = parse_filter(patterns)      # raises before anything changes
+    if reset:
+        hash_.globs = globs
+        hash_.codes.clear()
+    else:
+        hash_.globs = hash_.globs + globs
+    _core.update()
+
+
+# ---------------------------------------------------------------- ops
+
+class FtraceOps:
+    """``struct ftrace_ops``: a callback and the functions it traces.
+
+    ``func(ip, parent_ip, ops, regs)`` is called on entry of every traced
+    function: ``ip`` is its entry site, ``parent_ip`` the call site in its
+    caller (None when there is no Python caller), ``regs`` its frame when
+    ``flags`` has FTRACE_OPS_FL_SAVE_REGS, else None.
+    """
+
+    # Local events this ops needs on the code it traces, and global ones.
+    local_events = E.PY_START
+    global_events = 0
+
+    def __init__(self, func: Callable | None = None, flags: int = 0, private=None) -> None:
+        self.func = func
+        self.flags = flags
+        self.private = private
+        self.filter = FilterHash()
+        self.notrace = FilterHash()
+        self.errors = 0         # exceptions raised by this ops' handlers
+        self.registered = False
+
+    # -- filters (the set_ftrace_filter / set_ftrace_notrace files)
+    def set_filter(self, patterns: str | Iterable[str], reset: bool = True) -> None:
+        self._set(self.filter, patterns, reset)
+
+    def set_notrace(self, patterns: str | Iterable[str], reset: bool = True) -> None:
+        self._set(self.notrace, patterns, reset)
+
+    def set_filter_ip(self, ip: Ip, remove: bool = False, reset: bool = False) -> None:
+        """Filter on one site (``ftrace_set_filter_ip``)."""
+        if reset:
+            self.filter.globs.clear()
+            self.filter.codes.clear()
+        if remove:
+            self.filter.codes.pop(id(ip.code), None)
+        else:
+            self.filter.codes[id(ip.code)] = ip.code
+        _core.update()
+
+    def _set(self, hash_: FilterHash, patterns, reset: bool) -> None:
+        set_hash(hash_, patterns, reset)
+
+    def wants(self, module: str, code: CodeType) -> bool:
+        return ((self.filter.empty or self.filter.matches(module, code))
+                and not self.notrace.matches(module, code))
+
+    # -- the trampoline: handlers made for one code object
+    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+        """Event handlers for ``code``, called ``depth`` frames below the traced one."""
+        func, ops, ip = self.func, self, Ip(code, 0)
+        if self.flags & FTRACE_OPS_FL_SAVE_REGS:
+            def entry(code, offset):  # hot path
+                frame = _getframe(depth)
+                caller = frame.f_back
+                func(ip, None if caller is None else Ip(caller.f_code, caller.f_lasti), ops, frame)
+        else:
+            cdepth = depth + 1
+
+            def entry(code, offset):  # hot path
+                try:
+                    caller = _getframe(cdepth)
+                except ValueError:
+                    return func(ip, None, ops, None)
+                func(ip, Ip(caller.f_code, caller.f_lasti), ops, None)
+        return {E.PY_START: entry}
+
+
+# ---------------------------------------------------------------- dispatch
+
+# Per-event dispatch tables: id(code) -> handler.  Mutated in place, never
+# rebound: the event callbacks below hold them.
+_entry: dict[int, Callable] = {}
+_resume: dict[int, Callable] = {}
+_return: dict[int, Callable] = {}
+_yield: dict[int, Callable] = {}
+_unwind: dict[int, Callable] = {}
+_throw: dict[int, Callable] = {}
+TABLES = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
+          E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw}
+DISABLE = arch.DISABLE
+
+
+def _py_start(code, offset):  # hot path
+    try:
+        handler = _entry[id(code)]
+    except KeyError:
+        handler = _core.discover(code)
+        if handler is None:
+            return DISABLE
+    try:
+        handler(code, offset)
+    except Exception:
+        _core.fault(code)
+
+
+def _py_resume(code, offset):  # hot path
+    try:
+        handler = _resume[id(code)]
+    except KeyError:
+        return DISABLE
+    try:
+        handler(code, offset)
+    except Exception:
+        _core.fault(code)
+
+
+def _py_return(code, offset, retval):  # hot path
+    try:
+        handler = _return[id(code)]
+    except KeyError:
+        return DISABLE
+    try:
+        handler(code, offset, retval)
+    except Exception:
+        _core.fault(code)
+
+
+def _py_yield(code, offset, retval):  # hot path
+    try:
+        handler = _yield[id(code)]
+    except KeyError:
+        return DISABLE
+    try:
+        handler(code, offset, retval)
+    except Exception:
+        _core.fault(code)
+
+
+def _py_unwind(code, offset, exc):  # hot path; global event, DISABLE not allowed
+    handler = _unwind.get(id(code))
+    if handler is not None:
+        try:
+            handler(code, offset, exc)
+        except Exception:
+            _core.fault(code)
+
+
+def _py_throw(code, offset, exc):  # hot path; global event, DISABLE not allowed
+    handler = _throw.get(id(code))
+    if handler is not None:
+        try:
+            handler(code, offset, exc)
+        except Exception:
+            _core.fault(code)
+
+
+CALLBACKS = {E.PY_START: _py_start, E.PY_RESUME: _py_resume, E.PY_RETURN: _py_return,
+             E.PY_YIELD: _py_yield, E.PY_UNWIND: _py_unwind, E.PY_THROW: _py_throw}
+
+
+def _list_func(pairs: list[tuple[FtraceOps, Callable]], nargs: int) -> Callable:
+    """The list function: one code traced by several ops calls each in turn."""
+    if nargs == 2:
+        def list_func(code, offset):  # hot path
+            for ops, h in pairs:
+                try:
+                    h(code, offset)
+                except Exception:
+                    ops.errors += 1
+    else:
+        def list_func(code, offset, arg):  # hot path
+            for ops, h in pairs:
+                try:
+                    h(code, offset, arg)
+                except Exception:
+                    ops.errors += 1
+    return list_func
+
+
+_NARGS = {E.PY_START: 2, E.PY_RESUME: 2, E.PY_RETURN: 3, E.PY_YIELD: 3,
+          E.PY_UNWIND: 3, E.PY_THROW: 3}
+
+
+class _Core:
+    """The registry of live ops and the state of every traced code object."""
+
+    def __init__(self) -> None:
+        self.monitor = arch.Monitor()
+        self.ops: list[FtraceOps] = []
+        self.lock = threading.RLock()
+        # id(code) -> (code, module, ops tuple) for every code traced now
+        self.traced: dict[int, tuple[CodeType, str, tuple[FtraceOps, ...]]] = {}
+        self.faults = 0
+
+    # -- registration
+    def register(self, ops: FtraceOps) -> None:
+        with self.lock:
+            if ops in self.ops:
+                raise ValueError("ftrace_ops already registered")
+            if not self.ops:
+                self.monitor.start()
+                for event, cb in CALLBACKS.items():
+                    self.monitor.set_callback(event, cb)
+            self.ops.append(ops)
+            ops.registered = True
+            self.update()
+
+    def unregister(self, ops: FtraceOps) -> None:
+        with self.lock:
+            if ops not in self.ops:
+                raise ValueError("ftrace_ops not registered")
+            self.ops.remove(ops)
+            ops.registered = False
+            if self.ops:
+                self.update()
+            else:
+                self._clear()
+                self.monitor.stop()
+
+    # -- decisions
+    def _ops_for(self, code: CodeType, module: str) -> tuple[FtraceOps, ...]:
+        return tuple(o for o in self.ops if o.wants(module, code))
+
+    def discover(self, code: CodeType):
+        """First PY_START of a code object: trace it or let it go (slow path)."""
+        with self.lock:
+            if not self.ops or not is_function_code(code) or is_fentry_code(code):
+                return None
+            try:
+                module = _getframe(2).f_globals.get("__name__") or "?"
+            except ValueError:
+                module = "?"
+            if not isinstance(module, str):
+                module = "?"
+            sym = SYMBOLS.add_code(code, module)
+            if sym is not None:
+                module = sym.module
+            ops = self._ops_for(code, module)
+            if not ops:
+                return None
+            self._install(code, module, ops)
+            return _entry.get(id(code))
+
+    def update(self) -> None:
+        """Re-decide every traced code after a change of ops or filters."""
+        with self.lock:
+            if not self.ops:
+                return
+            glob = E.PY_START
+            for o in self.ops:
+                glob |= o.global_events
+            self.monitor.set_global_events(glob)
+            for key, (code, module, old) in list(self.traced.items()):
+                new = self._ops_for(code, module)
+                if new != old:
+                    self._uninstall(code)
+                    if new:
+                        self._install(code, module, new)
+            # Codes DISABLEd under the old filters get decided again.
+            self.monitor.restart_events()
+
+    def _install(self, code: CodeType, module: str, ops: tuple[FtraceOps, ...]) -> None:
+        key = id(code)
+        events = 0
+        if len(ops) == 1:
+            events = ops[0].local_events
+            for event, h in ops[0].handlers(code, module, DIRECT).items():
+                TABLES[event][key] = h
+        else:
+            per_event: dict[int, list] = {}
+            for o in ops:
+                events |= o.local_events
+                for event, h in o.handlers(code, module, LISTED).items():
+                    per_event.setdefault(event, []).append((o, h))
+            for event, pairs in per_event.items():
+                TABLES[event][key] = _list_func(pairs, _NARGS[event])
+        self.traced[key] = (code, module, ops)
+        self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
+
+    def _uninstall(self, code: CodeType) -> None:
+        key = id(code)
+        for table in TABLES.values():
+            table.pop(key, None)
+        self.traced.pop(key, None)
+        self.monitor.set_code_events(code, 0)
+
+    def _clear(self) -> None:
+        for code, _, _ in list(self.traced.values()):
+            self._uninstall(code)
+
+    def fault(self, code: CodeType) -> None:
+        """A handler raised: count it on its ops; the traced program never sees it."""
+        self.faults += 1
+        state = self.traced.get(id(code))
+        if state is not None and len(state[2]) == 1:
+            state[2][0].errors += 1
+
+
+_core = _Core()
+
+
+def register_ftrace_function(ops: FtraceOps) -> None:
+    """Start calling ``ops.func`` on entry of the functions its filter selects."""
+    _core.register(ops)
+
+
+def unregister_ftrace_function(ops: FtraceOps) -> None:
+    """Stop ``ops``; the last unregister releases the sys.monitoring tool id."""
+    _core.unregister(ops)
+
+
+def traced_codes() -> list[CodeType]:
+    """Code objects that have fentry's local events set now."""
+    return _core.monitor.traced_codes()

@@ -1,0 +1,1 @@
+"""tracers: nop, function and function_graph, the ring buffer and its readers."""

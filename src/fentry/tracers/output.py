@@ -1,0 +1,58 @@
+"""Text shared by the tracers' readers: timestamps, task columns, headers.
+
+Formatting happens here, when the trace is read, never when it is recorded.
+"""
+
+from __future__ import annotations
+
+from types import CodeType
+
+from ..symbols import SYMBOLS
+from .ring_buffer import ThreadBuffer
+
+
+def timestamp(ns: int) -> str:
+    """``<sec>.<usec>`` as the kernel prints it."""
+    return f"{ns // 1_000_000_000:5d}.{ns // 1000 % 1_000_000:06d}"
+
+
+def task(tb: ThreadBuffer) -> str:
+    """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
+    return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
+
+
+def func_name(code: CodeType | None) -> str:
+    """A code object's name in a trace line: its qualified name."""
+    if code is None:
+        return "<top>"
+    return code.co_qualname
+
+
+def symbol_name(code: CodeType) -> str:
+    sym = SYMBOLS.lookup(code)
+    return sym.name if sym is not None else code.co_qualname
+
+
+def lost_line(tb: ThreadBuffer, lost: int) -> str:
+    return f"TID:{tb.tid} [LOST {lost} EVENTS]\n"
+
+
+def buffer_header(tracer: str, in_buffer: int, written: int, threads: int) -> str:
+    return (f"# tracer: {tracer}\n"
+            "#\n"
+            f"# entries-in-buffer/entries-written: {in_buffer}/{written}   #P:{threads}\n"
+            "#\n")
+
+
+FUNCTION_COLUMNS = (
+    "#                                _-----=> irqs-off/BH-disabled\n"
+    "#                               / _----=> need-resched\n"
+    "#                              | / _---=> hardirq/softirq\n"
+    "#                              || / _--=> preempt-depth\n"
+    "#                              ||| / _-=> migrate-disable\n"
+    "#                              |||| /     delay\n"
+    "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION\n"
+    "#              | |         |   |||||     |         |\n"
+    "# (TASK is the thread name, PID its native thread id; Python threads have\n"
+    "#  no CPU or irq state, so CPU# is always 000 and the flags always .....)\n"
+)

@@ -1,0 +1,164 @@
+"""A trace instance: the ring buffer, the current tracer, its filters and options.
+
+What the tracefs files read and write.  Tracers are built on FtraceOps; the
+instance's set_ftrace_filter / set_ftrace_notrace hashes are shared by
+whichever tracer is current.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .. import ftrace
+from ..errors import TraceError
+from ..ftrace import FilterHash, FtraceOps
+from . import output
+from .function import FunctionOps, FunctionReader
+from .function_graph import GraphOps, GraphReader
+from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
+
+# name -> (ops class, reader class); nop has neither.
+TRACERS = {
+    "function_graph": (GraphOps, GraphReader),
+    "function": (FunctionOps, FunctionReader),
+    "nop": (None, None),
+}
+
+# trace_options: name -> default
+OPTIONS = {
+    "print-parent": True,
+    "funcgraph-tail": False,
+    "funcgraph-duration": True,
+    "funcgraph-proc": True,
+}
+
+
+class TraceInstance:
+    """One tracing instance (the kernel's ``trace_array``)."""
+
+    def __init__(self) -> None:
+        self.buffer = RingBuffer(DEFAULT_SIZE_KB)
+        self.tracer = "nop"
+        self.ops: FtraceOps | None = None
+        self.filter = FilterHash()
+        self.notrace = FilterHash()
+        self.tracing_on = True
+        self.options = dict(OPTIONS)
+        self.lock = threading.RLock()
+        self._pipe_reader = None
+        self._lost_reported: dict[int, int] = {}
+
+    # -- the tracer
+    def set_tracer(self, name: str) -> None:
+        name = name.strip()
+        if name not in TRACERS:
+            raise TraceError("BAD_TRACER", name, 0, detail=f"available: {' '.join(TRACERS)}")
+        with self.lock:
+            if name == self.tracer:
+                return
+            self._stop_ops()
+            self.buffer.reset()     # as the kernel: switching tracers empties the buffer
+            self.tracer = name
+            self._pipe_reader = None
+            self._start_ops()
+
+    def _start_ops(self) -> None:
+        ops_class = TRACERS[self.tracer][0]
+        if ops_class is None or not self.tracing_on:
+            return
+        ops = ops_class(self.buffer)
+        ops.filter, ops.notrace = self.filter, self.notrace
+        ftrace.register_ftrace_function(ops)
+        self.ops = ops
+
+    def _stop_ops(self) -> None:
+        if self.ops is not None:
+            ftrace.unregister_ftrace_function(self.ops)
+            self.ops = None
+
+    def set_tracing_on(self, on: bool) -> None:
+        """Off switches the events off (not filtered); on switches them back."""
+        with self.lock:
+            if on == self.tracing_on:
+                return
+            self.tracing_on = on
+            if on:
+                self._start_ops()
+            else:
+                self._stop_ops()
+
+    # -- filters
+    def set_filter(self, text: str, append: bool, notrace: bool = False) -> None:
+        with self.lock:
+            ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
+
+    # -- options
+    def set_option(self, text: str) -> None:
+        name = text.strip()
+        value = not name.startswith("no")
+        key = name[2:] if not value else name
+        if key not in self.options:
+            raise TraceError("BAD_OPTION", text, 0)
+        with self.lock:
+            self.options[key] = value
+            self._pipe_reader = None
+
+    def options_text(self) -> str:
+        return "".join(f"{'' if v else 'no'}{k}\n" for k, v in self.options.items())
+
+    # -- reading
+    def reader(self):
+        reader_class = TRACERS[self.tracer][1] or FunctionReader
+        return reader_class(self.options)
+
+    def read_trace(self) -> str:
+        """The ``trace`` file: a snapshot, with the kernel's header."""
+        per_thread = self.buffer.snapshot()
+        in_buf = sum(len(r) for _, r in per_thread)
+        written = sum(tb.written() for tb, _ in per_thread)
+        reader = self.reader()
+        parts = [output.buffer_header(self.tracer, in_buf, written, len(per_thread)),
+                 reader.header()]
+        for tb, _ in per_thread:
+            lost = tb.lost()
+            if lost:
+                parts.append("# " + output.lost_line(tb, lost))
+        parts.extend(reader.lines(per_thread))
+        parts.extend(reader.flush())
+        return "".join(parts)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.buffer.reset()
+            self._pipe_reader = None
+            self._lost_reported.clear()
+
+    def read_pipe(self, final: bool = False) -> str:
+        """Consume what has been written since the last pipe read (``trace_pipe``)."""
+        with self.lock:
+            if self._pipe_reader is None:
+                self._pipe_reader = self.reader()
+            reader = self._pipe_reader
+            per_thread = self.buffer.consume()
+            parts = []
+            for tb in self.buffer.buffers:
+                lost = tb.lost()
+                if lost > self._lost_reported.get(id(tb), 0):
+                    parts.append(output.lost_line(tb, lost - self._lost_reported.get(id(tb), 0)))
+                    self._lost_reported[id(tb)] = lost
+            parts.extend(reader.lines(per_thread))
+            if final:
+                parts.extend(reader.flush())
+            return "".join(parts)
+
+    def wait_pipe(self, timeout: float | None = None, poll: float = 0.02) -> str:
+        """Block until something can be read from trace_pipe (or the timeout passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            text = self.read_pipe()
+            if text:
+                return text
+            if deadline is not None and time.monotonic() >= deadline:
+                return ""
+            time.sleep(poll)
