@@ -26,8 +26,9 @@ import threading
 from types import CodeType
 from typing import Callable, Iterable
 
-from . import arch
+from . import arch, hotpath
 from .errors import TraceError
+from .hotpath import Ip
 from .symbols import SYMBOLS, code_name, is_fentry_code, is_function_code
 
 E = arch.EVENTS
@@ -41,27 +42,6 @@ FTRACE_OPS_FL_RECURSION = 1 << 1   # accepted for the kernel's sake; always on
 # that the event callback calls (LISTED).
 DIRECT = 2
 LISTED = 3
-
-
-class Ip:
-    """A site in Python code: ``code`` and bytecode ``offset`` (``ip``, ``parent_ip``)."""
-    __slots__ = ("code", "offset")
-
-    def __init__(self, code: CodeType, offset: int) -> None:
-        self.code = code
-        self.offset = offset
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Ip) and other.code is self.code
-                and other.offset == self.offset)
-
-    def __hash__(self) -> int:
-        return hash((id(self.code), self.offset))
-
-    def __repr__(self) -> str:
-        sym = SYMBOLS.lookup(self.code)
-        name = sym.name if sym else self.code.co_qualname
-        return f"{name}+{self.offset:#x}"
 
 
 # ---------------------------------------------------------------- filters
@@ -215,22 +195,8 @@ class FtraceOps:
     # -- the trampoline: handlers made for one code object
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
         """Event handlers for ``code``, called ``depth`` frames below the traced one."""
-        func, ops, ip = self.func, self, Ip(code, 0)
-        if self.flags & FTRACE_OPS_FL_SAVE_REGS:
-            def entry(code, offset):  # hot path
-                frame = _getframe(depth)
-                caller = frame.f_back
-                func(ip, None if caller is None else Ip(caller.f_code, caller.f_lasti), ops, frame)
-        else:
-            cdepth = depth + 1
-
-            def entry(code, offset):  # hot path
-                try:
-                    caller = _getframe(cdepth)
-                except ValueError:
-                    return func(ip, None, ops, None)
-                func(ip, Ip(caller.f_code, caller.f_lasti), ops, None)
-        return {E.PY_START: entry}
+        save_regs = bool(self.flags & FTRACE_OPS_FL_SAVE_REGS)
+        return {E.PY_START: hotpath.ops_entry(self.func, Ip(code, 0), self, save_regs, depth)}
 
 
 # ---------------------------------------------------------------- dispatch
@@ -248,95 +214,24 @@ TABLES = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
 DISABLE = arch.DISABLE
 
 
-def _py_start(code, offset):  # hot path
-    try:
-        handler = _entry[id(code)]
-    except KeyError:
-        handler = _core.discover(code)
-        if handler is None:
-            return DISABLE
-    try:
-        handler(code, offset)
-    except Exception:
-        _core.fault(code)
-
-
-def _py_resume(code, offset):  # hot path
-    try:
-        handler = _resume[id(code)]
-    except KeyError:
-        return DISABLE
-    try:
-        handler(code, offset)
-    except Exception:
-        _core.fault(code)
-
-
-def _py_return(code, offset, retval):  # hot path
-    try:
-        handler = _return[id(code)]
-    except KeyError:
-        return DISABLE
-    try:
-        handler(code, offset, retval)
-    except Exception:
-        _core.fault(code)
-
-
-def _py_yield(code, offset, retval):  # hot path
-    try:
-        handler = _yield[id(code)]
-    except KeyError:
-        return DISABLE
-    try:
-        handler(code, offset, retval)
-    except Exception:
-        _core.fault(code)
-
-
-def _py_unwind(code, offset, exc):  # hot path; global event, DISABLE not allowed
-    handler = _unwind.get(id(code))
-    if handler is not None:
-        try:
-            handler(code, offset, exc)
-        except Exception:
-            _core.fault(code)
-
-
-def _py_throw(code, offset, exc):  # hot path; global event, DISABLE not allowed
-    handler = _throw.get(id(code))
-    if handler is not None:
-        try:
-            handler(code, offset, exc)
-        except Exception:
-            _core.fault(code)
-
-
-CALLBACKS = {E.PY_START: _py_start, E.PY_RESUME: _py_resume, E.PY_RETURN: _py_return,
-             E.PY_YIELD: _py_yield, E.PY_UNWIND: _py_unwind, E.PY_THROW: _py_throw}
-
-
-def _list_func(pairs: list[tuple[FtraceOps, Callable]], nargs: int) -> Callable:
-    """The list function: one code traced by several ops calls each in turn."""
-    if nargs == 2:
-        def list_func(code, offset):  # hot path
-            for ops, h in pairs:
-                try:
-                    h(code, offset)
-                except Exception:
-                    ops.errors += 1
-    else:
-        def list_func(code, offset, arg):  # hot path
-            for ops, h in pairs:
-                try:
-                    h(code, offset, arg)
-                except Exception:
-                    ops.errors += 1
-    return list_func
-
-
 _NARGS = {E.PY_START: 2, E.PY_RESUME: 2, E.PY_RETURN: 3, E.PY_YIELD: 3,
           E.PY_UNWIND: 3, E.PY_THROW: 3}
+
+
+def _fault(code: CodeType) -> None:
+    _core.fault(code)
+
+
+def _discover(code: CodeType):
+    return _core.discover(code)
+
+
+CALLBACKS = {
+    E.PY_START: hotpath.entry_dispatcher(_entry, _discover, _fault),
+    **{event: hotpath.dispatcher(TABLES[event], _fault, _NARGS[event],
+                                 bool(event & arch.DISABLE_ALLOWED))
+       for event in (E.PY_RESUME, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND, E.PY_THROW)},
+}
 
 
 class _Core:
@@ -384,12 +279,7 @@ class _Core:
         with self.lock:
             if not self.ops or not is_function_code(code) or is_fentry_code(code):
                 return None
-            try:
-                module = _getframe(2).f_globals.get("__name__") or "?"
-            except ValueError:
-                module = "?"
-            if not isinstance(module, str):
-                module = "?"
+            module = _module_of_running(code)
             sym = SYMBOLS.add_code(code, module)
             if sym is not None:
                 module = sym.module
@@ -431,7 +321,7 @@ class _Core:
                 for event, h in o.handlers(code, module, LISTED).items():
                     per_event.setdefault(event, []).append((o, h))
             for event, pairs in per_event.items():
-                TABLES[event][key] = _list_func(pairs, _NARGS[event])
+                TABLES[event][key] = hotpath.list_func(pairs, _NARGS[event])
         self.traced[key] = (code, module, ops)
         self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
 
@@ -452,6 +342,15 @@ class _Core:
         state = self.traced.get(id(code))
         if state is not None and len(state[2]) == 1:
             state[2][0].errors += 1
+
+
+def _module_of_running(code: CodeType) -> str:
+    """The module whose globals the running ``code`` uses (its innermost frame)."""
+    frame = _getframe(1)
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    name = frame.f_globals.get("__name__") if frame is not None else None
+    return name if isinstance(name, str) else "?"
 
 
 _core = _Core()

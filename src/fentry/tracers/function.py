@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from time import perf_counter_ns
 from types import CodeType
 from typing import Callable
 
-from .. import arch
+from .. import arch, hotpath
 from ..ftrace import FtraceOps
 from . import output
 from .ring_buffer import RingBuffer, ThreadBuffer, merge_by_time
 
-_getframe = sys._getframe
 PY_START = arch.EVENTS.PY_START
 
 
@@ -30,23 +28,10 @@ class FunctionOps(FtraceOps):
     def _record(self, code, caller) -> None:
         local = self.buffer.local
         tb = getattr(local, "tb", None) or self.buffer.attach()
-        tb.append((tb.seq(), perf_counter_ns(), code, caller))
+        tb.append((next(tb.seq), perf_counter_ns(), code, caller))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
-        local, attach, now = self.buffer.local, self.buffer.attach, perf_counter_ns
-        cdepth = depth + 1
-
-        def function_entry(code, offset):  # hot path
-            try:
-                caller = _getframe(cdepth).f_code
-            except ValueError:
-                caller = None
-            try:
-                tb = local.tb
-            except AttributeError:
-                tb = attach()
-            tb.append((tb.seq(), now(), code, caller))
-        return {PY_START: function_entry}
+        return {PY_START: hotpath.function_entry(self.buffer.local, self.buffer.attach, depth)}
 
 
 class FunctionReader:

@@ -14,7 +14,7 @@ from time import perf_counter_ns
 from types import CodeType
 from typing import Callable
 
-from .. import arch
+from .. import arch, hotpath
 from ..ftrace import FtraceOps
 from . import output
 from .ring_buffer import RingBuffer, ThreadBuffer
@@ -37,32 +37,16 @@ class GraphOps(FtraceOps):
     def graph_entry(self, ip, parent_ip, ops, regs) -> None:
         """The four-argument form, for callers of ``func`` itself."""
         tb = getattr(self.buffer.local, "tb", None) or self.buffer.attach()
-        tb.append((tb.seq(), perf_counter_ns(), ENTRY, ip.code))
+        tb.append((next(tb.seq), perf_counter_ns(), ENTRY, ip.code))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
-        local, attach, now = self.buffer.local, self.buffer.attach, perf_counter_ns
-
-        def make(kind):
-            def graph_event(code, offset, arg=None):  # hot path
-                try:
-                    tb = local.tb
-                except AttributeError:
-                    tb = attach()
-                tb.append((tb.seq(), now(), kind, code))
-            return graph_event
-
-        def graph_exc(kind):
-            def graph_exc_event(code, offset, exc):  # hot path
-                try:
-                    tb = local.tb
-                except AttributeError:
-                    tb = attach()
-                tb.append((tb.seq(), now(), kind, code, type(exc)))
-            return graph_exc_event
-
-        return {E.PY_START: make(ENTRY), E.PY_RESUME: make(RESUME),
-                E.PY_RETURN: make(RETURN), E.PY_YIELD: make(YIELD),
-                E.PY_UNWIND: graph_exc(UNWIND), E.PY_THROW: make(THROW)}
+        local, attach = self.buffer.local, self.buffer.attach
+        return {E.PY_START: hotpath.graph_event(local, attach, ENTRY),
+                E.PY_RESUME: hotpath.graph_event(local, attach, RESUME),
+                E.PY_RETURN: hotpath.graph_event(local, attach, RETURN),
+                E.PY_YIELD: hotpath.graph_event(local, attach, YIELD),
+                E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),
+                E.PY_THROW: hotpath.graph_event(local, attach, THROW)}
 
 
 _MARKS = ((1_000_000_000, "$"), (100_000_000, "@"), (10_000_000, "*"),

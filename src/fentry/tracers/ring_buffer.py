@@ -23,14 +23,14 @@ DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
 
 class ThreadBuffer:
-    """One thread's records.  ``append`` and ``seq`` are what writers call."""
+    """One thread's records.  Writers call ``append`` and ``next(seq)``."""
     __slots__ = ("records", "append", "seq", "tid", "name", "thread", "consumed", "mark")
 
     def __init__(self, maxlen: int) -> None:
         t = threading.current_thread()
         self.records: deque = deque(maxlen=maxlen)
         self.append = self.records.append
-        self.seq = itertools.count().__next__
+        self.seq = itertools.count()
         self.tid = threading.get_native_id()
         self.thread: threading.Thread | None = t
         self.name = t.name
@@ -91,7 +91,7 @@ class RingBuffer:
         with self._lock:
             for tb in self.buffers:
                 tb.records.clear()
-                tb.seq = itertools.count().__next__
+                tb.seq = itertools.count()
                 tb.consumed = 0
                 tb.mark = 0
             # Threads that have ended and left nothing are forgotten.

@@ -1,0 +1,163 @@
+"""The hot path, in pure Python: event dispatchers and the handlers (trampolines).
+
+Everything here runs on every traced event, so it is small, flat and
+allocation-light.  ``_ctrampolines`` (C) implements the same interface with
+the same behaviour; ``hotpath`` picks one.  Handlers are made per traced code
+object, and find the traced frame ``depth`` frames up: 0 is the handler
+itself, 1 the dispatcher (or 2 when a list function sits between them).
+"""
+
+from __future__ import annotations
+
+import sys
+from time import perf_counter_ns
+from types import CodeType
+
+__all__ = ["Ip", "entry_dispatcher", "dispatcher", "list_func", "ops_entry",
+           "function_entry", "graph_event", "graph_exc_event"]
+
+_getframe = sys._getframe
+DISABLE = sys.monitoring.DISABLE
+
+
+class Ip:
+    """A site in Python code: ``code`` and bytecode ``offset`` (``ip``, ``parent_ip``)."""
+    __slots__ = ("code", "offset")
+
+    def __init__(self, code: CodeType, offset: int) -> None:
+        self.code = code
+        self.offset = offset
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Ip) and other.code is self.code
+                and other.offset == self.offset)
+
+    def __hash__(self) -> int:
+        return hash((id(self.code), self.offset))
+
+    def __repr__(self) -> str:
+        return f"{self.code.co_qualname}+{self.offset:#x}"
+
+
+# -- dispatchers: the sys.monitoring callbacks
+
+def entry_dispatcher(table: dict, discover, fault):
+    """PY_START: the code's handler, or discovery on its first call."""
+    def dispatch_entry(code, offset):  # hot path
+        try:
+            handler = table[id(code)]
+        except KeyError:
+            handler = discover(code)
+            if handler is None:
+                return DISABLE
+        try:
+            handler(code, offset)
+        except Exception:
+            fault(code)
+    return dispatch_entry
+
+
+def dispatcher(table: dict, fault, nargs: int, disable: bool):
+    """Any other event: the code's handler; a miss is DISABLEd where CPython allows it."""
+    miss = DISABLE if disable else None
+    if nargs == 2:
+        def dispatch(code, offset):  # hot path
+            try:
+                handler = table[id(code)]
+            except KeyError:
+                return miss
+            try:
+                handler(code, offset)
+            except Exception:
+                fault(code)
+    else:
+        def dispatch(code, offset, arg):  # hot path
+            try:
+                handler = table[id(code)]
+            except KeyError:
+                return miss
+            try:
+                handler(code, offset, arg)
+            except Exception:
+                fault(code)
+    return dispatch
+
+
+def list_func(pairs: list, nargs: int):
+    """One code traced by several ops: call each handler; count a raise on its ops."""
+    if nargs == 2:
+        def list_func2(code, offset):  # hot path
+            for ops, handler in pairs:
+                try:
+                    handler(code, offset)
+                except Exception:
+                    ops.errors += 1
+        return list_func2
+
+    def list_func3(code, offset, arg):  # hot path
+        for ops, handler in pairs:
+            try:
+                handler(code, offset, arg)
+            except Exception:
+                ops.errors += 1
+    return list_func3
+
+
+# -- handlers
+
+def ops_entry(func, ip: Ip, ops, save_regs: bool, depth: int):
+    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``."""
+    if save_regs:
+        def ops_entry_regs(code, offset):  # hot path
+            frame = _getframe(depth)
+            caller = frame.f_back
+            func(ip, None if caller is None else Ip(caller.f_code, caller.f_lasti), ops, frame)
+        return ops_entry_regs
+    cdepth = depth + 1
+
+    def ops_entry_noregs(code, offset):  # hot path
+        try:
+            caller = _getframe(cdepth)
+        except ValueError:
+            return func(ip, None, ops, None)
+        func(ip, Ip(caller.f_code, caller.f_lasti), ops, None)
+    return ops_entry_noregs
+
+
+def function_entry(local, attach, depth: int):
+    """The function tracer: records ``(seq, ts, code, caller_code)``."""
+    cdepth = depth + 1
+
+    def function_entry(code, offset):  # hot path
+        try:
+            caller = _getframe(cdepth).f_code
+        except ValueError:
+            caller = None
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb.append((next(tb.seq), perf_counter_ns(), code, caller))
+    return function_entry
+
+
+def graph_event(local, attach, kind: int):
+    """The function_graph tracer: records ``(seq, ts, kind, code)``; 2 or 3 arguments."""
+    def graph_event(code, offset, arg=None):  # hot path
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb.append((next(tb.seq), perf_counter_ns(), kind, code))
+    return graph_event
+
+
+def graph_exc_event(local, attach, kind: int):
+    """function_graph on unwind: records ``(seq, ts, kind, code, exception type)``."""
+    def graph_exc_event(code, offset, exc):  # hot path
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb.append((next(tb.seq), perf_counter_ns(), kind, code, type(exc)))
+    return graph_exc_event
