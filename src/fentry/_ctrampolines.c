@@ -11,10 +11,16 @@
 #include <Python.h>
 #include <stddef.h>
 #include <time.h>
+/* Read-only use of the interpreter frame layout, to find the traced
+ * function's caller as sys._getframe(1) does, without making frame objects.
+ * Built against the headers of the Python it runs on (3.12, 3.13). */
+#define Py_BUILD_CORE 1
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
 
 static PyObject *DISABLE;          /* sys.monitoring.DISABLE */
 static PyObject *getframe;         /* sys._getframe */
-static PyObject *int0, *int1;
+static PyObject *int0, *int1;   /* sys._getframe's arguments, and 1 */
 static PyObject *s_tb, *s_seq, *s_append, *s_errors, *s_co_qualname;
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH };
@@ -22,8 +28,11 @@ enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRA
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
+    uint64_t ring_tstate;   /* recorders: the thread state id whose ring is cached */
+    PyObject *ring;         /* ... and that ring */
     int kind;
     int nargs;          /* dispatcher / list: arguments of the event (2 or 3) */
+    int rkind;          /* graph: the record's kind */
     int flag;           /* dispatcher: DISABLE on a miss; ops: save regs; graph: record exc type */
     PyObject *a, *b, *c, *d;
 } Tramp;
@@ -74,41 +83,6 @@ thread_buffer(PyObject *local, PyObject *attach)
     return tb;
 }
 
-/* tb.append(record) where record = (tb.seq(), now, *fields): steals the fields. */
-static int
-record(PyObject *tb, PyObject *f1, PyObject *f2, PyObject *f3)
-{
-    int n = f3 ? 5 : 4, rc = -1;
-    PyObject *seqf = NULL, *seq = NULL, *ts = NULL, *rec = NULL, *append = NULL, *r = NULL;
-    /* tb.seq is an itertools.count: next() it without a Python-level call. */
-    if (!(seqf = PyObject_GetAttr(tb, s_seq)))
-        goto done;
-    if (!(seq = Py_TYPE(seqf)->tp_iternext ? Py_TYPE(seqf)->tp_iternext(seqf) : PyIter_Next(seqf))) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "fentry: thread buffer sequence exhausted");
-        goto done;
-    }
-    if (!(ts = now_ns()) || !(rec = PyTuple_New(n)))
-        goto done;
-    PyTuple_SET_ITEM(rec, 0, seq); seq = NULL;
-    PyTuple_SET_ITEM(rec, 1, ts); ts = NULL;
-    PyTuple_SET_ITEM(rec, 2, f1); f1 = NULL;
-    PyTuple_SET_ITEM(rec, 3, f2); f2 = NULL;
-    if (f3) { PyTuple_SET_ITEM(rec, 4, f3); f3 = NULL; }
-    /* A record holds ints, code objects, None and types: it can never be part
-     * of a cycle, so keep it out of the collector's way (CPython would untrack
-     * it at its first collection anyway). */
-    PyObject_GC_UnTrack(rec);
-    if (!(append = PyObject_GetAttr(tb, s_append)) || !(r = PyObject_CallOneArg(append, rec)))
-        goto done;
-    rc = 0;
-done:
-    Py_XDECREF(seqf); Py_XDECREF(seq); Py_XDECREF(ts); Py_XDECREF(rec);
-    Py_XDECREF(append); Py_XDECREF(r);
-    Py_XDECREF(f1); Py_XDECREF(f2); Py_XDECREF(f3);
-    return rc;
-}
-
 /* A handler raised: Exception is caught and reported to `fault(code)`;
  * anything else (KeyboardInterrupt, SystemExit) goes on. */
 static PyObject *
@@ -124,17 +98,6 @@ handler_failed(PyObject *fault, PyObject *code)
     Py_RETURN_NONE;
 }
 
-static inline PyObject *
-lookup(PyObject *table, PyObject *code)
-{
-    PyObject *key = PyLong_FromVoidPtr(code);
-    if (key == NULL)
-        return NULL;
-    PyObject *h = PyDict_GetItemWithError(table, key);
-    Py_DECREF(key);
-    Py_XINCREF(h);
-    return h;
-}
 
 /* ------------------------------------------------------------------ Ip */
 
@@ -233,6 +196,591 @@ static PyTypeObject IpType = {
     .tp_members = ip_members,
 };
 
+
+/* ------------------------------------------------------------------ CodeTable
+ * A dispatch table: id(code) -> handler, as the Python side's dict, but looked
+ * up by the code object's address (open addressing, linear probing), with no
+ * int object made per lookup.  Python code uses it like a dict. */
+
+typedef struct { void *key; PyObject *value; } Slot;   /* key NULL: empty; DUMMY: deleted */
+static char dummy_key;
+#define DUMMY ((void *)&dummy_key)
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    Py_ssize_t mask;      /* capacity - 1 (a power of two) */
+    Py_ssize_t used;      /* live entries */
+    Py_ssize_t fill;      /* live + deleted */
+} CodeTable;
+
+static PyTypeObject CodeTableType;
+
+static inline size_t
+ptr_hash(void *p)
+{
+    size_t h = (size_t)p >> 4;
+    return h ^ (h >> 16);
+}
+
+static inline PyObject *
+table_get(CodeTable *t, void *key)     /* hot path: borrowed, or NULL */
+{
+    size_t i = ptr_hash(key) & t->mask;
+    for (;;) {
+        Slot *s = &t->slots[i];
+        if (s->key == key)
+            return s->value;
+        if (s->key == NULL)
+            return NULL;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static int
+table_resize(CodeTable *t, Py_ssize_t cap)
+{
+    Slot *old = t->slots;
+    Py_ssize_t oldcap = t->mask + 1;
+    Slot *slots = PyMem_Calloc(cap, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->slots = slots;
+    t->mask = cap - 1;
+    t->fill = t->used;
+    for (Py_ssize_t j = 0; j < oldcap; j++) {
+        if (old[j].key == NULL || old[j].key == DUMMY)
+            continue;
+        size_t i = ptr_hash(old[j].key) & t->mask;
+        while (slots[i].key != NULL)
+            i = (i + 1) & t->mask;
+        slots[i] = old[j];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+static int
+key_of(PyObject *k, void **key)
+{
+    *key = PyLong_AsVoidPtr(k);
+    if (*key == NULL && PyErr_Occurred())
+        return -1;
+    if (*key == NULL || *key == DUMMY) {
+        PyErr_SetString(PyExc_KeyError, "not a code object id");
+        return -1;
+    }
+    return 0;
+}
+
+static Slot *
+table_find(CodeTable *t, void *key)
+{
+    size_t i = ptr_hash(key) & t->mask;
+    for (;;) {
+        Slot *s = &t->slots[i];
+        if (s->key == key)
+            return s;
+        if (s->key == NULL)
+            return NULL;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static int
+table_set(CodeTable *t, void *key, PyObject *value)
+{
+    Slot *s = table_find(t, key);
+    if (s != NULL) {
+        Py_SETREF(s->value, Py_NewRef(value));
+        return 0;
+    }
+    if ((t->fill + 1) * 3 >= (t->mask + 1) * 2) {
+        Py_ssize_t cap = t->mask + 1;
+        while ((t->used + 1) * 3 >= cap)
+            cap *= 2;
+        if (table_resize(t, cap) < 0)
+            return -1;
+    }
+    size_t i = ptr_hash(key) & t->mask;
+    while (t->slots[i].key != NULL && t->slots[i].key != DUMMY)
+        i = (i + 1) & t->mask;
+    if (t->slots[i].key == NULL)
+        t->fill++;
+    t->slots[i].key = key;
+    t->slots[i].value = Py_NewRef(value);
+    t->used++;
+    return 0;
+}
+
+static PyObject *
+table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    CodeTable *t = (CodeTable *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->mask = 7;
+    t->slots = PyMem_Calloc(8, sizeof(Slot));
+    if (t->slots == NULL) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)t;
+}
+
+static int
+table_clear(CodeTable *t)
+{
+    if (t->slots == NULL)
+        return 0;
+    for (Py_ssize_t j = 0; j <= t->mask; j++) {
+        if (t->slots[j].key != NULL && t->slots[j].key != DUMMY)
+            Py_CLEAR(t->slots[j].value);
+        t->slots[j].key = NULL;
+    }
+    t->used = t->fill = 0;
+    return 0;
+}
+
+static int
+table_traverse(CodeTable *t, visitproc visit, void *arg)
+{
+    for (Py_ssize_t j = 0; t->slots && j <= t->mask; j++)
+        if (t->slots[j].key != NULL && t->slots[j].key != DUMMY)
+            Py_VISIT(t->slots[j].value);
+    return 0;
+}
+
+static void
+table_dealloc(CodeTable *t)
+{
+    PyObject_GC_UnTrack(t);
+    table_clear(t);
+    PyMem_Free(t->slots);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static Py_ssize_t
+table_len(CodeTable *t)
+{
+    return t->used;
+}
+
+static PyObject *
+table_subscript(CodeTable *t, PyObject *k)
+{
+    void *key;
+    if (key_of(k, &key) < 0)
+        return NULL;
+    PyObject *v = table_get(t, key);
+    if (v == NULL) {
+        PyErr_SetObject(PyExc_KeyError, k);
+        return NULL;
+    }
+    return Py_NewRef(v);
+}
+
+static int
+table_ass_subscript(CodeTable *t, PyObject *k, PyObject *v)
+{
+    void *key;
+    if (key_of(k, &key) < 0)
+        return -1;
+    if (v != NULL)
+        return table_set(t, key, v);
+    Slot *s = table_find(t, key);
+    if (s == NULL) {
+        PyErr_SetObject(PyExc_KeyError, k);
+        return -1;
+    }
+    s->key = DUMMY;
+    Py_CLEAR(s->value);
+    t->used--;
+    return 0;
+}
+
+static int
+table_contains(CodeTable *t, PyObject *k)
+{
+    void *key;
+    if (key_of(k, &key) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return table_get(t, key) != NULL;
+}
+
+static PyObject *
+table_get_method(CodeTable *t, PyObject *args)
+{
+    PyObject *k, *dflt = Py_None;
+    void *key;
+    if (!PyArg_ParseTuple(args, "O|O", &k, &dflt))
+        return NULL;
+    if (key_of(k, &key) < 0) {
+        PyErr_Clear();
+        return Py_NewRef(dflt);
+    }
+    PyObject *v = table_get(t, key);
+    return Py_NewRef(v ? v : dflt);
+}
+
+static PyObject *
+table_pop(CodeTable *t, PyObject *args)
+{
+    PyObject *k, *dflt = NULL;
+    void *key;
+    if (!PyArg_ParseTuple(args, "O|O", &k, &dflt))
+        return NULL;
+    Slot *s = key_of(k, &key) < 0 ? NULL : table_find(t, key);
+    if (s == NULL) {
+        if (dflt == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, k);
+            return NULL;
+        }
+        PyErr_Clear();
+        return Py_NewRef(dflt);
+    }
+    PyObject *v = s->value;
+    s->key = DUMMY;
+    s->value = NULL;
+    t->used--;
+    return v;
+}
+
+static PyObject *
+table_clear_method(CodeTable *t, PyObject *unused)
+{
+    table_clear(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+table_keys(CodeTable *t, PyObject *unused)
+{
+    PyObject *list = PyList_New(0);
+    for (Py_ssize_t j = 0; list && j <= t->mask; j++) {
+        if (t->slots[j].key == NULL || t->slots[j].key == DUMMY)
+            continue;
+        PyObject *k = PyLong_FromVoidPtr(t->slots[j].key);
+        if (k == NULL || PyList_Append(list, k) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(k);
+    }
+    return list;
+}
+
+static PyMethodDef table_methods[] = {
+    {"get", (PyCFunction)table_get_method, METH_VARARGS, "get(id, default=None)"},
+    {"pop", (PyCFunction)table_pop, METH_VARARGS, "pop(id[, default])"},
+    {"clear", (PyCFunction)table_clear_method, METH_NOARGS, "remove every entry"},
+    {"keys", (PyCFunction)table_keys, METH_NOARGS, "the ids in the table"},
+    {NULL}
+};
+
+static PyMappingMethods table_as_mapping = {
+    (lenfunc)table_len, (binaryfunc)table_subscript, (objobjargproc)table_ass_subscript,
+};
+
+static PySequenceMethods table_as_sequence = {
+    .sq_contains = (objobjproc)table_contains,
+};
+
+static PyTypeObject CodeTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.CodeTable",
+    .tp_doc = "id(code) -> handler, looked up by address.",
+    .tp_basicsize = sizeof(CodeTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = table_new,
+    .tp_dealloc = (destructor)table_dealloc,
+    .tp_traverse = (traverseproc)table_traverse,
+    .tp_clear = (inquiry)table_clear,
+    .tp_as_mapping = &table_as_mapping,
+    .tp_as_sequence = &table_as_sequence,
+    .tp_methods = table_methods,
+};
+
+/* ------------------------------------------------------------------ Ring
+ * One thread's ring of raw records: fixed slots, no object made per record
+ * (the kernel's ring buffer); read back as the same tuples the Python Ring
+ * holds: (seq, ts, code, caller) or (seq, ts, kind, code[, exc_type]). */
+
+enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE };
+
+typedef struct {
+    long long seq, ts;
+    PyObject *o1, *o2;      /* owned; o2 may be NULL */
+    int kind, layout;
+} Rec;
+
+typedef struct {
+    PyObject_HEAD
+    Rec *recs;
+    Py_ssize_t cap, head, len;      /* head: index of the oldest record */
+    long long next_seq, consumed;
+} Ring;
+
+static PyTypeObject RingType;
+
+static inline void
+rec_clear(Rec *r)
+{
+    Py_CLEAR(r->o1);
+    Py_CLEAR(r->o2);
+}
+
+/* Write one record, overwriting the oldest when full.  Steals o1 and o2. */
+static inline void
+ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* hot path */
+{
+    Rec *r;
+    if (ring->len == ring->cap) {
+        r = &ring->recs[ring->head];
+        ring->head = (ring->head + 1) % ring->cap;
+        rec_clear(r);
+    } else {
+        r = &ring->recs[(ring->head + ring->len) % ring->cap];
+        ring->len++;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
+    r->seq = ring->next_seq++;
+    r->ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    r->o1 = o1;
+    r->o2 = o2;
+    r->kind = kind;
+    r->layout = layout;
+}
+
+static PyObject *
+rec_tuple(Rec *r)
+{
+    switch (r->layout) {
+    case L_FUNCTION:
+        return Py_BuildValue("(LLOO)", r->seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
+    case L_GRAPH:
+        return Py_BuildValue("(LLiO)", r->seq, r->ts, r->kind, r->o1);
+    case L_GRAPH_EXC:
+        return Py_BuildValue("(LLiOO)", r->seq, r->ts, r->kind, r->o1, r->o2);
+    default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
+        PyObject *head = Py_BuildValue("(LL)", r->seq, r->ts);
+        PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
+        Py_XDECREF(head);
+        return t;
+    }
+    }
+}
+
+static PyObject *
+ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t maxlen;
+    if (!PyArg_ParseTuple(args, "n", &maxlen))
+        return NULL;
+    if (maxlen < 1) {
+        PyErr_SetString(PyExc_ValueError, "maxlen must be positive");
+        return NULL;
+    }
+    Ring *ring = (Ring *)type->tp_alloc(type, 0);
+    if (ring == NULL)
+        return NULL;
+    ring->recs = PyMem_Calloc(maxlen, sizeof(Rec));
+    if (ring->recs == NULL) {
+        Py_DECREF(ring);
+        return PyErr_NoMemory();
+    }
+    ring->cap = maxlen;
+    return (PyObject *)ring;
+}
+
+static int
+ring_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return 0;     /* all done in tp_new; subclasses call super().__init__(maxlen) */
+}
+
+static void
+ring_drop(Ring *ring)
+{
+    for (Py_ssize_t i = 0; i < ring->len; i++)
+        rec_clear(&ring->recs[(ring->head + i) % ring->cap]);
+    ring->head = ring->len = 0;
+}
+
+static int
+ring_traverse(Ring *ring, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < ring->len; i++) {
+        Rec *r = &ring->recs[(ring->head + i) % ring->cap];
+        Py_VISIT(r->o1);
+        Py_VISIT(r->o2);
+    }
+    return 0;
+}
+
+static int
+ring_gc_clear(Ring *ring)
+{
+    ring_drop(ring);
+    return 0;
+}
+
+static void
+ring_dealloc(Ring *ring)
+{
+    PyObject_GC_UnTrack(ring);
+    ring_drop(ring);
+    PyMem_Free(ring->recs);
+    Py_TYPE(ring)->tp_free((PyObject *)ring);
+}
+
+static Py_ssize_t
+ring_len(Ring *ring)
+{
+    return ring->len;
+}
+
+static PyObject *
+ring_list(Ring *ring, int take)
+{
+    PyObject *list = PyList_New(ring->len);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < ring->len; i++) {
+        PyObject *t = rec_tuple(&ring->recs[(ring->head + i) % ring->cap]);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    if (take) {
+        ring->consumed += ring->len;
+        ring_drop(ring);
+    }
+    return list;
+}
+
+static PyObject *
+ring_snapshot(Ring *ring, PyObject *unused)
+{
+    return ring_list(ring, 0);
+}
+
+static PyObject *
+ring_consume(Ring *ring, PyObject *unused)
+{
+    return ring_list(ring, 1);
+}
+
+static PyObject *
+ring_clear_method(Ring *ring, PyObject *unused)
+{
+    ring_drop(ring);
+    ring->next_seq = ring->consumed = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_written(Ring *ring, PyObject *unused)
+{
+    return PyLong_FromLongLong(ring->next_seq);
+}
+
+static PyObject *
+ring_lost(Ring *ring, PyObject *unused)
+{
+    return PyLong_FromLongLong(ring->next_seq - ring->consumed - ring->len);
+}
+
+static PyObject *
+ring_resize(Ring *ring, PyObject *arg)
+{
+    Py_ssize_t maxlen = PyLong_AsSsize_t(arg);
+    if (maxlen == -1 && PyErr_Occurred())
+        return NULL;
+    if (maxlen < 1) {
+        PyErr_SetString(PyExc_ValueError, "maxlen must be positive");
+        return NULL;
+    }
+    Rec *recs = PyMem_Calloc(maxlen, sizeof(Rec));
+    if (recs == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t keep = ring->len < maxlen ? ring->len : maxlen;
+    for (Py_ssize_t i = 0; i < ring->len; i++) {       /* keep the newest */
+        Rec *r = &ring->recs[(ring->head + i) % ring->cap];
+        if (i < ring->len - keep)
+            rec_clear(r);
+        else
+            recs[i - (ring->len - keep)] = *r;
+    }
+    PyMem_Free(ring->recs);
+    ring->recs = recs;
+    ring->cap = maxlen;
+    ring->head = 0;
+    ring->len = keep;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_record(Ring *ring, PyObject *fields)
+{
+    /* From Python (the tracers' four-argument callbacks): the record is
+     * (seq, ts, *fields), seq and ts made here. */
+    if (!PyTuple_Check(fields)) {
+        PyErr_SetString(PyExc_TypeError, "record() takes a tuple of fields");
+        return NULL;
+    }
+    ring_write(ring, L_TUPLE, 0, Py_NewRef(fields), NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_maxlen(Ring *ring, void *closure)
+{
+    return PyLong_FromSsize_t(ring->cap);
+}
+
+static PyMethodDef ring_methods[] = {
+    {"snapshot", (PyCFunction)ring_snapshot, METH_NOARGS, "the records, not consumed"},
+    {"consume", (PyCFunction)ring_consume, METH_NOARGS, "take the records"},
+    {"clear", (PyCFunction)ring_clear_method, METH_NOARGS, "empty the ring, counts too"},
+    {"written", (PyCFunction)ring_written, METH_NOARGS, "records written since the last clear"},
+    {"lost", (PyCFunction)ring_lost, METH_NOARGS, "records overwritten before anyone read them"},
+    {"resize", (PyCFunction)ring_resize, METH_O, "keep the newest records that fit"},
+    {"record", (PyCFunction)ring_record, METH_O, "write a record: (seq, ts, *fields)"},
+    {NULL}
+};
+
+static PyGetSetDef ring_getset[] = {
+    {"maxlen", (getter)ring_maxlen, NULL, "capacity in records", NULL},
+    {NULL}
+};
+
+static PySequenceMethods ring_as_sequence = {
+    .sq_length = (lenfunc)ring_len,
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.Ring",
+    .tp_doc = "One thread's ring of raw records, the oldest overwritten when full.",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_new = ring_new,
+    .tp_init = ring_init,
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_traverse = (traverseproc)ring_traverse,
+    .tp_clear = (inquiry)ring_gc_clear,
+    .tp_methods = ring_methods,
+    .tp_getset = ring_getset,
+    .tp_as_sequence = &ring_as_sequence,
+};
+
 /* ------------------------------------------------------------------ the calls */
 
 static PyObject *
@@ -243,10 +791,9 @@ dispatch(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
         return NULL;
     }
     PyObject *code = args[0];
-    PyObject *h = lookup(t->a, code);
+    PyObject *h = table_get((CodeTable *)t->a, code);
+    Py_XINCREF(h);
     if (h == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
         if (t->kind == K_DISPATCH)
             return Py_NewRef(t->flag ? DISABLE : Py_None);
         h = PyObject_CallOneArg(t->b, code);        /* discover(code), once per code */
@@ -292,14 +839,50 @@ list_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
     Py_RETURN_NONE;
 }
 
+/* The interpreter frame of the traced function's caller (what sys._getframe(1)
+ * finds from here, since no Python frame sits between us and the traced
+ * function), or NULL when there is no Python caller. */
+static inline _PyInterpreterFrame *
+caller_frame(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *f = ts->current_frame;
+#else
+    _PyInterpreterFrame *f = ts->cframe->current_frame;
+#endif
+    return f == NULL ? NULL : _PyFrame_GetFirstComplete(f->previous);
+}
+
+/* The offset of the instruction a caller is in.  3.12's f_lasti points at
+ * the last inline CACHE entry of a CALL; step back to the CALL itself
+ * (CACHE is opcode 0, and no instruction is), as 3.13 reports it. */
+static inline int
+call_site(PyObject *code, int lasti)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    PyObject *co = PyCode_GetCode((PyCodeObject *)code);    /* cached by CPython */
+    if (co == NULL) {
+        PyErr_Clear();
+        return lasti;
+    }
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(co);
+    while (lasti > 0 && lasti < PyBytes_GET_SIZE(co) && b[lasti] == 0)
+        lasti -= 2;
+    Py_DECREF(co);
+#endif
+    return lasti;
+}
+
 /* The caller's Ip (parent_ip), None when there is no Python caller. */
 static PyObject *
-caller_ip(PyObject *caller)
+caller_ip(void)
 {
-    if (caller == NULL)
+    _PyInterpreterFrame *f = caller_frame();
+    if (f == NULL)
         return Py_NewRef(Py_None);
-    PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)caller);
-    PyObject *off = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)caller));
+    PyObject *code = PyUnstable_InterpreterFrame_GetCode(f);
+    PyObject *off = PyLong_FromLong(call_site(code, PyUnstable_InterpreterFrame_GetLasti(f)));
     PyObject *ip = (code && off) ? ip_make(code, off) : NULL;
     Py_XDECREF(code); Py_XDECREF(off);
     return ip;
@@ -308,19 +891,10 @@ caller_ip(PyObject *caller)
 static PyObject *
 ops_entry_call(Tramp *t)   /* hot path: func(ip, parent_ip, ops, regs) */
 {
-    PyObject *frame = NULL, *caller, *parent, *r;
-    if (t->flag) {
-        if (!(frame = frame_at(int0)))
-            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-        caller = (PyObject *)PyFrame_GetBack((PyFrameObject *)frame);
-    } else {
-        caller = frame_at(int1);
-        if (caller == NULL && PyErr_Occurred())
-            return NULL;
-    }
-    parent = caller_ip(caller);
-    Py_XDECREF(caller);
-    if (parent == NULL) {
+    PyObject *frame = NULL, *parent, *r;
+    if (t->flag && !(frame = frame_at(int0)))       /* regs: the traced frame */
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if (!(parent = caller_ip())) {
         Py_XDECREF(frame);
         return NULL;
     }
@@ -331,40 +905,52 @@ ops_entry_call(Tramp *t)   /* hot path: func(ip, parent_ip, ops, regs) */
     return r;
 }
 
+/* The calling thread's Ring (a ThreadBuffer).  Each recorder caches the last
+ * one it used with its thread state's id, which CPython never reuses. */
+static inline Ring *
+thread_ring(Tramp *t)
+{
+    uint64_t id = PyThreadState_Get()->id;
+    if (t->ring != NULL && t->ring_tstate == id)
+        return (Ring *)Py_NewRef(t->ring);
+    PyObject *tb = thread_buffer(t->a, t->b);
+    if (tb != NULL && !PyObject_TypeCheck(tb, &RingType)) {
+        PyErr_SetString(PyExc_TypeError, "fentry: thread buffer is not a Ring");
+        Py_CLEAR(tb);
+    }
+    if (tb != NULL) {
+        Py_XSETREF(t->ring, Py_NewRef(tb));
+        t->ring_tstate = id;
+    }
+    return (Ring *)tb;
+}
+
 static PyObject *
 function_call(Tramp *t, PyObject *code)   /* hot path: (seq, ts, code, caller code) */
 {
-    PyObject *caller = frame_at(int1), *ccode;
-    if (caller == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        ccode = Py_NewRef(Py_None);
-    } else {
-        ccode = (PyObject *)PyFrame_GetCode((PyFrameObject *)caller);
-        Py_DECREF(caller);
-    }
-    PyObject *tb = thread_buffer(t->a, t->b);
-    if (tb == NULL) {
-        Py_DECREF(ccode);
+    _PyInterpreterFrame *f = caller_frame();
+    Ring *ring = thread_ring(t);
+    if (ring == NULL)
         return NULL;
-    }
-    int rc = record(tb, Py_NewRef(code), ccode, NULL);
-    Py_DECREF(tb);
-    return rc < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *ccode = f == NULL ? Py_NewRef(Py_None) : PyUnstable_InterpreterFrame_GetCode(f);
+    ring_write(ring, L_FUNCTION, 0, Py_NewRef(code), ccode);
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
 graph_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
 {
-    PyObject *tb = thread_buffer(t->a, t->b);
-    if (tb == NULL)
+    Ring *ring = thread_ring(t);
+    if (ring == NULL)
         return NULL;
-    PyObject *exc_type = NULL;
     if (t->flag)
-        exc_type = Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None);
-    int rc = record(tb, Py_NewRef(t->d), Py_NewRef(args[0]), exc_type);
-    Py_DECREF(tb);
-    return rc < 0 ? NULL : Py_NewRef(Py_None);
+        ring_write(ring, L_GRAPH_EXC, t->rkind, Py_NewRef(args[0]),
+                   Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None));
+    else
+        ring_write(ring, L_GRAPH, t->rkind, Py_NewRef(args[0]), NULL);
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -394,14 +980,14 @@ tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
 static int
 tramp_traverse(Tramp *t, visitproc visit, void *arg)
 {
-    Py_VISIT(t->a); Py_VISIT(t->b); Py_VISIT(t->c); Py_VISIT(t->d);
+    Py_VISIT(t->a); Py_VISIT(t->b); Py_VISIT(t->c); Py_VISIT(t->d); Py_VISIT(t->ring);
     return 0;
 }
 
 static int
 tramp_clear(Tramp *t)
 {
-    Py_CLEAR(t->a); Py_CLEAR(t->b); Py_CLEAR(t->c); Py_CLEAR(t->d);
+    Py_CLEAR(t->a); Py_CLEAR(t->b); Py_CLEAR(t->c); Py_CLEAR(t->d); Py_CLEAR(t->ring);
     return 0;
 }
 
@@ -442,6 +1028,9 @@ make(int kind, int nargs, int flag, PyObject *a, PyObject *b, PyObject *c, PyObj
         return NULL;
     t->vectorcall = tramp_vectorcall;
     t->kind = kind;
+    t->rkind = 0;
+    t->ring = NULL;
+    t->ring_tstate = 0;
     t->nargs = nargs;
     t->flag = flag;
     t->a = Py_XNewRef(a); t->b = Py_XNewRef(b); t->c = Py_XNewRef(c); t->d = Py_XNewRef(d);
@@ -455,7 +1044,7 @@ static PyObject *
 entry_dispatcher(PyObject *m, PyObject *args)
 {
     PyObject *table, *discover, *fault;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyDict_Type, &table, &discover, &fault))
+    if (!PyArg_ParseTuple(args, "O!OO", &CodeTableType, &table, &discover, &fault))
         return NULL;
     return make(K_ENTRY_DISPATCH, 2, 1, table, discover, fault, NULL);
 }
@@ -465,7 +1054,7 @@ dispatcher(PyObject *m, PyObject *args)
 {
     PyObject *table, *fault;
     int nargs, disable;
-    if (!PyArg_ParseTuple(args, "O!Oip", &PyDict_Type, &table, &fault, &nargs, &disable))
+    if (!PyArg_ParseTuple(args, "O!Oip", &CodeTableType, &table, &fault, &nargs, &disable))
         return NULL;
     return make(K_DISPATCH, nargs, disable, table, NULL, fault, NULL);
 }
@@ -517,21 +1106,28 @@ function_entry(PyObject *m, PyObject *args)
 }
 
 static PyObject *
+graph_make(PyObject *args, int exc)
+{
+    PyObject *local, *attach;
+    int kind;
+    if (!PyArg_ParseTuple(args, "OOi", &local, &attach, &kind))
+        return NULL;
+    Tramp *t = (Tramp *)make(K_GRAPH, 3, exc, local, attach, NULL, NULL);
+    if (t != NULL)
+        t->rkind = kind;
+    return (PyObject *)t;
+}
+
+static PyObject *
 graph_event(PyObject *m, PyObject *args)
 {
-    PyObject *local, *attach, *kind;
-    if (!PyArg_ParseTuple(args, "OOO", &local, &attach, &kind))
-        return NULL;
-    return make(K_GRAPH, 3, 0, local, attach, NULL, kind);
+    return graph_make(args, 0);
 }
 
 static PyObject *
 graph_exc_event(PyObject *m, PyObject *args)
 {
-    PyObject *local, *attach, *kind;
-    if (!PyArg_ParseTuple(args, "OOO", &local, &attach, &kind))
-        return NULL;
-    return make(K_GRAPH, 3, 1, local, attach, NULL, kind);
+    return graph_make(args, 1);
 }
 
 static PyMethodDef methods[] = {
@@ -553,7 +1149,8 @@ PyMODINIT_FUNC
 PyInit__ctrampolines(void)
 {
     PyObject *m = NULL, *sys = NULL, *mon = NULL;
-    if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0)
+    if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
+        || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0)
         return NULL;
     if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
         || !(mon = PyObject_GetAttrString(sys, "monitoring"))
@@ -568,10 +1165,13 @@ PyInit__ctrampolines(void)
     s_co_qualname = PyUnicode_InternFromString("co_qualname");
     if (!(m = PyModule_Create(&module)))
         goto fail;
-    if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0)
+    if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
+        || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
+        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssss]", "Ip", "entry_dispatcher", "dispatcher", "list_func",
-                                  "ops_entry", "function_entry", "graph_event", "graph_exc_event");
+    PyObject *all = Py_BuildValue("[ssssssssss]", "Ip", "CodeTable", "Ring", "entry_dispatcher",
+                                  "dispatcher", "list_func", "ops_entry", "function_entry",
+                                  "graph_event", "graph_exc_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
         goto fail;
     Py_DECREF(sys);

@@ -9,6 +9,7 @@ the trace read out up to that point.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from .ftrace import parse_filter
 from .tracers.trace import TRACERS
 
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
+AGENT_FD_MIN = 200
 RUN_BUFFER_SIZE_KB = 8192     # per thread; bigger than the kernel's default, for streaming
 
 
@@ -112,7 +114,11 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
             return 2
         close_out = True
 
-    read_fd, write_fd = os.pipe()
+    read_fd, pipe_fd = os.pipe()
+    # The program gets the write end at a high descriptor number, so its own
+    # open() calls return the numbers they would without fentry.
+    write_fd = fcntl.fcntl(pipe_fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
+    os.close(pipe_fd)
     env = dict(os.environ)
     env[ENV_CONFIG] = json.dumps({
         "fd": write_fd, "tracer": opts.tracer, "filter": opts.filter, "notrace": opts.notrace,

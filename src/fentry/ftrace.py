@@ -203,12 +203,12 @@ class FtraceOps:
 
 # Per-event dispatch tables: id(code) -> handler.  Mutated in place, never
 # rebound: the event callbacks below hold them.
-_entry: dict[int, Callable] = {}
-_resume: dict[int, Callable] = {}
-_return: dict[int, Callable] = {}
-_yield: dict[int, Callable] = {}
-_unwind: dict[int, Callable] = {}
-_throw: dict[int, Callable] = {}
+_entry = hotpath.CodeTable()
+_resume = hotpath.CodeTable()
+_return = hotpath.CodeTable()
+_yield = hotpath.CodeTable()
+_unwind = hotpath.CodeTable()
+_throw = hotpath.CodeTable()
 TABLES = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
           E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw}
 DISABLE = arch.DISABLE

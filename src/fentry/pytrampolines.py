@@ -13,8 +13,78 @@ import sys
 from time import perf_counter_ns
 from types import CodeType
 
-__all__ = ["Ip", "entry_dispatcher", "dispatcher", "list_func", "ops_entry",
-           "function_entry", "graph_event", "graph_exc_event"]
+__all__ = ["Ip", "CodeTable", "Ring", "entry_dispatcher", "dispatcher", "list_func",
+           "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
+
+import itertools
+from collections import deque
+
+# Dispatch tables map id(code) -> handler; a dict does it in Python.
+CodeTable = dict
+
+
+class Ring:
+    """One thread's ring of raw records, the oldest overwritten when full.
+
+    Records are tuples whose first field is the thread's write count
+    (``next(seq)``), so what was lost is known at read time without any
+    bookkeeping on the write path.  Writers call ``append`` and ``next(seq)``.
+    """
+    __slots__ = ("_records", "append", "seq", "_consumed", "_mark")
+
+    def __init__(self, maxlen: int) -> None:
+        self._records: deque = deque(maxlen=maxlen)
+        self.append = self._records.append
+        self.seq = itertools.count()
+        self._consumed = 0      # records taken by consuming reads since the last clear
+        self._mark = 0          # entries written, as known at the last consuming read
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def maxlen(self) -> int:
+        return self._records.maxlen
+
+    def written(self) -> int:
+        """Records written since the last clear (the kernel's entries-written)."""
+        records = self._records
+        return records[-1][0] + 1 if records else self._mark
+
+    def lost(self) -> int:
+        """Records overwritten before anyone read them."""
+        return self.written() - self._consumed - len(self._records)
+
+    def snapshot(self) -> list:
+        return list(self._records)
+
+    def consume(self) -> list:
+        records = self._records
+        pop = records.popleft
+        taken = []
+        try:
+            for _ in range(len(records)):
+                taken.append(pop())
+        except IndexError:      # a writer overwrote what we were about to take
+            pass
+        if taken:
+            self._consumed += len(taken)
+            self._mark = taken[-1][0] + 1
+        return taken
+
+    def clear(self) -> None:
+        self._records.clear()
+        self.seq = itertools.count()
+        self._consumed = self._mark = 0
+
+    def record(self, fields: tuple) -> None:
+        """Write ``(seq, ts, *fields)`` (for callers outside the hot path)."""
+        self.append((next(self.seq), perf_counter_ns(), *fields))
+
+    def resize(self, maxlen: int) -> None:
+        """Keep the newest records that fit; the dropped ones count as lost."""
+        self._records = deque(self._records, maxlen=maxlen)
+        self.append = self._records.append
 
 _getframe = sys._getframe
 DISABLE = sys.monitoring.DISABLE
@@ -105,13 +175,30 @@ def list_func(pairs: list, nargs: int):
 
 # -- handlers
 
+if sys.version_info < (3, 13):
+    def call_site(code: CodeType, lasti: int) -> int:
+        """The offset of the CALL a caller is in: 3.12's f_lasti points at its
+        last inline CACHE entry (opcode 0, which no instruction has)."""
+        co = code.co_code
+        while lasti > 0 and co[lasti] == 0:
+            lasti -= 2
+        return lasti
+else:
+    def call_site(code: CodeType, lasti: int) -> int:
+        """The offset of the instruction a caller is in (3.13's f_lasti)."""
+        return lasti
+
+
 def ops_entry(func, ip: Ip, ops, save_regs: bool, depth: int):
     """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``."""
     if save_regs:
         def ops_entry_regs(code, offset):  # hot path
             frame = _getframe(depth)
             caller = frame.f_back
-            func(ip, None if caller is None else Ip(caller.f_code, caller.f_lasti), ops, frame)
+            if caller is None:
+                return func(ip, None, ops, frame)
+            c = caller.f_code
+            func(ip, Ip(c, call_site(c, caller.f_lasti)), ops, frame)
         return ops_entry_regs
     cdepth = depth + 1
 
@@ -120,7 +207,8 @@ def ops_entry(func, ip: Ip, ops, save_regs: bool, depth: int):
             caller = _getframe(cdepth)
         except ValueError:
             return func(ip, None, ops, None)
-        func(ip, Ip(caller.f_code, caller.f_lasti), ops, None)
+        c = caller.f_code
+        func(ip, Ip(c, call_site(c, caller.f_lasti)), ops, None)
     return ops_entry_noregs
 
 

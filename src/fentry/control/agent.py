@@ -9,6 +9,7 @@ Ctrl-C, SIGTERM, ``os._exit`` — the trace is drained to that point first.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import functools
 import json
@@ -30,14 +31,19 @@ class Streamer:
         self.fs = tracefs()
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="fentry-agent", daemon=True)
+        self.finished = threading.Event()
 
     def start(self) -> None:
-        self.thread.start()
+        # A bare _thread, not a threading.Thread: the program's
+        # threading.enumerate() and active_count() stay what they would be.
+        _thread.start_new_thread(self._run, ())
 
     def _run(self) -> None:
-        while not self.stopped.wait(DRAIN_INTERVAL):
-            self.drain()
+        try:
+            while not self.stopped.wait(DRAIN_INTERVAL):
+                self.drain()
+        finally:
+            self.finished.set()
 
     def _write(self, text: str) -> None:
         data = text.encode("utf-8", "backslashreplace")
@@ -71,8 +77,7 @@ _streamer: Streamer | None = None
 def _final_drain() -> None:
     if _streamer is not None:
         _streamer.stopped.set()
-        if _streamer.thread.is_alive() and _streamer.thread is not threading.current_thread():
-            _streamer.thread.join(timeout=1.0)
+        _streamer.finished.wait(timeout=1.0)
         _streamer.drain(final=True)
 
 

@@ -9,8 +9,6 @@ PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 
 from __future__ import annotations
 
-import heapq
-from time import perf_counter_ns
 from types import CodeType
 from typing import Callable
 
@@ -37,7 +35,7 @@ class GraphOps(FtraceOps):
     def graph_entry(self, ip, parent_ip, ops, regs) -> None:
         """The four-argument form, for callers of ``func`` itself."""
         tb = getattr(self.buffer.local, "tb", None) or self.buffer.attach()
-        tb.append((next(tb.seq), perf_counter_ns(), ENTRY, ip.code))
+        tb.record((ENTRY, ip.code))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
         local, attach = self.buffer.local, self.buffer.attach
@@ -168,7 +166,7 @@ class GraphReader:
         for key, st in self.threads.items():
             if key not in seen and st.pending is not None:
                 streams.append(self._open(st))
-        return [line for _, line in heapq.merge(*streams, key=lambda x: x[0])]
+        return _merge(streams)
 
     def _open(self, st: _ThreadState) -> list[tuple[int, str]]:
         rec, st.pending = st.pending, None
@@ -177,5 +175,9 @@ class GraphReader:
         return [(rec[1], line)]
 
     def flush(self) -> list[str]:
-        streams = [self._open(st) for st in self.threads.values() if st.pending is not None]
-        return [line for _, line in heapq.merge(*streams, key=lambda x: x[0])]
+        return _merge([self._open(st) for st in self.threads.values() if st.pending is not None])
+
+
+def _merge(streams: list[list[tuple[int, str]]]) -> list[str]:
+    return output.merge_lines([[ts for ts, _ in s] for s in streams],
+                              [[line for _, line in s] for s in streams])

@@ -1,0 +1,617 @@
+"""fentry benchmarks: one table of ratios, each row measured side by side.
+
+    python bench/run.py [--quick]
+
+Every row compares fentry with a baseline timed in the same rounds of the
+same process (see timing.py), and prints both sides in nanoseconds per call
+(or per event), their ratio, the design's goal for that ratio and whether
+this run met it.  Nothing is asserted: times only inform, and a goal missed
+does not change the exit status.  What *is* checked is fentry's behaviour
+along the way (how many calls it recorded, that it let go of everything):
+anything wrong, or a row that crashed, is listed under the table and makes
+the exit status 1.
+
+Rows:
+  1  untraced code while another function is traced, vs no fentry at all
+  2  an empty FtraceOps callback, vs the least a bare sys.monitoring hook can do
+  3  the function tracer, vs a bare hook appending (ts, tid, code) to a list
+  4  the function tracer recording everything, vs viztracer and cProfile
+  5  tracing g with and without a second ops on an unrelated f
+  6  formatting 1M recorded events (read trace), vs viztracer saving 1M entries
+
+viztracer is optional (the ``bench`` extra); without it its rows say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from types import CodeType
+from typing import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fentry                                    # noqa: E402
+from fentry import ftrace                        # noqa: E402
+from fentry import FtraceOps, register_ftrace_function, unregister_ftrace_function  # noqa: E402
+
+import workloads as w                            # noqa: E402
+from timing import Timings, Variant, interleave   # noqa: E402
+
+try:
+    import viztracer
+    from viztracer import VizTracer
+except ImportError:
+    viztracer = VizTracer = None
+
+VIZ_MISSING = "viztracer not installed: row skipped"
+MON = sys.monitoring
+PY_START = MON.events.PY_START
+_getframe = sys._getframe
+
+# 200000 kB at fentry's 128 bytes a record: 1.6M records per thread, more
+# than any row records between two clears, so the buffer never wraps.
+BUFFER_KB = "200000"
+VIZ_ENTRIES = 2_000_000     # viztracer's circular buffer: > 1M calls + their C calls
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class Row:
+    row: str
+    what: str
+    ns: float | None            # ns per call (or per event) of the measured side
+    base_name: str
+    base: float | None          # the same for the baseline
+    ratio: float | None         # median over rounds of ns / base (see Timings.ratio)
+    spread: float | None        # half the interquartile range of that ratio
+    goal: float | None          # the ratio should be <= goal
+    note: str = ""
+
+
+ROWS: list[Row] = []
+ISSUES: list[str] = []
+
+
+def compare(row: str, what: str, times: Timings, name: str, other: str, calls: int,
+            base: str | None = None, *, base_name: str, goal: float | None, note: str = "") -> None:
+    """Add a row comparing variants ``name`` and ``other`` (each minus ``base``, if given).
+
+    A variant that was not measured (viztracer not installed) leaves its
+    side of the row, and the ratio, empty.
+    """
+    have = times.rounds
+    ns = times.ns(name, calls, base) if name in have else None
+    other_ns = times.ns(other, calls, base) if other in have else None
+    ratio = spread = None
+    if ns is not None and other_ns is not None:
+        ratio, spread = times.ratio(name, other, base)
+    ROWS.append(Row(row, what, ns, base_name, other_ns, ratio, spread, goal, note))
+
+
+def check(ok: bool, what: str) -> None:
+    """Note a misbehaviour of fentry (or of the harness) without stopping."""
+    if not ok:
+        ISSUES.append(what)
+
+
+def empty(ip, parent_ip, ops, regs):
+    """The empty four-argument callback both sides of row 2 call."""
+
+
+# ---------------------------------------------------------------- helpers
+
+def tracefs():
+    return fentry.tracefs()
+
+
+def buffer_stats() -> tuple[int, int]:
+    """(entries in buffer, entries written) of the tracefs buffer.
+
+    The header of ``trace`` says the same, but reading ``trace`` formats
+    every record; the buffer is asked directly instead.
+    """
+    return tracefs().instance.buffer.stats()
+
+
+def reset_fentry() -> None:
+    """Leave fentry as a fresh process has it; report whatever it still holds."""
+    t = tracefs()
+    t.write("current_tracer", "nop")
+    t.write("tracing_on", "1")
+    t.write("set_ftrace_filter", "")
+    t.write("set_ftrace_notrace", "")
+    t.write("trace", "")
+    live = list(ftrace._core.ops)
+    check(not live, f"fentry still has {len(live)} registered ops after reset")
+    for ops in live:
+        unregister_ftrace_function(ops)
+    check(not ftrace.traced_codes(), "code objects still traced after every ops was unregistered")
+    check(ftrace._core.monitor.tool_id is None, "fentry still holds its tool id with no ops registered")
+
+
+def count_calls(func: Callable[[], object]) -> int:
+    """Python calls of functions in workloads.py that ``func()`` makes, by sys.setprofile."""
+    n = 0
+    filename = w.__file__
+
+    def prof(frame, event, arg):
+        nonlocal n
+        if event == "call" and frame.f_code.co_filename == filename:
+            n += 1
+
+    sys.setprofile(prof)
+    try:
+        func()
+    finally:
+        sys.setprofile(None)
+    return n
+
+
+class BareHook:
+    """A bare ``sys.monitoring`` PY_START callback on one code object.
+
+    The least any Python-level tracer built on sys.monitoring can cost: its
+    own tool id, one local event, one callback.  ``install``/``remove`` run
+    around each measurement, so the id is held only while it is measured.
+    """
+    # Tried in this order: fentry wants 5 first, viztracer and cProfile use 2.
+    ORDER = (4, 3, 1, 0, 5, 2)
+
+    def __init__(self, code: CodeType, callback: Callable) -> None:
+        self.code = code
+        self.callback = callback
+        self.tool: int | None = None
+
+    def install(self) -> None:
+        self.tool = next(i for i in self.ORDER if MON.get_tool(i) is None)
+        MON.use_tool_id(self.tool, "fentry-bench")
+        MON.register_callback(self.tool, PY_START, self.callback)
+        MON.set_local_events(self.tool, self.code, PY_START)
+
+    def remove(self) -> None:
+        if self.tool is None:
+            return
+        MON.set_local_events(self.tool, self.code, 0)
+        MON.register_callback(self.tool, PY_START, None)
+        MON.free_tool_id(self.tool)
+        self.tool = None
+
+
+_viz: VizTracer | None = None
+
+
+def viz() -> VizTracer:
+    """One VizTracer for the whole run: its buffer is allocated once."""
+    global _viz
+    if _viz is None:
+        _viz = VizTracer(tracer_entries=VIZ_ENTRIES, verbose=0)
+    return _viz
+
+
+# ---------------------------------------------------------------- rows
+
+def row1_untraced(rounds: int, repeat: int) -> None:
+    """Untraced code, while fentry traces one unrelated function (called once).
+
+    The same workload (``repeat`` times recursion plus method calls, none
+    of it traced) with no fentry at all, and with an empty ops registered on
+    ``workloads:unrelated``.
+    Both sides are warmed up first, so fentry's one discovery callback per
+    code object (which then returns DISABLE) is behind it: this is the
+    steady state of code that is not traced.  Ratio of run times.
+    """
+    ops = FtraceOps(empty)
+    ops.set_filter("workloads:unrelated")
+    unrelated = w.unrelated.__code__
+
+    def on():
+        register_ftrace_function(ops)
+        w.unrelated()
+        w.mixed()
+        traced = ftrace.traced_codes()
+        check(traced == [unrelated],
+              f"row 1: traced codes are {[c.co_qualname for c in traced]}, not [unrelated]")
+
+    def off():
+        unregister_ftrace_function(ops)
+
+    def run():
+        for _ in range(repeat):
+            w.mixed()
+
+    calls = count_calls(run)
+    times = interleave([Variant("none", run, setup=w.mixed),
+                        Variant("fentry", run, setup=on, teardown=off)], rounds)
+    compare("1", "untraced code, 1 other fn traced (run time)", times, "fentry", "none", calls,
+            base_name="no fentry", goal=1.01, note=f"{calls} calls/run")
+
+
+def row2_empty_callback(rounds: int, n: int) -> None:
+    """Added cost per traced call of an empty FtraceOps callback.
+
+    ``leaf`` is called ``n`` times.  fentry: an ops with the empty callback,
+    filter ``workloads:leaf``.  Baseline: a PY_START callback of our own on
+    leaf's code that calls the same empty callback with what the least
+    Python-level API of this shape must pass, the caller's frame:
+    ``handler(code, sys._getframe(2), None, None)`` (frame 1 is leaf, 2 its
+    caller).  Both as time added to the untraced loop, per call.
+    """
+    seen = []
+    ops = FtraceOps(lambda ip, parent_ip, o, regs: seen.append((ip, parent_ip, o, regs)))
+    ops.set_filter("workloads:leaf")
+    register_ftrace_function(ops)
+    try:
+        w.call_leaf(1000)
+    finally:
+        unregister_ftrace_function(ops)
+    check(len(seen) == 1000, f"row 2: ops callback ran {len(seen)} times for 1000 calls")
+    if seen:
+        ip, parent, o, regs = seen[-1]
+        check(ip.code is w.leaf.__code__ and ip.offset == 0, f"row 2: ip is {ip!r}, not leaf+0x0")
+        check(parent is not None and parent.code is w.call_leaf.__code__,
+              f"row 2: parent_ip is {parent!r}, not in call_leaf")
+        check(o is ops and regs is None, "row 2: ops/regs arguments wrong")
+
+    ops = FtraceOps(empty)
+    ops.set_filter("workloads:leaf")
+    handler = empty
+
+    def bare(code, offset):
+        handler(code, _getframe(2), None, None)
+
+    hook = BareHook(w.leaf.__code__, bare)
+
+    def fentry_on():
+        register_ftrace_function(ops)
+        w.call_leaf(100)
+
+    def bare_on():
+        hook.install()
+        w.call_leaf(100)
+
+    run = lambda: w.call_leaf(n)                              # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("fentry", run, setup=fentry_on,
+                                teardown=lambda: unregister_ftrace_function(ops)),
+                        Variant("bare", run, setup=bare_on, teardown=hook.remove)], rounds)
+    compare("2", "empty ops callback, added per call", times, "fentry", "bare", n, "untraced",
+            base_name="bare PY_START", goal=1.3)
+
+
+def row3_function_tracer(rounds: int, n: int) -> None:
+    """Added cost per traced call of the ``function`` tracer.
+
+    ``leaf`` called ``n`` times with the function tracer on (filter
+    ``workloads:leaf``, buffer large enough not to wrap, cleared before each
+    measurement), vs a bare PY_START callback of our own that appends
+    ``(perf_counter_ns(), threading.get_ident(), code)`` to a list (cleared
+    likewise).  Steady state: tracers are on and warm before the measured
+    loop.  Both as time added to the untraced loop, per call.
+    """
+    t = tracefs()
+    records: list = []
+    append, now, ident = records.append, time.perf_counter_ns, threading.get_ident
+
+    def record(code, offset):
+        append((now(), ident(), code))
+
+    hook = BareHook(w.leaf.__code__, record)
+
+    def fentry_on():
+        t.write("buffer_size_kb", BUFFER_KB)
+        t.write("set_ftrace_filter", "workloads:leaf")
+        t.write("current_tracer", "function")
+        w.call_leaf(100)
+        t.write("trace", "")
+
+    def fentry_off():
+        in_buf, written = buffer_stats()
+        check(in_buf == written == n,
+              f"row 3: function tracer has {in_buf}/{written} entries for {n} calls")
+        t.write("current_tracer", "nop")
+
+    def bare_on():
+        hook.install()
+        w.call_leaf(100)
+        records.clear()
+
+    def bare_off():
+        hook.remove()
+        check(len(records) == n, f"row 3: harness: bare recorder has {len(records)} of {n}")
+        records.clear()
+
+    run = lambda: w.call_leaf(n)                              # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("fentry", run, setup=fentry_on, teardown=fentry_off),
+                        Variant("bare", run, setup=bare_on, teardown=bare_off)], rounds)
+    compare("3", "function tracer, added per call", times, "fentry", "bare", n, "untraced",
+            base_name="bare list append", goal=1.3, note="buffer does not wrap")
+
+
+def row4_whole_program(rounds: int, label: str, workload: Callable[[], object]) -> None:
+    """The ``function`` tracer recording every call of a workload, vs viztracer and cProfile.
+
+    Each tool is timed from its start to its stop, the workload in between,
+    nothing saved: fentry ``tracing_on`` 1 .. 0 with the function tracer on
+    ``workloads:*`` (so the first call of each code object, its discovery,
+    is inside the measurement, as viztracer's and cProfile's start-up is);
+    viztracer ``start()`` .. ``stop()`` with default settings and a buffer
+    that does not wrap; cProfile ``enable()`` .. ``disable()``.  Added time
+    per Python call over the untraced workload, and the three pairwise ratios.
+    """
+    t = tracefs()
+    calls = count_calls(workload)
+    prof: list[cProfile.Profile] = []
+
+    def fentry_on():
+        t.write("tracing_on", "0")
+        t.write("buffer_size_kb", BUFFER_KB)
+        t.write("set_ftrace_filter", "workloads:*")
+        t.write("current_tracer", "function")
+        t.write("trace", "")
+
+    def fentry_run():
+        t.write("tracing_on", "1")
+        workload()
+        t.write("tracing_on", "0")
+
+    def fentry_off():
+        in_buf, written = buffer_stats()
+        check(in_buf == written == calls,
+              f"row 4 {label}: function tracer has {in_buf}/{written} entries for {calls} calls")
+        t.write("current_tracer", "nop")
+        t.write("tracing_on", "1")
+
+    def viz_run():
+        tracer = viz()
+        tracer.start()
+        workload()
+        tracer.stop()
+
+    def prof_run():
+        p = prof[0]
+        p.enable()
+        workload()
+        p.disable()
+
+    variants = [Variant("untraced", workload),
+                Variant("fentry", fentry_run, setup=fentry_on, teardown=fentry_off),
+                Variant("cProfile", prof_run, setup=lambda: prof.append(cProfile.Profile()),
+                        teardown=prof.clear)]
+    if VizTracer is not None:
+        variants.append(Variant("viztracer", viz_run, teardown=lambda: viz().clear()))
+    times = interleave(variants, rounds)
+    note = f"{calls} calls/run" if VizTracer is not None else VIZ_MISSING
+    name = f"4{label}"
+    what = workload_name(label)
+    compare(name, f"{what}: fentry vs viztracer", times, "fentry", "viztracer", calls, "untraced",
+            base_name="viztracer", goal=1.0, note=note)
+    compare(name, f"{what}: fentry vs cProfile", times, "fentry", "cProfile", calls, "untraced",
+            base_name="cProfile", goal=None, note=f"{calls} calls/run")
+    compare(name, f"{what}: viztracer vs cProfile", times, "viztracer", "cProfile", calls,
+            "untraced", base_name="cProfile", goal=None, note=note)
+
+
+def workload_name(label: str) -> str:
+    return {"a": f"fib({FIB_N}) recursive", "b": f"methods({METHOD_TICKS})"}[label]
+
+
+def row5_second_ops(rounds: int, n: int, tracer: bool) -> None:
+    """Tracing g, with and without a second ops registered on an unrelated f.
+
+    ``g`` is called ``n`` times, traced by an empty-callback ops (5a) or by
+    the function tracer (5b).  The second ops (empty callback, filter
+    ``workloads:f``) is registered and ``f`` called once, so f's code really
+    is traced; g must still dispatch straight to its own ops.  Ratio of the
+    time tracing adds to each call of g.
+    """
+    t = tracefs()
+    g_ops = FtraceOps(empty)
+    g_ops.set_filter("workloads:g")
+    f_ops = FtraceOps(empty)
+    f_ops.set_filter("workloads:f")
+
+    def g_on():
+        if tracer:
+            t.write("buffer_size_kb", BUFFER_KB)
+            t.write("set_ftrace_filter", "workloads:g")
+            t.write("current_tracer", "function")
+        else:
+            register_ftrace_function(g_ops)
+        w.call_g(100)
+        t.write("trace", "")
+
+    def g_off():
+        if tracer:
+            in_buf, written = buffer_stats()
+            check(in_buf == written == n,
+                  f"row 5b: function tracer has {in_buf}/{written} entries for {n} calls of g")
+            t.write("current_tracer", "nop")
+        else:
+            unregister_ftrace_function(g_ops)
+
+    def both_on():
+        g_on()
+        register_ftrace_function(f_ops)
+        w.f()
+        names = sorted(c.co_qualname for c in ftrace.traced_codes())
+        check(names == ["f", "g"], f"row 5: with ops on f and g, traced codes are {names}")
+        w.call_g(100)
+        t.write("trace", "")
+
+    def both_off():
+        unregister_ftrace_function(f_ops)
+        g_off()
+
+    run = lambda: w.call_g(n)                                 # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("g", run, setup=g_on, teardown=g_off),
+                        Variant("g+f", run, setup=both_on, teardown=both_off)], rounds)
+    label, what = ("5b", "function tracer on g") if tracer else ("5a", "empty ops on g")
+    compare(label, f"{what}, + 2nd ops on f, added per call", times, "g+f", "g", n, "untraced",
+            base_name="without 2nd ops", goal=1.05)
+
+
+def row6_formatting(rounds: int, n: int) -> None:
+    """Formatting ``n`` recorded events to text, vs viztracer saving ``n`` entries.
+
+    fentry: the function tracer records ``n`` calls of leaf (untimed), then
+    ``tracefs().read("trace")`` is timed: every record becomes a line of the
+    kernel's text format.  viztracer: ``n`` calls recorded (untimed), then
+    ``save()`` of its JSON to a temporary file is timed.  Per event.
+    """
+    t = tracefs()
+    out = os.path.join(tempfile.gettempdir(), f"fentry-bench-{os.getpid()}.json")
+    text_lines = []
+
+    def fentry_on():
+        t.write("buffer_size_kb", BUFFER_KB)
+        t.write("set_ftrace_filter", "workloads:leaf")
+        t.write("current_tracer", "function")
+        t.write("trace", "")
+        w.call_leaf(n)
+        t.write("tracing_on", "0")
+
+    def fentry_run():
+        text_lines.append(t.read("trace").count("\n"))
+
+    def fentry_off():
+        in_buf, written = buffer_stats()
+        check(in_buf == written == n, f"row 6: function tracer has {in_buf}/{written} entries for {n} calls")
+        lines = text_lines.pop()
+        header = len(tracefs_header())
+        check(lines == n + header, f"row 6: trace has {lines} lines for {n} events + {header} header lines")
+        t.write("current_tracer", "nop")
+        t.write("tracing_on", "1")
+
+    def viz_on():
+        tracer = viz()
+        tracer.start()
+        w.call_leaf(n)
+        tracer.stop()
+
+    def viz_off():
+        viz().clear()
+        if os.path.exists(out):
+            os.unlink(out)
+
+    variants = [Variant("fentry", fentry_run, setup=fentry_on, teardown=fentry_off)]
+    if VizTracer is not None:
+        variants.append(Variant("viztracer", lambda: viz().save(out), setup=viz_on, teardown=viz_off))
+    times = interleave(variants, rounds)
+    compare("6", f"format {n // 1000}k events (read trace) vs save", times, "fentry", "viztracer",
+            n, base_name="viztracer save", goal=0.5,
+            note=f"per event, {rounds} round(s)" if VizTracer is not None else VIZ_MISSING)
+
+
+def tracefs_header() -> list[str]:
+    """The comment lines ``trace`` starts with when the function tracer has recorded one thread."""
+    from fentry.tracers import output
+    return (output.buffer_header("function", 0, 0, 1) + output.FUNCTION_COLUMNS).splitlines()
+
+
+# ---------------------------------------------------------------- main
+
+FIB_N = 20
+METHOD_TICKS = 100
+
+
+def print_table() -> None:
+    head = ("row", "measure", "ns", "baseline", "base ns", "ratio", "+-", "goal", "met")
+    lines = []
+    for r in ROWS:
+        if r.goal is None:
+            met = "-"
+        elif r.ratio is None:
+            met = "skipped"
+        else:
+            met = "yes" if r.ratio <= r.goal else "NO"
+        lines.append((r.row, r.what,
+                      "-" if r.ns is None else f"{r.ns:.1f}",
+                      r.base_name,
+                      "-" if r.base is None else f"{r.base:.1f}",
+                      "-" if r.ratio is None else f"{r.ratio:.3f}x",
+                      "" if r.spread is None else f"{r.spread:.3f}",
+                      "-" if r.goal is None else f"<= {r.goal:g}x",
+                      met, r.note))
+    cols = len(head)
+    widths = [max(len(x) for x in col) for col in zip(head, *[line[:cols] for line in lines])]
+    right = {2, 4, 5, 6}
+    fmt = "  ".join(f"{{:{'>' if i in right else '<'}{wd}}}" for i, wd in enumerate(widths))
+    print(fmt.format(*head))
+    print(fmt.format(*("-" * wd for wd in widths)))
+    for line in lines:
+        print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
+    print("(ns: per call, or per event for row 6; rows 2-5: time added over the untraced run."
+          " ratio: median of per-round ratios, +- half their interquartile range)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and calls (a smoke run)")
+    args = parser.parse_args(argv)
+    q = args.quick
+    rounds, n = (3, 20_000) if q else (21, 100_000)
+    big = 100_000 if q else 1_000_000
+
+    held_before = {i for i in range(6) if MON.get_tool(i) is not None}
+    print(f"fentry bench: Python {platform.python_version()} ({sys.executable})")
+    impl = getattr(sys.modules.get("fentry.hotpath"), "IMPLEMENTATION", "?")
+    print(f"  fentry from {os.path.dirname(fentry.__file__)} (hot path: {impl})")
+    print(f"  viztracer {viztracer.__version__ if viztracer else '(not installed: its rows are skipped)'}"
+          f"; {os.cpu_count()} CPUs; medians of interleaved rounds; ns per call unless noted")
+    print(flush=True)
+
+    start = time.monotonic()
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("1", lambda: row1_untraced(2 * rounds, 1 if q else 8)),
+        ("2", lambda: row2_empty_callback(rounds, n)),
+        ("3", lambda: row3_function_tracer(rounds, n)),
+        ("4a", lambda: row4_whole_program(rounds, "a", lambda: w.fib(FIB_N))),
+        ("4b", lambda: row4_whole_program(rounds, "b", lambda: w.methods(METHOD_TICKS))),
+        ("5a", lambda: row5_second_ops(rounds, n, tracer=False)),
+        ("5b", lambda: row5_second_ops(rounds, n, tracer=True)),
+        ("6", lambda: row6_formatting(1 if q else 2, big)),
+    ]
+    for name, step in steps:
+        t0 = time.monotonic()
+        try:
+            step()
+        except Exception:
+            ISSUES.append(f"row {name} crashed:\n" + traceback.format_exc().rstrip())
+        finally:
+            try:
+                reset_fentry()
+            except Exception:
+                ISSUES.append(f"reset after row {name} crashed:\n" + traceback.format_exc().rstrip())
+            gc.collect()
+        print(f"  row {name}: {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    print_table()
+    print()
+    held_after = {i for i in range(6) if MON.get_tool(i) is not None} - held_before
+    check(not held_after, "sys.monitoring tool ids still held at exit: "
+          + ", ".join(f"{i} ({MON.get_tool(i)})" for i in sorted(held_after)))
+    if ISSUES:
+        print(f"{len(ISSUES)} problem(s) seen:")
+        for issue in ISSUES:
+            print("  - " + issue.replace("\n", "\n    "))
+    else:
+        print("checks: every recorded count as expected; no tool id, ops or traced code left behind")
+    print(f"total {time.monotonic() - start:.0f} s")
+    return 1 if ISSUES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
