@@ -1169,7 +1169,9 @@ PyInit__ctrampolines(void)
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
         || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssssss]", "Ip", "CodeTable", "Ring", "entry_dispatcher",
+    if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0)
+        goto fail;
+    PyObject *all = Py_BuildValue("[sssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES", "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
                                   "graph_event", "graph_exc_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)

@@ -24,7 +24,7 @@ from .tracers.trace import TRACERS
 
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
 AGENT_FD_MIN = 200
-RUN_BUFFER_SIZE_KB = 8192     # per thread; bigger than the kernel's default, for streaming
+RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as trace-cmd asks for
 
 
 def _run_parser(sub) -> argparse.ArgumentParser:

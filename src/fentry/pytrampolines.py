@@ -13,7 +13,7 @@ import sys
 from time import perf_counter_ns
 from types import CodeType
 
-__all__ = ["Ip", "CodeTable", "Ring", "entry_dispatcher", "dispatcher", "list_func",
+__all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
 import itertools
@@ -21,6 +21,10 @@ from collections import deque
 
 # Dispatch tables map id(code) -> handler; a dict does it in Python.
 CodeTable = dict
+
+# What one record costs (a 4-5 field tuple and its two integers), for
+# turning buffer_size_kb into a number of records.
+RECORD_BYTES = 136
 
 
 class Ring:

@@ -49,7 +49,7 @@ class Tracefs:
                            lambda text, append: inst.set_tracing_on(_parse_bool(text))),
             "buffer_size_kb": (lambda: f"{inst.buffer.size_kb}\n",
                                lambda text, append: inst.buffer.resize(_parse_size(text))),
-            "trace": (inst.read_trace, lambda text, append: inst.clear()),
+            "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text,
                               lambda text, append: [inst.set_option(w) for w in text.split()]),

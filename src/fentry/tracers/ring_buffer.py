@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import threading
 
-from ..hotpath import Ring
+from ..hotpath import RECORD_BYTES, Ring
 
-# What one record costs, for turning buffer_size_kb into a record count: a
-# 4-6 field tuple and its integers.
-RECORD_BYTES = 128
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
 
