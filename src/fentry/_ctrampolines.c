@@ -783,9 +783,54 @@ static PyTypeObject RingType = {
 
 /* ------------------------------------------------------------------ the calls */
 
+/* fentry's own threads (the agent's), whose events are ignored: whatever
+ * they run, stdlib code included, is never traced (the kernel's per-task
+ * recursion bit).  Thread state ids, never reused by CPython. */
+#define MAX_QUIET 8
+static uint64_t quiet_ids[MAX_QUIET];
+static int n_quiet;
+
+static inline int
+thread_is_quiet(void)
+{
+    if (n_quiet == 0)
+        return 0;
+    uint64_t id = PyThreadState_Get()->id;
+    for (int i = 0; i < n_quiet; i++)
+        if (quiet_ids[i] == id)
+            return 1;
+    return 0;
+}
+
+static PyObject *
+quiet_thread(PyObject *m, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    uint64_t id = PyThreadState_Get()->id;
+    for (int i = 0; i < n_quiet; i++) {
+        if (quiet_ids[i] == id) {
+            if (!on)
+                quiet_ids[i] = quiet_ids[--n_quiet];
+            Py_RETURN_NONE;
+        }
+    }
+    if (on) {
+        if (n_quiet == MAX_QUIET) {
+            PyErr_SetString(PyExc_RuntimeError, "too many quiet threads");
+            return NULL;
+        }
+        quiet_ids[n_quiet++] = id;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 dispatch(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
 {
+    if (thread_is_quiet())
+        Py_RETURN_NONE;
     if (nargs < 2) {
         PyErr_SetString(PyExc_TypeError, "fentry dispatcher: too few arguments");
         return NULL;
@@ -1131,6 +1176,7 @@ graph_exc_event(PyObject *m, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
+    {"quiet_thread", quiet_thread, METH_O, "quiet_thread(True): ignore the calling thread's events."},
     {"entry_dispatcher", entry_dispatcher, METH_VARARGS, "PY_START dispatcher: handler or discovery."},
     {"dispatcher", dispatcher, METH_VARARGS, "Dispatcher for any other event."},
     {"list_func", list_func, METH_VARARGS, "Calls each (ops, handler) in turn."},
@@ -1171,7 +1217,8 @@ PyInit__ctrampolines(void)
         goto fail;
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES", "entry_dispatcher",
+    PyObject *all = Py_BuildValue("[ssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+                                  "quiet_thread", "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
                                   "graph_event", "graph_exc_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)

@@ -57,8 +57,13 @@ class _Glob:
         self.mod = mod
 
     def matches(self, module: str, qualname: str) -> bool:
+        if self.mod is not None:
+            return (self.mod.fullmatch(module) is not None
+                    and self.func.fullmatch(qualname) is not None)
+        # A bare glob names the qualified name, or the dotted path a Python
+        # user would write: "Cart.add" and "shop.Cart.add" both select it.
         return (self.func.fullmatch(qualname) is not None
-                and (self.mod is None or self.mod.fullmatch(module) is not None))
+                or self.func.fullmatch(f"{module}.{qualname}") is not None)
 
 
 def _compile_glob(glob: str, command: str, pos: int) -> re.Pattern:

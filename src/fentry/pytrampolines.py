@@ -10,10 +10,11 @@ itself, 1 the dispatcher (or 2 when a list function sits between them).
 from __future__ import annotations
 
 import sys
+from _thread import get_ident
 from time import perf_counter_ns
 from types import CodeType
 
-__all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "entry_dispatcher", "dispatcher", "list_func",
+__all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "quiet_thread", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
 import itertools
@@ -113,11 +114,28 @@ class Ip:
         return f"{self.code.co_qualname}+{self.offset:#x}"
 
 
+# -- fentry's own threads
+
+# Idents of fentry's own threads (the agent's): their events are ignored, so
+# nothing they run, stdlib code included, is ever traced.
+_quiet: set[int] = set()
+
+
+def quiet_thread(on: bool) -> None:
+    """Ignore (or stop ignoring) the calling thread's events."""
+    if on:
+        _quiet.add(get_ident())
+    else:
+        _quiet.discard(get_ident())
+
+
 # -- dispatchers: the sys.monitoring callbacks
 
 def entry_dispatcher(table: dict, discover, fault):
     """PY_START: the code's handler, or discovery on its first call."""
     def dispatch_entry(code, offset):  # hot path
+        if _quiet and get_ident() in _quiet:
+            return
         try:
             handler = table[id(code)]
         except KeyError:
@@ -136,6 +154,8 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
     miss = DISABLE if disable else None
     if nargs == 2:
         def dispatch(code, offset):  # hot path
+            if _quiet and get_ident() in _quiet:
+                return
             try:
                 handler = table[id(code)]
             except KeyError:
@@ -146,6 +166,8 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 fault(code)
     else:
         def dispatch(code, offset, arg):  # hot path
+            if _quiet and get_ident() in _quiet:
+                return
             try:
                 handler = table[id(code)]
             except KeyError:

@@ -4,7 +4,8 @@
 ``__main__``, ``sys.path[0]``, tracebacks and exit status are Python's own) with
 this directory first on PYTHONPATH.  Here we start the agent, take this
 directory back out of ``sys.path`` and PYTHONPATH, and load the
-``sitecustomize`` we shadowed, if there is one.
+``sitecustomize`` we shadowed, if there is one (else we leave as if there
+were none at all).
 """
 
 import os
@@ -25,14 +26,17 @@ def _start() -> None:
         if added:
             sys.path.remove(package_parent)
     # Load the sitecustomize we shadow, if any.  importlib takes whatever is in
-    # sys.modules["sitecustomize"] once this module has run, so it becomes that one.
+    # sys.modules["sitecustomize"] once this module has run, so it becomes that
+    # one.  If there is none, "no module named sitecustomize" is what site
+    # expects, and it leaves no trace of this one in sys.modules.
     from importlib.machinery import PathFinder
     from importlib.util import module_from_spec
     spec = PathFinder.find_spec("sitecustomize", sys.path)
-    if spec is not None and spec.loader is not None:
-        module = module_from_spec(spec)
-        sys.modules["sitecustomize"] = module
-        spec.loader.exec_module(module)
+    if spec is None or spec.loader is None:
+        raise ImportError("No module named 'sitecustomize'", name="sitecustomize")
+    module = module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
+    spec.loader.exec_module(module)
 
 _start()
 del _start

@@ -15,8 +15,9 @@ import functools
 import json
 import os
 import signal
-import threading
+import time
 
+from .. import hotpath
 from .tracefs import tracefs
 
 ENV_CONFIG = "FENTRY_AGENT"
@@ -29,21 +30,30 @@ class Streamer:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.fs = tracefs()
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.finished = threading.Event()
+        self.lock = _thread.allocate_lock()
+        self.stopped = False
+        self.running = _thread.allocate_lock()     # held while the thread runs
 
     def start(self) -> None:
         # A bare _thread, not a threading.Thread: the program's
         # threading.enumerate() and active_count() stay what they would be.
+        self.running.acquire()
         _thread.start_new_thread(self._run, ())
 
     def _run(self) -> None:
+        hotpath.quiet_thread(True)      # what this thread runs is never traced
         try:
-            while not self.stopped.wait(DRAIN_INTERVAL):
+            while not self.stopped:
+                time.sleep(DRAIN_INTERVAL)
                 self.drain()
         finally:
-            self.finished.set()
+            self.running.release()
+
+    def stop(self) -> None:
+        """Stop the thread and wait (briefly) for it to finish."""
+        self.stopped = True
+        if self.running.acquire(timeout=1.0):
+            self.running.release()
 
     def _write(self, text: str) -> None:
         data = text.encode("utf-8", "backslashreplace")
@@ -51,7 +61,7 @@ class Streamer:
             try:
                 n = os.write(self.fd, data)
             except OSError:         # reader gone: the program goes on untraced
-                self.stopped.set()
+                self.stopped = True
                 return
             data = data[n:]
 
@@ -63,7 +73,7 @@ class Streamer:
             if text:
                 self._write(text)
             if final:
-                self.stopped.set()
+                self.stopped = True
                 try:
                     os.close(self.fd)
                 except OSError:
@@ -76,8 +86,10 @@ _streamer: Streamer | None = None
 
 def _final_drain() -> None:
     if _streamer is not None:
-        _streamer.stopped.set()
-        _streamer.finished.wait(timeout=1.0)
+        _streamer.stop()
+        # Tracing ends here: what runs while the interpreter tears itself down
+        # (module teardown, finalizers) would find half of it gone.
+        tracefs().instance.set_tracing_on(False)
         _streamer.drain(final=True)
 
 
@@ -107,7 +119,7 @@ def _after_fork_in_child() -> None:
         except OSError:
             pass
         _streamer.fd = -1
-        _streamer.stopped.set()
+        _streamer.stopped = True
         _streamer = None
     fs = tracefs()
     fs.write("current_tracer", "nop")

@@ -18,23 +18,33 @@ DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
 
 class ThreadBuffer(Ring):
-    """One thread's ring, and who the thread is (for the task column)."""
-    __slots__ = ("tid", "name", "thread")
+    """One thread's ring, and who the thread is (for the task column).
+
+    Reading it runs no Python code of ``threading`` (its properties and
+    methods would be traced like any other code): names and liveness come
+    from plain attributes and ``threading._active``.
+    """
+    __slots__ = ("tid", "ident", "name", "thread")
 
     def __init__(self, maxlen: int) -> None:
         super().__init__(maxlen)
-        t = threading.current_thread()
         self.tid = threading.get_native_id()
-        self.thread: threading.Thread | None = t
-        self.name = t.name
+        self.ident = threading.get_ident()
+        # Not threading.current_thread(): for a thread threading did not start
+        # it would make a _DummyThread, and change what the program sees.
+        self.thread: threading.Thread | None = threading._active.get(self.ident)
+        self.name = self.thread._name if self.thread is not None else "python"
+
+    def alive(self) -> bool:
+        t = self.thread
+        if t is not None and threading._active.get(self.ident) is not t:
+            self.thread = t = None
+        return t is not None
 
     def task_name(self) -> str:
         """The thread's name now (or its last name, once it has ended)."""
-        t = self.thread
-        if t is not None:
-            self.name = t.name
-            if not t.is_alive():
-                self.thread = None
+        if self.alive():
+            self.name = self.thread._name
         return self.name
 
 
@@ -72,7 +82,7 @@ class RingBuffer:
             for tb in self.buffers:
                 tb.clear()
             # Threads that have ended and left nothing are forgotten.
-            self.buffers = [tb for tb in self.buffers if tb.thread is not None and tb.thread.is_alive()]
+            self.buffers = [tb for tb in self.buffers if tb.alive()]
 
     # -- reading
     def stats(self) -> tuple[int, int]:
