@@ -1,0 +1,146 @@
+"""arch: fentry's hold on sys.monitoring (tool id, local events, release)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import fentry
+
+from .helpers import Recorder, fentry_tool_ids
+
+M = sys.monitoring
+E = M.events
+
+
+def traced_target(x):
+    return x + 1
+
+
+def untraced_neighbour(x):
+    return x - 1
+
+
+FILTER = f"{__name__}:traced_target"
+
+
+@pytest.mark.parametrize("free_id", range(6))
+def test_tool_id_claimed_without_evicting_others(claimed_tool_ids, register, free_id):
+    others = [i for i in range(6) if i != free_id]
+    claimed_tool_ids(others)
+    ops = register(Recorder(FILTER))
+    assert fentry_tool_ids() == [free_id]
+    assert [M.get_tool(i) for i in others] == [f"other-tool-{i}" for i in others]
+    traced_target(1)
+    assert ops.names() == ["traced_target"]
+    fentry.unregister_ftrace_function(ops)
+    assert M.get_tool(free_id) is None
+    assert [M.get_tool(i) for i in others] == [f"other-tool-{i}" for i in others]
+
+
+def test_no_free_tool_id_is_a_clear_error_naming_the_holders(claimed_tool_ids):
+    claimed_tool_ids(range(6))
+    ops = Recorder(FILTER)
+    with pytest.raises(Exception) as err:
+        fentry.register_ftrace_function(ops)
+    message = str(err.value)
+    assert "tool id" in message
+    for i in range(6):
+        assert f"other-tool-{i}" in message
+    assert not ops.registered
+    traced_target(1)
+    assert ops.calls == []
+    assert [M.get_tool(i) for i in range(6)] == [f"other-tool-{i}" for i in range(6)]
+
+
+def test_registering_works_once_a_tool_id_is_freed(claimed_tool_ids, register):
+    claimed_tool_ids(range(6))
+    ops = Recorder(FILTER)
+    with pytest.raises(Exception):
+        fentry.register_ftrace_function(ops)
+    M.free_tool_id(2)
+    register(ops)
+    traced_target(1)
+    assert fentry_tool_ids() == [2] and ops.names() == ["traced_target"]
+
+
+def test_another_tools_events_keep_firing(claimed_tool_ids, register):
+    claimed_tool_ids([0])
+    seen = []
+    M.register_callback(0, E.PY_START, lambda code, offset: seen.append(code.co_qualname))
+    M.set_local_events(0, untraced_neighbour.__code__, E.PY_START)
+    try:
+        untraced_neighbour(1)
+        ops = register(Recorder(FILTER))
+        traced_target(1)
+        untraced_neighbour(1)
+        fentry.unregister_ftrace_function(ops)
+        untraced_neighbour(1)
+        assert seen == ["untraced_neighbour"] * 3
+        assert M.get_local_events(0, untraced_neighbour.__code__) == E.PY_START
+    finally:
+        M.set_local_events(0, untraced_neighbour.__code__, 0)
+        M.register_callback(0, E.PY_START, None)
+
+
+def test_traced_code_has_local_events_and_untraced_code_none(register):
+    register(Recorder(FILTER))
+    traced_target(1)
+    untraced_neighbour(1)
+    [tool_id] = fentry_tool_ids()
+    assert M.get_local_events(tool_id, traced_target.__code__) & E.PY_START
+    assert M.get_local_events(tool_id, untraced_neighbour.__code__) == 0
+
+
+def test_last_unregister_leaves_no_local_events_and_frees_the_tool_id(register):
+    ops = register(Recorder(FILTER))
+    traced_target(1)
+    [tool_id] = fentry_tool_ids()
+    assert M.get_local_events(tool_id, traced_target.__code__) != 0
+    fentry.unregister_ftrace_function(ops)
+    assert M.get_tool(tool_id) is None
+    # CPython 3.12/3.13 keep local events across free_tool_id: claim the id
+    # back and look at what fentry left on it.
+    M.use_tool_id(tool_id, "probe")
+    try:
+        assert M.get_local_events(tool_id, traced_target.__code__) == 0
+        assert M.get_events(tool_id) == 0
+        assert M.register_callback(tool_id, E.PY_START, None) is None
+    finally:
+        M.free_tool_id(tool_id)
+    traced_target(1)
+    assert len(ops.calls) == 1
+
+
+def test_function_graph_tracer_releases_everything_when_switched_off(fs):
+    fs.write("set_ftrace_filter", FILTER)
+    fs.write("current_tracer", "function_graph")
+    traced_target(1)
+    [tool_id] = fentry_tool_ids()
+    assert M.get_events(tool_id) != 0
+    fs.write("current_tracer", "nop")
+    assert fentry_tool_ids() == []
+    M.use_tool_id(tool_id, "probe")
+    try:
+        assert M.get_local_events(tool_id, traced_target.__code__) == 0
+        assert M.get_events(tool_id) == 0
+        for event in (E.PY_START, E.PY_RETURN, E.PY_UNWIND, E.PY_YIELD, E.PY_RESUME):
+            assert M.register_callback(tool_id, event, None) is None
+    finally:
+        M.free_tool_id(tool_id)
+
+
+def test_unregistering_one_ops_keeps_the_others_code_traced(register):
+    a = register(Recorder(FILTER))
+    b = register(Recorder(f"{__name__}:untraced_neighbour"))
+    traced_target(1)
+    untraced_neighbour(1)
+    [tool_id] = fentry_tool_ids()
+    fentry.unregister_ftrace_function(a)
+    assert M.get_local_events(tool_id, traced_target.__code__) == 0
+    assert M.get_local_events(tool_id, untraced_neighbour.__code__) & E.PY_START
+    traced_target(1)
+    untraced_neighbour(1)
+    assert a.names() == ["traced_target"]
+    assert b.names() == ["untraced_neighbour", "untraced_neighbour"]
