@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
-from .symbols import SYMBOLS, code_name, is_fentry_code, is_function_code
+from .symbols import SYMBOLS, is_fentry_code, is_function_code
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -132,8 +132,7 @@ class FilterHash:
 
     def text(self) -> str:
         words = [g.text for g in self.globs]
-        words += [f"{code_name(c, SYMBOLS.lookup(c).module if SYMBOLS.lookup(c) else None)}"
-                  for c in self.codes.values()]
+        words += [SYMBOLS.name_of(c) for c in self.codes.values()]
         return "".join(w + "\n" for w in words)
 
 
@@ -216,7 +215,6 @@ _unwind = hotpath.CodeTable()
 _throw = hotpath.CodeTable()
 TABLES = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
           E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw}
-DISABLE = arch.DISABLE
 
 
 _NARGS = {E.PY_START: 2, E.PY_RESUME: 2, E.PY_RETURN: 3, E.PY_YIELD: 3,

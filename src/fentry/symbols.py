@@ -144,6 +144,11 @@ class SymbolTable:
     def lookup(self, code: CodeType) -> Symbol | None:
         return self._by_code.get(id(code))
 
+    def name_of(self, code: CodeType) -> str:
+        """``MOD:QUALNAME`` of a symbol; just the qualified name of other code."""
+        sym = self._by_code.get(id(code))
+        return sym.name if sym is not None else code.co_qualname
+
     def symbols(self) -> list[Symbol]:
         self.refresh()
         return sorted(self._by_code.values(), key=lambda s: (s.module, s.qualname))
@@ -151,11 +156,6 @@ class SymbolTable:
     def available_filter_functions(self) -> str:
         """One ``QUALNAME [MOD]`` per line, as the kernel's ``func [module]``."""
         return "".join(f"{s.qualname} [{s.module}]\n" for s in self.symbols())
-
-
-def code_name(code: CodeType, module: str | None) -> str:
-    """``MOD:QUALNAME`` for any code object, symbol or not."""
-    return f"{module}:{code.co_qualname}" if module else code.co_qualname
 
 
 SYMBOLS = SymbolTable()

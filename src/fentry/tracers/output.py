@@ -5,32 +5,12 @@ Formatting happens here, when the trace is read, never when it is recorded.
 
 from __future__ import annotations
 
-from types import CodeType
-
-from ..symbols import SYMBOLS
 from .ring_buffer import ThreadBuffer
-
-
-def timestamp(ns: int) -> str:
-    """``<sec>.<usec>`` as the kernel prints it."""
-    return f"{ns // 1_000_000_000:5d}.{ns // 1000 % 1_000_000:06d}"
 
 
 def task(tb: ThreadBuffer) -> str:
     """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
     return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
-
-
-def func_name(code: CodeType | None) -> str:
-    """A code object's name in a trace line: its qualified name."""
-    if code is None:
-        return "<top>"
-    return code.co_qualname
-
-
-def symbol_name(code: CodeType) -> str:
-    sym = SYMBOLS.lookup(code)
-    return sym.name if sym is not None else code.co_qualname
 
 
 def merge_lines(stamps: list[list[int]], texts: list[list[str]]) -> list[str]:
