@@ -23,6 +23,10 @@ ERRORS: dict[str, str] = {
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
+    # -- kprobe_events: the kernel's trace_probe.h ERRORS, then fentry's own
+    # -- (end of kprobe_events)
+    # -- event filters: the kernel's trace_events_filter.c messages
+    # -- (end of event filters)
 }
 
 
