@@ -9,8 +9,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
 #include <stddef.h>
 #include <time.h>
+#include <unistd.h>
 /* Read-only use of the interpreter frame layout, to find the traced
  * function's caller as sys._getframe(1) does, without making frame objects.
  * Built against the headers of the Python it runs on (3.12, 3.13). */
@@ -23,7 +27,8 @@ static PyObject *getframe;         /* sys._getframe */
 static PyObject *int0, *int1;   /* sys._getframe's arguments, and 1 */
 static PyObject *s_tb, *s_seq, *s_append, *s_errors, *s_co_qualname;
 
-enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH };
+enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
+            K_OFFSET_DISPATCH };
 
 typedef struct {
     PyObject_HEAD
@@ -826,6 +831,49 @@ quiet_thread(PyObject *m, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ SIGTERM
+ * The agent must drain the trace before a SIGTERM kills the program, without
+ * the program seeing a handler: signal.getsignal() reads Python's own table,
+ * so an OS-level handler here stays invisible, and a handler the program
+ * installs later simply replaces it.  The handler does two async-signal-safe
+ * things: it asks the main thread to run the agent's Python handler for a
+ * stand-in signal at its next bytecode (PyErr_SetInterruptEx), as Python does
+ * for its own handlers, and it writes a byte to the agent's pipe, for when the
+ * main thread is stuck in C.  Either one drains, then dies of SIGTERM. */
+
+static volatile sig_atomic_t sigterm_fd = -1;
+static volatile sig_atomic_t sigterm_standin = 0;
+
+static void
+on_sigterm(int signo)
+{
+    int saved = errno;
+    char c = 'T';
+    if (sigterm_standin > 0)
+        PyErr_SetInterruptEx(sigterm_standin);
+    if (sigterm_fd >= 0)
+        (void)!write(sigterm_fd, &c, 1);
+    errno = saved;
+}
+
+static PyObject *
+catch_sigterm(PyObject *m, PyObject *args)
+{
+    int fd, standin = 0;
+    if (!PyArg_ParseTuple(args, "i|i", &fd, &standin))
+        return NULL;
+    sigterm_standin = standin;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sa.sa_handler = fd >= 0 ? on_sigterm : SIG_DFL;
+    sigterm_fd = fd;
+    if (sigaction(SIGTERM, &sa, NULL) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 dispatch(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
 {
@@ -837,8 +885,19 @@ dispatch(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
     }
     PyObject *code = args[0];
     PyObject *h = table_get((CodeTable *)t->a, code);
+    if (h != NULL && t->kind == K_OFFSET_DISPATCH) {
+        /* INSTRUCTION: a dict of probed offsets; DISABLE every other one */
+        h = PyDict_Check(h) ? PyDict_GetItemWithError(h, args[1]) : NULL;
+        if (h == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            return Py_NewRef(DISABLE);
+        }
+    }
     Py_XINCREF(h);
     if (h == NULL) {
+        if (t->kind == K_OFFSET_DISPATCH)
+            return Py_NewRef(DISABLE);
         if (t->kind == K_DISPATCH)
             return Py_NewRef(t->flag ? DISABLE : Py_None);
         h = PyObject_CallOneArg(t->b, code);        /* discover(code), once per code */
@@ -1013,6 +1072,7 @@ tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     }
     switch (t->kind) {
     case K_ENTRY_DISPATCH:
+    case K_OFFSET_DISPATCH:
     case K_DISPATCH: return dispatch(t, args, nargs);
     case K_LIST: return list_call(t, args, nargs);
     case K_OPS_ENTRY: return ops_entry_call(t);
@@ -1048,7 +1108,7 @@ static PyObject *
 tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
-                                  "function_entry", "graph_event"};
+                                  "function_entry", "graph_event", "offset_dispatcher"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 
@@ -1102,6 +1162,15 @@ dispatcher(PyObject *m, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!Oip", &CodeTableType, &table, &fault, &nargs, &disable))
         return NULL;
     return make(K_DISPATCH, nargs, disable, table, NULL, fault, NULL);
+}
+
+static PyObject *
+offset_dispatcher(PyObject *m, PyObject *args)
+{
+    PyObject *table, *fault;
+    if (!PyArg_ParseTuple(args, "O!O", &CodeTableType, &table, &fault))
+        return NULL;
+    return make(K_OFFSET_DISPATCH, 2, 1, table, NULL, fault, NULL);
 }
 
 static PyObject *
@@ -1177,7 +1246,11 @@ graph_exc_event(PyObject *m, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"quiet_thread", quiet_thread, METH_O, "quiet_thread(True): ignore the calling thread's events."},
+    {"catch_sigterm", catch_sigterm, METH_VARARGS,
+     "catch_sigterm(fd, standin=0): on SIGTERM, write a byte to fd and run the Python handler of\n"
+     "signal `standin` in the main thread (fd -1: the default action again)."},
     {"entry_dispatcher", entry_dispatcher, METH_VARARGS, "PY_START dispatcher: handler or discovery."},
+    {"offset_dispatcher", offset_dispatcher, METH_VARARGS, "INSTRUCTION dispatcher: probed offsets only."},
     {"dispatcher", dispatcher, METH_VARARGS, "Dispatcher for any other event."},
     {"list_func", list_func, METH_VARARGS, "Calls each (ops, handler) in turn."},
     {"ops_entry", ops_entry, METH_VARARGS, "An FtraceOps entry handler."},
@@ -1215,9 +1288,13 @@ PyInit__ctrampolines(void)
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
         || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0)
         goto fail;
-    if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0)
+    /* A Python handler called by a C dispatcher (or C list function) finds
+     * the traced frame one up: no C callable adds a frame. */
+    if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
+        || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+    PyObject *all = Py_BuildValue("[ssssssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+                                  "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
                                   "quiet_thread", "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
                                   "graph_event", "graph_exc_event");

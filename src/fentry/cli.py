@@ -17,13 +17,12 @@ import subprocess
 import sys
 import threading
 
-from .control.agent import ENV_CONFIG
+from .control.agent import AGENT_FD_MIN, ENV_CONFIG
 from .errors import TraceError
 from .ftrace import parse_filter
 from .tracers.trace import TRACERS
 
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
-AGENT_FD_MIN = 200
 RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as trace-cmd asks for
 
 
@@ -126,8 +125,10 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
         "pythonpath": os.environ.get("PYTHONPATH"),
     })
     env["PYTHONPATH"] = BOOT_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    # Ctrl-C reaches the program (same process group); we keep reading until it is done.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the program (same process group); we keep reading until
+    # it is done.  A handler that does nothing, not SIG_IGN: an ignored signal
+    # stays ignored across exec, and the program would not see its Ctrl-C.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         child = subprocess.Popen([sys.executable, *program], env=env, pass_fds=[write_fd])
     except OSError as e:

@@ -37,11 +37,11 @@ _getframe = sys._getframe
 FTRACE_OPS_FL_SAVE_REGS = 1 << 0
 FTRACE_OPS_FL_RECURSION = 1 << 1   # accepted for the kernel's sake; always on
 
-# Frame depth of the traced function as seen from inside a handler: the
-# handler is called by an event callback (DIRECT) or by a list function
-# that the event callback calls (LISTED).
-DIRECT = 2
-LISTED = 3
+# Frame depth of the traced function as seen from inside a Python handler:
+# called by an event callback (DIRECT) or by a list function (LISTED); the
+# hot path in use says what those are.
+DIRECT = hotpath.DIRECT
+LISTED = hotpath.LISTED
 
 
 # ---------------------------------------------------------------- filters
@@ -213,8 +213,10 @@ _return = hotpath.CodeTable()
 _yield = hotpath.CodeTable()
 _unwind = hotpath.CodeTable()
 _throw = hotpath.CodeTable()
+_instruction = hotpath.CodeTable()     # id(code) -> {offset: handler}
 TABLES = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
-          E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw}
+          E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw,
+          E.INSTRUCTION: _instruction}
 
 
 _NARGS = {E.PY_START: 2, E.PY_RESUME: 2, E.PY_RETURN: 3, E.PY_YIELD: 3,
@@ -231,6 +233,7 @@ def _discover(code: CodeType):
 
 CALLBACKS = {
     E.PY_START: hotpath.entry_dispatcher(_entry, _discover, _fault),
+    E.INSTRUCTION: hotpath.offset_dispatcher(_instruction, _fault),
     **{event: hotpath.dispatcher(TABLES[event], _fault, _NARGS[event],
                                  bool(event & arch.DISABLE_ALLOWED))
        for event in (E.PY_RESUME, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND, E.PY_THROW)},
@@ -319,12 +322,21 @@ class _Core:
                 TABLES[event][key] = h
         else:
             per_event: dict[int, list] = {}
+            per_offset: dict[int, list] = {}
             for o in ops:
                 events |= o.local_events
                 for event, h in o.handlers(code, module, LISTED).items():
-                    per_event.setdefault(event, []).append((o, h))
+                    if event == E.INSTRUCTION:      # {offset: handler}
+                        for offset, oh in h.items():
+                            per_offset.setdefault(offset, []).append((o, oh))
+                    else:
+                        per_event.setdefault(event, []).append((o, h))
             for event, pairs in per_event.items():
                 TABLES[event][key] = hotpath.list_func(pairs, _NARGS[event])
+            if per_offset:
+                TABLES[E.INSTRUCTION][key] = {
+                    offset: hotpath.list_func(pairs, 2)
+                    for offset, pairs in per_offset.items()}
         self.traced[key] = (code, module, ops)
         self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
 

@@ -14,7 +14,9 @@ from _thread import get_ident
 from time import perf_counter_ns
 from types import CodeType
 
-__all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "quiet_thread", "entry_dispatcher", "dispatcher", "list_func",
+__all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
+           "catch_sigterm",
+           "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
 import itertools
@@ -114,6 +116,11 @@ class Ip:
         return f"{self.code.co_qualname}+{self.offset:#x}"
 
 
+# Where a Python handler finds the traced frame (sys._getframe(depth)): 0 is
+# the handler, 1 the dispatcher (DIRECT), and a list function adds one (LISTED).
+DIRECT = 2
+LISTED = 3
+
 # -- fentry's own threads
 
 # Idents of fentry's own threads (the agent's): their events are ignored, so
@@ -127,6 +134,20 @@ def quiet_thread(on: bool) -> None:
         _quiet.add(get_ident())
     else:
         _quiet.discard(get_ident())
+
+
+def catch_sigterm(fd: int, standin: int = 0) -> None:
+    """On SIGTERM, run the Python handler of signal ``standin`` (-1 for
+    ``fd``: back to the default action).
+
+    Pure Python can only do this with a Python-level SIGTERM handler, which the
+    program would see in ``signal.getsignal()``; the C hot path's is invisible.
+    """
+    import signal
+    if fd < 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    else:
+        signal.signal(signal.SIGTERM, signal.getsignal(standin))
 
 
 # -- dispatchers: the sys.monitoring callbacks
@@ -177,6 +198,22 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
             except Exception:
                 fault(code)
     return dispatch
+
+
+def offset_dispatcher(table: dict, fault):
+    """INSTRUCTION: the handler of the probed offset; any other offset is DISABLEd."""
+    def dispatch_offset(code, offset):  # hot path
+        if _quiet and get_ident() in _quiet:
+            return
+        try:
+            handler = table[id(code)][offset]
+        except KeyError:
+            return DISABLE
+        try:
+            handler(code, offset)
+        except Exception:
+            fault(code)
+    return dispatch_offset
 
 
 def list_func(pairs: list, nargs: int):

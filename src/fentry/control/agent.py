@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import _thread
 import atexit
+import fcntl
 import functools
 import json
 import os
+import select
 import signal
-import time
 
 from .. import hotpath
 from .tracefs import tracefs
 
 ENV_CONFIG = "FENTRY_AGENT"
+AGENT_FD_MIN = 200        # fentry's descriptors live from here up
+# The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
+# a real-time one, that nothing sends.
+SIGTERM_STANDIN = signal.SIGRTMAX - 1
 DRAIN_INTERVAL = 0.02
 
 
@@ -43,8 +48,10 @@ class Streamer:
     def _run(self) -> None:
         hotpath.quiet_thread(True)      # what this thread runs is never traced
         try:
+            waiting_for = [_sigterm_pipe[0]] if _sigterm_pipe[0] >= 0 else []
             while not self.stopped:
-                time.sleep(DRAIN_INTERVAL)
+                if select.select(waiting_for, [], [], DRAIN_INTERVAL)[0]:
+                    _die_of_sigterm()
                 self.drain()
         finally:
             self.running.release()
@@ -91,12 +98,38 @@ def _final_drain() -> None:
         # (module teardown, finalizers) would find half of it gone.
         tracefs().instance.set_tracing_on(False)
         _streamer.drain(final=True)
+    if _sigterm_pending():      # it came while the program was ending anyway
+        hotpath.catch_sigterm(-1)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _on_sigterm(signum, frame) -> None:
-    # Drain, then die of SIGTERM exactly as the program would have.
+def _sigterm_pending() -> bool:
+    try:
+        return _sigterm_pipe[0] >= 0 and bool(os.read(_sigterm_pipe[0], 1))
+    except BlockingIOError:
+        return False
+
+
+# SIGTERM: the hot path's catch_sigterm() writes to this pipe, the agent's
+# thread reads it and drains.
+_sigterm_pipe = (-1, -1)
+
+
+def _high_fd(fd: int) -> int:
+    """``fd`` moved to a high number, so the program's own open() calls get
+    the descriptors they would without fentry."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
+    os.close(fd)
+    return high
+
+
+def _die_of_sigterm() -> None:
+    """Drain, then die of SIGTERM exactly as the program would have.
+
+    Called in the main thread at its next bytecode, or, when that thread is
+    stuck in C code, by the agent's thread."""
     _final_drain()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    hotpath.catch_sigterm(-1)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -141,8 +174,7 @@ def start_from_environment() -> None:
     os.set_inheritable(fd, False)
     fs = tracefs()
     fs.write("buffer_size_kb", str(cfg["buffer_size_kb"]))
-    for opt in cfg.get("options", []):
-        fs.write("trace_options", opt)
+    fs.write("trace_options", " ".join(cfg.get("options", [])))
     fs.write("set_ftrace_filter", " ".join(cfg.get("filter", [])))
     fs.write("set_ftrace_notrace", " ".join(cfg.get("notrace", [])))
     fs.write("current_tracer", cfg["tracer"])
@@ -152,6 +184,11 @@ def start_from_environment() -> None:
     atexit.register(_final_drain)
     _wrap_os_exit()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        global _sigterm_pipe
+        _sigterm_pipe = tuple(_high_fd(fd) for fd in os.pipe())
+        for fd in _sigterm_pipe:
+            os.set_blocking(fd, False)
+        signal.signal(SIGTERM_STANDIN, lambda signum, frame: _die_of_sigterm())
+        hotpath.catch_sigterm(_sigterm_pipe[1], SIGTERM_STANDIN)
     os.register_at_fork(after_in_child=_after_fork_in_child)
     _streamer.start()

@@ -51,8 +51,7 @@ class Tracefs:
                                lambda text, append: inst.buffer.resize(_parse_size(text))),
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
-            "trace_options": (inst.options_text,
-                              lambda text, append: [inst.set_option(w) for w in text.split()]),
+            "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
         }
 
     def ls(self, path: str = "") -> list[str]:

@@ -7,6 +7,7 @@ whichever tracer is current.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -94,14 +95,18 @@ class TraceInstance:
             ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
 
     # -- options
-    def set_option(self, text: str) -> None:
-        name = text.strip()
-        value = not name.startswith("no")
-        key = name[2:] if not value else name
-        if key not in self.options:
-            raise TraceError("BAD_OPTION", text, 0)
+    def set_options(self, text: str) -> None:
+        """Write trace_options: each word sets an option, ``no``-prefixed clears it.
+        Every word is checked before any is applied."""
+        changes = {}
+        for m in re.finditer(r"\S+", text):
+            word = m.group()
+            key = word[2:] if word.startswith("no") and word[2:] in self.options else word
+            if key not in self.options:
+                raise TraceError("BAD_OPTION", text, m.start())
+            changes[key] = key == word
         with self.lock:
-            self.options[key] = value
+            self.options.update(changes)
             self._pipe_reader = None
 
     def options_text(self) -> str:
