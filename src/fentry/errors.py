@@ -23,6 +23,8 @@ ERRORS: dict[str, str] = {
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
+    # kprobes
+    "BLACKLISTED": "This symbol is in fentry's kprobe blacklist (fentry itself cannot be probed)",
     # -- kprobe_events: the kernel's trace_probe.h ERRORS, then fentry's own
     "FILE_NOT_FOUND": "Failed to find the given file",
     "NO_REGULAR_FILE": "Not a regular file",

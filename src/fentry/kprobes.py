@@ -1,0 +1,327 @@
+"""kprobes: probes on a function's entry, any bytecode offset or line, and its return.
+
+The kernel's kprobes, on the ftrace core:
+
+* A probe at offset 0 rides the function-entry hook (kprobes-on-ftrace): it
+  is an ``FtraceOps`` with SAVE_REGS, so ``regs`` is the probed frame.
+* A probe at another offset (or at ``PATH:LINE``, the first instruction of
+  that line) sets a local INSTRUCTION event on that one code object; every
+  other offset of it is DISABLEd at its first pass, so only the probed
+  instruction calls back.
+* A return probe fires on PY_RETURN with the return value, and on PY_UNWIND
+  (a frame left by an exception: ``ri.exception`` is set, there is no
+  return value).  A generator or coroutine fires once, when it finishes, not
+  at every ``yield``.
+
+Symbols are resolved when the code first runs, as the ftrace filter is, so a
+probe on a module that is not imported yet takes effect once it is; a symbol
+that is already loaded is checked at once (the decoder, the blacklist).
+"""
+
+from __future__ import annotations
+
+import dis
+import os
+import sys
+from types import CodeType, FrameType
+from typing import Callable
+
+from . import arch, hotpath
+from .errors import TraceError
+from .ftrace import FtraceOps, register_ftrace_function, unregister_ftrace_function
+from .hotpath import Ip
+from .pytrampolines import call_site
+from .symbols import SYMBOLS, is_fentry_code, nested_codes
+
+E = arch.EVENTS
+_getframe = sys._getframe
+
+
+# ---------------------------------------------------------------- the decoder
+
+def instruction_boundaries(code: CodeType) -> set[int]:
+    """Offsets where a probe may go: instruction starts, not inline CACHE
+    entries, and an EXTENDED_ARG sequence only at its first unit (the x86
+    decoder's instruction boundaries, for bytecode)."""
+    starts = set()
+    prefixed = False
+    for ins in dis.get_instructions(code):
+        if not prefixed:
+            starts.add(ins.offset)
+        prefixed = ins.opname == "EXTENDED_ARG"
+    return starts
+
+
+def check_offset(code: CodeType, offset: int, command: str = "", pos: int = 0) -> None:
+    """Refuse an offset past the end of ``code`` or inside an instruction."""
+    if offset < 0 or offset >= len(code.co_code):
+        raise TraceError("BAD_PROBE_ADDR", command, pos, subsystem="trace_kprobe",
+                         detail=f"offset {offset:#x} is past the end of {code.co_qualname}")
+    if offset not in instruction_boundaries(code):
+        raise TraceError("BAD_INSN_BNDRY", command, pos, subsystem="trace_kprobe")
+
+
+def line_offset(code: CodeType, line: int) -> int | None:
+    """The first instruction of ``line`` in ``code`` itself (not in code nested in it)."""
+    offsets = [start for start, _, ln in code.co_lines() if ln == line and start > 0]
+    return min(offsets) if offsets else None
+
+
+def covers_line(code: CodeType, line: int) -> bool:
+    """Whether ``line`` is ``code``'s own: it has instructions there, and no
+    function nested in it does (the innermost function owns a line)."""
+    if line_offset(code, line) is None:
+        return False
+    return not any(line_offset(c, line) is not None
+                   for c in nested_codes(code) if c is not code)
+
+
+def same_file(code: CodeType, path: str) -> bool:
+    """``path`` (absolute, or relative to the current directory) names the code's file."""
+    filename = code.co_filename
+    return os.path.abspath(filename) == os.path.abspath(path) or (
+        not os.path.isabs(path) and filename.endswith(os.sep + path))
+
+
+# ---------------------------------------------------------------- the blacklist
+
+def blacklisted(code: CodeType) -> bool:
+    """NOKPROBE_SYMBOL: fentry itself (and so everything its hot path runs)."""
+    return is_fentry_code(code)
+
+
+# ---------------------------------------------------------------- probes
+
+class Kprobe:
+    """``struct kprobe``: ``pre_handler(kp, regs)`` runs when the probed
+    instruction is reached, ``regs`` being the probed frame.
+
+    Give ``symbol_name`` (``MOD:QUALNAME`` or ``QUALNAME``) and ``offset``, or
+    ``path`` and ``line``, or ``code`` (and ``offset``) for one code object.
+    ``nmissed`` counts handlers that raised (the program never sees it).
+    """
+
+    def __init__(self, symbol_name: str | None = None, offset: int = 0,
+                 pre_handler: Callable | None = None, *, path: str | None = None,
+                 line: int | None = None, code: CodeType | None = None) -> None:
+        if sum(x is not None for x in (symbol_name, path, code)) != 1:
+            raise ValueError("give one of symbol_name, path (with line), or code")
+        if path is not None and line is None:
+            raise ValueError("a path probe needs a line")
+        self.symbol_name = symbol_name
+        self.offset = offset
+        self.path = path
+        self.line = line
+        self.code = code
+        self.pre_handler = pre_handler
+        self._ops: _ProbeOps | None = None
+
+    @property
+    def nmissed(self) -> int:
+        return self._ops.errors if self._ops is not None else 0
+
+    def where(self) -> str:
+        if self.path is not None:
+            return f"{self.path}:{self.line}"
+        name = self.symbol_name or self.code.co_qualname
+        return f"{name}+{self.offset}" if self.offset else name
+
+
+class KretprobeInstance:
+    """One return of a probed function (``struct kretprobe_instance``)."""
+    __slots__ = ("rp", "retval", "exception", "ret_addr", "data")
+
+    def __init__(self, rp: Kretprobe) -> None:
+        self.rp = rp
+        self.retval = None
+        self.exception: BaseException | None = None   # set when left by an exception
+        self.ret_addr: Ip | None = None               # the call site it returns to
+        self.data: dict = {}                          # shared by entry_handler and handler
+
+
+class Kretprobe:
+    """``struct kretprobe``: ``handler(ri, regs)`` on return, ``ri.retval``
+    the value returned; ``entry_handler(ri, regs)``, if given, on entry."""
+
+    def __init__(self, symbol_name: str | None = None, handler: Callable | None = None,
+                 entry_handler: Callable | None = None, *, code: CodeType | None = None,
+                 maxactive: int = 0) -> None:
+        if (symbol_name is None) == (code is None):
+            raise ValueError("give one of symbol_name or code")
+        self.symbol_name = symbol_name
+        self.code = code
+        self.handler = handler
+        self.entry_handler = entry_handler
+        self.maxactive = maxactive
+        self._ops: _RetprobeOps | None = None
+
+    @property
+    def nmissed(self) -> int:
+        return self._ops.errors if self._ops is not None else 0
+
+
+def split_symbol(name: str) -> tuple[str | None, str]:
+    """``MOD:QUALNAME`` -> (MOD, QUALNAME); ``QUALNAME`` -> (None, QUALNAME)."""
+    module, sep, qualname = name.rpartition(":")
+    return (module, qualname) if sep else (None, name)
+
+
+class _ProbeOps(FtraceOps):
+    """The ftrace_ops a kprobe rides: its filter is the probed symbol or site."""
+
+    def __init__(self, kp: Kprobe) -> None:
+        super().__init__(self._entry, flags=0)
+        self.kp = kp
+        if kp.symbol_name is not None:
+            self.module, self.qualname = split_symbol(kp.symbol_name)
+        self.local_events = E.PY_START if self._at_entry() else E.INSTRUCTION
+
+    def _at_entry(self) -> bool:
+        return self.kp.path is None and self.kp.offset == 0
+
+    def wants(self, module: str, code: CodeType) -> bool:
+        kp = self.kp
+        if blacklisted(code):
+            return False
+        if kp.code is not None:
+            return code is kp.code
+        if kp.path is not None:
+            return same_file(code, kp.path) and covers_line(code, kp.line)
+        return code.co_qualname == self.qualname and (self.module is None or module == self.module)
+
+    def _entry(self, ip, parent_ip, ops, regs) -> None:
+        self.kp.pre_handler(self.kp, regs)
+
+    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+        kp = self.kp
+        if self._at_entry():
+            return {E.PY_START: hotpath.ops_entry(self._entry, Ip(code, 0), self, True, depth)}
+        offset = line_offset(code, kp.line) if kp.path is not None else kp.offset
+        if offset is None or offset not in instruction_boundaries(code):
+            self.errors += 1            # a symbol loaded since, that the offset does not fit
+            return {}
+        pre_handler = kp.pre_handler
+
+        def kprobe_at_offset(code, offset):
+            pre_handler(kp, _getframe(depth))
+        return {E.INSTRUCTION: {offset: kprobe_at_offset}}
+
+
+class _RetprobeOps(FtraceOps):
+    """The ops of a kretprobe: entry (for the instance), return and unwind."""
+
+    local_events = E.PY_START | E.PY_RETURN
+    global_events = E.PY_UNWIND
+
+    def __init__(self, rp: Kretprobe) -> None:
+        super().__init__(None)
+        self.rp = rp
+        if rp.symbol_name is not None:
+            self.module, self.qualname = split_symbol(rp.symbol_name)
+        self.active: dict[int, KretprobeInstance] = {}     # id(frame) -> its instance
+
+    def wants(self, module: str, code: CodeType) -> bool:
+        rp = self.rp
+        if blacklisted(code):
+            return False
+        if rp.code is not None:
+            return code is rp.code
+        return code.co_qualname == self.qualname and (self.module is None or module == self.module)
+
+    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+        rp, active = self.rp, self.active
+
+        def kretprobe_entry(code, offset):
+            frame = _getframe(depth)
+            ri = active[id(frame)] = KretprobeInstance(rp)
+            if rp.entry_handler is not None:
+                rp.entry_handler(ri, frame)
+
+        def kretprobe_exit(frame: FrameType, value, raised: bool) -> None:
+            ri = active.pop(id(frame), None) or KretprobeInstance(rp)
+            if raised:
+                ri.exception = value
+            else:
+                ri.retval = value
+            caller = frame.f_back
+            if caller is not None:
+                c = caller.f_code
+                ri.ret_addr = Ip(c, call_site(c, caller.f_lasti))
+            if rp.handler is not None:
+                rp.handler(ri, frame)
+
+        def kretprobe_return(code, offset, retval):
+            kretprobe_exit(_getframe(depth), retval, False)
+
+        def kretprobe_unwind(code, offset, exc):
+            kretprobe_exit(_getframe(depth), exc, True)
+        return {E.PY_START: kretprobe_entry, E.PY_RETURN: kretprobe_return,
+                E.PY_UNWIND: kretprobe_unwind}
+
+
+# ---------------------------------------------------------------- registration
+
+def _check_loaded(symbol_name: str | None, offset: int, retprobe: bool) -> None:
+    """What can be checked now: a loaded symbol, its offset, the blacklist."""
+    if symbol_name is None:
+        return
+    module, qualname = split_symbol(symbol_name)
+    if module is not None and (module.startswith("fentry.") or module == "fentry"):
+        raise TraceError("BLACKLISTED", symbol_name, 0, subsystem="trace_kprobe")
+    if retprobe and offset:
+        raise TraceError("BAD_RETPROBE", symbol_name, 0, subsystem="trace_kprobe")
+    if module is not None and module not in sys.modules:
+        return                          # resolved when the module is imported
+    SYMBOLS.refresh()
+    found = [s.code for s in SYMBOLS.symbols()
+             if s.qualname == qualname and (module is None or s.module == module)]
+    if not found:
+        if module is not None:
+            raise TraceError("BAD_PROBE_ADDR", symbol_name, 0, subsystem="trace_kprobe")
+        return                          # maybe defined later (a script's __main__)
+    for code in found:
+        if offset:
+            check_offset(code, offset, symbol_name, len(symbol_name))
+
+
+def register_kprobe(kp: Kprobe) -> None:
+    """Arm ``kp``; raises TraceError for a bad offset or a blacklisted symbol."""
+    if kp._ops is not None:
+        raise ValueError("kprobe already registered")
+    if kp.code is not None:
+        if blacklisted(kp.code):
+            raise TraceError("BLACKLISTED", kp.code.co_qualname, 0, subsystem="trace_kprobe")
+        if kp.offset:
+            check_offset(kp.code, kp.offset)
+    else:
+        _check_loaded(kp.symbol_name, kp.offset, retprobe=False)
+    ops = _ProbeOps(kp)
+    register_ftrace_function(ops)
+    kp._ops = ops
+
+
+def unregister_kprobe(kp: Kprobe) -> None:
+    if kp._ops is None:
+        raise ValueError("kprobe not registered")
+    unregister_ftrace_function(kp._ops)
+    kp._ops = None
+
+
+def register_kretprobe(rp: Kretprobe) -> None:
+    """Arm ``rp``; raises TraceError for a blacklisted or unknown symbol."""
+    if rp._ops is not None:
+        raise ValueError("kretprobe already registered")
+    if rp.code is not None and blacklisted(rp.code):
+        raise TraceError("BLACKLISTED", rp.code.co_qualname, 0, subsystem="trace_kprobe")
+    _check_loaded(rp.symbol_name, 0, retprobe=True)
+    ops = _RetprobeOps(rp)
+    register_ftrace_function(ops)
+    rp._ops = ops
+
+
+def unregister_kretprobe(rp: Kretprobe) -> None:
+    if rp._ops is None:
+        raise ValueError("kretprobe not registered")
+    unregister_ftrace_function(rp._ops)
+    rp._ops.active.clear()
+    rp._ops = None
