@@ -1,0 +1,1 @@
+"""events: probe events (kprobe_events grammar, fetchargs, types), filters, profile."""

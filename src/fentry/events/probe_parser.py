@@ -1,0 +1,680 @@
+"""probe_parser: one line of ``kprobe_events`` into data.
+
+The kernel's ``kernel/trace/trace_probe.c`` (what every probe event has in
+common: event names, fetchargs, types) and the parsing half of
+``trace_kprobe.c`` (``__trace_kprobe_create``), for Python programs::
+
+    p[:[GRP/][EVENT]] [MOD:]SYM[+OFFS]|PATH:LINE [FETCHARGS]   entry, offset or line probe
+    r[MAXACTIVE][:[GRP/][EVENT]] [MOD:]SYM[+0] [FETCHARGS]     return probe
+    p[:[GRP/][EVENT]] [MOD:]SYM[+0]%return [FETCHARGS]        return probe, too
+    -:[GRP/]EVENT                                             remove
+
+Nothing is resolved here: no symbol lookup, no code object, no offset
+decoding (a later layer does that and reports ``BAD_PROBE_ADDR``,
+``NON_UNIQ_SYMBOL`` or ``BAD_INSN_BNDRY`` itself).  A rejected line raises
+``TraceError`` with the kernel's message and the caret where the kernel's
+``kprobe_syntax_errors.tc`` expects it: as the kernel's ``trace_probe_log``,
+an error is given as (word index, offset in that word) and the position in
+the command comes for free.  The command shown is the words joined by one
+space, as the kernel's error_log shows it.
+
+Names, as the kernel makes them:
+
+- the default group is ``kprobes``;
+- the default event name is ``p_SYM_OFFS`` / ``r_SYM_OFFS`` where SYM is the
+  qualified name without its module (``shop:Cart.add`` -> ``p_Cart_add_0``),
+  and ``p_FILE_LINE`` for a line probe, FILE being the path's last component
+  (``src/shop.py:42`` -> ``p_shop_py_42``); every character not allowed in an
+  event name becomes ``_`` and the name is cut to MAX_EVENT_NAME_LEN - 1, as
+  the kernel's ``snprintf`` into a MAX_EVENT_NAME_LEN buffer does;
+- a fetcharg without ``NAME=`` is named ``argN`` by its position (1-based).
+
+Fetchargs are Python's counterparts of the kernel's, kept as data (a root and
+a tuple of attribute/item steps) so the runtime fetches them without eval:
+
+==================  ==========================  ===========================
+kernel              fentry                      ``FetchArg.kind`` / root
+==================  ==========================  ===========================
+``$argN``           ``$argN`` (1-based)         ``"arg"`` / N
+``$arg*``           ``$args`` (or ``$arg*``)    ``"args"`` / None
+``%REG``            a local or argument name    ``"local"`` / the name
+``$retval``         ``$retval`` (return only)   ``"retval"`` / None
+``$comm``           ``$comm`` (thread name)     ``"comm"`` / None
+``$stack[N]``       ``$stack``, ``$stackN``     ``"stack"`` / None or N
+``@SYM``            ``@MOD:NAME``               ``"global"`` / NAME (+module)
+``+offs(ARG)``      ``ARG.attr``, ``ARG[key]``  ``path`` steps
+``\\IMM``, ``\\"S"``  the same                    ``"imm"`` / int or str
+==================  ==========================  ===========================
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal, NoReturn
+
+from fentry.errors import TraceError
+
+__all__ = [
+    "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
+    "format_definition", "format_fetcharg", "parse_probe",
+    "KPROBE_EVENT_SYSTEM", "TYPES",
+]
+
+SUBSYSTEM = "trace_kprobe"
+KPROBE_EVENT_SYSTEM = "kprobes"
+# The kernel's limits (trace.h, trace_probe.h, kprobes.h).
+MAX_EVENT_NAME_LEN = 64
+MAX_ARGSTR_LEN = 63
+MAX_ARG_NAME_LEN = 32
+MAX_ARRAY_LEN = 64
+MAX_TRACE_ARGS = 128
+KRETPROBE_MAXACTIVE_MAX = 4096
+UINT_MAX = 2**32 - 1
+# THREAD_SIZE / sizeof(long) on x86_64: the kernel's bound for $stackN and $argN.
+PARAM_MAX_STACK = 2048
+# "fetch + deref*N + store + mod + end <= 16, this allows N=12" (trace_probe.h)
+MAX_DEREF = 12
+
+TYPES = frozenset({
+    "u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64",
+    "x8", "x16", "x32", "x64", "string", "symbol",
+})
+# The kernel's reserved_field_names: no fetcharg may take these names.
+RESERVED_FIELD_NAMES = frozenset({
+    "common_type", "common_flags", "common_preempt_count", "common_pid",
+    "common_tgid", "__probe_ip", "__probe_ret_ip", "__probe_func",
+})
+
+FetchKind = Literal["arg", "args", "local", "retval", "comm", "stack", "global", "imm"]
+
+_C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_NOT_EVENT_CHAR = re.compile(r"[^A-Za-z0-9_]", re.ASCII)
+_UINT = re.compile(r"(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20})", re.ASCII)
+_IMM = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20})", re.ASCII)
+_INT_KEY = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+_PY_IDENT = re.compile(r"[^\W\d]\w*")
+_VAR = re.compile(r"[A-Za-z0-9_*]*", re.ASCII)
+_META_ARGS = re.compile(r"\$arg[s*](?![A-Za-z0-9_])", re.ASCII)
+
+
+# -- data -------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One dereference: ``.key`` (``op="attr"``) or ``[key]`` (``op="item"``)."""
+    op: Literal["attr", "item"]
+    key: str | int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchArg:
+    """One ``[NAME=]FETCHARG[:TYPE]``, the kernel's ``struct probe_arg``.
+
+    ``kind`` says where the value starts (see the module docstring), ``root``
+    is the kind's operand (argument number, local or global name, stack
+    depth, immediate value; None for ``$retval``, ``$comm``, ``$stack`` and
+    ``$args``), ``module`` the module of a ``global``, ``path`` the
+    attribute and item steps taken from there.  ``type`` is the TYPE as
+    written (None: the default, a bounded repr; ``$comm`` and string
+    immediates are strings), ``array_len`` the N of ``TYPE[N]``.
+    ``$args`` is named ``"$args"``: the runtime expands it into one field
+    per parameter, named after it.
+    """
+    name: str
+    kind: FetchKind
+    root: str | int | None = None
+    module: str | None = None
+    path: tuple[Step, ...] = ()
+    type: str | None = None
+    array_len: int | None = None
+
+    @property
+    def expr(self) -> str:
+        """The fetcharg as written, without name and type (``item.sku``)."""
+        return _format_expr(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeDefinition:
+    """A parsed ``p``/``r`` line: where to probe and what to fetch.
+
+    Exactly one of (``symbol``, ``offset``) and (``path``, ``line``) is set:
+    ``module`` is the MOD of ``MOD:SYM`` (None when not given), ``symbol`` its
+    qualified name, ``offset`` a bytecode offset (0 is the function entry);
+    ``path`` and ``line`` a line probe's ``PATH:LINE`` as written.
+    ``maxactive`` is a return probe's ``rNN`` (0: not given).
+    """
+    group: str
+    event: str
+    is_return: bool
+    module: str | None
+    symbol: str | None
+    offset: int
+    path: str | None
+    line: int | None
+    args: tuple[FetchArg, ...] = ()
+    maxactive: int = 0
+
+    @property
+    def kind(self) -> Literal["entry", "offset", "line", "return"]:
+        if self.is_return:
+            return "return"
+        if self.path is not None:
+            return "line"
+        return "offset" if self.offset else "entry"
+
+    @property
+    def symbol_name(self) -> str | None:
+        """``MOD:QUALNAME`` (or ``QUALNAME``) for symbol probes, else None."""
+        if self.symbol is None:
+            return None
+        return f"{self.module}:{self.symbol}" if self.module else self.symbol
+
+    @property
+    def location(self) -> str:
+        """The probe point as ``kprobe_events`` shows it (offset 0 omitted)."""
+        if self.path is not None:
+            return f"{self.path}:{self.line}"
+        return self.symbol_name + (f"+{self.offset}" if self.offset else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRemoval:
+    """A ``-:[GRP/]EVENT`` line; ``group`` None matches the event in any group."""
+    group: str | None
+    event: str
+
+
+# -- the error context (the kernel's trace_probe_log) ------------------------
+
+class _Log:
+    """Which word of the command is being parsed, so errors get their caret."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.index = 0
+
+    def err(self, offset: int, code: str) -> NoReturn:
+        pos = sum(len(a) + 1 for a in self.argv[:self.index]) + offset
+        raise TraceError(code, " ".join(self.argv), pos, subsystem=SUBSYSTEM)
+
+
+# -- helpers ----------------------------------------------------------------
+
+def _split_argv(line: str) -> list[str]:
+    """Words split on whitespace, except inside '...' or "..." (item keys,
+    string immediates); an unclosed quote runs to the end of the line."""
+    argv: list[str] = []
+    word: list[str] = []
+    quote = ""
+    for ch in line:
+        if quote:
+            word.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch.isspace():
+            if word:
+                argv.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+            if ch in "\"'":
+                quote = ch
+    if word:
+        argv.append("".join(word))
+    return argv
+
+
+def _top_level(s: str, chars: str, skip: int = 0) -> int:
+    """Index of the first of ``chars`` outside quotes and brackets (after
+    skipping ``skip`` of them), or -1."""
+    depth = 0
+    quote = ""
+    for i, ch in enumerate(s):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in chars and depth == 0:
+            if not skip:
+                return i
+            skip -= 1
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+    return -1
+
+
+def _uint(text: str) -> int | None:
+    """Decimal or 0x hex, as the kernel's kstrtoul (no octal: 010 is 10)."""
+    if not _UINT.fullmatch(text):
+        return None
+    return int(text, 16) if text[:2].lower() == "0x" else int(text)
+
+
+def _is_good_name(name: str) -> bool:
+    """The kernel's is_good_name: a C identifier."""
+    return _C_IDENT.fullmatch(name) is not None
+
+
+def _is_py_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _is_dotted(name: str) -> bool:
+    return all(_is_py_name(p) for p in name.split("."))
+
+
+def _is_qualname(name: str) -> bool:
+    """``Cart.add``, ``outer.<locals>.inner``, ``<lambda>``."""
+    return all(_is_py_name(p) or (len(p) > 2 and p[0] == "<" and p[-1] == ">"
+                                  and p[1:-1].isidentifier())
+               for p in name.split("."))
+
+
+def _event_name(prefix: str, middle: str, suffix: int) -> str:
+    name = _NOT_EVENT_CHAR.sub("_", f"{prefix}_{middle}_{suffix}")
+    return name[:MAX_EVENT_NAME_LEN - 1]
+
+
+# -- the probe line (trace_kprobe.c) ----------------------------------------
+
+def parse_probe(line: str) -> ProbeDefinition | ProbeRemoval:
+    """Parse one ``kprobe_events`` line; raise ``TraceError`` if it is bad.
+
+    Blank lines and ``#`` comments are the caller's to skip, as the kernel's
+    ``trace_parse_run_command`` does before a line reaches the parser.
+    """
+    argv = _split_argv(line)
+    log = _Log(argv)
+    if not argv:
+        log.err(0, "BAD_PROBE_TYPE")
+    head = argv[0]
+    if head[0] == "-":
+        return _parse_removal(argv, log)
+    if head[0] not in "pr":
+        log.err(0, "BAD_PROBE_TYPE")
+    is_return = head[0] == "r"
+
+    colon = head.find(":", 1)
+    maxact_text = head[1:colon] if colon >= 0 else head[1:]
+    maxactive = 0
+    if maxact_text:
+        if maxact_text[0] not in "0123456789":
+            log.err(1, "BAD_PROBE_TYPE")
+        if not is_return:
+            log.err(1, "BAD_MAXACT_TYPE")
+        if len(maxact_text) > MAX_EVENT_NAME_LEN - 1:
+            log.err(1, "BAD_MAXACT")
+        value = _uint(maxact_text)
+        if not value:
+            log.err(1, "BAD_MAXACT")
+        if value > KRETPROBE_MAXACTIVE_MAX:
+            log.err(1, "MAXACT_TOO_BIG")
+        maxactive = value
+    if len(argv) < 2:
+        log.index = len(argv)
+        log.err(0, "NO_PROBE_POINT")
+
+    # The probe point first, then the event name: the kernel's order.
+    log.index = 1
+    point = argv[1]
+    pct = point.find("%")
+    if pct >= 0:
+        if point[pct:] != "%return":
+            log.err(pct, "BAD_ADDR_SUFFIX")
+        point = point[:pct]
+        is_return = True
+
+    module = symbol = path = None
+    offset = 0
+    line_no = None
+    lcolon = point.rfind(":")
+    if lcolon >= 0 and point[:lcolon].endswith(".py"):
+        line_no = _uint(point[lcolon + 1:]) if point[lcolon + 1:].isdigit() else None
+        if not line_no or line_no > 2**31 - 1:
+            log.err(lcolon + 1, "BAD_LINE_NUM")
+        if is_return:
+            log.err(0, "BAD_RETPROBE")
+        path = point[:lcolon]
+        default = _event_name("p", os.path.basename(path), line_no)
+    else:
+        sign = min((i for i in (point.find("+"), point.find("-")) if i >= 0),
+                   default=-1)
+        name = point
+        if sign >= 0:
+            value = _uint(point[sign + 1:]) if point[sign] == "+" else None
+            if value is None or value > UINT_MAX:
+                log.err(0, "BAD_PROBE_ADDR")
+            name, offset = point[:sign], value
+        if ":" in name:
+            module, _, symbol = name.partition(":")
+            if not _is_dotted(module):
+                log.err(0, "BAD_PROBE_ADDR")
+        else:
+            symbol = name
+        if not _is_qualname(symbol):
+            log.err(0, "BAD_PROBE_ADDR")
+        if is_return and offset:
+            log.err(0, "BAD_RETPROBE")
+        default = _event_name("r" if is_return else "p", symbol, offset)
+
+    log.index = 0
+    group, event = KPROBE_EVENT_SYSTEM, None
+    if colon >= 0:
+        group, event = _parse_event_name(head[colon + 1:], colon + 1, log)
+        group = group or KPROBE_EVENT_SYSTEM
+
+    args = _parse_fetchargs(argv, log, is_return)
+    return ProbeDefinition(
+        group=group, event=event or default, is_return=is_return,
+        module=module, symbol=symbol, offset=offset, path=path, line=line_no,
+        args=args, maxactive=maxactive)
+
+
+def _parse_removal(argv: list[str], log: _Log) -> ProbeRemoval:
+    head = argv[0]
+    if head[1:2] != ":":
+        log.err(1, "BAD_REMOVE")
+    if len(argv) > 1:
+        log.index = 1
+        log.err(0, "BAD_REMOVE")
+    group, event = _parse_event_name(head[2:], 2, log)
+    if event is None:
+        log.err(len(head), "NO_EVENT_NAME")
+    return ProbeRemoval(group=group, event=event)
+
+
+def _parse_event_name(text: str, offset: int, log: _Log) -> tuple[str | None, str | None]:
+    """The kernel's traceprobe_parse_event_name: ``[GRP/][EVENT]`` (``GRP.EVENT``
+    too).  Returns (group or None, event or None: the default name)."""
+    group = None
+    slash = text.find("/")
+    if slash < 0:
+        slash = text.find(".")
+    if slash >= 0:
+        if slash == 0:
+            log.err(offset, "NO_GROUP_NAME")
+        if slash + 1 > MAX_EVENT_NAME_LEN:
+            log.err(offset, "GROUP_TOO_LONG")
+        group = text[:slash]
+        if not _is_good_name(group):
+            log.err(offset, "BAD_GROUP_NAME")
+        offset += slash + 1
+        text = text[slash + 1:]
+    if not text:
+        if slash >= 0:
+            return group, None
+        log.err(offset, "NO_EVENT_NAME")
+    if len(text) > MAX_EVENT_NAME_LEN:
+        log.err(offset, "EVENT_TOO_LONG")
+    if not _is_good_name(text):
+        log.err(offset, "BAD_EVENT_NAME")
+    return group, text
+
+
+# -- fetchargs (trace_probe.c) ----------------------------------------------
+
+def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[FetchArg, ...]:
+    if len(argv) - 2 > MAX_TRACE_ARGS:
+        log.index = 2 + MAX_TRACE_ARGS
+        log.err(0, "TOO_MANY_ARGS")
+    args: list[FetchArg] = []
+    names: set[str] = set()
+    has_args = False
+    for i, word in enumerate(argv[2:]):
+        log.index = i + 2
+        arg = _parse_fetcharg(word, i, log, is_return, names, has_args)
+        has_args = has_args or arg.kind == "args"
+        names.add(arg.name)
+        args.append(arg)
+    return tuple(args)
+
+
+def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
+                    names: set[str], has_args: bool) -> FetchArg:
+    """The kernel's traceprobe_parse_probe_arg: ``[NAME=]BODY[:TYPE]``."""
+    eq = _top_level(word, "=")
+    body_at = eq + 1 if eq >= 0 else 0
+    body = word[body_at:]
+
+    # $arg* is checked before anything else (traceprobe_expand_meta_args).
+    m = _META_ARGS.match(body)
+    if m:
+        if eq >= 0 or body != m.group():
+            log.err(body_at, "BAD_VAR_ARGS")
+        if has_args:
+            log.err(0, "DOUBLE_ARGS")
+        return FetchArg(name="$args", kind="args")
+
+    if eq >= 0:
+        name = word[:eq]
+        if len(name) > MAX_ARG_NAME_LEN:
+            log.err(0, "ARG_NAME_TOO_LONG")
+        if not name:
+            log.err(0, "NO_ARG_NAME")
+    else:
+        name = f"arg{i + 1}"
+    if not _is_good_name(name):
+        log.err(0, "BAD_ARG_NAME")
+    if name in names or name in RESERVED_FIELD_NAMES:
+        log.err(0, "USED_ARG_NAME")
+
+    return _parse_arg_body(body, body_at, name, log, is_return)
+
+
+def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
+                    is_return: bool) -> FetchArg:
+    """The kernel's traceprobe_parse_probe_arg_body: length, type, array,
+    then the expression."""
+    if len(body) > MAX_ARGSTR_LEN:
+        log.err(offs, "ARG_TOO_LONG")
+    if not body:
+        log.err(offs, "NO_ARG_BODY")
+
+    # For @MOD:NAME the first top-level colon is the module's.
+    skip = 1 if body[:1] == "@" and body[1:2] not in ("+", *"0123456789") else 0
+    colon = _top_level(body, ":", skip)
+    expr = body if colon < 0 else body[:colon]
+    type_ = None if colon < 0 else body[colon + 1:]
+    type_at = offs + colon + 1
+    array_len = None
+    if type_ is not None:
+        br = type_.find("[")
+        if br >= 0:
+            close = type_.find("]", br + 1)
+            if close < 0:
+                log.err(offs + len(body), "ARRAY_NO_CLOSE")
+            if close + 1 != len(type_):
+                log.err(type_at + close + 1, "BAD_ARRAY_SUFFIX")
+            array_len = _uint(type_[br + 1:close])
+            if not array_len:
+                log.err(type_at + br + 1, "BAD_ARRAY_NUM")
+            if array_len > MAX_ARRAY_LEN:
+                log.err(type_at + br + 1, "ARRAY_TOO_BIG")
+            type_ = type_[:br]
+
+    type_pos = type_at if type_ is not None else offs
+    if expr in ("$comm", "$COMM") or expr.startswith('\\"'):
+        if array_len or (type_ is not None and type_ != "string"):
+            log.err(type_pos, "NEED_STRING_TYPE")
+    elif type_ is not None and type_ not in TYPES:
+        log.err(type_at, "BAD_TYPE")
+
+    kind, root, module, path = _parse_expr(expr, offs, log, is_return)
+
+    # Only what can hold text can be a string (a frame or a number cannot).
+    numeric_imm = kind == "imm" and isinstance(root, int)
+    if type_ == "string" and (kind == "stack" or numeric_imm):
+        log.err(type_pos, "BAD_STRING")
+    if array_len and numeric_imm:
+        log.err(type_pos, "BAD_STRING")
+    return FetchArg(name=name, kind=kind, root=root, module=module,
+                    path=path, type=type_, array_len=array_len)
+
+
+def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool):
+    """The kernel's parse_probe_arg: a root, then attribute and item steps
+    (the Python form of ``+offs(FETCHARG)``)."""
+    c = expr[:1]
+    module = root = None
+    if c == "$":
+        var = _VAR.match(expr, 1).group()
+        end = 1 + len(var)
+        if var == "retval":
+            if not is_return:
+                log.err(offs, "RETVAL_ON_PROBE")
+            kind = "retval"
+        elif var in ("comm", "COMM"):
+            if end < len(expr):
+                log.err(offs, "COMM_CANT_DEREF")
+            return "comm", None, None, ()
+        elif var.startswith("stack"):
+            kind = "stack"
+            if var != "stack":
+                root = int(var[5:]) if re.fullmatch(r"[0-9]{1,20}", var[5:]) else None
+                if root is None:
+                    log.err(offs, "BAD_VAR")
+                if root > PARAM_MAX_STACK:
+                    log.err(offs, "BAD_STACK_NUM")
+        elif re.fullmatch(r"arg[0-9]{1,20}", var):
+            kind, root = "arg", int(var[3:])
+            if not root or root > PARAM_MAX_STACK:
+                log.err(offs, "BAD_ARG_NUM")
+        else:
+            log.err(offs, "BAD_VAR")
+    elif c == "%":
+        log.err(offs, "BAD_REG_NAME")
+    elif c == "@":
+        if expr[1:2].isdigit():
+            log.err(offs, "BAD_MEM_ADDR")
+        if expr[1:2] == "+":
+            log.err(offs, "FILE_ON_KPROBE")
+        sep = expr.find(":")
+        m = _PY_IDENT.match(expr, sep + 1) if sep > 0 else None
+        if not m or not _is_dotted(expr[1:sep]) or not _is_py_name(m.group()):
+            log.err(offs, "BAD_GLOBAL")
+        kind, module, root, end = "global", expr[1:sep], m.group(), m.end()
+    elif c == "\\":
+        return _parse_immediate(expr, offs, log)
+    elif c in ("+", "-"):
+        log.err(offs, "KERNEL_DEREF")
+    else:
+        m = _PY_IDENT.match(expr)
+        if not m or not _is_py_name(m.group()):
+            log.err(offs, "BAD_FETCH_ARG")
+        kind, root, end = "local", m.group(), m.end()
+    return kind, root, module, _parse_steps(expr, end, offs, log)
+
+
+def _parse_immediate(expr: str, offs: int, log: _Log):
+    if expr[1:2] == '"':
+        close = expr.find('"', 2)
+        if close < 0:
+            log.err(offs + len(expr), "IMMSTR_NO_CLOSE")
+        if close != len(expr) - 1:
+            log.err(offs + close + 1, "BAD_IMM")
+        return "imm", expr[2:close], None, ()
+    m = _IMM.fullmatch(expr, 1)
+    if not m:
+        log.err(offs + 1, "BAD_IMM")
+    value = _uint(m.group(2))
+    if m.group(1) == "-":
+        value = -value
+    if not -2**63 <= value <= 2**64 - 1:
+        log.err(offs + 1, "BAD_IMM")
+    return "imm", value, None, ()
+
+
+def _parse_steps(expr: str, i: int, offs: int, log: _Log) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    while i < len(expr):
+        start = i
+        if expr[i] == ".":
+            m = _PY_IDENT.match(expr, i + 1)
+            if not m or not _is_py_name(m.group()):
+                log.err(offs + i + 1, "BAD_DEREF_OFFS")
+            steps.append(Step("attr", m.group()))
+            i = m.end()
+        elif expr[i] == "[":
+            close = _top_level(expr[i + 1:], "]")
+            if close < 0:
+                log.err(offs + len(expr), "DEREF_OPEN_BRACE")
+            key_text = expr[i + 1:i + 1 + close]
+            key = _item_key(key_text)
+            if key is None:
+                log.err(offs + i + 1, "BAD_DEREF_OFFS")
+            steps.append(Step("item", key))
+            i += close + 2
+        else:
+            log.err(offs + i, "BAD_FETCH_ARG")
+        if len(steps) > MAX_DEREF:
+            log.err(offs + start, "TOO_MANY_OPS")
+    return tuple(steps)
+
+
+def _item_key(text: str) -> str | int | None:
+    """``0``, ``-1``, ``"host"`` or ``'host'`` (no escapes), else None."""
+    if _INT_KEY.fullmatch(text):
+        return int(text)
+    if len(text) >= 2 and text[0] in "\"'" and text[-1] == text[0] \
+            and text[0] not in text[1:-1]:
+        return text[1:-1]
+    return None
+
+
+# -- formatting (reading kprobe_events) --------------------------------------
+
+def _format_expr(arg: FetchArg) -> str:
+    kind, root = arg.kind, arg.root
+    if kind == "imm":
+        return f'\\"{root}"' if isinstance(root, str) else f"\\{root}"
+    if kind == "arg":
+        text = f"$arg{root}"
+    elif kind == "stack":
+        text = "$stack" if root is None else f"$stack{root}"
+    elif kind == "global":
+        text = f"@{arg.module}:{root}"
+    elif kind == "local":
+        text = str(root)
+    else:                                   # retval, comm, args
+        text = f"${kind}"
+    for step in arg.path:
+        if step.op == "attr":
+            text += f".{step.key}"
+        elif isinstance(step.key, int):
+            text += f"[{step.key}]"
+        else:
+            q = "'" if '"' in step.key else '"'
+            text += f"[{q}{step.key}{q}]"
+    return text
+
+
+def format_fetcharg(arg: FetchArg) -> str:
+    """``NAME=FETCHARG[:TYPE]`` as ``kprobe_events`` shows it."""
+    if arg.kind == "args":
+        return "$args"
+    text = f"{arg.name}={_format_expr(arg)}"
+    if arg.type is not None:
+        text += f":{arg.type}"
+        if arg.array_len:
+            text += f"[{arg.array_len}]"
+    return text
+
+
+def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
+    """The line as reading ``kprobe_events`` shows it, as the kernel's
+    trace_kprobe_show: ``p:kprobes/p_Cart_add_0 shop:Cart.add item=item:x64``."""
+    if isinstance(defn, ProbeRemoval):
+        return "-:" + (f"{defn.group}/" if defn.group else "") + defn.event
+    head = "p"
+    if defn.is_return:
+        head = f"r{defn.maxactive}" if defn.maxactive else "r"
+    words = [f"{head}:{defn.group}/{defn.event}", defn.location]
+    words.extend(format_fetcharg(a) for a in defn.args)
+    return " ".join(words)
