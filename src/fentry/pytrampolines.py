@@ -152,6 +152,15 @@ def catch_sigterm(fd: int, standin: int = 0) -> None:
 
 # -- dispatchers: the sys.monitoring callbacks
 
+def _count(fault, code) -> None:
+    """Report a handler that raised; even that failing (a RecursionError at the
+    program's recursion limit) must not reach the program."""
+    try:
+        fault(code)
+    except Exception:
+        pass
+
+
 def entry_dispatcher(table: dict, discover, fault):
     """PY_START: the code's handler, or discovery on its first call."""
     def dispatch_entry(code, offset):  # hot path
@@ -166,7 +175,7 @@ def entry_dispatcher(table: dict, discover, fault):
         try:
             handler(code, offset)
         except Exception:
-            fault(code)
+            _count(fault, code)
     return dispatch_entry
 
 
@@ -184,7 +193,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
             try:
                 handler(code, offset)
             except Exception:
-                fault(code)
+                _count(fault, code)
     else:
         def dispatch(code, offset, arg):  # hot path
             if _quiet and get_ident() in _quiet:
@@ -196,7 +205,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
             try:
                 handler(code, offset, arg)
             except Exception:
-                fault(code)
+                _count(fault, code)
     return dispatch
 
 
@@ -212,7 +221,7 @@ def offset_dispatcher(table: dict, fault):
         try:
             handler(code, offset)
         except Exception:
-            fault(code)
+            _count(fault, code)
     return dispatch_offset
 
 

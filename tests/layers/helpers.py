@@ -44,21 +44,25 @@ def plain(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def fentry_run(tmp_path, *opts: str, program: tuple[str, ...] = (SHOPAPP,), output: bool = True,
-               **kw) -> tuple[subprocess.CompletedProcess, str]:
-    """``python -m fentry run OPTS -o FILE -- PROGRAM``: the process and the trace written."""
+               sep: bool = True, **kw) -> tuple[subprocess.CompletedProcess, str]:
+    """``python -m fentry run OPTS -o FILE [--] PROGRAM``: the process and the trace written."""
     out = tmp_path / "trace.txt"
     if out.exists():
         out.unlink()
     o = ("-o", str(out)) if output else ()
     kw.setdefault("env", env())
-    proc = subprocess.run([sys.executable, "-m", "fentry", "run", *opts, *o, "--", *program],
+    proc = subprocess.run([sys.executable, "-m", "fentry", "run", *opts, *o, *(("--",) if sep else ()), *program],
                           capture_output=True, timeout=TIMEOUT, **kw)
     return proc, out.read_text() if out.exists() else ""
 
 
+LOST_LINE = re.compile(r"^TID:\d+ \[LOST \d+ EVENTS\]$")
+
+
 def body(trace: str) -> list[str]:
-    """The trace's lines, without the comment (header) lines."""
-    return [line for line in trace.splitlines() if line and not line.startswith("#")]
+    """The trace's event lines: no comment (header) lines, no ``[LOST n EVENTS]`` lines."""
+    return [line for line in trace.splitlines()
+            if line and not line.startswith("#") and not LOST_LINE.match(line)]
 
 
 def function_lines(trace: str) -> list[re.Match]:

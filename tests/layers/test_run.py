@@ -1,0 +1,396 @@
+"""`fentry run`: the program runs as `python SCRIPT` would, and the trace is complete."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from .helpers import (PROGRAMS, SHOPAPP, SRC, body, calls_printed, env, fentry_run,
+                      function_lines, plain)
+
+
+def write_script(tmp_path, name: str, source: str) -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return str(path)
+
+
+def same_run(want: subprocess.CompletedProcess, got: subprocess.CompletedProcess) -> None:
+    assert got.stdout == want.stdout
+    assert got.stderr == want.stderr
+    assert got.returncode == want.returncode
+
+
+# ---------------------------------------------------------------- the program is unchanged
+
+@pytest.mark.parametrize("opts,status", [
+    (("-t", "nop"), "3"),
+    (("-t", "function"), "3"),
+    (("-t", "function"), "0"),
+    (("-t", "function_graph"), "3"),
+    (("-t", "function", "-l", "__main__:*"), "3"),
+    (("-t", "function", "-l", "fib", "-l", "Inventory.*"), "0"),
+    (("-t", "function_graph", "-l", "Cart.*", "-n", "Cart.add"), "3"),
+    (("-t", "function_graph", "-l", "__main__:*", "-O", "funcgraph-tail"), "0"),
+], ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
+def test_output_and_exit_status_are_byte_identical(tmp_path, opts, status):
+    want = plain(SHOPAPP, status)
+    got, trace = fentry_run(tmp_path, *opts, program=(SHOPAPP, status))
+    assert want.returncode == int(status)
+    same_run(want, got)
+    if opts[1] != "nop":
+        assert body(trace)
+
+
+def test_trace_goes_to_stderr_without_o(tmp_path):
+    want = plain(SHOPAPP)
+    got, _ = fentry_run(tmp_path, "-t", "function", "-l", "fib", output=False)
+    assert got.stdout == want.stdout and got.returncode == want.returncode
+    stderr = got.stderr.decode()
+    assert stderr.startswith("# tracer: function\n")
+    assert [m["func"] for m in function_lines(stderr)] == ["fib"] * calls_printed(got.stdout)["fib"]
+
+
+def test_o_writes_the_trace_to_the_file(tmp_path):
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "fib")
+    assert got.stderr == b""
+    assert trace.startswith("# tracer: function\n")
+    assert len(function_lines(trace)) == calls_printed(got.stdout)["fib"]
+
+
+PROBE = '''
+    import json, os, sys, threading
+    print(json.dumps({
+        "argv": sys.argv,
+        "orig_argv": sys.orig_argv[1:],
+        "name": __name__,
+        "file": globals().get("__file__"),
+        "spec": None if __spec__ is None else [__spec__.name, __spec__.origin],
+        "path": sys.path,
+        "cwd": os.getcwd(),
+        "environ": dict(os.environ),
+        "threads": [t.name for t in threading.enumerate()],
+        "globals": sorted(globals()),
+        "stdin": sys.stdin.read(),
+        "fd": os.open(os.devnull, os.O_RDONLY),
+        "sitecustomize": getattr(sys.modules.get("sitecustomize"), "__file__", None),
+    }, indent=1))
+'''
+
+
+@pytest.mark.parametrize("form", ["script", "-m", "-c"])
+def test_program_sees_what_plain_python_gives_it(tmp_path, form):
+    script = write_script(tmp_path, "probe.py", PROBE)
+    program = {"script": (script, "a", "--b"),
+               "-m": ("-m", "probe", "a", "--b"),
+               "-c": ("-c", textwrap.dedent(PROBE), "a", "--b")}[form]
+    kw = dict(input=b"some input\n", cwd=str(tmp_path))
+    want = plain(*program, **kw)
+    got, _ = fentry_run(tmp_path, "-t", "function", "-l", "nothing_matches", program=program, **kw)
+    assert want.returncode == 0, want.stderr
+    seen, expected = json.loads(got.stdout), json.loads(want.stdout)
+    for key in expected:
+        assert seen[key] == expected[key], key
+    assert expected["name"] == "__main__" and expected["stdin"] == "some input\n"
+    if form == "script":
+        assert expected["argv"] == [script, "a", "--b"]
+        assert expected["path"][0] == str(tmp_path)
+
+
+def test_the_programs_own_sitecustomize_still_runs_once(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nsys.sitecustomize_runs = getattr(sys, 'sitecustomize_runs', 0) + 1\n")
+    script = write_script(tmp_path, "site_probe.py", '''
+        import sys
+        print(sys.sitecustomize_runs, sys.modules["sitecustomize"].__file__)
+    ''')
+    e = env()
+    e["PYTHONPATH"] += os.pathsep + str(site)
+    want = plain(script, env=e)
+    got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(script,), env=e)
+    assert want.stdout == f"1 {site / 'sitecustomize.py'}\n".encode()
+    same_run(want, got)
+
+
+def test_missing_script_fails_as_plain_python_does(tmp_path):
+    missing = str(tmp_path / "no_such_script.py")
+    want = plain(missing)
+    got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(missing,))
+    assert want.returncode == 2
+    same_run(want, got)
+
+
+PURE_PYTHON = bool(os.environ.get("FENTRY_PURE_PYTHON"))
+
+
+@pytest.mark.skipif(PURE_PYTHON, reason="the pure-Python hot path's callbacks are Python frames, "
+                    "which count against the recursion limit; the C hot path adds none")
+def test_deep_recursion_reaches_the_same_depth(tmp_path):
+    script = write_script(tmp_path, "deep.py", '''
+        def down(n):
+            try:
+                return down(n + 1)
+            except RecursionError:
+                return n
+        print(down(0))
+    ''')
+    want = plain(script)
+    for tracer in ("function", "function_graph"):
+        got, trace = fentry_run(tmp_path, "-t", tracer, "-l", "down", program=(script,))
+        same_run(want, got)
+        assert trace
+
+
+def test_a_long_trace_arrives_complete(tmp_path):
+    script = write_script(tmp_path, "many.py", '''
+        def tick(i):
+            return i
+        for i in range(200000):
+            tick(i)
+    ''')
+    got, trace = fentry_run(tmp_path, "-l", "tick", program=(script,))
+    assert got.returncode == 0
+    assert len(function_lines(trace)) == 200000
+
+
+@pytest.mark.skipif(PURE_PYTHON, reason="pure Python can only catch SIGTERM with a Python-level "
+                    "handler, which signal.getsignal() shows; the C hot path's is invisible")
+def test_program_sees_the_default_signal_handlers(tmp_path):
+    script = write_script(tmp_path, "signals.py", '''
+        import signal
+        print(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    ''')
+    want = plain(script)
+    got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(script,))
+    same_run(want, got)
+
+
+def test_dash_m_runs_a_module_as_main(tmp_path):
+    kw = dict(cwd=PROGRAMS)
+    want = plain("-m", "shopapp", "5", **kw)
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "__main__:fib", program=("-m", "shopapp", "5"),
+                            sep=False, **kw)
+    assert want.returncode == 5
+    same_run(want, got)
+    assert len(function_lines(trace)) == calls_printed(got.stdout)["fib"]
+
+
+def test_dash_c_runs_code_with_its_arguments(tmp_path):
+    code = "import sys, json\ndef hello(who): return 'hello ' + who\nprint(hello(sys.argv[1]), sys.argv)"
+    want = plain("-c", code, "world", "x")
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "hello", program=("-c", code, "world", "x"),
+                            sep=False)
+    same_run(want, got)
+    assert got.stdout == b"hello world ['-c', 'world', 'x']\n"
+    assert [(m["func"], m["parent"]) for m in function_lines(trace)] == [("hello", "<module>")]
+
+
+def test_stdlib_functions_can_be_traced(tmp_path):
+    code = "import json\nprint(json.dumps([1]), json.dumps({}))"
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "json:dumps", program=("-c", code))
+    assert got.stdout == b"[1] {}\n"
+    assert [m["func"] for m in function_lines(trace)] == ["dumps", "dumps"]
+
+
+# ---------------------------------------------------------------- however the program ends
+
+def test_uncaught_exception_same_traceback_and_status(tmp_path):
+    want = plain(SHOPAPP, "raise")
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "__main__:*", program=(SHOPAPP, "raise"))
+    assert want.returncode == 1
+    assert b"RuntimeError: the shop is closed" in want.stderr
+    same_run(want, got)
+    assert b"fentry" not in got.stderr
+    assert [m["func"] for m in function_lines(trace)].count("main") == 1
+
+
+def test_sys_exit_status(tmp_path):
+    got, _ = fentry_run(tmp_path, "-t", "function", "-l", "fib", program=(SHOPAPP, "3"))
+    assert got.returncode == 3
+
+
+def complete(trace: str, stdout: bytes) -> None:
+    """Every call the program counted is in the trace."""
+    counts = collections.Counter(m["func"] for m in function_lines(trace))
+    for name, n in calls_printed(stdout).items():
+        assert counts[name] == n, name
+
+
+def test_os_exit_status_and_the_trace_is_complete(tmp_path):
+    want = plain(SHOPAPP, "osexit")
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "__main__:*", program=(SHOPAPP, "osexit"))
+    assert want.returncode == 4
+    same_run(want, got)
+    complete(trace, got.stdout)
+
+
+def test_sigterm_status_and_the_trace_is_complete(tmp_path):
+    want = plain(SHOPAPP, "sigterm")
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "__main__:*", program=(SHOPAPP, "sigterm"))
+    assert want.returncode == -signal.SIGTERM
+    same_run(want, got)
+    complete(trace, got.stdout)
+
+
+def test_sigterm_from_outside_during_a_long_run(tmp_path):
+    ready = tmp_path / "ready"
+    script = write_script(tmp_path, "waits.py", f'''
+        import time
+        def tick(i):
+            return i
+        for i in range(100):
+            tick(i)
+        open({str(ready)!r}, "w").close()
+        while True:
+            time.sleep(0.01)
+    ''')
+    out = tmp_path / "trace.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-l", "tick", "-o", str(out), script],
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1000):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert ready.exists()
+        proc.send_signal(signal.SIGTERM)        # to fentry: it passes it on to the program
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGTERM
+    assert [m["func"] for m in function_lines(out.read_text())] == ["tick"] * 100
+
+
+def test_ctrl_c_reaches_the_program(tmp_path):
+    script = write_script(tmp_path, "ctrlc.py", '''
+        import os, signal, time
+        def tick(i):
+            return i
+        for i in range(10):
+            tick(i)
+        os.kill(os.getpid(), signal.SIGINT)     # what Ctrl-C does
+        time.sleep(1)
+        print("still running after Ctrl-C")
+    ''')
+    want = plain(script)
+    got, trace = fentry_run(tmp_path, "-l", "tick", program=(script,))
+    assert want.returncode == -signal.SIGINT and b"KeyboardInterrupt" in want.stderr
+    same_run(want, got)
+    assert len(function_lines(trace)) == 10
+
+
+def test_forked_child_does_not_write_into_the_trace(tmp_path):
+    script = write_script(tmp_path, "forks.py", '''
+        import os
+        def tick(i):
+            return i
+        tick(0)
+        pid = os.fork()
+        if pid == 0:
+            for i in range(5):
+                tick(i)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        tick(1)
+        print("done")
+    ''')
+    got, trace = fentry_run(tmp_path, "-l", "tick", program=(script,))
+    assert got.stdout == b"done\n" and got.returncode == 0
+    assert len(function_lines(trace)) == 2
+
+
+# ---------------------------------------------------------------- filters on the command line
+
+def test_notrace_removes_what_it_names(tmp_path):
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "__main__:*", "-n", "Cart.*", "-n", "fib")
+    funcs = collections.Counter(m["func"] for m in function_lines(trace))
+    assert not [f for f in funcs if f.startswith("Cart.") or f == "fib"]
+    printed = calls_printed(got.stdout)
+    assert funcs["Inventory.take"] == printed["Inventory.take"]
+    assert funcs["ship"] == printed["ship"]
+    assert funcs["checkout"] == 2 and funcs["main"] == 1
+
+
+def test_repeated_l_adds_up(tmp_path):
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "fib", "-l", "__main__:ship")
+    funcs = collections.Counter(m["func"] for m in function_lines(trace))
+    printed = calls_printed(got.stdout)
+    assert funcs == {"fib": printed["fib"], "ship": printed["ship"]}
+
+
+def test_kernel_mod_form_on_the_command_line(tmp_path):
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "Inventory.*:mod:__main__")
+    funcs = collections.Counter(m["func"] for m in function_lines(trace))
+    assert funcs == {"Inventory.__init__": 1, "Inventory.take": calls_printed(got.stdout)["Inventory.take"]}
+
+
+def test_bad_l_glob_exits_2_with_a_caret_and_never_starts_the_program(tmp_path):
+    marker = tmp_path / "started"
+    code = f"open({str(marker)!r}, 'w').close()"
+    got, trace = fentry_run(tmp_path, "-l", "fib", "-l", "Cart.[add", program=("-c", code))
+    assert got.returncode == 2
+    assert not marker.exists()
+    err = got.stderr.decode().splitlines()
+    assert any("error" in line and "glob" in line.lower() for line in err), err
+    command = next(line for line in err if "Cart.[add" in line)
+    caret = err[err.index(command) + 1]
+    assert caret.strip() == "^"
+    assert caret.index("^") == command.index("Cart.[add") + len("Cart.")
+    assert trace == ""
+
+
+def test_bad_n_glob_exits_2(tmp_path):
+    marker = tmp_path / "started"
+    got, _ = fentry_run(tmp_path, "-n", "a:b:c", program=("-c", f"open({str(marker)!r}, 'w').close()"))
+    assert got.returncode == 2 and b"error" in got.stderr
+    assert not marker.exists()
+
+
+def test_unknown_tracer_exits_2(tmp_path):
+    got, _ = fentry_run(tmp_path, "-t", "bogus", program=("-c", "print('ran')"))
+    assert got.returncode == 2 and got.stdout == b""
+
+
+# ---------------------------------------------------------------- what the agent brings in
+
+MODULES = '''
+    import os, sys, sysconfig
+    paths = sysconfig.get_paths()
+    std = tuple(os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib"))
+    site = tuple(os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib"))
+    fentry_dir = os.path.realpath(sys.argv[1]) + os.sep
+    outside = []
+    for name, module in sorted(sys.modules.items()):
+        f = getattr(module, "__file__", None)
+        if not f:
+            continue
+        f = os.path.realpath(f)
+        if f.startswith(fentry_dir):
+            continue
+        if f.startswith(std) and not f.startswith(site):
+            continue
+        outside.append(name)
+    print(outside)
+'''
+
+
+def test_traced_process_imports_nothing_outside_the_standard_library(tmp_path):
+    code = textwrap.dedent(MODULES)
+    fentry_dir = os.path.join(SRC, "fentry")
+    want = plain("-c", code, fentry_dir)
+    for tracer in ("function", "function_graph"):
+        got, _ = fentry_run(tmp_path, "-t", tracer, "-l", "nothing_matches", program=("-c", code, fentry_dir))
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == want.stdout       # whatever plain python imports (.pth files), and no more

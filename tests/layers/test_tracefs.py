@@ -1,0 +1,326 @@
+"""The in-process tracefs: its files, read and write semantics, bad input."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+
+from fentry import TraceError
+
+from .helpers import body, fentry_tool_ids, function_lines
+
+HERE = __name__
+FILES = {"available_tracers", "current_tracer", "set_ftrace_filter", "set_ftrace_notrace",
+         "available_filter_functions", "tracing_on", "buffer_size_kb", "trace", "trace_pipe",
+         "trace_options"}
+
+
+def alpha():
+    return 1
+
+
+def beta():
+    return 2
+
+
+def gamma():
+    return 3
+
+
+def call_all():
+    alpha()
+    beta()
+    gamma()
+
+
+def traced(fs) -> list[str]:
+    """The functions in the trace now (a snapshot, not consumed)."""
+    return [m["func"] for m in function_lines(fs.read("trace"))]
+
+
+CALLED = f"{HERE}:call_all {HERE}:alpha {HERE}:beta {HERE}:gamma"
+
+
+def start(fs, filter_=CALLED):
+    fs.write("set_ftrace_filter", filter_)
+    fs.write("current_tracer", "function")
+
+
+# ---------------------------------------------------------------- the files
+
+def test_ls_lists_the_files(fs):
+    assert FILES <= set(fs.ls())
+    assert FILES <= set(fs.ls("/"))
+
+
+def test_ls_of_a_missing_directory_is_an_error(fs):
+    with pytest.raises(TraceError):
+        fs.ls("no/such/dir")
+
+
+def test_available_tracers(fs):
+    assert set(fs.read("available_tracers").split()) == {"nop", "function", "function_graph"}
+
+
+def test_current_tracer_starts_as_nop_and_switches(fs):
+    assert fs.read("current_tracer") == "nop\n"
+    fs.write("current_tracer", "function\n")          # as `echo function > current_tracer`
+    assert fs.read("current_tracer") == "function\n"
+    fs.write("current_tracer", "function_graph")
+    assert fs.read("current_tracer") == "function_graph\n"
+
+
+def test_switching_tracer_changes_the_header_and_empties_the_buffer(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    assert fs.read("trace").startswith("# tracer: function\n")
+    fs.write("current_tracer", "function_graph")
+    trace = fs.read("trace")
+    assert trace.startswith("# tracer: function_graph\n")
+    assert body(trace) == []
+    alpha()
+    assert len(body(fs.read("trace"))) == 1
+
+
+def test_writing_the_current_tracer_again_keeps_the_buffer(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    fs.write("current_tracer", "function")
+    assert traced(fs) == ["alpha"]
+
+
+def test_nop_records_nothing_and_holds_no_tool_id(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    fs.write("current_tracer", "nop")
+    assert fentry_tool_ids() == []
+    alpha()
+    assert body(fs.read("trace")) == []
+
+
+# ---------------------------------------------------------------- filters
+
+def test_empty_filter_reads_as_all_functions_enabled(fs):
+    assert fs.read("set_ftrace_filter") == "#### all functions enabled ####\n"
+
+
+def test_filter_write_replaces_and_append_adds(fs):
+    fs.write("set_ftrace_filter", f"{HERE}:alpha")
+    fs.write("set_ftrace_filter", f"{HERE}:beta", append=True)
+    assert fs.read("set_ftrace_filter") == f"{HERE}:alpha\n{HERE}:beta\n"
+    fs.write("current_tracer", "function")
+    call_all()
+    assert traced(fs) == ["alpha", "beta"]
+    fs.write("set_ftrace_filter", f"{HERE}:gamma")
+    assert fs.read("set_ftrace_filter") == f"{HERE}:gamma\n"
+    call_all()
+    assert traced(fs) == ["alpha", "beta", "gamma"]
+
+
+def test_writing_an_empty_filter_resets_to_all_functions(fs):
+    start(fs, f"{HERE}:alpha")
+    fs.write("set_ftrace_filter", "")
+    assert fs.read("set_ftrace_filter") == "#### all functions enabled ####\n"
+    call_all()
+    assert {"alpha", "beta", "gamma"} <= set(traced(fs))
+
+
+def test_notrace_removes_and_wins_over_the_filter(fs):
+    start(fs)
+    fs.write("set_ftrace_notrace", f"{HERE}:beta")
+    fs.write("set_ftrace_notrace", f"{HERE}:gamma", append=True)
+    assert fs.read("set_ftrace_notrace") == f"{HERE}:beta\n{HERE}:gamma\n"
+    call_all()
+    assert traced(fs) == ["call_all", "alpha"]
+    fs.write("set_ftrace_notrace", "")
+    assert fs.read("set_ftrace_notrace") == ""
+    call_all()
+    assert traced(fs)[2:] == ["call_all", "alpha", "beta", "gamma"]
+
+
+def test_filter_change_applies_to_the_running_tracer(fs):
+    start(fs, f"{HERE}:alpha")
+    call_all()
+    fs.write("set_ftrace_filter", f"{HERE}:beta")
+    call_all()
+    assert traced(fs) == ["alpha", "beta"]
+
+
+# ---------------------------------------------------------------- trace and trace_pipe
+
+def test_reading_trace_does_not_consume(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    assert fs.read("trace") == fs.read("trace")
+    assert traced(fs) == ["alpha"]
+
+
+def test_writing_trace_clears_it(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    fs.write("trace", "")
+    assert body(fs.read("trace")) == []
+    alpha()
+    assert traced(fs) == ["alpha"]
+
+
+def test_appending_to_trace_does_not_clear_it(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    fs.write("trace", "", append=True)
+    assert traced(fs) == ["alpha"]
+
+
+def test_trace_pipe_consumes(fs):
+    start(fs, f"{HERE}:alpha {HERE}:beta")
+    alpha()
+    first = fs.instance.read_pipe()
+    assert [m["func"] for m in function_lines(first)] == ["alpha"]
+    assert fs.instance.read_pipe() == ""             # nothing new: nothing to read
+    assert fs.instance.wait_pipe(timeout=0.1) == ""   # not even after waiting a little
+    beta()
+    assert [m["func"] for m in function_lines(fs.instance.read_pipe())] == ["beta"]
+    assert body(fs.read("trace")) == []               # consumed: gone from trace too
+
+
+def test_trace_pipe_read_blocks_until_there_is_something(fs):
+    start(fs, f"{HERE}:alpha")
+    t = threading.Timer(0.2, alpha)
+    t.start()
+    try:
+        text = fs.read("trace_pipe")
+    finally:
+        t.join()
+    assert [m["func"] for m in function_lines(text)] == ["alpha"]
+    assert fs.instance.read_pipe() == ""
+
+
+def test_trace_pipe_has_no_header(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    text = fs.instance.read_pipe()
+    assert not any(line.startswith("#") for line in text.splitlines())
+
+
+# ---------------------------------------------------------------- tracing_on
+
+def test_tracing_on_0_stops_recording_and_1_resumes(fs):
+    start(fs, f"{HERE}:alpha {HERE}:beta {HERE}:gamma")
+    alpha()
+    fs.write("tracing_on", "0\n")
+    assert fs.read("tracing_on") == "0\n"
+    beta()
+    fs.write("tracing_on", "1")
+    assert fs.read("tracing_on") == "1\n"
+    gamma()
+    assert traced(fs) == ["alpha", "gamma"]
+
+
+def test_tracing_off_leaves_no_events_set(fs):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    [tool_id] = fentry_tool_ids()
+    fs.write("tracing_on", "0")
+    held = fentry_tool_ids()
+    if held:        # still holding the id is allowed; events are not
+        assert sys.monitoring.get_local_events(held[0], alpha.__code__) == 0
+        assert sys.monitoring.get_events(held[0]) == 0
+    else:
+        sys.monitoring.use_tool_id(tool_id, "probe")
+        try:
+            assert sys.monitoring.get_local_events(tool_id, alpha.__code__) == 0
+            assert sys.monitoring.get_events(tool_id) == 0
+        finally:
+            sys.monitoring.free_tool_id(tool_id)
+    assert fs.read("current_tracer") == "function\n"
+
+
+def test_tracing_off_then_switching_tracer_starts_nothing(fs):
+    fs.write("tracing_on", "0")
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    assert body(fs.read("trace")) == []
+    fs.write("tracing_on", "1")
+    alpha()
+    assert traced(fs) == ["alpha"]
+
+
+# ---------------------------------------------------------------- options and sizes
+
+def test_trace_options_read_and_toggle(fs):
+    words = fs.read("trace_options").split()
+    assert "print-parent" in words and "nofuncgraph-tail" in words
+    fs.write("trace_options", "funcgraph-tail")
+    assert "funcgraph-tail" in fs.read("trace_options").split()
+    fs.write("trace_options", "nofuncgraph-tail")
+    assert "nofuncgraph-tail" in fs.read("trace_options").split()
+
+
+def test_buffer_size_kb_reads_back(fs):
+    fs.write("buffer_size_kb", "64\n")
+    assert fs.read("buffer_size_kb") == "64\n"
+
+
+# ---------------------------------------------------------------- bad input
+
+def running_state(fs) -> dict:
+    return {name: fs.read(name) for name in ("current_tracer", "tracing_on", "set_ftrace_filter",
+                                              "set_ftrace_notrace", "trace_options", "buffer_size_kb")}
+
+
+@pytest.mark.parametrize("path,text", [
+    ("current_tracer", "bogus"),
+    ("current_tracer", "function function_graph"),
+    ("tracing_on", "2"),
+    ("tracing_on", "yes"),
+    ("tracing_on", ""),
+    ("set_ftrace_filter", "alpha beta["),
+    ("set_ftrace_filter", "a:b:c"),
+    ("set_ftrace_notrace", "[gamma"),
+    ("buffer_size_kb", "0"),
+    ("buffer_size_kb", "-4"),
+    ("buffer_size_kb", "lots"),
+    ("trace_options", "bogus-option"),
+    ("trace_options", "funcgraph-tail bogus-option"),
+    ("available_tracers", "function"),
+    ("available_filter_functions", "alpha"),
+    ("no_such_file", "1"),
+])
+def test_bad_write_raises_and_changes_nothing(fs, path, text):
+    start(fs, f"{HERE}:alpha")
+    alpha()
+    before = running_state(fs)
+    with pytest.raises(TraceError) as err:
+        fs.write(path, text)
+    assert err.value.message
+    assert running_state(fs) == before
+    beta()
+    alpha()
+    assert traced(fs) == ["alpha", "alpha"]
+
+
+def test_unknown_tracer_error_names_the_available_ones(fs):
+    with pytest.raises(TraceError) as err:
+        fs.write("current_tracer", "bogus")
+    for name in ("nop", "function", "function_graph"):
+        assert name in str(err.value)
+
+
+def test_reading_a_missing_file_is_an_error(fs):
+    with pytest.raises(TraceError):
+        fs.read("no_such_file")
+
+
+def test_a_slow_reader_does_not_block_the_program(fs):
+    start(fs, f"{HERE}:alpha")
+    results = []
+    reader = threading.Thread(target=lambda: results.append(fs.read("trace_pipe")))
+    reader.start()
+    time.sleep(0.05)
+    assert alpha() == 1
+    reader.join(5)
+    assert not reader.is_alive()
+    assert [m["func"] for m in function_lines(results[0])] == ["alpha"]
