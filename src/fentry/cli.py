@@ -19,6 +19,8 @@ import threading
 
 from .control.agent import AGENT_FD_MIN, ENV_CONFIG
 from .errors import TraceError
+from .events.probe_parser import ProbeRemoval, parse_probe
+from .events.trace_kprobe import compile_event_filter
 from .ftrace import parse_filter
 from .tracers.trace import TRACERS
 
@@ -29,7 +31,8 @@ RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as t
 def _run_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
-        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-o FILE] [--buffer-size-kb N]\n"
+        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                  [-o FILE] [--buffer-size-kb N]\n"
               "                  [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
@@ -39,6 +42,11 @@ def _run_parser(sub) -> argparse.ArgumentParser:
                    help="trace only matching functions (set_ftrace_filter); repeatable")
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="GLOB",
                    help="do not trace matching functions (set_ftrace_notrace); repeatable")
+    p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
+                   help="add a probe event (a kprobe_events line), enabled before the program starts; "
+                        "repeatable")
+    p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
+                   help="the filter of the probe event given by the preceding -e")
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
                    help="a trace_options word, e.g. funcgraph-tail; repeatable")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE")
@@ -48,6 +56,20 @@ def _run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-c", dest="code", metavar="CODE", help="program passed in as string")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
     return p
+
+
+class _ProbeAction(argparse.Action):
+    """-e adds [definition, filter]; -f fills in the filter of the -e before it (trace-cmd's way)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        probes = list(getattr(namespace, self.dest) or [])
+        if option_string in ("-e", "--event"):
+            probes.append([value, None])
+        elif not probes:
+            parser.error(f"{option_string} {value!r}: no -e before it to filter")
+        else:
+            probes[-1][1] = value
+        setattr(namespace, self.dest, probes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """fentry's options, and the program's command line (from SCRIPT, -m or -c on)."""
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
-                   "--buffer-size-kb", "-O", "--option"}
+                   "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event"}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -87,6 +109,21 @@ def _check_filters(globs: list[str], what: str) -> None:
             raise
 
 
+def _check_probes(probes: list[list]) -> None:
+    """What can be checked before the program starts: the grammar of each -e,
+    and each -f against the fields of its event."""
+    for definition, filter_text in probes:
+        defn = parse_probe(definition)
+        if isinstance(defn, ProbeRemoval):
+            raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")
+        if filter_text is not None:
+            try:
+                compile_event_filter(filter_text, defn.args)
+            except TraceError as e:
+                e.subsystem = "event filter parse error"
+                raise
+
+
 def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     if not program or program[0] in ("-m", "-c") and len(program) < 2:
         print("fentry run: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
@@ -100,6 +137,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
                 raise TraceError("BAD_OPTION", o, 0, subsystem="fentry run -O")
         if opts.buffer_size_kb <= 0:
             raise TraceError("BAD_SIZE", str(opts.buffer_size_kb), 0, subsystem="fentry run")
+        _check_probes(opts.probes)
     except TraceError as e:
         print(e.render(), file=sys.stderr)
         return 2
@@ -121,7 +159,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     env = dict(os.environ)
     env[ENV_CONFIG] = json.dumps({
         "fd": write_fd, "tracer": opts.tracer, "filter": opts.filter, "notrace": opts.notrace,
-        "options": opts.option, "buffer_size_kb": opts.buffer_size_kb,
+        "options": opts.option, "buffer_size_kb": opts.buffer_size_kb, "probes": opts.probes,
         "pythonpath": os.environ.get("PYTHONPATH"),
     })
     env["PYTHONPATH"] = BOOT_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -113,6 +113,8 @@ ERRORS: dict[str, str] = {
     "BAD_GLOBAL": "Invalid module global (expected @MOD:NAME)",
     "KERNEL_DEREF": "Offset dereference is not available; use attributes and items (item.sku, lines[0])",
     "BAD_REMOVE": "Removal takes only -:[GRP/]EVENT",
+    "BUSY": "Device or resource busy: the event is enabled (disable it first)",
+    "NO_SUCH_EVENT": "No such event",
     # -- (end of kprobe_events)
     # -- event filters: the kernel's trace_events_filter.c messages
     "FILT_ERR_INVALID_OP": "Invalid operator",

@@ -261,7 +261,7 @@ class _RetprobeOps(FtraceOps):
 
 # ---------------------------------------------------------------- registration
 
-def _check_loaded(symbol_name: str | None, offset: int, retprobe: bool) -> None:
+def check_symbol(symbol_name: str | None, offset: int, retprobe: bool) -> None:
     """What can be checked now: a loaded symbol, its offset, the blacklist."""
     if symbol_name is None:
         return
@@ -276,7 +276,7 @@ def _check_loaded(symbol_name: str | None, offset: int, retprobe: bool) -> None:
     found = [s.code for s in SYMBOLS.symbols()
              if s.qualname == qualname and (module is None or s.module == module)]
     if not found:
-        if module is not None:
+        if module is not None and module != "__main__":
             raise TraceError("BAD_PROBE_ADDR", symbol_name, 0, subsystem="trace_kprobe")
         return                          # maybe defined later (a script's __main__)
     for code in found:
@@ -294,7 +294,7 @@ def register_kprobe(kp: Kprobe) -> None:
         if kp.offset:
             check_offset(kp.code, kp.offset)
     else:
-        _check_loaded(kp.symbol_name, kp.offset, retprobe=False)
+        check_symbol(kp.symbol_name, kp.offset, retprobe=False)
     ops = _ProbeOps(kp)
     register_ftrace_function(ops)
     kp._ops = ops
@@ -313,7 +313,7 @@ def register_kretprobe(rp: Kretprobe) -> None:
         raise ValueError("kretprobe already registered")
     if rp.code is not None and blacklisted(rp.code):
         raise TraceError("BLACKLISTED", rp.code.co_qualname, 0, subsystem="trace_kprobe")
-    _check_loaded(rp.symbol_name, 0, retprobe=True)
+    check_symbol(rp.symbol_name, 0, retprobe=True)
     ops = _RetprobeOps(rp)
     register_ftrace_function(ops)
     rp._ops = ops

@@ -19,6 +19,8 @@ import select
 import signal
 
 from .. import hotpath
+from ..errors import TraceError
+from ..events.probe_parser import parse_probe
 from .tracefs import tracefs
 
 ENV_CONFIG = "FENTRY_AGENT"
@@ -158,6 +160,17 @@ def _after_fork_in_child() -> None:
     fs.write("current_tracer", "nop")
 
 
+def _add_probes(fs, probes: list) -> None:
+    """-e definitions: appended to kprobe_events, filtered, enabled."""
+    for definition, filter_text in probes:
+        fs.write("kprobe_events", definition, append=True)
+        defn = parse_probe(definition)
+        path = f"events/{defn.group}/{defn.event}"
+        if filter_text is not None:
+            fs.write(f"{path}/filter", filter_text)
+        fs.write(f"{path}/enable", "1")
+
+
 def start_from_environment() -> None:
     """Read FENTRY_AGENT, set tracefs up as it says, and start streaming."""
     global _streamer
@@ -178,8 +191,13 @@ def start_from_environment() -> None:
     fs.write("set_ftrace_filter", " ".join(cfg.get("filter", [])))
     fs.write("set_ftrace_notrace", " ".join(cfg.get("notrace", [])))
     fs.write("current_tracer", cfg["tracer"])
+    try:
+        _add_probes(fs, cfg.get("probes", []))
+    except TraceError as e:
+        os.write(2, (e.render() + "\n").encode())
+        os._exit(2)         # the program does not start, as with a bad definition
     _streamer = Streamer(fd)
-    if fs.instance.tracer != "nop":
+    if fs.instance.tracer != "nop" or cfg.get("probes"):
         _streamer._write(f"# tracer: {fs.instance.tracer}\n#\n" + fs.instance.reader().header())
     atexit.register(_final_drain)
     _wrap_os_exit()

@@ -12,8 +12,12 @@ import threading
 from typing import Callable
 
 from ..errors import TraceError
+from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..symbols import SYMBOLS
 from ..tracers.trace import TRACERS, TraceInstance
+
+
+EVENT_FILES = ("enable", "filter", "format", "id")
 
 
 def _parse_bool(text: str) -> bool:
@@ -35,6 +39,7 @@ class Tracefs:
 
     def __init__(self, instance: TraceInstance | None = None) -> None:
         self.instance = inst = instance or TraceInstance()
+        self.probes = probes = ProbeEvents(inst.buffer, lambda: inst.tracing_on)
         # name -> (reader, writer(text, append)); None where the kernel's file is read- or write-only.
         self.files: dict[str, tuple[Callable[[], str] | None, Callable[[str, bool], None] | None]] = {
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
@@ -52,19 +57,58 @@ class Tracefs:
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
+            "kprobe_events": (probes.definitions, probes.write),
+            "kprobe_profile": (probes.profile, None),
+            "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
+            "events/enable": (lambda: enable_text(list(probes.events.values())),
+                              lambda text, append: probes.set_enable(list(probes.events.values()),
+                                                                     _parse_bool(text))),
         }
 
     def ls(self, path: str = "") -> list[str]:
         """The names in a directory of tracefs (the top one by default)."""
-        if path.strip("/"):
-            raise TraceError("NO_SUCH_FILE", path, 0)
-        return sorted(self.files)
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return sorted({name.split("/", 1)[0] for name in self.files})
+        if parts[0] == "events":
+            probes = self.probes
+            if len(parts) == 1:
+                return ["enable"] + probes.groups()
+            if len(parts) == 2 and parts[1] in probes.groups():
+                return ["enable"] + sorted(e.name for e in probes.in_group(parts[1]))
+            if len(parts) == 3 and probes.find(parts[1], parts[2]):
+                return list(EVENT_FILES)
+        raise TraceError("NO_SUCH_FILE", path, 0)
 
     def _file(self, path: str):
-        entry = self.files.get(path.strip("/"))
+        name = path.strip("/")
+        entry = self.files.get(name)
+        if entry is None and name.startswith("events/"):
+            entry = self._event_file(name.split("/")[1:])
         if entry is None:
             raise TraceError("NO_SUCH_FILE", path, 0)
         return entry
+
+    def _event_file(self, parts: list[str]):
+        """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,id}."""
+        probes = self.probes
+        if len(parts) == 2 and parts[1] == "enable" and parts[0] in probes.groups():
+            group = probes.in_group(parts[0])
+            return (lambda: enable_text(group),
+                    lambda text, append: probes.set_enable(group, _parse_bool(text)))
+        if len(parts) != 3 or parts[2] not in EVENT_FILES:
+            return None
+        event = probes.find(parts[0], parts[1])
+        if event is None:
+            return None
+        return {
+            "enable": (lambda: enable_text([event]),
+                       lambda text, append: probes.set_enable([event], _parse_bool(text))),
+            "filter": (lambda: event.filter.text + "\n",
+                       lambda text, append: probes.set_filter(event, text)),
+            "format": (event.format_text, None),
+            "id": (lambda: f"{event.id}\n", None),
+        }[parts[2]]
 
     def read(self, path: str) -> str:
         reader, _ = self._file(path)

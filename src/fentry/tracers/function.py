@@ -49,16 +49,18 @@ class FunctionReader:
     def lines(self, per_thread: list[tuple[ThreadBuffer, list]]) -> list[str]:
         texts, stamps = [], []
         for tb, records in per_thread:
-            prefix = output.task(tb) + " [000] ..... "
+            prefix = output.task(tb) + " [000] ....."
             if self.parent:
-                fmt = prefix + "%5d.%06d: %s <-%s\n"
-                texts.append([fmt % (ts // 1_000_000_000, ts // 1000 % 1_000_000, code.co_qualname,
-                                     "<top>" if caller is None else caller.co_qualname)
-                              for _, ts, code, caller in records])
+                fmt = prefix + " %5d.%06d: %s <-%s\n"
+                texts.append([fmt % (r[1] // 1_000_000_000, r[1] // 1000 % 1_000_000, r[2].co_qualname,
+                                     "<top>" if r[3] is None else r[3].co_qualname)
+                              if r[2].__class__ is CodeType else output.event_line(prefix, r)
+                              for r in records])
             else:
-                fmt = prefix + "%5d.%06d: %s\n"
-                texts.append([fmt % (ts // 1_000_000_000, ts // 1000 % 1_000_000, code.co_qualname)
-                              for _, ts, code, _ in records])
+                fmt = prefix + " %5d.%06d: %s\n"
+                texts.append([fmt % (r[1] // 1_000_000_000, r[1] // 1000 % 1_000_000, r[2].co_qualname)
+                              if r[2].__class__ is CodeType else output.event_line(prefix, r)
+                              for r in records])
             stamps.append([rec[1] for rec in records])
         return output.merge_lines(stamps, texts)
 

@@ -114,7 +114,10 @@ class GraphReader:
         while i < n:
             rec = records[i]
             kind, code, ts = rec[2], rec[3], rec[1]
-            if kind in _ENTERS:
+            if output.is_event(rec):     # a probe event: a comment where it happened
+                out.append((ts, self._line(st, NO_DURATION, len(stack),
+                                           f"/* {kind.line(rec[3], rec[4])} */")))
+            elif kind in _ENTERS:
                 nxt = records[i + 1] if i + 1 < n else None
                 if nxt is None:
                     st.pending = rec

@@ -5,12 +5,26 @@ Formatting happens here, when the trace is read, never when it is recorded.
 
 from __future__ import annotations
 
+from types import CodeType
+
 from .ring_buffer import ThreadBuffer
 
 
 def task(tb: ThreadBuffer) -> str:
     """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
     return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
+
+
+def event_line(prefix: str, rec: tuple) -> str:
+    """A probe event's record, ``(seq, ts, event, site, values)``: the event
+    formats its own part (its print fmt), after the usual prefix."""
+    ts = rec[1]
+    return f"{prefix} {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: {rec[2].line(rec[3], rec[4])}\n"
+
+
+def is_event(rec: tuple) -> bool:
+    """Tracer records hold a code object or a kind number third; events hold the event."""
+    return rec[2].__class__ is not int and rec[2].__class__ is not CodeType
 
 
 def merge_lines(stamps: list[list[int]], texts: list[list[str]]) -> list[str]:

@@ -1,0 +1,262 @@
+"""events.fetch: reading a fetcharg from a probed frame, without running user code.
+
+The kernel's fetch instructions read memory; fentry's read Python objects the
+same way: instance ``__dict__`` entries, slots, class attributes that are not
+descriptors, items of builtin containers, module globals.  Nothing here calls
+a user-defined ``__getattr__``, ``__getitem__``, property or ``__repr__``;
+what cannot be read safely is a fault, and a fault is ``(fault)`` in the
+trace, never an exception in the program.
+
+Values are fetched when the event fires (objects change later), and kept raw
+when immutable (numbers, strings, bytes, None, code objects); anything else is
+turned into its bounded, safe representation right then, as the kernel
+copies memory into the ring buffer.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import CodeType, FrameType, FunctionType, MemberDescriptorType, MethodType, ModuleType
+
+from ..symbols import SYMBOLS
+from .probe_parser import FetchArg
+
+MAX_REPR = 128          # characters of a default-typed value
+MAX_DEPTH = 3           # container nesting shown
+MAX_ITEMS = 8           # container items shown
+
+
+class Fault(Exception):
+    """A fetch that cannot be done safely (or at all)."""
+
+
+FAULT = "(fault)"
+_MISSING = object()
+_RAW = (int, float, str, bytes, bool, type(None), complex)
+
+
+def safe_repr(value: object, depth: int = MAX_DEPTH) -> str:
+    """``repr`` for builtin types, ``<Type object>`` for the rest: no user code runs."""
+    t = type(value)
+    if t in (int, float, bool, type(None), complex):
+        return repr(value)
+    if t in (str, bytes):
+        text = repr(value)
+        return text if len(text) <= MAX_REPR else text[:MAX_REPR - 4] + "...'"
+    if t in (list, tuple, set, frozenset, dict):
+        if depth <= 0:
+            return "[...]" if t is list else "(...)" if t is tuple else "{...}"
+        if t is dict:
+            items = [f"{safe_repr(k, depth - 1)}: {safe_repr(v, depth - 1)}"
+                     for k, v in list(dict.items(value))[:MAX_ITEMS]]
+        else:
+            items = [safe_repr(v, depth - 1) for v in list(value)[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append("...")
+        body = ", ".join(items)
+        if t is list:
+            text = f"[{body}]"
+        elif t is tuple:
+            text = f"({body}{',' if len(value) == 1 else ''})"
+        elif t is dict:
+            text = "{" + body + "}"
+        else:
+            text = ("{" + body + "}") if value else f"{t.__name__}()"
+        return text if len(text) <= MAX_REPR else text[:MAX_REPR - 4] + "...]"
+    if t in (FunctionType, CodeType):
+        code = value if t is CodeType else value.__code__
+        return f"<{SYMBOLS.name_of(code)}>"
+    return f"<{t.__module__}.{t.__qualname__}>"
+
+
+class Shown(str):
+    """A value stored as its safe representation (it was not immutable)."""
+    __slots__ = ()
+
+
+def snapshot(value: object) -> object:
+    """What is stored in the ring buffer: the value if immutable, else its text."""
+    return value if type(value) in _RAW or type(value) is CodeType else Shown(safe_repr(value))
+
+
+def get_attr(obj: object, name: str) -> object:
+    """``obj.name`` read from storage: instance dict, slots, plain class attributes."""
+    if type(obj) is ModuleType:
+        value = dict.get(object.__getattribute__(obj, "__dict__"), name, _MISSING)
+        if value is _MISSING:
+            raise Fault(name)
+        return value
+    tdict = None
+    for klass in type(obj).__mro__:
+        found = type.__getattribute__(klass, "__dict__").get(name, _MISSING)
+        if found is not _MISSING:
+            tdict = found
+            break
+    if type(tdict) is MemberDescriptorType:          # a slot
+        return tdict.__get__(obj, type(obj))
+    try:
+        d = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        d = None
+    if type(d) is dict:
+        value = dict.get(d, name, _MISSING)
+        if value is not _MISSING and not hasattr(type(tdict), "__set__"):
+            return value
+    if tdict is not None and not hasattr(type(tdict), "__get__"):
+        return tdict                                 # a plain class attribute
+    raise Fault(name)                                # absent, or a property / descriptor
+
+
+def get_item(obj: object, key: str | int) -> object:
+    """``obj[key]`` for builtin containers only (no user ``__getitem__``, no ``__missing__``)."""
+    if isinstance(obj, dict):
+        value = dict.get(obj, key, _MISSING)
+        if value is _MISSING:
+            raise Fault(key)
+        return value
+    if type(key) is int:
+        for base in (list, tuple, str, bytes):
+            if isinstance(obj, base):
+                try:
+                    return base.__getitem__(obj, key)
+                except IndexError:
+                    raise Fault(key) from None
+    raise Fault(key)
+
+
+def parameters(code: CodeType) -> tuple[str, ...]:
+    """The names of a function's parameters, in order."""
+    n = code.co_argcount + code.co_kwonlyargcount
+    n += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)      # *args, **kwargs
+    return code.co_varnames[:n]
+
+
+def frame_locals(frame: FrameType) -> object:
+    return frame.f_locals
+
+
+def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING) -> object:
+    """The raw value of ``arg`` in ``frame`` (raises Fault)."""
+    kind = arg.kind
+    if kind == "imm":
+        value = arg.root
+    elif kind == "retval":
+        if retval is _MISSING:
+            raise Fault("$retval")
+        value = retval
+    elif kind == "comm":
+        t = threading._active.get(threading.get_ident())
+        value = t._name if t is not None else "python"
+    elif kind == "arg":
+        names = parameters(frame.f_code)
+        if not 1 <= arg.root <= len(names):
+            raise Fault(arg.root)
+        value = _local(frame, names[arg.root - 1])
+    elif kind == "local":
+        value = _local(frame, arg.root)
+    elif kind == "global":
+        module = sys.modules.get(arg.module)
+        if module is None:
+            raise Fault(arg.module)
+        value = get_attr(module, arg.root)
+    elif kind == "stack":
+        value = _stack(frame, arg.root)
+    else:
+        raise Fault(kind)
+    for step in arg.path:
+        value = get_attr(value, step.key) if step.op == "attr" else get_item(value, step.key)
+    return value
+
+
+def _local(frame: FrameType, name: str) -> object:
+    value = frame.f_locals.get(name, _MISSING)
+    if value is _MISSING:
+        raise Fault(name)
+    return value
+
+
+def _stack(frame: FrameType, n: int | None) -> object:
+    """``$stack``: the call stack, innermost first; ``$stackN``: the N-th frame up."""
+    if n is not None:
+        f = frame
+        for _ in range(n):
+            f = f.f_back
+            if f is None:
+                raise Fault(n)
+        return f.f_code
+    names = []
+    f = frame
+    while f is not None and len(names) < 16:
+        names.append(f.f_code.co_qualname)
+        f = f.f_back
+    return " <- ".join(names)
+
+
+def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MISSING
+              ) -> tuple[tuple[str, object], ...]:
+    """``(name, stored value)`` for every fetcharg; a failed fetch stores FAULT."""
+    out = []
+    for arg in args:
+        if arg.kind == "args":
+            for name in parameters(frame.f_code):
+                value = frame.f_locals.get(name, _MISSING)
+                out.append((name, FAULT if value is _MISSING else snapshot(value)))
+            continue
+        try:
+            value = fetch(arg, frame, retval)
+            if arg.type is not None:
+                value = convert(value, arg.type, arg.array_len)
+            else:
+                value = snapshot(value)
+        except Exception:
+            value = FAULT
+        out.append((arg.name, value))
+    return tuple(out)
+
+
+_BITS = {"8": 8, "16": 16, "32": 32, "64": 64}
+
+
+def convert(value: object, type_: str, array_len: int | None = None) -> object:
+    """Apply a fetcharg TYPE at fetch time: ints wrapped to the width, strings
+    kept, symbols named.  The result is what the trace prints (see render)."""
+    if array_len is not None:
+        if not isinstance(value, (list, tuple, str, bytes)):
+            raise Fault("array")
+        return tuple(convert(v, type_) for v in list(value)[:array_len])
+    if type_ == "string":
+        if type(value) is bytes:
+            return value.decode("utf-8", "backslashreplace")
+        if not isinstance(value, str):
+            raise Fault("string")
+        return str.__str__(value)
+    if type_ == "symbol":
+        if isinstance(value, (FunctionType, MethodType)):
+            value = value.__func__ if isinstance(value, MethodType) else value
+            return f"{SYMBOLS.name_of(value.__code__)}"
+        if type(value) is CodeType:
+            return SYMBOLS.name_of(value)
+        raise Fault("symbol")
+    if not isinstance(value, int):
+        raise Fault(type_)
+    bits = _BITS[type_[1:]]
+    value = int.__index__(value) & ((1 << bits) - 1)
+    if type_[0] == "s" and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return value
+
+
+def render(value: object, type_: str | None) -> str:
+    """A stored value as the trace line prints it (the event's print fmt)."""
+    if type(value) is tuple and type_ is not None:
+        return "{" + ",".join(render(v, type_) for v in value) + "}"
+    if value is FAULT:
+        return FAULT
+    if type_ is None:
+        return value if type(value) is Shown else safe_repr(value)
+    if type_ == "string":
+        return f'"{value}"'
+    if type_[0] == "x":
+        return f"{value:#x}"
+    return str(value)

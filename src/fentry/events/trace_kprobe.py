@@ -1,0 +1,342 @@
+"""events.trace_kprobe: probe events, as the kernel's ``trace_kprobe.c``.
+
+A line written to ``kprobe_events`` is parsed by ``probe_parser`` (the grammar
+every probe definition shares) into a ``ProbeEvent``; enabling it arms a
+``Kprobe`` or ``Kretprobe``, whose handler fetches the fetchargs, applies the
+event's filter and records ``(event, site, values)`` into the trace's ring
+buffer.  Text is made when the trace is read (``line()``), as the event's
+``print fmt`` says.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from types import CodeType
+
+from .. import kprobes
+from ..errors import TraceError
+from ..tracers.ring_buffer import RingBuffer
+from .fetch import FAULT, fetch_all, render
+from .filter import NO_FILTER, Filter, compile_filter
+from .probe_parser import (FetchArg, ProbeDefinition, ProbeRemoval, format_definition,
+                           parse_probe)
+
+FIRST_EVENT_ID = 2000           # ids of dynamic events, after the static ones'
+ERROR_LOG_MAX = 16              # entries the error_log keeps, as the kernel's
+
+_NUM_TYPES = re.compile(r"[usx](8|16|32|64)")
+
+
+class ProbeEvent:
+    """One probe event (``struct trace_kprobe``): a definition, armed while enabled."""
+
+    def __init__(self, defn: ProbeDefinition, events: ProbeEvents, event_id: int) -> None:
+        self.defn = defn
+        self.events = events
+        self.id = event_id
+        self.filter: Filter = NO_FILTER
+        self.nhit = 0
+        self.nmissed = 0            # fetch or handler failures, as the kernel's misses
+        self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
+
+    @property
+    def name(self) -> str:
+        return self.defn.event
+
+    @property
+    def group(self) -> str:
+        return self.defn.group
+
+    @property
+    def enabled(self) -> bool:
+        return self.probe is not None
+
+    # -- enable / disable
+    def enable(self) -> None:
+        if self.probe is not None:
+            return
+        d = self.defn
+        command = format_definition(d)
+        try:
+            if d.is_return:
+                probe = kprobes.Kretprobe(d.symbol_name, handler=self._return_hit)
+                kprobes.register_kretprobe(probe)
+            elif d.path is not None:
+                probe = kprobes.Kprobe(path=d.path, line=d.line, pre_handler=self._hit)
+                kprobes.register_kprobe(probe)
+            else:
+                probe = kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=self._hit)
+                kprobes.register_kprobe(probe)
+        except TraceError as e:
+            # Point the caret at the probe point in the definition as written.
+            e.command, e.pos = command, command.find(" ") + 1
+            raise
+        self.probe = probe
+
+    def disable(self) -> None:
+        if self.probe is None:
+            return
+        if self.defn.is_return:
+            kprobes.unregister_kretprobe(self.probe)
+        else:
+            kprobes.unregister_kprobe(self.probe)
+        self.nmissed += self.probe.nmissed
+        self.probe = None
+
+    # -- the hit: fetch, filter, record (runs in the traced thread)
+    def _hit(self, kp, frame) -> None:
+        self.nhit += 1
+        values = fetch_all(self.defn.args, frame)
+        site = (frame.f_code, frame.f_lasti if self.defn.offset or self.defn.path else 0)
+        self._record(site, values)
+
+    def _return_hit(self, ri, frame) -> None:
+        self.nhit += 1
+        retval = ri.retval if ri.exception is None else _RAISED
+        values = fetch_all(self.defn.args, frame,
+                           retval if retval is not _RAISED else _NO_RETVAL)
+        ret = ri.ret_addr
+        site = (ret.code if ret else None, ret.offset if ret else 0, frame.f_code,
+                type(ri.exception).__name__ if ri.exception is not None else None)
+        self._record(site, values)
+
+    def _record(self, site: tuple, values: tuple) -> None:
+        if any(v is FAULT for _, v in values):
+            self.nmissed += 1
+        events = self.events
+        if not events.recording():
+            return
+        if not self.filter.empty and not self.filter.matches(_filter_values(values)):
+            return
+        buffer = events.buffer
+        tb = getattr(buffer.local, "tb", None) or buffer.attach()
+        tb.record((self, site, values))
+
+    # -- reading
+    def line(self, site: tuple, values: tuple) -> str:
+        """``EVENT: (SYM+0xOFF) name=value ...``; a return: ``(CALLER+0xOFF <- SYM)``."""
+        if self.defn.is_return:
+            caller, offset, code, raised = site
+            where = f"({caller.co_qualname}+{offset:#x} <- {code.co_qualname})" if caller \
+                else f"(<top> <- {code.co_qualname})"
+            if raised:
+                where += f" raised {raised}"
+        else:
+            code, offset = site
+            where = f"({code.co_qualname}+{offset:#x})"
+        types = self._types()
+        fields = " ".join(f"{name}={render(value, types.get(name))}" for name, value in values)
+        return f"{self.name}: {where}" + (f" {fields}" if fields else "")
+
+    def _types(self) -> dict[str, str | None]:
+        return {a.name: a.type for a in self.defn.args}
+
+    def format_text(self) -> str:
+        """The ``format`` file: fields and print fmt, as the kernel's."""
+        lines = [f"name: {self.name}", f"ID: {self.id}", "format:",
+                 "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;",
+                 "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;",
+                 "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;",
+                 "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;",
+                 ""]
+        if self.defn.is_return:
+            lines += ["\tfield:unsigned long __probe_func;\toffset:8;\tsize:8;\tsigned:0;",
+                      "\tfield:unsigned long __probe_ret_ip;\toffset:16;\tsize:8;\tsigned:0;"]
+            offset = 24
+        else:
+            lines += ["\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;\tsigned:0;"]
+            offset = 16
+        fmts, refs = [], []
+        for a in self.defn.args:
+            ctype, size, signed, fmt = _field_layout(a)
+            lines.append(f"\tfield:{ctype} {a.name};\toffset:{offset};\tsize:{size};\tsigned:{signed};")
+            offset += size
+            fmts.append(f"{a.name}={fmt}")
+            refs.append(f"REC->{a.name}")
+        head = '"(%lx <- %lx)' if self.defn.is_return else '"(%lx)'
+        ips = "REC->__probe_func, REC->__probe_ret_ip" if self.defn.is_return else "REC->__probe_ip"
+        lines += ["", f"print fmt: {head}{' ' if fmts else ''}{' '.join(fmts)}\", "
+                      + ", ".join([ips] + refs)]
+        return "\n".join(lines) + "\n"
+
+    def field_kinds(self) -> dict[str, str]:
+        return {a.name: _filter_kind(a) for a in self.defn.args if a.kind != "args"}
+
+    def set_filter(self, text: str) -> None:
+        self.filter = compile_event_filter(text, self.defn.args)
+
+
+_RAISED = object()
+_NO_RETVAL = object()
+
+
+def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
+    t = arg.type
+    if t is None:
+        return "pyobject", 8, 0, "%s"
+    if t == "string":
+        return "__data_loc char[]", 4, 0, '\\"%s\\"'
+    if t == "symbol":
+        return "unsigned long", 8, 0, "%pS"
+    bits = int(t[1:])
+    ctype = {"u": f"u{bits}", "s": f"s{bits}", "x": f"u{bits}"}[t[0]]
+    fmt = {"u": "%u", "s": "%d", "x": "0x%x"}[t[0]]
+    return ctype, bits // 8, int(t[0] == "s"), fmt
+
+
+def _filter_kind(arg: FetchArg) -> str:
+    if arg.type == "string" or arg.type == "symbol" or arg.kind == "comm":
+        return "str"
+    return "num"
+
+
+def compile_event_filter(text: str, args: tuple[FetchArg, ...]) -> Filter:
+    """Compile a filter over an event's fields.  A field with no type holds
+    whatever Python value was fetched, so it is numeric, unless the filter
+    compares it with a string."""
+    kinds = {a.name: _filter_kind(a) for a in args if a.kind != "args"}
+    untyped = {a.name for a in args if a.type is None and a.kind != "comm"}
+    while True:
+        try:
+            return compile_filter(text, kinds)
+        except TraceError as e:
+            field = _field_before(text, e.pos)
+            if field in untyped and kinds.get(field) == "num":
+                kinds[field] = "str"
+                continue
+            raise
+
+
+def _field_before(text: str, pos: int) -> str | None:
+    names = re.findall(r"[A-Za-z_]\w*", text[:pos])
+    return names[-1] if names else None
+
+
+def _filter_values(values: tuple) -> dict:
+    t = threading._active.get(threading.get_ident())
+    d = {"comm": t._name if t is not None else "python", "common_pid": threading.get_native_id()}
+    d.update(values)
+    return d
+
+
+class ProbeEvents:
+    """``kprobe_events``, ``kprobe_profile``, ``error_log`` and ``events/``."""
+
+    def __init__(self, buffer: RingBuffer, recording) -> None:
+        self.buffer = buffer
+        self.recording = recording          # () -> bool: tracing_on
+        self.events: dict[tuple[str, str], ProbeEvent] = {}
+        self.errors: list[str] = []
+        self.lock = threading.RLock()
+        self._next_id = FIRST_EVENT_ID
+
+    # -- error_log
+    def log(self, error: TraceError) -> None:
+        self.errors.append(error.render() + "\n")
+        del self.errors[:-ERROR_LOG_MAX]
+
+    def error_log(self) -> str:
+        return "".join(self.errors)
+
+    # -- kprobe_events
+    def write(self, text: str, append: bool) -> None:
+        """Apply a write to kprobe_events: ``>`` clears every event first;
+        then each line, in order (an error stops there, as in the kernel)."""
+        with self.lock:
+            if not append:
+                busy = [e for e in self.events.values() if e.enabled]
+                if busy:
+                    self._fail(TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe"))
+                self.events.clear()
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
+                if line:
+                    self._apply(line)
+
+    def _fail(self, error: TraceError):
+        self.log(error)
+        raise error
+
+    def _apply(self, line: str) -> None:
+        try:
+            defn = parse_probe(line)
+        except TraceError as e:
+            self._fail(e)
+        if isinstance(defn, ProbeRemoval):
+            matches = [k for k in self.events
+                       if k[1] == defn.event and (defn.group is None or k[0] == defn.group)]
+            if not matches:
+                self._fail(TraceError("NO_SUCH_EVENT", line, 2, subsystem="trace_kprobe"))
+            for key in matches:
+                if self.events[key].enabled:
+                    self._fail(TraceError("BUSY", line, 0, subsystem="trace_kprobe"))
+                del self.events[key]
+            return
+        if defn.symbol_name is not None:
+            try:        # what can be checked now is checked now, as registration does
+                kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
+            except TraceError as e:
+                e.command, e.pos = line, line.find(" ") + 1
+                self._fail(e)
+        key = (defn.group, defn.event)
+        old = self.events.get(key)
+        if old is not None:
+            self._fail(TraceError("EVENT_EXIST" if not old.enabled else "BUSY", line,
+                                  line.find(":") + 1 if ":" in line.split()[0] else 0,
+                                  subsystem="trace_kprobe"))
+        self.events[key] = ProbeEvent(defn, self, self._next_id)
+        self._next_id += 1
+
+    def definitions(self) -> str:
+        return "".join(format_definition(e.defn) + "\n" for e in self.events.values())
+
+    def profile(self) -> str:
+        """``kprobe_profile``: event, hits, misses (the kernel's columns)."""
+        return "".join(f"  {e.name:<44} {e.nhit:>15} {e.nmissed + (e.probe.nmissed if e.probe else 0):>15}\n"
+                       for e in self.events.values())
+
+    # -- events/
+    def groups(self) -> list[str]:
+        return sorted({g for g, _ in self.events})
+
+    def in_group(self, group: str) -> list[ProbeEvent]:
+        return [e for (g, _), e in self.events.items() if g == group]
+
+    def find(self, group: str, name: str) -> ProbeEvent | None:
+        return self.events.get((group, name))
+
+    def set_enable(self, events: list[ProbeEvent], on: bool) -> None:
+        with self.lock:
+            done = []
+            try:
+                for e in events:
+                    if on and not e.enabled:
+                        e.enable()
+                        done.append(e)
+                    elif not on:
+                        e.disable()
+            except TraceError as err:
+                for e in done:          # nothing half-applied
+                    e.disable()
+                self._fail(err)
+
+    def set_filter(self, event: ProbeEvent, text: str) -> None:
+        try:
+            event.set_filter(text)
+        except TraceError as e:
+            e.subsystem = "event filter parse error"
+            self._fail(e)
+
+    def disable_all(self) -> None:
+        for e in self.events.values():
+            e.disable()
+
+
+def enable_text(events: list[ProbeEvent]) -> str:
+    """An ``enable`` file: 1, 0, or X when mixed."""
+    states = {e.enabled for e in events}
+    return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")
+
+

@@ -1,0 +1,156 @@
+"""Probe events on a real program: kprobe_events, fetchargs, filters, kprobe_profile."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORDERS = os.path.join(HERE, "programs", "orders.py")
+SRC = os.path.join(os.path.dirname(HERE), "src")
+EVENT = re.compile(r"^\s*\S+-\d+\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: (?P<event>\S+): \((?P<where>[^)]*)\)(?P<fields>.*)$")
+
+
+def run(tmp_path, *opts, program=(ORDERS,)):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    out = tmp_path / "trace.txt"
+    proc = subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "nop", *opts, "-o", str(out),
+                           *program], capture_output=True, text=True, env=env, timeout=60)
+    return proc, out.read_text() if out.exists() else ""
+
+
+def events(trace):
+    found = []
+    for line in trace.splitlines():
+        m = EVENT.match(line)
+        if m:
+            fields = dict(f.split("=", 1) for f in m["fields"].split())
+            found.append((m["event"], m["where"], fields))
+    return found
+
+
+def plain():
+    return subprocess.run([sys.executable, ORDERS], capture_output=True, text=True, timeout=60)
+
+
+def line_of(text):
+    with open(ORDERS) as f:
+        return next(i for i, l in enumerate(f, 1) if text in l)
+
+
+def test_entry_probe_with_named_fetchargs(tmp_path):
+    proc, trace = run(tmp_path, "-e", "p:shop/lt __main__:line_total sku=item.sku price=item.price:u32 qty=item.qty")
+    assert proc.stdout == plain().stdout
+    got = [(e, f["sku"], f["price"], f["qty"]) for e, _, f in events(trace)]
+    # order_total calls line_total for 4 items, then main for the same 4 again
+    want = [("lt", "'apple'", "120", "3"), ("lt", "'bread'", "250", "1"),
+            ("lt", "'cheese'", "499", "2"), ("lt", "'dates'", "75", "4")] * 2
+    assert got == want
+    assert all(where == "line_total+0x0" for _, where, _ in events(trace))
+
+
+def test_return_probe_retvals_add_up(tmp_path):
+    proc, trace = run(tmp_path, "-e", "r __main__:line_total $retval")
+    grand = int(proc.stdout.split("grand")[1])
+    rets = [int(f["arg1"]) for e, _, f in events(trace)]
+    assert len(rets) == 8 and sum(rets[:4]) == grand
+    assert all(where.startswith(("order_total+", "main.<locals>.<genexpr>+")) and
+               where.endswith("<- line_total") for _, where, _ in events(trace))
+
+
+def test_offset_and_line_probes_fetch_a_local_assigned_just_before(tmp_path):
+    sys.path.insert(0, os.path.dirname(ORDERS))
+    try:
+        import orders
+    finally:
+        sys.path.pop(0)
+    # the instruction that starts the `discounted = ...` line: `subtotal` is set by then
+    line = line_of("discounted = subtotal")
+    offset = min(start for start, _, ln in orders.line_total.__code__.co_lines() if ln == line)
+    proc, trace = run(tmp_path, "-e", f"p:off __main__:line_total+{offset} subtotal",
+                      "-e", f"p:ln {ORDERS}:{line} subtotal")
+    values = [(e, int(f["arg1"])) for e, _, f in events(trace)]
+    want = [120 * 3, 250, 499 * 2, 75 * 4] * 2
+    assert [v for e, v in values if e == "off"] == want
+    assert [v for e, v in values if e == "ln"] == want
+
+
+def test_mid_instruction_offset_is_refused_with_a_caret(tmp_path):
+    sys.path.insert(0, os.path.dirname(ORDERS))
+    try:
+        import orders
+    finally:
+        sys.path.pop(0)
+    import fentry
+    from fentry.kprobes import instruction_boundaries
+    code = orders.line_total.__code__
+    cache = next(o for o in range(2, len(code.co_code), 2) if o not in instruction_boundaries(code))
+    fs = fentry.tracefs()
+    with pytest.raises(fentry.TraceError) as e:
+        fs.write("kprobe_events", f"p orders:line_total+{cache}")
+    assert e.value.message == "Probe point is not an instruction boundary"
+    log = fs.read("error_log").splitlines()
+    assert log[-2] == f"  Command: p orders:line_total+{cache}"
+    assert log[-1].index("^") == log[-2].index("orders:")
+    assert fs.read("kprobe_events") == ""
+
+
+def test_filter_keeps_exactly_the_matching_events(tmp_path):
+    _, trace = run(tmp_path, "-e", "p __main__:line_total price=item.price qty=item.qty",
+                   "-f", "price > 100 && qty < 3")
+    got = [(f["price"], f["qty"]) for _, _, f in events(trace)]
+    assert got == [("250", "1"), ("499", "2")] * 2
+
+
+def test_kprobe_profile_counts_the_calls():
+    import fentry
+    sys.path.insert(0, os.path.dirname(ORDERS))
+    try:
+        import orders
+    finally:
+        sys.path.pop(0)
+    fs = fentry.tracefs()
+    fs.write("kprobe_events", "p orders:line_total item.nothing_here")
+    fs.write("kprobe_events", "r orders:order_total $retval", append=True)
+    fs.write("events/enable", "1")
+    items = [orders.Item("x", 1, 1)] * 5
+    orders.order_total(items, None)
+    orders.order_total(items[:2], None)
+    fs.write("events/enable", "0")
+    profile = {l.split()[0]: (int(l.split()[1]), int(l.split()[2]))
+               for l in fs.read("kprobe_profile").splitlines()}
+    fs.write("kprobe_events", "")
+    assert profile == {"p_line_total_0": (7, 7), "r_order_total_0": (2, 0)}   # 7 hits, 7 faults
+
+
+def test_fetches_never_run_user_code(tmp_path):
+    proc, trace = run(tmp_path, "-e", "p __main__:order_total sneaky.secret sneaky.other sneaky[0] sneaky",
+                      "-e", "p __main__:line_total item.price.real.nope")
+    assert proc.stdout == plain().stdout        # no PROPERTY/GETATTR/GETITEM/REPR RAN
+    (fields,) = [f for e, _, f in events(trace) if e == "p_order_total_0"]
+    assert fields["arg1"] == fields["arg2"] == fields["arg3"] == "(fault)"
+    assert fields["arg4"] == "<__main__.Sneaky>"
+    assert [f["arg1"] for e, _, f in events(trace) if e == "p_line_total_0"] == ["(fault)"] * 8
+
+
+def test_bad_definition_stops_fentry_run_before_the_program(tmp_path):
+    proc, _ = run(tmp_path, "-e", "p:x __main__:line_total $retval")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "trace_kprobe: error: $retval is not available on probe" in proc.stderr
+    command, caret = proc.stderr.splitlines()[1:3]
+    assert caret.index("^") == command.index("$retval")
+
+
+def test_probes_and_a_tracer_in_one_trace(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    out = tmp_path / "t.txt"
+    subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "function_graph", "-l", "__main__:*",
+                    "-e", "r __main__:line_total $retval", "-o", str(out), ORDERS],
+                   capture_output=True, env=env, timeout=60, check=True)
+    text = out.read_text()
+    assert "line_total() {" in text or "line_total();" in text
+    assert text.count("/* r_line_total_0: (") == 8
