@@ -15,7 +15,17 @@ def fentry_tools() -> list[int]:
 
 
 def reset() -> None:
+    reset_tracefs()
+    for ops in list(ftrace._core.ops):
+        fentry.unregister_ftrace_function(ops)
+
+
+def reset_tracefs() -> None:
+    """Every tracefs file back to its default."""
     fs = fentry.tracefs()
+    fs.write("events/enable", "0")
+    fs.write("kprobe_events", "")
+    fs.write("error_log", "")
     fs.write("current_tracer", "nop")
     fs.write("tracing_on", "1")
     fs.write("set_ftrace_filter", "")
@@ -23,5 +33,3 @@ def reset() -> None:
     fs.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
     fs.write("trace_options", " ".join(k if v else "no" + k for k, v in OPTIONS.items()))
     fs.write("trace", "")
-    for ops in list(ftrace._core.ops):
-        fentry.unregister_ftrace_function(ops)

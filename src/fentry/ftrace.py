@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
-from .symbols import SYMBOLS, is_fentry_code, is_function_code
+from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, is_function_code
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -286,6 +286,8 @@ class _Core:
             if not self.ops or not is_function_code(code) or is_fentry_code(code):
                 return None
             module = _module_of_running(code)
+            if is_fentry_module(module):
+                return None
             sym = SYMBOLS.add_code(code, module)
             if sym is not None:
                 module = sym.module

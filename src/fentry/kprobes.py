@@ -31,7 +31,7 @@ from .errors import TraceError
 from .ftrace import FtraceOps, register_ftrace_function, unregister_ftrace_function
 from .hotpath import Ip
 from .pytrampolines import call_site
-from .symbols import SYMBOLS, is_fentry_code, nested_codes
+from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, nested_codes
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -266,7 +266,7 @@ def check_symbol(symbol_name: str | None, offset: int, retprobe: bool) -> None:
     if symbol_name is None:
         return
     module, qualname = split_symbol(symbol_name)
-    if module is not None and (module.startswith("fentry.") or module == "fentry"):
+    if module is not None and is_fentry_module(module):
         raise TraceError("BLACKLISTED", symbol_name, 0, subsystem="trace_kprobe")
     if retprobe and offset:
         raise TraceError("BAD_RETPROBE", symbol_name, 0, subsystem="trace_kprobe")

@@ -44,6 +44,11 @@ def is_fentry_code(code: CodeType) -> bool:
     return code.co_filename.startswith(FENTRY_DIR)
 
 
+def is_fentry_module(module: str) -> bool:
+    """fentry's modules: also the home of code they generate (dataclasses')."""
+    return module == "fentry" or module.startswith("fentry.")
+
+
 def nested_codes(code: CodeType):
     """``code`` and every code object nested in it, depth first."""
     stack = [code]
@@ -128,6 +133,8 @@ class SymbolTable:
 
     def add_code(self, code: CodeType, module: str, qualname: str | None = None) -> Symbol | None:
         """Name ``code`` (and the code nested in it) as belonging to ``module``."""
+        if is_fentry_module(module):
+            return None
         sym = None
         for c in nested_codes(code):
             if not is_function_code(c) or is_fentry_code(c) or id(c) in self._by_code:

@@ -17,29 +17,17 @@ import pytest
 
 import fentry
 from fentry import ftrace
-from fentry.tracers.ring_buffer import DEFAULT_SIZE_KB
-from fentry.tracers.trace import OPTIONS
+from support import reset_tracefs
 from .helpers import fentry_tool_ids
 
-
-
-def _reset_tracefs() -> None:
-    fs = fentry.tracefs()
-    fs.write("current_tracer", "nop")
-    fs.write("tracing_on", "1")
-    fs.write("set_ftrace_filter", "")
-    fs.write("set_ftrace_notrace", "")
-    fs.write("trace_options", " ".join(k if v else "no" + k for k, v in OPTIONS.items()))
-    fs.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
-    fs.write("trace", "")
 
 
 @pytest.fixture(autouse=True)
 def clean_fentry():
     assert fentry_tool_ids() == [], "fentry held a tool id before the test started"
-    _reset_tracefs()
+    reset_tracefs()
     yield
-    _reset_tracefs()
+    reset_tracefs()
     leaked = list(ftrace._core.ops)
     for ops in leaked:              # a test that forgot to unregister
         fentry.unregister_ftrace_function(ops)

@@ -251,8 +251,8 @@ class ProbeEvents:
                     self._fail(TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe"))
                 self.events.clear()
             for line in text.splitlines():
-                line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
-                if line:
+                line = line.strip()
+                if line and not line.startswith("#"):     # comments, as the kernel skips them
                     self._apply(line)
 
     def _fail(self, error: TraceError):
