@@ -166,7 +166,10 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     # Ctrl-C reaches the program (same process group); we keep reading until
     # it is done.  A handler that does nothing, not SIG_IGN: an ignored signal
     # stays ignored across exec, and the program would not see its Ctrl-C.
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    # (If SIGINT is ignored already, as in a background job, it stays so: the
+    # program inherits that, as it would from plain python.)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         child = subprocess.Popen([sys.executable, *program], env=env, pass_fds=[write_fd])
     except OSError as e:
