@@ -18,6 +18,10 @@ Rows:
   4  the function tracer recording everything, vs viztracer and cProfile
   5  tracing g with and without a second ops on an unrelated f
   6  formatting 1M recorded events (read trace), vs viztracer saving 1M entries
+  7  an entry probe event with no fetchargs, vs an empty FtraceOps on the same function
+  8  an entry probe event with two fetchargs (an argument, an attribute), vs none
+  9  a line probe event mid-function, vs an entry probe event on the same function
+ 10  a probe event its filter rejects, vs the same event unfiltered
 
 viztracer is optional (the ``bench`` extra); without it its rows say so.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import inspect
 import os
 import platform
 import sys
@@ -75,8 +80,9 @@ class Row:
     base: float | None          # the same for the baseline
     ratio: float | None         # median over rounds of ns / base (see Timings.ratio)
     spread: float | None        # half the interquartile range of that ratio
-    goal: float | None          # the ratio should be <= goal
+    goal: float | None          # the ratio should be <= goal (< goal if strict)
     note: str = ""
+    strict: bool = False
 
 
 ROWS: list[Row] = []
@@ -84,7 +90,8 @@ ISSUES: list[str] = []
 
 
 def compare(row: str, what: str, times: Timings, name: str, other: str, calls: int,
-            base: str | None = None, *, base_name: str, goal: float | None, note: str = "") -> None:
+            base: str | None = None, *, base_name: str, goal: float | None, note: str = "",
+            strict: bool = False) -> None:
     """Add a row comparing variants ``name`` and ``other`` (each minus ``base``, if given).
 
     A variant that was not measured (viztracer not installed) leaves its
@@ -96,7 +103,7 @@ def compare(row: str, what: str, times: Timings, name: str, other: str, calls: i
     ratio = spread = None
     if ns is not None and other_ns is not None:
         ratio, spread = times.ratio(name, other, base)
-    ROWS.append(Row(row, what, ns, base_name, other_ns, ratio, spread, goal, note))
+    ROWS.append(Row(row, what, ns, base_name, other_ns, ratio, spread, goal, note, strict))
 
 
 def check(ok: bool, what: str) -> None:
@@ -132,6 +139,10 @@ def reset_fentry() -> None:
     t.write("set_ftrace_filter", "")
     t.write("set_ftrace_notrace", "")
     t.write("trace", "")
+    check(t.read("events/enable").strip() != "1", "probe events still enabled after the row")
+    check(not t.read("kprobe_events"), "probe events still defined after the row")
+    t.write("events/enable", "0")
+    t.write("kprobe_events", "")
     live = list(ftrace._core.ops)
     check(not live, f"fentry still has {len(live)} registered ops after reset")
     for ops in live:
@@ -521,6 +532,195 @@ def tracefs_header() -> list[str]:
     return (output.buffer_header("function", 0, 0, 1) + output.FUNCTION_COLUMNS).splitlines()
 
 
+# ---------------------------------------------------------------- probe events (rows 7-10)
+
+PROBE_GROUP = "bench"
+BOX = w.Box(7)              # the object argument of workloads.probed; row 8 fetches its .attr
+TWO_ARGS = "x=x attr=obj.attr"      # named: unnamed fetchargs would be arg1, arg2
+
+
+def probe_line() -> int:
+    """The line of ``workloads.probed`` marked PROBE_LINE (mid-function)."""
+    lines, first = inspect.getsourcelines(w.probed)
+    return first + next(i for i, text in enumerate(lines) if "PROBE_LINE" in text)
+
+
+def probe_profile() -> dict[str, tuple[int, int]]:
+    """``kprobe_profile``: event -> (hits, misses)."""
+    out = {}
+    for line in tracefs().read("kprobe_profile").splitlines():
+        name, hits, misses = line.split()
+        out[name] = (int(hits), int(misses))
+    return out
+
+
+class Probe:
+    """One probe event on ``workloads.probed``, live only around its own measurement.
+
+    ``on`` defines it (``p:bench/NAME WHERE``), sets its filter if it has one,
+    enables it, warms it up and clears the buffer.  ``off`` checks what it
+    recorded, then disables and removes it and clears the buffer.  Recorded:
+    one hit per call in ``kprobe_profile``, no miss, and one buffer entry per
+    call, or none at all when the filter rejects every event (``written``
+    keeps the entries written in each filtered round).
+    """
+
+    def __init__(self, row: str, name: str, where: str, n: int, filter: str = "") -> None:
+        self.row, self.name, self.where, self.n, self.filter = row, name, where, n, filter
+        self.hits = 0
+        self.written: list[int] = []
+
+    def file(self, name: str) -> str:
+        return f"events/{PROBE_GROUP}/{self.name}/{name}"
+
+    def define(self) -> None:
+        t = tracefs()
+        t.write("kprobe_events", f"p:{PROBE_GROUP}/{self.name} {self.where}")
+        if self.filter:
+            t.write(self.file("filter"), self.filter)
+        t.write(self.file("enable"), "1")
+
+    def remove(self) -> None:
+        t = tracefs()
+        t.write(self.file("enable"), "0")
+        t.write("kprobe_events", "")
+        t.write("trace", "")
+
+    def on(self) -> None:
+        t = tracefs()
+        t.write("buffer_size_kb", BUFFER_KB)
+        self.define()
+        w.call_probed(100, BOX)
+        t.write("trace", "")
+        self.hits = probe_profile()[self.name][0]
+
+    def off(self) -> None:
+        try:
+            n, where = self.n, f"row {self.row}: {self.name}"
+            hits, misses = probe_profile()[self.name]
+            check(hits - self.hits == n and misses == 0,
+                  f"{where}: kprobe_profile has {hits - self.hits} hits, {misses} misses for {n} calls")
+            in_buf, written = buffer_stats()
+            if self.filter:
+                self.written.append(written)
+                check(in_buf == written == 0,
+                      f"{where}: filtered out, yet {in_buf}/{written} entries in the buffer")
+            else:
+                check(in_buf == written == n, f"{where}: {in_buf}/{written} entries for {n} calls")
+        finally:
+            self.remove()
+
+
+def probe_trace(probe: Probe, calls: int) -> list[str]:
+    """The event lines ``probe`` records for ``calls`` calls of probed (checks, untimed)."""
+    t = tracefs()
+    t.write("trace", "")
+    probe.define()
+    try:
+        w.call_probed(calls, BOX)
+        return [line.split(": ", 1)[1] for line in t.read("trace").splitlines()
+                if not line.startswith("#")]
+    finally:
+        probe.remove()
+
+
+def probed_ops() -> tuple[Callable[[], None], Callable[[], None]]:
+    """setup/teardown of an empty FtraceOps on ``workloads:probed``."""
+    ops = FtraceOps(empty)
+    ops.set_filter("workloads:probed")
+
+    def on():
+        register_ftrace_function(ops)
+        w.call_probed(100, BOX)
+
+    return on, lambda: unregister_ftrace_function(ops)
+
+
+def row7_probe_vs_ops(rounds: int, n: int) -> None:
+    """Added cost per call of an entry probe event with no fetchargs, vs an empty FtraceOps.
+
+    ``probed(i, BOX)`` called ``n`` times.  fentry: ``p:bench/e0
+    workloads:probed`` enabled (it rides an ftrace ops, and records one
+    event per call).  Baseline: an FtraceOps with the empty callback and
+    filter ``workloads:probed`` (the bare ops the probe is built on).  Both
+    as time added to the untraced loop, per call.
+    """
+    e0 = Probe("7", "e0", "workloads:probed", n)
+    lines = probe_trace(e0, 2)
+    check(lines == ["e0: (probed+0x0)"] * 2, f"row 7: e0 recorded {lines}")
+    ops_on, ops_off = probed_ops()
+    run = lambda: w.call_probed(n, BOX)                       # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("probe", run, setup=e0.on, teardown=e0.off),
+                        Variant("ops", run, setup=ops_on, teardown=ops_off)], rounds)
+    compare("7", "entry probe, no fetchargs, added per call", times, "probe", "ops", n, "untraced",
+            base_name="empty FtraceOps", goal=1.1)
+
+
+def row8_fetchargs(rounds: int, n: int) -> None:
+    """An entry probe event with two fetchargs, vs the same probe with none.
+
+    ``p:bench/e2 workloads:probed x=x attr=obj.attr``: an argument (a new
+    int each call) and an attribute of the object argument (from its
+    ``__dict__``), vs ``p:bench/e0 workloads:probed``.  Added per call.
+    """
+    e0 = Probe("8", "e0", "workloads:probed", n)
+    e2 = Probe("8", "e2", f"workloads:probed {TWO_ARGS}", n)
+    lines = probe_trace(e2, 2)
+    check(lines == [f"e2: (probed+0x0) x={i} attr={BOX.attr}" for i in range(2)],
+          f"row 8: e2 recorded {lines}")
+    run = lambda: w.call_probed(n, BOX)                       # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("e2", run, setup=e2.on, teardown=e2.off),
+                        Variant("e0", run, setup=e0.on, teardown=e0.off)], rounds)
+    compare("8", "entry probe, 2 fetchargs (arg, attr), added", times, "e2", "e0", n, "untraced",
+            base_name="no fetchargs", goal=1.5)
+
+
+def row9_line_probe(rounds: int, n: int) -> None:
+    """A line probe mid-function, vs an entry probe on the same function.
+
+    ``p:bench/ln /abs/path/workloads.py:LINE`` (the line of ``probed`` marked
+    PROBE_LINE: a local INSTRUCTION event, every other offset disabled at its
+    first pass) vs ``p:bench/e0 workloads:probed``; neither has fetchargs.
+    Added per call; informative, no goal.
+    """
+    line = probe_line()
+    path = os.path.abspath(w.__file__)
+    offset = min(start for start, _, ln in w.probed.__code__.co_lines() if ln == line)
+    ln = Probe("9", "ln", f"{path}:{line}", n)
+    e0 = Probe("9", "e0", "workloads:probed", n)
+    lines = probe_trace(ln, 2)
+    check(lines == [f"ln: (probed+{offset:#x})"] * 2, f"row 9: ln recorded {lines}")
+    run = lambda: w.call_probed(n, BOX)                       # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("line", run, setup=ln.on, teardown=ln.off),
+                        Variant("entry", run, setup=e0.on, teardown=e0.off)], rounds)
+    compare("9", "line probe mid-function, added per call", times, "line", "entry", n, "untraced",
+            base_name="entry probe", goal=None, note=f"line {line}, probed+{offset:#x}")
+
+
+def row10_filtered_out(rounds: int, n: int) -> None:
+    """A probe event whose filter rejects every event, vs the same event unfiltered.
+
+    ``p:bench/e2 workloads:probed x=x attr=obj.attr``, with filter ``x < 0``
+    (``x`` is never negative) and without.  The filtered-out event still
+    fetches its arguments and counts its hits, but must write nothing to the
+    buffer: it should cost less than the recorded one.  Added per call; the
+    note gives the entries the filtered runs wrote (0 expected).
+    """
+    kept = Probe("10", "e2", f"workloads:probed {TWO_ARGS}", n)
+    dropped = Probe("10", "e2", f"workloads:probed {TWO_ARGS}", n, filter="x < 0")
+    run = lambda: w.call_probed(n, BOX)                       # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("filtered", run, setup=dropped.on, teardown=dropped.off),
+                        Variant("unfiltered", run, setup=kept.on, teardown=kept.off)], rounds)
+    written = max(dropped.written) if dropped.written else "-"
+    compare("10", "probe filtered out (x < 0), added per call", times, "filtered", "unfiltered", n,
+            "untraced", base_name="unfiltered", goal=1.0, strict=True,
+            note=f"filtered: {written} entries written")
+
+
 # ---------------------------------------------------------------- main
 
 FIB_N = 20
@@ -536,14 +736,14 @@ def print_table() -> None:
         elif r.ratio is None:
             met = "skipped"
         else:
-            met = "yes" if r.ratio <= r.goal else "NO"
+            met = "yes" if (r.ratio < r.goal if r.strict else r.ratio <= r.goal) else "NO"
         lines.append((r.row, r.what,
                       "-" if r.ns is None else f"{r.ns:.1f}",
                       r.base_name,
                       "-" if r.base is None else f"{r.base:.1f}",
                       "-" if r.ratio is None else f"{r.ratio:.3f}x",
                       "" if r.spread is None else f"{r.spread:.3f}",
-                      "-" if r.goal is None else f"<= {r.goal:g}x",
+                      "-" if r.goal is None else f"{'<' if r.strict else '<='} {r.goal:g}x",
                       met, r.note))
     cols = len(head)
     widths = [max(len(x) for x in col) for col in zip(head, *[line[:cols] for line in lines])]
@@ -553,7 +753,7 @@ def print_table() -> None:
     print(fmt.format(*("-" * wd for wd in widths)))
     for line in lines:
         print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
-    print("(ns: per call, or per event for row 6; rows 2-5: time added over the untraced run."
+    print("(ns: per call, or per event for row 6; rows 2-5, 7-10: time added over the untraced run."
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
 
@@ -583,6 +783,10 @@ def main(argv=None) -> int:
         ("5a", lambda: row5_second_ops(rounds, n, tracer=False)),
         ("5b", lambda: row5_second_ops(rounds, n, tracer=True)),
         ("6", lambda: row6_formatting(1 if q else 2, big)),
+        ("7", lambda: row7_probe_vs_ops(rounds, n)),
+        ("8", lambda: row8_fetchargs(rounds, n)),
+        ("9", lambda: row9_line_probe(rounds, n)),
+        ("10", lambda: row10_filtered_out(rounds, n)),
     ]
     for name, step in steps:
         t0 = time.monotonic()

@@ -34,6 +34,25 @@ def call_g(n):
         g()
 
 
+class Box:
+    """Rows 7-10: the object argument whose attribute a fetcharg reads (from its ``__dict__``)."""
+
+    def __init__(self, attr):
+        self.attr = attr
+
+
+def probed(x, obj):
+    """Rows 7-10: the probed function: an argument, an object argument, a line mid-function."""
+    y = x + 1
+    y = y * 2           # PROBE_LINE: row 9's line probe is on this line
+    return y
+
+
+def call_probed(n, obj):
+    for i in range(n):
+        probed(i, obj)
+
+
 def fib(n):
     """Recursive: ``fib(n)`` makes ``2 * fib(n + 1) - 1`` calls."""
     if n < 2:

@@ -136,8 +136,13 @@ def frame_locals(frame: FrameType) -> object:
     return frame.f_locals
 
 
-def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING) -> object:
-    """The raw value of ``arg`` in ``frame`` (raises Fault)."""
+def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING,
+          local_vars: object = None) -> object:
+    """The raw value of ``arg`` in ``frame`` (raises Fault).  ``local_vars``:
+    ``frame.f_locals``, when the caller has it already (3.12 builds it anew
+    at each access)."""
+    if local_vars is None and arg.kind in ("arg", "local"):
+        local_vars = frame.f_locals
     kind = arg.kind
     if kind == "imm":
         value = arg.root
@@ -152,9 +157,9 @@ def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING) -> object:
         names = parameters(frame.f_code)
         if not 1 <= arg.root <= len(names):
             raise Fault(arg.root)
-        value = _local(frame, names[arg.root - 1])
+        value = _local(local_vars, names[arg.root - 1])
     elif kind == "local":
-        value = _local(frame, arg.root)
+        value = _local(local_vars, arg.root)
     elif kind == "global":
         module = sys.modules.get(arg.module)
         if module is None:
@@ -169,8 +174,8 @@ def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING) -> object:
     return value
 
 
-def _local(frame: FrameType, name: str) -> object:
-    value = frame.f_locals.get(name, _MISSING)
+def _local(local_vars, name: str) -> object:
+    value = local_vars.get(name, _MISSING)
     if value is _MISSING:
         raise Fault(name)
     return value
@@ -197,14 +202,15 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
               ) -> tuple[tuple[str, object], ...]:
     """``(name, stored value)`` for every fetcharg; a failed fetch stores FAULT."""
     out = []
+    local_vars = frame.f_locals
     for arg in args:
         if arg.kind == "args":
             for name in parameters(frame.f_code):
-                value = frame.f_locals.get(name, _MISSING)
+                value = local_vars.get(name, _MISSING)
                 out.append((name, FAULT if value is _MISSING else snapshot(value)))
             continue
         try:
-            value = fetch(arg, frame, retval)
+            value = fetch(arg, frame, retval, local_vars)
             if arg.type is not None:
                 value = convert(value, arg.type, arg.array_len)
             else:

@@ -37,6 +37,9 @@ class ProbeEvent:
         self.events = events
         self.id = event_id
         self.filter: Filter = NO_FILTER
+        self.filtered = False
+        self.at_offset = bool(defn.offset or defn.path)
+        self.local = events.buffer.local
         self.nhit = 0
         self.nmissed = 0            # fetch or handler failures, as the kernel's misses
         self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
@@ -85,12 +88,12 @@ class ProbeEvent:
         self.nmissed += self.probe.nmissed
         self.probe = None
 
-    # -- the hit: fetch, filter, record (runs in the traced thread)
+    # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
     def _hit(self, kp, frame) -> None:
         self.nhit += 1
-        values = fetch_all(self.defn.args, frame)
-        site = (frame.f_code, frame.f_lasti if self.defn.offset or self.defn.path else 0)
-        self._record(site, values)
+        args = self.defn.args
+        values = fetch_all(args, frame) if args else ()
+        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values)
 
     def _return_hit(self, ri, frame) -> None:
         self.nhit += 1
@@ -103,15 +106,18 @@ class ProbeEvent:
         self._record(site, values)
 
     def _record(self, site: tuple, values: tuple) -> None:
-        if any(v is FAULT for _, v in values):
-            self.nmissed += 1
-        events = self.events
-        if not events.recording():
+        for _, v in values:
+            if v is FAULT:
+                self.nmissed += 1
+                break
+        if not self.events.recording():
             return
-        if not self.filter.empty and not self.filter.matches(_filter_values(values)):
+        if self.filtered and not self.filter.matches(_filter_values(values)):
             return
-        buffer = events.buffer
-        tb = getattr(buffer.local, "tb", None) or buffer.attach()
+        try:
+            tb = self.local.tb
+        except AttributeError:
+            tb = self.events.buffer.attach()
         tb.record((self, site, values))
 
     # -- reading
@@ -166,6 +172,7 @@ class ProbeEvent:
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.defn.args)
+        self.filtered = not self.filter.empty
 
 
 _RAISED = object()
