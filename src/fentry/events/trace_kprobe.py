@@ -97,9 +97,9 @@ class ProbeEvent:
 
     def _return_hit(self, ri, frame) -> None:
         self.nhit += 1
-        retval = ri.retval if ri.exception is None else _RAISED
-        values = fetch_all(self.defn.args, frame,
-                           retval if retval is not _RAISED else _NO_RETVAL)
+        # Left by an exception: there is no return value, and $retval is a fault.
+        values = (fetch_all(self.defn.args, frame, ri.retval) if ri.exception is None
+                  else fetch_all(self.defn.args, frame))
         ret = ri.ret_addr
         site = (ret.code if ret else None, ret.offset if ret else 0, frame.f_code,
                 type(ri.exception).__name__ if ri.exception is not None else None)
@@ -173,10 +173,6 @@ class ProbeEvent:
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.defn.args)
         self.filtered = not self.filter.empty
-
-
-_RAISED = object()
-_NO_RETVAL = object()
 
 
 def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
