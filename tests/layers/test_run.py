@@ -256,7 +256,8 @@ def test_sigterm_from_outside_during_a_long_run(tmp_path):
     ''')
     out = tmp_path / "trace.txt"
     proc = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-l", "tick", "-o", str(out), script],
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
         for _ in range(1000):
             if ready.exists() or proc.poll() is not None:
@@ -269,6 +270,10 @@ def test_sigterm_from_outside_during_a_long_run(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        try:                # and the program, if fentry failed to pass the signal on
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert proc.returncode == -signal.SIGTERM
     assert [m["func"] for m in function_lines(out.read_text())] == ["tick"] * 100
 
