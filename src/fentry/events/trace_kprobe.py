@@ -38,6 +38,7 @@ class ProbeEvent:
         self.id = event_id
         self.filter: Filter = NO_FILTER
         self.filtered = False
+        self.filter_common = False
         self.at_offset = bool(defn.offset or defn.path)
         self.local = events.buffer.local
         self.nhit = 0
@@ -112,7 +113,8 @@ class ProbeEvent:
                 break
         if not self.events.recording():
             return
-        if self.filtered and not self.filter.matches(_filter_values(values)):
+        if self.filtered and not self.filter.matches(
+                _filter_values(values) if self.filter_common else dict(values)):
             return
         try:
             tb = self.local.tb
@@ -173,6 +175,8 @@ class ProbeEvent:
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.defn.args)
         self.filtered = not self.filter.empty
+        # comm and common_pid cost a lookup each: only when the filter names them
+        self.filter_common = bool(re.search(r"\b(comm|common_pid)\b", text))
 
 
 def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
