@@ -14,7 +14,6 @@ from typing import Callable
 _mon = sys.monitoring
 EVENTS = _mon.events
 DISABLE = _mon.DISABLE
-MISSING = _mon.MISSING
 
 TOOL_NAME = "fentry"
 
@@ -31,8 +30,6 @@ LOCAL_EVENTS = (EVENTS.PY_START | EVENTS.PY_RESUME | EVENTS.PY_RETURN
                 | EVENTS.STOP_ITERATION)
 DISABLE_ALLOWED = LOCAL_EVENTS
 
-EVENT_NAMES = {getattr(EVENTS, name): name for name in dir(EVENTS)
-               if name.isupper() and name != "NO_EVENTS"}
 
 
 class ToolIdBusy(RuntimeError):
@@ -111,11 +108,6 @@ class Monitor:
             return
         _mon.set_local_events(self.tool_id, code, events)
 
-    def code_events(self, code: CodeType) -> int:
-        if self.tool_id is None:
-            return 0
-        return _mon.get_local_events(self.tool_id, code)
-
     def traced_codes(self) -> list[CodeType]:
         return list(self._local.values())
 
@@ -124,7 +116,3 @@ class Monitor:
         """Re-arm every location a callback DISABLEd (all tools: CPython offers no finer knob)."""
         _mon.restart_events()
 
-
-def tool_holders() -> dict[int, str]:
-    """Which tool ids are in use, and by whom."""
-    return {i: name for i in range(6) if (name := _mon.get_tool(i)) is not None}

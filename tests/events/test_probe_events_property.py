@@ -4,7 +4,6 @@ a caret, and what the traced code computes never changes."""
 
 from __future__ import annotations
 
-import sys
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 

@@ -132,10 +132,6 @@ def parameters(code: CodeType) -> tuple[str, ...]:
     return code.co_varnames[:n]
 
 
-def frame_locals(frame: FrameType) -> object:
-    return frame.f_locals
-
-
 def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING,
           local_vars: object = None) -> object:
     """The raw value of ``arg`` in ``frame`` (raises Fault).  ``local_vars``:

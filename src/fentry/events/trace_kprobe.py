@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import threading
 
-from types import CodeType
 
 from .. import kprobes
 from ..errors import TraceError
