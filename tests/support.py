@@ -6,8 +6,6 @@ import sys
 
 import fentry
 from fentry import ftrace
-from fentry.tracers.ring_buffer import DEFAULT_SIZE_KB
-from fentry.tracers.trace import OPTIONS
 
 
 def fentry_tools() -> list[int]:
@@ -22,14 +20,4 @@ def reset() -> None:
 
 def reset_tracefs() -> None:
     """Every tracefs file back to its default."""
-    fs = fentry.tracefs()
-    fs.write("events/enable", "0")
-    fs.write("kprobe_events", "")
-    fs.write("error_log", "")
-    fs.write("current_tracer", "nop")
-    fs.write("tracing_on", "1")
-    fs.write("set_ftrace_filter", "")
-    fs.write("set_ftrace_notrace", "")
-    fs.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
-    fs.write("trace_options", " ".join(k if v else "no" + k for k, v in OPTIONS.items()))
-    fs.write("trace", "")
+    fentry.tracefs().reset()

@@ -4,6 +4,13 @@
 inside (see ``_boot/sitecustomize.py``), and reads the trace it streams: the
 reader lives outside the traced process, so a program that dies still leaves
 the trace read out up to that point.
+
+``fentry attach PID`` puts the same agent into a running program
+(``control/inject.py``), configures it and streams its trace until Ctrl-C or
+``--duration``; then the agent detaches, leaving nothing behind.
+
+``fentry -p PID ls|read|write|pipe|detach`` work on the tracefs of a process
+with an agent (started by either), over its control socket.
 """
 
 from __future__ import annotations
@@ -13,31 +20,31 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
-from .control.agent import AGENT_FD_MIN, ENV_CONFIG
+from .control.agent import ENV_CONFIG
+from .control.server import AGENT_FD_MIN
+from .control.client import Client, NoAgent, Refused, copy_stream
+from .control.inject import AttachError, inject
 from .errors import TraceError
 from .events.probe_parser import ProbeRemoval, parse_probe
 from .events.trace_kprobe import compile_event_filter
 from .ftrace import parse_filter
+from .tracers.ring_buffer import DEFAULT_SIZE_KB
 from .tracers.trace import TRACERS
 
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
 RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as trace-cmd asks for
 
 
-def _run_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "run", help="run a Python program under tracing",
-        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
-              "                  [-o FILE] [--buffer-size-kb N]\n"
-              "                  [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
-        description="Run a Python program with fentry's agent inside and stream its trace "
-                    "(like trace_pipe) to stderr, or to FILE with -o.")
-    p.add_argument("-t", "--tracer", default="function", choices=list(TRACERS),
-                   help="the tracer (current_tracer); default: function")
+def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb: int) -> None:
+    """What run and attach both set up: tracer, filters, probe events, output."""
+    p.add_argument("-t", "--tracer", default=default_tracer, choices=list(TRACERS),
+                   help=f"the tracer (current_tracer); default: {default_tracer}")
     p.add_argument("-l", "--filter", action="append", default=[], metavar="GLOB",
                    help="trace only matching functions (set_ftrace_filter); repeatable")
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="GLOB",
@@ -50,12 +57,56 @@ def _run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
                    help="a trace_options word, e.g. funcgraph-tail; repeatable")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE")
-    p.add_argument("--buffer-size-kb", type=int, default=RUN_BUFFER_SIZE_KB, metavar="N",
-                   help=f"per-thread ring buffer size (default {RUN_BUFFER_SIZE_KB})")
+    p.add_argument("--buffer-size-kb", type=int, default=buffer_kb, metavar="N",
+                   help=f"per-thread ring buffer size (default {buffer_kb})")
+
+
+def _run_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "run", help="run a Python program under tracing",
+        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                  [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                  [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
+        description="Run a Python program with fentry's agent inside and stream its trace "
+                    "(like trace_pipe) to stderr, or to FILE with -o.")
+    _tracing_options(p, "function", RUN_BUFFER_SIZE_KB)
     p.add_argument("-m", dest="module", metavar="MODULE", help="run library module as a script")
     p.add_argument("-c", dest="code", metavar="CODE", help="program passed in as string")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
     return p
+
+
+def _attach_parser(sub) -> None:
+    p = sub.add_parser(
+        "attach", help="trace a running Python program (3.12+) until Ctrl-C",
+        description="Put fentry's agent into running Python process PID, set tracing up as "
+                    "the options say, and stream its trace to stderr (or FILE with -o) until "
+                    "Ctrl-C, --duration, or the program's end; then detach, leaving nothing "
+                    "behind.  Attaching to a process that has an agent reuses it.")
+    p.add_argument("pid", type=int, metavar="PID")
+    _tracing_options(p, "nop", DEFAULT_SIZE_KB)
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="detach after SECONDS")
+    p.add_argument("--injector", default="auto", choices=["auto", "ptrace", "gdb", "remote_exec"],
+                   help="how to get the agent in (default: remote_exec on 3.14+, else ptrace "
+                        "on x86-64, else gdb)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long the program's main thread may take to reach a safe point "
+                        "(default 5)")
+
+
+def _control_parsers(sub) -> None:
+    """ls, read, write, pipe, detach: tracefs of process -p PID."""
+    p = sub.add_parser("ls", help="list a tracefs directory of process -p PID")
+    p.add_argument("path", nargs="?", default="", metavar="DIR")
+    p = sub.add_parser("read", help="read a tracefs file of process -p PID")
+    p.add_argument("path", metavar="FILE")
+    p = sub.add_parser("write", help="write a tracefs file of process -p PID (-a: append, as >>)")
+    p.add_argument("-a", "--append", action="store_true", help="append (>>) instead of replacing (>)")
+    p.add_argument("path", metavar="FILE")
+    p.add_argument("text", metavar="TEXT")
+    sub.add_parser("pipe", help="stream trace_pipe of process -p PID until Ctrl-C")
+    sub.add_parser("detach", help="remove fentry from process -p PID: every probe, tracer, "
+                                  "its thread and socket")
 
 
 class _ProbeAction(argparse.Action):
@@ -73,9 +124,15 @@ class _ProbeAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fentry", description="ftrace for Python programs")
+    parser = argparse.ArgumentParser(
+        prog="fentry", description="ftrace for Python programs",
+        usage="fentry run ... | fentry attach PID ... | fentry -p PID {ls,read,write,pipe,detach} ...")
+    parser.add_argument("-p", "--pid", type=int, metavar="PID",
+                        help="the process whose tracefs ls/read/write/pipe/detach work on")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _attach_parser(sub)
+    _control_parsers(sub)
     return parser
 
 
@@ -124,32 +181,45 @@ def _check_probes(probes: list[list]) -> None:
                 raise
 
 
-def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
-    if not program or program[0] in ("-m", "-c") and len(program) < 2:
-        print("fentry run: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
-        return 2
+def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
+    """Everything checkable before the program is touched; False (and the
+    error on stderr) if something is wrong."""
     try:
         _check_filters(opts.filter, "-l")
         _check_filters(opts.notrace, "-n")
         from .tracers.trace import OPTIONS
         for o in opts.option:
             if o.removeprefix("no") not in OPTIONS:
-                raise TraceError("BAD_OPTION", o, 0, subsystem="fentry run -O")
+                raise TraceError("BAD_OPTION", o, 0, subsystem=f"fentry {command} -O")
         if opts.buffer_size_kb <= 0:
-            raise TraceError("BAD_SIZE", str(opts.buffer_size_kb), 0, subsystem="fentry run")
+            raise TraceError("BAD_SIZE", str(opts.buffer_size_kb), 0, subsystem=f"fentry {command}")
         _check_probes(opts.probes)
     except TraceError as e:
         print(e.render(), file=sys.stderr)
+        return False
+    return True
+
+
+def _open_output(opts: argparse.Namespace, command: str):
+    """(file, close it) for -o FILE; stderr by default.  None if it cannot be written."""
+    if not opts.output:
+        return sys.stderr.buffer, False
+    try:
+        return open(opts.output, "wb"), True
+    except OSError as e:
+        print(f"fentry {command}: cannot write {opts.output}: {e.strerror}", file=sys.stderr)
+        return None, False
+
+
+def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
+    if not program or program[0] in ("-m", "-c") and len(program) < 2:
+        print("fentry run: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
         return 2
-    out = sys.stderr.buffer
-    close_out = False
-    if opts.output:
-        try:
-            out = open(opts.output, "wb")
-        except OSError as e:
-            print(f"fentry run: cannot write {opts.output}: {e.strerror}", file=sys.stderr)
-            return 2
-        close_out = True
+    if not _check_tracing_options(opts, "run"):
+        return 2
+    out, close_out = _open_output(opts, "run")
+    if out is None:
+        return 2
 
     read_fd, pipe_fd = os.pipe()
     # The program gets the write end at a high descriptor number, so its own
@@ -211,6 +281,120 @@ def _copy(fd: int, out) -> None:
         os.close(fd)
 
 
+def _configure(client: Client, opts: argparse.Namespace) -> None:
+    """Set the agent's tracefs up as run's options would (raises Refused)."""
+    client.write("buffer_size_kb", str(opts.buffer_size_kb))
+    client.write("trace_options", " ".join(opts.option))
+    client.write("set_ftrace_filter", " ".join(opts.filter))
+    client.write("set_ftrace_notrace", " ".join(opts.notrace))
+    client.write("current_tracer", opts.tracer)
+    for definition, filter_text in opts.probes:
+        client.write("kprobe_events", definition, append=True)
+        defn = parse_probe(definition)
+        path = f"events/{defn.group}/{defn.event}"
+        if filter_text is not None:
+            client.write(f"{path}/filter", filter_text)
+        client.write(f"{path}/enable", "1")
+
+
+def cmd_attach(opts: argparse.Namespace) -> int:
+    if not _check_tracing_options(opts, "attach"):
+        return 2
+    if opts.duration is not None and opts.duration <= 0:
+        print("fentry attach: --duration must be positive", file=sys.stderr)
+        return 2
+    out, close_out = _open_output(opts, "attach")
+    if out is None:
+        return 2
+    started = time.perf_counter()
+    try:
+        injection = inject(opts.pid, opts.injector, opts.timeout)
+    except AttachError as e:
+        print(f"fentry attach: {e}", file=sys.stderr)
+        return 1
+    client = Client(opts.pid)
+    try:
+        # The session first: if this command dies from here on, the agent detaches.
+        session = client.open_pipe(session=True)
+        try:
+            _configure(client, opts)
+            header = client.request("header")
+        except Refused as e:
+            print(str(e), file=sys.stderr)
+            session.close()
+            return 2
+    except NoAgent as e:
+        print(f"fentry attach: {e}", file=sys.stderr)
+        return 1
+    how = ("reusing the agent already there" if injection.method == "reused" else
+           f"{injection.method}, paused {injection.pause * 1e3:.1f} ms")
+    print(f"fentry: attached to {opts.pid} ({how}; ready in "
+          f"{(time.perf_counter() - started) * 1e3:.0f} ms); Ctrl-C detaches", file=sys.stderr)
+    out.write(header.encode())
+    copier = threading.Thread(target=copy_stream, args=(session, out), daemon=True)
+    copier.start()
+    try:
+        copier.join(opts.duration)
+    except KeyboardInterrupt:
+        pass
+    if copier.is_alive():
+        # Our end of the session: the agent drains what is left to us, and,
+        # if no other session remains, detaches.
+        try:
+            session.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        copier.join(5.0)
+        print(f"fentry: detached from {opts.pid}", file=sys.stderr)
+    else:
+        print(f"fentry: process {opts.pid} ended, or fentry was detached from it", file=sys.stderr)
+    if close_out:
+        out.close()
+    return 0
+
+
+def cmd_control(opts: argparse.Namespace) -> int:
+    """ls, read, write, pipe, detach on process -p PID."""
+    command = opts.command
+    if opts.pid is None:
+        print(f"fentry {command}: which process? (fentry -p PID {command} ...)", file=sys.stderr)
+        return 2
+    client = Client(opts.pid)
+    try:
+        if not client.available() and command != "detach":
+            injection = inject(opts.pid)
+            print(f"fentry: started fentry's agent in process {opts.pid} ({injection.method}); "
+                  f"`fentry -p {opts.pid} detach` removes it", file=sys.stderr)
+        if command == "ls":
+            sys.stdout.write("".join(name + "\n" for name in client.ls(opts.path)))
+        elif command == "read":
+            if opts.path.strip("/") == "trace_pipe":
+                return _pipe(client)
+            sys.stdout.write(client.read(opts.path))
+        elif command == "write":
+            client.write(opts.path, opts.text, opts.append)
+        elif command == "pipe":
+            return _pipe(client)
+        elif command == "detach":
+            client.detach()
+    except Refused as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except (NoAgent, AttachError) as e:
+        print(f"fentry {command}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pipe(client: Client) -> int:
+    sock = client.open_pipe()
+    try:
+        copy_stream(sock, sys.stdout.buffer)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
@@ -219,5 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = parser.parse_args(["run", *own])
         return cmd_run(opts, program)
     parser = build_parser()
-    parser.parse_args(argv)
-    return 0
+    opts = parser.parse_args(argv)
+    if opts.command == "attach":
+        return cmd_attach(opts)
+    return cmd_control(opts)

@@ -23,6 +23,9 @@ ERRORS: dict[str, str] = {
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
+    # the agent's control socket
+    "PEER_REFUSED": "Connection refused: only the same user or root may connect",
+    "NO_CONTROL_SOCKET": "Cannot open the control socket",
     # kprobes
     "BLACKLISTED": "This symbol is in fentry's kprobe blacklist (fentry itself cannot be probed)",
     # -- kprobe_events: the kernel's trace_probe.h ERRORS, then fentry's own

@@ -383,6 +383,17 @@ def unregister_ftrace_function(ops: FtraceOps) -> None:
     _core.unregister(ops)
 
 
+def registered_ops() -> list[FtraceOps]:
+    """Every ops registered now."""
+    return list(_core.ops)
+
+
+def reinit_after_fork() -> None:
+    """In a forked child: the core's lock anew (a thread of the parent may
+    have held it at the fork, and that thread does not exist here)."""
+    _core.lock._at_fork_reinit()
+
+
 def traced_codes() -> list[CodeType]:
     """Code objects that have fentry's local events set now."""
     return _core.monitor.traced_codes()

@@ -14,7 +14,8 @@ from typing import Callable
 from ..errors import TraceError
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..symbols import SYMBOLS
-from ..tracers.trace import TRACERS, TraceInstance
+from ..tracers.ring_buffer import DEFAULT_SIZE_KB
+from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
 
 
 EVENT_FILES = ("enable", "filter", "format", "id")
@@ -110,6 +111,26 @@ class Tracefs:
             "id": (lambda: f"{event.id}\n", None),
         }[parts[2]]
 
+    def reset(self) -> None:
+        """Every file back to its default: no probe event, no tracer, no
+        filter, default options and size, empty buffers and error_log."""
+        self.write("events/enable", "0")
+        self.write("kprobe_events", "")
+        self.write("error_log", "")
+        self.write("current_tracer", "nop")
+        self.write("tracing_on", "1")
+        self.write("set_ftrace_filter", "")
+        self.write("set_ftrace_notrace", "")
+        self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
+        self.write("trace_options", " ".join(k if v else "no" + k for k, v in OPTIONS.items()))
+        self.write("trace", "")
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child: the locks anew (a thread of the parent may have
+        held one at the fork, and that thread does not exist here)."""
+        for lock in (self.probes.lock, self.instance.lock, self.instance.buffer._lock):
+            lock._at_fork_reinit()
+
     def read(self, path: str) -> str:
         reader, _ = self._file(path)
         if reader is None:
@@ -125,6 +146,13 @@ class Tracefs:
 
 _instance: Tracefs | None = None
 _lock = threading.Lock()
+
+
+def forget() -> None:
+    """Drop the process's tracefs; the next ``tracefs()`` makes a new one."""
+    global _instance
+    with _lock:
+        _instance = None
 
 
 def tracefs() -> Tracefs:

@@ -1,0 +1,281 @@
+"""The agent's control socket: tracefs served to the ``fentry`` command.
+
+One Unix-domain socket per process, ``/tmp/fentry-PID/control``, in a
+directory only its owner can enter (0700; the socket itself 0600).  Each
+connection carries one request, a JSON line::
+
+    {"op": "ls", "path": "events"}
+    {"op": "read", "path": "kprobe_profile"}
+    {"op": "write", "path": "kprobe_events", "text": "p:...", "append": true}
+    {"op": "pipe", "session": true}       stream trace_pipe until either side closes
+    {"op": "detach"}
+
+and gets one JSON line back, ``{"ok": true, "size": N}`` followed by N bytes
+of text, ``{"ok": true, "stream": true}`` followed by text until the end, or
+``{"ok": false, "error": "..."}`` (a rejected write: its error_log entry).
+
+The peer's uid is checked (``SO_PEERCRED``) before anything is read: only
+the same user or root may connect; a refusal is logged in ``error_log``.
+Every thread here is a bare ``_thread`` that never traces itself, and none
+holds the GIL longer than its request needs: the streams drain the ring
+buffers every few milliseconds, and a slow reader only slows its own thread
+(the buffers overwrite and count, as they do with no reader at all).
+"""
+
+from __future__ import annotations
+
+import _thread
+import fcntl
+import json
+import os
+import select
+import socket
+import stat
+import struct
+from typing import Callable
+
+from .. import hotpath
+from ..errors import TraceError
+
+SOCKET_ROOT = "/tmp"            # fixed, not $TMPDIR: client and target must agree
+SOCKET_NAME = "control"
+POLL_INTERVAL = 0.02            # how often a stream drains, and threads look for stop
+MAX_REQUEST = 1 << 20           # bytes of one request line (a kprobe_events write)
+AGENT_FD_MIN = 200              # fentry's descriptors live from here up
+
+
+def high_fd(fd: int) -> int:
+    """``fd`` moved to a high number (close-on-exec), so the program's own
+    open() calls get the descriptors they would without fentry."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
+    os.close(fd)
+    return high
+
+
+def _high_socket(sock: socket.socket) -> socket.socket:
+    moved = socket.socket(sock.family, sock.type, fileno=high_fd(sock.detach()))
+    return moved
+
+
+def socket_dir(pid: int) -> str:
+    return os.path.join(SOCKET_ROOT, f"fentry-{pid}")
+
+
+def socket_path(pid: int) -> str:
+    return os.path.join(socket_dir(pid), SOCKET_NAME)
+
+
+# -- the wire: one JSON line each way, then payload bytes
+
+def send_header(sock: socket.socket, header: dict) -> None:
+    sock.sendall(json.dumps(header).encode() + b"\n", socket.MSG_NOSIGNAL)
+
+
+def recv_line(sock: socket.socket, limit: int = MAX_REQUEST) -> bytes:
+    """One line (without its newline); b"" if the peer closed first."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            return b""
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("request line too long")
+    return bytes(data[:-1])
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """The connected peer's (pid, uid), as the kernel saw them at connect()."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      struct.calcsize("3i")))
+    return pid, uid
+
+
+def _make_private_dir(path: str) -> None:
+    """``path`` as a directory of ours, mode 0700, empty of any stale socket.
+
+    A leftover of a process that had our pid before (killed before it could
+    clean up) is reused only if it is ours and private; anything else is
+    refused rather than trusted."""
+    try:
+        os.mkdir(path, 0o700)
+        return
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{path} exists and is not a private directory of this user")
+    for name in os.listdir(path):
+        os.unlink(os.path.join(path, name))
+
+
+class Connection:
+    """One client: its socket, and whether it holds a session (fentry attach)."""
+
+    def __init__(self, sock: socket.socket, session: bool = False) -> None:
+        self.sock = sock
+        self.session = session
+
+    def write(self, data: bytes) -> None:
+        """Send, never raising SIGPIPE (the program may have set it to default)."""
+        view = memoryview(data)
+        while view:
+            n = self.sock.send(view, socket.MSG_NOSIGNAL)
+            view = view[n:]
+
+
+class ControlServer:
+    """Serves a ``Tracefs`` on the process's control socket.
+
+    ``handlers`` maps extra ops (``detach``, ``pipe``) to functions of the
+    agent: ``handler(server, conn, request) -> dict | None`` (None: the
+    handler answered itself)."""
+
+    def __init__(self, fs, handlers: dict[str, Callable], log: Callable[[TraceError], None]) -> None:
+        self.fs = fs
+        self.handlers = handlers
+        self.log = log
+        self.pid = os.getpid()
+        self.dir = socket_dir(self.pid)
+        self.path = socket_path(self.pid)
+        self.listener: socket.socket | None = None
+        self.stopping = False
+        self.threads = 0                    # running threads of this server
+        self.threads_lock = _thread.allocate_lock()
+        self.idle = _thread.allocate_lock()  # held while any thread runs
+        self.connections: set[Connection] = set()
+        self.own_idents: set[int] = set()   # thread idents of this server
+
+    # -- lifecycle
+    def start(self) -> None:
+        _make_private_dir(self.dir)
+        listener = _high_socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        try:
+            old_umask = os.umask(0o177)     # the socket is born 0600
+            try:
+                listener.bind(self.path)
+            finally:
+                os.umask(old_umask)
+            listener.listen(8)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            self._remove_files()
+            raise
+        self.listener = listener
+        self._spawn(self._accept_loop)
+
+    def stop(self, wait: float = 2.0) -> None:
+        """Stop accepting, end every connection, remove the socket and its
+        directory, and wait (up to ``wait`` seconds) for the threads to end.
+        May be called from one of the server's own threads."""
+        self.stopping = True
+        for conn in list(self.connections):
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._remove_files()
+        if _thread.get_ident() in self.own_idents:
+            return              # the caller is one of ours: it ends when it returns
+        if self.idle.acquire(timeout=wait):
+            self.idle.release()
+
+    def _remove_files(self) -> None:
+        for remove, path in ((os.unlink, self.path), (os.rmdir, self.dir)):
+            try:
+                remove(path)
+            except OSError:
+                pass
+
+    # -- threads
+    def _spawn(self, func, *args) -> None:
+        with self.threads_lock:
+            if self.threads == 0:
+                self.idle.acquire()
+            self.threads += 1
+        _thread.start_new_thread(self._thread_main, (func, *args))
+
+    def _thread_main(self, func, *args) -> None:
+        ident = _thread.get_ident()
+        self.own_idents.add(ident)
+        hotpath.quiet_thread(True)          # nothing this thread runs is traced
+        try:
+            func(*args)
+        except Exception:
+            pass                # a broken client never disturbs the program
+        finally:
+            hotpath.quiet_thread(False)
+            self.own_idents.discard(ident)
+            with self.threads_lock:
+                self.threads -= 1
+                if self.threads == 0:
+                    self.idle.release()
+
+    def _accept_loop(self) -> None:
+        listener = self.listener
+        try:
+            while not self.stopping:
+                if not select.select([listener], [], [], POLL_INTERVAL)[0]:
+                    continue
+                try:
+                    sock, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                sock = _high_socket(sock)
+                sock.setblocking(True)
+                self._spawn(self._serve, sock)
+        finally:
+            listener.close()
+
+    # -- requests
+    def _serve(self, sock: socket.socket) -> None:
+        conn = Connection(sock)
+        self.connections.add(conn)
+        try:
+            pid, uid = peer_credentials(sock)
+            if uid not in (os.getuid(), 0):
+                who = f"connect from pid {pid} "
+                error = TraceError("PEER_REFUSED", f"{who}uid {uid}", len(who),
+                                   subsystem="fentry agent", detail=f"owner is uid {os.getuid()}")
+                self.log(error)
+                send_header(sock, {"ok": False, "error": error.render()})
+                return
+            line = recv_line(sock)
+            if not line or self.stopping:
+                return
+            request = json.loads(line)
+            reply = self._dispatch(conn, request)
+            if reply is not None:
+                self._answer(conn, reply)
+        finally:
+            self.connections.discard(conn)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _answer(self, conn: Connection, reply: dict | str) -> None:
+        if isinstance(reply, str):
+            data = reply.encode("utf-8", "backslashreplace")
+            send_header(conn.sock, {"ok": True, "size": len(data)})
+            conn.write(data)
+        else:
+            send_header(conn.sock, reply)
+
+    def _dispatch(self, conn: Connection, request: dict) -> dict | str | None:
+        op = request.get("op")
+        path = str(request.get("path", ""))
+        try:
+            if op == "ls":
+                return "".join(name + "\n" for name in self.fs.ls(path))
+            if op == "read":
+                return self.fs.read(path)
+            if op == "write":
+                self.fs.write(path, str(request.get("text", "")), bool(request.get("append")))
+                return ""
+            if op in self.handlers:
+                return self.handlers[op](self, conn, request)
+        except TraceError as e:
+            return {"ok": False, "error": e.render()}
+        return {"ok": False, "error": f"fentry agent: unknown request {op!r}"}
