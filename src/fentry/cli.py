@@ -331,20 +331,28 @@ def cmd_attach(opts: argparse.Namespace) -> int:
     print(f"fentry: attached to {opts.pid} ({how}; ready in "
           f"{(time.perf_counter() - started) * 1e3:.0f} ms); Ctrl-C detaches", file=sys.stderr)
     out.write(header.encode())
-    copier = threading.Thread(target=copy_stream, args=(session, out), daemon=True)
-    copier.start()
+    ended = threading.Event()
+
+    def copy():
+        copy_stream(session, out)
+        ended.set()
+
+    threading.Thread(target=copy, daemon=True).start()
+    deadline = None if opts.duration is None else time.monotonic() + opts.duration
     try:
-        copier.join(opts.duration)
+        while not ended.wait(0.05):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     except KeyboardInterrupt:
         pass
-    if copier.is_alive():
+    if not ended.is_set():
         # Our end of the session: the agent drains what is left to us, and,
         # if no other session remains, detaches.
         try:
             session.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        copier.join(5.0)
+        ended.wait(5.0)
         print(f"fentry: detached from {opts.pid}", file=sys.stderr)
     else:
         print(f"fentry: process {opts.pid} ended, or fentry was detached from it", file=sys.stderr)

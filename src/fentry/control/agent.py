@@ -201,10 +201,11 @@ class Agent:
         try:
             self.finish_streams()
         finally:
-            self.server.stop()
+            self.server.stopping = True         # no request from here on
             release_tracing()
             atexit.unregister(_at_exit)
             _agent = None
+            self.server.stop()
 
     def forget_in_child(self) -> None:
         """After fork, in the child: nothing of the parent's agent goes on (its

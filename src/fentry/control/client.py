@@ -60,7 +60,10 @@ class Client:
     def _open(self, request: dict) -> tuple[socket.socket, dict]:
         sock = self.connect()
         try:
-            send_header(sock, request)
+            try:
+                send_header(sock, request)
+            except BrokenPipeError:
+                pass            # refused before we asked: the answer is waiting
             line = recv_line(sock)
         except OSError as e:
             sock.close()

@@ -32,6 +32,7 @@ import select
 import socket
 import stat
 import struct
+import time
 from typing import Callable
 
 from .. import hotpath
@@ -142,7 +143,6 @@ class ControlServer:
         self.stopping = False
         self.threads = 0                    # running threads of this server
         self.threads_lock = _thread.allocate_lock()
-        self.idle = _thread.allocate_lock()  # held while any thread runs
         self.connections: set[Connection] = set()
         self.own_idents: set[int] = set()   # thread idents of this server
 
@@ -151,13 +151,16 @@ class ControlServer:
         _make_private_dir(self.dir)
         listener = _high_socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         try:
-            old_umask = os.umask(0o177)     # the socket is born 0600
+            # Born 0600 under a temporary name, listening before it appears
+            # under its own: whoever sees the socket can connect to it.
+            old_umask = os.umask(0o177)
             try:
-                listener.bind(self.path)
+                listener.bind(self.path + ".new")
             finally:
                 os.umask(old_umask)
             listener.listen(8)
             listener.setblocking(False)
+            os.rename(self.path + ".new", self.path)
         except OSError:
             listener.close()
             self._remove_files()
@@ -166,20 +169,21 @@ class ControlServer:
         self._spawn(self._accept_loop)
 
     def stop(self, wait: float = 2.0) -> None:
-        """Stop accepting, end every connection, remove the socket and its
-        directory, and wait (up to ``wait`` seconds) for the threads to end.
-        May be called from one of the server's own threads."""
+        """Stop accepting, end every connection, wait (up to ``wait`` seconds)
+        for the server's threads to end, and remove the socket and its
+        directory last: once they are gone, so is everything else.  May be
+        called from one of the server's own threads (which ends when it returns)."""
         self.stopping = True
         for conn in list(self.connections):
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        ours = 1 if _thread.get_ident() in self.own_idents else 0
+        deadline = time.monotonic() + wait
+        while self.threads > ours and time.monotonic() < deadline:
+            time.sleep(0.002)
         self._remove_files()
-        if _thread.get_ident() in self.own_idents:
-            return              # the caller is one of ours: it ends when it returns
-        if self.idle.acquire(timeout=wait):
-            self.idle.release()
 
     def _remove_files(self) -> None:
         for remove, path in ((os.unlink, self.path), (os.rmdir, self.dir)):
@@ -191,8 +195,6 @@ class ControlServer:
     # -- threads
     def _spawn(self, func, *args) -> None:
         with self.threads_lock:
-            if self.threads == 0:
-                self.idle.acquire()
             self.threads += 1
         _thread.start_new_thread(self._thread_main, (func, *args))
 
@@ -209,8 +211,6 @@ class ControlServer:
             self.own_idents.discard(ident)
             with self.threads_lock:
                 self.threads -= 1
-                if self.threads == 0:
-                    self.idle.release()
 
     def _accept_loop(self) -> None:
         listener = self.listener

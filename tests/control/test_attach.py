@@ -1,0 +1,339 @@
+"""``fentry attach`` and ``fentry -p PID ...`` on real programs started with
+plain python, checked as a user would, and from inside the target."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .live import (LONGRUN, Target, check_add_events, check_no_residue, check_result, env, fentry,
+                   fentry_bg, interrupt, lines_of, profile, wait_for)
+
+ADD_PROBE = "p:shop/add add sku=item.sku price=item.price qty=qty"
+RET_PROBE = "r:shop/added add total=$retval price=item.price qty=qty"
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+
+@pytest.fixture
+def target(tmp_path):
+    t = Target(tmp_path)
+    yield t
+    t.kill()
+
+
+def attach(pid: int, out, *opts: str) -> subprocess.Popen:
+    return fentry_bg("attach", str(pid), "-e", ADD_PROBE, "-o", str(out), *opts)
+
+
+def event_lines(out, name: str) -> list[str]:
+    return [line for line in lines_of(out) if f": {name}: " in line]
+
+
+def test_attach_probe_live_control_and_detach_leave_nothing(target, tmp_path):
+    out = tmp_path / "trace.txt"
+    started = time.monotonic()
+    proc = attach(target.pid, out)
+    wait_for(lambda: event_lines(out, "add"), what="the first add event")
+    first_event = time.monotonic() - started
+
+    # A second probe, added while the program runs.
+    got = fentry("-p", str(target.pid), "write", "-a", "kprobe_events", RET_PROBE)
+    assert got.returncode == 0, got.stderr
+    got = fentry("-p", str(target.pid), "write", "events/shop/added/enable", "1")
+    assert got.returncode == 0, got.stderr
+    wait_for(lambda: len(event_lines(out, "added")) >= 5, what="return events")
+
+    got = fentry("-p", str(target.pid), "read", "kprobe_profile")
+    assert got.returncode == 0, got.stderr
+    counts = profile(got.stdout)
+    assert counts["add"][0] > 0 and counts["added"][0] > 0, counts
+    assert counts["add"][1] == counts["added"][1] == 0, counts
+
+    _, err = interrupt(proc)
+    assert proc.returncode == 0, err
+    assert f"attached to {target.pid}" in err and f"detached from {target.pid}" in err
+    assert not os.path.exists(f"/tmp/fentry-{target.pid}")
+
+    lines = lines_of(out)
+    assert lines[0] == "# tracer: nop"
+    n = check_add_events(lines)
+    assert n >= counts["add"][0]        # everything counted by then was streamed
+    for line in event_lines(out, "added"):
+        fields = dict(f.split("=") for f in line.split(") ", 1)[1].split())
+        assert int(fields["total"]) == int(fields["price"]) * int(fields["qty"]), line
+        assert "(<top> <- add)" not in line and "main+0x" in line and "<- add)" in line, line
+
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
+    print(f"first event {first_event:.3f} s after starting `fentry attach`")
+
+
+def test_death_of_the_client_detaches(target, tmp_path):
+    out = tmp_path / "trace.txt"
+    proc = attach(target.pid, out)
+    wait_for(lambda: event_lines(out, "add"), what="the first add event")
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not os.path.exists(f"/tmp/fentry-{target.pid}"), what="the agent to detach")
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
+
+
+def test_attach_twice_reuses_the_agent(target, tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    a = attach(target.pid, first)
+    wait_for(lambda: event_lines(first, "add"), what="events of the first attach")
+    b = fentry("attach", str(target.pid), "-o", str(second), "--duration", "0.5")
+    assert b.returncode == 0, b.stderr
+    assert "reusing the agent already there" in b.stderr
+    # The first session goes on: the agent stays for it.
+    assert os.path.exists(f"/tmp/fentry-{target.pid}/control")
+    seen = len(event_lines(first, "add"))
+    wait_for(lambda: len(event_lines(first, "add")) > seen, what="more events after the second left")
+    _, err = interrupt(a)
+    assert a.returncode == 0, err
+    result, residue, _ = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+
+
+def test_control_of_a_process_with_no_agent_yet(target, tmp_path):
+    pid = str(target.pid)
+    got = fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty")
+    assert got.returncode == 0, got.stderr
+    assert f"started fentry's agent in process {pid}" in got.stderr
+    assert fentry("-p", pid, "write", "events/kprobes/add/enable", "1").returncode == 0
+    ls = fentry("-p", pid, "ls").stdout.split()
+    assert {"kprobe_events", "kprobe_profile", "trace_pipe", "error_log", "events"} <= set(ls)
+    assert fentry("-p", pid, "ls", "events/kprobes").stdout.split() == ["enable", "add"]
+    fmt = fentry("-p", pid, "read", "events/kprobes/add/format").stdout
+    assert "name: add" in fmt and "field:pyobject qty;" in fmt
+
+    pipe = fentry_bg("-p", pid, "pipe")
+    lines = []
+    while len(lines) < 20:
+        line = pipe.stdout.readline()
+        assert line, pipe.stderr.read()
+        lines.append(line)
+    interrupt(pipe)
+    assert all(": add: (add+0x0) qty=" in line for line in lines), lines[:3]
+
+    # A rejected write: non-zero, the error_log entry with its caret, nothing applied.
+    bad = fentry("-p", pid, "write", "-a", "kprobe_events", "p:bad add $retval")
+    assert bad.returncode != 0
+    assert "error: $retval is not available on probe" in bad.stderr
+    assert "  Command: p:bad add $retval" in bad.stderr and "^" in bad.stderr
+    assert "$retval is not available" in fentry("-p", pid, "read", "error_log").stdout
+    assert fentry("-p", pid, "read", "kprobe_events").stdout == "p:kprobes/add add qty=qty\n"
+
+    got = fentry("-p", pid, "detach")
+    assert got.returncode == 0, got.stderr
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
+
+
+def test_control_of_a_process_started_by_fentry_run(tmp_path):
+    stop, out = tmp_path / "stop", tmp_path / "run.txt"
+    run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(out),
+                            LONGRUN, str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env())
+    try:
+        pid = run.stdout.readline().split()[1]
+        wait_for(lambda: os.path.exists(f"/tmp/fentry-{pid}/control"), what="the run's socket")
+        got = fentry("-p", pid, "write", "kprobe_events", ADD_PROBE)
+        assert got.returncode == 0 and got.stderr == "", got.stderr      # no injection needed
+        assert fentry("-p", pid, "write", "events/shop/add/enable", "1").returncode == 0
+        wait_for(lambda: len(event_lines(out, "add")) >= 10, what="events in fentry run's output")
+        assert fentry("-p", pid, "read", "events/shop/add/enable").stdout == "1\n"
+        assert fentry("-p", pid, "detach").returncode == 0
+        stop.touch()
+        stdout, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr
+    result = stdout.splitlines()[0]
+    check_result(result)
+    check_add_events(lines_of(out))
+
+
+# -- who may connect
+
+def _other_python() -> str | None:
+    """An interpreter user nobody can run (for a raw connect; any version will do)."""
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(path):
+            probe = subprocess.run([path, "-c", "pass"], user=65534, capture_output=True)
+            if probe.returncode == 0:
+                return path
+    return None
+
+
+RAW_CONNECT = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("connect failed:", e.strerror); raise SystemExit
+try:
+    s.sendall(json.dumps({"op": "read", "path": "kprobe_events"}).encode() + b"\\n")
+except BrokenPipeError:
+    pass                # refused before we asked: the answer is waiting
+print(s.makefile().readline().strip())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to connect as another uid")
+def test_another_uid_is_refused(target):
+    python = _other_python()
+    if python is None:
+        pytest.skip("no interpreter that uid 65534 may run")
+    pid = str(target.pid)
+    assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
+    path = f"/tmp/fentry-{pid}/control"
+    assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    # The file modes keep other users out...
+    got = subprocess.run([python, "-c", RAW_CONNECT, path], user=65534, capture_output=True, text=True)
+    assert got.stdout.startswith("connect failed: Permission denied"), got
+    # ...and if they were opened up, the peer's uid is still checked.
+    os.chmod(os.path.dirname(path), 0o711)
+    os.chmod(path, 0o666)
+    got = subprocess.run([python, "-c", RAW_CONNECT, path], user=65534, capture_output=True, text=True)
+    assert '"ok": false' in got.stdout and "only the same user or root may connect" in got.stdout
+    assert "p:kprobes" not in got.stdout
+    os.chmod(os.path.dirname(path), 0o700)
+    os.chmod(path, 0o600)
+    # (the fentry command itself talks only to a private directory)
+    log = fentry("-p", pid, "read", "error_log")
+    assert "fentry agent: error: Connection refused: only the same user or root may connect" in log.stdout
+    assert "Command: connect from pid" in log.stdout and "uid 65534" in log.stdout
+    assert fentry("-p", pid, "detach").returncode == 0
+    result, residue, _ = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+
+
+# -- attach errors: what went wrong and what to do, the target untouched
+
+def test_attach_errors_say_what_and_leave_the_target_untouched(tmp_path):
+    got = fentry("attach", "999999999")
+    assert got.returncode == 1 and "no process 999999999" in got.stderr
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        got = fentry("attach", str(sleeper.pid))
+        assert got.returncode == 1 and "is not a Python process" in got.stderr, got.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_bad_definition_is_rejected_before_the_target_is_touched(target):
+    got = fentry("attach", str(target.pid), "-e", "p:bad add $retval")
+    assert got.returncode == 2
+    assert "error: $retval is not available on probe" in got.stderr and "^" in got.stderr
+    assert not os.path.exists(f"/tmp/fentry-{target.pid}")
+    result, residue, _ = target.finish()
+    check_result(result)
+    assert residue["fentry_loaded"] is False
+
+
+def _python_311() -> str | None:
+    for path in ("/root/.pyenv/versions/3.11.7/bin/python", "/usr/bin/python3.11"):
+        if os.path.exists(path):
+            return path
+    found = shutil.which("python3.11")
+    return found
+
+
+def test_python_older_than_312_is_refused(tmp_path):
+    python = _python_311()
+    if python is None:
+        pytest.skip("no Python 3.11 on this machine")
+    old = subprocess.Popen([python, "-c", "import time\nprint('ready', flush=True)\nwhile True: time.sleep(0.01)"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        old.stdout.readline()
+        got = fentry("attach", str(old.pid))
+        assert got.returncode == 1
+        assert "runs Python 3.11" in got.stderr and "needs Python 3.12 or newer" in got.stderr
+    finally:
+        old.kill()
+        old.wait()
+
+
+BLOCKED = """
+import os, sys, time
+print("ready", flush=True)
+time.sleep(float(sys.argv[1]))          # the main thread is outside Python meanwhile
+for i in range(50):
+    time.sleep(0.01)
+print("done", "fentry" in sys.modules, os.path.exists(f"/tmp/fentry-{os.getpid()}"),
+      len(os.listdir("/proc/self/task")), flush=True)
+"""
+
+
+def test_blocked_main_thread_times_out_and_the_bootstrap_never_runs(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED, "3"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        got = fentry("attach", str(proc.pid), "--timeout", "0.5")
+        assert got.returncode == 1
+        assert "did not run the bootstrap within 0.5 s" in got.stderr
+        assert "Nothing was changed" in got.stderr
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The queued bootstrap ran once the thread came back, and did nothing.
+    assert out == "done False False 1\n" and err == ""
+
+
+def test_gdb_missing_is_said(target):
+    e = env()
+    e["PATH"] = str(os.path.dirname(sys.executable))        # no gdb there
+    got = subprocess.run([sys.executable, "-m", "fentry", "attach", str(target.pid), "--injector", "gdb"],
+                         capture_output=True, text=True, env=e, timeout=60)
+    assert got.returncode == 1 and "gdb is needed" in got.stderr
+    assert not os.path.exists(f"/tmp/fentry-{target.pid}")
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_gdb_injector(target, tmp_path):
+    out = tmp_path / "trace.txt"
+    proc = attach(target.pid, out, "--injector", "gdb")
+    wait_for(lambda: len(event_lines(out, "add")) >= 5, timeout=30, what="events via gdb")
+    _, err = interrupt(proc)
+    assert "(gdb, paused" in err
+    check_add_events(lines_of(out))
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="sys.remote_exec needs Python 3.14")
+def test_remote_exec_injector(target, tmp_path):
+    out = tmp_path / "trace.txt"
+    proc = attach(target.pid, out, "--injector", "remote_exec")
+    wait_for(lambda: len(event_lines(out, "add")) >= 5, what="events via sys.remote_exec")
+    interrupt(proc)
+    check_add_events(lines_of(out))
+    result, residue, _ = target.finish()
+    check_result(result)
+    check_no_residue(residue)
