@@ -29,6 +29,7 @@ import time
 from .control.agent import ENV_CONFIG
 from .control.server import AGENT_FD_MIN
 from .control.client import Client, NoAgent, Refused, copy_stream
+from .control.collector import Collector, Merger
 from .control.inject import AttachError, inject
 from .errors import TraceError
 from .events.probe_parser import ProbeRemoval, parse_probe
@@ -70,6 +71,9 @@ def _run_parser(sub) -> argparse.ArgumentParser:
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
     _tracing_options(p, "function", RUN_BUFFER_SIZE_KB)
+    p.add_argument("--follow", action="store_true",
+                   help="trace the Python processes the program starts too (subprocess, "
+                        "multiprocessing, os.fork), each under its own agent, into one trace")
     p.add_argument("-m", dest="module", metavar="MODULE", help="run library module as a script")
     p.add_argument("-c", dest="code", metavar="CODE", help="program passed in as string")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
@@ -226,12 +230,17 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     # open() calls return the numbers they would without fentry.
     write_fd = fcntl.fcntl(pipe_fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
     os.close(pipe_fd)
+    merger = Merger(out)
+    collector = Collector(merger) if opts.follow else None
     env = dict(os.environ)
-    env[ENV_CONFIG] = json.dumps({
+    config = {
         "fd": write_fd, "tracer": opts.tracer, "filter": opts.filter, "notrace": opts.notrace,
         "options": opts.option, "buffer_size_kb": opts.buffer_size_kb, "probes": opts.probes,
         "pythonpath": os.environ.get("PYTHONPATH"),
-    })
+    }
+    if collector is not None:
+        config.update(follow=True, collector=collector.path)
+    env[ENV_CONFIG] = json.dumps(config)
     env["PYTHONPATH"] = BOOT_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # Ctrl-C reaches the program (same process group); we keep reading until
     # it is done.  A handler that does nothing, not SIG_IGN: an ignored signal
@@ -250,12 +259,13 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, lambda s, f: child.send_signal(s))
 
-    copier = threading.Thread(target=_copy, args=(read_fd, out), daemon=True)
-    copier.start()
+    merger.start(read_fd)
     status = child.wait()
-    # A process forked by the program may hold the pipe open: read what the
-    # program wrote, but do not wait for such strays.
-    copier.join(timeout=2.0)
+    # Read what the program (and with --follow, its children) wrote, but do
+    # not wait long for processes that outlive it.
+    merger.wait_idle(timeout=2.0)
+    if collector is not None:
+        collector.close()
     if close_out:
         out.close()
     else:
@@ -265,20 +275,6 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
         os.kill(os.getpid(), -status)
         return 128 - status
     return status
-
-
-def _copy(fd: int, out) -> None:
-    try:
-        while True:
-            data = os.read(fd, 1 << 16)
-            if not data:
-                break
-            out.write(data)
-            out.flush()
-    except (OSError, ValueError):
-        pass
-    finally:
-        os.close(fd)
 
 
 def _configure(client: Client, opts: argparse.Namespace) -> None:

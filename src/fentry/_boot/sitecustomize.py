@@ -16,15 +16,25 @@ def _start() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     package_parent = os.path.dirname(os.path.dirname(here))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    added = package_parent not in sys.path
-    if added:
-        sys.path.append(package_parent)
-    try:
-        from fentry.control import agent
-        agent.start_from_environment()
-    finally:
+    if sys.version_info >= (3, 12):
+        # (An older Python started by a program run with --follow is left
+        # untraced: fentry needs sys.monitoring.)
+        added = package_parent not in sys.path
         if added:
-            sys.path.remove(package_parent)
+            sys.path.append(package_parent)
+        try:
+            from fentry.control import agent
+            agent.start_from_environment()
+        finally:
+            if added:
+                sys.path.remove(package_parent)
+    else:
+        import json
+        old = json.loads(os.environ.pop("FENTRY_AGENT", "{}")).get("pythonpath")
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
     # Load the sitecustomize we shadow, if any.  importlib takes whatever is in
     # sys.modules["sitecustomize"] once this module has run, so it becomes that
     # one.  If there is none, "no module named sitecustomize" is what site

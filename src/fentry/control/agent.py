@@ -28,6 +28,8 @@ import select
 import signal
 import socket
 import sys
+import time
+import warnings
 from typing import Callable
 
 from .. import ftrace, hotpath
@@ -142,9 +144,16 @@ class Agent:
         self.sessions = 0
         self.detached = False
         self.run_stream: Streamer | None = None       # fentry run's pipe
+        self.run_fd = -1
+        self.follow: dict | None = None     # fentry run --follow: the config children get
         self.server = ControlServer(self.fs, {"pipe": self._pipe, "detach": self._detach_request,
                                               "header": lambda *_: stream_header()},
-                                    self.fs.probes.log)
+                                    self.fs.probes.log, tick=_drop_stale_fork_filter)
+
+    def thread_count(self) -> int:
+        """Threads of this agent running now."""
+        streaming = self.run_stream is not None and self.run_stream.running.locked()
+        return self.server.threads + streaming
 
     def start_server(self) -> None:
         try:
@@ -203,20 +212,33 @@ class Agent:
         finally:
             self.server.stopping = True         # no request from here on
             release_tracing()
-            atexit.unregister(_at_exit)
+            if self.mode == "attach":
+                atexit.unregister(_at_exit)
+                _once.discard("exit hooks")
             _agent = None
             self.server.stop()
 
-    def forget_in_child(self) -> None:
-        """After fork, in the child: nothing of the parent's agent goes on (its
-        threads did not survive the fork; the socket is the parent's)."""
-        global _agent
+    def forget_in_child(self, keep_tracing: bool = False) -> None:
+        """After fork, in the child: let go of the parent's agent (its
+        descriptors here are copies; its socket file stays the parent's)."""
+        global _agent, _sigterm_pipe
         self.detached = True
         if self.run_stream is not None:
             self.run_stream.stopped = True
         ftrace.reinit_after_fork()
         self.fs.reinit_after_fork()
-        release_tracing()
+        self.server.close_in_child()
+        for fd in (self.run_fd, *_sigterm_pipe):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if _sigterm_pipe[1] >= 0:
+            hotpath.catch_sigterm(-1)       # it wrote to the parent's pipe
+            _sigterm_pipe = (-1, -1)
+        if not keep_tracing:
+            release_tracing()
         _agent = None
 
 
@@ -281,20 +303,88 @@ def _wrap_os_exit() -> None:
     os._exit = _exit
 
 
-def _after_fork_in_child() -> None:
-    # A forked child does not write into its parent's stream, nor serve its socket.
-    if _agent is not None:
-        _agent.forget_in_child()
-
-
-_fork_hook_installed = False
-
-
 def _install_fork_hook() -> None:
-    global _fork_hook_installed
-    if not _fork_hook_installed:
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_hook_installed = True
+    if "fork hook" not in _once:
+        _once.add("fork hook")
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
+
+
+# os.fork() in Python 3.12+ warns when the process has other threads.  A
+# program that has none but fentry's would see a warning it does not get
+# without fentry: for such a fork only, that warning is ignored.  3.12 warns
+# before the after-fork hooks run, 3.13 after them: there the filter goes a
+# moment later, from the agent's own thread.
+_FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+_WARNS_AFTER_HOOKS = sys.version_info >= (3, 13)
+FORK_FILTER_LINGER = 0.1        # seconds
+_fork_filter: tuple | None = None
+_fork_filter_since = 0.0
+
+
+def _before_fork() -> None:
+    global _fork_filter
+    agent = _agent
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return
+    if agent is None or threads - agent.thread_count() > 1:
+        _drop_fork_filter()         # the program's own threads: it gets its warning
+    elif _fork_filter is None:
+        warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+        _fork_filter = warnings.filters[0]
+
+
+def _after_fork_in_parent() -> None:
+    global _fork_filter_since
+    if _WARNS_AFTER_HOOKS:
+        _fork_filter_since = time.monotonic()
+    else:
+        _drop_fork_filter()
+
+
+def _drop_stale_fork_filter() -> None:
+    """Called by the agent's thread now and then."""
+    if _fork_filter is not None and time.monotonic() - _fork_filter_since > FORK_FILTER_LINGER:
+        _drop_fork_filter()
+
+
+def _drop_fork_filter() -> None:
+    global _fork_filter
+    if _fork_filter is not None:
+        try:
+            warnings.filters.remove(_fork_filter)
+        except ValueError:
+            pass
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()
+        _fork_filter = None
+
+
+def _after_fork_in_child() -> None:
+    _drop_fork_filter()
+    agent = _agent
+    if agent is None:
+        return
+    # Nothing of the parent's agent goes on here: its threads did not survive
+    # the fork, and its socket, stream and SIGTERM pipe are the parent's.
+    follow = agent.follow
+    agent.forget_in_child(keep_tracing=follow is not None)
+    if follow is not None:
+        # --follow: this child is traced too, under an agent of its own,
+        # streaming to the same fentry run.  What the parent had recorded
+        # but not yet streamed is the parent's to stream.
+        tracefs().instance.clear()
+        fd = _connect_collector(follow["collector"])
+        if fd < 0:
+            release_tracing()
+        else:
+            _start_run_agent(follow, fd, header=False)
+
+
+_once: set[str] = set()         # process-wide hooks installed (they survive fork)
 
 
 def _add_probes(fs, probes: list) -> None:
@@ -308,9 +398,34 @@ def _add_probes(fs, probes: list) -> None:
         fs.write(f"{path}/enable", "1")
 
 
+BOOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_boot")
+
+
+def _export_for_children(cfg: dict) -> None:
+    """--follow: Python programs this one starts load the agent too.
+
+    Set in the process environment with putenv only: ``os.environ``, what the
+    program sees, stays as it was given; children started with the inherited
+    environment (subprocess, multiprocessing, os.exec*) get both variables."""
+    child = {k: v for k, v in cfg.items() if k != "fd"}
+    os.putenv(ENV_CONFIG, json.dumps(child))
+    old = cfg.get("pythonpath")
+    os.putenv("PYTHONPATH", BOOT_DIR + (os.pathsep + old if old else ""))
+
+
+def _connect_collector(path: str) -> int:
+    """A stream to the fentry run that follows us; -1 if it is gone."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return -1
+    return high_fd(sock.detach())
+
+
 def start_from_environment() -> None:
     """``fentry run``: read FENTRY_AGENT, set tracefs up as it says, and start streaming."""
-    global _agent, _sigterm_pipe
     raw = os.environ.pop(ENV_CONFIG, None)
     if raw is None:
         return
@@ -320,8 +435,15 @@ def start_from_environment() -> None:
         os.environ.pop("PYTHONPATH", None)
     else:
         os.environ["PYTHONPATH"] = old
-    fd = cfg["fd"]
-    os.set_inheritable(fd, False)
+    if cfg.get("follow"):
+        _export_for_children(cfg)
+    fd = cfg.get("fd")
+    if fd is None:          # a followed child: it streams to the collector
+        fd = _connect_collector(cfg["collector"])
+        if fd < 0:
+            return
+    else:
+        os.set_inheritable(fd, False)
     fs = tracefs()
     fs.write("buffer_size_kb", str(cfg["buffer_size_kb"]))
     fs.write("trace_options", " ".join(cfg.get("options", [])))
@@ -333,11 +455,21 @@ def start_from_environment() -> None:
     except TraceError as e:
         os.write(2, (e.render() + "\n").encode())
         os._exit(2)         # the program does not start, as with a bad definition
+    _start_run_agent(cfg, fd, header="fd" in cfg and cfg["fd"] is not None)
+
+
+def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
+    """The agent of a process of ``fentry run``, streaming to ``fd``."""
+    global _agent, _sigterm_pipe
+    fs = tracefs()
     agent = _agent = Agent("run")
-    if fs.instance.tracer != "nop" or cfg.get("probes"):
+    agent.follow = cfg if cfg.get("follow") else None
+    if header and (fs.instance.tracer != "nop" or cfg.get("probes")):
         _fd_sink(fd)(stream_header().encode())
-    atexit.register(_at_exit)
-    _wrap_os_exit()
+    if "exit hooks" not in _once:
+        _once.add("exit hooks")
+        atexit.register(_at_exit)
+        _wrap_os_exit()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         _sigterm_pipe = tuple(high_fd(fd) for fd in os.pipe())
         for pipe_fd in _sigterm_pipe:
@@ -347,6 +479,7 @@ def start_from_environment() -> None:
     _install_fork_hook()
     agent.run_stream = Streamer(_fd_sink(fd), _sigterm_pipe[0], _die_of_sigterm,
                                 on_end=lambda: os.close(fd))
+    agent.run_fd = fd
     agent.run_stream.start_thread()
     agent.start_server()
 
@@ -358,7 +491,9 @@ def attach() -> str:
     agent = _agent
     if agent is None:
         agent = _agent = Agent("attach")
-        atexit.register(_at_exit)
+        if "exit hooks" not in _once:
+            _once.add("exit hooks")
+            atexit.register(_at_exit)
         _install_fork_hook()
         agent.start_server()
     return agent.server.path

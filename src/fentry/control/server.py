@@ -111,11 +111,11 @@ def _make_private_dir(path: str) -> None:
 
 
 class Connection:
-    """One client: its socket, and whether it holds a session (fentry attach)."""
+    """One client's connection."""
 
-    def __init__(self, sock: socket.socket, session: bool = False) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.session = session
+        self.ident = _thread.get_ident()        # the thread serving it
 
     def write(self, data: bytes) -> None:
         """Send, never raising SIGPIPE (the program may have set it to default)."""
@@ -132,8 +132,10 @@ class ControlServer:
     agent: ``handler(server, conn, request) -> dict | None`` (None: the
     handler answered itself)."""
 
-    def __init__(self, fs, handlers: dict[str, Callable], log: Callable[[TraceError], None]) -> None:
+    def __init__(self, fs, handlers: dict[str, Callable], log: Callable[[TraceError], None],
+                 tick: Callable[[], None] | None = None) -> None:
         self.fs = fs
+        self.tick = tick            # called every POLL_INTERVAL by the accept loop
         self.handlers = handlers
         self.log = log
         self.pid = os.getpid()
@@ -174,7 +176,10 @@ class ControlServer:
         directory last: once they are gone, so is everything else.  May be
         called from one of the server's own threads (which ends when it returns)."""
         self.stopping = True
+        me = _thread.get_ident()
         for conn in list(self.connections):
+            if conn.ident == me:
+                continue        # the caller's: it closes when its request is done
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -184,6 +189,19 @@ class ControlServer:
         while self.threads > ours and time.monotonic() < deadline:
             time.sleep(0.002)
         self._remove_files()
+
+    def close_in_child(self) -> None:
+        """After fork, in the child: close the copies of our sockets, and
+        leave the socket file to the parent it belongs to."""
+        self.stopping = True
+        for sock in [self.listener, *(c.sock for c in self.connections)]:
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        self.connections.clear()
+        self.threads = 0
 
     def _remove_files(self) -> None:
         for remove, path in ((os.unlink, self.path), (os.rmdir, self.dir)):
@@ -216,6 +234,8 @@ class ControlServer:
         listener = self.listener
         try:
             while not self.stopping:
+                if self.tick is not None:
+                    self.tick()
                 if not select.select([listener], [], [], POLL_INTERVAL)[0]:
                     continue
                 try:

@@ -128,8 +128,9 @@ class Tracefs:
     def reinit_after_fork(self) -> None:
         """In a forked child: the locks anew (a thread of the parent may have
         held one at the fork, and that thread does not exist here)."""
-        for lock in (self.probes.lock, self.instance.lock, self.instance.buffer._lock):
+        for lock in (self.probes.lock, self.instance.lock):
             lock._at_fork_reinit()
+        self.instance.buffer.after_fork_in_child()
 
     def read(self, path: str) -> str:
         reader, _ = self._file(path)

@@ -76,6 +76,15 @@ class RingBuffer:
             for tb in self.buffers:
                 tb.resize(self.maxlen)
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child only the forking thread exists: its buffer, now
+        this process's thread's, is the one left (the hot path may hold it)."""
+        self._lock._at_fork_reinit()    # a thread of the parent may have held it
+        tb = getattr(self.local, "tb", None)
+        self.buffers = [tb] if tb is not None else []
+        if tb is not None:
+            tb.tid = threading.get_native_id()
+
     def reset(self) -> None:
         """Empty every buffer (a write to ``trace``)."""
         with self._lock:

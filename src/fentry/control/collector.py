@@ -1,0 +1,106 @@
+"""The ``fentry run`` side of the streams: one output, many processes.
+
+Every process of a traced program streams its trace lines to ``fentry run``:
+the program itself through a pipe, and with ``--follow`` each Python child
+(``subprocess``, ``multiprocessing``, ``os.fork``) through a connection to
+the collector's Unix socket.  ``Merger`` writes whole lines only, so lines of
+different processes never mix within a line; each line names its task and
+pid, as ``set_ftrace_pid`` with ``function-fork`` traces do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+from typing import BinaryIO
+
+COLLECTOR_NAME = "collect"
+
+
+class Merger:
+    """Copies streams of lines into one output, a whole line at a time."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.active = 0
+        self.idle = threading.Condition(self.lock)
+
+    def start(self, fd: int) -> None:
+        """Copy ``fd`` (to its end, then close it) from a thread of its own."""
+        with self.lock:         # counted at once: wait_idle must see it
+            self.active += 1
+        threading.Thread(target=self._copy, args=(fd,), daemon=True).start()
+
+    def _copy(self, fd: int) -> None:
+        partial = b""
+        try:
+            while True:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    break
+                data = partial + data
+                cut = data.rfind(b"\n") + 1
+                partial = data[cut:]
+                if cut:
+                    self._write(data[:cut])
+        except (OSError, ValueError):
+            pass
+        finally:
+            if partial:
+                self._write(partial + b"\n")
+            os.close(fd)
+            with self.lock:
+                self.active -= 1
+                self.idle.notify_all()
+
+    def _write(self, data: bytes) -> None:
+        with self.lock:
+            try:
+                self.out.write(data)
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every stream has ended (True), or ``timeout`` passes."""
+        with self.lock:
+            return self.idle.wait_for(lambda: self.active == 0, timeout)
+
+
+class Collector:
+    """A Unix socket in a private directory that followed processes stream to."""
+
+    def __init__(self, merger: Merger) -> None:
+        self.merger = merger
+        self.dir = tempfile.mkdtemp(prefix="fentry-run-")       # 0700
+        self.path = os.path.join(self.dir, COLLECTOR_NAME)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            self.listener.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.merger.start(sock.detach())
+
+    def close(self) -> None:
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        for remove, path in ((os.unlink, self.path), (os.rmdir, self.dir)):
+            try:
+                remove(path)
+            except OSError:
+                pass

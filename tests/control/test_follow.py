@@ -1,0 +1,111 @@
+"""``fentry run --follow``: every Python process the program starts is traced,
+each under its own agent, into one trace with their pids."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .live import env
+
+FAMILY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "programs",
+                      "family.py")
+LEAF = re.compile(r"^\s*\S+-(?P<pid>\d+)\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: leaf <-work\.<locals>\.<genexpr>$")
+
+
+def run(*args: str, tmp_path) -> tuple[subprocess.CompletedProcess, str]:
+    out = tmp_path / "trace.txt"
+    proc = subprocess.run([sys.executable, "-m", "fentry", "run", *args, "-o", str(out), FAMILY],
+                          capture_output=True, text=True, timeout=120, env=env())
+    return proc, out.read_text()
+
+
+def processes(stdout: str) -> dict[str, tuple[int, int]]:
+    """role -> (pid, calls of leaf), from the program's own report."""
+    out = {}
+    for line in stdout.splitlines()[:-1]:
+        role, pid, n = line.split()
+        out[role] = (int(pid), int(n))
+    return out
+
+
+def leaf_calls(trace: str) -> collections.Counter:
+    lines = [line for line in trace.splitlines() if line and not line.startswith("#")]
+    matches = [LEAF.match(line) for line in lines]
+    assert all(matches), [line for line, m in zip(lines, matches) if not m][:3]
+    return collections.Counter(int(m["pid"]) for m in matches)
+
+
+def plain() -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, FAMILY], capture_output=True, text=True, timeout=120)
+
+
+def test_follow_traces_every_python_process(tmp_path):
+    want = plain()
+    got, trace = run("--follow", "-l", "leaf", tmp_path=tmp_path)
+    assert got.returncode == want.returncode == 0, got.stderr
+    assert got.stderr == want.stderr == ""          # no fork warning fentry's threads would cause
+    roles = processes(got.stdout)
+    assert {r: n for r, (_, n) in roles.items()} == {r: n for r, (_, n) in processes(want.stdout).items()}
+    assert set(roles) == {"parent", "forked", "subprocess", "pool-SpawnPoolWorker", "pool-ForkPoolWorker"}
+    assert leaf_calls(trace) == {pid: n for pid, n in roles.values()}
+    assert trace.count("# tracer: function") == 1
+
+
+def test_without_follow_only_the_program_is_traced(tmp_path):
+    got, trace = run("-l", "leaf", tmp_path=tmp_path)
+    assert got.returncode == 0 and got.stderr == "", got.stderr
+    roles = processes(got.stdout)
+    assert leaf_calls(trace) == {roles["parent"][0]: roles["parent"][1]}
+
+
+def test_follow_leaves_an_older_python_child_as_it_was(tmp_path):
+    old = "/usr/bin/python3"
+    if not os.path.exists(old) or subprocess.run(
+            [old, "-c", "import sys; assert sys.version_info < (3, 12)"]).returncode:
+        pytest.skip("no Python older than 3.12 at /usr/bin/python3")
+    script = tmp_path / "spawn_old.py"
+    script.write_text(
+        "import subprocess\n"
+        f"r = subprocess.run([{old!r}, '-c', 'import os; print(sorted(os.environ.get(k, \"-\") for k in (\"FENTRY_AGENT\", \"PYTHONPATH\")))'],"
+        " capture_output=True, text=True)\n"
+        "print(r.stdout, r.stderr, r.returncode)\n")
+    want = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env=env())
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", "--follow", "-o", str(tmp_path / "t"),
+                          str(script)], capture_output=True, text=True, timeout=60, env=env())
+    assert got.stdout == want.stdout and got.returncode == 0, (got.stdout, want.stdout, got.stderr)
+
+
+FORKS = """
+import os, sys, threading, time
+if sys.argv[1] == "threaded":
+    threading.Thread(target=time.sleep, args=(0.5,), daemon=True).start()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("forked")
+"""
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+@pytest.mark.parametrize("kind", ["threaded", "single"])
+def test_fork_warning_is_the_programs_own(tmp_path, kind, follow):
+    """Python warns at fork in a multi-threaded process: under fentry exactly
+    when it would without (fentry's own threads do not count)."""
+    script = tmp_path / "forks.py"
+    script.write_text(FORKS)
+    want = subprocess.run([sys.executable, str(script), kind], capture_output=True, text=True,
+                          timeout=60, env=env())
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", *follow, "-o", str(tmp_path / "t"),
+                          str(script), kind], capture_output=True, text=True, timeout=60, env=env())
+    strip = lambda text: re.sub(r"pid=\d+", "pid=N", text)      # noqa: E731
+    assert strip(got.stderr) == strip(want.stderr)
+    assert ("multi-threaded" in want.stderr) == (kind == "threaded")
+    assert got.stdout == want.stdout == "forked\n"
