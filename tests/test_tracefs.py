@@ -169,3 +169,12 @@ def test_available_filter_functions_lists_symbols(fs):
     assert f"fib [{__name__}]" in lines
     assert f"test_trace_options_toggle [{__name__}]" in lines
     assert all(re.fullmatch(r"\S+ \[\S+\]", l) for l in lines)
+
+
+def test_the_fentry_command_knows_the_tracers_and_sizes_there_are():
+    """cli.py keeps copies (it starts without the in-process modules): they must agree."""
+    from fentry import cli
+    from fentry.tracers.ring_buffer import DEFAULT_SIZE_KB
+    from fentry.tracers.trace import TRACERS
+    assert cli.TRACER_NAMES == tuple(TRACERS)
+    assert cli.DEFAULT_SIZE_KB == DEFAULT_SIZE_KB

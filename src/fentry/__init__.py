@@ -1,15 +1,32 @@
 """fentry: the kernel's ftrace and kprobe-based dynamic events, for Python programs."""
 
-from .ftrace import (FTRACE_OPS_FL_RECURSION, FTRACE_OPS_FL_SAVE_REGS, FtraceOps, Ip,
-                     register_ftrace_function, unregister_ftrace_function)
-from .errors import TraceError
-from .kprobes import (Kprobe, Kretprobe, KretprobeInstance, register_kprobe, register_kretprobe,
-                      unregister_kprobe, unregister_kretprobe)
+# The API is loaded on first use (PEP 562): the ``fentry`` command and the
+# attach bootstrap import only what they need, and start faster for it.
+_API = {
+    "FtraceOps": "ftrace", "Ip": "ftrace", "FTRACE_OPS_FL_SAVE_REGS": "ftrace",
+    "FTRACE_OPS_FL_RECURSION": "ftrace", "register_ftrace_function": "ftrace",
+    "unregister_ftrace_function": "ftrace",
+    "TraceError": "errors",
+    "Kprobe": "kprobes", "Kretprobe": "kprobes", "KretprobeInstance": "kprobes",
+    "register_kprobe": "kprobes", "unregister_kprobe": "kprobes",
+    "register_kretprobe": "kprobes", "unregister_kretprobe": "kprobes",
+}
 
-__all__ = ["FtraceOps", "Ip", "FTRACE_OPS_FL_SAVE_REGS", "FTRACE_OPS_FL_RECURSION",
-           "register_ftrace_function", "unregister_ftrace_function", "TraceError",
-           "Kprobe", "Kretprobe", "KretprobeInstance", "register_kprobe", "unregister_kprobe",
-           "register_kretprobe", "unregister_kretprobe", "tracefs"]
+__all__ = [*_API, "tracefs"]
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fentry' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def tracefs():

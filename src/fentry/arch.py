@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from types import CodeType
-from typing import Callable
+from collections.abc import Callable
 
 _mon = sys.monitoring
 EVENTS = _mon.events

@@ -26,25 +26,22 @@ import sys
 import threading
 import time
 
-from .control.agent import ENV_CONFIG
-from .control.server import AGENT_FD_MIN
 from .control.client import Client, NoAgent, Refused, copy_stream
 from .control.collector import Collector, Merger
 from .control.inject import AttachError, inject
+from .control.wire import AGENT_FD_MIN, BOOT_DIR, ENV_CONFIG
 from .errors import TraceError
-from .events.probe_parser import ProbeRemoval, parse_probe
-from .events.trace_kprobe import compile_event_filter
-from .ftrace import parse_filter
-from .tracers.ring_buffer import DEFAULT_SIZE_KB
-from .tracers.trace import TRACERS
 
-BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
+# The in-process modules (tracers, probe events, the ftrace core) are imported
+# only to check what a command is given: `fentry attach` starts faster so.
+TRACER_NAMES = ("function_graph", "function", "nop")      # tracers.trace.TRACERS
+DEFAULT_SIZE_KB = 1408                                     # tracers.ring_buffer's
 RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as trace-cmd asks for
 
 
 def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb: int) -> None:
     """What run and attach both set up: tracer, filters, probe events, output."""
-    p.add_argument("-t", "--tracer", default=default_tracer, choices=list(TRACERS),
+    p.add_argument("-t", "--tracer", default=default_tracer, choices=TRACER_NAMES,
                    help=f"the tracer (current_tracer); default: {default_tracer}")
     p.add_argument("-l", "--filter", action="append", default=[], metavar="GLOB",
                    help="trace only matching functions (set_ftrace_filter); repeatable")
@@ -162,6 +159,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _check_filters(globs: list[str], what: str) -> None:
+    from .ftrace import parse_filter
     for g in globs:
         try:
             parse_filter(g)
@@ -173,6 +171,10 @@ def _check_filters(globs: list[str], what: str) -> None:
 def _check_probes(probes: list[list]) -> None:
     """What can be checked before the program starts: the grammar of each -e,
     and each -f against the fields of its event."""
+    if not probes:
+        return
+    from .events.probe_parser import ProbeRemoval, parse_probe
+    from .events.trace_kprobe import compile_event_filter
     for definition, filter_text in probes:
         defn = parse_probe(definition)
         if isinstance(defn, ProbeRemoval):
@@ -191,7 +193,8 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
     try:
         _check_filters(opts.filter, "-l")
         _check_filters(opts.notrace, "-n")
-        from .tracers.trace import OPTIONS
+        if opts.option:
+            from .tracers.trace import OPTIONS
         for o in opts.option:
             if o.removeprefix("no") not in OPTIONS:
                 raise TraceError("BAD_OPTION", o, 0, subsystem=f"fentry {command} -O")
@@ -286,6 +289,7 @@ def _configure(client: Client, opts: argparse.Namespace) -> None:
     client.write("current_tracer", opts.tracer)
     for definition, filter_text in opts.probes:
         client.write("kprobe_events", definition, append=True)
+        from .events.probe_parser import parse_probe
         defn = parse_probe(definition)
         path = f"events/{defn.group}/{defn.event}"
         if filter_text is not None:

@@ -24,7 +24,7 @@ import re
 import sys
 import threading
 from types import CodeType
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import arch, hotpath
 from .errors import TraceError

@@ -11,24 +11,20 @@ code through ``co_consts``); code seen later is named from its frame's module.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 from types import CodeType, FunctionType, MethodType, ModuleType
 
-CO_OPTIMIZED = inspect.CO_OPTIMIZED
+CO_OPTIMIZED = 0x0001        # inspect.CO_OPTIMIZED (inspect itself is slow to import)
 
 # fentry's own code is never traced (the NOKPROBE_SYMBOL of fentry).
 FENTRY_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-@dataclass(frozen=True, slots=True)
-class Symbol:
-    """One function code object and its name."""
-    module: str
-    qualname: str
-    code: CodeType
+class Symbol(namedtuple("Symbol", "module qualname code")):
+    """One function code object and its name: ``module``, ``qualname``, ``code``."""
+    __slots__ = ()
 
     @property
     def name(self) -> str:

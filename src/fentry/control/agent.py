@@ -30,16 +30,16 @@ import socket
 import sys
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
 from ..events.probe_parser import parse_probe
 from . import tracefs as tracefs_module
-from .server import Connection, ControlServer, high_fd, send_header
+from .server import Connection, ControlServer
+from .wire import BOOT_DIR, ENV_CONFIG, high_fd, send_header
 from .tracefs import tracefs
 
-ENV_CONFIG = "FENTRY_AGENT"
 # The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
 # a real-time one, that nothing sends.
 SIGTERM_STANDIN = signal.SIGRTMAX - 1
@@ -396,9 +396,6 @@ def _add_probes(fs, probes: list) -> None:
         if filter_text is not None:
             fs.write(f"{path}/filter", filter_text)
         fs.write(f"{path}/enable", "1")
-
-
-BOOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_boot")
 
 
 def _export_for_children(cfg: dict) -> None:

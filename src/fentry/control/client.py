@@ -6,9 +6,9 @@ import json
 import os
 import socket
 import stat
-from typing import BinaryIO
+from io import BufferedIOBase
 
-from .server import recv_line, send_header, socket_dir, socket_path
+from .wire import recv_line, send_header, socket_dir, socket_path
 
 
 class NoAgent(Exception):
@@ -109,7 +109,7 @@ class Client:
         return sock
 
 
-def copy_stream(sock: socket.socket, out: BinaryIO) -> None:
+def copy_stream(sock: socket.socket, out: BufferedIOBase) -> None:
     """Copy a stream to ``out`` until the agent ends it."""
     with sock:
         while True:

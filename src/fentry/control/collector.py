@@ -14,7 +14,7 @@ import os
 import socket
 import tempfile
 import threading
-from typing import BinaryIO
+from io import BufferedIOBase
 
 COLLECTOR_NAME = "collect"
 
@@ -22,7 +22,7 @@ COLLECTOR_NAME = "collect"
 class Merger:
     """Copies streams of lines into one output, a whole line at a time."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BufferedIOBase) -> None:
         self.out = out
         self.lock = threading.Lock()
         self.active = 0

@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
-import platform
-import secrets
-import shutil
 import signal
 import struct
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
-from .server import socket_dir, socket_path
+from .wire import socket_dir, socket_path
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MIN_VERSION = (3, 12)
@@ -50,21 +47,13 @@ class AttachError(Exception):
     """Attaching failed; the message says why and what to do.  The target is untouched."""
 
 
-@dataclass
-class Injection:
-    method: str
-    pause: float        # seconds the target's thread was stopped
+# How it went: the injector used, and the seconds the target's thread was stopped.
+Injection = namedtuple("Injection", "method pause")
 
 
 # -- what the target is
 
-@dataclass
-class Mapping:
-    start: int
-    end: int
-    perms: str
-    offset: int
-    path: str
+Mapping = namedtuple("Mapping", "start end perms offset path")      # a line of /proc/PID/maps
 
 
 def _maps(pid: int) -> list[Mapping]:
@@ -96,44 +85,51 @@ def _file_path(pid: int, path: str) -> str:
 
 def _elf_symbols(path: str, wanted: set[str]) -> tuple[dict[str, int], int]:
     """Values of the ``wanted`` dynamic symbols of an ELF file, and the
-    virtual address of its first loadable segment."""
+    virtual address of its first loadable segment.  Reads only the headers,
+    ``.dynsym`` and ``.dynstr`` (a libpython is 30 MB)."""
     with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return {}, 0
-    (e_phoff, e_shoff, _, _, e_phentsize, e_phnum, e_shentsize, e_shnum,
-     _) = struct.unpack_from("<QQIHHHHHH", data, 0x20)
-    first_load = None
-    for i in range(e_phnum):
-        p_type, _, _, p_vaddr = struct.unpack_from("<IIQQ", data, e_phoff + i * e_phentsize)
-        if p_type == 1:         # PT_LOAD
-            first_load = p_vaddr if first_load is None else min(first_load, p_vaddr)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize)
-                for i in range(e_shnum)]
-    found: dict[str, int] = {}
-    for sh in sections:
-        if sh[1] != 11:         # SHT_DYNSYM
-            continue
-        strtab = sections[sh[6]]
-        str_off = strtab[4]
-        for st_name, _, _, shndx, value, _ in struct.iter_unpack(
-                "<IBBHQQ", data[sh[4]:sh[4] + sh[5]]):
-            if not shndx or not value:
+        try:
+            data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        except ValueError:          # empty file
+            return {}, 0
+    with data:
+        if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:     # 64-bit little-endian
+            return {}, 0
+        (e_phoff, e_shoff, _, _, e_phentsize, e_phnum, e_shentsize,
+         e_shnum, _) = struct.unpack_from("<QQIHHHHHH", data, 0x20)
+        loads = [struct.unpack_from("<IIQQ", data, e_phoff + i * e_phentsize)
+                 for i in range(e_phnum)]
+        first_load = min((p[3] for p in loads if p[0] == 1), default=0)   # PT_LOAD
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize)
+                    for i in range(e_shnum)]
+        found: dict[str, int] = {}
+        for sh in sections:
+            if sh[1] != 11:         # SHT_DYNSYM
                 continue
-            end = data.index(b"\0", str_off + st_name)
-            name = data[str_off + st_name:end].decode("ascii", "replace")
-            if name in wanted:
-                found[name] = value
-    return found, (first_load or 0) & ~0xFFF
+            strtab = sections[sh[6]]
+            names = data[strtab[4]:strtab[4] + strtab[5]]
+            # Where each wanted name starts in .dynstr; then one pass over the symbols.
+            offsets = {}
+            for name in wanted:
+                at = names.find(b"\0" + name.encode() + b"\0")
+                if at >= 0:
+                    offsets[at + 1] = name
+            symbols = data[sh[4]:sh[4] + sh[5]]
+            for st_name, _, _, shndx, value, _ in struct.iter_unpack("<IBBHQQ", symbols):
+                if st_name in offsets and shndx and value:
+                    found[offsets[st_name]] = value
+    return found, first_load & ~0xFFF
 
 
-@dataclass
 class Target:
     """A running Python process: where its C API functions are, its version."""
-    pid: int
-    symbols: dict[str, int]
-    version: tuple[int, int, int]
-    libc_syscall: int           # address of a `syscall` instruction
+
+    def __init__(self, pid: int, symbols: dict[str, int], version: tuple[int, int, int],
+                 libc_syscall: int) -> None:
+        self.pid = pid
+        self.symbols = symbols
+        self.version = version
+        self.libc_syscall = libc_syscall        # address of a `syscall` instruction
 
     @property
     def version_text(self) -> str:
@@ -228,12 +224,11 @@ def _find_syscall(pid: int, maps: list[Mapping]) -> int:
     for m in maps:
         name = os.path.basename(m.path)
         if "x" in m.perms and (name.startswith("libc.so") or name.startswith("libc-")):
-            with open(_file_path(pid, m.path), "rb") as f:
-                f.seek(m.offset)
-                text = f.read(m.end - m.start)
-            at = text.find(b"\x0f\x05")
+            with open(_file_path(pid, m.path), "rb") as f, \
+                    mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as text:
+                at = text.find(b"\x0f\x05", m.offset, m.offset + m.end - m.start)
             if at >= 0:
-                return m.start + at
+                return m.start + at - m.offset
     return 0
 
 
@@ -291,10 +286,11 @@ def _prepare_dir(pid: int) -> str:
     owner = os.stat(f"/proc/{pid}").st_uid
     if os.stat(path).st_uid != owner:
         os.chown(path, owner, -1)
-    token = os.path.join(path, f"attach-{secrets.token_hex(8)}")
+    token = os.path.join(path, f"attach-{os.urandom(8).hex()}")
     with open(token, "w"):
         pass
-    os.chown(token, owner, -1) if os.getuid() == 0 else None
+    if os.getuid() == 0:
+        os.chown(token, owner, -1)
     try:
         os.unlink(os.path.join(path, ERROR_FILE))
     except FileNotFoundError:
@@ -332,7 +328,7 @@ def inject(pid: int, method: str = "auto", timeout: float = 5.0) -> Injection:
     if method == "auto":
         if sys.version_info >= (3, 14) and target.version[:2] == sys.version_info[:2]:
             method = "remote_exec"
-        elif platform.machine() == "x86_64" and target.libc_syscall:
+        elif os.uname().machine == "x86_64" and target.libc_syscall:
             method = "ptrace"
         else:
             method = "gdb"
@@ -516,6 +512,8 @@ def _inject_ptrace(target: Target, code: bytes) -> float:
 # -- injector: gdb
 
 def _inject_gdb(target: Target, code: str) -> float:
+    import shutil
+    import subprocess
     gdb = shutil.which("gdb")
     if gdb is None:
         raise AttachError("gdb is needed to attach here and is not installed "

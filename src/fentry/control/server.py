@@ -25,7 +25,6 @@ buffers every few milliseconds, and a slow reader only slows its own thread
 from __future__ import annotations
 
 import _thread
-import fcntl
 import json
 import os
 import select
@@ -33,56 +32,13 @@ import socket
 import stat
 import struct
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import hotpath
 from ..errors import TraceError
+from .wire import high_socket, recv_line, send_header, socket_dir, socket_path
 
-SOCKET_ROOT = "/tmp"            # fixed, not $TMPDIR: client and target must agree
-SOCKET_NAME = "control"
 POLL_INTERVAL = 0.02            # how often a stream drains, and threads look for stop
-MAX_REQUEST = 1 << 20           # bytes of one request line (a kprobe_events write)
-AGENT_FD_MIN = 200              # fentry's descriptors live from here up
-
-
-def high_fd(fd: int) -> int:
-    """``fd`` moved to a high number (close-on-exec), so the program's own
-    open() calls get the descriptors they would without fentry."""
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
-    os.close(fd)
-    return high
-
-
-def _high_socket(sock: socket.socket) -> socket.socket:
-    moved = socket.socket(sock.family, sock.type, fileno=high_fd(sock.detach()))
-    return moved
-
-
-def socket_dir(pid: int) -> str:
-    return os.path.join(SOCKET_ROOT, f"fentry-{pid}")
-
-
-def socket_path(pid: int) -> str:
-    return os.path.join(socket_dir(pid), SOCKET_NAME)
-
-
-# -- the wire: one JSON line each way, then payload bytes
-
-def send_header(sock: socket.socket, header: dict) -> None:
-    sock.sendall(json.dumps(header).encode() + b"\n", socket.MSG_NOSIGNAL)
-
-
-def recv_line(sock: socket.socket, limit: int = MAX_REQUEST) -> bytes:
-    """One line (without its newline); b"" if the peer closed first."""
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            return b""
-        data += chunk
-        if len(data) > limit:
-            raise ValueError("request line too long")
-    return bytes(data[:-1])
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int]:
@@ -151,7 +107,7 @@ class ControlServer:
     # -- lifecycle
     def start(self) -> None:
         _make_private_dir(self.dir)
-        listener = _high_socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        listener = high_socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         try:
             # Born 0600 under a temporary name, listening before it appears
             # under its own: whoever sees the socket can connect to it.
@@ -242,7 +198,7 @@ class ControlServer:
                     sock, _ = listener.accept()
                 except (BlockingIOError, InterruptedError):
                     continue
-                sock = _high_socket(sock)
+                sock = high_socket(sock)
                 sock.setblocking(True)
                 self._spawn(self._serve, sock)
         finally:

@@ -9,7 +9,7 @@ Read and write semantics follow the kernel's: a plain write replaces (``>``),
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import TraceError
 from ..events.trace_kprobe import ProbeEvents, enable_text

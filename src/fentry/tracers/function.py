@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import CodeType
-from typing import Callable
+from collections.abc import Callable
 
 from .. import arch, hotpath
 from ..ftrace import FtraceOps

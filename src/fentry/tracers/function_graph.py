@@ -10,7 +10,7 @@ PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 from __future__ import annotations
 
 from types import CodeType
-from typing import Callable
+from collections.abc import Callable
 
 from .. import arch, hotpath
 from ..ftrace import FtraceOps

@@ -1,0 +1,61 @@
+"""The control socket's names and wire format, shared by the agent and the
+``fentry`` command (which must not need the in-process machinery to talk).
+
+Where: ``/tmp/fentry-PID/control``.  What: one JSON line each way, then
+payload bytes (see ``server.py``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+
+SOCKET_ROOT = "/tmp"            # fixed, not $TMPDIR: client and target must agree
+SOCKET_NAME = "control"
+MAX_REQUEST = 1 << 20           # bytes of one request line (a kprobe_events write)
+AGENT_FD_MIN = 200              # fentry's descriptors live from here up
+
+# fentry run: the agent's configuration, and the directory whose
+# sitecustomize starts it (first on the program's PYTHONPATH).
+ENV_CONFIG = "FENTRY_AGENT"
+BOOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_boot")
+
+
+def socket_dir(pid: int) -> str:
+    return os.path.join(SOCKET_ROOT, f"fentry-{pid}")
+
+
+def socket_path(pid: int) -> str:
+    return os.path.join(socket_dir(pid), SOCKET_NAME)
+
+
+def high_fd(fd: int) -> int:
+    """``fd`` moved to a high number (close-on-exec), so the program's own
+    open() calls get the descriptors they would without fentry."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
+    os.close(fd)
+    return high
+
+
+def high_socket(sock: socket.socket) -> socket.socket:
+    """``sock`` moved to a high descriptor (see ``high_fd``)."""
+    return socket.socket(sock.family, sock.type, fileno=high_fd(sock.detach()))
+
+
+def send_header(sock: socket.socket, header: dict) -> None:
+    sock.sendall(json.dumps(header).encode() + b"\n", socket.MSG_NOSIGNAL)
+
+
+def recv_line(sock: socket.socket, limit: int = MAX_REQUEST) -> bytes:
+    """One line (without its newline); b"" if the peer closed first."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            return b""
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("request line too long")
+    return bytes(data[:-1])
