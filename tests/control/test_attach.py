@@ -276,10 +276,10 @@ def test_python_older_than_312_is_refused(tmp_path):
         old.wait()
 
 
-BLOCKED = """
-import os, sys, time
+BUSY = """
+import ctypes, os, sys, time
 print("ready", flush=True)
-time.sleep(float(sys.argv[1]))          # the main thread is outside Python meanwhile
+ctypes.PyDLL(None).sleep(int(sys.argv[1]))    # C code that keeps the GIL: no safe point meanwhile
 for i in range(50):
     time.sleep(0.01)
 print("done", "fentry" in sys.modules, os.path.exists(f"/tmp/fentry-{os.getpid()}"),
@@ -287,8 +287,8 @@ print("done", "fentry" in sys.modules, os.path.exists(f"/tmp/fentry-{os.getpid()
 """
 
 
-def test_blocked_main_thread_times_out_and_the_bootstrap_never_runs(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKED, "3"], stdout=subprocess.PIPE,
+def test_main_thread_busy_in_c_times_out_and_the_bootstrap_never_runs(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", BUSY, "3"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()
@@ -302,6 +302,62 @@ def test_blocked_main_thread_times_out_and_the_bootstrap_never_runs(tmp_path):
             proc.kill()
     # The queued bootstrap ran once the thread came back, and did nothing.
     assert out == "done False False 1\n" and err == ""
+
+
+BLOCKED = """
+import os, select, sys, threading, time
+def add(x):
+    return x + 1
+def worker():
+    n = 0
+    while not stop.is_set():
+        add(n)
+        n += 1
+        time.sleep(0.002)
+stop = threading.Event()
+t = threading.Thread(target=worker, name="worker")
+t.start()
+print("ready", flush=True)
+how, started = sys.argv[1], time.monotonic()
+if how == "sleep":
+    time.sleep(2)
+elif how == "join":
+    threading.Timer(2, stop.set).start()
+    t.join()
+elif how == "select":
+    r, w = os.pipe()
+    select.select([r], [], [], 2)
+elif how == "input":
+    print("got", input(), flush=True)
+stop.set()
+t.join()
+print(how, "returned after", round(time.monotonic() - started), "s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["sleep", "join", "select", "input"])
+def test_attach_while_the_main_thread_is_blocked(tmp_path, how):
+    """A main thread blocked outside Python (sleep, select, a read) or on a
+    lock (join) is attached to at once; its call ends when it would have."""
+    out = tmp_path / "trace.txt"
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED, how], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        got = fentry("attach", str(proc.pid), "-e", "p:add add x=x", "-o", str(out),
+                     "--duration", "0.5", "--timeout", "1.5")
+        assert got.returncode == 0, got.stderr
+        assert [line for line in lines_of(out) if "worker-" in line and ": add: (add+0x0) x=" in line]
+        stdout, stderr = proc.communicate("typed\n" if how == "input" else None, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert stderr == ""
+    lines = stdout.splitlines()
+    if how == "input":      # it returns when the line is typed, after the attach
+        assert lines[0] == "got typed" and lines[-1].startswith("input returned after"), stdout
+    else:
+        assert lines[-1] == f"{how} returned after 2 s", stdout
 
 
 def test_gdb_missing_is_said(target):

@@ -2,22 +2,27 @@
 
 The bootstrap is a few lines of Python that load fentry from its own
 directory (without touching the program's ``sys.path``) and call
-``agent.attach()`` from a thread of its own.  It has to run at a safe point:
-never in the middle of whatever the program's thread was doing.  CPython's
-safe point for foreign code is a *pending call*: ``Py_AddPendingCall(f, arg)``
-queues ``f(arg)``, and the main thread runs it between two bytecodes, with
-the GIL, exactly where it would handle a signal.  So the injectors only queue
-``PyRun_SimpleString(bootstrap)``:
+``agent.attach()`` from a thread of its own.  It has to run at a safe point,
+never in the middle of whatever the program's main thread was doing:
+
+- a *pending call*: ``Py_AddPendingCall(PyRun_SimpleString, bootstrap)``
+  queues it, and the main thread runs it between two bytecodes, with the
+  GIL, exactly where it would handle a signal;
+- or, when the main thread is blocked in a system call without the GIL
+  (sleep, select, a read), a call it makes itself there, as a C callback
+  would: ``PyGILState_Ensure(); PyRun_SimpleString(); PyGILState_Release()``.
+
+The injectors:
 
 - ``ptrace`` (x86-64 Linux, the default): fentry's own.  It stops the main
-  thread, has it make an anonymous page (``mmap``), writes the bootstrap there,
-  has it call ``Py_AddPendingCall`` and puts every register back.  The
-  program is stopped for about a millisecond.
-- ``gdb``: the same call made by gdb (``gdb -p PID -batch``); about 0.7 s of
-  pause, and gdb must be installed.  The fallback where ptrace is not ours
-  to use (another architecture).
-- ``remote_exec``: Python 3.14's ``sys.remote_exec``, when fentry itself runs
-  on the target's Python version (3.14 or newer).
+  thread, has it map a page (``mmap``) for the bootstrap, picks the safe
+  point (see ``_inject_ptrace``) and puts every register back.  The program
+  is stopped for about a millisecond.
+- ``gdb``: the pending call made by gdb (``gdb -p PID -batch``); about half a
+  second of pause, and gdb must be installed.  The fallback where ptrace is
+  not ours to use (another architecture).
+- ``remote_exec``: Python 3.14's ``sys.remote_exec``, when fentry itself
+  runs on the target's Python version (3.14 or newer).
 
 A bootstrap that has not run when the client gives up (the main thread is
 blocked outside Python) does nothing when it finally runs: it starts only if
@@ -136,7 +141,8 @@ class Target:
         return ".".join(map(str, self.version))
 
 
-PY_SYMBOLS = {"Py_AddPendingCall", "PyRun_SimpleString", "Py_Version"}
+PY_SYMBOLS = {"Py_AddPendingCall", "PyRun_SimpleString", "Py_Version", "PyGILState_Check",
+              "PyGILState_Ensure", "PyGILState_Release"}
 
 
 def inspect_target(pid: int) -> Target:
@@ -378,7 +384,6 @@ PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
 REGS = ("r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
         "rsp ss fs_base gs_base ds es fs gs").split()
-R = {name: i for i, name in enumerate(REGS)}
 MINUS_ONE = (1 << 64) - 1
 SYS_MMAP = 9
 
@@ -456,57 +461,111 @@ class _Tracee:
         _ptrace(PTRACE_DETACH, self.pid, 0, self.pending_signal)
 
 
+# A thread stopped in a system call shows one of these in rax (the kernel
+# restarts the call when it resumes), with the call's number in orig_rax.
+ERESTART = {MINUS_ONE + 1 - e for e in (512, 513, 514, 516)} | {MINUS_ONE + 1 - 4}   # and -EINTR
+EINTR_RESULT = MINUS_ONE + 1 - 4
+SYS_FUTEX = 202
+STACK_SKIP = 512        # past the red zone below rsp, for our calls' frames
+
+
 def _inject_ptrace(target: Target, code: bytes) -> float:
-    """Queue ``PyRun_SimpleString(code)`` as a pending call in the target."""
+    """Run ``PyRun_SimpleString(code)`` in the target's main thread at a safe point.
+
+    Where the thread was stopped decides which:
+
+    - running (it holds the GIL, or is about to): the code is queued with
+      ``Py_AddPendingCall``; the thread runs it between two bytecodes.
+    - blocked in a system call other than futex, without the GIL (time.sleep,
+      select, accept, read...): the thread is where a C extension that let go
+      of the GIL is, and may well stay there; it makes the call itself, as a
+      C callback would: ``PyGILState_Ensure(); PyRun_SimpleString(code);
+      PyGILState_Release()``, then goes back into its system call.
+    - waiting on a lock (futex): the code is queued, and the wait ends with
+      EINTR, as a signal ends it; CPython's lock wait then runs pending calls
+      (thread.join(), queue.get(), lock.acquire()).
+
+    Returns how long the thread was stopped."""
     pid = target.pid
     tracee = _Tracee(pid)
     started = time.perf_counter()
     tracee.stop()
     saved = tracee.regs()
+    resume = _Regs.from_buffer_copy(saved)
     try:
-        # 1. mmap an anonymous page for the code: the `syscall` instruction of libc, one step.
-        size = (len(code) + 0xFFF) & ~0xFFF
-        regs = _Regs.from_buffer_copy(saved)
-        regs.rip, regs.rax, regs.orig_rax = target.libc_syscall, SYS_MMAP, MINUS_ONE
-        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = 0, size, 3, 0x22, MINUS_ONE, 0
-        tracee.set_regs(regs)
-        _ptrace(PTRACE_SINGLESTEP, pid)
-        tracee.expect_stop(signal.SIGTRAP, 2.0)
-        page = tracee.regs().rax
-        if page >= MINUS_ONE - 4095:
-            raise AttachError(f"process {pid}: mmap failed in the target "
-                              f"({os.strerror(MINUS_ONE + 1 - page)})")
+        in_syscall = saved.orig_rax != MINUS_ONE and saved.rax in ERESTART
+        page = _map_page(tracee, target, saved, len(code))
         with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
             mem.seek(page)
             mem.write(code)
-            # 2. Py_AddPendingCall(PyRun_SimpleString, page), returning to address 0:
-            #    the fault that makes is our signal that the call is done.
-            sp = ((saved.rsp - 512) & ~0xF) - 8        # past the red zone, aligned as at a call
-            mem.seek(sp)
-            mem.write(b"\0" * 8)
-        regs = _Regs.from_buffer_copy(saved)
-        regs.rip, regs.rsp, regs.rax, regs.orig_rax = (target.symbols["Py_AddPendingCall"], sp, 0,
-                                                       MINUS_ONE)
-        regs.rdi, regs.rsi = target.symbols["PyRun_SimpleString"], page
-        tracee.set_regs(regs)
-        _ptrace(PTRACE_CONT, pid)
-        try:
-            tracee.expect_stop(signal.SIGSEGV, 1.0)
-        except TimeoutError:
-            # It waits on the pending-calls lock, held where we stopped it:
-            # put it back there, untouched, and say so.
-            _ptrace(PTRACE_INTERRUPT, pid)
-            tracee.expect_stop(signal.SIGTRAP, 2.0)
-            raise AttachError(f"process {pid} is busy (its pending-call queue is locked); "
-                              "nothing was changed, try again") from None
-        result = ctypes.c_int(tracee.regs().rax & 0xFFFFFFFF).value
-        if result != 0:
-            raise AttachError(f"process {pid}: Py_AddPendingCall failed (its queue is full); "
-                              "try again")
+            call = _Caller(tracee, saved, mem)
+            holds_gil = not in_syscall or call(target.symbols["PyGILState_Check"])
+            if in_syscall and not holds_gil and saved.orig_rax != SYS_FUTEX:
+                state = call(target.symbols["PyGILState_Ensure"], timeout=30.0)
+                result = call(target.symbols["PyRun_SimpleString"], page, timeout=30.0)
+                call(target.symbols["PyGILState_Release"], state & 0xFFFFFFFF)
+                if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
+                    raise AttachError(f"process {pid}: the bootstrap failed to run")
+            else:
+                try:
+                    result = call(target.symbols["Py_AddPendingCall"],
+                                  target.symbols["PyRun_SimpleString"], page)
+                except TimeoutError:
+                    # It waits on the pending-calls lock, held where we stopped it:
+                    # put it back there, untouched, and say so.
+                    _ptrace(PTRACE_INTERRUPT, pid)
+                    tracee.expect_stop(signal.SIGTRAP, 2.0)
+                    raise AttachError(f"process {pid} is busy (its pending-call queue is locked); "
+                                      "nothing was changed, try again") from None
+                if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
+                    raise AttachError(f"process {pid}: Py_AddPendingCall failed (its queue is "
+                                      "full); try again")
+                if in_syscall and saved.orig_rax == SYS_FUTEX:
+                    resume.rax = EINTR_RESULT
     finally:
-        tracee.set_regs(saved)
+        tracee.set_regs(resume)
         tracee.detach()
     return time.perf_counter() - started
+
+
+def _map_page(tracee: _Tracee, target: Target, saved: _Regs, size: int) -> int:
+    """mmap an anonymous page in the target: the `syscall` instruction of
+    its libc, one step."""
+    size = (size + 0xFFF) & ~0xFFF
+    regs = _Regs.from_buffer_copy(saved)
+    regs.rip, regs.rax, regs.orig_rax = target.libc_syscall, SYS_MMAP, MINUS_ONE
+    regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = 0, size, 3, 0x22, MINUS_ONE, 0
+    tracee.set_regs(regs)
+    _ptrace(PTRACE_SINGLESTEP, tracee.pid)
+    tracee.expect_stop(signal.SIGTRAP, 2.0)
+    page = tracee.regs().rax
+    if page >= MINUS_ONE - 4095:
+        raise AttachError(f"process {tracee.pid}: mmap failed in the target "
+                          f"({os.strerror(MINUS_ONE + 1 - page)})")
+    return page
+
+
+class _Caller:
+    """Calls a C function in the stopped thread: arguments in registers, a
+    return address of 0, whose fault stops the thread again with the result
+    in rax."""
+
+    def __init__(self, tracee: _Tracee, saved: _Regs, mem) -> None:
+        self.tracee = tracee
+        self.saved = saved
+        self.sp = ((saved.rsp - STACK_SKIP) & ~0xF) - 8      # aligned as just after a call
+        mem.seek(self.sp)
+        mem.write(b"\0" * 8)
+
+    def __call__(self, func: int, *args: int, timeout: float = 1.0) -> int:
+        regs = _Regs.from_buffer_copy(self.saved)
+        regs.rip, regs.rsp, regs.rax, regs.orig_rax = func, self.sp, 0, MINUS_ONE
+        for name, value in zip(("rdi", "rsi", "rdx"), args):
+            setattr(regs, name, value)
+        self.tracee.set_regs(regs)
+        _ptrace(PTRACE_CONT, self.tracee.pid)
+        self.tracee.expect_stop(signal.SIGSEGV, timeout)
+        return self.tracee.regs().rax
 
 
 # -- injector: gdb
