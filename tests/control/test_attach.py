@@ -304,6 +304,26 @@ def test_main_thread_busy_in_c_times_out_and_the_bootstrap_never_runs(tmp_path):
     assert out == "done False False 1\n" and err == ""
 
 
+EXITS = """
+import ctypes, signal
+signal.alarm(1)                     # SIGALRM's default action ends the process in 1 s
+print("ready", flush=True)
+ctypes.PyDLL(None).sleep(10)        # C code that keeps the GIL: no safe point before that
+"""
+
+
+def test_process_exiting_during_attach_is_said(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", EXITS], stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        got = fentry("attach", str(proc.pid), "--timeout", "20")
+        assert got.returncode == 1 and f"process {proc.pid} exited during attach" in got.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not os.path.exists(f"/tmp/fentry-{proc.pid}")
+
+
 BLOCKED = """
 import os, select, sys, threading, time
 def add(x):

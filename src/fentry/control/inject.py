@@ -315,6 +315,16 @@ def _give_up(pid: int, token: str) -> None:
         pass
 
 
+def _alive(pid: int) -> bool:
+    """Running (not gone, nor a zombie its parent has yet to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def blocked_in(pid: int) -> str:
     """What the target's main thread waits in, from the kernel's wchan."""
     try:
@@ -363,7 +373,7 @@ def inject(pid: int, method: str = "auto", timeout: float = 5.0) -> Injection:
             os.unlink(error_file)
             _give_up(pid, token)
             raise AttachError(f"fentry's agent failed to start in process {pid}:\n{detail}")
-        if not os.path.exists(f"/proc/{pid}"):
+        if not _alive(pid):
             _give_up(pid, token)
             raise AttachError(f"process {pid} exited during attach")
         if time.monotonic() > deadline:
