@@ -413,3 +413,25 @@ def test_remote_exec_injector(target, tmp_path):
     result, residue, _ = target.finish()
     check_result(result)
     check_no_residue(residue)
+
+
+def test_a_reader_that_does_not_read_or_vanishes_never_blocks_the_program(target):
+    pid = str(target.pid)
+    assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
+    assert fentry("-p", pid, "write", "events/kprobes/add/enable", "1").returncode == 0
+    assert fentry("-p", pid, "write", "current_tracer", "function").returncode == 0   # plenty to stream
+    stuck = fentry_bg("-p", pid, "pipe")          # its output is never read: the pipe fills up
+    hits = []
+    for _ in range(3):
+        time.sleep(0.5)
+        hits.append(profile(fentry("-p", pid, "read", "kprobe_profile").stdout)["add"][0])
+    assert hits[0] < hits[1] < hits[2], hits       # the program went on all along
+    stuck.kill()                                   # and the reader vanishes
+    stuck.wait()
+    more = profile(fentry("-p", pid, "read", "kprobe_profile").stdout)["add"][0]
+    assert more > hits[2]
+    assert fentry("-p", pid, "detach").returncode == 0
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
