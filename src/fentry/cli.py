@@ -362,45 +362,56 @@ def cmd_attach(opts: argparse.Namespace) -> int:
 
 
 def cmd_control(opts: argparse.Namespace) -> int:
-    """ls, read, write, pipe, detach on process -p PID."""
+    """ls, read, write, pipe, detach on process -p PID.
+
+    On a process with no agent, one is started for the command.  It stays
+    after a write that was applied (the state the write set lives in it,
+    until ``detach``); after anything else it goes again at once."""
     command = opts.command
     if opts.pid is None:
         print(f"fentry {command}: which process? (fentry -p PID {command} ...)", file=sys.stderr)
         return 2
     client = Client(opts.pid)
+    started = False
+    status = 1
     try:
         if not client.available() and command != "detach":
-            injection = inject(opts.pid)
-            print(f"fentry: started fentry's agent in process {opts.pid} ({injection.method}); "
-                  f"`fentry -p {opts.pid} detach` removes it", file=sys.stderr)
+            inject(opts.pid)
+            started = True
         if command == "ls":
             sys.stdout.write("".join(name + "\n" for name in client.ls(opts.path)))
-        elif command == "read":
-            if opts.path.strip("/") == "trace_pipe":
-                return _pipe(client)
+        elif command == "read" and opts.path.strip("/") != "trace_pipe":
             sys.stdout.write(client.read(opts.path))
         elif command == "write":
             client.write(opts.path, opts.text, opts.append)
-        elif command == "pipe":
-            return _pipe(client)
+            if started:
+                print(f"fentry: started fentry's agent in process {opts.pid}; "
+                      f"`fentry -p {opts.pid} detach` removes it", file=sys.stderr)
+                started = False         # it stays
+        elif command in ("pipe", "read"):
+            _pipe(client)
         elif command == "detach":
             client.detach()
+        status = 0
     except Refused as e:
         print(str(e), file=sys.stderr)
-        return 1
     except (NoAgent, AttachError) as e:
         print(f"fentry {command}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    finally:
+        if started:
+            try:
+                client.detach()
+            except (NoAgent, Refused):
+                pass
+    return status
 
 
-def _pipe(client: Client) -> int:
+def _pipe(client: Client) -> None:
     sock = client.open_pipe()
     try:
         copy_stream(sock, sys.stdout.buffer)
     except KeyboardInterrupt:
         pass
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,14 @@ def test_attach_twice_reuses_the_agent(target, tmp_path):
 
 def test_control_of_a_process_with_no_agent_yet(target, tmp_path):
     pid = str(target.pid)
+    # A read-only look leaves nothing behind; a rejected write neither.
+    listing = fentry("-p", pid, "read", "available_filter_functions")
+    assert listing.returncode == 0 and "add [__main__]" in listing.stdout.splitlines()
+    assert not os.path.exists(f"/tmp/fentry-{pid}")
+    bad = fentry("-p", pid, "write", "current_tracer", "bogus")
+    assert bad.returncode == 1 and "No such tracer" in bad.stderr and "^" in bad.stderr
+    assert not os.path.exists(f"/tmp/fentry-{pid}")
+    # A write that is applied starts an agent that stays.
     got = fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty")
     assert got.returncode == 0, got.stderr
     assert f"started fentry's agent in process {pid}" in got.stderr

@@ -187,9 +187,8 @@ class Agent:
         return None
 
     def _detach_request(self, server: ControlServer, conn: Connection, request: dict) -> dict:
-        send_header(conn.sock, {"ok": True, "size": 0})
-        self.detach()
-        return None
+        self.detach()           # answered once done: the socket and its directory are gone
+        return {"ok": True, "size": 0}
 
     # -- the end
     def finish_streams(self) -> None:
