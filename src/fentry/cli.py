@@ -29,7 +29,7 @@ import time
 from .control.client import Client, NoAgent, Refused, copy_stream
 from .control.collector import Collector, Merger
 from .control.inject import AttachError, inject
-from .control.wire import AGENT_FD_MIN, BOOT_DIR, ENV_CONFIG
+from .control.wire import AGENT_FD_MIN, BOOT_DIR, ENV_CONFIG, apply_settings
 from .errors import TraceError
 
 # The in-process modules (tracers, probe events, the ftrace core) are imported
@@ -207,6 +207,12 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
     return True
 
 
+def _settings(opts: argparse.Namespace) -> dict:
+    """The tracing options, as ``wire.apply_settings`` takes them."""
+    return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
+            "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes}
+
+
 def _open_output(opts: argparse.Namespace, command: str):
     """(file, close it) for -o FILE; stderr by default.  None if it cannot be written."""
     if not opts.output:
@@ -236,11 +242,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     merger = Merger(out)
     collector = Collector(merger) if opts.follow else None
     env = dict(os.environ)
-    config = {
-        "fd": write_fd, "tracer": opts.tracer, "filter": opts.filter, "notrace": opts.notrace,
-        "options": opts.option, "buffer_size_kb": opts.buffer_size_kb, "probes": opts.probes,
-        "pythonpath": os.environ.get("PYTHONPATH"),
-    }
+    config = {"fd": write_fd, "pythonpath": os.environ.get("PYTHONPATH"), **_settings(opts)}
     if collector is not None:
         config.update(follow=True, collector=collector.path)
     env[ENV_CONFIG] = json.dumps(config)
@@ -280,23 +282,6 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     return status
 
 
-def _configure(client: Client, opts: argparse.Namespace) -> None:
-    """Set the agent's tracefs up as run's options would (raises Refused)."""
-    client.write("buffer_size_kb", str(opts.buffer_size_kb))
-    client.write("trace_options", " ".join(opts.option))
-    client.write("set_ftrace_filter", " ".join(opts.filter))
-    client.write("set_ftrace_notrace", " ".join(opts.notrace))
-    client.write("current_tracer", opts.tracer)
-    for definition, filter_text in opts.probes:
-        client.write("kprobe_events", definition, append=True)
-        from .events.probe_parser import parse_probe
-        defn = parse_probe(definition)
-        path = f"events/{defn.group}/{defn.event}"
-        if filter_text is not None:
-            client.write(f"{path}/filter", filter_text)
-        client.write(f"{path}/enable", "1")
-
-
 def cmd_attach(opts: argparse.Namespace) -> int:
     if not _check_tracing_options(opts, "attach"):
         return 2
@@ -317,7 +302,7 @@ def cmd_attach(opts: argparse.Namespace) -> int:
         # The session first: if this command dies from here on, the agent detaches.
         session = client.open_pipe(session=True)
         try:
-            _configure(client, opts)
+            apply_settings(client, _settings(opts))
             header = client.request("header")
         except Refused as e:
             print(str(e), file=sys.stderr)

@@ -28,16 +28,16 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
-from ..events.probe_parser import parse_probe
 from . import tracefs as tracefs_module
 from .server import Connection, ControlServer
-from .wire import BOOT_DIR, ENV_CONFIG, high_fd, send_header
+from .wire import BOOT_DIR, ENV_CONFIG, apply_settings, high_fd, send_header
 from .tracefs import tracefs
 
 # The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
@@ -81,6 +81,8 @@ class Streamer:
     def start_thread(self) -> None:
         """``run()`` in a bare _thread of its own, not a threading.Thread: the
         program's threading.enumerate() and active_count() stay what they were."""
+        global _stream_threads
+        _stream_threads += 1        # counted from before it exists (see _before_fork)
         _thread.start_new_thread(_quietly, (self.run,))
 
     def stop(self) -> None:
@@ -103,12 +105,17 @@ class Streamer:
         self.write(self.fs.instance.read_pipe())
 
 
+_stream_threads = 0         # Streamer threads started and not yet ended
+
+
 def _quietly(func: Callable[[], None]) -> None:
+    global _stream_threads
     hotpath.quiet_thread(True)      # what this thread runs is never traced
     try:
         func()
     finally:
         hotpath.quiet_thread(False)
+        _stream_threads -= 1
 
 
 def _fd_sink(fd: int) -> Callable[[bytes], None]:
@@ -151,9 +158,8 @@ class Agent:
                                     self.fs.probes.log, tick=_drop_stale_fork_filter)
 
     def thread_count(self) -> int:
-        """Threads of this agent running now."""
-        streaming = self.run_stream is not None and self.run_stream.running.locked()
-        return self.server.threads + streaming
+        """Threads of this agent running now (or about to, or just ending)."""
+        return self.server.threads + _stream_threads
 
     def start_server(self) -> None:
         try:
@@ -220,8 +226,9 @@ class Agent:
     def forget_in_child(self, keep_tracing: bool = False) -> None:
         """After fork, in the child: let go of the parent's agent (its
         descriptors here are copies; its socket file stays the parent's)."""
-        global _agent, _sigterm_pipe
+        global _agent, _sigterm_pipe, _stream_threads
         self.detached = True
+        _stream_threads = 0         # they stayed in the parent
         if self.run_stream is not None:
             self.run_stream.stopped = True
         ftrace.reinit_after_fork()
@@ -317,6 +324,7 @@ def _install_fork_hook() -> None:
 _FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 _WARNS_AFTER_HOOKS = sys.version_info >= (3, 13)
 FORK_FILTER_LINGER = 0.1        # seconds
+FORK_COUNT_SETTLE = 0.01        # seconds
 _fork_filter: tuple | None = None
 _fork_filter_since = 0.0
 
@@ -324,15 +332,29 @@ _fork_filter_since = 0.0
 def _before_fork() -> None:
     global _fork_filter
     agent = _agent
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:
-        return
-    if agent is None or threads - agent.thread_count() > 1:
+    if agent is None or _program_threads(agent) > 1:
         _drop_fork_filter()         # the program's own threads: it gets its warning
     elif _fork_filter is None:
         warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
         _fork_filter = warnings.filters[0]
+
+
+def _program_threads(agent: Agent) -> int:
+    """Threads of the process that are not the agent's, as the fork warning
+    counts them (the kernel's count).  A thread of ours that has just ended
+    may linger there for a moment: when Python knows of no thread but the
+    caller, the count is given that moment to settle."""
+    python_view = len(threading._active) + len(threading._limbo)
+    deadline = time.monotonic() + FORK_COUNT_SETTLE
+    while True:
+        try:
+            threads = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return python_view
+        others = threads - agent.thread_count()
+        if others <= 1 or python_view > 1 or time.monotonic() > deadline:
+            return others
+        time.sleep(0.0005)
 
 
 def _after_fork_in_parent() -> None:
@@ -386,17 +408,6 @@ def _after_fork_in_child() -> None:
 _once: set[str] = set()         # process-wide hooks installed (they survive fork)
 
 
-def _add_probes(fs, probes: list) -> None:
-    """-e definitions: appended to kprobe_events, filtered, enabled."""
-    for definition, filter_text in probes:
-        fs.write("kprobe_events", definition, append=True)
-        defn = parse_probe(definition)
-        path = f"events/{defn.group}/{defn.event}"
-        if filter_text is not None:
-            fs.write(f"{path}/filter", filter_text)
-        fs.write(f"{path}/enable", "1")
-
-
 def _export_for_children(cfg: dict) -> None:
     """--follow: Python programs this one starts load the agent too.
 
@@ -440,18 +451,12 @@ def start_from_environment() -> None:
             return
     else:
         os.set_inheritable(fd, False)
-    fs = tracefs()
-    fs.write("buffer_size_kb", str(cfg["buffer_size_kb"]))
-    fs.write("trace_options", " ".join(cfg.get("options", [])))
-    fs.write("set_ftrace_filter", " ".join(cfg.get("filter", [])))
-    fs.write("set_ftrace_notrace", " ".join(cfg.get("notrace", [])))
-    fs.write("current_tracer", cfg["tracer"])
     try:
-        _add_probes(fs, cfg.get("probes", []))
+        apply_settings(tracefs(), cfg)
     except TraceError as e:
         os.write(2, (e.render() + "\n").encode())
         os._exit(2)         # the program does not start, as with a bad definition
-    _start_run_agent(cfg, fd, header="fd" in cfg and cfg["fd"] is not None)
+    _start_run_agent(cfg, fd, header=cfg.get("fd") is not None)
 
 
 def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
