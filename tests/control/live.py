@@ -21,6 +21,22 @@ ADD_LINE = re.compile(r"^\s*\S+-(?P<tid>\d+)\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: "
                       r"qty=(?P<qty>\d)$")
 
 
+def ptrace_refusal() -> str | None:
+    """Why this machine will not let us ptrace our own child (None: it will).
+    Containers without CAP_SYS_PTRACE, or yama's ptrace_scope 3, refuse."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    child = subprocess.Popen(["sleep", "10"])
+    try:
+        if libc.ptrace(0x4206, child.pid, None, None) == -1:       # PTRACE_SEIZE
+            return f"ptrace is not permitted here ({os.strerror(ctypes.get_errno())})"
+        libc.ptrace(17, child.pid, None, None)                      # PTRACE_DETACH
+        return None
+    finally:
+        child.kill()
+        child.wait()
+
+
 def env() -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = SRC + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")

@@ -12,12 +12,14 @@ import time
 import pytest
 
 from .live import (LONGRUN, Target, check_add_events, check_no_residue, check_result, env, fentry,
-                   fentry_bg, interrupt, lines_of, profile, wait_for)
+                   fentry_bg, interrupt, lines_of, profile, ptrace_refusal, wait_for)
 
 ADD_PROBE = "p:shop/add add sku=item.sku price=item.price qty=qty"
 RET_PROBE = "r:shop/added add total=$retval price=item.price qty=qty"
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+_REFUSAL = ptrace_refusal() if sys.platform.startswith("linux") else "Linux only"
+# Every test here puts fentry into a running process, which takes ptrace.
+pytestmark = pytest.mark.skipif(_REFUSAL is not None, reason=_REFUSAL or "")
 
 
 @pytest.fixture
