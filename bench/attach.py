@@ -52,19 +52,17 @@ def one_round(script: str, injector: str) -> tuple[float, float]:
         started = time.perf_counter()
         attach = subprocess.Popen([sys.executable, "-m", "fentry", "attach", str(target.pid),
                                    "--injector", injector, "-e", PROBE],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   bufsize=1)
-        # The trace goes to stderr, after fentry's one status line.
-        status = attach.stderr.readline()
         while True:
-            line = attach.stderr.readline()
+            line = attach.stdout.readline()
             if not line:
-                raise RuntimeError(f"fentry attach ended before any event: {status}")
+                raise RuntimeError(f"fentry attach ended before any event: {attach.stderr.read()}")
             if ": add: (add+0x0)" in line:
                 first = time.perf_counter() - started
                 break
         attach.send_signal(signal.SIGINT)
-        attach.communicate(timeout=30)
+        _, status = attach.communicate(timeout=30)
         if target.poll() is not None:
             raise RuntimeError("the target died")
         m = PAUSE.search(status)

@@ -81,7 +81,7 @@ def _attach_parser(sub) -> None:
     p = sub.add_parser(
         "attach", help="trace a running Python program (3.12+) until Ctrl-C",
         description="Put fentry's agent into running Python process PID, set tracing up as "
-                    "the options say, and stream its trace to stderr (or FILE with -o) until "
+                    "the options say, and stream its trace to stdout (or FILE with -o) until "
                     "Ctrl-C, --duration, or the program's end; then detach, leaving nothing "
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
@@ -213,10 +213,10 @@ def _settings(opts: argparse.Namespace) -> dict:
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes}
 
 
-def _open_output(opts: argparse.Namespace, command: str):
-    """(file, close it) for -o FILE; stderr by default.  None if it cannot be written."""
+def _open_output(opts: argparse.Namespace, command: str, default):
+    """(file, close it) for -o FILE, else ``default``.  None if it cannot be written."""
     if not opts.output:
-        return sys.stderr.buffer, False
+        return default, False
     try:
         return open(opts.output, "wb"), True
     except OSError as e:
@@ -230,7 +230,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
         return 2
     if not _check_tracing_options(opts, "run"):
         return 2
-    out, close_out = _open_output(opts, "run")
+    # stderr: stdout is the program's
+    out, close_out = _open_output(opts, "run", sys.stderr.buffer)
     if out is None:
         return 2
 
@@ -288,7 +289,8 @@ def cmd_attach(opts: argparse.Namespace) -> int:
     if opts.duration is not None and opts.duration <= 0:
         print("fentry attach: --duration must be positive", file=sys.stderr)
         return 2
-    out, close_out = _open_output(opts, "attach")
+    # stdout: there is no program output here (fentry's own lines go to stderr)
+    out, close_out = _open_output(opts, "attach", sys.stdout.buffer)
     if out is None:
         return 2
     started = time.perf_counter()
