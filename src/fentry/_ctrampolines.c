@@ -28,7 +28,7 @@ static PyObject *int0, *int1;   /* sys._getframe's arguments, and 1 */
 static PyObject *s_tb, *s_seq, *s_append, *s_errors, *s_co_qualname;
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
-            K_OFFSET_DISPATCH };
+            K_OFFSET_DISPATCH, K_PROBE };
 
 typedef struct {
     PyObject_HEAD
@@ -40,6 +40,7 @@ typedef struct {
     int rkind;          /* graph: the record's kind */
     int flag;           /* dispatcher: DISABLE on a miss; ops: save regs; graph: record exc type */
     PyObject *a, *b, *c, *d;
+    int *slots;         /* probe: per fetcharg, the fast-locals index it starts from */
 } Tramp;
 
 static PyTypeObject TrampType;
@@ -514,7 +515,7 @@ static PyTypeObject CodeTableType = {
  * (the kernel's ring buffer); read back as the same tuples the Python Ring
  * holds: (seq, ts, code, caller) or (seq, ts, kind, code[, exc_type]). */
 
-enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE };
+enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT };
 
 typedef struct {
     long long seq, ts;
@@ -571,6 +572,9 @@ rec_tuple(Rec *r)
         return Py_BuildValue("(LLiO)", r->seq, r->ts, r->kind, r->o1);
     case L_GRAPH_EXC:
         return Py_BuildValue("(LLiOO)", r->seq, r->ts, r->kind, r->o1, r->o2);
+    case L_EVENT:       /* a probe event: o1 is (event, site), o2 the values */
+        return Py_BuildValue("(LLOOO)", r->seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
+                             PyTuple_GET_ITEM(r->o1, 1), r->o2);
     default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
         PyObject *head = Py_BuildValue("(LL)", r->seq, r->ts);
         PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
@@ -1057,6 +1061,853 @@ graph_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ Switch
+ * An on/off flag the hot path reads without a Python call: a ring buffer's
+ * tracing_on (the kernel's ring_buffer_record_on/off). */
+
+typedef struct {
+    PyObject_HEAD
+    int on;
+} Switch;
+
+static PyTypeObject SwitchType;
+
+static PyObject *
+switch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"on", NULL};
+    int on = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p", kwlist, &on))
+        return NULL;
+    Switch *s = (Switch *)type->tp_alloc(type, 0);
+    if (s != NULL)
+        s->on = on;
+    return (PyObject *)s;
+}
+
+static PyObject *
+switch_get(Switch *s, void *closure)
+{
+    return PyBool_FromLong(s->on);
+}
+
+static int
+switch_set(Switch *s, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete 'on'");
+        return -1;
+    }
+    int on = PyObject_IsTrue(value);
+    if (on < 0)
+        return -1;
+    s->on = on;
+    return 0;
+}
+
+static PyGetSetDef switch_getset[] = {
+    {"on", (getter)switch_get, (setter)switch_set, "True: records are written", NULL},
+    {NULL}
+};
+
+static PyTypeObject SwitchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.Switch",
+    .tp_doc = "An on/off flag the hot path reads (a ring buffer's tracing_on).",
+    .tp_basicsize = sizeof(Switch),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = switch_new,
+    .tp_getset = switch_getset,
+};
+
+/* ------------------------------------------------------------------ probe events
+ * ProbeTrace: one probe event's hit, compiled (the kernel's kprobe_trace_func
+ * behind kprobe_dispatcher): fetch each fetcharg straight from the frame's
+ * fast locals, convert it, count the hit (and a miss when a fetch faulted),
+ * apply the filter, record (event, site, values) -- no Python call on the way.
+ *
+ * It reads exactly what events/fetch.py reads, with the same results and the
+ * same faults, and never runs user code: attributes come from the instance's
+ * storage (dict or slots) or a plain class attribute, looked up with
+ * _PyType_Lookup; items from builtin containers.  Whatever it does not know
+ * (an object whose type hooks attribute access, a method found on the class,
+ * an int subclass to convert, a cell variable, ...) is not guessed at: the
+ * whole hit goes to the Python path (`slow(frame)`), which does it as before.
+ * Nothing is counted or recorded before that decision, so a hit is counted once.
+ *
+ * Values: a flat tuple, one per fetcharg (the event knows the names).
+ * The filter runs here when it is comparisons of fields with constants
+ * (&& || ! and parentheses) and the values are ints or strs; a value it
+ * cannot compare exactly (an int beyond 64 bits) hands the decision to
+ * the Python filter, `filter_slow(values)`. */
+
+#define PROBE_MAX_ARGS 16       /* more fetchargs than this: the Python path */
+#define FILTER_MAX_STACK 64
+
+enum { R_LOCAL, R_ARG, R_IMM, R_GLOBAL };            /* where a fetcharg starts */
+enum { V_RAW, V_INT, V_STRING };                      /* its conversion */
+enum { FETCH_OK, FETCH_FAULT, FETCH_BAIL };           /* what a fetch gave */
+enum { P_EQ, P_NE, P_LT, P_LE, P_GT, P_GE, P_AND,    /* numeric predicates */
+       S_EQ, S_PREFIX, S_SUFFIX, S_IN };              /* string predicates */
+enum { I_NOT = -1, I_AND = -2, I_OR = -3 };           /* filter program, postfix */
+
+typedef struct {
+    int root;                   /* R_* */
+    int argn;                   /* R_ARG: 1-based */
+    PyObject *name;             /* R_LOCAL: the local; R_GLOBAL: the global */
+    PyObject *module;           /* R_GLOBAL: its module's name */
+    PyObject *imm;              /* R_IMM: the value */
+    PyObject *path;             /* tuple of (is_item, key) */
+    int conv, bits, is_signed;
+} Fetch;
+
+typedef struct {
+    int field, op, negate;
+    long long num;
+    PyObject *str;
+} Pred;
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t ring_tstate;       /* as a recorder Tramp: the thread whose ring is cached */
+    PyObject *ring;
+    PyObject *event, *local, *attach, *onoff, *snapshot, *fault, *slow;
+    PyObject *specs;            /* as given; None: every hit takes the Python path */
+    PyObject *filter_slow;      /* the Python filter, matches(values); None: no filter */
+    PyObject *filter_spec;      /* as given (holds the predicates' strings) */
+    int nargs;
+    Fetch *fetch;
+    int npreds, nprog;
+    Pred *preds;
+    int *prog;                  /* NULL: the filter is the Python one */
+    long long nhit, nmissed;
+} ProbeTrace;
+
+static PyTypeObject ProbeTraceType;
+static PyObject *make(int, int, int, PyObject *, PyObject *, PyObject *, PyObject *);
+
+/* -- the hot path */
+
+/* The running function's interpreter frame (frame 0: no Python frame sits
+ * between a sys.monitoring callback and the function it reports on). */
+static inline _PyInterpreterFrame *
+current_frame(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    return ts->current_frame;
+#else
+    return ts->cframe->current_frame;
+#endif
+}
+
+static inline PyObject *
+frame_code(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return f->f_executable;
+#else
+    return (PyObject *)f->f_code;
+#endif
+}
+
+/* fetch.get_attr: `obj.name` from storage only.  Types that hook attribute
+ * access, and non-data descriptors on the class (methods), go to Python. */
+static int
+fetch_attr(PyObject *obj, PyObject *name, PyObject **out)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    PyObject *v;
+    if (t == &PyModule_Type) {
+        PyObject *d = PyModule_GetDict(obj);
+        v = d ? PyDict_GetItemWithError(d, name) : NULL;
+        PyErr_Clear();
+        if (v == NULL)
+            return FETCH_FAULT;
+        *out = Py_NewRef(v);
+        return FETCH_OK;
+    }
+    if (t->tp_getattro != PyObject_GenericGetAttr)
+        return FETCH_BAIL;
+    PyObject *descr = _PyType_Lookup(t, name);           /* borrowed: the MRO walk, cached */
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {   /* a slot */
+        v = PyMemberDescr_Type.tp_descr_get(descr, obj, (PyObject *)t);
+        if (v == NULL) {
+            PyErr_Clear();
+            return FETCH_FAULT;
+        }
+        *out = v;
+        return FETCH_OK;
+    }
+    if (descr != NULL && Py_TYPE(descr)->tp_descr_set != NULL) {     /* a data descriptor */
+        if (Py_TYPE(descr)->tp_descr_get != NULL)
+            return FETCH_FAULT;                          /* a property: user code */
+        *out = Py_NewRef(descr);
+        return FETCH_OK;
+    }
+    if (descr != NULL && Py_TYPE(descr)->tp_descr_get != NULL)
+        return FETCH_BAIL;                               /* a method: only the instance dict counts */
+    /* No descriptor: the instance dict (not materialised), else the plain class attribute. */
+    v = _PyObject_GenericGetAttrWithDict(obj, name, NULL, 1);
+    if (v == NULL) {
+        PyErr_Clear();
+        return FETCH_FAULT;
+    }
+    *out = v;
+    return FETCH_OK;
+}
+
+/* fetch.get_item: `obj[key]` for builtin containers (their own storage). */
+static int
+fetch_item(PyObject *obj, PyObject *key, PyObject **out)
+{
+    PyObject *v;
+    if (PyDict_Check(obj)) {
+        v = PyDict_GetItemWithError(obj, key);
+        PyErr_Clear();
+        if (v == NULL)
+            return FETCH_FAULT;
+        *out = Py_NewRef(v);
+        return FETCH_OK;
+    }
+    if (!PyLong_CheckExact(key))
+        return FETCH_FAULT;
+    Py_ssize_t i = PyLong_AsSsize_t(key), n;
+    if (i == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return FETCH_FAULT;                              /* IndexError, as in Python */
+    }
+    if (PyList_Check(obj))
+        n = PyList_GET_SIZE(obj);
+    else if (PyTuple_Check(obj))
+        n = PyTuple_GET_SIZE(obj);
+    else if (PyUnicode_Check(obj))
+        n = PyUnicode_GET_LENGTH(obj);
+    else if (PyBytes_Check(obj))
+        n = PyBytes_GET_SIZE(obj);
+    else
+        return FETCH_FAULT;
+    if (i < 0)
+        i += n;
+    if (i < 0 || i >= n)
+        return FETCH_FAULT;
+    if (PyList_Check(obj))
+        v = Py_NewRef(PyList_GET_ITEM(obj, i));
+    else if (PyTuple_Check(obj))
+        v = Py_NewRef(PyTuple_GET_ITEM(obj, i));
+    else if (PyUnicode_Check(obj))
+        v = PyUnicode_FromOrdinal(PyUnicode_READ_CHAR(obj, i));
+    else
+        v = PyLong_FromLong((unsigned char)PyBytes_AS_STRING(obj)[i]);
+    if (v == NULL) {
+        PyErr_Clear();
+        return FETCH_FAULT;
+    }
+    *out = v;
+    return FETCH_OK;
+}
+
+/* fetch.snapshot's immutable types: stored as they are. */
+static inline int
+is_raw(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyLong_Type || t == &PyUnicode_Type || t == &PyFloat_Type || v == Py_None
+        || t == &PyBool_Type || t == &PyBytes_Type || t == &PyComplex_Type || t == &PyCode_Type;
+}
+
+/* fetch.convert / fetch.snapshot on *v (a new reference, replaced). */
+static int
+convert(ProbeTrace *p, Fetch *fs, PyObject **v)
+{
+    PyObject *x = *v, *r;
+    switch (fs->conv) {
+    case V_RAW:
+        if (is_raw(x))
+            return FETCH_OK;
+        r = PyObject_CallOneArg(p->snapshot, x);    /* the bounded safe repr: no user code */
+        break;
+    case V_INT: {
+        if (!PyLong_Check(x))
+            return Py_DECREF(x), FETCH_FAULT;
+        unsigned long long u = PyLong_AsUnsignedLongLongMask(x);    /* two's complement, mod 2**64 */
+        if (fs->bits < 64)
+            u &= (1ULL << fs->bits) - 1;
+        if (fs->is_signed && fs->bits < 64 && (u >> (fs->bits - 1)))
+            r = PyLong_FromLongLong((long long)u - (long long)(1ULL << fs->bits));
+        else if (fs->is_signed)
+            r = PyLong_FromLongLong((long long)u);
+        else
+            r = PyLong_FromUnsignedLongLong(u);
+        break;
+    }
+    default:        /* V_STRING */
+        if (PyBytes_CheckExact(x))
+            r = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x), "backslashreplace");
+        else if (PyUnicode_CheckExact(x))
+            return FETCH_OK;
+        else if (PyUnicode_Check(x))
+            r = PyUnicode_FromObject(x);            /* str.__str__: a plain copy */
+        else
+            return Py_DECREF(x), FETCH_FAULT;
+    }
+    Py_DECREF(x);
+    if (r == NULL) {
+        PyErr_Clear();
+        return FETCH_FAULT;
+    }
+    *v = r;
+    return FETCH_OK;
+}
+
+static int
+fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject **out)
+{
+    PyObject *v;
+    int r;
+    if (fs->root == R_LOCAL || fs->root == R_ARG) {
+        v = f->localsplus[slot];
+        if (v == NULL)
+            return FETCH_FAULT;                          /* unbound */
+        Py_INCREF(v);
+    } else if (fs->root == R_IMM) {
+        v = Py_NewRef(fs->imm);
+    } else {                                             /* R_GLOBAL: sys.modules[MOD].NAME */
+        PyObject *mods = PySys_GetObject("modules");
+        if (mods == NULL || !PyDict_Check(mods))
+            return FETCH_BAIL;
+        PyObject *m = PyDict_GetItemWithError(mods, fs->module);
+        PyErr_Clear();
+        if (m == NULL || m == Py_None)
+            return FETCH_FAULT;
+        if ((r = fetch_attr(m, fs->name, &v)) != FETCH_OK)
+            return r;
+    }
+    Py_ssize_t nsteps = PyTuple_GET_SIZE(fs->path);
+    for (Py_ssize_t i = 0; i < nsteps; i++) {
+        PyObject *step = PyTuple_GET_ITEM(fs->path, i), *next = NULL;
+        PyObject *key = PyTuple_GET_ITEM(step, 1);
+        r = PyTuple_GET_ITEM(step, 0) == Py_True ? fetch_item(v, key, &next)
+                                                 : fetch_attr(v, key, &next);
+        Py_DECREF(v);
+        if (r != FETCH_OK)
+            return r;
+        v = next;
+    }
+    r = convert(p, fs, &v);
+    if (r == FETCH_OK)
+        *out = v;
+    return r;
+}
+
+/* One predicate on one value: 1 or 0, or -1 when the Python filter must say. */
+static inline int
+pred_eval(Pred *pr, PyObject *v)
+{
+    int r;
+    if (pr->op <= P_AND) {
+        if (!PyLong_Check(v))                            /* a number field needs an int */
+            return 0;
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow)
+            return -1;
+        switch (pr->op) {
+        case P_EQ: return x == pr->num;
+        case P_NE: return x != pr->num;
+        case P_LT: return x < pr->num;
+        case P_LE: return x <= pr->num;
+        case P_GT: return x > pr->num;
+        case P_GE: return x >= pr->num;
+        default: return (x & pr->num) != 0;
+        }
+    }
+    if (!PyUnicode_Check(v))                             /* a string field needs a str */
+        return 0;
+    switch (pr->op) {
+    case S_EQ: r = PyUnicode_Compare(v, pr->str) == 0; break;
+    case S_PREFIX: r = PyUnicode_Tailmatch(v, pr->str, 0, PY_SSIZE_T_MAX, -1); break;
+    case S_SUFFIX: r = PyUnicode_Tailmatch(v, pr->str, 0, PY_SSIZE_T_MAX, 1); break;
+    default: r = PyUnicode_Contains(v, pr->str);
+    }
+    if (r < 0 || PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return pr->negate ? !r : r;
+}
+
+static int
+filter_eval(ProbeTrace *p, PyObject **vals)
+{
+    char stack[FILTER_MAX_STACK];
+    int sp = 0;
+    for (int k = 0; k < p->nprog; k++) {
+        int c = p->prog[k];
+        if (c >= 0) {
+            int r = pred_eval(&p->preds[c], vals[p->preds[c].field]);
+            if (r < 0)
+                return -1;
+            stack[sp++] = (char)r;
+        } else if (c == I_NOT) {
+            stack[sp - 1] = !stack[sp - 1];
+        } else {
+            sp--;
+            stack[sp - 1] = c == I_AND ? (stack[sp - 1] && stack[sp]) : (stack[sp - 1] || stack[sp]);
+        }
+    }
+    return stack[0];
+}
+
+/* The calling thread's Ring, cached with its thread state's id. */
+static inline Ring *
+probe_ring(ProbeTrace *p)
+{
+    uint64_t id = PyThreadState_Get()->id;
+    if (p->ring != NULL && p->ring_tstate == id)
+        return (Ring *)Py_NewRef(p->ring);
+    PyObject *tb = thread_buffer(p->local, p->attach);
+    if (tb != NULL && !PyObject_TypeCheck(tb, &RingType)) {
+        PyErr_SetString(PyExc_TypeError, "fentry: thread buffer is not a Ring");
+        Py_CLEAR(tb);
+    }
+    if (tb != NULL) {
+        Py_XSETREF(p->ring, Py_NewRef(tb));
+        p->ring_tstate = id;
+    }
+    return (Ring *)tb;
+}
+
+/* The Python path: slow(frame) does the whole hit, counting included. */
+static PyObject *
+probe_slow(ProbeTrace *p)
+{
+    PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    return PyObject_CallOneArg(p->slow, frame);
+}
+
+/* A flat tuple of the values (steals them).  One that holds no container
+ * is untracked at once, as the collector would at its first pass
+ * (_PyTuple_MaybeUntrack): records live long, and a tracked tuple per
+ * record costs every collection a visit. */
+static inline PyObject *
+values_tuple(PyObject **vals, int n)
+{
+    PyObject *values = PyTuple_New(n);
+    if (values == NULL) {
+        for (int i = 0; i < n; i++)
+            Py_DECREF(vals[i]);
+        return NULL;
+    }
+    int atoms = 1;
+    for (int i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(values, i, vals[i]);
+        if (PyObject_IS_GC(vals[i]) && PyObject_GC_IsTracked(vals[i]))
+            atoms = 0;
+    }
+    if (atoms && n && PyObject_GC_IsTracked(values))
+        PyObject_GC_UnTrack(values);
+    return values;
+}
+
+static inline void
+drop(PyObject **vals, int n)
+{
+    for (int i = 0; i < n; i++)
+        Py_DECREF(vals[i]);
+}
+
+static PyObject *
+probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record */
+{
+    ProbeTrace *p = (ProbeTrace *)t->a;
+    _PyInterpreterFrame *f = current_frame();
+    if (t->slots == NULL || f == NULL || frame_code(f) != code)
+        return probe_slow(p);
+    PyObject *vals[PROBE_MAX_ARGS];
+    int n = p->nargs, faulted = 0;
+    for (int i = 0; i < n; i++) {
+        int r = fetch_arg(p, &p->fetch[i], t->slots[i], f, &vals[i]);
+        if (r == FETCH_BAIL) {
+            drop(vals, i);
+            return probe_slow(p);
+        }
+        if (r == FETCH_FAULT) {
+            vals[i] = Py_NewRef(p->fault);
+            faulted = 1;
+        }
+    }
+    p->nhit++;
+    p->nmissed += faulted;
+    if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */
+        drop(vals, n);
+        Py_RETURN_NONE;
+    }
+    PyObject *values = NULL;
+    if (p->filter_slow != Py_None) {
+        int keep = p->prog != NULL ? filter_eval(p, vals) : -1;
+        if (keep < 0) {
+            if (!(values = values_tuple(vals, n)))
+                return NULL;
+            PyObject *r = PyObject_CallOneArg(p->filter_slow, values);
+            keep = r == NULL ? -1 : PyObject_IsTrue(r);
+            Py_XDECREF(r);
+            if (keep < 0)
+                return Py_DECREF(values), NULL;
+        }
+        if (!keep) {                                     /* filtered out: nothing written */
+            if (values != NULL)
+                Py_DECREF(values);
+            else
+                drop(vals, n);
+            Py_RETURN_NONE;
+        }
+    }
+    if (values == NULL && !(values = values_tuple(vals, n)))
+        return NULL;
+    Ring *ring = probe_ring(p);
+    if (ring == NULL)
+        return Py_DECREF(values), NULL;
+    ring_write(ring, L_EVENT, 0, Py_NewRef(t->b), values);
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
+}
+
+/* -- building one */
+
+static void
+probe_free_compiled(ProbeTrace *p)
+{
+    PyMem_Free(p->fetch);
+    PyMem_Free(p->preds);
+    PyMem_Free(p->prog);
+    p->fetch = NULL;
+    p->preds = NULL;
+    p->prog = NULL;
+    p->nargs = p->npreds = p->nprog = 0;
+}
+
+/* specs: per fetcharg (kind, root, path, type), kind "local" (root: name),
+ * "arg" (root: N), "imm" (root: the value) or "global" (root: (MOD, NAME));
+ * path: ((op, key), ...), op "attr" or "item"; type None, "u8".."x64" or "string". */
+static int
+probe_compile(ProbeTrace *p, PyObject *specs)
+{
+    if (specs == Py_None)
+        return 0;
+    if (!PyTuple_Check(specs) || PyTuple_GET_SIZE(specs) > PROBE_MAX_ARGS) {
+        PyErr_SetString(PyExc_ValueError, "ProbeTrace: specs must be a tuple of at most PROBE_MAX_ARGS");
+        return -1;
+    }
+    int n = (int)PyTuple_GET_SIZE(specs);
+    p->fetch = PyMem_Calloc(n ? n : 1, sizeof(Fetch));
+    if (p->fetch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->nargs = n;
+    for (int i = 0; i < n; i++) {
+        Fetch *fs = &p->fetch[i];
+        const char *kind, *type = NULL;
+        PyObject *root, *path, *typeobj;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs, i), "sOO!O", &kind, &root, &PyTuple_Type, &path, &typeobj))
+            return -1;
+        if (typeobj != Py_None && !(type = PyUnicode_AsUTF8(typeobj)))
+            return -1;
+        if (strcmp(kind, "local") == 0 && PyUnicode_Check(root)) {
+            fs->root = R_LOCAL;
+            fs->name = root;
+        } else if (strcmp(kind, "arg") == 0 && PyLong_Check(root)) {
+            fs->root = R_ARG;
+            fs->argn = (int)PyLong_AsLong(root);
+        } else if (strcmp(kind, "imm") == 0) {
+            fs->root = R_IMM;
+            fs->imm = root;
+        } else if (strcmp(kind, "global") == 0 && PyTuple_Check(root) && PyTuple_GET_SIZE(root) == 2) {
+            fs->root = R_GLOBAL;
+            fs->module = PyTuple_GET_ITEM(root, 0);
+            fs->name = PyTuple_GET_ITEM(root, 1);
+        } else {
+            PyErr_Format(PyExc_ValueError, "ProbeTrace: fetcharg kind %s not known here", kind);
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(path); j++) {
+            PyObject *step = PyTuple_GET_ITEM(path, j);
+            if (!PyTuple_Check(step) || PyTuple_GET_SIZE(step) != 2
+                || (PyTuple_GET_ITEM(step, 0) != Py_True && PyTuple_GET_ITEM(step, 0) != Py_False)) {
+                PyErr_SetString(PyExc_ValueError, "ProbeTrace: a path step is (is_item, key)");
+                return -1;
+            }
+            if (PyTuple_GET_ITEM(step, 0) == Py_False && !PyUnicode_CheckExact(PyTuple_GET_ITEM(step, 1))) {
+                PyErr_SetString(PyExc_ValueError, "ProbeTrace: an attribute name is a str");
+                return -1;
+            }
+        }
+        fs->path = path;
+        if (type == NULL) {
+            fs->conv = V_RAW;
+        } else if (strcmp(type, "string") == 0) {
+            fs->conv = V_STRING;
+        } else if (strchr("usx", type[0]) && (fs->bits = atoi(type + 1)) > 0 && fs->bits <= 64
+                   && (fs->bits & (fs->bits - 1)) == 0 && fs->bits >= 8) {
+            fs->conv = V_INT;
+            fs->is_signed = type[0] == 's';
+        } else {
+            PyErr_Format(PyExc_ValueError, "ProbeTrace: type %s not known here", type);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"event", "specs", "local", "attach", "switch", "snapshot", "fault",
+                             "slow", NULL};
+    PyObject *event, *specs, *local, *attach, *onoff, *snapshot, *fault, *slow;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!OOO", kwlist, &event, &specs, &local,
+                                     &attach, &SwitchType, &onoff, &snapshot, &fault, &slow))
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)type->tp_alloc(type, 0);
+    if (p == NULL)
+        return NULL;
+    p->event = Py_NewRef(event);
+    p->specs = Py_NewRef(specs);
+    p->local = Py_NewRef(local);
+    p->attach = Py_NewRef(attach);
+    p->onoff = Py_NewRef(onoff);
+    p->snapshot = Py_NewRef(snapshot);
+    p->fault = Py_NewRef(fault);
+    p->slow = Py_NewRef(slow);
+    p->filter_slow = Py_NewRef(Py_None);
+    p->filter_spec = Py_NewRef(Py_None);
+    if (probe_compile(p, specs) < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+/* set_filter(program, matches): matches(values) is the Python filter (None:
+ * no filter); program, when not None, the same filter for the C path:
+ * (preds, code), preds ((field index, op, operand, negate), ...) with op one
+ * of == != < <= > >= & (an int operand) or eq prefix suffix in (a str one),
+ * code the postfix program: a pred's index, -1 not, -2 and, -3 or. */
+static PyObject *
+probe_set_filter(ProbeTrace *p, PyObject *args)
+{
+    static const char *ops[] = {"==", "!=", "<", "<=", ">", ">=", "&", "eq", "prefix", "suffix", "in"};
+    PyObject *program, *matches;
+    if (!PyArg_ParseTuple(args, "OO", &program, &matches))
+        return NULL;
+    PyMem_Free(p->preds);
+    PyMem_Free(p->prog);
+    p->preds = NULL;
+    p->prog = NULL;
+    p->npreds = p->nprog = 0;
+    Py_SETREF(p->filter_slow, Py_NewRef(matches));
+    Py_SETREF(p->filter_spec, Py_NewRef(program));
+    if (program == Py_None || matches == Py_None)
+        Py_RETURN_NONE;
+    PyObject *preds, *code;
+    if (!PyArg_ParseTuple(program, "O!O!", &PyTuple_Type, &preds, &PyTuple_Type, &code))
+        return NULL;
+    int np = (int)PyTuple_GET_SIZE(preds), nc = (int)PyTuple_GET_SIZE(code);
+    Pred *pv = PyMem_Calloc(np ? np : 1, sizeof(Pred));
+    int *prog = PyMem_Calloc(nc ? nc : 1, sizeof(int));
+    if (pv == NULL || prog == NULL)
+        goto nomem;
+    for (int i = 0; i < np; i++) {
+        const char *op;
+        PyObject *operand;
+        int field, negate;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(preds, i), "isOp", &field, &op, &operand, &negate))
+            goto fail;
+        int k = 0;
+        while (k < 11 && strcmp(op, ops[k]) != 0)
+            k++;
+        if (k == 11 || field < 0 || field >= p->nargs
+            || (k <= P_AND ? !PyLong_CheckExact(operand) : !PyUnicode_CheckExact(operand))) {
+            PyErr_Format(PyExc_ValueError, "ProbeTrace: bad filter predicate %d", i);
+            goto fail;
+        }
+        pv[i].field = field;
+        pv[i].op = k;
+        pv[i].negate = negate;
+        if (k <= P_AND) {
+            pv[i].num = PyLong_AsLongLong(operand);
+            if (pv[i].num == -1 && PyErr_Occurred())
+                goto fail;
+        } else {
+            pv[i].str = operand;        /* held by filter_spec */
+        }
+    }
+    int depth = 0;
+    for (int i = 0; i < nc; i++) {
+        int c = (int)PyLong_AsLong(PyTuple_GET_ITEM(code, i));
+        if (c == -1 && PyErr_Occurred())
+            goto fail;
+        if (c >= np || c < I_OR || (c >= 0 ? depth >= FILTER_MAX_STACK : depth < (c == I_NOT ? 1 : 2))) {
+            /* too deep for the C stack (or malformed): the Python filter does it */
+            PyErr_Clear();
+            PyMem_Free(pv);
+            PyMem_Free(prog);
+            Py_RETURN_NONE;
+        }
+        depth += c >= 0 ? 1 : c == I_NOT ? 0 : -1;
+        prog[i] = c;
+    }
+    if (depth != 1) {
+        PyMem_Free(pv);
+        PyMem_Free(prog);
+        Py_RETURN_NONE;
+    }
+    p->preds = pv;
+    p->npreds = np;
+    p->prog = prog;
+    p->nprog = nc;
+    Py_RETURN_NONE;
+nomem:
+    PyErr_NoMemory();
+fail:
+    PyMem_Free(pv);
+    PyMem_Free(prog);
+    return NULL;
+}
+
+/* entry(code, offset, depth): the handler of this probe at (code, offset),
+ * for PY_START (offset 0) or INSTRUCTION.  Each fetcharg's fast-locals index
+ * is found here, once per code; a code whose locals the C path cannot read
+ * as frame.f_locals does (a cell or free variable, a hidden comprehension
+ * local, a name it does not have, not a function) takes the Python path. */
+static PyObject *
+probe_entry(ProbeTrace *p, PyObject *args)
+{
+    PyObject *code, *offset;
+    int depth;
+    if (!PyArg_ParseTuple(args, "O!Oi", &PyCode_Type, &code, &offset, &depth))
+        return NULL;
+    PyObject *site = PyTuple_Pack(2, code, offset);
+    PyObject *head = site ? PyTuple_Pack(2, p->event, site) : NULL;
+    Py_XDECREF(site);
+    if (head == NULL)
+        return NULL;
+    Tramp *t = (Tramp *)make(K_PROBE, 2, 0, (PyObject *)p, head, NULL, NULL);
+    Py_DECREF(head);
+    if (t == NULL || p->specs == Py_None)
+        return (PyObject *)t;
+    PyCodeObject *co = (PyCodeObject *)code;
+    if (!(co->co_flags & CO_OPTIMIZED))
+        return (PyObject *)t;
+    int *slots = PyMem_Calloc(p->nargs ? p->nargs : 1, sizeof(int));
+    if (slots == NULL) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    PyObject *names = co->co_localsplusnames;
+    const char *kinds = PyBytes_AS_STRING(co->co_localspluskinds);
+    int nparams = co->co_argcount + co->co_kwonlyargcount
+                  + !!(co->co_flags & CO_VARARGS) + !!(co->co_flags & CO_VARKEYWORDS);
+    for (int i = 0; i < p->nargs; i++) {
+        Fetch *fs = &p->fetch[i];
+        int j = -1;
+        if (fs->root == R_ARG) {
+            j = fs->argn >= 1 && fs->argn <= nparams ? fs->argn - 1 : -1;
+        } else if (fs->root == R_LOCAL) {
+            for (int k = 0; k < co->co_nlocalsplus; k++) {
+                int eq = PyUnicode_Compare(PyTuple_GET_ITEM(names, k), fs->name) == 0;
+                if (eq) {
+                    j = k;
+                    break;
+                }
+            }
+        } else {
+            slots[i] = -1;
+            continue;
+        }
+        if (j < 0 || (kinds[j] & 0xff) != 0x20 /* CO_FAST_LOCAL only */) {
+            PyMem_Free(slots);
+            PyErr_Clear();
+            return (PyObject *)t;
+        }
+        slots[i] = j;
+    }
+    t->slots = slots;
+    return (PyObject *)t;
+}
+
+/* As a pre_handler(kp, regs): the Python path. */
+static PyObject *
+probe_tp_call(ProbeTrace *p, PyObject *args, PyObject *kwds)
+{
+    PyObject *kp, *regs;
+    if (!PyArg_ParseTuple(args, "OO", &kp, &regs))
+        return NULL;
+    return PyObject_CallOneArg(p->slow, regs);
+}
+
+static int
+probe_traverse(ProbeTrace *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->ring); Py_VISIT(p->event); Py_VISIT(p->local); Py_VISIT(p->attach);
+    Py_VISIT(p->onoff); Py_VISIT(p->snapshot); Py_VISIT(p->fault); Py_VISIT(p->slow);
+    Py_VISIT(p->specs); Py_VISIT(p->filter_slow); Py_VISIT(p->filter_spec);
+    return 0;
+}
+
+static int
+probe_clear(ProbeTrace *p)
+{
+    probe_free_compiled(p);     /* they borrow from specs and filter_spec */
+    Py_CLEAR(p->ring); Py_CLEAR(p->event); Py_CLEAR(p->local); Py_CLEAR(p->attach);
+    Py_CLEAR(p->onoff); Py_CLEAR(p->snapshot); Py_CLEAR(p->fault); Py_CLEAR(p->slow);
+    Py_CLEAR(p->specs); Py_CLEAR(p->filter_slow); Py_CLEAR(p->filter_spec);
+    return 0;
+}
+
+static void
+probe_dealloc(ProbeTrace *p)
+{
+    PyObject_GC_UnTrack(p);
+    probe_clear(p);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyMemberDef probe_members[] = {
+    {"nhit", Py_T_LONGLONG, offsetof(ProbeTrace, nhit), Py_READONLY, "hits taken in C"},
+    {"nmissed", Py_T_LONGLONG, offsetof(ProbeTrace, nmissed), Py_READONLY,
+     "hits taken in C where a fetch faulted"},
+    {"event", Py_T_OBJECT_EX, offsetof(ProbeTrace, event), Py_READONLY, "the probe event"},
+    {NULL}
+};
+
+static PyMethodDef probe_methods[] = {
+    {"entry", (PyCFunction)probe_entry, METH_VARARGS,
+     "entry(code, offset, depth): the handler of the probe at (code, offset)"},
+    {"set_filter", (PyCFunction)probe_set_filter, METH_VARARGS,
+     "set_filter(program, matches): the event's filter"},
+    {NULL}
+};
+
+static PyTypeObject ProbeTraceType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.ProbeTrace",
+    .tp_doc = "One probe event's hit, compiled: fetch, count, filter, record.",
+    .tp_basicsize = sizeof(ProbeTrace),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = probe_new,
+    .tp_call = (ternaryfunc)probe_tp_call,
+    .tp_traverse = (traverseproc)probe_traverse,
+    .tp_clear = (inquiry)probe_clear,
+    .tp_dealloc = (destructor)probe_dealloc,
+    .tp_members = probe_members,
+    .tp_methods = probe_methods,
+};
+
+
 static PyObject *
 tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1078,6 +1929,7 @@ tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     case K_OPS_ENTRY: return ops_entry_call(t);
     case K_FUNCTION: return function_call(t, args[0]);
     case K_GRAPH: return graph_call(t, args, nargs);
+    case K_PROBE: return probe_call(t, args[0]);
     }
     Py_RETURN_NONE;
 }
@@ -1101,6 +1953,7 @@ tramp_dealloc(Tramp *t)
 {
     PyObject_GC_UnTrack(t);
     tramp_clear(t);
+    PyMem_Free(t->slots);
     PyObject_GC_Del(t);
 }
 
@@ -1108,7 +1961,8 @@ static PyObject *
 tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
-                                  "function_entry", "graph_event", "offset_dispatcher"};
+                                  "function_entry", "graph_event", "offset_dispatcher",
+                                  "probe"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 
@@ -1138,6 +1992,7 @@ make(int kind, int nargs, int flag, PyObject *a, PyObject *b, PyObject *c, PyObj
     t->ring_tstate = 0;
     t->nargs = nargs;
     t->flag = flag;
+    t->slots = NULL;
     t->a = Py_XNewRef(a); t->b = Py_XNewRef(b); t->c = Py_XNewRef(c); t->d = Py_XNewRef(d);
     PyObject_GC_Track(t);
     return (PyObject *)t;
@@ -1269,7 +2124,8 @@ PyInit__ctrampolines(void)
 {
     PyObject *m = NULL, *sys = NULL, *mon = NULL;
     if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
-        || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0)
+        || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
+        || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0)
         return NULL;
     if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
         || !(mon = PyObject_GetAttrString(sys, "monitoring"))
@@ -1286,14 +2142,18 @@ PyInit__ctrampolines(void)
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
-        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0)
+        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0
+        || PyModule_AddObjectRef(m, "Switch", (PyObject *)&SwitchType) < 0
+        || PyModule_AddObjectRef(m, "ProbeTrace", (PyObject *)&ProbeTraceType) < 0
+        || PyModule_AddIntConstant(m, "PROBE_MAX_ARGS", PROBE_MAX_ARGS) < 0)
         goto fail;
     /* A Python handler called by a C dispatcher (or C list function) finds
      * the traced frame one up: no C callable adds a frame. */
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+                                  "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
                                   "quiet_thread", "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
