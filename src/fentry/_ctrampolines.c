@@ -513,58 +513,188 @@ static PyTypeObject CodeTableType = {
 /* ------------------------------------------------------------------ Ring
  * One thread's ring of raw records: fixed slots, no object made per record
  * (the kernel's ring buffer); read back as the same tuples the Python Ring
- * holds: (seq, ts, code, caller) or (seq, ts, kind, code[, exc_type]). */
+ * holds: (seq, ts, code, caller), (seq, ts, kind, code[, exc_type]),
+ * (seq, ts, *fields), or for a probe event (seq, ts, event, site, values).
+ * A probe event's record takes one more slot per CELLS values: the values
+ * are kept in the ring itself, ints and floats unboxed (as the kernel copies
+ * fetched bytes), so recording an event allocates nothing; the tuple of
+ * values is made when the record is read. */
 
 enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT };
+enum { T_OBJ, T_INT, T_FLOAT };         /* what a value cell holds */
+#define CELLS 4                         /* value cells in a continuation slot */
 
-typedef struct {
-    long long seq, ts;
-    PyObject *o1, *o2;      /* owned; o2 may be NULL */
-    int kind, layout;
+typedef union {
+    PyObject *obj;                      /* owned */
+    long long i;
+    double d;
+} Cell;
+
+typedef union {
+    struct {                            /* a record's first slot */
+        long long seq, ts;
+        PyObject *o1, *o2;              /* owned; o2 may be NULL.  L_EVENT: o1 is (event, site) */
+        int kind, layout;               /* L_EVENT: kind is the number of values */
+    };
+    struct {                            /* an L_EVENT's continuation slot */
+        Cell cell[CELLS];
+        unsigned char tag[CELLS];
+    };
 } Rec;
 
 typedef struct {
     PyObject_HEAD
     Rec *recs;
-    Py_ssize_t cap, head, len;      /* head: index of the oldest record */
+    Py_ssize_t cap, head, len;          /* in slots; head: the oldest record's first slot */
+    Py_ssize_t nrec;                    /* records */
     long long next_seq, consumed;
 } Ring;
 
 static PyTypeObject RingType;
 
-static inline void
-rec_clear(Rec *r)
+static inline Py_ssize_t
+rec_slots(Rec *r)
 {
+    return r->layout == L_EVENT ? 1 + (r->kind + CELLS - 1) / CELLS : 1;
+}
+
+/* The value cell j of the event record whose first slot is i. */
+static inline Rec *
+cell_slot(Ring *ring, Py_ssize_t i, int j)
+{
+    return &ring->recs[(i + 1 + j / CELLS) % ring->cap];
+}
+
+static void
+rec_clear_at(Ring *ring, Py_ssize_t i)
+{
+    Rec *r = &ring->recs[i];
+    if (r->layout == L_EVENT) {
+        for (int j = 0; j < r->kind; j++) {
+            Rec *c = cell_slot(ring, i, j);
+            if (c->tag[j % CELLS] == T_OBJ)
+                Py_CLEAR(c->cell[j % CELLS].obj);
+        }
+        r->kind = 0;
+    }
     Py_CLEAR(r->o1);
     Py_CLEAR(r->o2);
 }
 
-/* Write one record, overwriting the oldest when full.  Steals o1 and o2. */
+/* Overwrite the oldest record. */
+static void
+ring_pop_oldest(Ring *ring)
+{
+    Py_ssize_t k = rec_slots(&ring->recs[ring->head]);
+    rec_clear_at(ring, ring->head);
+    ring->head = (ring->head + k) % ring->cap;
+    ring->len -= k;
+    ring->nrec--;
+}
+
+/* Room for a record of k slots at the tail, the oldest records overwritten
+ * as needed: its first slot, with seq and ts set; -1 if it cannot fit at all
+ * (then it counts as lost). */
+static inline Py_ssize_t
+ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
+{
+    Py_ssize_t i = -1;
+    if (k <= ring->cap) {
+        while (ring->cap - ring->len < k)
+            ring_pop_oldest(ring);
+        i = (ring->head + ring->len) % ring->cap;
+        ring->len += k;
+        ring->nrec++;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
+        ring->recs[i].seq = ring->next_seq;
+        ring->recs[i].ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+    ring->next_seq++;
+    return i;
+}
+
+/* Write one single-slot record.  Steals o1 and o2. */
 static inline void
 ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* hot path */
 {
-    Rec *r;
-    if (ring->len == ring->cap) {
-        r = &ring->recs[ring->head];
-        ring->head = (ring->head + 1) % ring->cap;
-        rec_clear(r);
-    } else {
-        r = &ring->recs[(ring->head + ring->len) % ring->cap];
-        ring->len++;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
-    r->seq = ring->next_seq++;
-    r->ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    Rec *r = &ring->recs[ring_reserve(ring, 1)];      /* cap >= 1: always fits */
     r->o1 = o1;
     r->o2 = o2;
     r->kind = kind;
     r->layout = layout;
 }
 
-static PyObject *
-rec_tuple(Rec *r)
+/* Write a probe event's record: head (event, site) and n values.  Steals
+ * head and the values: an int that fits 64 bits and a float are kept
+ * unboxed, anything else as a reference. */
+static inline void
+ring_write_event(Ring *ring, PyObject *head, PyObject **vals, int n)   /* hot path */
 {
+    Py_ssize_t i = ring_reserve(ring, 1 + (n + CELLS - 1) / CELLS);
+    if (i < 0) {
+        Py_DECREF(head);
+        for (int j = 0; j < n; j++)
+            Py_DECREF(vals[j]);
+        return;
+    }
+    Rec *r = &ring->recs[i];
+    r->o1 = head;
+    r->o2 = NULL;
+    r->kind = n;
+    r->layout = L_EVENT;
+    for (int j = 0; j < n; j++) {
+        Rec *c = cell_slot(ring, i, j);
+        Cell *cell = &c->cell[j % CELLS];
+        unsigned char *tag = &c->tag[j % CELLS];
+        PyObject *v = vals[j];
+        if (PyLong_CheckExact(v)) {
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (!overflow) {
+                cell->i = x;
+                *tag = T_INT;
+                Py_DECREF(v);
+                continue;
+            }
+        } else if (PyFloat_CheckExact(v)) {
+            cell->d = PyFloat_AS_DOUBLE(v);
+            *tag = T_FLOAT;
+            Py_DECREF(v);
+            continue;
+        }
+        cell->obj = v;
+        *tag = T_OBJ;
+    }
+}
+
+static PyObject *
+event_values(Ring *ring, Py_ssize_t i)
+{
+    int n = ring->recs[i].kind;
+    PyObject *values = PyTuple_New(n);
+    for (int j = 0; values && j < n; j++) {
+        Rec *c = cell_slot(ring, i, j);
+        Cell *cell = &c->cell[j % CELLS];
+        PyObject *v;
+        switch (c->tag[j % CELLS]) {
+        case T_INT: v = PyLong_FromLongLong(cell->i); break;
+        case T_FLOAT: v = PyFloat_FromDouble(cell->d); break;
+        default: v = Py_NewRef(cell->obj);
+        }
+        if (v == NULL)
+            Py_CLEAR(values);
+        else
+            PyTuple_SET_ITEM(values, j, v);
+    }
+    return values;
+}
+
+/* The record whose first slot is i, as a tuple. */
+static PyObject *
+rec_tuple(Ring *ring, Py_ssize_t i)
+{
+    Rec *r = &ring->recs[i];
     switch (r->layout) {
     case L_FUNCTION:
         return Py_BuildValue("(LLOO)", r->seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
@@ -572,9 +702,13 @@ rec_tuple(Rec *r)
         return Py_BuildValue("(LLiO)", r->seq, r->ts, r->kind, r->o1);
     case L_GRAPH_EXC:
         return Py_BuildValue("(LLiOO)", r->seq, r->ts, r->kind, r->o1, r->o2);
-    case L_EVENT:       /* a probe event: o1 is (event, site), o2 the values */
-        return Py_BuildValue("(LLOOO)", r->seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
-                             PyTuple_GET_ITEM(r->o1, 1), r->o2);
+    case L_EVENT: {
+        PyObject *values = event_values(ring, i);
+        if (values == NULL)
+            return NULL;
+        return Py_BuildValue("(LLOON)", r->seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
+                             PyTuple_GET_ITEM(r->o1, 1), values);
+    }
     default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
         PyObject *head = Py_BuildValue("(LL)", r->seq, r->ts);
         PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
@@ -615,18 +749,26 @@ ring_init(PyObject *self, PyObject *args, PyObject *kwds)
 static void
 ring_drop(Ring *ring)
 {
-    for (Py_ssize_t i = 0; i < ring->len; i++)
-        rec_clear(&ring->recs[(ring->head + i) % ring->cap]);
+    while (ring->nrec > 0)
+        ring_pop_oldest(ring);
     ring->head = ring->len = 0;
 }
 
 static int
 ring_traverse(Ring *ring, visitproc visit, void *arg)
 {
-    for (Py_ssize_t i = 0; i < ring->len; i++) {
-        Rec *r = &ring->recs[(ring->head + i) % ring->cap];
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t k = 0; k < ring->nrec; k++) {
+        Py_ssize_t i = (ring->head + pos) % ring->cap;
+        Rec *r = &ring->recs[i];
         Py_VISIT(r->o1);
         Py_VISIT(r->o2);
+        for (int j = 0; r->layout == L_EVENT && j < r->kind; j++) {
+            Rec *c = cell_slot(ring, i, j);
+            if (c->tag[j % CELLS] == T_OBJ)
+                Py_VISIT(c->cell[j % CELLS].obj);
+        }
+        pos += rec_slots(r);
     }
     return 0;
 }
@@ -650,25 +792,28 @@ ring_dealloc(Ring *ring)
 static Py_ssize_t
 ring_len(Ring *ring)
 {
-    return ring->len;
+    return ring->nrec;
 }
 
 static PyObject *
 ring_list(Ring *ring, int take)
 {
-    PyObject *list = PyList_New(ring->len);
+    PyObject *list = PyList_New(ring->nrec);
     if (list == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < ring->len; i++) {
-        PyObject *t = rec_tuple(&ring->recs[(ring->head + i) % ring->cap]);
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t k = 0; k < ring->nrec; k++) {
+        Py_ssize_t i = (ring->head + pos) % ring->cap;
+        PyObject *t = rec_tuple(ring, i);
         if (t == NULL) {
             Py_DECREF(list);
             return NULL;
         }
-        PyList_SET_ITEM(list, i, t);
+        PyList_SET_ITEM(list, k, t);
+        pos += rec_slots(&ring->recs[i]);
     }
     if (take) {
-        ring->consumed += ring->len;
+        ring->consumed += ring->nrec;
         ring_drop(ring);
     }
     return list;
@@ -703,7 +848,7 @@ ring_written(Ring *ring, PyObject *unused)
 static PyObject *
 ring_lost(Ring *ring, PyObject *unused)
 {
-    return PyLong_FromLongLong(ring->next_seq - ring->consumed - ring->len);
+    return PyLong_FromLongLong(ring->next_seq - ring->consumed - ring->nrec);
 }
 
 static PyObject *
@@ -719,19 +864,14 @@ ring_resize(Ring *ring, PyObject *arg)
     Rec *recs = PyMem_Calloc(maxlen, sizeof(Rec));
     if (recs == NULL)
         return PyErr_NoMemory();
-    Py_ssize_t keep = ring->len < maxlen ? ring->len : maxlen;
-    for (Py_ssize_t i = 0; i < ring->len; i++) {       /* keep the newest */
-        Rec *r = &ring->recs[(ring->head + i) % ring->cap];
-        if (i < ring->len - keep)
-            rec_clear(r);
-        else
-            recs[i - (ring->len - keep)] = *r;
-    }
+    while (ring->len > maxlen)                          /* keep the newest records that fit */
+        ring_pop_oldest(ring);
+    for (Py_ssize_t i = 0; i < ring->len; i++)
+        recs[i] = ring->recs[(ring->head + i) % ring->cap];
     PyMem_Free(ring->recs);
     ring->recs = recs;
     ring->cap = maxlen;
     ring->head = 0;
-    ring->len = keep;
     Py_RETURN_NONE;
 }
 
@@ -1488,10 +1628,7 @@ probe_slow(ProbeTrace *p)
     return PyObject_CallOneArg(p->slow, frame);
 }
 
-/* A flat tuple of the values (steals them).  One that holds no container
- * is untracked at once, as the collector would at its first pass
- * (_PyTuple_MaybeUntrack): records live long, and a tracked tuple per
- * record costs every collection a visit. */
+/* A tuple of the values (steals them), for the Python filter. */
 static inline PyObject *
 values_tuple(PyObject **vals, int n)
 {
@@ -1501,14 +1638,10 @@ values_tuple(PyObject **vals, int n)
             Py_DECREF(vals[i]);
         return NULL;
     }
-    int atoms = 1;
     for (int i = 0; i < n; i++) {
         PyTuple_SET_ITEM(values, i, vals[i]);
-        if (PyObject_IS_GC(vals[i]) && PyObject_GC_IsTracked(vals[i]))
-            atoms = 0;
+        vals[i] = NULL;
     }
-    if (atoms && n && PyObject_GC_IsTracked(values))
-        PyObject_GC_UnTrack(values);
     return values;
 }
 
@@ -1545,32 +1678,30 @@ probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record
         drop(vals, n);
         Py_RETURN_NONE;
     }
-    PyObject *values = NULL;
     if (p->filter_slow != Py_None) {
         int keep = p->prog != NULL ? filter_eval(p, vals) : -1;
-        if (keep < 0) {
-            if (!(values = values_tuple(vals, n)))
+        if (keep < 0) {                                  /* the Python filter decides */
+            PyObject *values = values_tuple(vals, n);
+            if (values == NULL)
                 return NULL;
             PyObject *r = PyObject_CallOneArg(p->filter_slow, values);
             keep = r == NULL ? -1 : PyObject_IsTrue(r);
             Py_XDECREF(r);
+            for (int i = 0; i < n; i++)
+                vals[i] = Py_NewRef(PyTuple_GET_ITEM(values, i));
+            Py_DECREF(values);
             if (keep < 0)
-                return Py_DECREF(values), NULL;
+                return drop(vals, n), NULL;
         }
         if (!keep) {                                     /* filtered out: nothing written */
-            if (values != NULL)
-                Py_DECREF(values);
-            else
-                drop(vals, n);
+            drop(vals, n);
             Py_RETURN_NONE;
         }
     }
-    if (values == NULL && !(values = values_tuple(vals, n)))
-        return NULL;
     Ring *ring = probe_ring(p);
     if (ring == NULL)
-        return Py_DECREF(values), NULL;
-    ring_write(ring, L_EVENT, 0, Py_NewRef(t->b), values);
+        return drop(vals, n), NULL;
+    ring_write_event(ring, Py_NewRef(t->b), vals, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
 }
