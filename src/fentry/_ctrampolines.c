@@ -16,10 +16,18 @@
 #include <time.h>
 #include <unistd.h>
 /* Read-only use of the interpreter frame layout, to find the traced
- * function's caller as sys._getframe(1) does, without making frame objects.
- * Built against the headers of the Python it runs on (3.12, 3.13). */
+ * function's caller as sys._getframe(1) does, without making frame objects,
+ * and to read fetchargs from its fast locals; and of the dict layout, to read
+ * an instance attribute from the object's inline values as CPython's
+ * LOAD_ATTR_INSTANCE_VALUE does.  Built against the headers of the Python it
+ * runs on (3.12, 3.13). */
 #define Py_BUILD_CORE 1
+#undef _PyGC_FINALIZED      /* 3.12: cpython/objimpl.h's, which pycore_gc.h redefines */
 #include "internal/pycore_frame.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#include "internal/pycore_dict.h"
+#pragma GCC diagnostic pop
 #undef Py_BUILD_CORE
 
 static PyObject *DISABLE;          /* sys.monitoring.DISABLE */
@@ -558,11 +566,19 @@ rec_slots(Rec *r)
     return r->layout == L_EVENT ? 1 + (r->kind + CELLS - 1) / CELLS : 1;
 }
 
-/* The value cell j of the event record whose first slot is i. */
+/* Slot index i + k (k <= cap), wrapped: no division in the hot path. */
+static inline Py_ssize_t
+wrap(Ring *ring, Py_ssize_t i, Py_ssize_t k)
+{
+    i += k;
+    return i >= ring->cap ? i - ring->cap : i;
+}
+
+/* The slot of value cell j of the event record whose first slot is i. */
 static inline Rec *
 cell_slot(Ring *ring, Py_ssize_t i, int j)
 {
-    return &ring->recs[(i + 1 + j / CELLS) % ring->cap];
+    return &ring->recs[wrap(ring, i, 1 + j / CELLS)];
 }
 
 static void
@@ -587,7 +603,7 @@ ring_pop_oldest(Ring *ring)
 {
     Py_ssize_t k = rec_slots(&ring->recs[ring->head]);
     rec_clear_at(ring, ring->head);
-    ring->head = (ring->head + k) % ring->cap;
+    ring->head = wrap(ring, ring->head, k);
     ring->len -= k;
     ring->nrec--;
 }
@@ -602,7 +618,7 @@ ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
     if (k <= ring->cap) {
         while (ring->cap - ring->len < k)
             ring_pop_oldest(ring);
-        i = (ring->head + ring->len) % ring->cap;
+        i = wrap(ring, ring->head, ring->len);
         ring->len += k;
         ring->nrec++;
         struct timespec ts;
@@ -861,6 +877,8 @@ ring_resize(Ring *ring, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "maxlen must be positive");
         return NULL;
     }
+    if (maxlen == ring->cap)            /* the same size: nothing to do (the kernel's too) */
+        Py_RETURN_NONE;
     Rec *recs = PyMem_Calloc(maxlen, sizeof(Rec));
     if (recs == NULL)
         return PyErr_NoMemory();
@@ -1291,6 +1309,62 @@ enum { P_EQ, P_NE, P_LT, P_LE, P_GT, P_GE, P_AND,    /* numeric predicates */
        S_EQ, S_PREFIX, S_SUFFIX, S_IN };              /* string predicates */
 enum { I_NOT = -1, I_AND = -2, I_OR = -3 };           /* filter program, postfix */
 
+/* Per attribute step: the class attribute _PyType_Lookup found for the last
+ * type seen, valid while that type's version tag holds (any change to the
+ * type or its bases gives it a new one; tags are never reused). */
+typedef struct {
+    PyTypeObject *type;         /* not a reference: compared only */
+    unsigned int version;       /* 0: nothing cached */
+    PyObject *descr;            /* borrowed from the type's MRO dicts, or NULL */
+    PyDictKeysObject *keys;     /* the type's shared keys ... */
+    Py_ssize_t index;           /* ... and the name's index in them; -1: none */
+} AttrCache;
+
+/* The index of `name` in the shared keys of instances of t (-1: none). */
+static Py_ssize_t
+shared_index(PyTypeObject *t, PyObject *name, PyDictKeysObject **keys)
+{
+    *keys = NULL;
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(t->tp_flags & Py_TPFLAGS_MANAGED_DICT))
+        return -1;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!(t->tp_flags & Py_TPFLAGS_INLINE_VALUES))
+        return -1;
+#endif
+    PyDictKeysObject *k = ((PyHeapTypeObject *)t)->ht_cached_keys;
+    if (k == NULL || k->dk_kind != DICT_KEYS_SPLIT)
+        return -1;
+    PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(k);
+    for (Py_ssize_t i = 0; i < k->dk_nentries; i++) {
+        PyObject *key = entries[i].me_key;
+        if (key == name || (key != NULL && PyUnicode_Compare(key, name) == 0)) {
+            *keys = k;
+            return i;
+        }
+    }
+    PyErr_Clear();
+    return -1;
+}
+
+/* The instance attribute at `index` of obj's inline values: a borrowed
+ * reference, or NULL when the values are not where it is (a dict took them
+ * over) or it is not set.  LOAD_ATTR_INSTANCE_VALUE's reads and guards. */
+static inline PyObject *
+inline_value(PyObject *obj, PyTypeObject *t, Py_ssize_t index)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyDictValues *values = _PyObject_InlineValues(obj);
+    if (!values->valid || index >= values->capacity)
+        return NULL;
+    return values->values[index];
+#else
+    char *dv = ((char **)obj)[-3];          /* _PyObject_DictOrValuesPointer */
+    if (!((uintptr_t)dv & 1))               /* a dict, not values */
+        return NULL;
+    return ((PyDictValues *)(dv + 1))->values[index];
+#endif
+}
+
 typedef struct {
     int root;                   /* R_* */
     int argn;                   /* R_ARG: 1-based */
@@ -1298,6 +1372,7 @@ typedef struct {
     PyObject *module;           /* R_GLOBAL: its module's name */
     PyObject *imm;              /* R_IMM: the value */
     PyObject *path;             /* tuple of (is_item, key) */
+    AttrCache *cache;           /* one per step */
     int conv, bits, is_signed;
 } Fetch;
 
@@ -1331,9 +1406,8 @@ static PyObject *make(int, int, int, PyObject *, PyObject *, PyObject *, PyObjec
 /* The running function's interpreter frame (frame 0: no Python frame sits
  * between a sys.monitoring callback and the function it reports on). */
 static inline _PyInterpreterFrame *
-current_frame(void)
+current_frame(PyThreadState *ts)
 {
-    PyThreadState *ts = PyThreadState_Get();
 #if PY_VERSION_HEX >= 0x030D0000
     return ts->current_frame;
 #else
@@ -1354,10 +1428,10 @@ frame_code(_PyInterpreterFrame *f)
 /* fetch.get_attr: `obj.name` from storage only.  Types that hook attribute
  * access, and non-data descriptors on the class (methods), go to Python. */
 static int
-fetch_attr(PyObject *obj, PyObject *name, PyObject **out)
+fetch_attr(PyObject *obj, PyObject *name, AttrCache *cache, PyObject **out)
 {
     PyTypeObject *t = Py_TYPE(obj);
-    PyObject *v;
+    PyObject *v, *descr;
     if (t == &PyModule_Type) {
         PyObject *d = PyModule_GetDict(obj);
         v = d ? PyDict_GetItemWithError(d, name) : NULL;
@@ -1369,7 +1443,26 @@ fetch_attr(PyObject *obj, PyObject *name, PyObject **out)
     }
     if (t->tp_getattro != PyObject_GenericGetAttr)
         return FETCH_BAIL;
-    PyObject *descr = _PyType_Lookup(t, name);           /* borrowed: the MRO walk, cached */
+    if (cache->type == t && cache->version != 0 && cache->version == t->tp_version_tag) {
+        descr = cache->descr;
+        if (cache->index >= 0 && ((PyHeapTypeObject *)t)->ht_cached_keys == cache->keys
+            && (descr == NULL || (Py_TYPE(descr)->tp_descr_get == NULL
+                                  && Py_TYPE(descr)->tp_descr_set == NULL))
+            && (v = inline_value(obj, t, cache->index)) != NULL) {
+            *out = Py_NewRef(v);                         /* the instance's own: it wins */
+            return FETCH_OK;
+        }
+    } else {
+        descr = _PyType_Lookup(t, name);                 /* borrowed: the MRO walk */
+        cache->type = t;
+#if PY_VERSION_HEX >= 0x030D0000
+        cache->version = t->tp_version_tag;             /* 0: none (3.13 has no flag for it) */
+#else
+        cache->version = t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG ? t->tp_version_tag : 0;
+#endif
+        cache->descr = descr;
+        cache->index = shared_index(t, name, &cache->keys);
+    }
     if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {   /* a slot */
         v = PyMemberDescr_Type.tp_descr_get(descr, obj, (PyObject *)t);
         if (v == NULL) {
@@ -1520,7 +1613,8 @@ fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject *
         PyErr_Clear();
         if (m == NULL || m == Py_None)
             return FETCH_FAULT;
-        if ((r = fetch_attr(m, fs->name, &v)) != FETCH_OK)
+        AttrCache none = {NULL, 0, NULL};
+        if ((r = fetch_attr(m, fs->name, &none, &v)) != FETCH_OK)
             return r;
     }
     Py_ssize_t nsteps = PyTuple_GET_SIZE(fs->path);
@@ -1528,7 +1622,7 @@ fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject *
         PyObject *step = PyTuple_GET_ITEM(fs->path, i), *next = NULL;
         PyObject *key = PyTuple_GET_ITEM(step, 1);
         r = PyTuple_GET_ITEM(step, 0) == Py_True ? fetch_item(v, key, &next)
-                                                 : fetch_attr(v, key, &next);
+                                                 : fetch_attr(v, key, &fs->cache[i], &next);
         Py_DECREF(v);
         if (r != FETCH_OK)
             return r;
@@ -1601,9 +1695,9 @@ filter_eval(ProbeTrace *p, PyObject **vals)
 
 /* The calling thread's Ring, cached with its thread state's id. */
 static inline Ring *
-probe_ring(ProbeTrace *p)
+probe_ring(ProbeTrace *p, PyThreadState *ts)
 {
-    uint64_t id = PyThreadState_Get()->id;
+    uint64_t id = ts->id;
     if (p->ring != NULL && p->ring_tstate == id)
         return (Ring *)Py_NewRef(p->ring);
     PyObject *tb = thread_buffer(p->local, p->attach);
@@ -1656,7 +1750,8 @@ static PyObject *
 probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record */
 {
     ProbeTrace *p = (ProbeTrace *)t->a;
-    _PyInterpreterFrame *f = current_frame();
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *f = current_frame(ts);
     if (t->slots == NULL || f == NULL || frame_code(f) != code)
         return probe_slow(p);
     PyObject *vals[PROBE_MAX_ARGS];
@@ -1698,7 +1793,7 @@ probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record
             Py_RETURN_NONE;
         }
     }
-    Ring *ring = probe_ring(p);
+    Ring *ring = probe_ring(p, ts);
     if (ring == NULL)
         return drop(vals, n), NULL;
     ring_write_event(ring, Py_NewRef(t->b), vals, n);
@@ -1711,6 +1806,8 @@ probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record
 static void
 probe_free_compiled(ProbeTrace *p)
 {
+    for (int i = 0; p->fetch != NULL && i < p->nargs; i++)
+        PyMem_Free(p->fetch[i].cache);
     PyMem_Free(p->fetch);
     PyMem_Free(p->preds);
     PyMem_Free(p->prog);
@@ -1777,6 +1874,10 @@ probe_compile(ProbeTrace *p, PyObject *specs)
             }
         }
         fs->path = path;
+        if (!(fs->cache = PyMem_Calloc(PyTuple_GET_SIZE(path) + 1, sizeof(AttrCache)))) {
+            PyErr_NoMemory();
+            return -1;
+        }
         if (type == NULL) {
             fs->conv = V_RAW;
         } else if (strcmp(type, "string") == 0) {

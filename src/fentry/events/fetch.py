@@ -244,8 +244,13 @@ def fast_specs(args: tuple[FetchArg, ...]) -> tuple | None:
         if arg.kind not in ("arg", "local", "imm", "global") or arg.array_len is not None \
                 or arg.type == "symbol":
             return None
-        root = (arg.module, arg.root) if arg.kind == "global" else arg.root
-        specs.append((arg.kind, root, tuple((s.op == "item", s.key) for s in arg.path), arg.type))
+        # Names interned, as the program's own are: CPython's type-attribute
+        # cache and dict lookups then match them by pointer.
+        root = (arg.module, sys.intern(arg.root)) if arg.kind == "global" else \
+            sys.intern(arg.root) if arg.kind == "local" else arg.root
+        path = tuple((s.op == "item", sys.intern(s.key) if type(s.key) is str else s.key)
+                     for s in arg.path)
+        specs.append((arg.kind, root, path, arg.type))
     return tuple(specs)
 
 
