@@ -523,26 +523,35 @@ static PyTypeObject CodeTableType = {
  * (the kernel's ring buffer); read back as the same tuples the Python Ring
  * holds: (seq, ts, code, caller), (seq, ts, kind, code[, exc_type]),
  * (seq, ts, *fields), or for a probe event (seq, ts, event, site, values).
- * A probe event's record takes one more slot per CELLS values: the values
- * are kept in the ring itself, ints and floats unboxed (as the kernel copies
- * fetched bytes), so recording an event allocates nothing; the tuple of
- * values is made when the record is read. */
+ * A probe event's values are kept in the ring itself, ints and floats
+ * unboxed (as the kernel copies fetched bytes): the first two in its first
+ * slot, then CELLS more per continuation slot.  Recording an event allocates
+ * nothing; the tuple of values is made when the record is read.
+ * Records are contiguous in sequence (a record that cannot fit at all drops
+ * them all), so a record's seq is not stored: the oldest is next_seq - nrec. */
 
 enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT };
-enum { T_OBJ, T_INT, T_FLOAT };         /* what a value cell holds */
+enum { T_OBJ, T_INT, T_UINT, T_FLOAT };  /* what a value cell holds */
 #define CELLS 4                         /* value cells in a continuation slot */
+#define HEAD_CELLS 2                    /* value cells in an event's first slot */
 
 typedef union {
     PyObject *obj;                      /* owned */
     long long i;
+    unsigned long long u;
     double d;
 } Cell;
 
 typedef union {
     struct {                            /* a record's first slot */
-        long long seq, ts;
-        PyObject *o1, *o2;              /* owned; o2 may be NULL.  L_EVENT: o1 is (event, site) */
-        int kind, layout;               /* L_EVENT: kind is the number of values */
+        long long ts;
+        PyObject *o1;                   /* owned.  L_EVENT: (event, site) */
+        union {
+            PyObject *o2;               /* owned, may be NULL */
+            Cell c0;                    /* L_EVENT: value 0 */
+        };
+        Cell c1;                        /* L_EVENT: value 1 */
+        int kind, layout;               /* L_EVENT: kind is n | tag0 << 8 | tag1 << 10 */
     };
     struct {                            /* an L_EVENT's continuation slot */
         Cell cell[CELLS];
@@ -560,10 +569,22 @@ typedef struct {
 
 static PyTypeObject RingType;
 
+static inline int
+event_n(Rec *r)
+{
+    return r->kind & 0xff;
+}
+
+static inline Py_ssize_t
+event_slots(int n)
+{
+    return n <= HEAD_CELLS ? 1 : 1 + (n - HEAD_CELLS + CELLS - 1) / CELLS;
+}
+
 static inline Py_ssize_t
 rec_slots(Rec *r)
 {
-    return r->layout == L_EVENT ? 1 + (r->kind + CELLS - 1) / CELLS : 1;
+    return r->layout == L_EVENT ? event_slots(event_n(r)) : 1;
 }
 
 /* Slot index i + k (k <= cap), wrapped: no division in the hot path. */
@@ -574,11 +595,37 @@ wrap(Ring *ring, Py_ssize_t i, Py_ssize_t k)
     return i >= ring->cap ? i - ring->cap : i;
 }
 
-/* The slot of value cell j of the event record whose first slot is i. */
-static inline Rec *
-cell_slot(Ring *ring, Py_ssize_t i, int j)
+/* Value j of the event record whose first slot is i: its cell and tag. */
+static inline Cell *
+event_cell(Ring *ring, Py_ssize_t i, int j, int *tag)
 {
-    return &ring->recs[wrap(ring, i, 1 + j / CELLS)];
+    Rec *r = &ring->recs[i];
+    if (j < HEAD_CELLS) {
+        *tag = (r->kind >> (8 + 2 * j)) & 3;
+        return j == 0 ? &r->c0 : &r->c1;
+    }
+    j -= HEAD_CELLS;
+    Rec *c = &ring->recs[wrap(ring, i, 1 + j / CELLS)];
+    *tag = c->tag[j % CELLS];
+    return &c->cell[j % CELLS];
+}
+
+static inline void
+event_set(Ring *ring, Py_ssize_t i, int j, Cell value, int tag)
+{
+    Rec *r = &ring->recs[i];
+    if (j < HEAD_CELLS) {
+        r->kind |= tag << (8 + 2 * j);
+        if (j == 0)
+            r->c0 = value;
+        else
+            r->c1 = value;
+        return;
+    }
+    j -= HEAD_CELLS;
+    Rec *c = &ring->recs[wrap(ring, i, 1 + j / CELLS)];
+    c->tag[j % CELLS] = (unsigned char)tag;
+    c->cell[j % CELLS] = value;
 }
 
 static void
@@ -586,12 +633,15 @@ rec_clear_at(Ring *ring, Py_ssize_t i)
 {
     Rec *r = &ring->recs[i];
     if (r->layout == L_EVENT) {
-        for (int j = 0; j < r->kind; j++) {
-            Rec *c = cell_slot(ring, i, j);
-            if (c->tag[j % CELLS] == T_OBJ)
-                Py_CLEAR(c->cell[j % CELLS].obj);
+        for (int j = 0; j < event_n(r); j++) {
+            int tag;
+            Cell *c = event_cell(ring, i, j, &tag);
+            if (tag == T_OBJ)
+                Py_CLEAR(c->obj);
         }
         r->kind = 0;
+        r->layout = L_TUPLE;
+        r->o2 = NULL;
     }
     Py_CLEAR(r->o1);
     Py_CLEAR(r->o2);
@@ -609,24 +659,25 @@ ring_pop_oldest(Ring *ring)
 }
 
 /* Room for a record of k slots at the tail, the oldest records overwritten
- * as needed: its first slot, with seq and ts set; -1 if it cannot fit at all
- * (then it counts as lost). */
+ * as needed: its first slot, with ts set; -1 if it cannot fit at all (then
+ * it and every record before it count as lost). */
 static inline Py_ssize_t
 ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
 {
-    Py_ssize_t i = -1;
-    if (k <= ring->cap) {
-        while (ring->cap - ring->len < k)
-            ring_pop_oldest(ring);
-        i = wrap(ring, ring->head, ring->len);
-        ring->len += k;
-        ring->nrec++;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
-        ring->recs[i].seq = ring->next_seq;
-        ring->recs[i].ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    }
     ring->next_seq++;
+    if (k > ring->cap) {
+        while (ring->nrec > 0)
+            ring_pop_oldest(ring);
+        return -1;
+    }
+    while (ring->cap - ring->len < k)
+        ring_pop_oldest(ring);
+    Py_ssize_t i = wrap(ring, ring->head, ring->len);
+    ring->len += k;
+    ring->nrec++;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
+    ring->recs[i].ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     return i;
 }
 
@@ -641,60 +692,38 @@ ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* ho
     r->layout = layout;
 }
 
-/* Write a probe event's record: head (event, site) and n values.  Steals
- * head and the values: an int that fits 64 bits and a float are kept
- * unboxed, anything else as a reference. */
+/* Write a probe event's record: head (event, site) and n values, as cells
+ * (the references in them, and head, are stolen). */
 static inline void
-ring_write_event(Ring *ring, PyObject *head, PyObject **vals, int n)   /* hot path */
+ring_write_event(Ring *ring, PyObject *head, Cell *cells, int *tags, int n)   /* hot path */
 {
-    Py_ssize_t i = ring_reserve(ring, 1 + (n + CELLS - 1) / CELLS);
+    Py_ssize_t i = ring_reserve(ring, event_slots(n));
     if (i < 0) {
         Py_DECREF(head);
         for (int j = 0; j < n; j++)
-            Py_DECREF(vals[j]);
+            if (tags[j] == T_OBJ)
+                Py_DECREF(cells[j].obj);
         return;
     }
     Rec *r = &ring->recs[i];
     r->o1 = head;
-    r->o2 = NULL;
     r->kind = n;
     r->layout = L_EVENT;
-    for (int j = 0; j < n; j++) {
-        Rec *c = cell_slot(ring, i, j);
-        Cell *cell = &c->cell[j % CELLS];
-        unsigned char *tag = &c->tag[j % CELLS];
-        PyObject *v = vals[j];
-        if (PyLong_CheckExact(v)) {
-            int overflow;
-            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (!overflow) {
-                cell->i = x;
-                *tag = T_INT;
-                Py_DECREF(v);
-                continue;
-            }
-        } else if (PyFloat_CheckExact(v)) {
-            cell->d = PyFloat_AS_DOUBLE(v);
-            *tag = T_FLOAT;
-            Py_DECREF(v);
-            continue;
-        }
-        cell->obj = v;
-        *tag = T_OBJ;
-    }
+    for (int j = 0; j < n; j++)
+        event_set(ring, i, j, cells[j], tags[j]);
 }
-
 static PyObject *
 event_values(Ring *ring, Py_ssize_t i)
 {
-    int n = ring->recs[i].kind;
+    int n = event_n(&ring->recs[i]);
     PyObject *values = PyTuple_New(n);
     for (int j = 0; values && j < n; j++) {
-        Rec *c = cell_slot(ring, i, j);
-        Cell *cell = &c->cell[j % CELLS];
+        int tag;
+        Cell *cell = event_cell(ring, i, j, &tag);
         PyObject *v;
-        switch (c->tag[j % CELLS]) {
+        switch (tag) {
         case T_INT: v = PyLong_FromLongLong(cell->i); break;
+        case T_UINT: v = PyLong_FromUnsignedLongLong(cell->u); break;
         case T_FLOAT: v = PyFloat_FromDouble(cell->d); break;
         default: v = Py_NewRef(cell->obj);
         }
@@ -706,27 +735,27 @@ event_values(Ring *ring, Py_ssize_t i)
     return values;
 }
 
-/* The record whose first slot is i, as a tuple. */
+/* The record whose first slot is i, sequence number seq, as a tuple. */
 static PyObject *
-rec_tuple(Ring *ring, Py_ssize_t i)
+rec_tuple(Ring *ring, Py_ssize_t i, long long seq)
 {
     Rec *r = &ring->recs[i];
     switch (r->layout) {
     case L_FUNCTION:
-        return Py_BuildValue("(LLOO)", r->seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
+        return Py_BuildValue("(LLOO)", seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
     case L_GRAPH:
-        return Py_BuildValue("(LLiO)", r->seq, r->ts, r->kind, r->o1);
+        return Py_BuildValue("(LLiO)", seq, r->ts, r->kind, r->o1);
     case L_GRAPH_EXC:
-        return Py_BuildValue("(LLiOO)", r->seq, r->ts, r->kind, r->o1, r->o2);
+        return Py_BuildValue("(LLiOO)", seq, r->ts, r->kind, r->o1, r->o2);
     case L_EVENT: {
         PyObject *values = event_values(ring, i);
         if (values == NULL)
             return NULL;
-        return Py_BuildValue("(LLOON)", r->seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
+        return Py_BuildValue("(LLOON)", seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
                              PyTuple_GET_ITEM(r->o1, 1), values);
     }
     default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
-        PyObject *head = Py_BuildValue("(LL)", r->seq, r->ts);
+        PyObject *head = Py_BuildValue("(LL)", seq, r->ts);
         PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
         Py_XDECREF(head);
         return t;
@@ -778,11 +807,14 @@ ring_traverse(Ring *ring, visitproc visit, void *arg)
         Py_ssize_t i = (ring->head + pos) % ring->cap;
         Rec *r = &ring->recs[i];
         Py_VISIT(r->o1);
-        Py_VISIT(r->o2);
-        for (int j = 0; r->layout == L_EVENT && j < r->kind; j++) {
-            Rec *c = cell_slot(ring, i, j);
-            if (c->tag[j % CELLS] == T_OBJ)
-                Py_VISIT(c->cell[j % CELLS].obj);
+        if (r->layout != L_EVENT) {
+            Py_VISIT(r->o2);
+        }
+        for (int j = 0; r->layout == L_EVENT && j < event_n(r); j++) {
+            int tag;
+            Cell *c = event_cell(ring, i, j, &tag);
+            if (tag == T_OBJ)
+                Py_VISIT(c->obj);
         }
         pos += rec_slots(r);
     }
@@ -818,9 +850,10 @@ ring_list(Ring *ring, int take)
     if (list == NULL)
         return NULL;
     Py_ssize_t pos = 0;
+    long long seq = ring->next_seq - ring->nrec;
     for (Py_ssize_t k = 0; k < ring->nrec; k++) {
         Py_ssize_t i = (ring->head + pos) % ring->cap;
-        PyObject *t = rec_tuple(ring, i);
+        PyObject *t = rec_tuple(ring, i, seq + k);
         if (t == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -1366,13 +1399,19 @@ inline_value(PyObject *obj, PyTypeObject *t, Py_ssize_t index)
 }
 
 typedef struct {
+    int is_item;                /* [key], else .key */
+    PyObject *key;              /* borrowed from the specs */
+    AttrCache cache;
+} Step;
+
+typedef struct {
     int root;                   /* R_* */
     int argn;                   /* R_ARG: 1-based */
     PyObject *name;             /* R_LOCAL: the local; R_GLOBAL: the global */
     PyObject *module;           /* R_GLOBAL: its module's name */
     PyObject *imm;              /* R_IMM: the value */
-    PyObject *path;             /* tuple of (is_item, key) */
-    AttrCache *cache;           /* one per step */
+    int nsteps;
+    Step *steps;
     int conv, bits, is_signed;
 } Fetch;
 
@@ -1427,7 +1466,7 @@ frame_code(_PyInterpreterFrame *f)
 
 /* fetch.get_attr: `obj.name` from storage only.  Types that hook attribute
  * access, and non-data descriptors on the class (methods), go to Python. */
-static int
+static inline int
 fetch_attr(PyObject *obj, PyObject *name, AttrCache *cache, PyObject **out)
 {
     PyTypeObject *t = Py_TYPE(obj);
@@ -1549,62 +1588,89 @@ is_raw(PyObject *v)
         || t == &PyBool_Type || t == &PyBytes_Type || t == &PyComplex_Type || t == &PyCode_Type;
 }
 
-/* fetch.convert / fetch.snapshot on *v (a new reference, replaced). */
-static int
-convert(ProbeTrace *p, Fetch *fs, PyObject **v)
+/* fetch.convert / fetch.snapshot of v, into a cell: exact ints that fit and
+ * floats unboxed, anything else a new reference.  v is released if owned. */
+static inline int
+convert(ProbeTrace *p, Fetch *fs, PyObject *v, int owned, Cell *cell, int *tag)
 {
-    PyObject *x = *v, *r;
+    PyObject *r = NULL;
+    int result = FETCH_OK;
     switch (fs->conv) {
     case V_RAW:
-        if (is_raw(x))
-            return FETCH_OK;
-        r = PyObject_CallOneArg(p->snapshot, x);    /* the bounded safe repr: no user code */
+        if (PyLong_CheckExact(v)) {
+            int overflow = 0;
+            cell->i = PyUnstable_Long_IsCompact((PyLongObject *)v)
+                      ? (long long)PyUnstable_Long_CompactValue((PyLongObject *)v)
+                      : PyLong_AsLongLongAndOverflow(v, &overflow);
+            *tag = T_INT;
+            if (overflow)
+                r = Py_NewRef(v);
+        } else if (PyFloat_CheckExact(v)) {
+            cell->d = PyFloat_AS_DOUBLE(v);
+            *tag = T_FLOAT;
+        } else if (is_raw(v)) {
+            r = Py_NewRef(v);
+        } else {
+            r = PyObject_CallOneArg(p->snapshot, v);    /* the bounded safe repr: no user code */
+            if (r == NULL)
+                result = FETCH_FAULT;
+        }
         break;
     case V_INT: {
-        if (!PyLong_Check(x))
-            return Py_DECREF(x), FETCH_FAULT;
-        unsigned long long u = PyLong_AsUnsignedLongLongMask(x);    /* two's complement, mod 2**64 */
+        if (!PyLong_Check(v)) {
+            result = FETCH_FAULT;
+            break;
+        }
+        unsigned long long u = PyLong_AsUnsignedLongLongMask(v);    /* two's complement, mod 2**64 */
         if (fs->bits < 64)
             u &= (1ULL << fs->bits) - 1;
-        if (fs->is_signed && fs->bits < 64 && (u >> (fs->bits - 1)))
-            r = PyLong_FromLongLong((long long)u - (long long)(1ULL << fs->bits));
-        else if (fs->is_signed)
-            r = PyLong_FromLongLong((long long)u);
-        else
-            r = PyLong_FromUnsignedLongLong(u);
+        if (fs->is_signed && fs->bits < 64 && (u >> (fs->bits - 1))) {
+            cell->i = (long long)u - (long long)(1ULL << fs->bits);
+            *tag = T_INT;
+        } else if (fs->is_signed) {
+            cell->i = (long long)u;
+            *tag = T_INT;
+        } else {
+            cell->u = u;
+            *tag = T_UINT;
+        }
         break;
     }
     default:        /* V_STRING */
-        if (PyBytes_CheckExact(x))
-            r = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x), "backslashreplace");
-        else if (PyUnicode_CheckExact(x))
-            return FETCH_OK;
-        else if (PyUnicode_Check(x))
-            r = PyUnicode_FromObject(x);            /* str.__str__: a plain copy */
+        if (PyBytes_CheckExact(v))
+            r = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), "backslashreplace");
+        else if (PyUnicode_CheckExact(v))
+            r = Py_NewRef(v);
+        else if (PyUnicode_Check(v))
+            r = PyUnicode_FromObject(v);            /* str.__str__: a plain copy */
         else
-            return Py_DECREF(x), FETCH_FAULT;
+            result = FETCH_FAULT;
+        if (r == NULL && result == FETCH_OK)
+            result = FETCH_FAULT;
     }
-    Py_DECREF(x);
-    if (r == NULL) {
+    if (owned)
+        Py_DECREF(v);
+    if (r != NULL) {
+        cell->obj = r;
+        *tag = T_OBJ;
+    }
+    if (result != FETCH_OK)
         PyErr_Clear();
-        return FETCH_FAULT;
-    }
-    *v = r;
-    return FETCH_OK;
+    return result;
 }
-
-static int
-fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject **out)
+static inline int
+fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, Cell *cell, int *tag)
 {
     PyObject *v;
-    int r;
+    int r, owned = 1;
     if (fs->root == R_LOCAL || fs->root == R_ARG) {
         v = f->localsplus[slot];
         if (v == NULL)
             return FETCH_FAULT;                          /* unbound */
-        Py_INCREF(v);
+        owned = 0;          /* borrowed from the frame: nothing here runs Python code */
     } else if (fs->root == R_IMM) {
-        v = Py_NewRef(fs->imm);
+        v = fs->imm;
+        owned = 0;
     } else {                                             /* R_GLOBAL: sys.modules[MOD].NAME */
         PyObject *mods = PySys_GetObject("modules");
         if (mods == NULL || !PyDict_Check(mods))
@@ -1617,35 +1683,42 @@ fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject *
         if ((r = fetch_attr(m, fs->name, &none, &v)) != FETCH_OK)
             return r;
     }
-    Py_ssize_t nsteps = PyTuple_GET_SIZE(fs->path);
-    for (Py_ssize_t i = 0; i < nsteps; i++) {
-        PyObject *step = PyTuple_GET_ITEM(fs->path, i), *next = NULL;
-        PyObject *key = PyTuple_GET_ITEM(step, 1);
-        r = PyTuple_GET_ITEM(step, 0) == Py_True ? fetch_item(v, key, &next)
-                                                 : fetch_attr(v, key, &fs->cache[i], &next);
-        Py_DECREF(v);
+    for (int i = 0; i < fs->nsteps; i++) {
+        Step *step = &fs->steps[i];
+        PyObject *next = NULL;
+        r = step->is_item ? fetch_item(v, step->key, &next)
+                          : fetch_attr(v, step->key, &step->cache, &next);
+        if (owned)
+            Py_DECREF(v);
         if (r != FETCH_OK)
             return r;
         v = next;
+        owned = 1;
     }
-    r = convert(p, fs, &v);
-    if (r == FETCH_OK)
-        *out = v;
-    return r;
+    return convert(p, fs, v, owned, cell, tag);
 }
 
 /* One predicate on one value: 1 or 0, or -1 when the Python filter must say. */
 static inline int
-pred_eval(Pred *pr, PyObject *v)
+pred_eval(Pred *pr, Cell *cell, int tag)
 {
     int r;
     if (pr->op <= P_AND) {
-        if (!PyLong_Check(v))                            /* a number field needs an int */
-            return 0;
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow)
-            return -1;
+        long long x;
+        if (tag == T_INT) {
+            x = cell->i;
+        } else if (tag == T_UINT) {
+            if (cell->u > (unsigned long long)LLONG_MAX)
+                return -1;
+            x = (long long)cell->u;
+        } else if (tag == T_OBJ && PyLong_Check(cell->obj)) {
+            int overflow;
+            x = PyLong_AsLongLongAndOverflow(cell->obj, &overflow);
+            if (overflow)
+                return -1;
+        } else {
+            return 0;                                    /* a number field needs an int */
+        }
         switch (pr->op) {
         case P_EQ: return x == pr->num;
         case P_NE: return x != pr->num;
@@ -1656,8 +1729,9 @@ pred_eval(Pred *pr, PyObject *v)
         default: return (x & pr->num) != 0;
         }
     }
-    if (!PyUnicode_Check(v))                             /* a string field needs a str */
+    if (tag != T_OBJ || !PyUnicode_Check(cell->obj))  /* a string field needs a str */
         return 0;
+    PyObject *v = cell->obj;
     switch (pr->op) {
     case S_EQ: r = PyUnicode_Compare(v, pr->str) == 0; break;
     case S_PREFIX: r = PyUnicode_Tailmatch(v, pr->str, 0, PY_SSIZE_T_MAX, -1); break;
@@ -1670,16 +1744,16 @@ pred_eval(Pred *pr, PyObject *v)
     }
     return pr->negate ? !r : r;
 }
-
 static int
-filter_eval(ProbeTrace *p, PyObject **vals)
+filter_eval(ProbeTrace *p, Cell *cells, int *tags)
 {
     char stack[FILTER_MAX_STACK];
     int sp = 0;
     for (int k = 0; k < p->nprog; k++) {
         int c = p->prog[k];
         if (c >= 0) {
-            int r = pred_eval(&p->preds[c], vals[p->preds[c].field]);
+            int field = p->preds[c].field;
+            int r = pred_eval(&p->preds[c], &cells[field], tags[field]);
             if (r < 0)
                 return -1;
             stack[sp++] = (char)r;
@@ -1722,30 +1796,33 @@ probe_slow(ProbeTrace *p)
     return PyObject_CallOneArg(p->slow, frame);
 }
 
-/* A tuple of the values (steals them), for the Python filter. */
-static inline PyObject *
-values_tuple(PyObject **vals, int n)
+/* A tuple of the values, for the Python filter. */
+static PyObject *
+values_tuple(Cell *cells, int *tags, int n)
 {
     PyObject *values = PyTuple_New(n);
-    if (values == NULL) {
-        for (int i = 0; i < n; i++)
-            Py_DECREF(vals[i]);
-        return NULL;
-    }
-    for (int i = 0; i < n; i++) {
-        PyTuple_SET_ITEM(values, i, vals[i]);
-        vals[i] = NULL;
+    for (int i = 0; values && i < n; i++) {
+        PyObject *v;
+        switch (tags[i]) {
+        case T_INT: v = PyLong_FromLongLong(cells[i].i); break;
+        case T_UINT: v = PyLong_FromUnsignedLongLong(cells[i].u); break;
+        case T_FLOAT: v = PyFloat_FromDouble(cells[i].d); break;
+        default: v = Py_NewRef(cells[i].obj);
+        }
+        if (v == NULL)
+            Py_CLEAR(values);
+        else
+            PyTuple_SET_ITEM(values, i, v);
     }
     return values;
 }
-
 static inline void
-drop(PyObject **vals, int n)
+drop(Cell *cells, int *tags, int n)
 {
     for (int i = 0; i < n; i++)
-        Py_DECREF(vals[i]);
+        if (tags[i] == T_OBJ)
+            Py_DECREF(cells[i].obj);
 }
-
 static PyObject *
 probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record */
 {
@@ -1754,49 +1831,48 @@ probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record
     _PyInterpreterFrame *f = current_frame(ts);
     if (t->slots == NULL || f == NULL || frame_code(f) != code)
         return probe_slow(p);
-    PyObject *vals[PROBE_MAX_ARGS];
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS];
     int n = p->nargs, faulted = 0;
     for (int i = 0; i < n; i++) {
-        int r = fetch_arg(p, &p->fetch[i], t->slots[i], f, &vals[i]);
+        int r = fetch_arg(p, &p->fetch[i], t->slots[i], f, &cells[i], &tags[i]);
         if (r == FETCH_BAIL) {
-            drop(vals, i);
+            drop(cells, tags, i);
             return probe_slow(p);
         }
         if (r == FETCH_FAULT) {
-            vals[i] = Py_NewRef(p->fault);
+            cells[i].obj = Py_NewRef(p->fault);
+            tags[i] = T_OBJ;
             faulted = 1;
         }
     }
     p->nhit++;
     p->nmissed += faulted;
     if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */
-        drop(vals, n);
+        drop(cells, tags, n);
         Py_RETURN_NONE;
     }
     if (p->filter_slow != Py_None) {
-        int keep = p->prog != NULL ? filter_eval(p, vals) : -1;
+        int keep = p->prog != NULL ? filter_eval(p, cells, tags) : -1;
         if (keep < 0) {                                  /* the Python filter decides */
-            PyObject *values = values_tuple(vals, n);
-            if (values == NULL)
-                return NULL;
-            PyObject *r = PyObject_CallOneArg(p->filter_slow, values);
+            PyObject *values = values_tuple(cells, tags, n), *r = NULL;
+            if (values != NULL)
+                r = PyObject_CallOneArg(p->filter_slow, values);
             keep = r == NULL ? -1 : PyObject_IsTrue(r);
             Py_XDECREF(r);
-            for (int i = 0; i < n; i++)
-                vals[i] = Py_NewRef(PyTuple_GET_ITEM(values, i));
-            Py_DECREF(values);
+            Py_XDECREF(values);
             if (keep < 0)
-                return drop(vals, n), NULL;
+                return drop(cells, tags, n), NULL;
         }
         if (!keep) {                                     /* filtered out: nothing written */
-            drop(vals, n);
+            drop(cells, tags, n);
             Py_RETURN_NONE;
         }
     }
     Ring *ring = probe_ring(p, ts);
     if (ring == NULL)
-        return drop(vals, n), NULL;
-    ring_write_event(ring, Py_NewRef(t->b), vals, n);
+        return drop(cells, tags, n), NULL;
+    ring_write_event(ring, Py_NewRef(t->b), cells, tags, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
 }
@@ -1807,7 +1883,7 @@ static void
 probe_free_compiled(ProbeTrace *p)
 {
     for (int i = 0; p->fetch != NULL && i < p->nargs; i++)
-        PyMem_Free(p->fetch[i].cache);
+        PyMem_Free(p->fetch[i].steps);
     PyMem_Free(p->fetch);
     PyMem_Free(p->preds);
     PyMem_Free(p->prog);
@@ -1873,10 +1949,14 @@ probe_compile(ProbeTrace *p, PyObject *specs)
                 return -1;
             }
         }
-        fs->path = path;
-        if (!(fs->cache = PyMem_Calloc(PyTuple_GET_SIZE(path) + 1, sizeof(AttrCache)))) {
+        fs->nsteps = (int)PyTuple_GET_SIZE(path);
+        if (!(fs->steps = PyMem_Calloc(fs->nsteps + 1, sizeof(Step)))) {
             PyErr_NoMemory();
             return -1;
+        }
+        for (int j = 0; j < fs->nsteps; j++) {      /* held by specs */
+            fs->steps[j].is_item = PyTuple_GET_ITEM(PyTuple_GET_ITEM(path, j), 0) == Py_True;
+            fs->steps[j].key = PyTuple_GET_ITEM(PyTuple_GET_ITEM(path, j), 1);
         }
         if (type == NULL) {
             fs->conv = V_RAW;
