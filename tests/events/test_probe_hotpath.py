@@ -232,3 +232,27 @@ def test_a_small_buffer_keeps_the_newest_events_and_counts_the_lost():
     assert f"entries-in-buffer/entries-written: {in_buf}/100" in text
     kept = [l.split(") ")[1] for l in text.splitlines() if "small: (" in l]
     assert kept == [f"arg1={i} a={i} b={i} c={i} arg5={i * 0.5}" for i in range(100 - in_buf, 100)]
+
+
+def test_each_thread_records_its_own_events():
+    import threading
+    fs = fentry.tracefs()
+    fs.write("kprobe_events", f"p:hp/th {__name__}:probed x=x v=obj.v")
+    fs.write("events/enable", "1")
+
+    def worker(base):
+        for i in range(50):
+            probed(base + i, Obj(base))
+    threads = [threading.Thread(target=worker, args=(k * 1000,), name=f"w{k}") for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fs.write("events/enable", "0")
+    per_task: dict[str, list[str]] = {}
+    for line in fs.read("trace").splitlines():
+        if "th: (probed" in line:
+            per_task.setdefault(line.split()[0].rsplit("-", 1)[0], []).append(line.split(") ")[1])
+    assert per_task == {f"w{k}": [f"x={k * 1000 + i} v={k * 1000}" for i in range(50)]
+                        for k in range(3)}
+    assert fs.read("kprobe_profile").split() == ["th", "150", "0"]

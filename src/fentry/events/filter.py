@@ -352,7 +352,7 @@ class _Codegen:
             op = AND if sep == " and " else OR
             prog = codes[0].prog + tuple(x for c in codes[1:] for x in c.prog + (op,))
         code = _Code("(" + sep.join(c.src for c in codes) + ")",
-                     max((c.depth for c in codes), default=0) + 1, prog)
+                     max(c.depth for c in codes) + 1, prog)
         if code.depth > _MAX_NEST:
             name = f"_g{len(self.defs)}"
             self.defs.append(f"def {name}(v):\n    return {code.src}\n")
