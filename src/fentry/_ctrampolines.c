@@ -1319,18 +1319,23 @@ static PyTypeObject SwitchType = {
  *
  * It reads exactly what events/fetch.py reads, with the same results and the
  * same faults, and never runs user code: attributes come from the instance's
- * storage (dict or slots) or a plain class attribute, looked up with
- * _PyType_Lookup; items from builtin containers.  Whatever it does not know
- * (an object whose type hooks attribute access, a method found on the class,
- * an int subclass to convert, a cell variable, ...) is not guessed at: the
- * whole hit goes to the Python path (`slow(frame)`), which does it as before.
- * Nothing is counted or recorded before that decision, so a hit is counted once.
+ * storage (inline values, dict or slots) or a plain class attribute, looked
+ * up with _PyType_Lookup; items from builtin containers.  Whatever it does
+ * not know (an object whose type hooks attribute access, a method found on
+ * the class, a cell variable, more than PROBE_MAX_ARGS fetchargs, ...) is not
+ * guessed at: the whole hit goes to the Python path (`slow(frame)`), which
+ * does it as before.  Nothing is counted or recorded before that decision,
+ * so a hit is counted once.
  *
- * Values: a flat tuple, one per fetcharg (the event knows the names).
- * The filter runs here when it is comparisons of fields with constants
- * (&& || ! and parentheses) and the values are ints or strs; a value it
- * cannot compare exactly (an int beyond 64 bits) hands the decision to
- * the Python filter, `filter_slow(values)`. */
+ * Values are converted straight into ring cells (Cell, tag: exact ints and
+ * floats unboxed, anything else a reference), one per fetcharg; the event
+ * knows their names.  The filter runs here when it is comparisons of fields
+ * with constants (&& || ! and parentheses, no regex glob): a value it cannot
+ * compare exactly (an int beyond 64 bits) hands the decision to the Python
+ * filter, `filter_slow(values)`.  A filtered-out event writes nothing.
+ *
+ * Hot path: probe_call and what it calls are flat, allocate nothing for
+ * ints, floats, strs and the like, and make no Python call; keep them so. */
 
 #define PROBE_MAX_ARGS 16       /* more fetchargs than this: the Python path */
 #define FILTER_MAX_STACK 64

@@ -256,3 +256,76 @@ def test_each_thread_records_its_own_events():
     assert per_task == {f"w{k}": [f"x={k * 1000 + i} v={k * 1000}" for i in range(50)]
                         for k in range(3)}
     assert fs.read("kprobe_profile").split() == ["th", "150", "0"]
+
+
+# -- generated: many definitions and filters, the same trace on both paths
+
+FETCHARGS = [
+    "n", "obj", "obj.n", "obj.big", "obj.neg", "obj.ratio", "obj.name", "obj.blob", "obj.items[1]",
+    "obj.items[-4]", "obj.pair[0]", 'obj.table["a"]', "obj.table[1]", "obj.label", "obj.color",
+    "obj.kind", "obj.missing_on_class", "obj.prop", "obj.method", "obj.nothing", "obj.flag",
+    "slotted.a", "slotted.b", "hooked.stored", "hooked.x", "rest", "rest[0]", "kw", "local", "text",
+    "$arg1", "$arg2", "$arg7", "@shapes:LIMIT", "\\5", '\\"s"', "$comm", "$stack", "$args",
+]
+TYPES = ["", ":u8", ":s16", ":x32", ":u64", ":s64", ":string", ":symbol"]
+FILTERS = ["", "arg1 > 2", "arg1 == 3 || arg2 < 0", 'arg1 ~ "item*"', 'arg1 != "x"', "!(arg1 & 1)",
+           "arg1 >= -1 && arg2 <= 10", 'arg2 ~ "*m[12]"', 'arg1 ~ "*1*"', "common_pid > 0 && arg1 < 4",
+           "(arg1 < 2 || arg1 > 4) && !(arg2 == 0)"]
+
+DIFF_DRIVER = r"""
+import json, sys
+sys.path.insert(0, PROGRAMS)
+import fentry
+import shapes
+fs = fentry.tracefs()
+for i, (definition, filt) in enumerate(BATCH):
+    try:
+        fs.write("kprobe_events", definition, append=True)
+        if filt:
+            fs.write(f"events/gen/e{i}/filter", filt)
+    except fentry.TraceError:
+        pass
+fs.write("events/enable", "1")
+shapes.main()
+fs.write("events/enable", "0")
+events = [line.split(": ", 1)[1] for line in fs.read("trace").splitlines() if not line.startswith("#")]
+print(json.dumps({"events": events, "profile": fs.read("kprobe_profile"),
+                  "errors": fs.read("error_log").count("error:")}))
+"""
+
+
+def run_batch(batch: list[tuple[str, str]], pure: bool) -> tuple[dict, str]:
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("FENTRY_PURE_PYTHON", None)
+    if pure:
+        env["FENTRY_PURE_PYTHON"] = "1"
+    code = f"PROGRAMS = {PROGRAMS!r}\nBATCH = {batch!r}\n" + DIFF_DRIVER
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    *output, result = proc.stdout.splitlines()
+    return json.loads(result), "\n".join(output)
+
+
+def test_generated_probes_trace_the_same_on_both_paths():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    with open(SHAPES) as f:
+        line = next(i for i, text in enumerate(f, 1) if "return local + len(text)" in text)
+    where = st.sampled_from(["shapes:work", f"{SHAPES}:{line}"])
+    fetcharg = st.tuples(st.sampled_from(FETCHARGS), st.sampled_from(TYPES)).map("".join)
+    probe = st.tuples(where, st.lists(fetcharg, min_size=0, max_size=5), st.sampled_from(FILTERS))
+    seen = {"events": 0}
+
+    @hypothesis.settings(max_examples=6, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(st.lists(probe, min_size=1, max_size=10))
+    def check(probes):
+        batch = [(f"p:gen/e{i} {w} {' '.join(args)}".strip(), filt)
+                 for i, (w, args, filt) in enumerate(probes)]
+        (c, c_out), (py, py_out) = run_batch(batch, pure=False), run_batch(batch, pure=True)
+        assert c == py and c_out == py_out == plain_output()
+        seen["events"] += len(c["events"])
+
+    check()
+    assert seen["events"] > 50
