@@ -1479,9 +1479,10 @@ fetch_attr(PyObject *obj, PyObject *name, AttrCache *cache, PyObject **out)
     if (t == &PyModule_Type) {
         PyObject *d = PyModule_GetDict(obj);
         v = d ? PyDict_GetItemWithError(d, name) : NULL;
-        PyErr_Clear();
-        if (v == NULL)
+        if (v == NULL) {
+            PyErr_Clear();
             return FETCH_FAULT;
+        }
         *out = Py_NewRef(v);
         return FETCH_OK;
     }
@@ -1541,9 +1542,10 @@ fetch_item(PyObject *obj, PyObject *key, PyObject **out)
     PyObject *v;
     if (PyDict_Check(obj)) {
         v = PyDict_GetItemWithError(obj, key);
-        PyErr_Clear();
-        if (v == NULL)
+        if (v == NULL) {
+            PyErr_Clear();
             return FETCH_FAULT;
+        }
         *out = Py_NewRef(v);
         return FETCH_OK;
     }
@@ -1681,9 +1683,10 @@ fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, Cell *cell
         if (mods == NULL || !PyDict_Check(mods))
             return FETCH_BAIL;
         PyObject *m = PyDict_GetItemWithError(mods, fs->module);
-        PyErr_Clear();
-        if (m == NULL || m == Py_None)
+        if (m == NULL || m == Py_None) {
+            PyErr_Clear();
             return FETCH_FAULT;
+        }
         AttrCache none = {NULL, 0, NULL};
         if ((r = fetch_attr(m, fs->name, &none, &v)) != FETCH_OK)
             return r;
