@@ -36,7 +36,7 @@ static PyObject *int0, *int1;   /* sys._getframe's arguments, and 1 */
 static PyObject *s_tb, *s_seq, *s_append, *s_errors, *s_co_qualname;
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
-            K_OFFSET_DISPATCH, K_PROBE };
+            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_NOP };
 
 typedef struct {
     PyObject_HEAD
@@ -1340,7 +1340,7 @@ static PyTypeObject SwitchType = {
 #define PROBE_MAX_ARGS 16       /* more fetchargs than this: the Python path */
 #define FILTER_MAX_STACK 64
 
-enum { R_LOCAL, R_ARG, R_IMM, R_GLOBAL };            /* where a fetcharg starts */
+enum { R_LOCAL, R_ARG, R_IMM, R_GLOBAL, R_RETVAL };  /* where a fetcharg starts */
 enum { V_RAW, V_INT, V_STRING };                      /* its conversion */
 enum { FETCH_OK, FETCH_FAULT, FETCH_BAIL };           /* what a fetch gave */
 enum { P_EQ, P_NE, P_LT, P_LE, P_GT, P_GE, P_AND,    /* numeric predicates */
@@ -1666,7 +1666,8 @@ convert(ProbeTrace *p, Fetch *fs, PyObject *v, int owned, Cell *cell, int *tag)
     return result;
 }
 static inline int
-fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, Cell *cell, int *tag)
+fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject *retval,
+          Cell *cell, int *tag)
 {
     PyObject *v;
     int r, owned = 1;
@@ -1677,6 +1678,11 @@ fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, Cell *cell
         owned = 0;          /* borrowed from the frame: nothing here runs Python code */
     } else if (fs->root == R_IMM) {
         v = fs->imm;
+        owned = 0;
+    } else if (fs->root == R_RETVAL) {
+        if (retval == NULL)
+            return FETCH_FAULT;                          /* left by an exception */
+        v = retval;
         owned = 0;
     } else {                                             /* R_GLOBAL: sys.modules[MOD].NAME */
         PyObject *mods = PySys_GetObject("modules");
@@ -1794,16 +1800,43 @@ probe_ring(ProbeTrace *p, PyThreadState *ts)
     return (Ring *)tb;
 }
 
-/* The Python path: slow(frame) does the whole hit, counting included. */
+/* The Python path does the whole hit, counting included: slow(frame) at an
+ * entry, offset or line; slow(frame, value, raised) at a return (PY_RETURN's
+ * value, or PY_UNWIND's exception). */
 static PyObject *
-probe_slow(ProbeTrace *p)
+probe_slow(ProbeTrace *p, Tramp *t, PyObject *value)
 {
     PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
     if (frame == NULL)
         Py_RETURN_NONE;
-    return PyObject_CallOneArg(p->slow, frame);
+    if (t->kind == K_PROBE)
+        return PyObject_CallOneArg(p->slow, frame);
+    PyObject *argv[3] = {frame, value, t->flag ? Py_True : Py_False};
+    return PyObject_Vectorcall(p->slow, argv, 3, NULL);
 }
 
+/* A return's (event, site): site is (caller code, call offset, code, the
+ * exception's type name or None), or (None, 0, code, ...) with no caller. */
+static PyObject *
+exit_head(ProbeTrace *p, PyObject *code, PyObject *exc)
+{
+    _PyInterpreterFrame *cf = caller_frame();
+    PyObject *ccode = NULL, *off = NULL, *raised = NULL, *site = NULL, *head = NULL;
+    if (cf != NULL) {
+        ccode = PyUnstable_InterpreterFrame_GetCode(cf);
+        off = PyLong_FromLong(call_site(ccode, PyUnstable_InterpreterFrame_GetLasti(cf)));
+    } else {
+        ccode = Py_NewRef(Py_None);
+        off = PyLong_FromLong(0);
+    }
+    raised = exc != NULL ? PyType_GetName(Py_TYPE(exc)) : Py_NewRef(Py_None);
+    if (ccode && off && raised)
+        site = PyTuple_Pack(4, ccode, off, code, raised);
+    if (site)
+        head = PyTuple_Pack(2, p->event, site);
+    Py_XDECREF(ccode); Py_XDECREF(off); Py_XDECREF(raised); Py_XDECREF(site);
+    return head;
+}
 /* A tuple of the values, for the Python filter. */
 static PyObject *
 values_tuple(Cell *cells, int *tags, int n)
@@ -1832,21 +1865,25 @@ drop(Cell *cells, int *tags, int n)
             Py_DECREF(cells[i].obj);
 }
 static PyObject *
-probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record */
+probe_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path: fetch, count, filter, record */
 {
     ProbeTrace *p = (ProbeTrace *)t->a;
+    PyObject *code = args[0];
+    /* a return: PY_RETURN's value, or PY_UNWIND's exception ($retval a fault) */
+    PyObject *value = t->kind == K_PROBE_EXIT && nargs > 2 ? args[2] : NULL;
+    PyObject *retval = t->flag ? NULL : value;
     PyThreadState *ts = PyThreadState_Get();
     _PyInterpreterFrame *f = current_frame(ts);
     if (t->slots == NULL || f == NULL || frame_code(f) != code)
-        return probe_slow(p);
+        return probe_slow(p, t, value);
     Cell cells[PROBE_MAX_ARGS];
     int tags[PROBE_MAX_ARGS];
     int n = p->nargs, faulted = 0;
     for (int i = 0; i < n; i++) {
-        int r = fetch_arg(p, &p->fetch[i], t->slots[i], f, &cells[i], &tags[i]);
+        int r = fetch_arg(p, &p->fetch[i], t->slots[i], f, retval, &cells[i], &tags[i]);
         if (r == FETCH_BAIL) {
             drop(cells, tags, i);
-            return probe_slow(p);
+            return probe_slow(p, t, value);
         }
         if (r == FETCH_FAULT) {
             cells[i].obj = Py_NewRef(p->fault);
@@ -1877,10 +1914,14 @@ probe_call(Tramp *t, PyObject *code)   /* hot path: fetch, count, filter, record
             Py_RETURN_NONE;
         }
     }
-    Ring *ring = probe_ring(p, ts);
-    if (ring == NULL)
+    /* An entry's (event, site) is made once per code; a return's per hit. */
+    PyObject *head = t->kind == K_PROBE ? Py_NewRef(t->b) : exit_head(p, code, t->flag ? value : NULL);
+    Ring *ring = head != NULL ? probe_ring(p, ts) : NULL;
+    if (ring == NULL) {
+        Py_XDECREF(head);
         return drop(cells, tags, n), NULL;
-    ring_write_event(ring, Py_NewRef(t->b), cells, tags, n);
+    }
+    ring_write_event(ring, head, cells, tags, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
 }
@@ -1937,6 +1978,8 @@ probe_compile(ProbeTrace *p, PyObject *specs)
         } else if (strcmp(kind, "imm") == 0) {
             fs->root = R_IMM;
             fs->imm = root;
+        } else if (strcmp(kind, "retval") == 0) {
+            fs->root = R_RETVAL;
         } else if (strcmp(kind, "global") == 0 && PyTuple_Check(root) && PyTuple_GET_SIZE(root) == 2) {
             fs->root = R_GLOBAL;
             fs->module = PyTuple_GET_ITEM(root, 0);
@@ -2104,19 +2147,9 @@ fail:
  * as frame.f_locals does (a cell or free variable, a hidden comprehension
  * local, a name it does not have, not a function) takes the Python path. */
 static PyObject *
-probe_entry(ProbeTrace *p, PyObject *args)
+probe_handler(ProbeTrace *p, PyObject *code, int kind, int raised, PyObject *head)
 {
-    PyObject *code, *offset;
-    int depth;
-    if (!PyArg_ParseTuple(args, "O!Oi", &PyCode_Type, &code, &offset, &depth))
-        return NULL;
-    PyObject *site = PyTuple_Pack(2, code, offset);
-    PyObject *head = site ? PyTuple_Pack(2, p->event, site) : NULL;
-    Py_XDECREF(site);
-    if (head == NULL)
-        return NULL;
-    Tramp *t = (Tramp *)make(K_PROBE, 2, 0, (PyObject *)p, head, NULL, NULL);
-    Py_DECREF(head);
+    Tramp *t = (Tramp *)make(kind, kind == K_PROBE ? 2 : 3, raised, (PyObject *)p, head, NULL, NULL);
     if (t == NULL || p->specs == Py_None)
         return (PyObject *)t;
     PyCodeObject *co = (PyCodeObject *)code;
@@ -2157,6 +2190,43 @@ probe_entry(ProbeTrace *p, PyObject *args)
     }
     t->slots = slots;
     return (PyObject *)t;
+}
+
+static PyObject *
+probe_entry(ProbeTrace *p, PyObject *args)
+{
+    PyObject *code, *offset;
+    int depth;
+    if (!PyArg_ParseTuple(args, "O!Oi", &PyCode_Type, &code, &offset, &depth))
+        return NULL;
+    PyObject *site = PyTuple_Pack(2, code, offset);
+    PyObject *head = site ? PyTuple_Pack(2, p->event, site) : NULL;
+    Py_XDECREF(site);
+    if (head == NULL)
+        return NULL;
+    PyObject *h = probe_handler(p, code, K_PROBE, 0, head);
+    Py_DECREF(head);
+    return h;
+}
+
+/* exit(code, depth, raised): the handler of this return probe on code, for
+ * PY_RETURN (raised false) or PY_UNWIND (raised true). */
+static PyObject *
+probe_exit(ProbeTrace *p, PyObject *args)
+{
+    PyObject *code;
+    int depth, raised;
+    if (!PyArg_ParseTuple(args, "O!ip", &PyCode_Type, &code, &depth, &raised))
+        return NULL;
+    return probe_handler(p, code, K_PROBE_EXIT, raised, NULL);
+}
+
+/* start(code, depth): a return probe's PY_START handler, which has nothing
+ * to do (the return does it all) but keeps the code known to ftrace. */
+static PyObject *
+probe_start(ProbeTrace *p, PyObject *args)
+{
+    return make(K_NOP, 2, 0, NULL, NULL, NULL, NULL);
 }
 
 /* As a pre_handler(kp, regs): the Python path. */
@@ -2207,6 +2277,10 @@ static PyMemberDef probe_members[] = {
 static PyMethodDef probe_methods[] = {
     {"entry", (PyCFunction)probe_entry, METH_VARARGS,
      "entry(code, offset, depth): the handler of the probe at (code, offset)"},
+    {"exit", (PyCFunction)probe_exit, METH_VARARGS,
+     "exit(code, depth, raised): the handler of the return probe on code (PY_RETURN / PY_UNWIND)"},
+    {"start", (PyCFunction)probe_start, METH_VARARGS,
+     "start(code, depth): a return probe's PY_START handler: nothing to do"},
     {"set_filter", (PyCFunction)probe_set_filter, METH_VARARGS,
      "set_filter(program, matches): the event's filter"},
     {NULL}
@@ -2249,7 +2323,9 @@ tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     case K_OPS_ENTRY: return ops_entry_call(t);
     case K_FUNCTION: return function_call(t, args[0]);
     case K_GRAPH: return graph_call(t, args, nargs);
-    case K_PROBE: return probe_call(t, args[0]);
+    case K_PROBE:
+    case K_PROBE_EXIT: return probe_call(t, args, nargs);
+    case K_NOP: Py_RETURN_NONE;
     }
     Py_RETURN_NONE;
 }
@@ -2282,7 +2358,7 @@ tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
                                   "function_entry", "graph_event", "offset_dispatcher",
-                                  "probe"};
+                                  "probe", "probe_exit", "nop"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 

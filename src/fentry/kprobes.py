@@ -237,6 +237,13 @@ class _RetprobeOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
         rp, active = self.rp, self.active
+        if isinstance(rp.handler, hotpath.ProbeTrace) and rp.entry_handler is None:
+            # A return probe event: its hot-path handlers do the whole return;
+            # there is no instance to keep between entry and return.
+            trace = rp.handler
+            return {E.PY_START: trace.start(code, depth),
+                    E.PY_RETURN: trace.exit(code, depth, False),
+                    E.PY_UNWIND: trace.exit(code, depth, True)}
 
         def kretprobe_entry(code, offset):
             frame = _getframe(depth)

@@ -342,10 +342,11 @@ class ProbeTrace:
     """One probe event's hit (the kernel's kprobe_trace_func).
 
     The C one fetches, counts, filters and records without a Python call
-    when it can, and calls ``slow(frame)`` for the rest; here every hit is
-    ``slow(frame)``: the event's own Python path, which does all of it.  So
-    ``nhit`` and ``nmissed`` (the hits this object took itself) stay 0, and
-    ``specs`` and the filter program are not needed.
+    when it can, and calls ``slow`` for the rest; here every hit is ``slow``:
+    the event's own Python path, which does all of it -- ``slow(frame)`` at
+    an entry, offset or line, ``slow(frame, value, raised)`` at a return.
+    So ``nhit`` and ``nmissed`` (the hits this object took itself) stay 0,
+    and ``specs`` and the filter program are not needed.
     """
     __slots__ = ("event", "slow", "nhit", "nmissed")
 
@@ -365,6 +366,22 @@ class ProbeTrace:
             slow(_getframe(depth))
         return probe_hit
 
+    def exit(self, code: CodeType, depth: int, raised: bool):
+        """The handler of the return probe on code: PY_RETURN, or PY_UNWIND if ``raised``."""
+        slow = self.slow
+
+        def probe_exit(code, offset, value):  # hot path
+            slow(_getframe(depth), value, raised)
+        return probe_exit
+
+    def start(self, code: CodeType, depth: int):
+        """A return probe's PY_START handler: nothing to do (the return does it all)."""
+        return _nothing
+
     def __call__(self, kp, regs) -> None:
         """As a kprobe pre_handler(kp, regs)."""
         self.slow(regs)
+
+
+def _nothing(code, offset):  # hot path
+    pass

@@ -48,6 +48,9 @@ PROBES = [
     ("p:hp/many shapes:work " + " ".join(f"a{i}=n" for i in range(20)), "a19 == 2"),
     ("p:hp/dollar shapes:work $args", ""),
     ("r:hp/ret shapes:work $retval n=n", ""),
+    ("r:hp/risky shapes:risky $retval x=x r=$retval:x8", ""),
+    ("r:hp/gen shapes:gen $retval n=n", "arg1 >= 4"),
+    ("r:hp/rets shapes:work $stack1 $retval", ""),
 ]
 
 DRIVER = r"""
@@ -163,6 +166,13 @@ def test_line_return_and_args_probes(both):
                                     " hooked=<shapes.Hooked> rest=(1, 2) kw={'key': 1}"
     assert [e.split()[-2:] for e in c["events"] if e.startswith("ret:")][2] == [
         f"arg1={4 + 5 + 2 + 1}", "n=2"]
+    risky = [e.split(": ", 1)[1] for e in c["events"] if e.startswith("risky:")]
+    assert risky[:2] == ["(main+0x%s <- risky) raised ValueError arg1=(fault) x=0 r=(fault)"
+                         % risky[0].split("+0x")[1].split(" ")[0],
+                         "(main+0x%s <- risky) arg1=2 x=1 r=0x2" % risky[0].split("+0x")[1].split(" ")[0]]
+    assert lines(c, "gen") == ["arg1=4 n=2", "arg1=6 n=3", "arg1=8 n=4", "arg1=10 n=5"]
+    assert [l.split()[-1] for l in lines(c, "rets")] == [l.split()[0].replace("arg1", "arg2")
+                                                         for l in lines(c, "ret")]
 
 
 # -- in process: the C path really is the one taken, and what it records
@@ -181,13 +191,15 @@ def test_simple_probes_are_taken_in_c():
     fs = fentry.tracefs()
     fs.write("kprobe_events", f"p:hp/fast {__name__}:probed x obj.v")
     fs.write("kprobe_events", f"p:hp/slow {__name__}:probed $stack1", append=True)
+    fs.write("kprobe_events", f"r:hp/ret {__name__}:probed $retval", append=True)
     fs.write("events/enable", "1")
     for i in range(5):
         probed(i, Obj(i * 1.5))
-    fast, slow = fs.probes.find("hp", "fast"), fs.probes.find("hp", "slow")
+    fast, slow, ret = (fs.probes.find("hp", name) for name in ("fast", "slow", "ret"))
     assert (fast.trace.nhit, fast.nhit, slow.trace.nhit, slow.nhit) == (5, 5, 0, 5)
+    assert (ret.trace.nhit, ret.nhit) == (5, 5)
     fs.write("events/enable", "0")
-    assert fs.read("kprobe_profile").split() == ["fast", "5", "0", "slow", "5", "0"]
+    assert fs.read("kprobe_profile").split() == ["fast", "5", "0", "slow", "5", "0", "ret", "5", "0"]
 
 
 def test_a_filter_set_while_enabled_applies_at_once():
@@ -266,6 +278,7 @@ FETCHARGS = [
     "obj.kind", "obj.missing_on_class", "obj.prop", "obj.method", "obj.nothing", "obj.flag",
     "slotted.a", "slotted.b", "hooked.stored", "hooked.x", "rest", "rest[0]", "kw", "local", "text",
     "$arg1", "$arg2", "$arg7", "@shapes:LIMIT", "\\5", '\\"s"', "$comm", "$stack", "$args",
+    "$retval", "$retval[0]", "x", "$stack1",
 ]
 TYPES = ["", ":u8", ":s16", ":x32", ":u64", ":s64", ":string", ":symbol"]
 FILTERS = ["", "arg1 > 2", "arg1 == 3 || arg2 < 0", 'arg1 ~ "item*"', 'arg1 != "x"', "!(arg1 & 1)",
@@ -312,7 +325,8 @@ def test_generated_probes_trace_the_same_on_both_paths():
     st = hypothesis.strategies
     with open(SHAPES) as f:
         line = next(i for i, text in enumerate(f, 1) if "return local + len(text)" in text)
-    where = st.sampled_from(["shapes:work", f"{SHAPES}:{line}"])
+    where = st.sampled_from(["p shapes:work", f"p {SHAPES}:{line}", "r shapes:work",
+                             "r shapes:risky", "r shapes:gen"])
     fetcharg = st.tuples(st.sampled_from(FETCHARGS), st.sampled_from(TYPES)).map("".join)
     probe = st.tuples(where, st.lists(fetcharg, min_size=0, max_size=5), st.sampled_from(FILTERS))
     seen = {"events": 0}
@@ -321,7 +335,7 @@ def test_generated_probes_trace_the_same_on_both_paths():
                          suppress_health_check=list(hypothesis.HealthCheck))
     @hypothesis.given(st.lists(probe, min_size=1, max_size=10))
     def check(probes):
-        batch = [(f"p:gen/e{i} {w} {' '.join(args)}".strip(), filt)
+        batch = [(f"{w[0]}:gen/e{i} {w[2:]} {' '.join(args)}".strip(), filt)
                  for i, (w, args, filt) in enumerate(probes)]
         (c, c_out), (py, py_out) = run_batch(batch, pure=False), run_batch(batch, pure=True)
         assert c == py and c_out == py_out == plain_output()

@@ -73,10 +73,34 @@ def work(n, obj, slotted, hooked, *rest, **kw):
     return local + len(text) + len(rest) + len(kw)
 
 
+def risky(x):
+    """Left by an exception for some x: a return probe says so."""
+    if x % 3 == 0:
+        raise ValueError(x)
+    return x * 2
+
+
+def gen(n):
+    """A generator: its return probe fires once, at its final return."""
+    yield n
+    yield n + 1
+    return n * 2
+
+
 def main():
     total = 0
     for n in range(6):
         total += work(n, Plain(n), Slotted(n), Hooked(), n, n + 1, key=n)
+        try:
+            total += risky(n)
+        except ValueError:
+            total -= 1
+        g = gen(n)
+        total += next(g) + next(g)
+        try:
+            next(g)
+        except StopIteration as stop:
+            total += stop.value
     print("total", total)
     return 0
 

@@ -237,11 +237,11 @@ def field_names(args: tuple[FetchArg, ...], code: CodeType) -> tuple[str, ...]:
 
 def fast_specs(args: tuple[FetchArg, ...]) -> tuple | None:
     """The fetchargs as the hot path's ProbeTrace takes them, or None when
-    one of them is for the Python path only ($args, $stack, $comm, $retval,
-    symbol and array types)."""
+    one of them is for the Python path only ($args, $stack, $comm, symbol
+    and array types)."""
     specs = []
     for arg in args:
-        if arg.kind not in ("arg", "local", "imm", "global") or arg.array_len is not None \
+        if arg.kind not in ("arg", "local", "imm", "global", "retval") or arg.array_len is not None \
                 or arg.type == "symbol":
             return None
         # Names interned, as the program's own are: CPython's type-attribute

@@ -8,11 +8,11 @@ buffer, ``values`` holding one stored value per field (``field_names``).
 Text is made when the trace is read (``line()``), as the event's ``print
 fmt`` says.
 
-An entry, offset or line probe's handler is a ``hotpath.ProbeTrace`` (the
-kernel's ``kprobe_dispatcher``): the C one does the whole hit itself when
-its fetchargs and filter are simple, and calls ``_hit`` (the Python path,
-the reference) for anything else; the pure-Python one always calls ``_hit``.
-A return probe always takes the Python path.
+A probe event's handler is a ``hotpath.ProbeTrace`` (the kernel's
+``kprobe_dispatcher``): the C one does the whole hit itself when its
+fetchargs and filter are simple, and calls ``_hit`` / ``_exit_hit`` (the
+Python path, the reference) for anything else; the pure-Python one always
+calls them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import threading
 
 from .. import hotpath, kprobes
 from ..errors import TraceError
+from ..pytrampolines import call_site
 from ..tracers.ring_buffer import RingBuffer
 from .fetch import FAULT, fast_specs, fetch_all, field_names, render, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
@@ -50,7 +51,7 @@ class ProbeEvent:
         self._nhit = 0              # hits taken by the Python path, and by past traces
         self._nmissed = 0           # fetch or handler failures, as the kernel's misses
         self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
-        self.trace = None           # the hot path's ProbeTrace, while an entry probe is enabled
+        self.trace = None           # the hot path's ProbeTrace, while enabled
         self._names = None if any(a.kind == "args" for a in defn.args) \
             else tuple(a.name for a in defn.args)
 
@@ -90,16 +91,16 @@ class ProbeEvent:
         d = self.defn
         command = format_definition(d)
         try:
+            trace = self._make_trace()
             if d.is_return:
-                probe = kprobes.Kretprobe(d.symbol_name, handler=self._return_hit)
+                probe = kprobes.Kretprobe(d.symbol_name, handler=trace)
                 kprobes.register_kretprobe(probe)
             else:
-                trace = self._make_trace()
                 probe = (kprobes.Kprobe(path=d.path, line=d.line, pre_handler=trace)
                          if d.path is not None
                          else kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=trace))
                 kprobes.register_kprobe(probe)
-                self.trace = trace
+            self.trace = trace
         except TraceError as e:
             # Point the caret at the probe point in the definition as written.
             e.command, e.pos = command, command.find(" ") + 1
@@ -107,11 +108,12 @@ class ProbeEvent:
         self.probe = probe
 
     def _make_trace(self):
-        """The hot path's handler for this entry, offset or line probe."""
+        """The hot path's handler for this probe."""
         specs = self._fast_specs()
         buffer = self.events.buffer
         trace = hotpath.ProbeTrace(self, specs, buffer.local, buffer.attach, buffer.recording,
-                                   snapshot, FAULT, self._hit)
+                                   snapshot, FAULT,
+                                   self._exit_hit if self.defn.is_return else self._hit)
         self._arm_filter(trace)
         return trace
 
@@ -161,14 +163,19 @@ class ProbeEvent:
         values = fetch_all(args, frame) if args else ()
         self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
 
-    def _return_hit(self, ri, frame) -> None:
+    def _exit_hit(self, frame, value, raised: bool) -> None:
+        """A return probe's hit, in Python: ``value`` is the return value, or
+        the exception the frame is left by (then $retval is a fault)."""
         self._nhit += 1
-        # Left by an exception: there is no return value, and $retval is a fault.
-        values = (fetch_all(self.defn.args, frame, ri.retval) if ri.exception is None
-                  else fetch_all(self.defn.args, frame))
-        ret = ri.ret_addr
-        site = (ret.code if ret else None, ret.offset if ret else 0, frame.f_code,
-                type(ri.exception).__name__ if ri.exception is not None else None)
+        values = fetch_all(self.defn.args, frame) if raised else \
+            fetch_all(self.defn.args, frame, value)
+        caller = frame.f_back               # the return address: the call site
+        if caller is not None:
+            c = caller.f_code
+            site = (c, call_site(c, caller.f_lasti), frame.f_code,
+                    type(value).__name__ if raised else None)
+        else:
+            site = (None, 0, frame.f_code, type(value).__name__ if raised else None)
         self._record(site, values, frame.f_code)
 
     def _matches(self, values: tuple, code=None) -> bool:
