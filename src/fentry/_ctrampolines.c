@@ -1418,7 +1418,10 @@ typedef struct {
     int nsteps;
     Step *steps;
     int conv, bits, is_signed;
+    int shape;                  /* S_*: the common cases, taken inline */
 } Fetch;
+
+enum { S_OTHER, S_LOCAL, S_LOCAL_ATTR };    /* a raw local; a raw local's attribute */
 
 typedef struct {
     int field, op, negate;
@@ -1467,6 +1470,24 @@ frame_code(_PyInterpreterFrame *f)
 #else
     return (PyObject *)f->f_code;
 #endif
+}
+
+/* The common case of fetch_attr, inlined in the hot path: an instance
+ * attribute of a type seen before, read from the object's inline values.
+ * NULL when it is not that case (fetch_attr then does the rest).  A cache
+ * entry exists only for a type whose attribute access is the generic one,
+ * and any change to the type gives it a new version tag. */
+static Py_ALWAYS_INLINE inline PyObject *
+fetch_attr_cached(PyObject *obj, AttrCache *cache)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    PyObject *descr = cache->descr;
+    if (cache->type != t || cache->version == 0 || cache->version != t->tp_version_tag
+        || cache->index < 0 || ((PyHeapTypeObject *)t)->ht_cached_keys != cache->keys
+        || (descr != NULL && (Py_TYPE(descr)->tp_descr_get != NULL
+                              || Py_TYPE(descr)->tp_descr_set != NULL)))
+        return NULL;
+    return inline_value(obj, t, cache->index);
 }
 
 /* fetch.get_attr: `obj.name` from storage only.  Types that hook attribute
@@ -1700,8 +1721,13 @@ fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject *
     for (int i = 0; i < fs->nsteps; i++) {
         Step *step = &fs->steps[i];
         PyObject *next = NULL;
-        r = step->is_item ? fetch_item(v, step->key, &next)
-                          : fetch_attr(v, step->key, &step->cache, &next);
+        if (!step->is_item && (next = fetch_attr_cached(v, &step->cache)) != NULL) {
+            Py_INCREF(next);
+            r = FETCH_OK;
+        } else {
+            r = step->is_item ? fetch_item(v, step->key, &next)
+                              : fetch_attr(v, step->key, &step->cache, &next);
+        }
         if (owned)
             Py_DECREF(v);
         if (r != FETCH_OK)
@@ -1880,7 +1906,18 @@ probe_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path: fet
     int tags[PROBE_MAX_ARGS];
     int n = p->nargs, faulted = 0;
     for (int i = 0; i < n; i++) {
-        int r = fetch_arg(p, &p->fetch[i], t->slots[i], f, retval, &cells[i], &tags[i]);
+        Fetch *fs = &p->fetch[i];
+        if (fs->shape != S_OTHER) {             /* x, or x.attr from inline values */
+            PyObject *v = f->localsplus[t->slots[i]];
+            if (v != NULL && fs->shape == S_LOCAL_ATTR)
+                v = fetch_attr_cached(v, &fs->steps[0].cache);
+            if (v != NULL && PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+                cells[i].i = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+                tags[i] = T_INT;
+                continue;
+            }
+        }
+        int r = fetch_arg(p, fs, t->slots[i], f, retval, &cells[i], &tags[i]);
         if (r == FETCH_BAIL) {
             drop(cells, tags, i);
             return probe_slow(p, t, value);
@@ -2021,6 +2058,9 @@ probe_compile(ProbeTrace *p, PyObject *specs)
             PyErr_Format(PyExc_ValueError, "ProbeTrace: type %s not known here", type);
             return -1;
         }
+        if ((fs->root == R_LOCAL || fs->root == R_ARG) && fs->conv == V_RAW)
+            fs->shape = fs->nsteps == 0 ? S_LOCAL
+                      : fs->nsteps == 1 && !fs->steps[0].is_item ? S_LOCAL_ATTR : S_OTHER;
     }
     return 0;
 }
