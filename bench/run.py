@@ -1,6 +1,6 @@
 """fentry benchmarks: one table of ratios, each row measured side by side.
 
-    python bench/run.py [--quick]
+    python bench/run.py [--quick] [--rows 7,8,9,10]
 
 Every row compares fentry with a baseline timed in the same rounds of the
 same process (see timing.py), and prints both sides in nanoseconds per call
@@ -760,6 +760,8 @@ def print_table() -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls (a smoke run)")
+    parser.add_argument("--rows", metavar="LIST",
+                        help="run only these rows, comma-separated (e.g. 7,8,9,10 or 4a,4b)")
     args = parser.parse_args(argv)
     q = args.quick
     rounds, n = (3, 20_000) if q else (21, 100_000)
@@ -788,6 +790,12 @@ def main(argv=None) -> int:
         ("9", lambda: row9_line_probe(rounds, n)),
         ("10", lambda: row10_filtered_out(rounds, n)),
     ]
+    if args.rows:
+        wanted = set(args.rows.replace(" ", "").split(","))
+        unknown = wanted - {name for name, _ in steps} - {name.rstrip("ab") for name, _ in steps}
+        if unknown:
+            parser.error(f"no such row: {', '.join(sorted(unknown))}")
+        steps = [(name, step) for name, step in steps if name in wanted or name.rstrip("ab") in wanted]
     for name, step in steps:
         t0 = time.monotonic()
         try:

@@ -16,10 +16,18 @@
 #include <time.h>
 #include <unistd.h>
 /* Read-only use of the interpreter frame layout, to find the traced
- * function's caller as sys._getframe(1) does, without making frame objects.
- * Built against the headers of the Python it runs on (3.12, 3.13). */
+ * function's caller as sys._getframe(1) does, without making frame objects,
+ * and to read fetchargs from its fast locals; and of the dict layout, to read
+ * an instance attribute from the object's inline values as CPython's
+ * LOAD_ATTR_INSTANCE_VALUE does.  Built against the headers of the Python it
+ * runs on (3.12, 3.13). */
 #define Py_BUILD_CORE 1
+#undef _PyGC_FINALIZED      /* 3.12: cpython/objimpl.h's, which pycore_gc.h redefines */
 #include "internal/pycore_frame.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#include "internal/pycore_dict.h"
+#pragma GCC diagnostic pop
 #undef Py_BUILD_CORE
 
 static PyObject *DISABLE;          /* sys.monitoring.DISABLE */
@@ -28,7 +36,7 @@ static PyObject *int0, *int1;   /* sys._getframe's arguments, and 1 */
 static PyObject *s_tb, *s_seq, *s_append, *s_errors, *s_co_qualname;
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
-            K_OFFSET_DISPATCH };
+            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_NOP };
 
 typedef struct {
     PyObject_HEAD
@@ -40,6 +48,7 @@ typedef struct {
     int rkind;          /* graph: the record's kind */
     int flag;           /* dispatcher: DISABLE on a miss; ops: save regs; graph: record exc type */
     PyObject *a, *b, *c, *d;
+    int *slots;         /* probe: per fetcharg, the fast-locals index it starts from */
 } Tramp;
 
 static PyTypeObject TrampType;
@@ -512,67 +521,241 @@ static PyTypeObject CodeTableType = {
 /* ------------------------------------------------------------------ Ring
  * One thread's ring of raw records: fixed slots, no object made per record
  * (the kernel's ring buffer); read back as the same tuples the Python Ring
- * holds: (seq, ts, code, caller) or (seq, ts, kind, code[, exc_type]). */
+ * holds: (seq, ts, code, caller), (seq, ts, kind, code[, exc_type]),
+ * (seq, ts, *fields), or for a probe event (seq, ts, event, site, values).
+ * A probe event's values are kept in the ring itself, ints and floats
+ * unboxed (as the kernel copies fetched bytes): the first two in its first
+ * slot, then CELLS more per continuation slot.  Recording an event allocates
+ * nothing; the tuple of values is made when the record is read.
+ * Records are contiguous in sequence (a record that cannot fit at all drops
+ * them all), so a record's seq is not stored: the oldest is next_seq - nrec. */
 
-enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE };
+enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT };
+enum { T_OBJ, T_INT, T_UINT, T_FLOAT };  /* what a value cell holds */
+#define CELLS 4                         /* value cells in a continuation slot */
+#define HEAD_CELLS 2                    /* value cells in an event's first slot */
 
-typedef struct {
-    long long seq, ts;
-    PyObject *o1, *o2;      /* owned; o2 may be NULL */
-    int kind, layout;
+typedef union {
+    PyObject *obj;                      /* owned */
+    long long i;
+    unsigned long long u;
+    double d;
+} Cell;
+
+typedef union {
+    struct {                            /* a record's first slot */
+        long long ts;
+        PyObject *o1;                   /* owned.  L_EVENT: (event, site) */
+        union {
+            PyObject *o2;               /* owned, may be NULL */
+            Cell c0;                    /* L_EVENT: value 0 */
+        };
+        Cell c1;                        /* L_EVENT: value 1 */
+        int kind, layout;               /* L_EVENT: kind is n | tag0 << 8 | tag1 << 10 */
+    };
+    struct {                            /* an L_EVENT's continuation slot */
+        Cell cell[CELLS];
+        unsigned char tag[CELLS];
+    };
 } Rec;
 
 typedef struct {
     PyObject_HEAD
     Rec *recs;
-    Py_ssize_t cap, head, len;      /* head: index of the oldest record */
+    Py_ssize_t cap, head, len;          /* in slots; head: the oldest record's first slot */
+    Py_ssize_t nrec;                    /* records */
     long long next_seq, consumed;
 } Ring;
 
 static PyTypeObject RingType;
 
-static inline void
-rec_clear(Rec *r)
+static inline int
+event_n(Rec *r)
 {
+    return r->kind & 0xff;
+}
+
+static inline Py_ssize_t
+event_slots(int n)
+{
+    return n <= HEAD_CELLS ? 1 : 1 + (n - HEAD_CELLS + CELLS - 1) / CELLS;
+}
+
+static inline Py_ssize_t
+rec_slots(Rec *r)
+{
+    return r->layout == L_EVENT ? event_slots(event_n(r)) : 1;
+}
+
+/* Slot index i + k (k <= cap), wrapped: no division in the hot path. */
+static inline Py_ssize_t
+wrap(Ring *ring, Py_ssize_t i, Py_ssize_t k)
+{
+    i += k;
+    return i >= ring->cap ? i - ring->cap : i;
+}
+
+/* Value j of the event record whose first slot is i: its cell and tag. */
+static inline Cell *
+event_cell(Ring *ring, Py_ssize_t i, int j, int *tag)
+{
+    Rec *r = &ring->recs[i];
+    if (j < HEAD_CELLS) {
+        *tag = (r->kind >> (8 + 2 * j)) & 3;
+        return j == 0 ? &r->c0 : &r->c1;
+    }
+    j -= HEAD_CELLS;
+    Rec *c = &ring->recs[wrap(ring, i, 1 + j / CELLS)];
+    *tag = c->tag[j % CELLS];
+    return &c->cell[j % CELLS];
+}
+
+static inline void
+event_set(Ring *ring, Py_ssize_t i, int j, Cell value, int tag)
+{
+    Rec *r = &ring->recs[i];
+    if (j < HEAD_CELLS) {
+        r->kind |= tag << (8 + 2 * j);
+        if (j == 0)
+            r->c0 = value;
+        else
+            r->c1 = value;
+        return;
+    }
+    j -= HEAD_CELLS;
+    Rec *c = &ring->recs[wrap(ring, i, 1 + j / CELLS)];
+    c->tag[j % CELLS] = (unsigned char)tag;
+    c->cell[j % CELLS] = value;
+}
+
+static void
+rec_clear_at(Ring *ring, Py_ssize_t i)
+{
+    Rec *r = &ring->recs[i];
+    if (r->layout == L_EVENT) {
+        for (int j = 0; j < event_n(r); j++) {
+            int tag;
+            Cell *c = event_cell(ring, i, j, &tag);
+            if (tag == T_OBJ)
+                Py_CLEAR(c->obj);
+        }
+        r->kind = 0;
+        r->layout = L_TUPLE;
+        r->o2 = NULL;
+    }
     Py_CLEAR(r->o1);
     Py_CLEAR(r->o2);
 }
 
-/* Write one record, overwriting the oldest when full.  Steals o1 and o2. */
+/* Overwrite the oldest record. */
+static void
+ring_pop_oldest(Ring *ring)
+{
+    Py_ssize_t k = rec_slots(&ring->recs[ring->head]);
+    rec_clear_at(ring, ring->head);
+    ring->head = wrap(ring, ring->head, k);
+    ring->len -= k;
+    ring->nrec--;
+}
+
+/* Room for a record of k slots at the tail, the oldest records overwritten
+ * as needed: its first slot, with ts set; -1 if it cannot fit at all (then
+ * it and every record before it count as lost). */
+static inline Py_ssize_t
+ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
+{
+    ring->next_seq++;
+    if (k > ring->cap) {
+        while (ring->nrec > 0)
+            ring_pop_oldest(ring);
+        return -1;
+    }
+    while (ring->cap - ring->len < k)
+        ring_pop_oldest(ring);
+    Py_ssize_t i = wrap(ring, ring->head, ring->len);
+    ring->len += k;
+    ring->nrec++;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
+    ring->recs[i].ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return i;
+}
+
+/* Write one single-slot record.  Steals o1 and o2. */
 static inline void
 ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* hot path */
 {
-    Rec *r;
-    if (ring->len == ring->cap) {
-        r = &ring->recs[ring->head];
-        ring->head = (ring->head + 1) % ring->cap;
-        rec_clear(r);
-    } else {
-        r = &ring->recs[(ring->head + ring->len) % ring->cap];
-        ring->len++;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
-    r->seq = ring->next_seq++;
-    r->ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    Rec *r = &ring->recs[ring_reserve(ring, 1)];      /* cap >= 1: always fits */
     r->o1 = o1;
     r->o2 = o2;
     r->kind = kind;
     r->layout = layout;
 }
 
-static PyObject *
-rec_tuple(Rec *r)
+/* Write a probe event's record: head (event, site) and n values, as cells
+ * (the references in them, and head, are stolen). */
+static inline void
+ring_write_event(Ring *ring, PyObject *head, Cell *cells, int *tags, int n)   /* hot path */
 {
+    Py_ssize_t i = ring_reserve(ring, event_slots(n));
+    if (i < 0) {
+        Py_DECREF(head);
+        for (int j = 0; j < n; j++)
+            if (tags[j] == T_OBJ)
+                Py_DECREF(cells[j].obj);
+        return;
+    }
+    Rec *r = &ring->recs[i];
+    r->o1 = head;
+    r->kind = n;
+    r->layout = L_EVENT;
+    for (int j = 0; j < n; j++)
+        event_set(ring, i, j, cells[j], tags[j]);
+}
+static PyObject *
+event_values(Ring *ring, Py_ssize_t i)
+{
+    int n = event_n(&ring->recs[i]);
+    PyObject *values = PyTuple_New(n);
+    for (int j = 0; values && j < n; j++) {
+        int tag;
+        Cell *cell = event_cell(ring, i, j, &tag);
+        PyObject *v;
+        switch (tag) {
+        case T_INT: v = PyLong_FromLongLong(cell->i); break;
+        case T_UINT: v = PyLong_FromUnsignedLongLong(cell->u); break;
+        case T_FLOAT: v = PyFloat_FromDouble(cell->d); break;
+        default: v = Py_NewRef(cell->obj);
+        }
+        if (v == NULL)
+            Py_CLEAR(values);
+        else
+            PyTuple_SET_ITEM(values, j, v);
+    }
+    return values;
+}
+
+/* The record whose first slot is i, sequence number seq, as a tuple. */
+static PyObject *
+rec_tuple(Ring *ring, Py_ssize_t i, long long seq)
+{
+    Rec *r = &ring->recs[i];
     switch (r->layout) {
     case L_FUNCTION:
-        return Py_BuildValue("(LLOO)", r->seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
+        return Py_BuildValue("(LLOO)", seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
     case L_GRAPH:
-        return Py_BuildValue("(LLiO)", r->seq, r->ts, r->kind, r->o1);
+        return Py_BuildValue("(LLiO)", seq, r->ts, r->kind, r->o1);
     case L_GRAPH_EXC:
-        return Py_BuildValue("(LLiOO)", r->seq, r->ts, r->kind, r->o1, r->o2);
+        return Py_BuildValue("(LLiOO)", seq, r->ts, r->kind, r->o1, r->o2);
+    case L_EVENT: {
+        PyObject *values = event_values(ring, i);
+        if (values == NULL)
+            return NULL;
+        return Py_BuildValue("(LLOON)", seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
+                             PyTuple_GET_ITEM(r->o1, 1), values);
+    }
     default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
-        PyObject *head = Py_BuildValue("(LL)", r->seq, r->ts);
+        PyObject *head = Py_BuildValue("(LL)", seq, r->ts);
         PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
         Py_XDECREF(head);
         return t;
@@ -611,18 +794,29 @@ ring_init(PyObject *self, PyObject *args, PyObject *kwds)
 static void
 ring_drop(Ring *ring)
 {
-    for (Py_ssize_t i = 0; i < ring->len; i++)
-        rec_clear(&ring->recs[(ring->head + i) % ring->cap]);
+    while (ring->nrec > 0)
+        ring_pop_oldest(ring);
     ring->head = ring->len = 0;
 }
 
 static int
 ring_traverse(Ring *ring, visitproc visit, void *arg)
 {
-    for (Py_ssize_t i = 0; i < ring->len; i++) {
-        Rec *r = &ring->recs[(ring->head + i) % ring->cap];
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t k = 0; k < ring->nrec; k++) {
+        Py_ssize_t i = (ring->head + pos) % ring->cap;
+        Rec *r = &ring->recs[i];
         Py_VISIT(r->o1);
-        Py_VISIT(r->o2);
+        if (r->layout != L_EVENT) {
+            Py_VISIT(r->o2);
+        }
+        for (int j = 0; r->layout == L_EVENT && j < event_n(r); j++) {
+            int tag;
+            Cell *c = event_cell(ring, i, j, &tag);
+            if (tag == T_OBJ)
+                Py_VISIT(c->obj);
+        }
+        pos += rec_slots(r);
     }
     return 0;
 }
@@ -646,25 +840,29 @@ ring_dealloc(Ring *ring)
 static Py_ssize_t
 ring_len(Ring *ring)
 {
-    return ring->len;
+    return ring->nrec;
 }
 
 static PyObject *
 ring_list(Ring *ring, int take)
 {
-    PyObject *list = PyList_New(ring->len);
+    PyObject *list = PyList_New(ring->nrec);
     if (list == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < ring->len; i++) {
-        PyObject *t = rec_tuple(&ring->recs[(ring->head + i) % ring->cap]);
+    Py_ssize_t pos = 0;
+    long long seq = ring->next_seq - ring->nrec;
+    for (Py_ssize_t k = 0; k < ring->nrec; k++) {
+        Py_ssize_t i = (ring->head + pos) % ring->cap;
+        PyObject *t = rec_tuple(ring, i, seq + k);
         if (t == NULL) {
             Py_DECREF(list);
             return NULL;
         }
-        PyList_SET_ITEM(list, i, t);
+        PyList_SET_ITEM(list, k, t);
+        pos += rec_slots(&ring->recs[i]);
     }
     if (take) {
-        ring->consumed += ring->len;
+        ring->consumed += ring->nrec;
         ring_drop(ring);
     }
     return list;
@@ -699,7 +897,7 @@ ring_written(Ring *ring, PyObject *unused)
 static PyObject *
 ring_lost(Ring *ring, PyObject *unused)
 {
-    return PyLong_FromLongLong(ring->next_seq - ring->consumed - ring->len);
+    return PyLong_FromLongLong(ring->next_seq - ring->consumed - ring->nrec);
 }
 
 static PyObject *
@@ -712,22 +910,19 @@ ring_resize(Ring *ring, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "maxlen must be positive");
         return NULL;
     }
+    if (maxlen == ring->cap)            /* the same size: nothing to do (the kernel's too) */
+        Py_RETURN_NONE;
     Rec *recs = PyMem_Calloc(maxlen, sizeof(Rec));
     if (recs == NULL)
         return PyErr_NoMemory();
-    Py_ssize_t keep = ring->len < maxlen ? ring->len : maxlen;
-    for (Py_ssize_t i = 0; i < ring->len; i++) {       /* keep the newest */
-        Rec *r = &ring->recs[(ring->head + i) % ring->cap];
-        if (i < ring->len - keep)
-            rec_clear(r);
-        else
-            recs[i - (ring->len - keep)] = *r;
-    }
+    while (ring->len > maxlen)                          /* keep the newest records that fit */
+        ring_pop_oldest(ring);
+    for (Py_ssize_t i = 0; i < ring->len; i++)
+        recs[i] = ring->recs[(ring->head + i) % ring->cap];
     PyMem_Free(ring->recs);
     ring->recs = recs;
     ring->cap = maxlen;
     ring->head = 0;
-    ring->len = keep;
     Py_RETURN_NONE;
 }
 
@@ -1057,6 +1252,1096 @@ graph_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ Switch
+ * An on/off flag the hot path reads without a Python call: a ring buffer's
+ * tracing_on (the kernel's ring_buffer_record_on/off). */
+
+typedef struct {
+    PyObject_HEAD
+    int on;
+} Switch;
+
+static PyTypeObject SwitchType;
+
+static PyObject *
+switch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"on", NULL};
+    int on = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p", kwlist, &on))
+        return NULL;
+    Switch *s = (Switch *)type->tp_alloc(type, 0);
+    if (s != NULL)
+        s->on = on;
+    return (PyObject *)s;
+}
+
+static PyObject *
+switch_get(Switch *s, void *closure)
+{
+    return PyBool_FromLong(s->on);
+}
+
+static int
+switch_set(Switch *s, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete 'on'");
+        return -1;
+    }
+    int on = PyObject_IsTrue(value);
+    if (on < 0)
+        return -1;
+    s->on = on;
+    return 0;
+}
+
+static PyGetSetDef switch_getset[] = {
+    {"on", (getter)switch_get, (setter)switch_set, "True: records are written", NULL},
+    {NULL}
+};
+
+static PyTypeObject SwitchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.Switch",
+    .tp_doc = "An on/off flag the hot path reads (a ring buffer's tracing_on).",
+    .tp_basicsize = sizeof(Switch),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = switch_new,
+    .tp_getset = switch_getset,
+};
+
+/* ------------------------------------------------------------------ probe events
+ * ProbeTrace: one probe event's hit, compiled (the kernel's kprobe_trace_func
+ * behind kprobe_dispatcher): fetch each fetcharg straight from the frame's
+ * fast locals, convert it, count the hit (and a miss when a fetch faulted),
+ * apply the filter, record (event, site, values) -- no Python call on the way.
+ *
+ * It reads exactly what events/fetch.py reads, with the same results and the
+ * same faults, and never runs user code: attributes come from the instance's
+ * storage (inline values, dict or slots) or a plain class attribute, looked
+ * up with _PyType_Lookup; items from builtin containers.  Whatever it does
+ * not know (an object whose type hooks attribute access, a method found on
+ * the class, a cell variable, more than PROBE_MAX_ARGS fetchargs, ...) is not
+ * guessed at: the whole hit goes to the Python path (`slow(frame)`), which
+ * does it as before.  Nothing is counted or recorded before that decision,
+ * so a hit is counted once.
+ *
+ * Values are converted straight into ring cells (Cell, tag: exact ints and
+ * floats unboxed, anything else a reference), one per fetcharg; the event
+ * knows their names.  The filter runs here when it is comparisons of fields
+ * with constants (&& || ! and parentheses, no regex glob): a value it cannot
+ * compare exactly (an int beyond 64 bits) hands the decision to the Python
+ * filter, `filter_slow(values)`.  A filtered-out event writes nothing.
+ *
+ * Hot path: probe_call and what it calls are flat, allocate nothing for
+ * ints, floats, strs and the like, and make no Python call; keep them so. */
+
+#define PROBE_MAX_ARGS 16       /* more fetchargs than this: the Python path */
+#define FILTER_MAX_STACK 64
+
+enum { R_LOCAL, R_ARG, R_IMM, R_GLOBAL, R_RETVAL };  /* where a fetcharg starts */
+enum { V_RAW, V_INT, V_STRING };                      /* its conversion */
+enum { FETCH_OK, FETCH_FAULT, FETCH_BAIL };           /* what a fetch gave */
+enum { P_EQ, P_NE, P_LT, P_LE, P_GT, P_GE, P_AND,    /* numeric predicates */
+       S_EQ, S_PREFIX, S_SUFFIX, S_IN };              /* string predicates */
+enum { I_NOT = -1, I_AND = -2, I_OR = -3 };           /* filter program, postfix */
+
+/* Per attribute step: the class attribute _PyType_Lookup found for the last
+ * type seen, valid while that type's version tag holds (any change to the
+ * type or its bases gives it a new one; tags are never reused). */
+typedef struct {
+    PyTypeObject *type;         /* not a reference: compared only */
+    unsigned int version;       /* 0: nothing cached */
+    PyObject *descr;            /* borrowed from the type's MRO dicts, or NULL */
+    PyDictKeysObject *keys;     /* the type's shared keys ... */
+    Py_ssize_t index;           /* ... and the name's index in them; -1: none */
+} AttrCache;
+
+/* The index of `name` in the shared keys of instances of t (-1: none). */
+static Py_ssize_t
+shared_index(PyTypeObject *t, PyObject *name, PyDictKeysObject **keys)
+{
+    *keys = NULL;
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(t->tp_flags & Py_TPFLAGS_MANAGED_DICT))
+        return -1;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!(t->tp_flags & Py_TPFLAGS_INLINE_VALUES))
+        return -1;
+#endif
+    PyDictKeysObject *k = ((PyHeapTypeObject *)t)->ht_cached_keys;
+    if (k == NULL || k->dk_kind != DICT_KEYS_SPLIT)
+        return -1;
+    PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(k);
+    for (Py_ssize_t i = 0; i < k->dk_nentries; i++) {
+        PyObject *key = entries[i].me_key;
+        if (key == name || (key != NULL && PyUnicode_Compare(key, name) == 0)) {
+            *keys = k;
+            return i;
+        }
+    }
+    PyErr_Clear();
+    return -1;
+}
+
+/* The instance attribute at `index` of obj's inline values: a borrowed
+ * reference, or NULL when the values are not where it is (a dict took them
+ * over) or it is not set.  LOAD_ATTR_INSTANCE_VALUE's reads and guards. */
+static inline PyObject *
+inline_value(PyObject *obj, PyTypeObject *t, Py_ssize_t index)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyDictValues *values = _PyObject_InlineValues(obj);
+    if (!values->valid || index >= values->capacity)
+        return NULL;
+    return values->values[index];
+#else
+    char *dv = ((char **)obj)[-3];          /* _PyObject_DictOrValuesPointer */
+    if (!((uintptr_t)dv & 1))               /* a dict, not values */
+        return NULL;
+    return ((PyDictValues *)(dv + 1))->values[index];
+#endif
+}
+
+typedef struct {
+    int is_item;                /* [key], else .key */
+    PyObject *key;              /* borrowed from the specs */
+    AttrCache cache;
+} Step;
+
+typedef struct {
+    int root;                   /* R_* */
+    int argn;                   /* R_ARG: 1-based */
+    PyObject *name;             /* R_LOCAL: the local; R_GLOBAL: the global */
+    PyObject *module;           /* R_GLOBAL: its module's name */
+    PyObject *imm;              /* R_IMM: the value */
+    int nsteps;
+    Step *steps;
+    int conv, bits, is_signed;
+    int shape;                  /* S_*: the common cases, taken inline */
+} Fetch;
+
+enum { S_OTHER, S_LOCAL, S_LOCAL_ATTR };    /* a raw local; a raw local's attribute */
+
+typedef struct {
+    int field, op, negate;
+    long long num;
+    PyObject *str;
+} Pred;
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t ring_tstate;       /* as a recorder Tramp: the thread whose ring is cached */
+    PyObject *ring;
+    PyObject *event, *local, *attach, *onoff, *snapshot, *fault, *slow;
+    PyObject *specs;            /* as given; None: every hit takes the Python path */
+    PyObject *filter_slow;      /* the Python filter, matches(values); None: no filter */
+    PyObject *filter_spec;      /* as given (holds the predicates' strings) */
+    int nargs;
+    Fetch *fetch;
+    int npreds, nprog;
+    Pred *preds;
+    int *prog;                  /* NULL: the filter is the Python one */
+    long long nhit, nmissed;
+} ProbeTrace;
+
+static PyTypeObject ProbeTraceType;
+static PyObject *make(int, int, int, PyObject *, PyObject *, PyObject *, PyObject *);
+
+/* -- the hot path */
+
+/* The running function's interpreter frame (frame 0: no Python frame sits
+ * between a sys.monitoring callback and the function it reports on). */
+static inline _PyInterpreterFrame *
+current_frame(PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return ts->current_frame;
+#else
+    return ts->cframe->current_frame;
+#endif
+}
+
+static inline PyObject *
+frame_code(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return f->f_executable;
+#else
+    return (PyObject *)f->f_code;
+#endif
+}
+
+/* The common case of fetch_attr, inlined in the hot path: an instance
+ * attribute of a type seen before, read from the object's inline values.
+ * NULL when it is not that case (fetch_attr then does the rest).  A cache
+ * entry exists only for a type whose attribute access is the generic one,
+ * and any change to the type gives it a new version tag. */
+static Py_ALWAYS_INLINE inline PyObject *
+fetch_attr_cached(PyObject *obj, AttrCache *cache)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    PyObject *descr = cache->descr;
+    if (cache->type != t || cache->version == 0 || cache->version != t->tp_version_tag
+        || cache->index < 0 || ((PyHeapTypeObject *)t)->ht_cached_keys != cache->keys
+        || (descr != NULL && (Py_TYPE(descr)->tp_descr_get != NULL
+                              || Py_TYPE(descr)->tp_descr_set != NULL)))
+        return NULL;
+    return inline_value(obj, t, cache->index);
+}
+
+/* fetch.get_attr: `obj.name` from storage only.  Types that hook attribute
+ * access, and non-data descriptors on the class (methods), go to Python. */
+static inline int
+fetch_attr(PyObject *obj, PyObject *name, AttrCache *cache, PyObject **out)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    PyObject *v, *descr;
+    if (t == &PyModule_Type) {
+        PyObject *d = PyModule_GetDict(obj);
+        v = d ? PyDict_GetItemWithError(d, name) : NULL;
+        if (v == NULL) {
+            PyErr_Clear();
+            return FETCH_FAULT;
+        }
+        *out = Py_NewRef(v);
+        return FETCH_OK;
+    }
+    if (t->tp_getattro != PyObject_GenericGetAttr)
+        return FETCH_BAIL;
+    if (cache->type == t && cache->version != 0 && cache->version == t->tp_version_tag) {
+        descr = cache->descr;
+        if (cache->index >= 0 && ((PyHeapTypeObject *)t)->ht_cached_keys == cache->keys
+            && (descr == NULL || (Py_TYPE(descr)->tp_descr_get == NULL
+                                  && Py_TYPE(descr)->tp_descr_set == NULL))
+            && (v = inline_value(obj, t, cache->index)) != NULL) {
+            *out = Py_NewRef(v);                         /* the instance's own: it wins */
+            return FETCH_OK;
+        }
+    } else {
+        descr = _PyType_Lookup(t, name);                 /* borrowed: the MRO walk */
+        cache->type = t;
+#if PY_VERSION_HEX >= 0x030D0000
+        cache->version = t->tp_version_tag;             /* 0: none (3.13 has no flag for it) */
+#else
+        cache->version = t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG ? t->tp_version_tag : 0;
+#endif
+        cache->descr = descr;
+        cache->index = shared_index(t, name, &cache->keys);
+    }
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {   /* a slot */
+        v = PyMemberDescr_Type.tp_descr_get(descr, obj, (PyObject *)t);
+        if (v == NULL) {
+            PyErr_Clear();
+            return FETCH_FAULT;
+        }
+        *out = v;
+        return FETCH_OK;
+    }
+    if (descr != NULL && Py_TYPE(descr)->tp_descr_set != NULL) {     /* a data descriptor */
+        if (Py_TYPE(descr)->tp_descr_get != NULL)
+            return FETCH_FAULT;                          /* a property: user code */
+        *out = Py_NewRef(descr);
+        return FETCH_OK;
+    }
+    if (descr != NULL && Py_TYPE(descr)->tp_descr_get != NULL)
+        return FETCH_BAIL;                               /* a method: only the instance dict counts */
+    /* No descriptor: the instance dict (not materialised), else the plain class attribute. */
+    v = _PyObject_GenericGetAttrWithDict(obj, name, NULL, 1);
+    if (v == NULL) {
+        PyErr_Clear();
+        return FETCH_FAULT;
+    }
+    *out = v;
+    return FETCH_OK;
+}
+
+/* fetch.get_item: `obj[key]` for builtin containers (their own storage). */
+static int
+fetch_item(PyObject *obj, PyObject *key, PyObject **out)
+{
+    PyObject *v;
+    if (PyDict_Check(obj)) {
+        v = PyDict_GetItemWithError(obj, key);
+        if (v == NULL) {
+            PyErr_Clear();
+            return FETCH_FAULT;
+        }
+        *out = Py_NewRef(v);
+        return FETCH_OK;
+    }
+    if (!PyLong_CheckExact(key))
+        return FETCH_FAULT;
+    Py_ssize_t i = PyLong_AsSsize_t(key), n;
+    if (i == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return FETCH_FAULT;                              /* IndexError, as in Python */
+    }
+    if (PyList_Check(obj))
+        n = PyList_GET_SIZE(obj);
+    else if (PyTuple_Check(obj))
+        n = PyTuple_GET_SIZE(obj);
+    else if (PyUnicode_Check(obj))
+        n = PyUnicode_GET_LENGTH(obj);
+    else if (PyBytes_Check(obj))
+        n = PyBytes_GET_SIZE(obj);
+    else
+        return FETCH_FAULT;
+    if (i < 0)
+        i += n;
+    if (i < 0 || i >= n)
+        return FETCH_FAULT;
+    if (PyList_Check(obj))
+        v = Py_NewRef(PyList_GET_ITEM(obj, i));
+    else if (PyTuple_Check(obj))
+        v = Py_NewRef(PyTuple_GET_ITEM(obj, i));
+    else if (PyUnicode_Check(obj))
+        v = PyUnicode_FromOrdinal(PyUnicode_READ_CHAR(obj, i));
+    else
+        v = PyLong_FromLong((unsigned char)PyBytes_AS_STRING(obj)[i]);
+    if (v == NULL) {
+        PyErr_Clear();
+        return FETCH_FAULT;
+    }
+    *out = v;
+    return FETCH_OK;
+}
+
+/* fetch.snapshot's immutable types: stored as they are. */
+static inline int
+is_raw(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyLong_Type || t == &PyUnicode_Type || t == &PyFloat_Type || v == Py_None
+        || t == &PyBool_Type || t == &PyBytes_Type || t == &PyComplex_Type || t == &PyCode_Type;
+}
+
+/* fetch.convert / fetch.snapshot of v, into a cell: exact ints that fit and
+ * floats unboxed, anything else a new reference.  v is released if owned. */
+static inline int
+convert(ProbeTrace *p, Fetch *fs, PyObject *v, int owned, Cell *cell, int *tag)
+{
+    PyObject *r = NULL;
+    int result = FETCH_OK;
+    switch (fs->conv) {
+    case V_RAW:
+        if (PyLong_CheckExact(v)) {
+            int overflow = 0;
+            cell->i = PyUnstable_Long_IsCompact((PyLongObject *)v)
+                      ? (long long)PyUnstable_Long_CompactValue((PyLongObject *)v)
+                      : PyLong_AsLongLongAndOverflow(v, &overflow);
+            *tag = T_INT;
+            if (overflow)
+                r = Py_NewRef(v);
+        } else if (PyFloat_CheckExact(v)) {
+            cell->d = PyFloat_AS_DOUBLE(v);
+            *tag = T_FLOAT;
+        } else if (is_raw(v)) {
+            r = Py_NewRef(v);
+        } else {
+            r = PyObject_CallOneArg(p->snapshot, v);    /* the bounded safe repr: no user code */
+            if (r == NULL)
+                result = FETCH_FAULT;
+        }
+        break;
+    case V_INT: {
+        if (!PyLong_Check(v)) {
+            result = FETCH_FAULT;
+            break;
+        }
+        unsigned long long u = PyLong_AsUnsignedLongLongMask(v);    /* two's complement, mod 2**64 */
+        if (fs->bits < 64)
+            u &= (1ULL << fs->bits) - 1;
+        if (fs->is_signed && fs->bits < 64 && (u >> (fs->bits - 1))) {
+            cell->i = (long long)u - (long long)(1ULL << fs->bits);
+            *tag = T_INT;
+        } else if (fs->is_signed) {
+            cell->i = (long long)u;
+            *tag = T_INT;
+        } else {
+            cell->u = u;
+            *tag = T_UINT;
+        }
+        break;
+    }
+    default:        /* V_STRING */
+        if (PyBytes_CheckExact(v))
+            r = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), "backslashreplace");
+        else if (PyUnicode_CheckExact(v))
+            r = Py_NewRef(v);
+        else if (PyUnicode_Check(v))
+            r = PyUnicode_FromObject(v);            /* str.__str__: a plain copy */
+        else
+            result = FETCH_FAULT;
+        if (r == NULL && result == FETCH_OK)
+            result = FETCH_FAULT;
+    }
+    if (owned)
+        Py_DECREF(v);
+    if (r != NULL) {
+        cell->obj = r;
+        *tag = T_OBJ;
+    }
+    if (result != FETCH_OK)
+        PyErr_Clear();
+    return result;
+}
+static inline int
+fetch_arg(ProbeTrace *p, Fetch *fs, int slot, _PyInterpreterFrame *f, PyObject *retval,
+          Cell *cell, int *tag)
+{
+    PyObject *v;
+    int r, owned = 1;
+    if (fs->root == R_LOCAL || fs->root == R_ARG) {
+        v = f->localsplus[slot];
+        if (v == NULL)
+            return FETCH_FAULT;                          /* unbound */
+        owned = 0;          /* borrowed from the frame: nothing here runs Python code */
+    } else if (fs->root == R_IMM) {
+        v = fs->imm;
+        owned = 0;
+    } else if (fs->root == R_RETVAL) {
+        if (retval == NULL)
+            return FETCH_FAULT;                          /* left by an exception */
+        v = retval;
+        owned = 0;
+    } else {                                             /* R_GLOBAL: sys.modules[MOD].NAME */
+        PyObject *mods = PySys_GetObject("modules");
+        if (mods == NULL || !PyDict_Check(mods))
+            return FETCH_BAIL;
+        PyObject *m = PyDict_GetItemWithError(mods, fs->module);
+        if (m == NULL || m == Py_None) {
+            PyErr_Clear();
+            return FETCH_FAULT;
+        }
+        AttrCache none = {NULL, 0, NULL};
+        if ((r = fetch_attr(m, fs->name, &none, &v)) != FETCH_OK)
+            return r;
+    }
+    for (int i = 0; i < fs->nsteps; i++) {
+        Step *step = &fs->steps[i];
+        PyObject *next = NULL;
+        if (!step->is_item && (next = fetch_attr_cached(v, &step->cache)) != NULL) {
+            Py_INCREF(next);
+            r = FETCH_OK;
+        } else {
+            r = step->is_item ? fetch_item(v, step->key, &next)
+                              : fetch_attr(v, step->key, &step->cache, &next);
+        }
+        if (owned)
+            Py_DECREF(v);
+        if (r != FETCH_OK)
+            return r;
+        v = next;
+        owned = 1;
+    }
+    return convert(p, fs, v, owned, cell, tag);
+}
+
+/* One predicate on one value: 1 or 0, or -1 when the Python filter must say. */
+static inline int
+pred_eval(Pred *pr, Cell *cell, int tag)
+{
+    int r;
+    if (pr->op <= P_AND) {
+        long long x;
+        if (tag == T_INT) {
+            x = cell->i;
+        } else if (tag == T_UINT) {
+            if (cell->u > (unsigned long long)LLONG_MAX)
+                return -1;
+            x = (long long)cell->u;
+        } else if (tag == T_OBJ && PyLong_Check(cell->obj)) {
+            int overflow;
+            x = PyLong_AsLongLongAndOverflow(cell->obj, &overflow);
+            if (overflow)
+                return -1;
+        } else {
+            return 0;                                    /* a number field needs an int */
+        }
+        switch (pr->op) {
+        case P_EQ: return x == pr->num;
+        case P_NE: return x != pr->num;
+        case P_LT: return x < pr->num;
+        case P_LE: return x <= pr->num;
+        case P_GT: return x > pr->num;
+        case P_GE: return x >= pr->num;
+        default: return (x & pr->num) != 0;
+        }
+    }
+    if (tag != T_OBJ || !PyUnicode_Check(cell->obj))  /* a string field needs a str */
+        return 0;
+    PyObject *v = cell->obj;
+    switch (pr->op) {
+    case S_EQ: r = PyUnicode_Compare(v, pr->str) == 0; break;
+    case S_PREFIX: r = PyUnicode_Tailmatch(v, pr->str, 0, PY_SSIZE_T_MAX, -1); break;
+    case S_SUFFIX: r = PyUnicode_Tailmatch(v, pr->str, 0, PY_SSIZE_T_MAX, 1); break;
+    default: r = PyUnicode_Contains(v, pr->str);
+    }
+    if (r < 0 || PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return pr->negate ? !r : r;
+}
+static int
+filter_eval(ProbeTrace *p, Cell *cells, int *tags)
+{
+    char stack[FILTER_MAX_STACK];
+    int sp = 0;
+    for (int k = 0; k < p->nprog; k++) {
+        int c = p->prog[k];
+        if (c >= 0) {
+            int field = p->preds[c].field;
+            int r = pred_eval(&p->preds[c], &cells[field], tags[field]);
+            if (r < 0)
+                return -1;
+            stack[sp++] = (char)r;
+        } else if (c == I_NOT) {
+            stack[sp - 1] = !stack[sp - 1];
+        } else {
+            sp--;
+            stack[sp - 1] = c == I_AND ? (stack[sp - 1] && stack[sp]) : (stack[sp - 1] || stack[sp]);
+        }
+    }
+    return stack[0];
+}
+
+/* The calling thread's Ring, cached with its thread state's id. */
+static inline Ring *
+probe_ring(ProbeTrace *p, PyThreadState *ts)
+{
+    uint64_t id = ts->id;
+    if (p->ring != NULL && p->ring_tstate == id)
+        return (Ring *)Py_NewRef(p->ring);
+    PyObject *tb = thread_buffer(p->local, p->attach);
+    if (tb != NULL && !PyObject_TypeCheck(tb, &RingType)) {
+        PyErr_SetString(PyExc_TypeError, "fentry: thread buffer is not a Ring");
+        Py_CLEAR(tb);
+    }
+    if (tb != NULL) {
+        Py_XSETREF(p->ring, Py_NewRef(tb));
+        p->ring_tstate = id;
+    }
+    return (Ring *)tb;
+}
+
+/* The Python path does the whole hit, counting included: slow(frame) at an
+ * entry, offset or line; slow(frame, value, raised) at a return (PY_RETURN's
+ * value, or PY_UNWIND's exception). */
+static PyObject *
+probe_slow(ProbeTrace *p, Tramp *t, PyObject *value)
+{
+    PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    if (t->kind == K_PROBE)
+        return PyObject_CallOneArg(p->slow, frame);
+    PyObject *argv[3] = {frame, value, t->flag ? Py_True : Py_False};
+    return PyObject_Vectorcall(p->slow, argv, 3, NULL);
+}
+
+/* A return's (event, site): site is (caller code, call offset, code, the
+ * exception's type name or None), or (None, 0, code, ...) with no caller. */
+static PyObject *
+exit_head(ProbeTrace *p, PyObject *code, PyObject *exc)
+{
+    _PyInterpreterFrame *cf = caller_frame();
+    PyObject *ccode = NULL, *off = NULL, *raised = NULL, *site = NULL, *head = NULL;
+    if (cf != NULL) {
+        ccode = PyUnstable_InterpreterFrame_GetCode(cf);
+        off = PyLong_FromLong(call_site(ccode, PyUnstable_InterpreterFrame_GetLasti(cf)));
+    } else {
+        ccode = Py_NewRef(Py_None);
+        off = PyLong_FromLong(0);
+    }
+    raised = exc != NULL ? PyType_GetName(Py_TYPE(exc)) : Py_NewRef(Py_None);
+    if (ccode && off && raised)
+        site = PyTuple_Pack(4, ccode, off, code, raised);
+    if (site)
+        head = PyTuple_Pack(2, p->event, site);
+    Py_XDECREF(ccode); Py_XDECREF(off); Py_XDECREF(raised); Py_XDECREF(site);
+    return head;
+}
+/* A tuple of the values, for the Python filter. */
+static PyObject *
+values_tuple(Cell *cells, int *tags, int n)
+{
+    PyObject *values = PyTuple_New(n);
+    for (int i = 0; values && i < n; i++) {
+        PyObject *v;
+        switch (tags[i]) {
+        case T_INT: v = PyLong_FromLongLong(cells[i].i); break;
+        case T_UINT: v = PyLong_FromUnsignedLongLong(cells[i].u); break;
+        case T_FLOAT: v = PyFloat_FromDouble(cells[i].d); break;
+        default: v = Py_NewRef(cells[i].obj);
+        }
+        if (v == NULL)
+            Py_CLEAR(values);
+        else
+            PyTuple_SET_ITEM(values, i, v);
+    }
+    return values;
+}
+static inline void
+drop(Cell *cells, int *tags, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (tags[i] == T_OBJ)
+            Py_DECREF(cells[i].obj);
+}
+static PyObject *
+probe_call(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path: fetch, count, filter, record */
+{
+    ProbeTrace *p = (ProbeTrace *)t->a;
+    PyObject *code = args[0];
+    /* a return: PY_RETURN's value, or PY_UNWIND's exception ($retval a fault) */
+    PyObject *value = t->kind == K_PROBE_EXIT && nargs > 2 ? args[2] : NULL;
+    PyObject *retval = t->flag ? NULL : value;
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *f = current_frame(ts);
+    if (t->slots == NULL || f == NULL || frame_code(f) != code)
+        return probe_slow(p, t, value);
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS];
+    int n = p->nargs, faulted = 0;
+    for (int i = 0; i < n; i++) {
+        Fetch *fs = &p->fetch[i];
+        if (fs->shape != S_OTHER) {             /* x, or x.attr from inline values */
+            PyObject *v = f->localsplus[t->slots[i]];
+            if (v != NULL && fs->shape == S_LOCAL_ATTR)
+                v = fetch_attr_cached(v, &fs->steps[0].cache);
+            if (v != NULL && PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+                cells[i].i = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+                tags[i] = T_INT;
+                continue;
+            }
+        }
+        int r = fetch_arg(p, fs, t->slots[i], f, retval, &cells[i], &tags[i]);
+        if (r == FETCH_BAIL) {
+            drop(cells, tags, i);
+            return probe_slow(p, t, value);
+        }
+        if (r == FETCH_FAULT) {
+            cells[i].obj = Py_NewRef(p->fault);
+            tags[i] = T_OBJ;
+            faulted = 1;
+        }
+    }
+    p->nhit++;
+    p->nmissed += faulted;
+    if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */
+        drop(cells, tags, n);
+        Py_RETURN_NONE;
+    }
+    if (p->filter_slow != Py_None) {
+        int keep = p->prog != NULL ? filter_eval(p, cells, tags) : -1;
+        if (keep < 0) {                                  /* the Python filter decides */
+            PyObject *values = values_tuple(cells, tags, n), *r = NULL;
+            if (values != NULL)
+                r = PyObject_CallOneArg(p->filter_slow, values);
+            keep = r == NULL ? -1 : PyObject_IsTrue(r);
+            Py_XDECREF(r);
+            Py_XDECREF(values);
+            if (keep < 0)
+                return drop(cells, tags, n), NULL;
+        }
+        if (!keep) {                                     /* filtered out: nothing written */
+            drop(cells, tags, n);
+            Py_RETURN_NONE;
+        }
+    }
+    /* An entry's (event, site) is made once per code; a return's per hit. */
+    PyObject *head = t->kind == K_PROBE ? Py_NewRef(t->b) : exit_head(p, code, t->flag ? value : NULL);
+    Ring *ring = head != NULL ? probe_ring(p, ts) : NULL;
+    if (ring == NULL) {
+        Py_XDECREF(head);
+        return drop(cells, tags, n), NULL;
+    }
+    ring_write_event(ring, head, cells, tags, n);
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
+}
+
+/* -- building one */
+
+static void
+probe_free_compiled(ProbeTrace *p)
+{
+    for (int i = 0; p->fetch != NULL && i < p->nargs; i++)
+        PyMem_Free(p->fetch[i].steps);
+    PyMem_Free(p->fetch);
+    PyMem_Free(p->preds);
+    PyMem_Free(p->prog);
+    p->fetch = NULL;
+    p->preds = NULL;
+    p->prog = NULL;
+    p->nargs = p->npreds = p->nprog = 0;
+}
+
+/* specs: per fetcharg (kind, root, path, type), kind "local" (root: name),
+ * "arg" (root: N), "imm" (root: the value) or "global" (root: (MOD, NAME));
+ * path: ((op, key), ...), op "attr" or "item"; type None, "u8".."x64" or "string". */
+static int
+probe_compile(ProbeTrace *p, PyObject *specs)
+{
+    if (specs == Py_None)
+        return 0;
+    if (!PyTuple_Check(specs) || PyTuple_GET_SIZE(specs) > PROBE_MAX_ARGS) {
+        PyErr_SetString(PyExc_ValueError, "ProbeTrace: specs must be a tuple of at most PROBE_MAX_ARGS");
+        return -1;
+    }
+    int n = (int)PyTuple_GET_SIZE(specs);
+    p->fetch = PyMem_Calloc(n ? n : 1, sizeof(Fetch));
+    if (p->fetch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->nargs = n;
+    for (int i = 0; i < n; i++) {
+        Fetch *fs = &p->fetch[i];
+        const char *kind, *type = NULL;
+        PyObject *root, *path, *typeobj;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs, i), "sOO!O", &kind, &root, &PyTuple_Type, &path, &typeobj))
+            return -1;
+        if (typeobj != Py_None && !(type = PyUnicode_AsUTF8(typeobj)))
+            return -1;
+        if (strcmp(kind, "local") == 0 && PyUnicode_Check(root)) {
+            fs->root = R_LOCAL;
+            fs->name = root;
+        } else if (strcmp(kind, "arg") == 0 && PyLong_Check(root)) {
+            fs->root = R_ARG;
+            fs->argn = (int)PyLong_AsLong(root);
+        } else if (strcmp(kind, "imm") == 0) {
+            fs->root = R_IMM;
+            fs->imm = root;
+        } else if (strcmp(kind, "retval") == 0) {
+            fs->root = R_RETVAL;
+        } else if (strcmp(kind, "global") == 0 && PyTuple_Check(root) && PyTuple_GET_SIZE(root) == 2) {
+            fs->root = R_GLOBAL;
+            fs->module = PyTuple_GET_ITEM(root, 0);
+            fs->name = PyTuple_GET_ITEM(root, 1);
+        } else {
+            PyErr_Format(PyExc_ValueError, "ProbeTrace: fetcharg kind %s not known here", kind);
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(path); j++) {
+            PyObject *step = PyTuple_GET_ITEM(path, j);
+            if (!PyTuple_Check(step) || PyTuple_GET_SIZE(step) != 2
+                || (PyTuple_GET_ITEM(step, 0) != Py_True && PyTuple_GET_ITEM(step, 0) != Py_False)) {
+                PyErr_SetString(PyExc_ValueError, "ProbeTrace: a path step is (is_item, key)");
+                return -1;
+            }
+            if (PyTuple_GET_ITEM(step, 0) == Py_False && !PyUnicode_CheckExact(PyTuple_GET_ITEM(step, 1))) {
+                PyErr_SetString(PyExc_ValueError, "ProbeTrace: an attribute name is a str");
+                return -1;
+            }
+        }
+        fs->nsteps = (int)PyTuple_GET_SIZE(path);
+        if (!(fs->steps = PyMem_Calloc(fs->nsteps + 1, sizeof(Step)))) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int j = 0; j < fs->nsteps; j++) {      /* held by specs */
+            fs->steps[j].is_item = PyTuple_GET_ITEM(PyTuple_GET_ITEM(path, j), 0) == Py_True;
+            fs->steps[j].key = PyTuple_GET_ITEM(PyTuple_GET_ITEM(path, j), 1);
+        }
+        if (type == NULL) {
+            fs->conv = V_RAW;
+        } else if (strcmp(type, "string") == 0) {
+            fs->conv = V_STRING;
+        } else if (strchr("usx", type[0]) && (fs->bits = atoi(type + 1)) > 0 && fs->bits <= 64
+                   && (fs->bits & (fs->bits - 1)) == 0 && fs->bits >= 8) {
+            fs->conv = V_INT;
+            fs->is_signed = type[0] == 's';
+        } else {
+            PyErr_Format(PyExc_ValueError, "ProbeTrace: type %s not known here", type);
+            return -1;
+        }
+        if ((fs->root == R_LOCAL || fs->root == R_ARG) && fs->conv == V_RAW)
+            fs->shape = fs->nsteps == 0 ? S_LOCAL
+                      : fs->nsteps == 1 && !fs->steps[0].is_item ? S_LOCAL_ATTR : S_OTHER;
+    }
+    return 0;
+}
+
+static PyObject *
+probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"event", "specs", "local", "attach", "switch", "snapshot", "fault",
+                             "slow", NULL};
+    PyObject *event, *specs, *local, *attach, *onoff, *snapshot, *fault, *slow;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!OOO", kwlist, &event, &specs, &local,
+                                     &attach, &SwitchType, &onoff, &snapshot, &fault, &slow))
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)type->tp_alloc(type, 0);
+    if (p == NULL)
+        return NULL;
+    p->event = Py_NewRef(event);
+    p->specs = Py_NewRef(specs);
+    p->local = Py_NewRef(local);
+    p->attach = Py_NewRef(attach);
+    p->onoff = Py_NewRef(onoff);
+    p->snapshot = Py_NewRef(snapshot);
+    p->fault = Py_NewRef(fault);
+    p->slow = Py_NewRef(slow);
+    p->filter_slow = Py_NewRef(Py_None);
+    p->filter_spec = Py_NewRef(Py_None);
+    if (probe_compile(p, specs) < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+/* set_filter(program, matches): matches(values) is the Python filter (None:
+ * no filter); program, when not None, the same filter for the C path:
+ * (preds, code), preds ((field index, op, operand, negate), ...) with op one
+ * of == != < <= > >= & (an int operand) or eq prefix suffix in (a str one),
+ * code the postfix program: a pred's index, -1 not, -2 and, -3 or. */
+static PyObject *
+probe_set_filter(ProbeTrace *p, PyObject *args)
+{
+    static const char *ops[] = {"==", "!=", "<", "<=", ">", ">=", "&", "eq", "prefix", "suffix", "in"};
+    PyObject *program, *matches;
+    if (!PyArg_ParseTuple(args, "OO", &program, &matches))
+        return NULL;
+    PyMem_Free(p->preds);
+    PyMem_Free(p->prog);
+    p->preds = NULL;
+    p->prog = NULL;
+    p->npreds = p->nprog = 0;
+    Py_SETREF(p->filter_slow, Py_NewRef(matches));
+    Py_SETREF(p->filter_spec, Py_NewRef(program));
+    if (program == Py_None || matches == Py_None)
+        Py_RETURN_NONE;
+    PyObject *preds, *code;
+    if (!PyArg_ParseTuple(program, "O!O!", &PyTuple_Type, &preds, &PyTuple_Type, &code))
+        return NULL;
+    int np = (int)PyTuple_GET_SIZE(preds), nc = (int)PyTuple_GET_SIZE(code);
+    Pred *pv = PyMem_Calloc(np ? np : 1, sizeof(Pred));
+    int *prog = PyMem_Calloc(nc ? nc : 1, sizeof(int));
+    if (pv == NULL || prog == NULL)
+        goto nomem;
+    for (int i = 0; i < np; i++) {
+        const char *op;
+        PyObject *operand;
+        int field, negate;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(preds, i), "isOp", &field, &op, &operand, &negate))
+            goto fail;
+        int k = 0;
+        while (k < 11 && strcmp(op, ops[k]) != 0)
+            k++;
+        if (k == 11 || field < 0 || field >= p->nargs
+            || (k <= P_AND ? !PyLong_CheckExact(operand) : !PyUnicode_CheckExact(operand))) {
+            PyErr_Format(PyExc_ValueError, "ProbeTrace: bad filter predicate %d", i);
+            goto fail;
+        }
+        pv[i].field = field;
+        pv[i].op = k;
+        pv[i].negate = negate;
+        if (k <= P_AND) {
+            pv[i].num = PyLong_AsLongLong(operand);
+            if (pv[i].num == -1 && PyErr_Occurred())
+                goto fail;
+        } else {
+            pv[i].str = operand;        /* held by filter_spec */
+        }
+    }
+    int depth = 0;
+    for (int i = 0; i < nc; i++) {
+        int c = (int)PyLong_AsLong(PyTuple_GET_ITEM(code, i));
+        if (c == -1 && PyErr_Occurred())
+            goto fail;
+        if (c >= np || c < I_OR || (c >= 0 ? depth >= FILTER_MAX_STACK : depth < (c == I_NOT ? 1 : 2))) {
+            /* too deep for the C stack (or malformed): the Python filter does it */
+            PyErr_Clear();
+            PyMem_Free(pv);
+            PyMem_Free(prog);
+            Py_RETURN_NONE;
+        }
+        depth += c >= 0 ? 1 : c == I_NOT ? 0 : -1;
+        prog[i] = c;
+    }
+    if (depth != 1) {
+        PyMem_Free(pv);
+        PyMem_Free(prog);
+        Py_RETURN_NONE;
+    }
+    p->preds = pv;
+    p->npreds = np;
+    p->prog = prog;
+    p->nprog = nc;
+    Py_RETURN_NONE;
+nomem:
+    PyErr_NoMemory();
+fail:
+    PyMem_Free(pv);
+    PyMem_Free(prog);
+    return NULL;
+}
+
+/* entry(code, offset, depth): the handler of this probe at (code, offset),
+ * for PY_START (offset 0) or INSTRUCTION.  Each fetcharg's fast-locals index
+ * is found here, once per code; a code whose locals the C path cannot read
+ * as frame.f_locals does (a cell or free variable, a hidden comprehension
+ * local, a name it does not have, not a function) takes the Python path. */
+static PyObject *
+probe_handler(ProbeTrace *p, PyObject *code, int kind, int raised, PyObject *head)
+{
+    Tramp *t = (Tramp *)make(kind, kind == K_PROBE ? 2 : 3, raised, (PyObject *)p, head, NULL, NULL);
+    if (t == NULL || p->specs == Py_None)
+        return (PyObject *)t;
+    PyCodeObject *co = (PyCodeObject *)code;
+    if (!(co->co_flags & CO_OPTIMIZED))
+        return (PyObject *)t;
+    int *slots = PyMem_Calloc(p->nargs ? p->nargs : 1, sizeof(int));
+    if (slots == NULL) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    PyObject *names = co->co_localsplusnames;
+    const char *kinds = PyBytes_AS_STRING(co->co_localspluskinds);
+    int nparams = co->co_argcount + co->co_kwonlyargcount
+                  + !!(co->co_flags & CO_VARARGS) + !!(co->co_flags & CO_VARKEYWORDS);
+    for (int i = 0; i < p->nargs; i++) {
+        Fetch *fs = &p->fetch[i];
+        int j = -1;
+        if (fs->root == R_ARG) {
+            j = fs->argn >= 1 && fs->argn <= nparams ? fs->argn - 1 : -1;
+        } else if (fs->root == R_LOCAL) {
+            for (int k = 0; k < co->co_nlocalsplus; k++) {
+                int eq = PyUnicode_Compare(PyTuple_GET_ITEM(names, k), fs->name) == 0;
+                if (eq) {
+                    j = k;
+                    break;
+                }
+            }
+        } else {
+            slots[i] = -1;
+            continue;
+        }
+        if (j < 0 || (kinds[j] & 0xff) != 0x20 /* CO_FAST_LOCAL only */) {
+            PyMem_Free(slots);
+            PyErr_Clear();
+            return (PyObject *)t;
+        }
+        slots[i] = j;
+    }
+    t->slots = slots;
+    return (PyObject *)t;
+}
+
+static PyObject *
+probe_entry(ProbeTrace *p, PyObject *args)
+{
+    PyObject *code, *offset;
+    int depth;
+    if (!PyArg_ParseTuple(args, "O!Oi", &PyCode_Type, &code, &offset, &depth))
+        return NULL;
+    PyObject *site = PyTuple_Pack(2, code, offset);
+    PyObject *head = site ? PyTuple_Pack(2, p->event, site) : NULL;
+    Py_XDECREF(site);
+    if (head == NULL)
+        return NULL;
+    PyObject *h = probe_handler(p, code, K_PROBE, 0, head);
+    Py_DECREF(head);
+    return h;
+}
+
+/* exit(code, depth, raised): the handler of this return probe on code, for
+ * PY_RETURN (raised false) or PY_UNWIND (raised true). */
+static PyObject *
+probe_exit(ProbeTrace *p, PyObject *args)
+{
+    PyObject *code;
+    int depth, raised;
+    if (!PyArg_ParseTuple(args, "O!ip", &PyCode_Type, &code, &depth, &raised))
+        return NULL;
+    return probe_handler(p, code, K_PROBE_EXIT, raised, NULL);
+}
+
+/* start(code, depth): a return probe's PY_START handler, which has nothing
+ * to do (the return does it all) but keeps the code known to ftrace. */
+static PyObject *
+probe_start(ProbeTrace *p, PyObject *args)
+{
+    return make(K_NOP, 2, 0, NULL, NULL, NULL, NULL);
+}
+
+/* As a pre_handler(kp, regs): the Python path. */
+static PyObject *
+probe_tp_call(ProbeTrace *p, PyObject *args, PyObject *kwds)
+{
+    PyObject *kp, *regs;
+    if (!PyArg_ParseTuple(args, "OO", &kp, &regs))
+        return NULL;
+    return PyObject_CallOneArg(p->slow, regs);
+}
+
+static int
+probe_traverse(ProbeTrace *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->ring); Py_VISIT(p->event); Py_VISIT(p->local); Py_VISIT(p->attach);
+    Py_VISIT(p->onoff); Py_VISIT(p->snapshot); Py_VISIT(p->fault); Py_VISIT(p->slow);
+    Py_VISIT(p->specs); Py_VISIT(p->filter_slow); Py_VISIT(p->filter_spec);
+    return 0;
+}
+
+static int
+probe_clear(ProbeTrace *p)
+{
+    probe_free_compiled(p);     /* they borrow from specs and filter_spec */
+    Py_CLEAR(p->ring); Py_CLEAR(p->event); Py_CLEAR(p->local); Py_CLEAR(p->attach);
+    Py_CLEAR(p->onoff); Py_CLEAR(p->snapshot); Py_CLEAR(p->fault); Py_CLEAR(p->slow);
+    Py_CLEAR(p->specs); Py_CLEAR(p->filter_slow); Py_CLEAR(p->filter_spec);
+    return 0;
+}
+
+static void
+probe_dealloc(ProbeTrace *p)
+{
+    PyObject_GC_UnTrack(p);
+    probe_clear(p);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyMemberDef probe_members[] = {
+    {"nhit", Py_T_LONGLONG, offsetof(ProbeTrace, nhit), Py_READONLY, "hits taken in C"},
+    {"nmissed", Py_T_LONGLONG, offsetof(ProbeTrace, nmissed), Py_READONLY,
+     "hits taken in C where a fetch faulted"},
+    {"event", Py_T_OBJECT_EX, offsetof(ProbeTrace, event), Py_READONLY, "the probe event"},
+    {NULL}
+};
+
+static PyMethodDef probe_methods[] = {
+    {"entry", (PyCFunction)probe_entry, METH_VARARGS,
+     "entry(code, offset, depth): the handler of the probe at (code, offset)"},
+    {"exit", (PyCFunction)probe_exit, METH_VARARGS,
+     "exit(code, depth, raised): the handler of the return probe on code (PY_RETURN / PY_UNWIND)"},
+    {"start", (PyCFunction)probe_start, METH_VARARGS,
+     "start(code, depth): a return probe's PY_START handler: nothing to do"},
+    {"set_filter", (PyCFunction)probe_set_filter, METH_VARARGS,
+     "set_filter(program, matches): the event's filter"},
+    {NULL}
+};
+
+static PyTypeObject ProbeTraceType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.ProbeTrace",
+    .tp_doc = "One probe event's hit, compiled: fetch, count, filter, record.",
+    .tp_basicsize = sizeof(ProbeTrace),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = probe_new,
+    .tp_call = (ternaryfunc)probe_tp_call,
+    .tp_traverse = (traverseproc)probe_traverse,
+    .tp_clear = (inquiry)probe_clear,
+    .tp_dealloc = (destructor)probe_dealloc,
+    .tp_members = probe_members,
+    .tp_methods = probe_methods,
+};
+
+
 static PyObject *
 tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1078,6 +2363,9 @@ tramp_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     case K_OPS_ENTRY: return ops_entry_call(t);
     case K_FUNCTION: return function_call(t, args[0]);
     case K_GRAPH: return graph_call(t, args, nargs);
+    case K_PROBE:
+    case K_PROBE_EXIT: return probe_call(t, args, nargs);
+    case K_NOP: Py_RETURN_NONE;
     }
     Py_RETURN_NONE;
 }
@@ -1101,6 +2389,7 @@ tramp_dealloc(Tramp *t)
 {
     PyObject_GC_UnTrack(t);
     tramp_clear(t);
+    PyMem_Free(t->slots);
     PyObject_GC_Del(t);
 }
 
@@ -1108,7 +2397,8 @@ static PyObject *
 tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
-                                  "function_entry", "graph_event", "offset_dispatcher"};
+                                  "function_entry", "graph_event", "offset_dispatcher",
+                                  "probe", "probe_exit", "nop"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 
@@ -1138,6 +2428,7 @@ make(int kind, int nargs, int flag, PyObject *a, PyObject *b, PyObject *c, PyObj
     t->ring_tstate = 0;
     t->nargs = nargs;
     t->flag = flag;
+    t->slots = NULL;
     t->a = Py_XNewRef(a); t->b = Py_XNewRef(b); t->c = Py_XNewRef(c); t->d = Py_XNewRef(d);
     PyObject_GC_Track(t);
     return (PyObject *)t;
@@ -1269,7 +2560,8 @@ PyInit__ctrampolines(void)
 {
     PyObject *m = NULL, *sys = NULL, *mon = NULL;
     if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
-        || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0)
+        || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
+        || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0)
         return NULL;
     if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
         || !(mon = PyObject_GetAttrString(sys, "monitoring"))
@@ -1286,14 +2578,18 @@ PyInit__ctrampolines(void)
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
-        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0)
+        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0
+        || PyModule_AddObjectRef(m, "Switch", (PyObject *)&SwitchType) < 0
+        || PyModule_AddObjectRef(m, "ProbeTrace", (PyObject *)&ProbeTraceType) < 0
+        || PyModule_AddIntConstant(m, "PROBE_MAX_ARGS", PROBE_MAX_ARGS) < 0)
         goto fail;
     /* A Python handler called by a C dispatcher (or C list function) finds
      * the traced frame one up: no C callable adds a frame. */
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+                                  "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
                                   "quiet_thread", "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",

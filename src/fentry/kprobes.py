@@ -194,12 +194,19 @@ class _ProbeOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
         kp = self.kp
+        # A probe event's pre_handler is its hot-path ProbeTrace: called
+        # straight from the dispatcher, with no Ip made and no Python frame.
+        trace = kp.pre_handler if isinstance(kp.pre_handler, hotpath.ProbeTrace) else None
         if self._at_entry():
+            if trace is not None:
+                return {E.PY_START: trace.entry(code, 0, depth)}
             return {E.PY_START: hotpath.ops_entry(self._entry, Ip(code, 0), self, True, depth)}
         offset = line_offset(code, kp.line) if kp.path is not None else kp.offset
         if offset is None or offset not in instruction_boundaries(code):
             self.errors += 1            # a symbol loaded since, that the offset does not fit
             return {}
+        if trace is not None:
+            return {E.INSTRUCTION: {offset: trace.entry(code, offset, depth)}}
         pre_handler = kp.pre_handler
 
         def kprobe_at_offset(code, offset):
@@ -230,6 +237,13 @@ class _RetprobeOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
         rp, active = self.rp, self.active
+        if isinstance(rp.handler, hotpath.ProbeTrace) and rp.entry_handler is None:
+            # A return probe event: its hot-path handlers do the whole return;
+            # there is no instance to keep between entry and return.
+            trace = rp.handler
+            return {E.PY_START: trace.start(code, depth),
+                    E.PY_RETURN: trace.exit(code, depth, False),
+                    E.PY_UNWIND: trace.exit(code, depth, True)}
 
         def kretprobe_entry(code, offset):
             frame = _getframe(depth)

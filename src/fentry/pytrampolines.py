@@ -15,7 +15,7 @@ from time import perf_counter_ns
 from types import CodeType
 
 __all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
-           "catch_sigterm",
+           "catch_sigterm", "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
@@ -321,3 +321,67 @@ def graph_exc_event(local, attach, kind: int):
             tb = attach()
         tb.append((next(tb.seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
+
+
+
+# -- probe events
+
+class Switch:
+    """An on/off flag the hot path reads (a ring buffer's tracing_on)."""
+    __slots__ = ("on",)
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = bool(on)
+
+
+# Fetchargs the C ProbeTrace fetches itself, at most (more: the Python path).
+PROBE_MAX_ARGS = 16
+
+
+class ProbeTrace:
+    """One probe event's hit (the kernel's kprobe_trace_func).
+
+    The C one fetches, counts, filters and records without a Python call
+    when it can, and calls ``slow`` for the rest; here every hit is ``slow``:
+    the event's own Python path, which does all of it -- ``slow(frame)`` at
+    an entry, offset or line, ``slow(frame, value, raised)`` at a return.
+    So ``nhit`` and ``nmissed`` (the hits this object took itself) stay 0,
+    and ``specs`` and the filter program are not needed.
+    """
+    __slots__ = ("event", "slow", "nhit", "nmissed")
+
+    def __init__(self, event, specs, local, attach, switch: Switch, snapshot, fault, slow) -> None:
+        self.event = event
+        self.slow = slow
+        self.nhit = self.nmissed = 0
+
+    def set_filter(self, program, matches) -> None:
+        """The event's filter (the Python path reads it from the event)."""
+
+    def entry(self, code: CodeType, offset: int, depth: int):
+        """The handler of the probe at (code, offset): PY_START or INSTRUCTION."""
+        slow = self.slow
+
+        def probe_hit(code, offset):  # hot path
+            slow(_getframe(depth))
+        return probe_hit
+
+    def exit(self, code: CodeType, depth: int, raised: bool):
+        """The handler of the return probe on code: PY_RETURN, or PY_UNWIND if ``raised``."""
+        slow = self.slow
+
+        def probe_exit(code, offset, value):  # hot path
+            slow(_getframe(depth), value, raised)
+        return probe_exit
+
+    def start(self, code: CodeType, depth: int):
+        """A return probe's PY_START handler: nothing to do (the return does it all)."""
+        return _nothing
+
+    def __call__(self, kp, regs) -> None:
+        """As a kprobe pre_handler(kp, regs)."""
+        self.slow(regs)
+
+
+def _nothing(code, offset):  # hot path
+    pass

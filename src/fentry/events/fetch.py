@@ -80,30 +80,41 @@ def snapshot(value: object) -> object:
     return value if type(value) in _RAW or type(value) is CodeType else Shown(safe_repr(value))
 
 
+def type_lookup(t: type, name: str) -> object:
+    """``name`` in the dicts of ``t``'s MRO, as CPython's ``_PyType_Lookup``
+    (no metaclass hook runs); _MISSING if absent."""
+    for klass in type.__getattribute__(t, "__mro__"):
+        found = type.__getattribute__(klass, "__dict__").get(name, _MISSING)
+        if found is not _MISSING:
+            return found
+    return _MISSING
+
+
 def get_attr(obj: object, name: str) -> object:
-    """``obj.name`` read from storage: instance dict, slots, plain class attributes."""
+    """``obj.name`` read from storage: instance dict, slots, plain class attributes.
+
+    The C hot path (``_ctrampolines``, fetch_attr) reads the same way."""
     if type(obj) is ModuleType:
         value = dict.get(object.__getattribute__(obj, "__dict__"), name, _MISSING)
         if value is _MISSING:
             raise Fault(name)
         return value
-    tdict = None
-    for klass in type(obj).__mro__:
-        found = type.__getattribute__(klass, "__dict__").get(name, _MISSING)
-        if found is not _MISSING:
-            tdict = found
-            break
+    tdict = type_lookup(type(obj), name)
     if type(tdict) is MemberDescriptorType:          # a slot
         return tdict.__get__(obj, type(obj))
+    # CPython's data descriptor: its type has __set__ or __delete__ (tp_descr_set).
+    tkind = type(tdict)
+    data = tdict is not _MISSING and (type_lookup(tkind, "__set__") is not _MISSING
+                                      or type_lookup(tkind, "__delete__") is not _MISSING)
     try:
         d = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         d = None
-    if type(d) is dict:
+    if isinstance(d, dict) and not data:
         value = dict.get(d, name, _MISSING)
-        if value is not _MISSING and not hasattr(type(tdict), "__set__"):
+        if value is not _MISSING:
             return value
-    if tdict is not None and not hasattr(type(tdict), "__get__"):
+    if tdict is not _MISSING and type_lookup(tkind, "__get__") is _MISSING:
         return tdict                                 # a plain class attribute
     raise Fault(name)                                # absent, or a property / descriptor
 
@@ -195,15 +206,16 @@ def _stack(frame: FrameType, n: int | None) -> object:
 
 
 def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MISSING
-              ) -> tuple[tuple[str, object], ...]:
-    """``(name, stored value)`` for every fetcharg; a failed fetch stores FAULT."""
+              ) -> tuple[object, ...]:
+    """The stored value of every fetcharg, in order (``$args``: one per
+    parameter, see ``field_names``); a failed fetch stores FAULT."""
     out = []
     local_vars = frame.f_locals
     for arg in args:
         if arg.kind == "args":
             for name in parameters(frame.f_code):
                 value = local_vars.get(name, _MISSING)
-                out.append((name, FAULT if value is _MISSING else snapshot(value)))
+                out.append(FAULT if value is _MISSING else snapshot(value))
             continue
         try:
             value = fetch(arg, frame, retval, local_vars)
@@ -213,8 +225,33 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
                 value = snapshot(value)
         except Exception:
             value = FAULT
-        out.append((arg.name, value))
+        out.append(value)
     return tuple(out)
+
+
+def field_names(args: tuple[FetchArg, ...], code: CodeType) -> tuple[str, ...]:
+    """The names of what ``fetch_all`` stores for a hit in ``code``."""
+    return tuple(name for arg in args
+                 for name in (parameters(code) if arg.kind == "args" else (arg.name,)))
+
+
+def fast_specs(args: tuple[FetchArg, ...]) -> tuple | None:
+    """The fetchargs as the hot path's ProbeTrace takes them, or None when
+    one of them is for the Python path only ($args, $stack, $comm, symbol
+    and array types)."""
+    specs = []
+    for arg in args:
+        if arg.kind not in ("arg", "local", "imm", "global", "retval") or arg.array_len is not None \
+                or arg.type == "symbol":
+            return None
+        # Names interned, as the program's own are: CPython's type-attribute
+        # cache and dict lookups then match them by pointer.
+        root = (arg.module, sys.intern(arg.root)) if arg.kind == "global" else \
+            sys.intern(arg.root) if arg.kind == "local" else arg.root
+        path = tuple((s.op == "item", sys.intern(s.key) if type(s.key) is str else s.key)
+                     for s in arg.path)
+        specs.append((arg.kind, root, path, arg.type))
+    return tuple(specs)
 
 
 _BITS = {"8": 8, "16": 16, "32": 32, "64": 64}

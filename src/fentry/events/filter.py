@@ -26,7 +26,10 @@ character past the spot it examined).  Errors raise ``TraceError`` with a
 A filter is compiled once into one generated Python function (source built
 from the parsed tokens only: every user string or name reaches it as a bound
 constant, never as source text), so ``matches()`` costs one call and the
-comparisons themselves.
+comparisons themselves.  The same parse also gives ``program``: the filter as
+data (predicates and a postfix program of ``!  &&  ||``) for the C hot path,
+when every predicate is one it evaluates (all but the globs that need a
+regular expression).
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ class Filter:
     """
     text: str
     matches: Callable[[Values], bool] = dc_field(repr=False, compare=False)
+    # (preds, code): preds are (field, op, operand, negate), op one of
+    # == != < <= > >= & (int operand) or eq prefix suffix in (str operand),
+    # negate applying to a string test; code is postfix: a pred's index,
+    # NOT, AND or OR.  None: only ``matches`` can evaluate this filter.
+    program: tuple | None = dc_field(default=None, repr=False, compare=False)
 
     @property
     def empty(self) -> bool:
@@ -98,6 +106,9 @@ class Filter:
 
 
 NO_FILTER = Filter("none", _match_all)
+
+# The postfix program's operators (operands are predicate indexes, >= 0).
+NOT, AND, OR = -1, -2, -3
 
 
 def compile_filter(text: str, fields: Mapping[str, str]) -> Filter:
@@ -117,7 +128,9 @@ def compile_filter(text: str, fields: Mapping[str, str]) -> Filter:
     cmd = text.rstrip(_BLANKS)
     if cmd.strip(_BLANKS) in ("", "0"):
         return NO_FILTER
-    return Filter(cmd, _Parser(cmd, fields).compile())
+    parser = _Parser(cmd, fields)
+    matches = parser.compile()
+    return Filter(cmd, matches, parser.program)
 
 
 # -- numbers and globs, as the kernel reads them -----------------------------
@@ -247,12 +260,14 @@ class _Code:
     """Source of one boolean expression over ``v`` (the values mapping)."""
     src: str
     depth: int                   # nesting of parentheses in src
+    prog: tuple[int, ...] | None  # the same as a postfix program (None: Python only)
     positive: _Code | None = None  # set when this is "not <positive>"
 
     def negate(self) -> _Code:
         if self.positive is not None:
             return self.positive
-        return _Code(f"(not {self.src})", self.depth + 1, self)
+        return _Code(f"(not {self.src})", self.depth + 1,
+                     None if self.prog is None else self.prog + (NOT,), self)
 
 
 class _Codegen:
@@ -270,6 +285,11 @@ class _Codegen:
         }
         self.defs: list[str] = []
         self.count = 0
+        self.preds: list[tuple] = []
+
+    def pred(self, *pred) -> tuple[int, ...]:
+        self.preds.append(pred)
+        return (len(self.preds) - 1,)
 
     def bind(self, prefix: str, value: object) -> str:
         name = f"{prefix}{self.count}"
@@ -283,7 +303,8 @@ class _Codegen:
         test = f"(x & {c}) != 0" if op == "&" else f"x {op} {c}"
         # Exact ints take the fast path; int subclasses are copied out first.
         return _Code(f"({test} if type(x := v.get({k})) is int else "
-                     f"((x := _as_int(x)) is not None and {test}))", 3)
+                     f"((x := _as_int(x)) is not None and {test}))", 3,
+                     self.pred(key, op, int(value), False))
 
     def string(self, key: str, op: str, pattern: str) -> _Code:
         k = self.bind("K", key)
@@ -291,29 +312,31 @@ class _Codegen:
         if op == "~":
             # filter_parse_regex(): a leading '!' negates the glob.
             negate = pattern.startswith("!")
-            test = self._glob_test(pattern[1:] if negate else pattern)
+            test, ctest, operand = self._glob_test(pattern[1:] if negate else pattern)
         else:
-            test = f"x == {self.bind('S', pattern)}"
+            test, ctest, operand = f"x == {self.bind('S', pattern)}", "eq", pattern
         if negate:
             test = f"not ({test})"
         return _Code(f"({test} if type(x := v.get({k})) is str else "
-                     f"((x := _as_str(x)) is not None and {test}))", 4)
+                     f"((x := _as_str(x)) is not None and {test}))", 4,
+                     None if ctest is None else self.pred(key, ctest, operand, negate))
 
-    def _glob_test(self, pattern: str) -> str:
-        """The kernel's fast paths (MATCH_FULL/FRONT/MIDDLE/END), else a glob."""
+    def _glob_test(self, pattern: str) -> tuple[str, str | None, str | None]:
+        """The kernel's fast paths (MATCH_FULL/FRONT/MIDDLE/END), else a glob:
+        (Python test, the C program's test and operand, or None for a glob)."""
         stars = pattern.count("*")
         plain = not any(c in pattern for c in "?[\\")
         inner = pattern[1:-1] if len(pattern) >= 2 else ""
         if plain and stars == 0:
-            return f"x == {self.bind('S', pattern)}"
+            return f"x == {self.bind('S', pattern)}", "eq", pattern
         if plain and stars == 1 and pattern.endswith("*"):
-            return f"x.startswith({self.bind('S', pattern[:-1])})"
+            return f"x.startswith({self.bind('S', pattern[:-1])})", "prefix", pattern[:-1]
         if plain and stars == 1 and pattern.startswith("*"):
-            return f"x.endswith({self.bind('S', pattern[1:])})"
+            return f"x.endswith({self.bind('S', pattern[1:])})", "suffix", pattern[1:]
         if plain and stars == 2 and len(pattern) >= 2 and pattern[0] == pattern[-1] == "*" \
                 and "*" not in inner:
-            return f"{self.bind('S', inner)} in x"
-        return f"{self.bind('M', glob_regex(pattern).fullmatch)}(x) is not None"
+            return f"{self.bind('S', inner)} in x", "in", inner
+        return f"{self.bind('M', glob_regex(pattern).fullmatch)}(x) is not None", None, None
 
     def group(self, terms: list[list[_Code]]) -> _Code:
         """``a && b || c`` as ``(a and b or c)``; one term stays itself."""
@@ -324,13 +347,20 @@ class _Codegen:
     def _join(self, sep: str, codes: list[_Code]) -> _Code:
         if len(codes) == 1:
             return codes[0]
+        prog = None
+        if codes and all(c.prog is not None for c in codes):
+            op = AND if sep == " and " else OR
+            prog = codes[0].prog + tuple(x for c in codes[1:] for x in c.prog + (op,))
         code = _Code("(" + sep.join(c.src for c in codes) + ")",
-                     max(c.depth for c in codes) + 1)
+                     max(c.depth for c in codes) + 1, prog)
         if code.depth > _MAX_NEST:
             name = f"_g{len(self.defs)}"
             self.defs.append(f"def {name}(v):\n    return {code.src}\n")
-            code = _Code(f"{name}(v)", 1)
+            code = _Code(f"{name}(v)", 1, prog)
         return code
+
+    def program(self, top: _Code) -> tuple | None:
+        return None if top.prog is None else (tuple(self.preds), top.prog)
 
     def compile(self, top: _Code) -> Callable[[Values], bool]:
         source = "".join(self.defs) + (
@@ -362,13 +392,16 @@ class _Parser:
         self.n = len(cmd)
         self.fields = fields
         self.gen = _Codegen()
+        self.program: tuple | None = None     # set by compile()
 
     def error(self, code: str, pos: int) -> TraceError:
         return TraceError(code, self.cmd, pos, subsystem=SUBSYSTEM)
 
     def compile(self) -> Callable[[Values], bool]:
         self.calc_stack()
-        return self.gen.compile(self.predicate_parse())
+        top = self.predicate_parse()
+        self.program = self.gen.program(top)
+        return self.gen.compile(top)
 
     def calc_stack(self) -> None:
         """The kernel's calc_stack(): unmatched quotes and parentheses are

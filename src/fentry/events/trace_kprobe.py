@@ -4,8 +4,15 @@ A line written to ``kprobe_events`` is parsed by ``probe_parser`` (the grammar
 every probe definition shares) into a ``ProbeEvent``; enabling it arms a
 ``Kprobe`` or ``Kretprobe``, whose handler fetches the fetchargs, applies the
 event's filter and records ``(event, site, values)`` into the trace's ring
-buffer.  Text is made when the trace is read (``line()``), as the event's
-``print fmt`` says.
+buffer, ``values`` holding one stored value per field (``field_names``).
+Text is made when the trace is read (``line()``), as the event's ``print
+fmt`` says.
+
+A probe event's handler is a ``hotpath.ProbeTrace`` (the kernel's
+``kprobe_dispatcher``): the C one does the whole hit itself when its
+fetchargs and filter are simple, and calls ``_hit`` / ``_exit_hit`` (the
+Python path, the reference) for anything else; the pure-Python one always
+calls them.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ import re
 import threading
 
 
-from .. import kprobes
+from .. import hotpath, kprobes
 from ..errors import TraceError
+from ..pytrampolines import call_site
 from ..tracers.ring_buffer import RingBuffer
-from .fetch import FAULT, fetch_all, render
+from .fetch import FAULT, fast_specs, fetch_all, field_names, render, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
 from .probe_parser import (FetchArg, ProbeDefinition, ProbeRemoval, format_definition,
                            parse_probe)
@@ -40,9 +48,12 @@ class ProbeEvent:
         self.filter_common = False
         self.at_offset = bool(defn.offset or defn.path)
         self.local = events.buffer.local
-        self.nhit = 0
-        self.nmissed = 0            # fetch or handler failures, as the kernel's misses
+        self._nhit = 0              # hits taken by the Python path, and by past traces
+        self._nmissed = 0           # fetch or handler failures, as the kernel's misses
         self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
+        self.trace = None           # the hot path's ProbeTrace, while enabled
+        self._names = None if any(a.kind == "args" for a in defn.args) \
+            else tuple(a.name for a in defn.args)
 
     @property
     def name(self) -> str:
@@ -56,6 +67,23 @@ class ProbeEvent:
     def enabled(self) -> bool:
         return self.probe is not None
 
+    @property
+    def nhit(self) -> int:
+        return self._nhit + (self.trace.nhit if self.trace is not None else 0)
+
+    @property
+    def nmissed(self) -> int:
+        """Hits with a fetch that faulted, and handlers that raised."""
+        trace, probe = self.trace, self.probe
+        return (self._nmissed + (trace.nmissed if trace is not None else 0)
+                + (probe.nmissed if probe is not None else 0))
+
+    def field_names(self, code) -> tuple[str, ...]:
+        """The names of a record's values (``$args`` gives the parameters of ``code``)."""
+        if self._names is not None:
+            return self._names
+        return field_names(self.defn.args, code)
+
     # -- enable / disable
     def enable(self) -> None:
         if self.probe is not None:
@@ -63,20 +91,55 @@ class ProbeEvent:
         d = self.defn
         command = format_definition(d)
         try:
+            trace = self._make_trace()
             if d.is_return:
-                probe = kprobes.Kretprobe(d.symbol_name, handler=self._return_hit)
+                probe = kprobes.Kretprobe(d.symbol_name, handler=trace)
                 kprobes.register_kretprobe(probe)
-            elif d.path is not None:
-                probe = kprobes.Kprobe(path=d.path, line=d.line, pre_handler=self._hit)
-                kprobes.register_kprobe(probe)
             else:
-                probe = kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=self._hit)
+                probe = (kprobes.Kprobe(path=d.path, line=d.line, pre_handler=trace)
+                         if d.path is not None
+                         else kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=trace))
                 kprobes.register_kprobe(probe)
+            self.trace = trace
         except TraceError as e:
             # Point the caret at the probe point in the definition as written.
             e.command, e.pos = command, command.find(" ") + 1
             raise
         self.probe = probe
+
+    def _make_trace(self):
+        """The hot path's handler for this probe."""
+        specs = self._fast_specs()
+        buffer = self.events.buffer
+        trace = hotpath.ProbeTrace(self, specs, buffer.local, buffer.attach, buffer.recording,
+                                   snapshot, FAULT,
+                                   self._exit_hit if self.defn.is_return else self._hit)
+        self._arm_filter(trace)
+        return trace
+
+    def _fast_specs(self) -> tuple | None:
+        """The fetchargs for the C path, or None: every hit takes the Python path."""
+        specs = fast_specs(self.defn.args)
+        return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
+
+    def _arm_filter(self, trace) -> None:
+        """Give the hot path the filter: its program over value indexes, if it
+        can run it, and the Python filter over a record's values."""
+        if not self.filtered:
+            trace.set_filter(None, None)
+            return
+        program = self.filter.program
+        if program is not None and not self.filter_common and self._fast_specs() is not None:
+            index = {name: i for i, name in enumerate(self._names)}
+            preds, code = program
+            if all(field in index for field, *_ in preds):
+                program = (tuple((index[field], op, operand, negate)
+                                 for field, op, operand, negate in preds), code)
+            else:
+                program = None
+        else:
+            program = None
+        trace.set_filter(program, self._matches)
 
     def disable(self) -> None:
         if self.probe is None:
@@ -85,35 +148,49 @@ class ProbeEvent:
             kprobes.unregister_kretprobe(self.probe)
         else:
             kprobes.unregister_kprobe(self.probe)
-        self.nmissed += self.probe.nmissed
+        self._nmissed += self.probe.nmissed
+        if self.trace is not None:
+            self._nhit += self.trace.nhit
+            self._nmissed += self.trace.nmissed
+            self.trace = None
         self.probe = None
 
     # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
-    def _hit(self, kp, frame) -> None:
-        self.nhit += 1
+    def _hit(self, frame) -> None:
+        """An entry, offset or line probe's hit, in Python (the C ProbeTrace's reference)."""
+        self._nhit += 1
         args = self.defn.args
         values = fetch_all(args, frame) if args else ()
-        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values)
+        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
 
-    def _return_hit(self, ri, frame) -> None:
-        self.nhit += 1
-        # Left by an exception: there is no return value, and $retval is a fault.
-        values = (fetch_all(self.defn.args, frame, ri.retval) if ri.exception is None
-                  else fetch_all(self.defn.args, frame))
-        ret = ri.ret_addr
-        site = (ret.code if ret else None, ret.offset if ret else 0, frame.f_code,
-                type(ri.exception).__name__ if ri.exception is not None else None)
-        self._record(site, values)
+    def _exit_hit(self, frame, value, raised: bool) -> None:
+        """A return probe's hit, in Python: ``value`` is the return value, or
+        the exception the frame is left by (then $retval is a fault)."""
+        self._nhit += 1
+        values = fetch_all(self.defn.args, frame) if raised else \
+            fetch_all(self.defn.args, frame, value)
+        caller = frame.f_back               # the return address: the call site
+        if caller is not None:
+            c = caller.f_code
+            site = (c, call_site(c, caller.f_lasti), frame.f_code,
+                    type(value).__name__ if raised else None)
+        else:
+            site = (None, 0, frame.f_code, type(value).__name__ if raised else None)
+        self._record(site, values, frame.f_code)
 
-    def _record(self, site: tuple, values: tuple) -> None:
-        for _, v in values:
+    def _matches(self, values: tuple, code=None) -> bool:
+        """The filter, on a record's values (``code``: the probed code, for ``$args``)."""
+        fields = dict(zip(self.field_names(code), values))
+        return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
+
+    def _record(self, site: tuple, values: tuple, code) -> None:
+        for v in values:
             if v is FAULT:
-                self.nmissed += 1
+                self._nmissed += 1
                 break
         if not self.events.recording():
             return
-        if self.filtered and not self.filter.matches(
-                _filter_values(values) if self.filter_common else dict(values)):
+        if self.filtered and not self._matches(values, code):
             return
         try:
             tb = self.local.tb
@@ -134,7 +211,8 @@ class ProbeEvent:
             code, offset = site
             where = f"({code.co_qualname}+{offset:#x})"
         types = self._types()
-        fields = " ".join(f"{name}={render(value, types.get(name))}" for name, value in values)
+        fields = " ".join(f"{name}={render(value, types.get(name))}"
+                          for name, value in zip(self.field_names(code), values))
         return f"{self.name}: {where}" + (f" {fields}" if fields else "")
 
     def _types(self) -> dict[str, str | None]:
@@ -176,6 +254,8 @@ class ProbeEvent:
         self.filtered = not self.filter.empty
         # comm and common_pid cost a lookup each: only when the filter names them
         self.filter_common = bool(re.search(r"\b(comm|common_pid)\b", text))
+        if self.trace is not None:
+            self._arm_filter(self.trace)
 
 
 def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
@@ -220,10 +300,11 @@ def _field_before(text: str, pos: int) -> str | None:
     return names[-1] if names else None
 
 
-def _filter_values(values: tuple) -> dict:
+def _filter_values(fields: dict) -> dict:
+    """The event's fields, and the common ones the filter may name (the event's win)."""
     t = threading._active.get(threading.get_ident())
     d = {"comm": t._name if t is not None else "python", "common_pid": threading.get_native_id()}
-    d.update(values)
+    d.update(fields)
     return d
 
 
@@ -300,7 +381,7 @@ class ProbeEvents:
 
     def profile(self) -> str:
         """``kprobe_profile``: event, hits, misses (the kernel's columns)."""
-        return "".join(f"  {e.name:<44} {e.nhit:>15} {e.nmissed + (e.probe.nmissed if e.probe else 0):>15}\n"
+        return "".join(f"  {e.name:<44} {e.nhit:>15} {e.nmissed:>15}\n"
                        for e in self.events.values())
 
     # -- events/

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from ..hotpath import RECORD_BYTES, Ring
+from ..hotpath import RECORD_BYTES, Ring, Switch
 
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
@@ -54,6 +54,9 @@ class RingBuffer:
     def __init__(self, size_kb: int = DEFAULT_SIZE_KB) -> None:
         self.size_kb = size_kb
         self.local = threading.local()
+        # tracing_on: whether records are written (ring_buffer_record_on/off);
+        # the hot path reads it without a call.
+        self.recording = Switch(True)
         self.buffers: list[ThreadBuffer] = []
         self._lock = threading.Lock()
 

@@ -44,11 +44,19 @@ class TraceInstance:
         self.ops: FtraceOps | None = None
         self.filter = FilterHash()
         self.notrace = FilterHash()
-        self.tracing_on = True
         self.options = dict(OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader = None
         self._lost_reported: dict[int, int] = {}
+
+    @property
+    def tracing_on(self) -> bool:
+        """``tracing_on``: kept in the ring buffer, where the hot path reads it."""
+        return self.buffer.recording.on
+
+    @tracing_on.setter
+    def tracing_on(self, on: bool) -> None:
+        self.buffer.recording.on = on
 
     # -- the tracer
     def set_tracer(self, name: str) -> None:
