@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field as dc_field
 
 from ..errors import TraceError
 
@@ -76,7 +75,6 @@ def _match_all(values: Values) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
 class Filter:
     """A compiled event filter.
 
@@ -91,13 +89,28 @@ class Filter:
     applies to that False like to any other.  Values are compared with
     ``int``'s and ``str``'s own methods, so no user code runs.
     """
-    text: str
-    matches: Callable[[Values], bool] = dc_field(repr=False, compare=False)
-    # (preds, code): preds are (field, op, operand, negate), op one of
-    # == != < <= > >= & (int operand) or eq prefix suffix in (str operand),
-    # negate applying to a string test; code is postfix: a pred's index,
-    # NOT, AND or OR.  None: only ``matches`` can evaluate this filter.
-    program: tuple | None = dc_field(default=None, repr=False, compare=False)
+    # (Plain class, not a dataclass: importing dataclasses costs `fentry
+    # attach` more than all this module.)
+    __slots__ = ("text", "matches", "program")
+
+    def __init__(self, text: str, matches: Callable[[Values], bool],
+                 program: tuple | None = None) -> None:
+        self.text = text
+        self.matches = matches
+        # (preds, code): preds are (field, op, operand, negate), op one of
+        # == != < <= > >= & (int operand) or eq prefix suffix in (str operand),
+        # negate applying to a string test; code is postfix: a pred's index,
+        # NOT, AND or OR.  None: only ``matches`` can evaluate this filter.
+        self.program = program
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Filter) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Filter(text={self.text!r})"
 
     @property
     def empty(self) -> bool:
@@ -255,13 +268,16 @@ def _as_str(x: object) -> str | None:
     return str.__str__(x) if issubclass(type(x), str) else None  # type: ignore[arg-type]
 
 
-@dataclass(slots=True)
 class _Code:
     """Source of one boolean expression over ``v`` (the values mapping)."""
-    src: str
-    depth: int                   # nesting of parentheses in src
-    prog: tuple[int, ...] | None  # the same as a postfix program (None: Python only)
-    positive: _Code | None = None  # set when this is "not <positive>"
+    __slots__ = ("src", "depth", "prog", "positive")
+
+    def __init__(self, src: str, depth: int, prog: tuple[int, ...] | None,
+                 positive: _Code | None = None) -> None:
+        self.src = src
+        self.depth = depth              # nesting of parentheses in src
+        self.prog = prog                # the same as a postfix program (None: Python only)
+        self.positive = positive        # set when this is "not <positive>"
 
     def negate(self) -> _Code:
         if self.positive is not None:
@@ -379,11 +395,13 @@ class _Codegen:
 
 # -- the parser --------------------------------------------------------------
 
-@dataclass(slots=True)
 class _Group:
     """One open parenthesis: its '!' parity and its ``||`` list of ``&&`` lists."""
-    negated: bool
-    terms: list[list[_Code]] = dc_field(default_factory=lambda: [[]])
+    __slots__ = ("negated", "terms")
+
+    def __init__(self, negated: bool) -> None:
+        self.negated = negated
+        self.terms: list[list[_Code]] = [[]]
 
 
 class _Parser:

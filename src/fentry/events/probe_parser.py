@@ -52,8 +52,7 @@ from __future__ import annotations
 import keyword
 import os
 import re
-from dataclasses import dataclass
-from typing import Literal, NoReturn
+from collections import namedtuple
 
 from fentry.errors import TraceError
 
@@ -88,7 +87,8 @@ RESERVED_FIELD_NAMES = frozenset({
     "common_tgid", "__probe_ip", "__probe_ret_ip", "__probe_func",
 })
 
-FetchKind = Literal["arg", "args", "local", "retval", "comm", "stack", "global", "imm"]
+# What a fetcharg's value starts from (FetchArg.kind).
+FETCH_KINDS = ("arg", "args", "local", "retval", "comm", "stack", "global", "imm")
 
 _C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _NOT_EVENT_CHAR = re.compile(r"[^A-Za-z0-9_]", re.ASCII)
@@ -101,16 +101,16 @@ _META_ARGS = re.compile(r"\$arg[s*](?![A-Za-z0-9_])", re.ASCII)
 
 
 # -- data -------------------------------------------------------------------
+# Immutable records, as namedtuples: importing dataclasses (and inspect with
+# it) would cost `fentry attach` more than this whole module.
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(namedtuple("Step", "op key")):
     """One dereference: ``.key`` (``op="attr"``) or ``[key]`` (``op="item"``)."""
-    op: Literal["attr", "item"]
-    key: str | int
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FetchArg:
+class FetchArg(namedtuple("FetchArg", "name kind root module path type array_len",
+                          defaults=(None, None, (), None, None))):
     """One ``[NAME=]FETCHARG[:TYPE]``, the kernel's ``struct probe_arg``.
 
     ``kind`` says where the value starts (see the module docstring), ``root``
@@ -123,13 +123,7 @@ class FetchArg:
     ``$args`` is named ``"$args"``: the runtime expands it into one field
     per parameter, named after it.
     """
-    name: str
-    kind: FetchKind
-    root: str | int | None = None
-    module: str | None = None
-    path: tuple[Step, ...] = ()
-    type: str | None = None
-    array_len: int | None = None
+    __slots__ = ()
 
     @property
     def expr(self) -> str:
@@ -137,8 +131,8 @@ class FetchArg:
         return _format_expr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeDefinition:
+class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return module symbol offset "
+                                                  "path line args maxactive", defaults=((), 0))):
     """A parsed ``p``/``r`` line: where to probe and what to fetch.
 
     Exactly one of (``symbol``, ``offset``) and (``path``, ``line``) is set:
@@ -147,19 +141,11 @@ class ProbeDefinition:
     ``path`` and ``line`` a line probe's ``PATH:LINE`` as written.
     ``maxactive`` is a return probe's ``rNN`` (0: not given).
     """
-    group: str
-    event: str
-    is_return: bool
-    module: str | None
-    symbol: str | None
-    offset: int
-    path: str | None
-    line: int | None
-    args: tuple[FetchArg, ...] = ()
-    maxactive: int = 0
+    __slots__ = ()
 
     @property
-    def kind(self) -> Literal["entry", "offset", "line", "return"]:
+    def kind(self) -> str:
+        """entry, offset, line or return."""
         if self.is_return:
             return "return"
         if self.path is not None:
@@ -181,11 +167,9 @@ class ProbeDefinition:
         return self.symbol_name + (f"+{self.offset}" if self.offset else "")
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeRemoval:
+class ProbeRemoval(namedtuple("ProbeRemoval", "group event")):
     """A ``-:[GRP/]EVENT`` line; ``group`` None matches the event in any group."""
-    group: str | None
-    event: str
+    __slots__ = ()
 
 
 # -- the error context (the kernel's trace_probe_log) ------------------------
@@ -197,7 +181,7 @@ class _Log:
         self.argv = argv
         self.index = 0
 
-    def err(self, offset: int, code: str) -> NoReturn:
+    def err(self, offset: int, code: str):
         pos = sum(len(a) + 1 for a in self.argv[:self.index]) + offset
         raise TraceError(code, " ".join(self.argv), pos, subsystem=SUBSYSTEM)
 
