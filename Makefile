@@ -38,6 +38,7 @@ $(VENV)/bin/fentry: pyproject.toml setup.py src/fentry/_ctrampolines.c
 	fi; \
 	echo "installing fentry (editable) into $(VENV)"; \
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e .
+	@$(VENV)/bin/python -m compileall -q src >/dev/null 2>&1 || true
 	@touch $@
 
 test:

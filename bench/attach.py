@@ -62,7 +62,11 @@ def one_round(script: str, injector: str) -> tuple[float, float]:
                 first = time.perf_counter() - started
                 break
         attach.send_signal(signal.SIGINT)
-        _, status = attach.communicate(timeout=30)
+        try:
+            _, status = attach.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            attach.kill()
+            raise RuntimeError("fentry attach did not end within 30 s of Ctrl-C") from None
         if target.poll() is not None:
             raise RuntimeError("the target died")
         m = PAUSE.search(status)

@@ -29,7 +29,7 @@ import time
 from .control.client import Client, NoAgent, Refused, copy_stream
 from .control.collector import Collector, Merger
 from .control.inject import AttachError, inject
-from .control.wire import AGENT_FD_MIN, BOOT_DIR, ENV_CONFIG, apply_settings
+from .control.wire import AGENT_FD_MIN, BOOT_DIR, ENV_CONFIG, apply_settings, remove_stale
 from .errors import TraceError
 
 # The in-process modules (tracers, probe events, the ftrace core) are imported
@@ -267,6 +267,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
 
     merger.start(read_fd)
     status = child.wait()
+    remove_stale(child.pid)         # its agent's socket, if it was killed
     # Read what the program (and with --follow, its children) wrote, but do
     # not wait long for processes that outlive it.
     merger.wait_idle(timeout=2.0)
@@ -276,8 +277,9 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
         out.close()
     else:
         out.flush()
-    if status < 0:
-        signal.signal(-status, signal.SIG_DFL)
+    if status < 0:      # die of the same signal (SIGKILL's action cannot be set, nor needs to)
+        if -status != signal.SIGKILL:
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
         return 128 - status
     return status
@@ -293,6 +295,11 @@ def cmd_attach(opts: argparse.Namespace) -> int:
     out, close_out = _open_output(opts, "attach", sys.stdout.buffer)
     if out is None:
         return 2
+    # Ctrl-C (or SIGTERM, SIGHUP) only asks to stop: whenever it comes, the
+    # session ends in order and the agent detaches; never a traceback halfway.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: stop.set())
     started = time.perf_counter()
     try:
         injection = inject(opts.pid, opts.injector, opts.timeout)
@@ -326,12 +333,9 @@ def cmd_attach(opts: argparse.Namespace) -> int:
 
     threading.Thread(target=copy, daemon=True).start()
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
-    try:
-        while not ended.wait(0.05):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-    except KeyboardInterrupt:
-        pass
+    while not ended.wait(0.05):
+        if stop.is_set() or deadline is not None and time.monotonic() >= deadline:
+            break
     if not ended.is_set():
         # Our end of the session: the agent drains what is left to us, and,
         # if no other session remains, detaches.
@@ -342,6 +346,7 @@ def cmd_attach(opts: argparse.Namespace) -> int:
         ended.wait(5.0)
         print(f"fentry: detached from {opts.pid}", file=sys.stderr)
     else:
+        remove_stale(opts.pid)
         print(f"fentry: process {opts.pid} ended, or fentry was detached from it", file=sys.stderr)
     if close_out:
         out.close()

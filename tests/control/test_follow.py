@@ -109,3 +109,14 @@ def test_fork_warning_is_the_programs_own(tmp_path, kind, follow):
     assert strip(got.stderr) == strip(want.stderr)
     assert ("multi-threaded" in want.stderr) == (kind == "threaded")
     assert got.stdout == want.stdout == "forked\n"
+
+
+def test_a_killed_program_leaves_no_control_socket(tmp_path):
+    """SIGKILL gives the agent no chance to clean up: fentry run does it."""
+    script = tmp_path / "killed.py"
+    script.write_text("import os, signal\nprint(os.getpid(), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", "-o", str(tmp_path / "t"), str(script)],
+                         capture_output=True, text=True, timeout=60, env=env())
+    assert got.returncode == -9
+    pid = int(got.stdout.split()[0])
+    assert not os.path.exists(f"/tmp/fentry-{pid}")

@@ -65,6 +65,8 @@ class Streamer:
         self.stopped = False
         self.broken = False         # the reader is gone
         self.running = _thread.allocate_lock()     # held while run() runs
+        self.writing = _thread.allocate_lock()     # one chunk at a time, whoever drains
+        self.ended = False
         self.ident = 0
 
     def run(self) -> None:
@@ -75,6 +77,7 @@ class Streamer:
                     break
                 self.drain()
             self.drain()
+            self.ended = True
             if self.on_end is not None:
                 self.on_end()
 
@@ -95,14 +98,21 @@ class Streamer:
             self.running.release()
 
     def write(self, text: str) -> None:
+        with self.writing:
+            self._send(text)
+
+    def drain(self) -> None:
+        # Read and sent under one lock, so that chunks go out in order
+        # whichever thread drains (the main thread does, at SIGTERM).
+        with self.writing:
+            self._send(self.fs.instance.read_pipe())
+
+    def _send(self, text: str) -> None:
         if text and not self.broken:
             try:
                 self.sink(text.encode("utf-8", "backslashreplace"))
             except OSError:         # reader gone: the program goes on untraced
                 self.broken = True
-
-    def drain(self) -> None:
-        self.write(self.fs.instance.read_pipe())
 
 
 _stream_threads = 0         # Streamer threads started and not yet ended
@@ -197,9 +207,12 @@ class Agent:
         return {"ok": True, "size": 0}
 
     # -- the end
-    def finish_streams(self) -> None:
-        """Turn tracing off and drain every stream to its end."""
-        self.fs.instance.set_tracing_on(False)
+    def finish_streams(self, tracing_off: bool = True) -> None:
+        """Turn tracing off and drain every stream to its end.  (Not off when
+        the process is about to die of a signal: turning it off takes the
+        core's lock, which the thread the signal interrupted may hold.)"""
+        if tracing_off:
+            self.fs.instance.set_tracing_on(False)
         for stream in list(self.streams) + ([self.run_stream] if self.run_stream else []):
             stream.stop()
 
@@ -265,6 +278,7 @@ def current() -> Agent | None:
 
 
 def _at_exit() -> None:
+    """The program ends (atexit, os._exit): drain everything, in the main thread."""
     agent = _agent
     if agent is not None:
         # Tracing ends here: what runs while the interpreter tears itself down
@@ -272,31 +286,89 @@ def _at_exit() -> None:
         agent.finish_streams()
         agent.server.stop(wait=0.5)
     if _sigterm_pending():      # it came while the program was ending anyway
-        hotpath.catch_sigterm(-1)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _die_now()
+
+
+# SIGTERM.  The hot path's catch_sigterm() makes it run _on_sigterm in the
+# main thread at its next bytecode (with the C hot path, through a stand-in
+# signal whose handler the program cannot see), and (C) writes a byte to
+# this pipe, which the stream's thread waits on.  The main thread does the
+# work: it may be inside fentry's own code, holding locks a drain takes, and
+# they are re-entrant for it; it waits for no other thread.  The stream's
+# thread takes over only when the main thread does not come (stuck in C
+# code) within SIGTERM_GRACE.  Whichever claims it, drains and ends the
+# process; the other leaves it alone.
+_sigterm_pipe = (-1, -1)
+_sigterm_claim = _thread.allocate_lock()
+_sigterm_seen = False
+SIGTERM_GRACE = 0.2         # seconds
+
+
+def _on_sigterm(signum, frame) -> None:
+    """The Python-level SIGTERM handler, in the main thread."""
+    if not _sigterm_claim.acquire(False):
+        # The stream's thread took it while this thread was stuck: with C it
+        # ends the process any moment; pure Python cannot from there.
+        time.sleep(SIGTERM_GRACE)
+        _die_now()
+    _drain_for_sigterm()
+    _die_now()
+
+
+def _sigterm_in_stream() -> bool:
+    """The stream's thread saw SIGTERM's byte on the pipe."""
+    global _sigterm_seen
+    _sigterm_seen = True
+    try:
+        os.read(_sigterm_pipe[0], 64)
+    except OSError:
+        pass
+    deadline = time.monotonic() + SIGTERM_GRACE
+    while time.monotonic() < deadline:
+        if _sigterm_claim.locked():
+            return False        # the main thread has it
+        time.sleep(0.005)
+    if not _sigterm_claim.acquire(False):
+        return False
+    _drain_for_sigterm()
+    if hotpath.IMPLEMENTATION == "c":
+        _die_now()
+    return True                 # (pure Python: the handler ends the process when it runs)
+
+
+def _drain_for_sigterm() -> None:
+    """Everything recorded, out to fentry run, from whichever thread claimed
+    SIGTERM.  Tracing is left on: turning it off takes the core's lock, and
+    the process ends right after anyway."""
+    agent = _agent
+    stream = agent.run_stream if agent is not None else None
+    if stream is not None:
+        stream.stopped = True
+        stream.drain()
 
 
 def _sigterm_pending() -> bool:
+    """A SIGTERM came (seen on the pipe, or still in it)."""
     try:
-        return _sigterm_pipe[0] >= 0 and bool(os.read(_sigterm_pipe[0], 1))
+        return _sigterm_seen or _sigterm_pipe[0] >= 0 and bool(os.read(_sigterm_pipe[0], 1))
     except BlockingIOError:
         return False
 
 
-# SIGTERM: the hot path's catch_sigterm() writes to this pipe, the stream's
-# thread reads it and drains.
-_sigterm_pipe = (-1, -1)
-
-
-def _die_of_sigterm() -> bool:
-    """Drain, then die of SIGTERM exactly as the program would have.
-
-    Called in the main thread at its next bytecode, or, when that thread is
-    stuck in C code, by the stream's thread."""
-    _at_exit()
+def _die_now() -> None:
+    """Die of SIGTERM, exactly as the program would have."""
     hotpath.catch_sigterm(-1)
     os.kill(os.getpid(), signal.SIGTERM)
-    return True
+
+
+def _run_stream_ended(fd: int) -> None:
+    """fentry run's stream is over (the program ends, or its reader is gone):
+    nobody waits on the SIGTERM pipe any more, so SIGTERM is the default
+    again (from C, which may do that from this thread; the pure-Python
+    handler sees the stream ended and dies at once)."""
+    os.close(fd)
+    if hotpath.IMPLEMENTATION == "c" and _sigterm_pipe[1] >= 0:
+        hotpath.catch_sigterm(-1)
 
 
 def _wrap_os_exit() -> None:
@@ -475,11 +547,11 @@ def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
         _sigterm_pipe = tuple(high_fd(fd) for fd in os.pipe())
         for pipe_fd in _sigterm_pipe:
             os.set_blocking(pipe_fd, False)
-        signal.signal(SIGTERM_STANDIN, lambda signum, frame: _die_of_sigterm())
+        signal.signal(SIGTERM_STANDIN, _on_sigterm)
         hotpath.catch_sigterm(_sigterm_pipe[1], SIGTERM_STANDIN)
     _install_fork_hook()
-    agent.run_stream = Streamer(_fd_sink(fd), _sigterm_pipe[0], _die_of_sigterm,
-                                on_end=lambda: os.close(fd))
+    agent.run_stream = Streamer(_fd_sink(fd), _sigterm_pipe[0], _sigterm_in_stream,
+                                on_end=lambda: _run_stream_ended(fd))
     agent.run_fd = fd
     agent.run_stream.start_thread()
     agent.start_server()

@@ -8,7 +8,7 @@ import socket
 import stat
 from io import BufferedIOBase
 
-from .wire import recv_line, send_header, socket_dir, socket_path
+from .wire import recv_line, remove_stale, send_header, socket_dir, socket_path
 
 
 class NoAgent(Exception):
@@ -51,6 +51,7 @@ class Client:
             raise NoAgent(f"process {self.pid} has no fentry agent") from None
         except ConnectionRefusedError:
             sock.close()
+            remove_stale(self.pid)
             raise NoAgent(f"process {self.pid}'s agent is gone (stale {self.path})") from None
         except PermissionError:
             sock.close()

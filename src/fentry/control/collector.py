@@ -14,7 +14,10 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from io import BufferedIOBase
+
+from .wire import peer_credentials, remove_stale
 
 COLLECTOR_NAME = "collect"
 
@@ -28,13 +31,14 @@ class Merger:
         self.active = 0
         self.idle = threading.Condition(self.lock)
 
-    def start(self, fd: int) -> None:
-        """Copy ``fd`` (to its end, then close it) from a thread of its own."""
+    def start(self, fd: int, on_end: Callable[[], None] | None = None) -> None:
+        """Copy ``fd`` (to its end, then close it, then call ``on_end``) from a
+        thread of its own."""
         with self.lock:         # counted at once: wait_idle must see it
             self.active += 1
-        threading.Thread(target=self._copy, args=(fd,), daemon=True).start()
+        threading.Thread(target=self._copy, args=(fd, on_end), daemon=True).start()
 
-    def _copy(self, fd: int) -> None:
+    def _copy(self, fd: int, on_end: Callable[[], None] | None) -> None:
         partial = b""
         try:
             while True:
@@ -52,6 +56,8 @@ class Merger:
             if partial:
                 self._write(partial + b"\n")
             os.close(fd)
+            if on_end is not None:
+                on_end()
             with self.lock:
                 self.active -= 1
                 self.idle.notify_all()
@@ -92,7 +98,8 @@ class Collector:
                 sock, _ = self.listener.accept()
             except OSError:
                 return
-            self.merger.start(sock.detach())
+            pid, _ = peer_credentials(sock)
+            self.merger.start(sock.detach(), on_end=lambda pid=pid: remove_stale(pid))
 
     def close(self) -> None:
         try:

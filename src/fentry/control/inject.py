@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import mmap
 import os
 import signal
@@ -41,7 +42,7 @@ import sys
 import time
 from collections import namedtuple
 
-from .wire import socket_dir, socket_path
+from .wire import alive, socket_dir, socket_path
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MIN_VERSION = (3, 12)
@@ -315,16 +316,6 @@ def _give_up(pid: int, token: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    """Running (not gone, nor a zombie its parent has yet to reap)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def blocked_in(pid: int) -> str:
     """What the target's main thread waits in, from the kernel's wchan."""
     try:
@@ -349,11 +340,13 @@ def inject(pid: int, method: str = "auto", timeout: float = 5.0) -> Injection:
         else:
             method = "gdb"
     token = _prepare_dir(pid)
+    page = 0
     error_file = os.path.join(socket_dir(pid), ERROR_FILE)
     code = bootstrap_code(token, error_file)
     try:
         if method == "ptrace":
-            pause = _inject_ptrace(target, code.encode() + b"\0")
+            bootstrap = code.encode() + b"\0"
+            pause, page = _inject_ptrace(target, bootstrap)
         elif method == "gdb":
             pause = _inject_gdb(target, code)
         elif method == "remote_exec":
@@ -373,7 +366,7 @@ def inject(pid: int, method: str = "auto", timeout: float = 5.0) -> Injection:
             os.unlink(error_file)
             _give_up(pid, token)
             raise AttachError(f"fentry's agent failed to start in process {pid}:\n{detail}")
-        if not _alive(pid):
+        if not alive(pid):
             _give_up(pid, token)
             raise AttachError(f"process {pid} exited during attach")
         if time.monotonic() > deadline:
@@ -383,6 +376,8 @@ def inject(pid: int, method: str = "auto", timeout: float = 5.0) -> Injection:
                 f"has not run Python code{blocked_in(pid)}.  Nothing was changed; try again when "
                 "it is running Python (or with a longer --timeout)")
         time.sleep(0.002)
+    if method == "ptrace" and page:
+        pause += _unmap_page(target, page, len(bootstrap))
     return Injection(method, pause)
 
 
@@ -395,7 +390,7 @@ WALL = 0x40000000
 REGS = ("r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
         "rsp ss fs_base gs_base ds es fs gs").split()
 MINUS_ONE = (1 << 64) - 1
-SYS_MMAP = 9
+SYS_MMAP, SYS_MUNMAP = 9, 11
 
 
 class _Regs(ctypes.Structure):
@@ -479,7 +474,25 @@ SYS_FUTEX = 202
 STACK_SKIP = 512        # past the red zone below rsp, for our calls' frames
 
 
-def _inject_ptrace(target: Target, code: bytes) -> float:
+# While the target's thread runs our calls with its registers changed, this
+# process must not die of a signal: the thread would go on from there.
+# (SIGKILL cannot be held; nothing can be done about that one.)
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE}
+
+
+def _signals_held(func):
+    @functools.wraps(func)
+    def held(*args):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        try:
+            return func(*args)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return held
+
+
+@_signals_held
+def _inject_ptrace(target: Target, code: bytes) -> tuple[float, int]:
     """Run ``PyRun_SimpleString(code)`` in the target's main thread at a safe point.
 
     Where the thread was stopped decides which:
@@ -495,7 +508,9 @@ def _inject_ptrace(target: Target, code: bytes) -> float:
       EINTR, as a signal ends it; CPython's lock wait then runs pending calls
       (thread.join(), queue.get(), lock.acquire()).
 
-    Returns how long the thread was stopped."""
+    Returns how long the thread was stopped, and the page the bootstrap is
+    in if it is still needed (queued; 0 if it already ran and the page is
+    gone)."""
     pid = target.pid
     tracee = _Tracee(pid)
     started = time.perf_counter()
@@ -514,6 +529,8 @@ def _inject_ptrace(target: Target, code: bytes) -> float:
                 state = call(target.symbols["PyGILState_Ensure"], timeout=30.0)
                 result = call(target.symbols["PyRun_SimpleString"], page, timeout=30.0)
                 call(target.symbols["PyGILState_Release"], state & 0xFFFFFFFF)
+                _syscall(tracee, target, saved, SYS_MUNMAP, page, _pages(len(code)))
+                page = 0
                 if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
                     raise AttachError(f"process {pid}: the bootstrap failed to run")
             else:
@@ -535,24 +552,49 @@ def _inject_ptrace(target: Target, code: bytes) -> float:
     finally:
         tracee.set_regs(resume)
         tracee.detach()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, page
 
 
-def _map_page(tracee: _Tracee, target: Target, saved: _Regs, size: int) -> int:
-    """mmap an anonymous page in the target: the `syscall` instruction of
-    its libc, one step."""
-    size = (size + 0xFFF) & ~0xFFF
+def _syscall(tracee: _Tracee, target: Target, saved: _Regs, nr: int, *args: int) -> int:
+    """Make system call ``nr`` in the stopped thread: the `syscall`
+    instruction of its libc, one step.  Returns rax."""
     regs = _Regs.from_buffer_copy(saved)
-    regs.rip, regs.rax, regs.orig_rax = target.libc_syscall, SYS_MMAP, MINUS_ONE
-    regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = 0, size, 3, 0x22, MINUS_ONE, 0
+    regs.rip, regs.rax, regs.orig_rax = target.libc_syscall, nr, MINUS_ONE
+    for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+        setattr(regs, name, value)
     tracee.set_regs(regs)
     _ptrace(PTRACE_SINGLESTEP, tracee.pid)
     tracee.expect_stop(signal.SIGTRAP, 2.0)
-    page = tracee.regs().rax
+    return tracee.regs().rax
+
+
+def _map_page(tracee: _Tracee, target: Target, saved: _Regs, size: int) -> int:
+    """An anonymous read-write mapping of ``size`` bytes in the target."""
+    page = _syscall(tracee, target, saved, SYS_MMAP, 0, _pages(size), 3, 0x22, MINUS_ONE, 0)
     if page >= MINUS_ONE - 4095:
         raise AttachError(f"process {tracee.pid}: mmap failed in the target "
                           f"({os.strerror(MINUS_ONE + 1 - page)})")
     return page
+
+
+def _pages(size: int) -> int:
+    return (size + 0xFFF) & ~0xFFF
+
+
+@_signals_held
+def _unmap_page(target: Target, page: int, size: int) -> float:
+    """Give the bootstrap's page back, once the bootstrap has run (it is read
+    only while compiled).  Another stop of the main thread, as short."""
+    tracee = _Tracee(target.pid)
+    started = time.perf_counter()
+    tracee.stop()
+    saved = tracee.regs()
+    try:
+        _syscall(tracee, target, saved, SYS_MUNMAP, page, _pages(size))
+    finally:
+        tracee.set_regs(saved)
+        tracee.detach()
+    return time.perf_counter() - started
 
 
 class _Caller:

@@ -30,22 +30,14 @@ import os
 import select
 import socket
 import stat
-import struct
 import time
 from collections.abc import Callable
 
 from .. import hotpath
 from ..errors import TraceError
-from .wire import high_socket, recv_line, send_header, socket_dir, socket_path
+from .wire import high_socket, peer_credentials, recv_line, send_header, socket_dir, socket_path
 
 POLL_INTERVAL = 0.02            # how often a stream drains, and threads look for stop
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """The connected peer's (pid, uid), as the kernel saw them at connect()."""
-    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                      struct.calcsize("3i")))
-    return pid, uid
 
 
 def _make_private_dir(path: str) -> None:

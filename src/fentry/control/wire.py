@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import socket
+import struct
 
 SOCKET_ROOT = "/tmp"            # fixed, not $TMPDIR: client and target must agree
 SOCKET_NAME = "control"
@@ -31,6 +32,30 @@ def socket_path(pid: int) -> str:
     return os.path.join(socket_dir(pid), SOCKET_NAME)
 
 
+def alive(pid: int) -> bool:
+    """Process ``pid`` runs (it is not gone, nor a zombie its parent has yet to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def remove_stale(pid: int) -> None:
+    """The control directory of a process that died without removing it
+    (SIGKILL): removed, if it is this user's."""
+    path = socket_dir(pid)
+    try:
+        if alive(pid) or os.lstat(path).st_uid != os.getuid():
+            return
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 def high_fd(fd: int) -> int:
     """``fd`` moved to a high number (close-on-exec), so the program's own
     open() calls get the descriptors they would without fentry."""
@@ -42,6 +67,13 @@ def high_fd(fd: int) -> int:
 def high_socket(sock: socket.socket) -> socket.socket:
     """``sock`` moved to a high descriptor (see ``high_fd``)."""
     return socket.socket(sock.family, sock.type, fileno=high_fd(sock.detach()))
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """The connected peer's (pid, uid), as the kernel saw them at connect()."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      struct.calcsize("3i")))
+    return pid, uid
 
 
 def send_header(sock: socket.socket, header: dict) -> None:
