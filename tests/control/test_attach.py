@@ -445,3 +445,23 @@ def test_a_reader_that_does_not_read_or_vanishes_never_blocks_the_program(target
     check_result(result)
     check_no_residue(residue)
     assert err == ""
+
+
+def test_a_process_traced_by_someone_else_is_refused_clearly(target):
+    """ptrace refuses a second tracer: fentry says who holds it."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.ptrace(0x4206, target.pid, None, None) == 0        # PTRACE_SEIZE: we trace it now
+    try:
+        got = fentry("attach", str(target.pid))
+        assert got.returncode == 1
+        assert (f"permission denied: process {target.pid} is already being traced by process "
+                f"{os.getpid()}") in got.stderr
+        assert not os.path.exists(f"/tmp/fentry-{target.pid}")
+    finally:
+        libc.ptrace(0x4207, target.pid, None, None)                 # PTRACE_INTERRUPT,
+        os.waitpid(target.pid, 0x40000000)                          # its stop (__WALL),
+        libc.ptrace(17, target.pid, None, None)                     # PTRACE_DETACH
+    result, residue, _ = target.finish()
+    check_result(result)
+    assert residue["fentry_loaded"] is False

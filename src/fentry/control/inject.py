@@ -207,6 +207,11 @@ def _read_memory(pid: int, addr: int, size: int) -> bytes:
 
 
 def permission_message(pid: int) -> str:
+    """Why ptrace was refused, as far as can be told, and what to do."""
+    tracer = _tracer_of(pid)
+    if tracer:
+        return (f"permission denied: process {pid} is already being traced by process {tracer} "
+                f"({_exe(tracer)}): a process has one tracer at a time; detach that one first")
     scope = ""
     try:
         with open("/proc/sys/kernel/yama/ptrace_scope") as f:
@@ -223,6 +228,18 @@ def permission_message(pid: int) -> str:
     who = (f" (it belongs to uid {owner}, you are uid {os.getuid()}: attach as that user or as root)"
            if owner is not None and owner != os.getuid() and os.getuid() != 0 else "")
     return f"permission denied: cannot trace process {pid}{who}{scope}"
+
+
+def _tracer_of(pid: int) -> int:
+    """The pid tracing ``pid`` (a debugger, strace), or 0."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _find_syscall(pid: int, maps: list[Mapping]) -> int:
