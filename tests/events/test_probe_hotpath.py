@@ -80,17 +80,21 @@ def probes() -> list[tuple[str, str]]:
     return [(d.replace("shapes.py:LINE", f"{SHAPES}:{line}"), f) for d, f in PROBES]
 
 
-def run_shapes(pure: bool) -> tuple[dict, str]:
+def run_driver(code: str, pure: bool) -> tuple[dict, str]:
+    """Run a driver script on one hot path: (its JSON result line, the output before it)."""
     env = dict(os.environ, PYTHONPATH=SRC)
     env.pop("FENTRY_PURE_PYTHON", None)
     if pure:
         env["FENTRY_PURE_PYTHON"] = "1"
-    code = f"PROGRAMS = {PROGRAMS!r}\nPROBES = {probes()!r}\n" + DRIVER
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     *program_output, result = proc.stdout.splitlines()
     return json.loads(result), "\n".join(program_output)
+
+
+def run_shapes(pure: bool) -> tuple[dict, str]:
+    return run_driver(f"PROGRAMS = {PROGRAMS!r}\nPROBES = {probes()!r}\n" + DRIVER, pure)
 
 
 @pytest.fixture(scope="module")
@@ -308,16 +312,7 @@ print(json.dumps({"events": events, "profile": fs.read("kprobe_profile"),
 
 
 def run_batch(batch: list[tuple[str, str]], pure: bool) -> tuple[dict, str]:
-    env = dict(os.environ, PYTHONPATH=SRC)
-    env.pop("FENTRY_PURE_PYTHON", None)
-    if pure:
-        env["FENTRY_PURE_PYTHON"] = "1"
-    code = f"PROGRAMS = {PROGRAMS!r}\nBATCH = {batch!r}\n" + DIFF_DRIVER
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    *output, result = proc.stdout.splitlines()
-    return json.loads(result), "\n".join(output)
+    return run_driver(f"PROGRAMS = {PROGRAMS!r}\nBATCH = {batch!r}\n" + DIFF_DRIVER, pure)
 
 
 def test_generated_probes_trace_the_same_on_both_paths():

@@ -69,7 +69,7 @@ def work(n, obj, slotted, hooked, *rest, **kw):
     local = n * 2
     text = obj.name
     if n > 100:
-        unbound = 1             # never assigned when probed: a fault
+        unbound = 1             # noqa: F841 (never assigned when probed: a fault)
     return local + len(text) + len(rest) + len(kw)
 
 
