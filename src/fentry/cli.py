@@ -326,17 +326,26 @@ def cmd_attach(opts: argparse.Namespace) -> int:
           f"{(time.perf_counter() - started) * 1e3:.0f} ms); Ctrl-C detaches", file=sys.stderr)
     out.write(header.encode())
     ended = threading.Event()
+    output_closed = threading.Event()
 
     def copy():
-        copy_stream(session, out)
-        ended.set()
+        try:
+            if not copy_stream(session, out):
+                output_closed.set()
+        finally:
+            ended.set()
 
     threading.Thread(target=copy, daemon=True).start()
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
         if stop.is_set() or deadline is not None and time.monotonic() >= deadline:
             break
-    if not ended.is_set():
+    if output_closed.is_set():
+        # Whoever read our output is gone (`| head`): our end of the session
+        # is closed with the socket, and the agent detaches.
+        _quiet_stdout()
+        print(f"fentry: output closed; detached from {opts.pid}", file=sys.stderr)
+    elif not ended.is_set():
         # Our end of the session: the agent drains what is left to us, and,
         # if no other session remains, detaches.
         try:
@@ -401,8 +410,18 @@ def cmd_control(opts: argparse.Namespace) -> int:
 def _pipe(client: Client) -> None:
     sock = client.open_pipe()
     try:
-        copy_stream(sock, sys.stdout.buffer)
+        if not copy_stream(sock, sys.stdout.buffer):
+            _quiet_stdout()
     except KeyboardInterrupt:
+        pass
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader is gone: point it at /dev/null, so that flushing it
+    at exit does not fail with a traceback."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
         pass
 
 

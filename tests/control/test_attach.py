@@ -465,3 +465,18 @@ def test_a_process_traced_by_someone_else_is_refused_clearly(target):
     result, residue, _ = target.finish()
     check_result(result)
     assert residue["fentry_loaded"] is False
+
+
+def test_output_closed_by_its_reader_detaches_quietly(target):
+    """`fentry attach PID ... | head -3`: fentry ends without a traceback, and detaches."""
+    proc = fentry_bg("attach", str(target.pid), "-e", ADD_PROBE)
+    lines = [proc.stdout.readline() for _ in range(3)]
+    assert lines[0] == "# tracer: nop\n"
+    proc.stdout.close()                 # the reader goes, as head does
+    err = proc.stderr.read()
+    assert proc.wait(timeout=20) == 0
+    assert "Traceback" not in err and f"output closed; detached from {target.pid}" in err
+    wait_for(lambda: not os.path.exists(f"/tmp/fentry-{target.pid}"), what="the agent to detach")
+    result, residue, _ = target.finish()
+    check_result(result)
+    check_no_residue(residue)

@@ -110,15 +110,19 @@ class Client:
         return sock
 
 
-def copy_stream(sock: socket.socket, out: BufferedIOBase) -> None:
-    """Copy a stream to ``out`` until the agent ends it."""
+def copy_stream(sock: socket.socket, out: BufferedIOBase) -> bool:
+    """Copy a stream to ``out`` until the agent ends it (True), or ``out``
+    is closed by its reader (False: e.g. ``fentry ... | head``)."""
     with sock:
         while True:
             try:
                 data = sock.recv(1 << 16)
             except OSError:
-                break
+                return True
             if not data:
-                break
-            out.write(data)
-            out.flush()
+                return True
+            try:
+                out.write(data)
+                out.flush()
+            except (OSError, ValueError):
+                return False
