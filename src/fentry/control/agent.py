@@ -67,10 +67,8 @@ class Streamer:
         self.running = _thread.allocate_lock()     # held while run() runs
         self.writing = _thread.allocate_lock()     # one chunk at a time, whoever drains
         self.ended = False
-        self.ident = 0
 
     def run(self) -> None:
-        self.ident = _thread.get_ident()
         with self.running:
             while not self.stopped and not self.broken:
                 if select.select(self.watch, [], [], DRAIN_INTERVAL)[0] and self.on_watch():
@@ -89,12 +87,9 @@ class Streamer:
         _thread.start_new_thread(_quietly, (self.run,))
 
     def stop(self) -> None:
-        """Stop, and wait (briefly) for the last drain; from the stream's own
-        thread (SIGTERM seen there), drain now."""
+        """Stop, and wait (briefly) for the last drain."""
         self.stopped = True
-        if _thread.get_ident() == self.ident:
-            self.drain()
-        elif self.running.acquire(timeout=1.0):
+        if self.running.acquire(timeout=1.0):
             self.running.release()
 
     def write(self, text: str) -> None:
@@ -207,12 +202,9 @@ class Agent:
         return {"ok": True, "size": 0}
 
     # -- the end
-    def finish_streams(self, tracing_off: bool = True) -> None:
-        """Turn tracing off and drain every stream to its end.  (Not off when
-        the process is about to die of a signal: turning it off takes the
-        core's lock, which the thread the signal interrupted may hold.)"""
-        if tracing_off:
-            self.fs.instance.set_tracing_on(False)
+    def finish_streams(self) -> None:
+        """Turn tracing off and drain every stream to its end."""
+        self.fs.instance.set_tracing_on(False)
         for stream in list(self.streams) + ([self.run_stream] if self.run_stream else []):
             stream.stop()
 

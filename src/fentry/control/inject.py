@@ -137,10 +137,6 @@ class Target:
         self.version = version
         self.libc_syscall = libc_syscall        # address of a `syscall` instruction
 
-    @property
-    def version_text(self) -> str:
-        return ".".join(map(str, self.version))
-
 
 PY_SYMBOLS = {"Py_AddPendingCall", "PyRun_SimpleString", "Py_Version", "PyGILState_Check",
               "PyGILState_Ensure", "PyGILState_Release"}
