@@ -39,8 +39,10 @@ DEFAULT_SIZE_KB = 1408                                     # tracers.ring_buffer
 RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as trace-cmd asks for
 
 
-def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb: int) -> None:
-    """What run and attach both set up: tracer, filters, probe events, output."""
+def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb: int,
+                     when: str) -> None:
+    """What run and attach both set up: tracer, filters, probe events, output.
+    ``when``: when they take effect, for the help."""
     p.add_argument("-t", "--tracer", default=default_tracer, choices=TRACER_NAMES,
                    help=f"the tracer (current_tracer); default: {default_tracer}")
     p.add_argument("-l", "--filter", action="append", default=[], metavar="GLOB",
@@ -48,8 +50,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb:
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="GLOB",
                    help="do not trace matching functions (set_ftrace_notrace); repeatable")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
-                   help="add a probe event (a kprobe_events line), enabled before the program starts; "
-                        "repeatable")
+                   help=f"add a probe event (a kprobe_events line), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
@@ -63,11 +64,11 @@ def _run_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
-              "                  [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                  [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow]\n"
               "                  [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
-    _tracing_options(p, "function", RUN_BUFFER_SIZE_KB)
+    _tracing_options(p, "function", RUN_BUFFER_SIZE_KB, "before the program starts")
     p.add_argument("--follow", action="store_true",
                    help="trace the Python processes the program starts too (subprocess, "
                         "multiprocessing, os.fork), each under its own agent, into one trace")
@@ -85,7 +86,7 @@ def _attach_parser(sub) -> None:
                     "Ctrl-C, --duration, or the program's end; then detach, leaving nothing "
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
-    _tracing_options(p, "nop", DEFAULT_SIZE_KB)
+    _tracing_options(p, "nop", DEFAULT_SIZE_KB, "as soon as fentry is attached")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="detach after SECONDS")
     p.add_argument("--injector", default="auto", choices=["auto", "ptrace", "gdb", "remote_exec"],
                    help="how to get the agent in (default: remote_exec on 3.14+, else ptrace "
@@ -200,6 +201,13 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
                 raise TraceError("BAD_OPTION", o, 0, subsystem=f"fentry {command} -O")
         if opts.buffer_size_kb <= 0:
             raise TraceError("BAD_SIZE", str(opts.buffer_size_kb), 0, subsystem=f"fentry {command}")
+        from .tracers.ring_buffer import available_kb
+        available = available_kb()
+        if available is not None and opts.buffer_size_kb > available:
+            raise TraceError("NO_MEMORY", f"--buffer-size-kb {opts.buffer_size_kb}", 17,
+                             subsystem=f"fentry {command}",
+                             detail=f"{opts.buffer_size_kb} KB per thread is more than the "
+                                    f"{available} KB of memory available")
         _check_probes(opts.probes)
     except TraceError as e:
         print(e.render(), file=sys.stderr)
@@ -240,6 +248,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     # open() calls return the numbers they would without fentry.
     write_fd = fcntl.fcntl(pipe_fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
     os.close(pipe_fd)
+    os.set_inheritable(write_fd, True)
     merger = Merger(out)
     collector = Collector(merger) if opts.follow else None
     env = dict(os.environ)
@@ -256,7 +265,10 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
-        child = subprocess.Popen([sys.executable, *program], env=env, pass_fds=[write_fd])
+        # close_fds=False: every descriptor the program inherits from whoever
+        # started fentry (``3<file``) reaches it, as it would from plain
+        # python.  fentry's own are close-on-exec, but for write_fd.
+        child = subprocess.Popen([sys.executable, *program], env=env, close_fds=False)
     except OSError as e:
         print(f"fentry run: cannot start {sys.executable}: {e.strerror}", file=sys.stderr)
         return 2
@@ -273,10 +285,11 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     merger.wait_idle(timeout=2.0)
     if collector is not None:
         collector.close()
-    if close_out:
-        out.close()
-    else:
-        out.flush()
+    error = merger.close(close_out)
+    if error is not None:
+        # The program's status stands; the lost trace is said once, not as a traceback.
+        _say(f"fentry run: writing the trace to {opts.output or 'stderr'} failed: "
+             f"{error.strerror or error}; the trace is incomplete")
     if status < 0:      # die of the same signal (SIGKILL's action cannot be set, nor needs to)
         if -status != signal.SIGKILL:
             signal.signal(-status, signal.SIG_DFL)
@@ -413,6 +426,14 @@ def _pipe(client: Client) -> None:
         if not copy_stream(sock, sys.stdout.buffer):
             _quiet_stdout()
     except KeyboardInterrupt:
+        pass
+
+
+def _say(message: str) -> None:
+    """One line on stderr, if stderr can take it (it may be the full disk)."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
         pass
 
 

@@ -23,6 +23,7 @@ ERRORS: dict[str, str] = {
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
+    "NO_MEMORY": "Cannot allocate memory",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

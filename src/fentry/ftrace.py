@@ -161,6 +161,11 @@ class FtraceOps:
     # Local events this ops needs on the code it traces, and global ones.
     local_events = E.PY_START
     global_events = 0
+    # A tracer's ops (function, function_graph) is outermost on a code traced
+    # by several: its entry is recorded before any probe's there, its exit
+    # after, so a probe event always sits inside the call it hit, whichever
+    # was set up first.
+    outermost = False
 
     def __init__(self, func: Callable | None = None, flags: int = 0, private=None) -> None:
         self.func = func
@@ -334,10 +339,11 @@ class _Core:
                     else:
                         per_event.setdefault(event, []).append((o, h))
             for event, pairs in per_event.items():
+                pairs.sort(key=_nesting if event in _LEAVING else _nesting_in)
                 TABLES[event][key] = hotpath.list_func(pairs, _NARGS[event])
             if per_offset:
                 TABLES[E.INSTRUCTION][key] = {
-                    offset: hotpath.list_func(pairs, 2)
+                    offset: hotpath.list_func(sorted(pairs, key=_nesting_in), 2)
                     for offset, pairs in per_offset.items()}
         self.traced[key] = (code, module, ops)
         self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
@@ -359,6 +365,20 @@ class _Core:
         state = self.traced.get(id(code))
         if state is not None and len(state[2]) == 1:
             state[2][0].errors += 1
+
+
+# Events that leave a frame: there the outermost ops' handler runs last.
+_LEAVING = (E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND)
+
+
+def _nesting(pair: tuple) -> bool:
+    """Sort key of (ops, handler) pairs at a leaving event: outermost last."""
+    return pair[0].outermost
+
+
+def _nesting_in(pair: tuple) -> bool:
+    """Sort key at an entering event: outermost first."""
+    return not pair[0].outermost
 
 
 def _module_of_running(code: CodeType) -> str:

@@ -252,6 +252,26 @@ def test_attach_errors_say_what_and_leave_the_target_untouched(tmp_path):
         sleeper.wait()
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="the message for root, as root")
+def test_a_process_the_kernel_protects_even_from_root_is_said_so():
+    try:
+        open("/proc/1/maps").close()
+        pytest.skip("process 1 is open to us on this machine")
+    except PermissionError:
+        pass
+    got = fentry("attach", "1", "--duration", "0.1")
+    assert got.returncode == 1
+    assert got.stderr.startswith("fentry attach: cannot read /proc/1/maps: permission denied, "
+                                 "even to root:"), got.stderr
+    assert "or as root" not in got.stderr
+
+
+def test_attach_help_says_when_probes_are_enabled():
+    got = fentry("attach", "--help")
+    assert "before the program starts" not in got.stdout
+    assert "as soon as fentry is attached" in " ".join(got.stdout.split())
+
+
 def test_bad_definition_is_rejected_before_the_target_is_touched(target):
     got = fentry("attach", str(target.pid), "-e", "p:bad add $retval")
     assert got.returncode == 2
@@ -390,6 +410,41 @@ def test_attach_while_the_main_thread_is_blocked(tmp_path, how):
         assert lines[-1] == f"{how} returned after 2 s", stdout
 
 
+LATE_THREADING = """\
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()                    # attached to (and detached) by now
+import threading, asyncio
+main = threading.current_thread()
+print(main.name, main is threading.main_thread(), flush=True)
+asyncio.set_event_loop(asyncio.new_event_loop())
+print(type(asyncio.get_event_loop()).__name__, flush=True)
+def work():
+    time.sleep(0.2)
+    print("worker done", flush=True)
+threading.Thread(target=work).start()   # not a daemon: it is joined at exit
+"""
+
+
+@pytest.mark.parametrize("how", [("-p", "{pid}", "ls"), ("attach", "{pid}", "--duration", "0.3")],
+                         ids=["ls", "attach"])
+def test_a_program_that_imports_threading_after_the_attach_keeps_its_main_thread(how):
+    """3.12's threading takes whichever thread first imports it for the main
+    thread: fentry's must not be that one."""
+    proc = subprocess.Popen([sys.executable, "-c", LATE_THREADING], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        got = fentry(*(a.format(pid=proc.pid) for a in how))
+        assert got.returncode == 0, got.stderr
+        stdout, stderr = proc.communicate("go\n", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (stdout, stderr, proc.returncode) == (
+        "MainThread True\n_UnixSelectorEventLoop\nworker done\n", "", 0)
+
+
 def test_gdb_missing_is_said(target):
     e = env()
     e["PATH"] = str(os.path.dirname(sys.executable))        # no gdb there
@@ -401,12 +456,21 @@ def test_gdb_missing_is_said(target):
 
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 def test_gdb_injector(target, tmp_path):
+    """Events through gdb; or, where gdb's calls would break the program
+    (some kernel and CPU combinations), a refusal that leaves it untouched."""
     out = tmp_path / "trace.txt"
     proc = attach(target.pid, out, "--injector", "gdb")
-    wait_for(lambda: len(event_lines(out, "add")) >= 5, timeout=30, what="events via gdb")
-    _, err = interrupt(proc)
-    assert "(gdb, paused" in err
-    check_add_events(lines_of(out))
+    wait_for(lambda: len(event_lines(out, "add")) >= 5 or proc.poll() is not None, timeout=30,
+             what="events via gdb")
+    if proc.poll() is not None:
+        _, err = proc.communicate()
+        assert proc.returncode == 1
+        assert err.startswith("fentry attach: gdb cannot call functions safely on this machine"), err
+        assert f"process {target.pid}; it was not touched (use --injector ptrace)" in err
+    else:
+        _, err = interrupt(proc)
+        assert "(gdb, paused" in err
+        check_add_events(lines_of(out))
     result, residue, err = target.finish()
     check_result(result)
     check_no_residue(residue)

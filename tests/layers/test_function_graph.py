@@ -149,6 +149,8 @@ def check_balanced(lines) -> None:
             assert d == depth[t], m.group(0)
             if text.endswith("{"):
                 depth[t] += 1
+            elif text.startswith("/*"):     # a probe event, where it happened
+                assert text.endswith(" */"), m.group(0)
             else:
                 assert text.split(" /*")[0].endswith("();"), m.group(0)
     assert all(v == 0 for v in depth.values()), dict(depth)
@@ -324,6 +326,29 @@ def test_trace_pipe_read_mid_call_gives_the_same_graph(fs):
         "outer() {", "  leaf();", "  leaf();", "}"]
 
 
+@pytest.mark.parametrize("first", ["probes", "tracer"])
+def test_probe_events_sit_inside_the_call_whatever_was_set_up_first(fs, first):
+    """An entry probe's event comes after the function's ``{``, a return
+    probe's before its ``}``: the order of setup does not matter."""
+    def probes():
+        fs.write("kprobe_events", f"p:in {HERE}:branch x\nr:out {HERE}:branch $retval", append=True)
+        fs.write("events/kprobes/enable", "1")
+
+    def tracer():
+        fs.write("set_ftrace_filter", f"{HERE}:branch {HERE}:leaf")
+        fs.write("current_tracer", "function_graph")
+    for step in (probes, tracer) if first == "probes" else (tracer, probes):
+        step()
+    branch(5)
+    fs.write("tracing_on", "0")
+    lines = graph_lines(fs.read("trace"))
+    check_balanced(lines)
+    got = texts(lines)
+    assert got[:4] == ["branch() {", "  /* in: (branch+0x0) arg1=5 */", "  leaf();", "  leaf();"]
+    assert got[4].startswith("  /* out: (") and got[4].endswith(" <- branch) arg1=11 */")
+    assert got[5:] == ["}"]
+
+
 def test_nofuncgraph_duration_drops_the_column(fs):
     fs.write("set_ftrace_filter", f"{HERE}:branch {HERE}:leaf")
     fs.write("trace_options", "nofuncgraph-duration")
@@ -334,6 +359,27 @@ def test_nofuncgraph_duration_drops_the_column(fs):
     assert len(body) == 4
     assert not any(" us " in line for line in body)
     assert [line.split("|")[-1].strip() for line in body] == ["branch() {", "leaf();", "leaf();", "}"]
+
+
+@pytest.mark.parametrize("options", [("nofuncgraph-proc",),
+                                     ("nofuncgraph-proc", "nofuncgraph-duration")])
+def test_nofuncgraph_proc_drops_the_thread_column(fs, options):
+    fs.write("set_ftrace_filter", f"{HERE}:branch {HERE}:leaf")
+    for o in options:
+        fs.write("trace_options", o)
+    fs.write("current_tracer", "function_graph")
+    branch(1)
+    fs.write("tracing_on", "0")
+    lines = fs.read("trace").splitlines()
+    heads = [line for line in lines if line.startswith("#") and "FUNCTION CALLS" in line]
+    assert heads and "TASK/TID" not in heads[0]
+    assert ("DURATION" in heads[0]) == ("nofuncgraph-duration" not in options)
+    body = [line for line in lines if line and not line.startswith("#")]
+    assert not any("MainThread" in line for line in body)
+    calls = [line.split("|")[-1].strip() for line in body]
+    assert calls == ["branch() {", "leaf();", "leaf();", "}"]
+    assert [line.startswith(" ") and line.count("|") == (0 if len(options) == 2 else 1)
+            for line in body] == [True] * 4
 
 
 # ---------------------------------------------------------------- shopapp, end to end

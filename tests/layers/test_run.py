@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -120,6 +121,36 @@ def test_the_programs_own_sitecustomize_still_runs_once(tmp_path):
     got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(script,), env=e)
     assert want.stdout == f"1 {site / 'sitecustomize.py'}\n".encode()
     same_run(want, got)
+
+
+def test_inherited_descriptors_reach_the_program(tmp_path):
+    """``3<file``: what the shell gives fentry run, the program gets, as from plain python."""
+    data = tmp_path / "data.txt"
+    data.write_text("inherited\n")
+    code = ("import os; print(os.read(3, 20), os.read(9, 20)); "
+            "print(os.open(os.devnull, os.O_RDONLY))")     # the lowest free number
+    out = tmp_path / "trace.txt"
+
+    def shell(*argv: str) -> subprocess.CompletedProcess:
+        command = " ".join(shlex.quote(a) for a in argv) + f" 3<{data} 9<{data}"
+        return subprocess.run(["sh", "-c", command], capture_output=True, env=env(), timeout=60)
+
+    want = shell(sys.executable, "-c", code)
+    got = shell(sys.executable, "-m", "fentry", "run", "-t", "function", "-o", str(out),
+                "-c", code)
+    assert want.stdout == b"b'inherited\\n' b'inherited\\n'\n4\n", want
+    same_run(want, got)
+    assert function_lines(out.read_text())
+
+
+def test_a_trace_that_cannot_be_written_is_said_once_and_the_status_stands():
+    want = plain(SHOPAPP, "3")
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "function", "-o", "/dev/full",
+                          SHOPAPP, "3"], capture_output=True, env=env(), timeout=60)
+    assert (got.stdout, got.returncode) == (want.stdout, 3)
+    assert got.stderr.decode().splitlines() == [
+        "fentry run: writing the trace to /dev/full failed: No space left on device; "
+        "the trace is incomplete"]
 
 
 def test_missing_script_fails_as_plain_python_does(tmp_path):
@@ -361,6 +392,25 @@ def test_bad_n_glob_exits_2(tmp_path):
     got, _ = fentry_run(tmp_path, "-n", "a:b:c", program=("-c", f"open({str(marker)!r}, 'w').close()"))
     assert got.returncode == 2 and b"error" in got.stderr
     assert not marker.exists()
+
+
+def test_a_buffer_larger_than_memory_exits_2_and_never_starts_the_program(tmp_path):
+    marker = tmp_path / "started"
+    got, trace = fentry_run(tmp_path, "--buffer-size-kb", "30000000000",
+                            program=("-c", f"open({str(marker)!r}, 'w')"), sep=False)
+    assert got.returncode == 2 and not marker.exists() and trace == ""
+    err = got.stderr.decode()
+    assert "fentry run: error: Cannot allocate memory: 30000000000 KB per thread" in err, err
+    assert "  Command: --buffer-size-kb 30000000000\n" in err
+
+
+def test_run_usage_names_every_option():
+    from fentry.cli import build_parser
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    usage = run.format_usage()
+    for action in run._actions:
+        if action.option_strings and action.dest != "help":
+            assert any(o in usage for o in action.option_strings), action.option_strings
 
 
 def test_unknown_tracer_exits_2(tmp_path):

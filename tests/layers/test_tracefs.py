@@ -264,6 +264,14 @@ def test_buffer_size_kb_reads_back(fs):
     assert fs.read("buffer_size_kb") == "64\n"
 
 
+def test_a_buffer_larger_than_memory_is_refused_as_the_kernel_does(fs):
+    with pytest.raises(TraceError) as err:
+        fs.write("buffer_size_kb", "30000000000")
+    assert err.value.message.startswith("Cannot allocate memory: 30000000000 KB per thread is "
+                                        "more than the ")
+    assert fs.read("buffer_size_kb") == "1408\n"
+
+
 # ---------------------------------------------------------------- bad input
 
 def running_state(fs) -> dict:
@@ -283,6 +291,7 @@ def running_state(fs) -> dict:
     ("buffer_size_kb", "0"),
     ("buffer_size_kb", "-4"),
     ("buffer_size_kb", "lots"),
+    ("buffer_size_kb", str(1 << 40)),           # more than any machine's memory
     ("trace_options", "bogus-option"),
     ("trace_options", "funcgraph-tail bogus-option"),
     ("available_tracers", "function"),

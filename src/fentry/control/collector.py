@@ -27,6 +27,7 @@ class Merger:
 
     def __init__(self, out: BufferedIOBase) -> None:
         self.out = out
+        self.error: OSError | None = None      # the first failed write: the trace is cut there
         self.lock = threading.Lock()
         self.active = 0
         self.idle = threading.Condition(self.lock)
@@ -63,12 +64,32 @@ class Merger:
                 self.idle.notify_all()
 
     def _write(self, data: bytes) -> None:
+        # After a failed write the streams are still read to their end (and
+        # dropped), so that no traced process ever waits on a full pipe.
         with self.lock:
+            if self.error is not None:
+                return
             try:
                 self.out.write(data)
                 self.out.flush()
-            except (OSError, ValueError):
+            except OSError as e:
+                self.error = e
+            except ValueError:      # closed
                 pass
+
+    def close(self, close_out: bool) -> OSError | None:
+        """Flush (and close) the output; the first write error, if any."""
+        with self.lock:
+            try:
+                if close_out:
+                    self.out.close()
+                else:
+                    self.out.flush()
+            except OSError as e:
+                self.error = self.error or e
+            except ValueError:
+                pass
+            return self.error
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every stream has ended (True), or ``timeout`` passes."""

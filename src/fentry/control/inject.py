@@ -69,8 +69,7 @@ def _maps(pid: int) -> list[Mapping]:
     except FileNotFoundError:
         raise AttachError(f"no process {pid}") from None
     except PermissionError:
-        raise AttachError(f"cannot read /proc/{pid}/maps: permission denied "
-                          "(attach as the process's user, or as root)") from None
+        raise AttachError(f"cannot read /proc/{pid}/maps: {_denied_because(pid)}") from None
     out = []
     for line in lines:
         parts = line.split(None, 5)
@@ -226,6 +225,22 @@ def permission_message(pid: int) -> str:
     return f"permission denied: cannot trace process {pid}{who}{scope}"
 
 
+def _denied_because(pid: int) -> str:
+    """The kernel refused us process ``pid``'s files: why, as far as can be told."""
+    if os.getuid() == 0:
+        return ("permission denied, even to root: the kernel protects this process (it may be "
+                "not dumpable, in another user namespace or container, or guarded by a "
+                "security module); fentry cannot attach to it from here")
+    try:
+        owner = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        owner = None
+    if owner is not None and owner != os.getuid():
+        return (f"permission denied: it belongs to uid {owner}, you are uid {os.getuid()}; "
+                "attach as that user, or as root")
+    return "permission denied (the process may not be dumpable); try as root"
+
+
 def _tracer_of(pid: int) -> int:
     """The pid tracing ``pid`` (a debugger, strace), or 0."""
     try:
@@ -260,6 +275,10 @@ def _fentry_bootstrap(token, parent, error_file):
     if not os.path.exists(token):
         return                  # the client gave up waiting: do nothing
     os.unlink(token)
+    # threading first, here in the main thread: 3.12's threading takes the
+    # thread that first imports it for the main thread, and the agent's
+    # thread would otherwise be that one.
+    import threading
     import _thread
     def start():
         try:
@@ -642,6 +661,11 @@ def _inject_gdb(target: Target, code: str) -> float:
     if gdb is None:
         raise AttachError("gdb is needed to attach here and is not installed "
                           "(apt-get install gdb, or use --injector ptrace on x86-64)")
+    broken = _gdb_call_breaks(gdb)
+    if broken:
+        raise AttachError(f"gdb cannot call functions safely on this machine: in a scratch "
+                          f"process it failed to restore the registers ({broken}), which would "
+                          f"break process {target.pid}; it was not touched (use --injector ptrace)")
     literal = code.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     started = time.perf_counter()
     proc = subprocess.run(
@@ -656,6 +680,34 @@ def _inject_gdb(target: Target, code: str) -> float:
             raise AttachError(permission_message(target.pid))
         raise AttachError(f"gdb could not queue the bootstrap in process {target.pid}:\n{text}")
     return pause
+
+
+def _gdb_call_breaks(gdb: str) -> str | None:
+    """What goes wrong when gdb calls a function in a process blocked in a
+    system call, tried on a scratch ``sleep`` (None: nothing).  Some gdb,
+    kernel and CPU combinations cannot write the extended register state
+    back: the interrupted call then fails in the program (errno 514)."""
+    import subprocess
+    scratch = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.05)            # into its nanosleep
+        proc = subprocess.run([gdb, "-p", str(scratch.pid), "-batch", "-nx", "-q",
+                               "-ex", "set confirm off", "-ex", "call (int)getpid()"],
+                              capture_output=True, text=True, timeout=60)
+        text = proc.stdout + proc.stderr
+        time.sleep(0.05)
+        failed = [line.strip() for line in text.splitlines() if line.startswith("Couldn't")]
+        if failed:
+            return failed[0]
+        if f"$1 = {scratch.pid}" not in text:
+            return text.strip().splitlines()[-1] if text.strip() else "no answer"
+        if scratch.poll() is not None:
+            return f"the scratch process died: {scratch.stderr.read().decode().strip()}"
+        return None
+    finally:
+        scratch.kill()
+        scratch.wait()
 
 
 # -- injector: sys.remote_exec (3.14+)

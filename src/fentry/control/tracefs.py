@@ -35,6 +35,14 @@ def _parse_size(text: str) -> int:
     return int(t)
 
 
+def _resize(inst: TraceInstance, text: str) -> None:
+    size = _parse_size(text)
+    try:
+        inst.buffer.resize(size)
+    except MemoryError as e:
+        raise TraceError("NO_MEMORY", text.rstrip("\n"), 0, detail=str(e)) from None
+
+
 class Tracefs:
     """The files of one trace instance: ``ls``, ``read``, ``write``."""
 
@@ -54,7 +62,7 @@ class Tracefs:
             "tracing_on": (lambda: f"{int(inst.tracing_on)}\n",
                            lambda text, append: inst.set_tracing_on(_parse_bool(text))),
             "buffer_size_kb": (lambda: f"{inst.buffer.size_kb}\n",
-                               lambda text, append: inst.buffer.resize(_parse_size(text))),
+                               lambda text, append: _resize(inst, text)),
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),

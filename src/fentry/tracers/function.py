@@ -16,6 +16,8 @@ PY_START = arch.EVENTS.PY_START
 class FunctionOps(FtraceOps):
     """Records ``(seq, ts, code, caller_code)`` on each traced entry."""
 
+    outermost = True
+
     def __init__(self, buffer: RingBuffer) -> None:
         super().__init__(self.function_trace_call)
         self.buffer = buffer

@@ -27,6 +27,7 @@ class GraphOps(FtraceOps):
 
     local_events = E.PY_START | E.PY_RESUME | E.PY_RETURN | E.PY_YIELD
     global_events = E.PY_UNWIND | E.PY_THROW
+    outermost = True
 
     def __init__(self, buffer: RingBuffer) -> None:
         super().__init__(self.graph_entry)
@@ -46,6 +47,11 @@ class GraphOps(FtraceOps):
                 E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),
                 E.PY_THROW: hotpath.graph_event(local, attach, THROW)}
 
+
+# The header's columns, each shown or not by its option: the thread
+# (funcgraph-proc), the duration (funcgraph-duration), the calls.
+_HEADER = (("       TASK/TID        ", " DURATION                 ", " FUNCTION CALLS"),
+           ("          |  |         ", "  |   |                   ", "  |   |   |   |"))
 
 _MARKS = ((1_000_000_000, "$"), (100_000_000, "@"), (10_000_000, "*"),
           (1_000_000, "#"), (100_000, "!"), (10_000, "+"))
@@ -85,11 +91,16 @@ class GraphReader:
     def __init__(self, options: dict[str, bool]) -> None:
         self.tail = options.get("funcgraph-tail", False)
         self.show_duration = options.get("funcgraph-duration", True)
+        self.show_task = options.get("funcgraph-proc", True)
         self.threads: dict[int, _ThreadState] = {}
 
     def header(self) -> str:
-        return ("#       TASK/TID         DURATION                  FUNCTION CALLS\n"
-                "#          |  |           |   |                     |   |   |   |\n")
+        """The column heads, of the columns the options show."""
+        heads = []
+        for task, dur, func in _HEADER:
+            heads.append("#" + (task if self.show_task else "")
+                         + (dur if self.show_duration else "") + func + "\n")
+        return "".join(heads)
 
     def _state(self, tb: ThreadBuffer) -> _ThreadState:
         st = self.threads.get(id(tb))
@@ -98,9 +109,10 @@ class GraphReader:
         return st
 
     def _line(self, st: _ThreadState, dur: str, depth: int, text: str) -> str:
-        if not self.show_duration:
-            dur = ""
-        return f"{st.task}| {dur}|  {'  ' * depth}{text}\n"
+        task = st.task + "| " if self.show_task else " "
+        if self.show_duration:
+            return f"{task}{dur}|  {'  ' * depth}{text}\n"
+        return f"{task} {'  ' * depth}{text}\n"
 
     def _thread_lines(self, st: _ThreadState, records: list) -> list[tuple[int, str]]:
         """(timestamp, line) for one thread's records, in order."""

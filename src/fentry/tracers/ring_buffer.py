@@ -17,6 +17,18 @@ from ..hotpath import RECORD_BYTES, Ring, Switch
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
 
+def available_kb() -> int | None:
+    """MemAvailable, in KB (None where /proc/meminfo does not say)."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class ThreadBuffer(Ring):
     """One thread's ring, and who the thread is (for the task column).
 
@@ -73,7 +85,14 @@ class RingBuffer:
         return tb
 
     def resize(self, size_kb: int) -> None:
-        """Records dropped by shrinking count as lost, as overwritten ones do."""
+        """Records dropped by shrinking count as lost, as overwritten ones do.
+
+        A size one thread's buffer could not get is refused (MemoryError), as
+        the kernel refuses a per-CPU size larger than the memory available."""
+        available = available_kb()
+        if available is not None and size_kb > available:
+            raise MemoryError(f"{size_kb} KB per thread is more than the {available} KB "
+                              "of memory available")
         with self._lock:
             self.size_kb = size_kb
             for tb in self.buffers:
