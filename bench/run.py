@@ -528,7 +528,7 @@ def row6_formatting(rounds: int, n: int) -> None:
 
 def tracefs_header() -> list[str]:
     """The comment lines ``trace`` starts with when the function tracer has recorded one thread."""
-    from fentry.tracers import output
+    from fentry.tracers import text as output
     return (output.buffer_header("function", 0, 0, 1) + output.FUNCTION_COLUMNS).splitlines()
 
 

@@ -565,9 +565,17 @@ typedef struct {
     Py_ssize_t cap, head, len;          /* in slots; head: the oldest record's first slot */
     Py_ssize_t nrec;                    /* records */
     long long next_seq, consumed;
+    long long lost_told;                /* lost records a consuming reader has been told of */
+    /* With a raw reader (set_queue): when len reaches flush_at, the writer
+     * itself moves the records out, encoded, into the queue (ring_flush). */
+    PyObject *queue;                    /* a PageQueue, or NULL */
+    unsigned int key;                   /* this ring's thread, in the raw stream */
+    Py_ssize_t flush_at;                /* slots; 0: never */
+    int paging;                         /* ring_page is under way (it may call Python) */
 } Ring;
 
 static PyTypeObject RingType;
+static void ring_flush(Ring *ring, int force);
 
 static inline int
 event_n(Rec *r)
@@ -690,6 +698,8 @@ ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* ho
     r->o2 = o2;
     r->kind = kind;
     r->layout = layout;
+    if (ring->flush_at && ring->len >= ring->flush_at)
+        ring_flush(ring, 0);
 }
 
 /* Write a probe event's record: head (event, site) and n values, as cells
@@ -711,6 +721,8 @@ ring_write_event(Ring *ring, PyObject *head, Cell *cells, int *tags, int n)   /*
     r->layout = L_EVENT;
     for (int j = 0; j < n; j++)
         event_set(ring, i, j, cells[j], tags[j]);
+    if (ring->flush_at && ring->len >= ring->flush_at)
+        ring_flush(ring, 0);
 }
 static PyObject *
 event_values(Ring *ring, Py_ssize_t i)
@@ -802,6 +814,7 @@ ring_drop(Ring *ring)
 static int
 ring_traverse(Ring *ring, visitproc visit, void *arg)
 {
+    Py_VISIT(ring->queue);
     Py_ssize_t pos = 0;
     for (Py_ssize_t k = 0; k < ring->nrec; k++) {
         Py_ssize_t i = (ring->head + pos) % ring->cap;
@@ -825,6 +838,7 @@ static int
 ring_gc_clear(Ring *ring)
 {
     ring_drop(ring);
+    Py_CLEAR(ring->queue);
     return 0;
 }
 
@@ -833,6 +847,7 @@ ring_dealloc(Ring *ring)
 {
     PyObject_GC_UnTrack(ring);
     ring_drop(ring);
+    Py_CLEAR(ring->queue);
     PyMem_Free(ring->recs);
     Py_TYPE(ring)->tp_free((PyObject *)ring);
 }
@@ -884,7 +899,7 @@ static PyObject *
 ring_clear_method(Ring *ring, PyObject *unused)
 {
     ring_drop(ring);
-    ring->next_seq = ring->consumed = 0;
+    ring->next_seq = ring->consumed = ring->lost_told = 0;
     Py_RETURN_NONE;
 }
 
@@ -939,6 +954,756 @@ ring_record(Ring *ring, PyObject *fields)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ raw records
+ * Ring.take_raw(encoder) takes every record out of the ring and encodes it
+ * in the raw format that tracers/raw.py documents (and decodes): the bytes
+ * the agent ships to its reader, which formats them in another process.
+ * Objects a record points at (code objects, probe events, exception types)
+ * go as small ids, handed out by the Encoder; the Python side describes
+ * each new one once (Encoder.new_refs()).  The Encoder keeps them alive, so
+ * an id never names two objects. */
+
+enum { RAW_FUNC = 1, RAW_GRAPH = 2, RAW_EVENT = 3, RAW_EVENT_RETURN = 4 };
+enum { W_FAULT, W_NONE, W_TRUE, W_FALSE, W_INT, W_UINT, W_BIGINT, W_FLOAT, W_COMPLEX,
+       W_STR, W_SHOWN, W_BYTES, W_REF, W_TUPLE, W_TOOBIG };
+#define MAX_STRING 4096         /* characters of a string value kept (the kernel's MAX_STRING_SIZE) */
+#define MAX_INT_BYTES 1024      /* bytes of an int value kept; a larger one is a fault */
+#define MAX_NESTED 4            /* tuple (array) values inside values */
+
+typedef struct {
+    PyObject_HEAD
+    void **keys;                /* open addressing: object pointer -> ids[slot] */
+    uint32_t *ids;
+    Py_ssize_t cap, used;
+    PyObject *objs;             /* list: objs[id - 1] is the object of id */
+    PyObject *fault;            /* fetch.FAULT: a value that could not be fetched */
+    PyObject *shown;            /* fetch.Shown: a value kept as its safe text */
+    PyObject *fallback;         /* fallback(value) -> str: any other kind of value */
+} Encoder;
+
+static PyTypeObject EncoderType;
+
+typedef struct { char *p; Py_ssize_t len, cap; } Buf;
+
+static int
+buf_grow(Buf *b, Py_ssize_t n)
+{
+    if (b->len + n <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *p = PyMem_Realloc(b->p, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+put(Buf *b, const void *data, Py_ssize_t n)
+{
+    if (buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, data, n);     /* little-endian hosts: the format's byte order */
+    b->len += n;
+    return 0;
+}
+
+static inline int put_u8(Buf *b, uint8_t v) { return put(b, &v, 1); }
+static inline int put_u32(Buf *b, uint32_t v) { return put(b, &v, 4); }
+static inline int put_i64(Buf *b, int64_t v) { return put(b, &v, 8); }
+static inline int put_f64(Buf *b, double v) { return put(b, &v, 8); }
+
+static inline size_t
+enc_hash(void *p, Py_ssize_t cap)
+{
+    uintptr_t x = (uintptr_t)p;
+    x ^= x >> 17;
+    x *= 0x9E3779B97F4A7C15ULL;
+    return (size_t)(x >> 16) & (size_t)(cap - 1);
+}
+
+static int
+enc_rehash(Encoder *e, Py_ssize_t cap)
+{
+    void **keys = PyMem_Calloc(cap, sizeof(void *));
+    uint32_t *ids = PyMem_Calloc(cap, sizeof(uint32_t));
+    if (keys == NULL || ids == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(ids);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < e->cap; i++) {
+        if (e->keys[i] == NULL)
+            continue;
+        size_t j = enc_hash(e->keys[i], cap);
+        while (keys[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        keys[j] = e->keys[i];
+        ids[j] = e->ids[i];
+    }
+    PyMem_Free(e->keys);
+    PyMem_Free(e->ids);
+    e->keys = keys;
+    e->ids = ids;
+    e->cap = cap;
+    return 0;
+}
+
+/* The id of obj (1, 2, ...), a new one the first time; 0 and an exception on failure. */
+static uint32_t
+enc_ref(Encoder *e, PyObject *obj)
+{
+    if (e->cap) {
+        size_t j = enc_hash(obj, e->cap);
+        while (e->keys[j] != NULL) {
+            if (e->keys[j] == (void *)obj)
+                return e->ids[j];
+            j = (j + 1) & (e->cap - 1);
+        }
+    }
+    if ((e->used + 1) * 2 > e->cap && enc_rehash(e, e->cap ? e->cap * 2 : 256) < 0)
+        return 0;
+    if (PyList_Append(e->objs, obj) < 0)
+        return 0;
+    uint32_t id = (uint32_t)PyList_GET_SIZE(e->objs);
+    size_t j = enc_hash(obj, e->cap);
+    while (e->keys[j] != NULL)
+        j = (j + 1) & (e->cap - 1);
+    e->keys[j] = obj;
+    e->ids[j] = id;
+    e->used++;
+    return id;
+}
+
+static int
+put_ref(Encoder *e, Buf *b, PyObject *obj)
+{
+    uint32_t id = (obj == NULL || obj == Py_None) ? 0 : enc_ref(e, obj);
+    if (id == 0 && PyErr_Occurred())
+        return -1;
+    return put_u32(b, id);
+}
+
+static int
+put_text(Buf *b, int tag, PyObject *s)
+{
+    PyObject *cut = NULL, *data;
+    if (PyUnicode_GET_LENGTH(s) > MAX_STRING) {
+        cut = PyUnicode_Substring(s, 0, MAX_STRING);
+        if (cut == NULL)
+            return -1;
+        s = cut;
+    }
+    data = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
+    Py_XDECREF(cut);
+    if (data == NULL)
+        return -1;
+    int rc = put_u8(b, (uint8_t)tag) || put_u32(b, (uint32_t)PyBytes_GET_SIZE(data))
+             || put(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    return rc ? -1 : 0;
+}
+
+static int
+put_bigint(Buf *b, PyObject *v)
+{
+    int64_t bits = (int64_t)_PyLong_NumBits(v);
+    if (bits < 0)
+        return -1;
+    Py_ssize_t n = (Py_ssize_t)(bits / 8 + 1);        /* room for the sign bit */
+    if (n > MAX_INT_BYTES)
+        return put_u8(b, W_TOOBIG) || put_i64(b, bits) ? -1 : 0;
+    if (put_u8(b, W_BIGINT) < 0 || put_u32(b, (uint32_t)n) < 0 || buf_grow(b, n) < 0)
+        return -1;
+    if (_PyLong_AsByteArray((PyLongObject *)v, (unsigned char *)b->p + b->len, n, 1, 1
+#if PY_VERSION_HEX >= 0x030D0000
+                            , 1
+#endif
+                            ) < 0)
+        return -1;
+    b->len += n;
+    return 0;
+}
+
+static int
+put_value(Encoder *e, Buf *b, PyObject *v, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (v == e->fault)
+        return put_u8(b, W_FAULT);
+    if (v == Py_None)
+        return put_u8(b, W_NONE);
+    if (v == Py_True || v == Py_False)
+        return put_u8(b, v == Py_True ? W_TRUE : W_FALSE);
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (!overflow)
+            return put_u8(b, W_INT) || put_i64(b, x) ? -1 : 0;
+        return put_bigint(b, v);
+    }
+    if (t == &PyFloat_Type)
+        return put_u8(b, W_FLOAT) || put_f64(b, PyFloat_AS_DOUBLE(v)) ? -1 : 0;
+    if (t == &PyUnicode_Type)
+        return put_text(b, W_STR, v);
+    if ((PyObject *)t == e->shown)
+        return put_text(b, W_SHOWN, v);
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(v);
+        if (n > MAX_STRING)
+            n = MAX_STRING;
+        return put_u8(b, W_BYTES) || put_u32(b, (uint32_t)n) || put(b, PyBytes_AS_STRING(v), n)
+               ? -1 : 0;
+    }
+    if (t == &PyComplex_Type)
+        return put_u8(b, W_COMPLEX) || put_f64(b, PyComplex_RealAsDouble(v))
+               || put_f64(b, PyComplex_ImagAsDouble(v)) ? -1 : 0;
+    if (t == &PyCode_Type)
+        return put_u8(b, W_REF) || put_ref(e, b, v) ? -1 : 0;
+    if (t == &PyTuple_Type && depth < MAX_NESTED) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if (put_u8(b, W_TUPLE) < 0 || put_u32(b, (uint32_t)n) < 0)
+            return -1;
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (put_value(e, b, PyTuple_GET_ITEM(v, k), depth + 1) < 0)
+                return -1;
+        return 0;
+    }
+    /* Not a kind the ring holds: its safe text, or a fault. */
+    PyObject *text = PyObject_CallOneArg(e->fallback, v);
+    if (text == NULL || !PyUnicode_Check(text)) {
+        Py_XDECREF(text);
+        PyErr_Clear();
+        return put_u8(b, W_FAULT);
+    }
+    int rc = put_text(b, W_SHOWN, text);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* A value that could not be encoded is a fault: the record still goes. */
+static int
+put_value_or_fault(Encoder *e, Buf *b, PyObject *v)
+{
+    Py_ssize_t mark = b->len;
+    if (put_value(e, b, v, 0) == 0)
+        return 0;
+    if (PyErr_ExceptionMatches(PyExc_MemoryError))
+        return -1;
+    PyErr_Clear();
+    b->len = mark;
+    return put_u8(b, W_FAULT);
+}
+
+static int
+put_cell(Encoder *e, Buf *b, Cell *c, int tag)
+{
+    switch (tag) {
+    case T_INT: return put_u8(b, W_INT) || put_i64(b, c->i) ? -1 : 0;
+    case T_UINT: return put_u8(b, W_UINT) || put(b, &c->u, 8) ? -1 : 0;
+    case T_FLOAT: return put_u8(b, W_FLOAT) || put_f64(b, c->d) ? -1 : 0;
+    default: return put_value_or_fault(e, b, c->obj);
+    }
+}
+
+static inline int
+put_head(Buf *b, int type, int kind, long long ts)
+{
+    return put_u8(b, (uint8_t)type) || put_u8(b, (uint8_t)kind) || put_i64(b, ts) ? -1 : 0;
+}
+
+/* An event's site: (code, offset), or at a return (caller, offset, code, raised). */
+static int
+put_event_head(Encoder *e, Buf *b, long long ts, PyObject *event, PyObject *site)
+{
+    if (!PyTuple_Check(site) || (PyTuple_GET_SIZE(site) != 2 && PyTuple_GET_SIZE(site) != 4)) {
+        PyErr_SetString(PyExc_ValueError, "bad event site");
+        return -1;
+    }
+    int ret = PyTuple_GET_SIZE(site) == 4;
+    if (put_head(b, ret ? RAW_EVENT_RETURN : RAW_EVENT, 0, ts) < 0 || put_ref(e, b, event) < 0)
+        return -1;
+    long offset = PyLong_AsLong(PyTuple_GET_ITEM(site, 1));
+    if (offset == -1 && PyErr_Occurred())
+        return -1;
+    if (put_ref(e, b, PyTuple_GET_ITEM(site, 0)) < 0 || put_u32(b, (uint32_t)offset) < 0)
+        return -1;
+    if (ret && (put_ref(e, b, PyTuple_GET_ITEM(site, 2)) < 0
+                || put_ref(e, b, PyTuple_GET_ITEM(site, 3)) < 0))
+        return -1;
+    return 0;
+}
+
+/* A record written from Python (ring.record): (code, caller), (kind, code[,
+ * exc type]) or (event, site, values), as the Python hot path's tuples. */
+static int
+put_tuple_record(Encoder *e, Buf *b, long long ts, PyObject *f)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(f);
+    if (n >= 2 && PyCode_Check(PyTuple_GET_ITEM(f, 0)))
+        return put_head(b, RAW_FUNC, 0, ts) || put_ref(e, b, PyTuple_GET_ITEM(f, 0))
+               || put_ref(e, b, PyTuple_GET_ITEM(f, 1)) ? -1 : 0;
+    if (n >= 2 && PyLong_CheckExact(PyTuple_GET_ITEM(f, 0))) {
+        int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, 0));
+        if (put_head(b, RAW_GRAPH, kind, ts) < 0 || put_ref(e, b, PyTuple_GET_ITEM(f, 1)) < 0)
+            return -1;
+        return n > 2 ? put_ref(e, b, PyTuple_GET_ITEM(f, 2)) : 0;
+    }
+    if (n == 3 && PyTuple_Check(PyTuple_GET_ITEM(f, 2))) {
+        PyObject *values = PyTuple_GET_ITEM(f, 2);
+        Py_ssize_t nv = PyTuple_GET_SIZE(values);
+        if (put_event_head(e, b, ts, PyTuple_GET_ITEM(f, 0), PyTuple_GET_ITEM(f, 1)) < 0
+            || put_u32(b, (uint32_t)nv) < 0)
+            return -1;
+        for (Py_ssize_t k = 0; k < nv; k++)
+            if (put_value_or_fault(e, b, PyTuple_GET_ITEM(values, k)) < 0)
+                return -1;
+        return 0;
+    }
+    PyErr_SetString(PyExc_ValueError, "unknown record shape");
+    return -1;
+}
+
+static int
+put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i)
+{
+    Rec *r = &ring->recs[i];
+    switch (r->layout) {
+    case L_FUNCTION:
+        return put_head(b, RAW_FUNC, 0, r->ts) || put_ref(e, b, r->o1) || put_ref(e, b, r->o2)
+               ? -1 : 0;
+    case L_GRAPH:
+        return put_head(b, RAW_GRAPH, r->kind, r->ts) || put_ref(e, b, r->o1) ? -1 : 0;
+    case L_GRAPH_EXC:
+        return put_head(b, RAW_GRAPH, r->kind, r->ts) || put_ref(e, b, r->o1)
+               || put_ref(e, b, r->o2) ? -1 : 0;
+    case L_EVENT: {
+        int n = event_n(r);
+        if (put_event_head(e, b, r->ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0
+            || put_u32(b, (uint32_t)n) < 0)
+            return -1;
+        for (int j = 0; j < n; j++) {
+            int tag;
+            Cell *c = event_cell(ring, i, j, &tag);
+            if (put_cell(e, b, c, tag) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    default:
+        return put_tuple_record(e, b, r->ts, r->o1);
+    }
+}
+
+/* The stream's messages (tracers/stream.py) that a page holds. */
+enum { MSG_RECORDS = 4, MSG_LOST = 5 };
+
+static PyObject *ring_page_unguarded(Ring *ring, Encoder *e);
+
+/* Every record of the ring, taken and encoded as a page: a LOST message
+ * if records were overwritten since the last page, then a RECORDS message.
+ * b"" when there is nothing to say; NULL on failure (memory): then nothing
+ * was taken. */
+static PyObject *
+ring_page(Ring *ring, Encoder *e)
+{
+    if (ring->paging)           /* a signal handler's drain inside this one: it finishes */
+        return PyBytes_FromStringAndSize("", 0);
+    ring->paging = 1;
+    PyObject *page = ring_page_unguarded(ring, e);
+    ring->paging = 0;
+    return page;
+}
+
+static PyObject *
+ring_page_unguarded(Ring *ring, Encoder *e)
+{
+    Buf b = {NULL, 0, 0};
+    long long lost = ring->next_seq - ring->consumed - ring->nrec - ring->lost_told;
+    long long first = ring->next_seq - ring->nrec;
+    Py_ssize_t n = ring->nrec, pos = 0, written = 0;
+    if (lost > 0 && (put_u32(&b, 13) < 0 || put_u8(&b, MSG_LOST) < 0
+                     || put_u32(&b, ring->key) < 0 || put_i64(&b, lost) < 0))
+        goto fail;
+    Py_ssize_t head = b.len;
+    if (n > 0 && (put_u32(&b, 0) < 0 || put_u8(&b, MSG_RECORDS) < 0 || put_u32(&b, ring->key) < 0
+                  || put_i64(&b, first) < 0 || put_u32(&b, 0) < 0))
+        goto fail;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = (ring->head + pos) % ring->cap;
+        Py_ssize_t mark = b.len;
+        if (put_record(e, &b, ring, i) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_MemoryError))
+                goto fail;
+            PyErr_Clear();          /* a record that cannot be encoded: dropped, not the rest */
+            b.len = mark;
+        }
+        else
+            written++;
+        pos += rec_slots(&ring->recs[i]);
+    }
+    if (n > 0) {
+        uint32_t length = (uint32_t)(b.len - head - 4), count = (uint32_t)written;
+        memcpy(b.p + head, &length, 4);
+        memcpy(b.p + head + 4 + 1 + 4 + 8, &count, 4);
+    }
+    PyObject *page = PyBytes_FromStringAndSize(b.p ? b.p : "", b.len);
+    PyMem_Free(b.p);
+    if (page == NULL)
+        return NULL;
+    if (lost > 0)
+        ring->lost_told += lost;
+    ring->consumed += n;
+    ring_drop(ring);
+    return page;
+fail:
+    PyMem_Free(b.p);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ PageQueue
+ * Pages on their way to a raw reader: filled by writers whose ring reached
+ * its flush mark (in the hot path: the reader's thread cannot run while a
+ * busy thread holds the GIL, so the writer moves its records out itself,
+ * as a page, and never overwrites them), taken by the reader's drain.  At
+ * most `cap` bytes wait: beyond that a ring overwrites its oldest records,
+ * counted, as it does with no reader. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pages;            /* list of bytes */
+    Py_ssize_t bytes, cap;
+    Encoder *encoder;
+    int wake_fd;                /* a byte is written here when a page comes (-1: none) */
+    int stalled;                /* a writer waited in vain: none waits again till a take */
+} PageQueue;
+
+#define QUEUE_WAIT_STEP_NS 100000   /* a full queue: the writer lets the reader run... */
+#define QUEUE_WAIT_STEPS 200        /* ... for at most 20 ms */
+
+static PyTypeObject PageQueueType;
+
+/* Move the ring's records into its queue, as a page.  From the hot path
+ * (once per flush_at records) only while the queue has room: when it is
+ * full the ring overwrites, as with no reader.  A reader's drain forces it:
+ * every page goes through the queue, so a thread's pages stay in order. */
+static void
+ring_flush(Ring *ring, int force)
+{
+    PageQueue *q = (PageQueue *)ring->queue;
+    if (q == NULL || (ring->nrec == 0 && !force))
+        return;
+    if (q->bytes >= q->cap && !force) {
+        /* The reader's thread needs the GIL to take the pages, and a busy
+         * thread holds it for a switch interval at a time: give it up, a
+         * little at a time, until the reader has taken them.  A reader that
+         * does not come (it waits on a reader of its own that does not
+         * read) is not waited for again until it takes: then, as the kernel,
+         * the ring overwrites its oldest records and counts them. */
+        for (int i = 0; i < QUEUE_WAIT_STEPS && q->bytes >= q->cap && !q->stalled; i++) {
+            struct timespec step = {0, QUEUE_WAIT_STEP_NS};
+            Py_BEGIN_ALLOW_THREADS
+            nanosleep(&step, NULL);
+            Py_END_ALLOW_THREADS
+        }
+        if (q->bytes >= q->cap) {
+            q->stalled = 1;
+            return;
+        }
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *page = ring_page(ring, q->encoder);
+    if (page != NULL && PyBytes_GET_SIZE(page) > 0) {
+        if (PyList_Append(q->pages, page) == 0) {
+            q->bytes += PyBytes_GET_SIZE(page);
+            if (q->wake_fd >= 0) {
+                char c = 1;
+                ssize_t unused = write(q->wake_fd, &c, 1);   /* non-blocking; full is fine */
+                (void)unused;
+            }
+        }
+    }
+    Py_XDECREF(page);
+    PyErr_Clear();
+    PyErr_SetRaisedException(exc);
+}
+
+static PyObject *
+ring_page_method(Ring *ring, PyObject *arg)
+{
+    if (!PyObject_TypeCheck(arg, &EncoderType)) {
+        PyErr_SetString(PyExc_TypeError, "page() takes an Encoder");
+        return NULL;
+    }
+    return ring_page(ring, (Encoder *)arg);
+}
+
+static PyObject *
+ring_flush_method(Ring *ring, PyObject *unused)
+{
+    ring_flush(ring, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_set_queue(Ring *ring, PyObject *args)
+{
+    PyObject *queue;
+    unsigned int key;
+    Py_ssize_t flush_at;
+    if (!PyArg_ParseTuple(args, "OIn", &queue, &key, &flush_at))
+        return NULL;
+    if (queue != Py_None && !PyObject_TypeCheck(queue, &PageQueueType)) {
+        PyErr_SetString(PyExc_TypeError, "set_queue() takes a PageQueue or None");
+        return NULL;
+    }
+    Py_XSETREF(ring->queue, queue == Py_None ? NULL : Py_NewRef(queue));
+    ring->key = key;
+    ring->flush_at = ring->queue == NULL ? 0 : (flush_at < 1 ? 1 : flush_at);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ring_get_lost_told(Ring *ring, void *closure)
+{
+    return PyLong_FromLongLong(ring->lost_told);
+}
+
+static int
+ring_set_lost_told(Ring *ring, PyObject *value, void *closure)
+{
+    long long v = value ? PyLong_AsLongLong(value) : -1;
+    if (v == -1 && (value == NULL || PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "lost_told cannot be deleted");
+        return -1;
+    }
+    ring->lost_told = v;
+    return 0;
+}
+
+static PyObject *
+ring_get_key(Ring *ring, void *closure)
+{
+    return PyLong_FromUnsignedLong(ring->key);
+}
+
+static PyObject *
+pagequeue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *encoder;
+    Py_ssize_t cap;
+    int wake_fd;
+    if (!PyArg_ParseTuple(args, "Oni", &encoder, &cap, &wake_fd))
+        return NULL;
+    if (!PyObject_TypeCheck(encoder, &EncoderType)) {
+        PyErr_SetString(PyExc_TypeError, "PageQueue() takes an Encoder");
+        return NULL;
+    }
+    PageQueue *q = (PageQueue *)type->tp_alloc(type, 0);
+    if (q == NULL)
+        return NULL;
+    q->pages = PyList_New(0);
+    if (q->pages == NULL) {
+        Py_DECREF(q);
+        return NULL;
+    }
+    q->encoder = (Encoder *)Py_NewRef(encoder);
+    q->cap = cap;
+    q->wake_fd = wake_fd;
+    return (PyObject *)q;
+}
+
+static int
+pagequeue_traverse(PageQueue *q, visitproc visit, void *arg)
+{
+    Py_VISIT(q->pages);
+    Py_VISIT(q->encoder);
+    return 0;
+}
+
+static int
+pagequeue_clear(PageQueue *q)
+{
+    Py_CLEAR(q->pages);
+    Py_CLEAR(q->encoder);
+    return 0;
+}
+
+static void
+pagequeue_dealloc(PageQueue *q)
+{
+    PyObject_GC_UnTrack(q);
+    pagequeue_clear(q);
+    Py_TYPE(q)->tp_free((PyObject *)q);
+}
+
+static PyObject *
+pagequeue_take(PageQueue *q, PyObject *unused)
+{
+    PyObject *pages = q->pages, *fresh = PyList_New(0);
+    if (fresh == NULL)
+        return NULL;
+    q->pages = fresh;
+    q->bytes = 0;
+    q->stalled = 0;
+    return pages;
+}
+
+static PyObject *
+pagequeue_get_bytes(PageQueue *q, void *closure)
+{
+    return PyLong_FromSsize_t(q->bytes);
+}
+
+static PyObject *
+pagequeue_get_cap(PageQueue *q, void *closure)
+{
+    return PyLong_FromSsize_t(q->cap);
+}
+
+static int
+pagequeue_set_cap(PageQueue *q, PyObject *value, void *closure)
+{
+    Py_ssize_t v = value ? PyLong_AsSsize_t(value) : -1;
+    if (v == -1 && (value == NULL || PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "cap cannot be deleted");
+        return -1;
+    }
+    q->cap = v;
+    return 0;
+}
+
+static PyObject *
+pagequeue_get_encoder(PageQueue *q, void *closure)
+{
+    return Py_NewRef((PyObject *)q->encoder);
+}
+
+static PyMethodDef pagequeue_methods[] = {
+    {"take", (PyCFunction)pagequeue_take, METH_NOARGS, "every page waiting, in order; the queue empties"},
+    {NULL}
+};
+
+static PyGetSetDef pagequeue_getset[] = {
+    {"bytes", (getter)pagequeue_get_bytes, NULL, "bytes waiting", NULL},
+    {"cap", (getter)pagequeue_get_cap, (setter)pagequeue_set_cap, "bytes that may wait", NULL},
+    {"encoder", (getter)pagequeue_get_encoder, NULL, "the Encoder of its pages", NULL},
+    {NULL}
+};
+
+static PyTypeObject PageQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.PageQueue",
+    .tp_doc = "PageQueue(encoder, cap, wake_fd): pages of raw records on their way to a reader.",
+    .tp_basicsize = sizeof(PageQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = pagequeue_new,
+    .tp_dealloc = (destructor)pagequeue_dealloc,
+    .tp_traverse = (traverseproc)pagequeue_traverse,
+    .tp_clear = (inquiry)pagequeue_clear,
+    .tp_methods = pagequeue_methods,
+    .tp_getset = pagequeue_getset,
+};
+
+static PyObject *
+encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *fault, *shown, *fallback;
+    if (!PyArg_ParseTuple(args, "OOO", &fault, &shown, &fallback))
+        return NULL;
+    Encoder *e = (Encoder *)type->tp_alloc(type, 0);
+    if (e == NULL)
+        return NULL;
+    e->objs = PyList_New(0);
+    if (e->objs == NULL) {
+        Py_DECREF(e);
+        return NULL;
+    }
+    e->fault = Py_NewRef(fault);
+    e->shown = Py_NewRef(shown);
+    e->fallback = Py_NewRef(fallback);
+    return (PyObject *)e;
+}
+
+static int
+encoder_traverse(Encoder *e, visitproc visit, void *arg)
+{
+    Py_VISIT(e->objs);
+    Py_VISIT(e->fault);
+    Py_VISIT(e->shown);
+    Py_VISIT(e->fallback);
+    return 0;
+}
+
+static int
+encoder_clear(Encoder *e)
+{
+    Py_CLEAR(e->objs);
+    Py_CLEAR(e->fault);
+    Py_CLEAR(e->shown);
+    Py_CLEAR(e->fallback);
+    return 0;
+}
+
+static void
+encoder_dealloc(Encoder *e)
+{
+    PyObject_GC_UnTrack(e);
+    encoder_clear(e);
+    PyMem_Free(e->keys);
+    PyMem_Free(e->ids);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyObject *
+encoder_refs(Encoder *e, PyObject *arg)
+{
+    Py_ssize_t start = PyLong_AsSsize_t(arg);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(e->objs);
+    if (start < 0)
+        start = 0;
+    if (start > n)
+        start = n;
+    PyObject *out = PyList_New(n - start);
+    for (Py_ssize_t k = start; out && k < n; k++) {
+        PyObject *pair = Py_BuildValue("(nO)", k + 1, PyList_GET_ITEM(e->objs, k));
+        if (pair == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, k - start, pair);
+    }
+    return out;
+}
+
+static PyMethodDef encoder_methods[] = {
+    {"refs", (PyCFunction)encoder_refs, METH_O,
+     "refs(start) -> [(id, object)]: what ids start+1, start+2, ... name"},
+    {NULL}
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.Encoder",
+    .tp_doc = "Encoder(fault, shown_type, fallback): ids for what raw records point at.",
+    .tp_basicsize = sizeof(Encoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = encoder_new,
+    .tp_dealloc = (destructor)encoder_dealloc,
+    .tp_traverse = (traverseproc)encoder_traverse,
+    .tp_clear = (inquiry)encoder_clear,
+    .tp_methods = encoder_methods,
+};
+
 static PyObject *
 ring_maxlen(Ring *ring, void *closure)
 {
@@ -953,11 +1718,20 @@ static PyMethodDef ring_methods[] = {
     {"lost", (PyCFunction)ring_lost, METH_NOARGS, "records overwritten before anyone read them"},
     {"resize", (PyCFunction)ring_resize, METH_O, "keep the newest records that fit"},
     {"record", (PyCFunction)ring_record, METH_O, "write a record: (seq, ts, *fields)"},
+    {"page", (PyCFunction)ring_page_method, METH_O,
+     "page(encoder) -> bytes: every record, taken, as raw stream messages"},
+    {"flush", (PyCFunction)ring_flush_method, METH_NOARGS,
+     "move every record (and what was lost) into the queue, as a page"},
+    {"set_queue", (PyCFunction)ring_set_queue, METH_VARARGS,
+     "set_queue(queue, key, flush_at): the writer moves its records into queue at flush_at slots"},
     {NULL}
 };
 
 static PyGetSetDef ring_getset[] = {
     {"maxlen", (getter)ring_maxlen, NULL, "capacity in records", NULL},
+    {"lost_told", (getter)ring_get_lost_told, (setter)ring_set_lost_told,
+     "lost records a consuming reader has been told of", NULL},
+    {"key", (getter)ring_get_key, NULL, "this ring's thread, in the raw stream", NULL},
     {NULL}
 };
 
@@ -2561,7 +3335,8 @@ PyInit__ctrampolines(void)
     PyObject *m = NULL, *sys = NULL, *mon = NULL;
     if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
         || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
-        || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0)
+        || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0
+        || PyType_Ready(&EncoderType) < 0 || PyType_Ready(&PageQueueType) < 0)
         return NULL;
     if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
         || !(mon = PyObject_GetAttrString(sys, "monitoring"))
@@ -2581,6 +3356,8 @@ PyInit__ctrampolines(void)
         || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0
         || PyModule_AddObjectRef(m, "Switch", (PyObject *)&SwitchType) < 0
         || PyModule_AddObjectRef(m, "ProbeTrace", (PyObject *)&ProbeTraceType) < 0
+        || PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0
+        || PyModule_AddObjectRef(m, "PageQueue", (PyObject *)&PageQueueType) < 0
         || PyModule_AddIntConstant(m, "PROBE_MAX_ARGS", PROBE_MAX_ARGS) < 0)
         goto fail;
     /* A Python handler called by a C dispatcher (or C list function) finds
@@ -2588,7 +3365,9 @@ PyInit__ctrampolines(void)
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssss]", "Ip", "CodeTable", "Ring", "RECORD_BYTES",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+                                  "PageQueue",
+                                  "RECORD_BYTES",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
                                   "quiet_thread", "entry_dispatcher",

@@ -26,17 +26,19 @@ import sys
 import threading
 import time
 
-from .control.client import Client, NoAgent, Refused, copy_stream
-from .control.collector import Collector, Merger
+from .control.client import Client, NoAgent, Refused, start_stream
+from .control.collector import Collector
 from .control.inject import AttachError, inject
-from .control.wire import AGENT_FD_MIN, BOOT_DIR, ENV_CONFIG, apply_settings, remove_stale
+from .control.wire import BOOT_DIR, ENV_CONFIG, apply_settings, remove_stale
 from .errors import TraceError
+from .fds import FD_MIN
+from .report.record import Live, widen_pipe
 
 # The in-process modules (tracers, probe events, the ftrace core) are imported
 # only to check what a command is given: `fentry attach` starts faster so.
 TRACER_NAMES = ("function_graph", "function", "nop")      # tracers.trace.TRACERS
 DEFAULT_SIZE_KB = 1408                                     # tracers.ring_buffer's
-RUN_BUFFER_SIZE_KB = 65536    # per thread; more than the kernel's default, as trace-cmd asks for
+EXIT_WAIT = 10.0    # seconds an agent may take to send what is left once asked to stop
 
 
 def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb: int,
@@ -68,7 +70,7 @@ def _run_parser(sub) -> argparse.ArgumentParser:
               "                  [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
-    _tracing_options(p, "function", RUN_BUFFER_SIZE_KB, "before the program starts")
+    _tracing_options(p, "function", DEFAULT_SIZE_KB, "before the program starts")
     p.add_argument("--follow", action="store_true",
                    help="trace the Python processes the program starts too (subprocess, "
                         "multiprocessing, os.fork), each under its own agent, into one trace")
@@ -246,11 +248,12 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     read_fd, pipe_fd = os.pipe()
     # The program gets the write end at a high descriptor number, so its own
     # open() calls return the numbers they would without fentry.
-    write_fd = fcntl.fcntl(pipe_fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
+    write_fd = fcntl.fcntl(pipe_fd, fcntl.F_DUPFD_CLOEXEC, FD_MIN)
     os.close(pipe_fd)
     os.set_inheritable(write_fd, True)
-    merger = Merger(out)
-    collector = Collector(merger) if opts.follow else None
+    widen_pipe(read_fd)
+    live = Live(out, [sys.executable, *program])
+    collector = Collector(live.recorder) if opts.follow else None
     env = dict(os.environ)
     config = {"fd": write_fd, "pythonpath": os.environ.get("PYTHONPATH"), **_settings(opts)}
     if collector is not None:
@@ -277,25 +280,52 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, lambda s, f: child.send_signal(s))
 
-    merger.start(read_fd)
+    program_done = threading.Event()
+    live.recorder.start(read_fd, on_end=program_done.set)
     status = child.wait()
     remove_stale(child.pid)         # its agent's socket, if it was killed
-    # Read what the program (and with --follow, its children) wrote, but do
-    # not wait long for processes that outlive it.
-    merger.wait_idle(timeout=2.0)
+    # Everything the program recorded is read, however long it takes; with
+    # --follow, children that outlive it are not waited for long.
+    program_done.wait()
+    live.recorder.wait_idle(timeout=2.0)
     if collector is not None:
         collector.close()
-    error = merger.close(close_out)
-    if error is not None:
-        # The program's status stands; the lost trace is said once, not as a traceback.
-        _say(f"fentry run: writing the trace to {opts.output or 'stderr'} failed: "
-             f"{error.strerror or error}; the trace is incomplete")
+    live.finish()
+    _report_end(live, opts.output, "run", close_out)
     if status < 0:      # die of the same signal (SIGKILL's action cannot be set, nor needs to)
         if -status != signal.SIGKILL:
             signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
         return 128 - status
     return status
+
+
+def _report_end(live: Live, output: str | None, command: str, close_out: bool) -> None:
+    """Close the output, and say (one line each) what a user must know of
+    the trace: it could not be written, values could not be printed, a
+    process's stream was cut."""
+    error = live.error
+    try:
+        if close_out:
+            live.report.out.close()
+        else:
+            live.report.out.flush()
+    except OSError as e:
+        error = error or e
+    except ValueError:
+        pass
+    if error is not None:
+        # The program's status stands; the lost trace is said once, not as a traceback.
+        _say(f"fentry {command}: writing the trace to {output or 'stderr'} failed: "
+             f"{error.strerror or error}; the trace is incomplete")
+    faults = live.report.faults(live.streams.streams)
+    if faults:
+        _say(f"fentry {command}: {faults} value{'s' if faults > 1 else ''} could not be printed "
+             "(shown as (fault))")
+    for stream in live.streams.streams.values():
+        if stream.ended is None and stream.hello:
+            _say(f"fentry {command}: the trace of process {stream.pid} stops at its last drain: "
+                 "the process was killed before it could send the rest")
 
 
 def cmd_attach(opts: argparse.Namespace) -> int:
@@ -321,15 +351,16 @@ def cmd_attach(opts: argparse.Namespace) -> int:
         return 1
     client = Client(opts.pid)
     try:
-        # The session first: if this command dies from here on, the agent detaches.
-        session = client.open_pipe(session=True)
+        # The session first: if this command dies from here on, the agent
+        # detaches.  Its stream starts once tracing is set up.
+        session = client.open_pipe(session=True, header=True, hold=True)
         try:
             apply_settings(client, _settings(opts))
-            header = client.request("header")
         except Refused as e:
             print(str(e), file=sys.stderr)
             session.close()
             return 2
+        start_stream(session)
     except NoAgent as e:
         print(f"fentry attach: {e}", file=sys.stderr)
         return 1
@@ -337,41 +368,38 @@ def cmd_attach(opts: argparse.Namespace) -> int:
            f"{injection.method}, paused {injection.pause * 1e3:.1f} ms")
     print(f"fentry: attached to {opts.pid} ({how}; ready in "
           f"{(time.perf_counter() - started) * 1e3:.0f} ms); Ctrl-C detaches", file=sys.stderr)
-    out.write(header.encode())
+    live = Live(out, ["fentry", "attach", str(opts.pid)])
     ended = threading.Event()
-    output_closed = threading.Event()
-
-    def copy():
-        try:
-            if not copy_stream(session, out):
-                output_closed.set()
-        finally:
-            ended.set()
-
-    threading.Thread(target=copy, daemon=True).start()
+    live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
-        if stop.is_set() or deadline is not None and time.monotonic() >= deadline:
+        if stop.is_set() or live.report.error is not None \
+                or deadline is not None and time.monotonic() >= deadline:
             break
-    if output_closed.is_set():
+    if live.report.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.
+        session.close()
+        live.finish()
         _quiet_stdout()
         print(f"fentry: output closed; detached from {opts.pid}", file=sys.stderr)
-    elif not ended.is_set():
+        return 0
+    if not ended.is_set():
         # Our end of the session: the agent drains what is left to us, and,
         # if no other session remains, detaches.
         try:
             session.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        ended.wait(5.0)
-        print(f"fentry: detached from {opts.pid}", file=sys.stderr)
+        ended.wait(EXIT_WAIT)
+        message = f"fentry: detached from {opts.pid}"
     else:
         remove_stale(opts.pid)
-        print(f"fentry: process {opts.pid} ended, or fentry was detached from it", file=sys.stderr)
-    if close_out:
-        out.close()
+        message = f"fentry: process {opts.pid} ended, or fentry was detached from it"
+    session.close()
+    live.finish()
+    _report_end(live, opts.output, "attach", close_out)
+    print(message, file=sys.stderr)
     return 0
 
 
@@ -403,7 +431,7 @@ def cmd_control(opts: argparse.Namespace) -> int:
                       f"`fentry -p {opts.pid} detach` removes it", file=sys.stderr)
                 started = False         # it stays
         elif command in ("pipe", "read"):
-            _pipe(client)
+            _pipe(client, opts.pid)
         elif command == "detach":
             client.detach()
         status = 0
@@ -420,13 +448,27 @@ def cmd_control(opts: argparse.Namespace) -> int:
     return status
 
 
-def _pipe(client: Client) -> None:
+def _pipe(client: Client, pid: int) -> None:
+    """``fentry -p PID pipe``: the trace, as text, until Ctrl-C or the program's end."""
     sock = client.open_pipe()
+    live = Live(sys.stdout.buffer, ["fentry", "-p", str(pid), "pipe"])
+    ended = threading.Event()
+    live.recorder.start(os.dup(sock.fileno()), on_end=ended.set)
     try:
-        if not copy_stream(sock, sys.stdout.buffer):
-            _quiet_stdout()
+        while not ended.wait(0.05) and live.report.error is None:
+            pass
     except KeyboardInterrupt:
         pass
+    if not ended.is_set() and live.report.error is None:
+        try:
+            sock.shutdown(socket.SHUT_WR)       # the agent drains what is left to us
+        except OSError:
+            pass
+        ended.wait(EXIT_WAIT)
+    sock.close()
+    live.finish()
+    if live.report.error is not None:
+        _quiet_stdout()
 
 
 def _say(message: str) -> None:

@@ -9,12 +9,14 @@ itself, 1 the dispatcher (or 2 when a list function sits between them).
 
 from __future__ import annotations
 
+import _thread
+import os
 import sys
 from _thread import get_ident
-from time import perf_counter_ns
+from time import perf_counter_ns, sleep
 from types import CodeType
 
-__all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
+__all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
            "catch_sigterm", "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
@@ -22,8 +24,13 @@ __all__ = ["Ip", "CodeTable", "Ring", "RECORD_BYTES", "DIRECT", "LISTED", "quiet
 import itertools
 from collections import deque
 
+from .raw import Encoder, page as raw_page
+
 # Dispatch tables map id(code) -> handler; a dict does it in Python.
 CodeTable = dict
+
+QUEUE_WAIT_STEP = 0.0001        # a full page queue: the writer lets the reader run...
+QUEUE_WAIT_STEPS = 200          # ... for at most 20 ms (see _ctrampolines' ring_flush)
 
 # What one record costs (a 4-5 field tuple and its two integers), for
 # turning buffer_size_kb into a number of records.
@@ -37,7 +44,8 @@ class Ring:
     (``next(seq)``), so what was lost is known at read time without any
     bookkeeping on the write path.  Writers call ``append`` and ``next(seq)``.
     """
-    __slots__ = ("_records", "append", "seq", "_consumed", "_mark")
+    __slots__ = ("_records", "append", "seq", "_consumed", "_mark", "lost_told", "queue", "key",
+                 "flush_at", "_paging", "_pager")
 
     def __init__(self, maxlen: int) -> None:
         self._records: deque = deque(maxlen=maxlen)
@@ -45,6 +53,12 @@ class Ring:
         self.seq = itertools.count()
         self._consumed = 0      # records taken by consuming reads since the last clear
         self._mark = 0          # entries written, as known at the last consuming read
+        self.lost_told = 0      # lost records a consuming reader has been told of
+        self.queue: PageQueue | None = None
+        self.key = 0
+        self.flush_at = 0
+        self._paging = _thread.allocate_lock()
+        self._pager = 0         # the thread paging now
 
     def __len__(self) -> int:
         return len(self._records)
@@ -82,7 +96,83 @@ class Ring:
     def clear(self) -> None:
         self._records.clear()
         self.seq = itertools.count()
-        self._consumed = self._mark = 0
+        self._consumed = self._mark = self.lost_told = 0
+
+    def page(self, encoder: Encoder) -> bytes:
+        """Every record, taken, as raw stream messages (raw.page)."""
+        lost = self.lost() - self.lost_told
+        records = self.consume()
+        out = bytearray()
+        count = 0
+        for rec in records:
+            mark = len(out)
+            try:
+                encoder.record(out, rec)
+                count += 1
+            except Exception:       # one record that cannot be encoded: dropped, not the rest
+                del out[mark:]
+        if lost > 0:
+            self.lost_told += lost
+        first = records[0][0] if records else 0
+        return raw_page(self.key, lost, first, count, bytes(out))
+
+    def set_queue(self, queue: PageQueue | None, key: int, flush_at: int) -> None:
+        """With a queue, the writer moves its records into it, as a page, when
+        it holds ``flush_at`` of them (see _ctrampolines' PageQueue)."""
+        self.queue, self.key = queue, key
+        self.flush_at = max(1, flush_at) if queue is not None else 0
+        records = self._records
+        if queue is None:
+            self.append = records.append
+            return
+        append_record = records.append
+        mark = self.flush_at
+
+        def append(rec):  # hot path
+            append_record(rec)
+            if len(records) >= mark:
+                self._flush(False)
+        self.append = append
+
+    def flush(self) -> None:
+        """Move every record (and what was lost) into the queue, as a page."""
+        self._flush(True)
+
+    def _flush(self, force: bool) -> None:
+        """As _ctrampolines' ring_flush.  A lock keeps a writer's flush and a
+        reader's from splitting one ring's records into pages out of order
+        (C does it in one call, under the GIL); a flush that a signal
+        handler's drain would start inside another, in the same thread, is
+        left to the one under way."""
+        queue = self.queue
+        if queue is None or (not force and not self._records):
+            return
+        if not force and queue.bytes >= queue.cap:
+            for _ in range(QUEUE_WAIT_STEPS):       # let the reader run (see _ctrampolines)
+                if queue.bytes < queue.cap or queue.stalled:
+                    break
+                sleep(QUEUE_WAIT_STEP)
+            if queue.bytes >= queue.cap:
+                queue.stalled = True
+                return          # full: the ring overwrites, as with no reader
+        me = get_ident()
+        if self._pager == me:
+            return
+        self._paging.acquire()
+        self._pager = me
+        try:
+            data = self.page(queue.encoder)
+            if data:
+                queue.pages.append(data)
+                queue.bytes += len(data)
+                if queue.wake_fd >= 0:
+                    try:
+                        os.write(queue.wake_fd, b"\1")
+                    except OSError:
+                        pass
+        finally:
+            self._pager = 0
+            self._paging.release()
 
     def record(self, fields: tuple) -> None:
         """Write ``(seq, ts, *fields)`` (for callers outside the hot path)."""
@@ -91,7 +181,26 @@ class Ring:
     def resize(self, maxlen: int) -> None:
         """Keep the newest records that fit; the dropped ones count as lost."""
         self._records = deque(self._records, maxlen=maxlen)
-        self.append = self._records.append
+        self.set_queue(self.queue, self.key, self.flush_at)
+
+
+class PageQueue:
+    """Pages of raw records on their way to a reader (see _ctrampolines')."""
+    __slots__ = ("pages", "bytes", "cap", "encoder", "wake_fd", "stalled")
+
+    def __init__(self, encoder: Encoder, cap: int, wake_fd: int) -> None:
+        self.pages: list[bytes] = []
+        self.bytes = 0
+        self.cap = cap
+        self.encoder = encoder
+        self.wake_fd = wake_fd
+        self.stalled = False
+
+    def take(self) -> list[bytes]:
+        pages, self.pages = self.pages, []
+        self.bytes = 0
+        self.stalled = False
+        return pages
 
 _getframe = sys._getframe
 DISABLE = sys.monitoring.DISABLE

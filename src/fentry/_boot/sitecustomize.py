@@ -22,12 +22,22 @@ def _start() -> None:
         added = package_parent not in sys.path
         if added:
             sys.path.append(package_parent)
+        hotpath = None
         try:
+            from fentry import hotpath
+            # fentry is notrace from its first line to its last: nothing the
+            # main thread runs for it (stdlib calls included) is traced.
+            hotpath.quiet_thread(True)
             from fentry.control import agent
             agent.start_from_environment()
         finally:
             if added:
                 sys.path.remove(package_parent)
+            try:
+                spec = _shadowed_sitecustomize()
+            finally:
+                if hotpath is not None:
+                    hotpath.quiet_thread(False)
     else:
         import json
         old = json.loads(os.environ.pop("FENTRY_AGENT", "{}")).get("pythonpath")
@@ -35,18 +45,23 @@ def _start() -> None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
+        spec = _shadowed_sitecustomize()
     # Load the sitecustomize we shadow, if any.  importlib takes whatever is in
     # sys.modules["sitecustomize"] once this module has run, so it becomes that
     # one.  If there is none, "no module named sitecustomize" is what site
     # expects, and it leaves no trace of this one in sys.modules.
-    from importlib.machinery import PathFinder
-    from importlib.util import module_from_spec
-    spec = PathFinder.find_spec("sitecustomize", sys.path)
     if spec is None or spec.loader is None:
         raise ImportError("No module named 'sitecustomize'", name="sitecustomize")
+    from importlib.util import module_from_spec
     module = module_from_spec(spec)
     sys.modules["sitecustomize"] = module
     spec.loader.exec_module(module)
 
+
+def _shadowed_sitecustomize():
+    """The spec of the program's own sitecustomize, if it has one."""
+    from importlib.machinery import PathFinder
+    return PathFinder.find_spec("sitecustomize", sys.path)
+
 _start()
-del _start
+del _start, _shadowed_sitecustomize

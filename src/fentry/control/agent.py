@@ -36,48 +36,69 @@ from collections.abc import Callable
 from .. import ftrace, hotpath
 from ..errors import TraceError
 from . import tracefs as tracefs_module
+from ..events.fetch import FAULT, Shown, safe_repr
+from ..tracers.stream import RawStream
 from .server import Connection, ControlServer
-from .wire import BOOT_DIR, ENV_CONFIG, apply_settings, high_fd, send_header
+from ..fds import high_fd
+from .wire import BOOT_DIR, ENV_CONFIG, apply_settings, recv_line, send_header
 from .tracefs import tracefs
 
 # The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
 # a real-time one, that nothing sends.
 SIGTERM_STANDIN = signal.SIGRTMAX - 1
-DRAIN_INTERVAL = 0.02
+DRAIN_INTERVAL = 0.02       # seconds between drains
+BUSY_DRAIN = 1 << 18        # bytes: a drain this large means busy threads; the next one comes at once
+EXIT_SEND_PATIENCE = 5.0    # seconds a pipe reader may take no data while the program ends
 
 
 class Streamer:
-    """Drains trace_pipe into ``sink`` every DRAIN_INTERVAL until stopped.
+    """One reader's raw stream of the trace (``tracers/stream.py``): drains
+    the instance's buffers into ``sink`` every DRAIN_INTERVAL, until stopped.
 
-    ``run()`` loops in the calling thread and drains once more at its end, so
-    stopping it (after tracing is turned off) loses nothing.  ``watch`` is a
-    descriptor to wait on between drains; when it is readable ``on_watch()``
-    is called, and a true result ends the stream (a reader that hung up)."""
+    ``run()`` loops in the calling thread; when it is stopped it drains once
+    more and ends the stream (END), so stopping it after tracing is turned off
+    loses nothing.  ``watch`` is a descriptor to wait on between drains; when
+    it is readable ``on_watch()`` is called, and a true result ends the stream
+    (a reader that hung up).  ``patient``: the sink is fentry run's own reader,
+    which always reads; any other may give up on a program that ends."""
 
-    def __init__(self, sink: Callable[[bytes], None], watch: int = -1,
-                 on_watch: Callable[[], bool] | None = None,
-                 on_end: Callable[[], None] | None = None) -> None:
+    def __init__(self, sink: Callable[[bytes, Callable[[], bool]], None], header: bool,
+                 watch: int = -1, on_watch: Callable[[], bool] | None = None,
+                 on_end: Callable[[], None] | None = None, instance=None) -> None:
         self.sink = sink
+        self.header = header
         self.on_end = on_end
         self.watch = [watch] if watch >= 0 else []
         self.on_watch = on_watch
-        self.fs = tracefs()
+        self.raw = RawStream(instance or tracefs().instance, _make_encoder)
         self.stopped = False
         self.broken = False         # the reader is gone
-        self.running = _thread.allocate_lock()     # held while run() runs
-        self.writing = _thread.allocate_lock()     # one chunk at a time, whoever drains
+        self.why = "detach"         # what END says
         self.ended = False
+        self.running = _thread.allocate_lock()     # held while run() runs
+        # One drain at a time, whoever drains: messages must leave in the
+        # order they were made.  ``owner`` is the thread draining.
+        self.writing = _thread.allocate_lock()
+        self.owner = 0
 
     def run(self) -> None:
         with self.running:
-            while not self.stopped and not self.broken:
-                if select.select(self.watch, [], [], DRAIN_INTERVAL)[0] and self.on_watch():
-                    break
-                self.drain()
-            self.drain()
-            self.ended = True
-            if self.on_end is not None:
-                self.on_end()
+            try:
+                self.drain(first=True)
+                busy = False
+                wake = self.raw.wake
+                while not self.stopped and not self.broken:
+                    ready = select.select(self.watch + [wake], [], [], 0 if busy else DRAIN_INTERVAL)[0]
+                    if wake in ready:
+                        _read_all(wake)
+                    if self.watch and self.watch[0] in ready and self.on_watch():
+                        break
+                    busy = self.drain() >= BUSY_DRAIN
+                self.close()
+            finally:
+                self.raw.close()
+                if self.on_end is not None:
+                    self.on_end()
 
     def start_thread(self) -> None:
         """``run()`` in a bare _thread of its own, not a threading.Thread: the
@@ -86,26 +107,46 @@ class Streamer:
         _stream_threads += 1        # counted from before it exists (see _before_fork)
         _thread.start_new_thread(_quietly, (self.run,))
 
-    def stop(self) -> None:
-        """Stop, and wait (briefly) for the last drain."""
+    def stop(self, why: str) -> None:
+        """Stop, and wait for the stream's end: its last drain, and END."""
+        self.why = why
         self.stopped = True
-        if self.running.acquire(timeout=1.0):
-            self.running.release()
+        self.running.acquire()
+        self.running.release()
 
-    def write(self, text: str) -> None:
+    def drain(self, first: bool = False) -> int:
+        """Send what was written since the last drain; how many bytes."""
+        if self.owner == _thread.get_ident():
+            return 0        # a signal handler inside this thread's own drain: it finishes it
         with self.writing:
-            self._send(text)
-
-    def drain(self) -> None:
-        # Read and sent under one lock, so that chunks go out in order
-        # whichever thread drains (the main thread does, at SIGTERM).
-        with self.writing:
-            self._send(self.fs.instance.read_pipe())
-
-    def _send(self, text: str) -> None:
-        if text and not self.broken:
+            self.owner = _thread.get_ident()
             try:
-                self.sink(text.encode("utf-8", "backslashreplace"))
+                data = self.raw.drain()
+                if first:
+                    data = self.raw.hello(self.header) + data
+                self._send(data)
+                return len(data)
+            finally:
+                self.owner = 0
+
+    def close(self) -> None:
+        """The last drain, and END: the stream is complete (once)."""
+        if self.owner == _thread.get_ident():
+            return
+        with self.writing:
+            if self.ended:
+                return
+            self.owner = _thread.get_ident()
+            try:
+                self._send(self.raw.drain() + self.raw.end(self.why))
+                self.ended = True
+            finally:
+                self.owner = 0
+
+    def _send(self, data: bytes) -> None:
+        if data and not self.broken:
+            try:
+                self.sink(data, lambda: self.stopped)
             except OSError:         # reader gone: the program goes on untraced
                 self.broken = True
 
@@ -113,21 +154,75 @@ class Streamer:
 _stream_threads = 0         # Streamer threads started and not yet ended
 
 
+def _make_encoder():
+    """The hot path's Encoder, knowing what a fetch stores (events/fetch.py)."""
+    return hotpath.Encoder(FAULT, Shown, safe_repr)
+
+
+def _read_all(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:         # empty (non-blocking), or closed
+        pass
+
+
 def _quietly(func: Callable[[], None]) -> None:
     global _stream_threads
     hotpath.quiet_thread(True)      # what this thread runs is never traced
     try:
         func()
+    except BaseException as e:      # never a traceback on the program's stderr
+        log_failure(e)
     finally:
         hotpath.quiet_thread(False)
         _stream_threads -= 1
 
 
-def _fd_sink(fd: int) -> Callable[[bytes], None]:
-    def sink(data: bytes) -> None:
+def log_failure(e: BaseException) -> None:
+    """fentry's own failure, in error_log (where fentry's problems go)."""
+    try:
+        where = e.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" at {os.path.basename(where.tb_frame.f_code.co_filename)}:{where.tb_lineno}" \
+            if where is not None else ""
+        tracefs().probes.log(TraceError("AGENT_FAILED", "", 0, subsystem="fentry agent",
+                                        detail=f"{type(e).__name__}: {e}{at}"))
+    except BaseException:
+        pass
+
+
+def _fd_sink(fd: int) -> Callable[[bytes, Callable[[], bool]], None]:
+    """fentry run's pipe: its reader always reads, so writes simply block."""
+    def sink(data: bytes, stopping: Callable[[], bool]) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+    return sink
+
+
+def _socket_sink(sock: socket.socket) -> Callable[[bytes, Callable[[], bool]], None]:
+    """A pipe connection: its reader may stop reading (then the buffers
+    overwrite and count, as with no reader); once the program ends, a reader
+    that takes nothing for EXIT_SEND_PATIENCE is given up."""
+    fd = sock.fileno()
+
+    def sink(data: bytes, stopping: Callable[[], bool]) -> None:
+        view = memoryview(data)
+        idle_since = None
+        while view:
+            if not select.select([], [fd], [], DRAIN_INTERVAL * 5)[1]:
+                if stopping():
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > EXIT_SEND_PATIENCE:
+                        raise OSError("the reader took nothing")
+                continue
+            idle_since = None
+            try:
+                view = view[sock.send(view, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT):]
+            except BlockingIOError:
+                pass
     return sink
 
 
@@ -137,12 +232,6 @@ def _peer_hung_up(sock: socket.socket) -> bool:
         return not sock.recv(4096)
     except OSError:
         return True
-
-
-def stream_header() -> str:
-    """What a stream starts with: the ``# tracer:`` line and the tracer's columns."""
-    inst = tracefs().instance
-    return f"# tracer: {inst.tracer}\n#\n" + inst.reader().header()
 
 
 class Agent:
@@ -158,8 +247,7 @@ class Agent:
         self.run_stream: Streamer | None = None       # fentry run's pipe
         self.run_fd = -1
         self.follow: dict | None = None     # fentry run --follow: the config children get
-        self.server = ControlServer(self.fs, {"pipe": self._pipe, "detach": self._detach_request,
-                                              "header": lambda *_: stream_header()},
+        self.server = ControlServer(self.fs, {"pipe": self._pipe, "detach": self._detach_request},
                                     self.fs.probes.log, tick=_drop_stale_fork_filter)
 
     def thread_count(self) -> int:
@@ -176,17 +264,26 @@ class Agent:
 
     # -- ops of the control socket
     def _pipe(self, server: ControlServer, conn: Connection, request: dict) -> None:
+        """Stream the trace, raw, until either side ends it.  A session
+        (``fentry attach``) holds the agent in the process while it lasts; with
+        ``hold`` the stream starts only when the client says so (a line), once
+        it has set tracing up, so that the stream begins with its tracer."""
         session = bool(request.get("session"))
-        send_header(conn.sock, {"ok": True, "stream": True})
-        stream = Streamer(conn.write, conn.sock.fileno(), lambda: _peer_hung_up(conn.sock))
-        if request.get("header"):
-            stream.write(stream_header())
         with self.lock:
             if self.detached:
                 return None
-            self.streams.add(stream)
             self.sessions += session
+        stream = None
         try:
+            send_header(conn.sock, {"ok": True, "stream": True})
+            if request.get("hold") and not recv_line(conn.sock):
+                return None         # the client went before the stream began
+            stream = Streamer(_socket_sink(conn.sock), bool(request.get("header")),
+                              conn.sock.fileno(), lambda: _peer_hung_up(conn.sock))
+            with self.lock:
+                if self.detached:
+                    return None
+                self.streams.add(stream)
             stream.run()
         finally:
             with self.lock:
@@ -202,11 +299,14 @@ class Agent:
         return {"ok": True, "size": 0}
 
     # -- the end
-    def finish_streams(self) -> None:
-        """Turn tracing off and drain every stream to its end."""
+    def all_streams(self) -> list[Streamer]:
+        return list(self.streams) + ([self.run_stream] if self.run_stream else [])
+
+    def finish_streams(self, why: str) -> None:
+        """Turn tracing off and drain every stream to its end (END says ``why``)."""
         self.fs.instance.set_tracing_on(False)
-        for stream in list(self.streams) + ([self.run_stream] if self.run_stream else []):
-            stream.stop()
+        for stream in self.all_streams():
+            stream.stop(why)
 
     def detach(self) -> None:
         """Leave nothing behind: streams drained and ended, every probe and
@@ -218,7 +318,7 @@ class Agent:
             self.detached = True
         global _agent
         try:
-            self.finish_streams()
+            self.finish_streams("detach")
         finally:
             self.server.stopping = True         # no request from here on
             release_tracing()
@@ -273,9 +373,12 @@ def _at_exit() -> None:
     """The program ends (atexit, os._exit): drain everything, in the main thread."""
     agent = _agent
     if agent is not None:
+        # fentry's end is not the program's: nothing from here on is traced.
         # Tracing ends here: what runs while the interpreter tears itself down
-        # (module teardown, finalizers) would find half of it gone.
-        agent.finish_streams()
+        # (module teardown, finalizers) would find half of it gone.  Every
+        # record is out before the process goes, however long that takes.
+        hotpath.quiet_thread(True)
+        agent.finish_streams("exit")
         agent.server.stop(wait=0.5)
     if _sigterm_pending():      # it came while the program was ending anyway
         _die_now()
@@ -285,11 +388,14 @@ def _at_exit() -> None:
 # main thread at its next bytecode (with the C hot path, through a stand-in
 # signal whose handler the program cannot see), and (C) writes a byte to
 # this pipe, which the stream's thread waits on.  The main thread does the
-# work: it may be inside fentry's own code, holding locks a drain takes, and
-# they are re-entrant for it; it waits for no other thread.  The stream's
-# thread takes over only when the main thread does not come (stuck in C
-# code) within SIGTERM_GRACE.  Whichever claims it, drains and ends the
-# process; the other leaves it alone.
+# work.  It may be anywhere, fentry's own code included, so a drain takes
+# no lock that the code it interrupts may hold (the ring buffers' list is
+# read without one), and a drain interrupted in its own thread is left to
+# finish rather than entered again (Streamer.owner); the only lock it waits
+# on is a stream's, held by the stream's thread for as long as one write to
+# a reader that reads.  The stream's thread takes over only when the main
+# thread does not come (stuck in C code) within SIGTERM_GRACE.  Whichever
+# claims it, drains and ends the process; the other leaves it alone.
 _sigterm_pipe = (-1, -1)
 _sigterm_claim = _thread.allocate_lock()
 _sigterm_seen = False
@@ -329,14 +435,14 @@ def _sigterm_in_stream() -> bool:
 
 
 def _drain_for_sigterm() -> None:
-    """Everything recorded, out to fentry run, from whichever thread claimed
-    SIGTERM.  Tracing is left on: turning it off takes the core's lock, and
-    the process ends right after anyway."""
+    """Everything recorded, out to every reader, from whichever thread
+    claimed SIGTERM.  Tracing is left on: turning it off takes the core's
+    lock, and the process ends right after anyway."""
     agent = _agent
-    stream = agent.run_stream if agent is not None else None
-    if stream is not None:
+    for stream in agent.all_streams() if agent is not None else []:
+        stream.why = "signal"
         stream.stopped = True
-        stream.drain()
+        stream.close()
 
 
 def _sigterm_pending() -> bool:
@@ -456,17 +562,21 @@ def _after_fork_in_child() -> None:
     # Nothing of the parent's agent goes on here: its threads did not survive
     # the fork, and its socket, stream and SIGTERM pipe are the parent's.
     follow = agent.follow
-    agent.forget_in_child(keep_tracing=follow is not None)
-    if follow is not None:
-        # --follow: this child is traced too, under an agent of its own,
-        # streaming to the same fentry run.  What the parent had recorded
-        # but not yet streamed is the parent's to stream.
-        tracefs().instance.clear()
-        fd = _connect_collector(follow["collector"])
-        if fd < 0:
-            release_tracing()
-        else:
-            _start_run_agent(follow, fd, header=False)
+    hotpath.quiet_thread(True)      # fentry's work here is not the program's
+    try:
+        agent.forget_in_child(keep_tracing=follow is not None)
+        if follow is not None:
+            # --follow: this child is traced too, under an agent of its own,
+            # streaming to the same fentry run.  What the parent had recorded
+            # but not yet streamed is the parent's to stream.
+            tracefs().instance.clear()
+            fd = _connect_collector(follow["collector"])
+            if fd < 0:
+                release_tracing()
+            else:
+                _start_run_agent(follow, fd, header=False)
+    finally:
+        hotpath.quiet_thread(False)
 
 
 _once: set[str] = set()         # process-wide hooks installed (they survive fork)
@@ -529,8 +639,7 @@ def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
     fs = tracefs()
     agent = _agent = Agent("run")
     agent.follow = cfg if cfg.get("follow") else None
-    if header and (fs.instance.tracer != "nop" or cfg.get("probes")):
-        _fd_sink(fd)(stream_header().encode())
+    header = header and (fs.instance.tracer != "nop" or bool(cfg.get("probes")))
     if "exit hooks" not in _once:
         _once.add("exit hooks")
         atexit.register(_at_exit)
@@ -542,7 +651,7 @@ def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
         signal.signal(SIGTERM_STANDIN, _on_sigterm)
         hotpath.catch_sigterm(_sigterm_pipe[1], SIGTERM_STANDIN)
     _install_fork_hook()
-    agent.run_stream = Streamer(_fd_sink(fd), _sigterm_pipe[0], _sigterm_in_stream,
+    agent.run_stream = Streamer(_fd_sink(fd), header, _sigterm_pipe[0], _sigterm_in_stream,
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_fd = fd
     agent.run_stream.start_thread()

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import stat
-from io import BufferedIOBase
 
 from .wire import recv_line, remove_stale, send_header, socket_dir, socket_path
 
@@ -103,26 +102,16 @@ class Client:
     def detach(self) -> None:
         self.request("detach")
 
-    def open_pipe(self, session: bool = False, header: bool = False) -> socket.socket:
-        """A connection streaming trace_pipe.  With ``session``, it is an
-        attach session: when the last one closes, the agent detaches."""
-        sock, _ = self._open({"op": "pipe", "session": session, "header": header})
+    def open_pipe(self, session: bool = False, header: bool = False, hold: bool = False
+                  ) -> socket.socket:
+        """A connection streaming the trace, raw (``tracers/stream.py``).
+        With ``session``, it is an attach session: when the last one closes,
+        the agent detaches.  With ``hold``, the stream starts when
+        ``start_stream`` is called (once tracing is set up)."""
+        sock, _ = self._open({"op": "pipe", "session": session, "header": header, "hold": hold})
         return sock
 
 
-def copy_stream(sock: socket.socket, out: BufferedIOBase) -> bool:
-    """Copy a stream to ``out`` until the agent ends it (True), or ``out``
-    is closed by its reader (False: e.g. ``fentry ... | head``)."""
-    with sock:
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except OSError:
-                return True
-            if not data:
-                return True
-            try:
-                out.write(data)
-                out.flush()
-            except (OSError, ValueError):
-                return False
+def start_stream(sock: socket.socket) -> None:
+    """Start a stream opened with ``hold``."""
+    sock.sendall(b"start\n", socket.MSG_NOSIGNAL)

@@ -7,16 +7,16 @@ payload bytes (see ``server.py``).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import struct
 
+from ..fds import high_fd
+
 SOCKET_ROOT = "/tmp"            # fixed, not $TMPDIR: client and target must agree
 SOCKET_NAME = "control"
 MAX_REQUEST = 1 << 20           # bytes of one request line (a kprobe_events write)
-AGENT_FD_MIN = 200              # fentry's descriptors live from here up
 
 # fentry run: the agent's configuration, and the directory whose
 # sitecustomize starts it (first on the program's PYTHONPATH).
@@ -54,14 +54,6 @@ def remove_stale(pid: int) -> None:
         os.rmdir(path)
     except OSError:
         pass
-
-
-def high_fd(fd: int) -> int:
-    """``fd`` moved to a high number (close-on-exec), so the program's own
-    open() calls get the descriptors they would without fentry."""
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, AGENT_FD_MIN)
-    os.close(fd)
-    return high
 
 
 def high_socket(sock: socket.socket) -> socket.socket:

@@ -19,10 +19,12 @@ import sys
 import threading
 from types import CodeType, FrameType, FunctionType, MemberDescriptorType, MethodType, ModuleType
 
+from ..raw import CodeInfo, FaultValue, Shown
 from ..symbols import SYMBOLS
 from .probe_parser import FetchArg
 
 MAX_REPR = 128          # characters of a default-typed value
+MAX_STRING = 4096       # characters of a :string value (the kernel's MAX_STRING_SIZE; raw.py's too)
 MAX_DEPTH = 3           # container nesting shown
 MAX_ITEMS = 8           # container items shown
 
@@ -67,12 +69,9 @@ def safe_repr(value: object, depth: int = MAX_DEPTH) -> str:
     if t in (FunctionType, CodeType):
         code = value if t is CodeType else value.__code__
         return f"<{SYMBOLS.name_of(code)}>"
+    if t is CodeInfo:           # a code object, as a reader outside the process knows it
+        return f"<{value.name}>"
     return f"<{t.__module__}.{t.__qualname__}>"
-
-
-class Shown(str):
-    """A value stored as its safe representation (it was not immutable)."""
-    __slots__ = ()
 
 
 def snapshot(value: object) -> object:
@@ -136,8 +135,10 @@ def get_item(obj: object, key: str | int) -> object:
     raise Fault(key)
 
 
-def parameters(code: CodeType) -> tuple[str, ...]:
+def parameters(code: CodeType | CodeInfo) -> tuple[str, ...]:
     """The names of a function's parameters, in order."""
+    if type(code) is CodeInfo:
+        return code.params
     n = code.co_argcount + code.co_kwonlyargcount
     n += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)      # *args, **kwargs
     return code.co_varnames[:n]
@@ -287,15 +288,17 @@ def convert(value: object, type_: str, array_len: int | None = None) -> object:
 
 
 def render(value: object, type_: str | None) -> str:
-    """A stored value as the trace line prints it (the event's print fmt)."""
+    """A stored value as the trace line prints it (the event's print fmt):
+    the same for a value fetched in this process and one decoded by a reader
+    (raw.py) outside it."""
     if type(value) is tuple and type_ is not None:
         return "{" + ",".join(render(v, type_) for v in value) + "}"
-    if value is FAULT:
+    if value is FAULT or type(value) is FaultValue:
         return FAULT
     if type_ is None:
         return value if type(value) is Shown else safe_repr(value)
     if type_ == "string":
-        return f'"{value}"'
+        return f'"{value[:MAX_STRING]}"'
     if type_[0] == "x":
         return f"{value:#x}"
     return str(value)

@@ -25,7 +25,8 @@ from .. import hotpath, kprobes
 from ..errors import TraceError
 from ..pytrampolines import call_site
 from ..tracers.ring_buffer import RingBuffer
-from .fetch import FAULT, fast_specs, fetch_all, field_names, render, snapshot
+from .event_format import EventFormat
+from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
 from .probe_parser import (FetchArg, ProbeDefinition, ProbeRemoval, format_definition,
                            parse_probe)
@@ -54,6 +55,7 @@ class ProbeEvent:
         self.trace = None           # the hot path's ProbeTrace, while enabled
         self._names = None if any(a.kind == "args" for a in defn.args) \
             else tuple(a.name for a in defn.args)
+        self.format = EventFormat(defn)
 
     @property
     def name(self) -> str:
@@ -80,9 +82,7 @@ class ProbeEvent:
 
     def field_names(self, code) -> tuple[str, ...]:
         """The names of a record's values (``$args`` gives the parameters of ``code``)."""
-        if self._names is not None:
-            return self._names
-        return field_names(self.defn.args, code)
+        return self.format.field_names(code)
 
     # -- enable / disable
     def enable(self) -> None:
@@ -200,23 +200,13 @@ class ProbeEvent:
 
     # -- reading
     def line(self, site: tuple, values: tuple) -> str:
-        """``EVENT: (SYM+0xOFF) name=value ...``; a return: ``(CALLER+0xOFF <- SYM)``."""
-        if self.defn.is_return:
-            caller, offset, code, raised = site
-            where = f"({caller.co_qualname}+{offset:#x} <- {code.co_qualname})" if caller \
-                else f"(<top> <- {code.co_qualname})"
-            if raised:
-                where += f" raised {raised}"
-        else:
-            code, offset = site
-            where = f"({code.co_qualname}+{offset:#x})"
-        types = self._types()
-        fields = " ".join(f"{name}={render(value, types.get(name))}"
-                          for name, value in zip(self.field_names(code), values))
-        return f"{self.name}: {where}" + (f" {fields}" if fields else "")
+        """The record's line, as its print fmt says (``EventFormat``)."""
+        return self.format.line(site, values)
 
-    def _types(self) -> dict[str, str | None]:
-        return {a.name: a.type for a in self.defn.args}
+    def raw_description(self) -> list:
+        """What a reader outside the process needs to print this event's
+        records (the raw stream's description of it)."""
+        return ["event", self.group, self.name, format_definition(self.defn)]
 
     def format_text(self) -> str:
         """The ``format`` file: fields and print fmt, as the kernel's."""

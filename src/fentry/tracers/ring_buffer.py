@@ -10,9 +10,11 @@ the thread's writes, so losses are known exactly at read time.
 
 from __future__ import annotations
 
+import os
 import threading
 
-from ..hotpath import RECORD_BYTES, Ring, Switch
+from ..fds import high_fd
+from ..hotpath import RECORD_BYTES, PageQueue, Ring, Switch
 
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
@@ -36,26 +38,45 @@ class ThreadBuffer(Ring):
     methods would be traced like any other code): names and liveness come
     from plain attributes and ``threading._active``.
     """
-    __slots__ = ("tid", "ident", "name", "thread")
+    __slots__ = ("tid", "ident", "name", "thread", "ended", "lost_told")
 
     def __init__(self, maxlen: int) -> None:
         super().__init__(maxlen)
         self.tid = threading.get_native_id()
         self.ident = threading.get_ident()
+        self.lost_told = 0          # lost records already said by a consuming reader
+        self.ended = False
         # Not threading.current_thread(): for a thread threading did not start
         # it would make a _DummyThread, and change what the program sees.
-        self.thread: threading.Thread | None = threading._active.get(self.ident)
-        self.name = self.thread._name if self.thread is not None else "python"
+        self.thread: threading.Thread | None = None
+        self.name = "python"
+        self._find_thread()
+
+    def _find_thread(self) -> None:
+        """The Thread of this buffer's thread, once threading has registered
+        it (a new thread's first calls come before that)."""
+        t = threading._active.get(self.ident)
+        if t is not None and getattr(t, "_native_id", self.tid) == self.tid:
+            self.thread = t
+            self.name = t._name
 
     def alive(self) -> bool:
+        if self.ended:
+            return False
         t = self.thread
-        if t is not None and threading._active.get(self.ident) is not t:
-            self.thread = t = None
-        return t is not None
+        if t is None:
+            self._find_thread()
+            t = self.thread
+            if t is None:
+                return True         # not registered yet (or never: a bare _thread)
+        if threading._active.get(self.ident) is not t:
+            self.ended = True
+            return False
+        return True
 
     def task_name(self) -> str:
         """The thread's name now (or its last name, once it has ended)."""
-        if self.alive():
+        if self.alive() and self.thread is not None:
             self.name = self.thread._name
         return self.name
 
@@ -71,6 +92,10 @@ class RingBuffer:
         self.recording = Switch(True)
         self.buffers: list[ThreadBuffer] = []
         self._lock = threading.Lock()
+        self.keys = 0               # thread keys handed out (a buffer's key in raw streams)
+        self.queue: PageQueue | None = None     # while raw readers read
+        self.raw_readers = 0
+        self.wake = (-1, -1)        # the queue's pipe: a byte when a page waits
 
     @property
     def maxlen(self) -> int:
@@ -80,9 +105,51 @@ class RingBuffer:
         """The calling thread's buffer, made on its first event (slow path)."""
         tb = ThreadBuffer(self.maxlen)
         with self._lock:
+            self.keys += 1
+            tb.set_queue(self.queue, self.keys, self.maxlen // 2)
             self.buffers.append(tb)
+            if self.queue is not None:
+                self.queue.cap = self._queue_cap()
         self.local.tb = tb
         return tb
+
+    # -- raw readers (tracers/stream.py)
+    def start_raw(self, make_encoder) -> tuple[PageQueue, int]:
+        """A raw reader comes: from now on a thread whose buffer is half full
+        moves its records into the queue itself (the reader's thread cannot
+        drain while busy threads hold the GIL).  Returns the queue, shared by
+        every raw reader of these buffers, and a descriptor that is readable
+        when a page waits."""
+        with self._lock:
+            if self.queue is None:
+                self.wake = tuple(high_fd(fd) for fd in os.pipe())
+                for fd in self.wake:
+                    os.set_blocking(fd, False)
+                self.queue = PageQueue(make_encoder(), 0, self.wake[1])
+                self.queue.cap = self._queue_cap()
+                for tb in self.buffers:
+                    tb.set_queue(self.queue, tb.key, self.maxlen // 2)
+            self.raw_readers += 1
+            return self.queue, self.wake[0]
+
+    def stop_raw(self) -> None:
+        """A raw reader is gone (it drained what it wanted); with the last
+        one, buffers keep their records again until read or overwritten."""
+        with self._lock:
+            self.raw_readers -= 1
+            if self.raw_readers > 0 or self.queue is None:
+                return
+            for tb in self.buffers:
+                tb.set_queue(None, tb.key, 0)
+            self.queue = None
+            for fd in self.wake:
+                os.close(fd)
+            self.wake = (-1, -1)
+
+    def _queue_cap(self) -> int:
+        """Bytes that may wait in the queue: half of each thread's buffer (so
+        a thread holds at most 1.5 buffer_size_kb, ring and pages)."""
+        return max(1, len(self.buffers)) * self.size_kb * 1024 // 2
 
     def resize(self, size_kb: int) -> None:
         """Records dropped by shrinking count as lost, as overwritten ones do.
@@ -97,6 +164,9 @@ class RingBuffer:
             self.size_kb = size_kb
             for tb in self.buffers:
                 tb.resize(self.maxlen)
+                tb.set_queue(self.queue, tb.key, self.maxlen // 2)
+            if self.queue is not None:
+                self.queue.cap = self._queue_cap()
 
     def after_fork_in_child(self) -> None:
         """In a forked child only the forking thread exists: its buffer, now
@@ -106,12 +176,21 @@ class RingBuffer:
         self.buffers = [tb] if tb is not None else []
         if tb is not None:
             tb.tid = threading.get_native_id()
+            tb.set_queue(None, tb.key, 0)
+        # The parent's raw readers are the parent's.
+        self.queue = None
+        self.raw_readers = 0
+        for fd in self.wake:
+            if fd >= 0:
+                os.close(fd)
+        self.wake = (-1, -1)
 
     def reset(self) -> None:
         """Empty every buffer (a write to ``trace``)."""
         with self._lock:
             for tb in self.buffers:
                 tb.clear()
+                tb.lost_told = 0
             # Threads that have ended and left nothing are forgotten.
             self.buffers = [tb for tb in self.buffers if tb.alive()]
 
@@ -127,6 +206,26 @@ class RingBuffer:
         with self._lock:
             buffers = list(self.buffers)
         return [(tb, tb.snapshot()) for tb in buffers]
+
+    def readable(self) -> list[ThreadBuffer]:
+        """Every thread's buffer, for a consuming reader.  Without the lock
+        (a copy of a list is atomic): a drain may run in a signal handler
+        that interrupted code holding it."""
+        return list(self.buffers)
+
+    def release_ended(self) -> None:
+        """Forget the buffers of threads that have ended, once read empty and
+        their losses told: their memory goes back.  (Skipped, till the next
+        drain, when the lock is busy: see ``readable``.)"""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.buffers = [tb for tb in self.buffers
+                            if len(tb) or tb.lost() != tb.lost_told or tb.alive()]
+            if self.queue is not None:
+                self.queue.cap = self._queue_cap()
+        finally:
+            self._lock.release()
 
     def consume(self) -> list[tuple[ThreadBuffer, list]]:
         """Take every record written so far (trace_pipe)."""

@@ -14,9 +14,10 @@ import time
 from .. import ftrace
 from ..errors import TraceError
 from ..ftrace import FilterHash, FtraceOps
-from . import output
-from .function import FunctionOps, FunctionReader
-from .function_graph import GraphOps, GraphReader
+from . import text as output
+from .function import FunctionOps
+from .function_graph import GraphOps
+from .text import FunctionReader, GraphReader
 from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
 
 # name -> (ops class, reader class); nop has neither.
@@ -47,7 +48,6 @@ class TraceInstance:
         self.options = dict(OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader = None
-        self._lost_reported: dict[int, int] = {}
 
     @property
     def tracing_on(self) -> bool:
@@ -145,7 +145,6 @@ class TraceInstance:
         with self.lock:
             self.buffer.reset()
             self._pipe_reader = None
-            self._lost_reported.clear()
 
     def read_pipe(self, final: bool = False) -> str:
         """Consume what has been written since the last pipe read (``trace_pipe``)."""
@@ -156,10 +155,10 @@ class TraceInstance:
             per_thread = self.buffer.consume()
             parts = []
             for tb in self.buffer.buffers:
-                lost = tb.lost()
-                if lost > self._lost_reported.get(id(tb), 0):
-                    parts.append(output.lost_line(tb, lost - self._lost_reported.get(id(tb), 0)))
-                    self._lost_reported[id(tb)] = lost
+                lost = tb.lost() - tb.lost_told
+                if lost > 0:
+                    parts.append(output.lost_line(tb, lost))
+                    tb.lost_told += lost
             parts.extend(reader.lines(per_thread))
             if final:
                 parts.extend(reader.flush())

@@ -1,0 +1,328 @@
+"""The raw record format: what a ring buffer's records become on their way
+out of the traced process (``Ring.take_raw``), and how a reader decodes them.
+
+The kernel's ``trace_pipe_raw`` ships ring-buffer pages that
+libtraceevent decodes with the events' formats; here one ring's records are
+encoded into bytes by the hot path's ``Encoder`` (C in ``_ctrampolines``,
+Python in ``pytrampolines``, both to this layout), and decoded by
+``decode_records`` in the reader.  Objects a record points at -- code
+objects, probe events, exception types -- travel as ids (``REF``) that the
+stream describes once each (see ``tracers/stream.py``).
+
+Every number is little-endian.  A record::
+
+    u8 type, u8 kind, i64 timestamp (ns, CLOCK_MONOTONIC)
+    FUNC          u32 code, u32 caller (0: none)                  the function tracer
+    GRAPH         u32 code [, u32 exception type if kind=UNWIND]   function_graph; kind
+                                                                  is ENTRY ... THROW
+    EVENT         u32 event, u32 code, u32 offset, u32 n, n VALUEs a probe hit
+    EVENT_RETURN  u32 event, u32 caller (0: none), u32 offset,     a return probe hit
+                  u32 code, u32 raised (0: returned), u32 n, n VALUEs
+
+A VALUE is a u8 tag, then::
+
+    FAULT NONE TRUE FALSE   nothing
+    INT                     i64
+    UINT                    u64
+    BIGINT                  u32 n, n bytes (two's complement)
+    FLOAT                   f64
+    COMPLEX                 f64 real, f64 imaginary
+    STR SHOWN               u32 n, n bytes of UTF-8 (surrogates passed)
+    BYTES                   u32 n, n bytes
+    REF                     u32 id (a code object)
+    TUPLE                   u32 n, n VALUEs (an array type's elements)
+    TOOBIG                  i64 bits (an int too large to keep: a fault)
+
+Strings and bytes are cut to MAX_STRING, as the kernel's string fetches stop
+at MAX_STRING_SIZE.  ``SHOWN`` is a value kept as its safe text (a mutable
+object at fetch time).
+"""
+
+from __future__ import annotations
+
+import struct
+from types import CodeType
+
+
+class Shown(str):
+    """A value kept as its safe text: it was not immutable when fetched."""
+    __slots__ = ()
+
+FUNC, GRAPH, EVENT, EVENT_RETURN = 1, 2, 3, 4
+(FAULT, NONE, TRUE, FALSE, INT, UINT, BIGINT, FLOAT, COMPLEX, STR, SHOWN, BYTES, REF, TUPLE,
+ TOOBIG) = range(15)
+# A GRAPH record's kind: function_graph's events (tracers.function_graph).
+ENTRY, RESUME, RETURN, YIELD, UNWIND, THROW = range(6)
+ENTER_KINDS = (ENTRY, RESUME, THROW)        # those that (re)enter a frame
+MAX_STRING = 4096
+MAX_INT_BYTES = 1024
+MAX_NESTED = 4
+
+_HEAD = struct.Struct("<BBq")
+_U32 = struct.Struct("<I")
+_U32X2 = struct.Struct("<II")
+_U32X3 = struct.Struct("<III")
+_U32X4 = struct.Struct("<IIII")
+_U32X5 = struct.Struct("<IIIII")
+_U32X6 = struct.Struct("<IIIIII")
+_I64 = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+_F64X2 = struct.Struct("<dd")
+
+
+# The raw stream's messages a ring's page holds (tracers/stream.py has them all).
+MSG_RECORDS, MSG_LOST = 4, 5
+_MSG_HEAD = struct.Struct("<IB")
+_RECORDS_HEAD = struct.Struct("<IqI")
+_LOST_BODY = struct.Struct("<Iq")
+
+
+def page(key: int, lost: int, first: int, count: int, records: bytes) -> bytes:
+    """A ring's page: LOST (if records were overwritten since the last
+    page), then RECORDS; b"" if there is nothing to say."""
+    out = b""
+    if lost > 0:
+        out = _MSG_HEAD.pack(1 + _LOST_BODY.size, MSG_LOST) + _LOST_BODY.pack(key, lost)
+    if count:
+        out += _MSG_HEAD.pack(1 + _RECORDS_HEAD.size + len(records), MSG_RECORDS) \
+            + _RECORDS_HEAD.pack(key, first, count) + records
+    return out
+
+
+# ---------------------------------------------------------------- encoding (the Python twin)
+
+class Encoder:
+    """Ids for what records point at; the Python twin of ``_ctrampolines.Encoder``.
+
+    ``fault`` is the value of a fetch that failed, ``shown`` the type of a
+    value kept as its safe text, ``fallback(value) -> str`` the text of any
+    other kind of value."""
+
+    def __init__(self, fault: object, shown: type, fallback) -> None:
+        self.fault = fault
+        self.shown = shown
+        self.fallback = fallback
+        self._ids: dict[int, int] = {}
+        self._objs: list[object] = []       # kept alive: an id never names two objects
+
+    def ref(self, obj: object) -> int:
+        if obj is None:
+            return 0
+        i = self._ids.get(id(obj))
+        if i is None:
+            self._objs.append(obj)
+            i = self._ids[id(obj)] = len(self._objs)
+        return i
+
+    def refs(self, start: int) -> list[tuple[int, object]]:
+        """[(id, object)]: what ids start+1, start+2, ... name."""
+        return [(i + 1, o) for i, o in enumerate(self._objs[start:], start)]
+
+    def record(self, out: bytearray, rec: tuple) -> None:
+        """Append one record, in the Python ring's tuple form (``seq, ts, ...``)."""
+        ts, a = rec[1], rec[2]
+        if a.__class__ is CodeType:
+            out += _HEAD.pack(FUNC, 0, ts) + _U32X2.pack(self.ref(a), self.ref(rec[3]))
+        elif a.__class__ is int:
+            out += _HEAD.pack(GRAPH, a, ts) + _U32.pack(self.ref(rec[3]))
+            if len(rec) > 4:
+                out += _U32.pack(self.ref(rec[4]))
+        else:
+            site, values = rec[3], rec[4]
+            if len(site) == 4:
+                out += _HEAD.pack(EVENT_RETURN, 0, ts) + _U32X6.pack(
+                    self.ref(a), self.ref(site[0]), site[1], self.ref(site[2]),
+                    self.ref(site[3]), len(values))
+            else:
+                out += _HEAD.pack(EVENT, 0, ts) + _U32X4.pack(
+                    self.ref(a), self.ref(site[0]), site[1], len(values))
+            for v in values:
+                mark = len(out)
+                try:
+                    self.value(out, v, 0)
+                except Exception:
+                    del out[mark:]
+                    out.append(FAULT)
+
+    def value(self, out: bytearray, v: object, depth: int) -> None:
+        t = v.__class__
+        if v is self.fault:
+            out.append(FAULT)
+        elif v is None:
+            out.append(NONE)
+        elif t is bool:
+            out.append(TRUE if v else FALSE)
+        elif t is int:
+            if -(1 << 63) <= v < 1 << 63:
+                out.append(INT)
+                out += _I64.pack(v)
+            else:
+                bits = v.bit_length()
+                n = bits // 8 + 1
+                if n > MAX_INT_BYTES:
+                    out.append(TOOBIG)
+                    out += _I64.pack(bits)
+                else:
+                    out.append(BIGINT)
+                    out += _U32.pack(n) + v.to_bytes(n, "little", signed=True)
+        elif t is float:
+            out.append(FLOAT)
+            out += _F64.pack(v)
+        elif t is str or t is self.shown:
+            data = str.__str__(v)[:MAX_STRING].encode("utf-8", "surrogatepass")
+            out.append(STR if t is str else SHOWN)
+            out += _U32.pack(len(data)) + data
+        elif t is bytes:
+            data = v[:MAX_STRING]
+            out.append(BYTES)
+            out += _U32.pack(len(data)) + data
+        elif t is complex:
+            out.append(COMPLEX)
+            out += _F64X2.pack(v.real, v.imag)
+        elif t is CodeType:
+            out.append(REF)
+            out += _U32.pack(self.ref(v))
+        elif t is tuple and depth < MAX_NESTED:
+            out.append(TUPLE)
+            out += _U32.pack(len(v))
+            for item in v:
+                self.value(out, item, depth + 1)
+        else:
+            try:
+                text = self.fallback(v)
+            except Exception:
+                text = None
+            if type(text) is not str:
+                out.append(FAULT)
+            else:
+                data = text[:MAX_STRING].encode("utf-8", "surrogatepass")
+                out.append(SHOWN)
+                out += _U32.pack(len(data)) + data
+
+
+# ---------------------------------------------------------------- decoding (the reader)
+
+class FaultValue:
+    """A value that could not be fetched or kept (prints ``(fault)``)."""
+    __slots__ = ("why",)
+
+    def __init__(self, why: str = "") -> None:
+        self.why = why
+
+    def __repr__(self) -> str:
+        return "(fault)"
+
+
+FAULT_VALUE = FaultValue()
+
+
+class CodeInfo:
+    """What a reader knows of a code object of the traced process, under the
+    code object's own attribute names where it has them (the tracers' readers
+    format either)."""
+    __slots__ = ("module", "co_qualname", "co_filename", "co_firstlineno", "params")
+
+    def __init__(self, module: str | None, qualname: str, filename: str, firstlineno: int,
+                 params: tuple[str, ...]) -> None:
+        self.module = module
+        self.co_qualname = qualname
+        self.co_filename = filename
+        self.co_firstlineno = firstlineno
+        self.params = params
+
+    @property
+    def name(self) -> str:
+        """``MOD:QUALNAME`` (just the qualified name when its module is not known)."""
+        return f"{self.module}:{self.co_qualname}" if self.module else self.co_qualname
+
+    def __repr__(self) -> str:
+        return f"<CodeInfo {self.name}>"
+
+
+def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq: int) -> list[tuple]:
+    """Records as the in-process rings give them: ``(seq, ts, code, caller)``,
+    ``(seq, ts, kind, code[, exception])`` or ``(seq, ts, event, site, values)``,
+    with every id replaced by what ``refs`` says it is (None for 0)."""
+    out = []
+    pos = 0
+    end = len(data)
+    get = refs.get
+    seq = first_seq
+    head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
+    while pos < end:
+        rtype, kind, ts = head(data, pos)
+        pos += 10
+        if rtype == FUNC:
+            code, caller = u2(data, pos)
+            pos += 8
+            out.append((seq, ts, get(code), get(caller)))
+        elif rtype == GRAPH:
+            code = get(_U32.unpack_from(data, pos)[0])
+            pos += 4
+            if kind == UNWIND:
+                out.append((seq, ts, kind, code, get(_U32.unpack_from(data, pos)[0])))
+                pos += 4
+            else:
+                out.append((seq, ts, kind, code))
+        elif rtype == EVENT:
+            event, code, offset, n = u4(data, pos)
+            pos += 16
+            values, pos = _values(data, pos, n, get)
+            out.append((seq, ts, get(event), (get(code), offset), values))
+        elif rtype == EVENT_RETURN:
+            event, caller, offset, code, raised, n = u6(data, pos)
+            pos += 24
+            values, pos = _values(data, pos, n, get)
+            out.append((seq, ts, get(event), (get(caller), offset, get(code), get(raised)), values))
+        else:
+            raise ValueError(f"unknown record type {rtype} at byte {pos - 10}")
+        seq += 1
+    return out
+
+
+def _values(data, pos: int, n: int, get) -> tuple[tuple, int]:
+    values = []
+    for _ in range(n):
+        v, pos = _value(data, pos, get)
+        values.append(v)
+    return tuple(values), pos
+
+
+def _value(data, pos: int, get) -> tuple[object, int]:
+    tag = data[pos]
+    pos += 1
+    if tag == INT:
+        return _I64.unpack_from(data, pos)[0], pos + 8
+    if tag == STR or tag == SHOWN:
+        n = _U32.unpack_from(data, pos)[0]
+        text = bytes(data[pos + 4:pos + 4 + n]).decode("utf-8", "surrogatepass")
+        return (text if tag == STR else Shown(text)), pos + 4 + n
+    if tag == FAULT:
+        return FAULT_VALUE, pos
+    if tag == NONE:
+        return None, pos
+    if tag == TRUE or tag == FALSE:
+        return tag == TRUE, pos
+    if tag == UINT:
+        return _U64.unpack_from(data, pos)[0], pos + 8
+    if tag == FLOAT:
+        return _F64.unpack_from(data, pos)[0], pos + 8
+    if tag == BIGINT:
+        n = _U32.unpack_from(data, pos)[0]
+        return int.from_bytes(data[pos + 4:pos + 4 + n], "little", signed=True), pos + 4 + n
+    if tag == BYTES:
+        n = _U32.unpack_from(data, pos)[0]
+        return bytes(data[pos + 4:pos + 4 + n]), pos + 4 + n
+    if tag == COMPLEX:
+        re, im = _F64X2.unpack_from(data, pos)
+        return complex(re, im), pos + 16
+    if tag == REF:
+        return get(_U32.unpack_from(data, pos)[0]), pos + 4
+    if tag == TUPLE:
+        n = _U32.unpack_from(data, pos)[0]
+        return _values(data, pos + 4, n, get)
+    if tag == TOOBIG:
+        bits = _I64.unpack_from(data, pos)[0]
+        return FaultValue(f"an int of {bits} bits"), pos + 8
+    raise ValueError(f"unknown value tag {tag} at byte {pos - 1}")

@@ -1,0 +1,161 @@
+"""Decoding raw streams (``tracers/stream.py``) into the records the text
+readers and the exporters take: per traced process, what its ids mean, its
+threads and its tracer, and its records drain by drain."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from ..events.event_format import EventFormat
+from ..raw import CodeInfo, decode_records
+from ..tracers import stream as msg
+
+_MSG = struct.Struct("<IB")
+_RECORDS = struct.Struct("<IqI")
+_LOST = struct.Struct("<Iq")
+
+
+class ThreadInfo:
+    """A thread of a traced process, as its stream describes it."""
+    __slots__ = ("key", "tid", "name", "process")
+
+    def __init__(self, key: int, tid: int, name: str, process: ProcessStream) -> None:
+        self.key = key
+        self.tid = tid
+        self.name = name
+        self.process = process
+
+    def task_name(self) -> str:
+        return self.name
+
+
+class ProcessStream:
+    """One traced process's stream, decoded as it comes.
+
+    ``batch`` collects the drain in progress: ``(thread, lost, records)``
+    items, in the order they came."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.hello: dict = {}
+        self.refs: dict[int, object] = {}
+        self.threads: dict[int, ThreadInfo] = {}
+        self.tracer = "nop"
+        self.options: dict[str, bool] = {}
+        self.ended: str | None = None       # END's reason; None: cut (the process was killed)
+        self.batch: list[tuple[ThreadInfo, int, list]] = []
+        self.lost = 0
+
+    @property
+    def pid(self) -> int:
+        return self.hello.get("pid", 0)
+
+    def _thread(self, key: int) -> ThreadInfo:
+        thread = self.threads.get(key)
+        if thread is None:      # not described (a stream read from its middle)
+            thread = self.threads[key] = _unknown_thread(key, self)
+        return thread
+
+    def feed(self, payload: bytes, sink) -> None:
+        """Decode one frame's messages, telling ``sink`` (see ``Sink``)."""
+        view = memoryview(payload)
+        pos, end = 0, len(view)
+        while pos < end:
+            length, kind = _MSG.unpack_from(view, pos)
+            body = view[pos + _MSG.size:pos + 4 + length]
+            pos += 4 + length
+            self._message(kind, body, sink)
+
+    def _message(self, kind: int, body: memoryview, sink) -> None:
+        if kind == msg.RECORDS:
+            key, first, count = _RECORDS.unpack_from(body)
+            records = decode_records(body[_RECORDS.size:], self.refs, first)
+            self.batch.append((self._thread(key), 0, records))
+        elif kind == msg.LOST:
+            key, count = _LOST.unpack_from(body)
+            self.lost += count
+            self.batch.append((self._thread(key), count, []))
+        elif kind == msg.BATCH:
+            batch, self.batch = self.batch, []
+            sink.batch(self, batch)
+        elif kind == msg.REFS:
+            for ref in json.loads(bytes(body)):
+                self.refs[ref[0]] = _ref(ref[1:])
+        elif kind == msg.THREAD:
+            t = json.loads(bytes(body))
+            thread = self.threads.get(t["key"])
+            if thread is None:
+                self.threads[t["key"]] = ThreadInfo(t["key"], t["tid"], t["name"], self)
+            else:
+                thread.name = t["name"]     # renamed: its records from here on
+                thread.tid = t["tid"]
+        elif kind == msg.HELLO:
+            self.hello = json.loads(bytes(body))
+            self.tracer, self.options = self.hello["tracer"], self.hello["options"]
+            sink.start(self)
+        elif kind == msg.TRACER:
+            t = json.loads(bytes(body))
+            self.tracer, self.options = t["tracer"], t["options"]
+            sink.tracer(self)
+        elif kind == msg.END:
+            self.ended = json.loads(bytes(body)).get("why", "end")
+            sink.end(self)
+        # An unknown kind is skipped: a newer agent may say more than this reader knows.
+
+
+def _unknown_thread(key: int, process: ProcessStream) -> ThreadInfo:
+    return ThreadInfo(key, 0, f"thread-{key}", process)
+
+
+def _ref(desc: list) -> object:
+    kind = desc[0]
+    if kind == "code":
+        module, qualname, filename, firstlineno, params = desc[1:6]
+        return CodeInfo(module, qualname, filename, firstlineno, tuple(params))
+    if kind == "event":
+        try:
+            return EventFormat.from_definition(desc[3])
+        except Exception:       # a definition this reader cannot parse: its lines say so
+            return _UnknownEvent(desc[2])
+    return desc[1]
+
+
+class _UnknownEvent:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.faults = 0
+
+    def line(self, site, values) -> str:
+        self.faults += 1
+        return f"{self.name}: (fault)"
+
+
+class Sink:
+    """What a stream's reader is told (the text report, the exporters)."""
+
+    def start(self, stream: ProcessStream) -> None:
+        """HELLO: a process's stream begins."""
+
+    def tracer(self, stream: ProcessStream) -> None:
+        """Its tracer or trace options changed."""
+
+    def batch(self, stream: ProcessStream, items: list[tuple[ThreadInfo, int, list]]) -> None:
+        """One drain: ``(thread, lost, records)`` in order."""
+
+    def end(self, stream: ProcessStream) -> None:
+        """END: the stream is complete."""
+
+
+class Streams:
+    """Every stream of a recording, fed frame by frame to one sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.streams: dict[int, ProcessStream] = {}
+
+    def frame(self, number: int, payload: bytes) -> None:
+        stream = self.streams.get(number)
+        if stream is None:
+            stream = self.streams[number] = ProcessStream(number)
+        stream.feed(payload, self.sink)

@@ -1,0 +1,138 @@
+"""The raw stream: a trace instance's records, out of the process as they are.
+
+What the agent writes to its reader (``fentry run``'s pipe, a ``pipe``
+connection, the collector of ``--follow``) and what ``fentry record`` keeps
+in its file: as ``trace-cmd record`` splices raw ring-buffer pages and copies
+once the formats, kallsyms and saved_cmdlines that decode them.  Nothing is
+formatted here; ``fentry/report`` turns it into text and other formats.
+
+A stream is a sequence of messages, each ``u32 length, u8 type, payload``
+(``length`` counts the type byte and the payload; little-endian)::
+
+    HELLO    JSON  who is talking: pid, python, hot path, clock, tracer, options
+    REFS     JSON  [[id, "code", module, qualname, file, firstline, [params]],
+                    [id, "event", group, name, definition],
+                    [id, "name", text], ...]: what record ids point at, once each
+    THREAD   JSON  {"key", "tid", "name"}: a thread's buffer, first seen or renamed
+    RECORDS  bin   u32 key, i64 first seq, u32 count, then the records (raw.py)
+    LOST     bin   u32 key, i64 count: that many of the thread's records were
+                   overwritten before they could be read (here, in order)
+    BATCH    -     the end of one drain: a reader may merge what came by time
+    TRACER   JSON  {"tracer", "options"}: the tracer or its options changed
+    END      JSON  {"why"}: the stream is complete (a stream without it was cut)
+
+Every description (REFS, THREAD) comes before the first record that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import time
+from types import CodeType
+
+from ..symbols import SYMBOLS
+from ..raw import MSG_LOST, MSG_RECORDS
+
+HELLO, REFS, THREAD, BATCH, TRACER, END = 1, 2, 3, 6, 7, 8
+RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)
+FORMAT_VERSION = 1
+
+_MSG = struct.Struct("<IB")
+
+
+def message(kind: int, payload: bytes = b"") -> bytes:
+    return _MSG.pack(len(payload) + 1, kind) + payload
+
+
+def json_message(kind: int, obj: object) -> bytes:
+    return message(kind, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def describe(obj: object) -> list:
+    """What a record id points at, as a reader needs it."""
+    if type(obj) is CodeType:
+        sym = SYMBOLS.lookup(obj)
+        n = obj.co_argcount + obj.co_kwonlyargcount + bool(obj.co_flags & 0x04) \
+            + bool(obj.co_flags & 0x08)
+        return ["code", sym.module if sym is not None else None, obj.co_qualname,
+                obj.co_filename, obj.co_firstlineno, list(obj.co_varnames[:n])]
+    described = getattr(obj, "raw_description", None)
+    if described is not None:           # a probe event
+        return described()
+    if isinstance(obj, type):           # an exception type (function_graph's unwind)
+        return ["name", obj.__name__]
+    return ["name", str(obj)]
+
+
+class RawStream:
+    """One reader's stream of an instance's records.
+
+    ``drain()`` takes every record written since the last drain (a consuming
+    read, as ``trace_pipe_raw``) and returns the messages that carry them,
+    with whatever this reader has not been told yet.  While a RawStream is
+    open, threads move their records into the instance's page queue
+    themselves when their buffer is half full (``RingBuffer.start_raw``);
+    ``wake`` is readable when a page waits.  ``close()`` when done."""
+
+    def __init__(self, instance, make_encoder) -> None:
+        self.instance = instance
+        self.buffer = instance.buffer
+        self.queue, self.wake = self.buffer.start_raw(make_encoder)
+        self.refs_told = 0
+        self.names: dict[int, str] = {}         # thread key -> the name last told
+        self.tracer: tuple | None = None
+        self.closed = False
+
+    def hello(self, header: bool) -> bytes:
+        """The stream's first message; ``header``: the reader starts its text
+        with the tracer's header (``fentry run``, ``attach``; not a bare pipe)."""
+        inst = self.instance
+        self.tracer = (inst.tracer, dict(inst.options))
+        return json_message(HELLO, {
+            "format": FORMAT_VERSION, "header": header, "pid": os.getpid(), "ppid": os.getppid(),
+            "argv": list(sys.orig_argv), "python": sys.version.split()[0],
+            "clock": "CLOCK_MONOTONIC", "wall_minus_clock_ns": time.time_ns() - time.perf_counter_ns(),
+            "tracer": inst.tracer, "options": inst.options})
+
+    def end(self, why: str) -> bytes:
+        return json_message(END, {"why": why})
+
+    def drain(self) -> bytes:
+        """Everything written since the last drain, as messages (b"" if nothing)."""
+        inst = self.instance
+        out = bytearray()
+        tracer = (inst.tracer, dict(inst.options))
+        if tracer != self.tracer:
+            self.tracer = tracer
+            out += json_message(TRACER, {"tracer": tracer[0], "options": tracer[1]})
+        buffers = self.buffer.readable()
+        # Every page goes through the queue, the writers' and these alike:
+        # each thread's pages stay in the order they were made.
+        for tb in buffers:
+            tb.flush()
+        pages = self.queue.take()
+        if pages:
+            # (Read again: a thread that came since may have a page there.)
+            for tb in self.buffer.readable():
+                name = tb.task_name()
+                if self.names.get(tb.key) != name:
+                    self.names[tb.key] = name
+                    out += json_message(THREAD, {"key": tb.key, "tid": tb.tid, "name": name})
+            refs = self.queue.encoder.refs(self.refs_told)
+            if refs:
+                self.refs_told += len(refs)
+                out += json_message(REFS, [[i, *describe(o)] for i, o in refs])
+            for page in pages:
+                out += page
+            out += message(BATCH)
+        self.buffer.release_ended()
+        return bytes(out)
+
+    def close(self) -> None:
+        """The reader is done: with the last one, buffers keep their records again."""
+        if not self.closed:
+            self.closed = True
+            self.buffer.stop_raw()

@@ -1,0 +1,260 @@
+"""Text: the kernel's trace formats, made when a trace is read.
+
+The readers turn records -- from the in-process rings, or decoded from the
+raw stream by a reader outside the process (``fentry/report``) -- into the
+kernel's lines: ``FunctionReader`` for the function tracer (and probe events
+alone), ``GraphReader`` for function_graph.  Formatting happens here, when
+the trace is read, never when it is recorded.  A record's code is a code
+object or the reader's ``raw.CodeInfo``; its thread is a ring buffer's
+``ThreadBuffer`` or the reader's thread: both have ``tid`` and ``task_name()``.
+"""
+
+from __future__ import annotations
+
+from ..raw import ENTER_KINDS, UNWIND, YIELD
+
+def task(tb) -> str:
+    """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
+    return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
+
+
+def event_line(prefix: str, rec: tuple) -> str:
+    """A probe event's record, ``(seq, ts, event, site, values)``: the event
+    formats its own part (its print fmt), after the usual prefix."""
+    ts = rec[1]
+    return f"{prefix} {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: {rec[2].line(rec[3], rec[4])}\n"
+
+
+def is_event(rec: tuple) -> bool:
+    """function_graph records hold a kind number third; events hold the event."""
+    return rec[2].__class__ is not int
+
+
+def merge_lines(stamps: list[list[int]], texts: list[list[str]]) -> list[str]:
+    """Lines of several threads, in timestamp order (each thread's already is)."""
+    if len(texts) == 1:
+        return texts[0]
+    all_stamps = [t for s in stamps for t in s]
+    all_texts = [t for s in texts for t in s]
+    # Timsort merges the per-thread runs in C: cheaper than heapq.merge here.
+    order = sorted(range(len(all_stamps)), key=all_stamps.__getitem__)
+    return [all_texts[i] for i in order]
+
+
+def lost_line(tb, lost: int) -> str:
+    return f"TID:{tb.tid} [LOST {lost} EVENTS]\n"
+
+
+def buffer_header(tracer: str, in_buffer: int, written: int, threads: int) -> str:
+    return (f"# tracer: {tracer}\n"
+            "#\n"
+            f"# entries-in-buffer/entries-written: {in_buffer}/{written}   #P:{threads}\n"
+            "#\n")
+
+
+FUNCTION_COLUMNS = (
+    "#                                _-----=> irqs-off/BH-disabled\n"
+    "#                               / _----=> need-resched\n"
+    "#                              | / _---=> hardirq/softirq\n"
+    "#                              || / _--=> preempt-depth\n"
+    "#                              ||| / _-=> migrate-disable\n"
+    "#                              |||| /     delay\n"
+    "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION\n"
+    "#              | |         |   |||||     |         |\n"
+    "# (TASK is the thread name, PID its native thread id; Python threads have\n"
+    "#  no CPU or irq state, so CPU# is always 000 and the flags always .....)\n"
+)
+
+
+class FunctionReader:
+    """Formats function records: ``task-tid [000] ..... ts: func <-parent``.
+
+    This is where the trace's cost is paid, so it is written for speed: one
+    format string per thread, one comprehension per thread's records.
+    """
+
+    def __init__(self, options: dict[str, bool]) -> None:
+        self.parent = options.get("print-parent", True)
+
+    def header(self) -> str:
+        return FUNCTION_COLUMNS
+
+    def lines(self, per_thread: list[tuple[object, list]]) -> list[str]:
+        texts, stamps = [], []
+        for tb, records in per_thread:
+            prefix = task(tb) + " [000] ....."
+            if self.parent:
+                fmt = prefix + " %5d.%06d: %s <-%s\n"
+                texts.append([fmt % (r[1] // 1_000_000_000, r[1] // 1000 % 1_000_000, r[2].co_qualname,
+                                     "<top>" if r[3] is None else r[3].co_qualname)
+                              if len(r) == 4 else event_line(prefix, r)
+                              for r in records])
+            else:
+                fmt = prefix + " %5d.%06d: %s\n"
+                texts.append([fmt % (r[1] // 1_000_000_000, r[1] // 1000 % 1_000_000, r[2].co_qualname)
+                              if len(r) == 4 else event_line(prefix, r)
+                              for r in records])
+            stamps.append([rec[1] for rec in records])
+        return merge_lines(stamps, texts)
+
+    def flush(self) -> list[str]:
+        return []
+
+
+# The header's columns, each shown or not by its option: the thread
+# (funcgraph-proc), the duration (funcgraph-duration), the calls.
+_HEADER = (("       TASK/TID        ", " DURATION                 ", " FUNCTION CALLS"),
+           ("          |  |         ", "  |   |                   ", "  |   |   |   |"))
+
+_MARKS = ((1_000_000_000, "$"), (100_000_000, "@"), (10_000_000, "*"),
+          (1_000_000, "#"), (100_000, "!"), (10_000, "+"))
+NO_DURATION = " " * 14
+
+
+def duration(ns: int) -> str:
+    """The kernel's duration column: mark, usecs with up to 7 digits, `` us ``, padding."""
+    mark = " "
+    for limit, m in _MARKS:
+        if ns > limit:
+            mark = m
+            break
+    usecs = str(ns // 1000)
+    text = usecs
+    if len(usecs) < 7:
+        text += "." + f"{ns % 1000:03d}"[:7 - len(usecs)]
+    return f"{mark} {text} us " + " " * max(0, 8 - len(text))
+
+
+class _ThreadState:
+    __slots__ = ("stack", "pending", "task")
+
+    def __init__(self, tb) -> None:
+        self.stack: list[tuple[object, int]] = []
+        self.pending: tuple | None = None    # a trailing entry: leaf or not, not known yet
+        self.task = task(tb)
+
+
+class GraphReader:
+    """Turns graph records into the kernel's function_graph text.
+
+    Keeps per-thread nesting across reads, so trace_pipe can feed it batch by
+    batch; an entry whose next record is not there yet waits one read.
+    """
+
+    def __init__(self, options: dict[str, bool]) -> None:
+        self.tail = options.get("funcgraph-tail", False)
+        self.show_duration = options.get("funcgraph-duration", True)
+        self.show_task = options.get("funcgraph-proc", True)
+        self.threads: dict[int, _ThreadState] = {}
+
+    def header(self) -> str:
+        """The column heads, of the columns the options show."""
+        heads = []
+        for task, dur, func in _HEADER:
+            heads.append("#" + (task if self.show_task else "")
+                         + (dur if self.show_duration else "") + func + "\n")
+        return "".join(heads)
+
+    def _state(self, tb) -> _ThreadState:
+        st = self.threads.get(id(tb))
+        if st is None:
+            st = self.threads[id(tb)] = _ThreadState(tb)
+        return st
+
+    def _line(self, st: _ThreadState, dur: str, depth: int, text: str) -> str:
+        task = st.task + "| " if self.show_task else " "
+        if self.show_duration:
+            return f"{task}{dur}|  {'  ' * depth}{text}\n"
+        return f"{task} {'  ' * depth}{text}\n"
+
+    def _thread_lines(self, st: _ThreadState, records: list) -> list[tuple[int, str]]:
+        """(timestamp, line) for one thread's records, in order."""
+        out = []
+        stack = st.stack
+        if st.pending is not None:
+            records = [st.pending] + records
+            st.pending = None
+        n = len(records)
+        i = 0
+        while i < n:
+            rec = records[i]
+            kind, code, ts = rec[2], rec[3], rec[1]
+            if is_event(rec):     # a probe event: a comment where it happened
+                out.append((ts, self._line(st, NO_DURATION, len(stack),
+                                           f"/* {kind.line(rec[3], rec[4])} */")))
+            elif kind in ENTER_KINDS:
+                nxt = records[i + 1] if i + 1 < n else None
+                if nxt is None:
+                    st.pending = rec
+                    break
+                if nxt[3] is code and nxt[2] not in ENTER_KINDS:
+                    out.append((ts, self._leaf(st, len(stack), code, nxt, nxt[1] - ts)))
+                    i += 2
+                    continue
+                out.append((ts, self._line(st, NO_DURATION, len(stack), f"{code.co_qualname}() {{")))
+                stack.append((code, ts))
+            else:
+                line = self._exit(st, rec)
+                if line is not None:
+                    out.append((ts, line))
+            i += 1
+        return out
+
+    def _leaf(self, st, depth, code, exit_rec, ns) -> str:
+        text = f"{code.co_qualname}();"
+        if exit_rec[2] == UNWIND:
+            text += f" /* raised {_name(exit_rec[4])} */"
+        elif exit_rec[2] == YIELD:
+            text += " /* yield */"
+        return self._line(st, duration(ns), depth, text)
+
+    def _exit(self, st: _ThreadState, rec: tuple) -> str | None:
+        """The exit's line; None for the exit of a call whose entry was never
+        seen (traced from inside it, or its entry lost): as the kernel's
+        return hook exists only for entries it saw."""
+        kind, code, ts = rec[2], rec[3], rec[1]
+        stack = st.stack
+        if not stack or stack[-1][0] is not code:
+            if not any(c is code for c, _ in stack):
+                return None
+            # Frames above this one whose exits we never saw (lost events) are closed with it.
+            while stack[-1][0] is not code:
+                stack.pop()
+        _, start = stack.pop()
+        dur = duration(ts - start)
+        text = "}"
+        if kind == UNWIND:
+            text += f" /* {code.co_qualname} raised {_name(rec[4])} */"
+        elif kind == YIELD:
+            text += f" /* {code.co_qualname} yield */" if self.tail else " /* yield */"
+        elif self.tail:
+            text += f" /* {code.co_qualname} */"
+        return self._line(st, dur, len(stack), text)
+
+    def lines(self, per_thread: list[tuple[object, list]]) -> list[str]:
+        streams = [self._thread_lines(self._state(tb), records) for tb, records in per_thread]
+        seen = {id(tb) for tb, _ in per_thread}
+        # A pending entry of a thread that wrote nothing since: not a leaf after all.
+        for key, st in self.threads.items():
+            if key not in seen and st.pending is not None:
+                streams.append(self._open(st))
+        return _merge(streams)
+
+    def _open(self, st: _ThreadState) -> list[tuple[int, str]]:
+        rec, st.pending = st.pending, None
+        line = self._line(st, NO_DURATION, len(st.stack), f"{rec[3].co_qualname}() {{")
+        st.stack.append((rec[3], rec[1]))
+        return [(rec[1], line)]
+
+    def flush(self) -> list[str]:
+        return _merge([self._open(st) for st in self.threads.values() if st.pending is not None])
+
+
+def _merge(streams: list[list[tuple[int, str]]]) -> list[str]:
+    return merge_lines([[ts for ts, _ in s] for s in streams],
+                              [[line for _, line in s] for s in streams])
+
+
+def _name(exc_type) -> str:
+    """An exception type's name: the type in process, its name in a reader."""
+    return exc_type if type(exc_type) is str else getattr(exc_type, "__name__", "?")
