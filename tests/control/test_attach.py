@@ -3,7 +3,9 @@ plain python, checked as a user would, and from inside the target."""
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -544,3 +546,53 @@ def test_output_closed_by_its_reader_detaches_quietly(target):
     result, residue, _ = target.finish()
     check_result(result)
     check_no_residue(residue)
+
+
+BUSY_THREADS = os.path.join(os.path.dirname(LONGRUN), "busy.py")
+TAKE_LINE = re.compile(r"^ *(\S+)-\d+ +\[000\] \.\.\.\.\. +\d+\.\d{6}: take <-work$", re.M)
+
+
+def take_counts(path) -> collections.Counter:
+    body = [line for line in lines_of(path) if line and not line.startswith("#")]
+    tasks = TAKE_LINE.findall("\n".join(body))
+    assert len(tasks) == len(body), [line for line in body if not TAKE_LINE.match(line)][:5]
+    return collections.Counter(tasks)
+
+
+@pytest.mark.parametrize("how", ["attach", "pipe"])
+def test_nothing_is_lost_at_scale_when_attached(tmp_path, how):
+    """4 busy threads x 300,000 calls, traced by fentry attach or read by
+    fentry -p PID pipe, with the default buffer: every call arrives."""
+    out = tmp_path / "trace.txt"
+    proc = subprocess.Popen([sys.executable, BUSY_THREADS, "4", "300000", "wait"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        pid = str(proc.pid)
+        if how == "attach":
+            reader = fentry_bg("attach", pid, "-t", "function", "-l", "take", "-o", str(out))
+            wait_for(lambda: "attached" in (reader.stderr.readline() or "attached"), what="attach")
+        else:
+            for path, text in (("set_ftrace_filter", "take"), ("current_tracer", "function")):
+                got = fentry("-p", pid, "write", path, text)
+                assert got.returncode == 0, got.stderr
+            with open(out, "w") as f:
+                reader = subprocess.Popen([sys.executable, "-m", "fentry", "-p", pid, "pipe"], stdout=f,
+                                          stderr=subprocess.PIPE, text=True, env=env())
+            time.sleep(0.5)         # the stream is open
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "done\n"
+        interrupt(reader, timeout=60)
+        assert reader.returncode == 0
+        if how == "pipe":
+            assert fentry("-p", pid, "detach").returncode == 0
+        proc.stdin.write("end\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    assert "LOST" not in text
+    assert take_counts(out) == {f"b{k}": 300000 for k in range(4)}

@@ -154,3 +154,48 @@ def test_probes_and_a_tracer_in_one_trace(tmp_path):
     text = out.read_text()
     assert "line_total() {" in text or "line_total();" in text
     assert text.count("/* r_line_total_0: (") == 8
+
+
+HOSTILE = '''
+import sys
+class Bad:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+def big(n, obj, rec, s):
+    return 1
+rec = [1]
+rec.append(rec)
+d = {}
+d["self"] = d
+for i in range(3):
+    big(10**5000, Bad(), rec, "x" * 100000)
+    big(-2**200, d, (rec,), "\\u00e9\\udcff")
+print("done")
+'''
+
+
+def test_hostile_values_never_stop_the_trace(tmp_path):
+    """A huge int, an object whose repr fails, recursive containers, a huge
+    string and a lone surrogate: every event is there, what cannot be printed
+    is (fault), counted, and the program runs as it would."""
+    script = tmp_path / "hostile.py"
+    script.write_text(HOSTILE)
+    proc, trace = run(tmp_path, "-e", "p:g/big __main__:big n=n obj=obj rec=rec s=s t=s:string",
+                      program=(str(script),))
+    assert (proc.stdout, proc.returncode) == ("done\n", 0)
+    assert proc.stderr == "fentry run: 3 values could not be printed (shown as (fault))\n"
+    got = []
+    for line in trace.splitlines():
+        if ": big: (big+0x0) " in line:
+            parts = re.split(r" (n|obj|rec|s|t)=", " " + line.split(": big: (big+0x0) ", 1)[1])
+            got.append(dict(zip(parts[1::2], parts[2::2])))
+    assert len(got) == 6
+    for i, f in enumerate(got):
+        if i % 2 == 0:
+            assert f["n"] == "(fault)" and f["obj"] == "<__main__.Bad>"
+            assert f["rec"] == "[1, [1, [1, [...]]]]"
+            assert f["s"].endswith("...'") and len(f["s"]) <= 130
+            assert f["t"] == '"' + "x" * 4096 + '"'         # the kernel's MAX_STRING_SIZE
+        else:
+            assert f["n"] == str(-2**200) and f["obj"] == "{'self': {'self': {'self': {...}}}}"
+            assert f["s"] == "'\u00e9\\udcff'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -192,6 +193,36 @@ def test_a_long_trace_arrives_complete(tmp_path):
     got, trace = fentry_run(tmp_path, "-l", "tick", program=(script,))
     assert got.returncode == 0
     assert len(function_lines(trace)) == 200000
+
+
+BUSY = os.path.join(PROGRAMS, "busy.py")
+
+
+TAKE_LINE = re.compile(r"^ *(\S+)-\d+ +\[000\] \.\.\.\.\. +\d+\.\d{6}: take <-work\n", re.M)
+
+
+def take_counts(trace: str) -> collections.Counter:
+    """Lines of take() per task name; and no line may be anything else."""
+    body = "".join(line + "\n" for line in trace.splitlines() if line and not line.startswith("#"))
+    tasks = TAKE_LINE.findall(body)
+    assert len(tasks) == body.count("\n"), [line for line in body.splitlines()
+                                             if not TAKE_LINE.match(line + "\n")][:5]
+    return collections.Counter(tasks)
+
+
+@pytest.mark.parametrize("threads,calls", [(4, 300_000), (0, 1_000_000)], ids=["4x300k", "1x1M"])
+@pytest.mark.parametrize("where", ["-o", "stderr"])
+def test_nothing_is_lost_at_scale_with_the_default_buffer(tmp_path, threads, calls, where):
+    """Busy threads at full speed, the default buffer_size_kb: every call is
+    in the trace, under its thread's name, and no event is lost."""
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "take", program=(BUSY, str(threads), str(calls)),
+                            output=where == "-o")
+    assert got.returncode == 0, got.stderr[-2000:]
+    if where == "stderr":
+        trace = got.stderr.decode()
+    assert "LOST" not in trace
+    names = [f"b{k}" for k in range(threads)] or ["MainThread"]
+    assert take_counts(trace) == {name: calls for name in names}
 
 
 @pytest.mark.skipif(PURE_PYTHON, reason="pure Python can only catch SIGTERM with a Python-level "

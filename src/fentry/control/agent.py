@@ -27,6 +27,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -49,6 +50,7 @@ SIGTERM_STANDIN = signal.SIGRTMAX - 1
 DRAIN_INTERVAL = 0.02       # seconds between drains
 BUSY_DRAIN = 1 << 18        # bytes: a drain this large means busy threads; the next one comes at once
 EXIT_SEND_PATIENCE = 5.0    # seconds a pipe reader may take no data while the program ends
+SEND_TIMEOUT = 0.5          # seconds a send to a pipe reader blocks before it looks again
 
 
 class Streamer:
@@ -205,24 +207,28 @@ def _fd_sink(fd: int) -> Callable[[bytes, Callable[[], bool]], None]:
 def _socket_sink(sock: socket.socket) -> Callable[[bytes, Callable[[], bool]], None]:
     """A pipe connection: its reader may stop reading (then the buffers
     overwrite and count, as with no reader); once the program ends, a reader
-    that takes nothing for EXIT_SEND_PATIENCE is given up."""
-    fd = sock.fileno()
+    that takes nothing for EXIT_SEND_PATIENCE is given up.  Sends block, one
+    system call for a whole drain (the GIL is let go for all of it), and
+    wake every SEND_TIMEOUT to look at the clock."""
+    sock.setblocking(True)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                    struct.pack("ll", int(SEND_TIMEOUT), int(SEND_TIMEOUT % 1 * 1e6)))
 
     def sink(data: bytes, stopping: Callable[[], bool]) -> None:
         view = memoryview(data)
         idle_since = None
         while view:
-            if not select.select([], [fd], [], DRAIN_INTERVAL * 5)[1]:
-                if stopping():
-                    idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since > EXIT_SEND_PATIENCE:
-                        raise OSError("the reader took nothing")
-                continue
-            idle_since = None
             try:
-                view = view[sock.send(view, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT):]
-            except BlockingIOError:
-                pass
+                sent = sock.send(view, socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent:
+                view = view[sent:]
+                idle_since = None
+            elif stopping():
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > EXIT_SEND_PATIENCE:
+                    raise OSError("the reader took nothing")
     return sink
 
 

@@ -6,6 +6,7 @@ definition as the raw stream describes it.
 
 from __future__ import annotations
 
+from ..raw import FaultValue
 from .fetch import FAULT, field_names, render
 from .probe_parser import ProbeDefinition, parse_probe
 
@@ -53,6 +54,8 @@ class EventFormat:
         return f"{self.name}: {where}" + (f" {fields}" if fields else "")
 
     def _render(self, value: object, type_: str | None) -> str:
+        if type(value) is FaultValue and value.why:     # kept as a fault: too large
+            self.faults += 1
         try:
             return render(value, type_)
         except Exception:       # a huge int, a failing conversion: this value only
