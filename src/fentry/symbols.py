@@ -18,6 +18,11 @@ from types import CodeType, FunctionType, MethodType, ModuleType
 
 CO_OPTIMIZED = 0x0001        # inspect.CO_OPTIMIZED (inspect itself is slow to import)
 
+MAIN = "__main__"
+# A multiprocessing child started by spawn or forkserver runs the program's
+# main script as module __mp_main__: its functions go by __main__, as in the parent.
+MP_MAIN = "__mp_main__"
+
 # fentry's own code is never traced (the NOKPROBE_SYMBOL of fentry).
 FENTRY_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -29,6 +34,12 @@ class Symbol(namedtuple("Symbol", "module qualname code")):
     @property
     def name(self) -> str:
         return f"{self.module}:{self.qualname}"
+
+
+def module_name(name: str) -> str:
+    """The name a module's symbols go by: the module's own, but ``__main__``
+    for a multiprocessing child's ``__mp_main__``."""
+    return MAIN if name == MP_MAIN else name
 
 
 def is_function_code(code: CodeType) -> bool:
@@ -129,6 +140,7 @@ class SymbolTable:
 
     def add_code(self, code: CodeType, module: str, qualname: str | None = None) -> Symbol | None:
         """Name ``code`` (and the code nested in it) as belonging to ``module``."""
+        module = module_name(module)
         if is_fentry_module(module):
             return None
         sym = None
