@@ -145,6 +145,17 @@ def test_bad_definition_stops_fentry_run_before_the_program(tmp_path):
     assert caret.index("^") == command.index("$retval")
 
 
+def test_filter_on_a_missing_field_names_the_fields_there_are(tmp_path):
+    proc, _ = run(tmp_path, "-e", "p:shop/lt __main__:line_total item price=item.price:u32",
+                  "-f", "prize > 100")
+    assert proc.returncode == 2 and proc.stdout == ""
+    head, command, caret = proc.stderr.splitlines()[:3]
+    assert head.endswith("] event filter parse error: error: Field not found: 'prize' "
+                         "(fields: arg1, price, comm, common_pid)")
+    # the kernel's caret: one past the field's name
+    assert caret.index("^") == command.index("prize") + len("prize ")
+
+
 def test_probes_and_a_tracer_in_one_trace(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC)
     out = tmp_path / "t.txt"
