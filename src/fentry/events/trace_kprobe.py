@@ -300,6 +300,11 @@ def _field_before(text: str, pos: int) -> str | None:
     return names[-1] if names else None
 
 
+def event_name_pos(line: str) -> int:
+    """Where a definition names its event (after ``p:``), or 0 if it takes the default name."""
+    return line.find(":") + 1 if ":" in line.split()[0] else 0
+
+
 def _filter_values(fields: dict) -> dict:
     """The event's fields, and the common ones the filter may name (the event's win)."""
     t = threading._active.get(threading.get_ident())
@@ -367,12 +372,10 @@ class ProbeEvents:
             except TraceError as e:
                 e.command, e.pos = line, line.find(" ") + 1
                 self._fail(e)
+        if (defn.group, defn.event) in self.events:
+            # Taken, enabled or not: disabling the other event would not free its name.
+            self._fail(TraceError("EVENT_EXIST", line, event_name_pos(line), subsystem="trace_kprobe"))
         key = (defn.group, defn.event)
-        old = self.events.get(key)
-        if old is not None:
-            self._fail(TraceError("EVENT_EXIST" if not old.enabled else "BUSY", line,
-                                  line.find(":") + 1 if ":" in line.split()[0] else 0,
-                                  subsystem="trace_kprobe"))
         self.events[key] = ProbeEvent(defn, self, self._next_id)
         self._next_id += 1
 
