@@ -139,3 +139,20 @@ def test_main_names_the_script_in_spawn_and_forkserver_children(tmp_path):
     for pid in workers.values():
         mine = [line.split(": ", 1)[1] for line in lines if re.match(rf"\s*\S+-{pid}\s", line)]
         assert mine == ["leaf <-task", "leaf: (leaf+0x0) x=3"], lines
+
+
+def test_a_child_whose_script_lacks_a_probed_function_runs_as_it_would(tmp_path):
+    """A probe on the program's __main__ is refused in a child running another
+    script: left out there (in its error_log), the child untouched."""
+    child = tmp_path / "child.py"
+    child.write_text("print('child', flush=True)\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text("import subprocess, sys\n\ndef hello():\n    return 1\n\nhello()\n"
+                      f"subprocess.run([sys.executable, {str(child)!r}], check=True)\nprint('parent')\n")
+    out = tmp_path / "trace.txt"
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", "--follow", "-t", "nop",
+                          "-e", "p:s/hello __main__:hello", "-o", str(out), str(parent)],
+                         capture_output=True, text=True, timeout=120, env=env())
+    assert (got.returncode, got.stdout, got.stderr) == (0, "child\nparent\n", "")
+    assert [line.split(": ", 1)[1] for line in out.read_text().splitlines()
+            if not line.startswith("#")] == ["hello: (hello+0x0)"]
