@@ -246,7 +246,7 @@ def find_module_spec(name: str):
     asked: other meta path finders are the program's code.
     """
     from importlib.machinery import PathFinder
-    path = None
+    path = _import_path()
     spec = None
     parts = name.split(".")
     for i in range(len(parts)):
@@ -264,14 +264,38 @@ def find_module_spec(name: str):
     return spec
 
 
-def _main_path() -> str | None:
-    """The program's script: ``__main__.__file__``, or ``sys.argv[0]`` before
-    the script has started (fentry run sets its probes up then)."""
+def _unstarted_argv0() -> str | None:
+    """``sys.argv[0]`` while ``__main__`` has no ``__file__``: before the
+    script has started (fentry run sets its probes up then), or with -c, -m
+    not started yet, or the REPL."""
     main = sys.modules.get(MAIN)
-    path = vars(main).get("__file__") if main is not None else None
-    if path is None:
-        path = sys.argv[0] if sys.argv and sys.argv[0] not in ("-c", "-m") else None
-    return path if isinstance(path, str) and os.path.isfile(path) else None
+    if main is None or "__file__" in vars(main) or not sys.argv:
+        return None
+    return sys.argv[0]
+
+
+def _main_path() -> str | None:
+    """The program's script: ``__main__.__file__``, or the one about to start."""
+    main = sys.modules.get(MAIN)
+    path = (vars(main).get("__file__") if main is not None else None) or _unstarted_argv0()
+    return path if isinstance(path, str) and path not in ("-c", "-m") and os.path.isfile(path) \
+        else None
+
+
+def _import_path() -> list[str]:
+    """``sys.path`` as the program's imports see it: before its script has
+    started, Python has yet to put the script's directory first (the current
+    one for -m and -c), as it does unless -P."""
+    argv0 = _unstarted_argv0()
+    if argv0 is None or sys.flags.safe_path:
+        return sys.path
+    if argv0 == "-m":
+        first = os.getcwd()
+    elif argv0 in ("-c", ""):
+        first = ""
+    else:
+        first = argv0 if os.path.isdir(argv0) else os.path.dirname(os.path.realpath(argv0))
+    return sys.path if first in sys.path else [first, *sys.path]
 
 
 def _compile(loader, name: str, path: str | None) -> CodeType | None:

@@ -166,3 +166,21 @@ def test_the_scripts_functions_are_checked_before_it_runs(tmp_path, point, messa
     head, command, caret = proc.stderr.splitlines()[:3]
     assert head.endswith("] trace_kprobe: error: " + message)
     assert caret.index("^") == command.index("__main__")
+
+
+def test_a_module_beside_the_script_is_found_before_the_script_runs(tmp_path):
+    """Python puts the script's directory on sys.path only as the script starts,
+    after fentry run has set its probes up: it is looked in all the same."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "helper.py").write_text("def work(x):\n    return x + 1\n")
+    script = tmp_path / "app" / "main.py"
+    script.write_text("import helper\nprint(helper.work(1))\n")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    command = [sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(tmp_path / "t")]
+    got = subprocess.run([*command, "-e", "p helper:nope", str(script)],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert got.returncode == 2 and "error: Invalid probed address or symbol" in got.stderr
+    got = subprocess.run([*command, "-e", "p:h/work helper:work x=x", str(script)],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert (got.returncode, got.stdout, got.stderr) == (0, "2\n", "")
+    assert "work: (work+0x0) x=1" in (tmp_path / "t").read_text()
