@@ -173,15 +173,25 @@ def _check_filters(globs: list[str], what: str) -> None:
 
 def _check_probes(probes: list[list]) -> None:
     """What can be checked before the program starts: the grammar of each -e,
-    and each -f against the fields of its event."""
+    that no two name the same event, and each -f against the fields of its event."""
     if not probes:
         return
-    from .events.probe_parser import ProbeRemoval, parse_probe
-    from .events.trace_kprobe import compile_event_filter
+    from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
+    from .events.trace_kprobe import compile_event_filter, event_name_pos
+    names: set[tuple[str, str]] = set()
     for definition, filter_text in probes:
         defn = parse_probe(definition)
         if isinstance(defn, ProbeRemoval):
             raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")
+        if (defn.group, defn.event) in names:
+            head = definition.split()[0].partition(":")[0]
+            group = "" if defn.group == KPROBE_EVENT_SYSTEM else defn.group + "/"
+            rename = f"{head}:{group}NAME {defn.location}" + (" ..." if defn.args else "")
+            raise TraceError("EVENT_EXIST", definition, event_name_pos(definition),
+                             subsystem="trace_kprobe",
+                             detail=f"an earlier -e defines {defn.group}/{defn.event}; "
+                                    f"give this one a name of its own (-e '{rename}')")
+        names.add((defn.group, defn.event))
         if filter_text is not None:
             try:
                 compile_event_filter(filter_text, defn.args)

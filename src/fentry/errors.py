@@ -120,6 +120,7 @@ ERRORS: dict[str, str] = {
     "BAD_REMOVE": "Removal takes only -:[GRP/]EVENT",
     "BUSY": "Device or resource busy: the event is enabled (disable it first)",
     "NO_SUCH_EVENT": "No such event",
+    "NO_MODULE_YET": "Module not found yet; the probe is pending until it is imported",   # info
     # -- (end of kprobe_events)
     # -- event filters: the kernel's trace_events_filter.c messages
     "FILT_ERR_INVALID_OP": "Invalid operator",
@@ -144,8 +145,9 @@ class TraceError(ValueError):
     """A rejected command: what was wrong, and where in the command."""
 
     def __init__(self, code: str, command: str = "", pos: int = 0,
-                 subsystem: str = "ftrace", detail: str = "") -> None:
+                 subsystem: str = "ftrace", detail: str = "", level: str = "error") -> None:
         self.code = code
+        self.level = level          # "info": logged for a command that was applied
         self.message = ERRORS[code] + (f": {detail}" if detail else "")
         self.command = command
         self.pos = max(0, min(pos, len(command)))
@@ -158,7 +160,7 @@ class TraceError(ValueError):
 
     def render(self) -> str:
         """The error_log entry, as the kernel writes it."""
-        lines = [f"[{self.timestamp:12.6f}] {self.subsystem}: error: {self.message}"]
+        lines = [f"[{self.timestamp:12.6f}] {self.subsystem}: {self.level}: {self.message}"]
         if self.command:
             lines.append(f"  Command: {self.command}")
             lines.append("           " + self.caret())

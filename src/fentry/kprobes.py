@@ -14,8 +14,11 @@ The kernel's kprobes, on the ftrace core:
   at every ``yield``.
 
 Symbols are resolved when the code first runs, as the ftrace filter is, so a
-probe on a module that is not imported yet takes effect once it is; a symbol
-that is already loaded is checked at once (the decoder, the blacklist).
+probe on a module that is not imported yet takes effect once it is.  The
+symbol and its offset are checked at once all the same (the decoder, the
+blacklist): in the loaded code, or for a module not imported yet (or a
+script's function not defined yet) in its source, compiled and not run.  Only
+a module that cannot be found leaves the probe unchecked, pending.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from .errors import TraceError
 from .ftrace import FtraceOps, register_ftrace_function, unregister_ftrace_function
 from .hotpath import Ip
 from .pytrampolines import call_site
-from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, nested_codes
+from .symbols import (MAIN, SYMBOLS, is_fentry_code, is_fentry_module, nested_codes,
+                      source_functions)
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -275,27 +279,39 @@ class _RetprobeOps(FtraceOps):
 
 # ---------------------------------------------------------------- registration
 
-def check_symbol(symbol_name: str | None, offset: int, retprobe: bool) -> None:
-    """What can be checked now: a loaded symbol, its offset, the blacklist."""
+def check_symbol(symbol_name: str | None, offset: int, retprobe: bool) -> str | None:
+    """What can be checked now: the symbol and its offset, the blacklist.
+
+    Returns the module's name if it cannot be found (yet): the probe is
+    pending, unchecked, until the module is imported."""
     if symbol_name is None:
-        return
+        return None
     module, qualname = split_symbol(symbol_name)
     if module is not None and is_fentry_module(module):
         raise TraceError("BLACKLISTED", symbol_name, 0, subsystem="trace_kprobe")
     if retprobe and offset:
         raise TraceError("BAD_RETPROBE", symbol_name, 0, subsystem="trace_kprobe")
     if module is not None and module not in sys.modules:
-        return                          # resolved when the module is imported
-    SYMBOLS.refresh()
-    found = [s.code for s in SYMBOLS.symbols()
-             if s.qualname == qualname and (module is None or s.module == module)]
+        try:
+            found = source_functions(module, qualname)
+        except ModuleNotFoundError:
+            return module
+    else:
+        SYMBOLS.refresh()
+        found = [s.code for s in SYMBOLS.symbols()
+                 if s.qualname == qualname and (module is None or s.module == module)]
+        if not found and module == MAIN:
+            found = source_functions(MAIN, qualname)    # a function the script defines later
+    if found is None:
+        return None                     # no source to check it against: resolved when it runs
     if not found:
-        if module is not None and module != "__main__":
+        if module is not None:
             raise TraceError("BAD_PROBE_ADDR", symbol_name, 0, subsystem="trace_kprobe")
-        return                          # maybe defined later (a script's __main__)
+        return None                     # maybe defined later, in some module
     for code in found:
         if offset:
             check_offset(code, offset, symbol_name, len(symbol_name))
+    return None
 
 
 def register_kprobe(kp: Kprobe) -> None:

@@ -6,17 +6,29 @@ and class bodies are not functions and are not symbols.  The table is built by
 walking loaded modules (functions, methods, static/class methods, properties,
 decorated functions through ``__wrapped__``, ``functools.partial``, and nested
 code through ``co_consts``); code seen later is named from its frame's module.
+
+A module not imported yet is looked into without running it: ``source_functions``
+finds it as ``import`` would and compiles its source.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
+import threading
+import warnings
 from collections import namedtuple
+from contextlib import contextmanager
 from types import CodeType, FunctionType, MethodType, ModuleType
 
 CO_OPTIMIZED = 0x0001        # inspect.CO_OPTIMIZED (inspect itself is slow to import)
+
+MAIN = "__main__"
+# A multiprocessing child started by spawn or forkserver runs the program's
+# main script as module __mp_main__: its functions go by __main__, as in the parent.
+MP_MAIN = "__mp_main__"
 
 # fentry's own code is never traced (the NOKPROBE_SYMBOL of fentry).
 FENTRY_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -29,6 +41,12 @@ class Symbol(namedtuple("Symbol", "module qualname code")):
     @property
     def name(self) -> str:
         return f"{self.module}:{self.qualname}"
+
+
+def module_name(name: str) -> str:
+    """The name a module's symbols go by: the module's own, but ``__main__``
+    for a multiprocessing child's ``__mp_main__``."""
+    return MAIN if name == MP_MAIN else name
 
 
 def is_function_code(code: CodeType) -> bool:
@@ -129,6 +147,7 @@ class SymbolTable:
 
     def add_code(self, code: CodeType, module: str, qualname: str | None = None) -> Symbol | None:
         """Name ``code`` (and the code nested in it) as belonging to ``module``."""
+        module = module_name(module)
         if is_fentry_module(module):
             return None
         sym = None
@@ -162,3 +181,143 @@ class SymbolTable:
 
 
 SYMBOLS = SymbolTable()
+
+
+# ---------------------------------------------------------------- modules not imported yet
+
+_NOT_FOUND = object()
+_batch = threading.local()      # .codes: module name -> its compiled code, while a batch runs
+
+
+@contextmanager
+def check_batch():
+    """Within it, a module's source is compiled once, however many probes name it."""
+    if getattr(_batch, "codes", None) is not None:
+        yield
+        return
+    _batch.codes = {}
+    try:
+        yield
+    finally:
+        _batch.codes = None
+
+
+def source_functions(module: str, qualname: str) -> list[CodeType] | None:
+    """The functions ``qualname`` of ``module``, compiled from its source, none
+    of which runs; None if it has no source to compile (an extension or
+    namespace module).  ModuleNotFoundError if it cannot be found."""
+    codes = getattr(_batch, "codes", None)
+    if codes is not None and module in codes:
+        code = codes[module]
+    else:
+        code = _module_code(module)
+        if codes is not None:
+            codes[module] = code
+    if code is _NOT_FOUND:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    if code is None:
+        return None
+    return [c for c in nested_codes(code) if is_function_code(c) and c.co_qualname == qualname]
+
+
+def _module_code(name: str):
+    """The code of module ``name`` as ``import`` would make it, or None, or _NOT_FOUND."""
+    from importlib.machinery import BuiltinImporter, FrozenImporter, SourceFileLoader
+    if name == MAIN:
+        path = _main_path()
+        return None if path is None else _compile(SourceFileLoader(MAIN, path), MAIN, path)
+    try:
+        spec = find_module_spec(name)
+    except Exception:       # a path hook's, or a namespace package's in one not imported
+        return None
+    if spec is None:
+        if BuiltinImporter.find_spec(name) or FrozenImporter.find_spec(name):
+            return None     # no source: C, or frozen into the interpreter
+        return _NOT_FOUND
+    return _compile(spec.loader, name, spec.origin)
+
+
+def find_module_spec(name: str):
+    """Where ``import name`` would find module ``name`` (its ModuleSpec, or None).
+
+    Unlike importlib.util.find_spec, nothing is imported: that would run the
+    parent packages' ``__init__``.  A parent already imported gives its
+    ``__path__``; one that is not is located in turn.  Only the path finder is
+    asked: other meta path finders are the program's code.
+    """
+    from importlib.machinery import PathFinder
+    path = _import_path()
+    spec = None
+    parts = name.split(".")
+    for i in range(len(parts)):
+        prefix = ".".join(parts[:i + 1])
+        parent = sys.modules.get(prefix) if i < len(parts) - 1 else None
+        if parent is not None:
+            path = vars(parent).get("__path__")    # vars(): no module __getattr__ runs
+        else:
+            spec = PathFinder.find_spec(prefix, path)
+            if spec is None:
+                return None
+            path = spec.submodule_search_locations
+        if path is None and i < len(parts) - 1:
+            return None     # not a package: it has no submodules
+    return spec
+
+
+def _unstarted_argv0() -> str | None:
+    """``sys.argv[0]`` while ``__main__`` has no ``__file__``: before the
+    script has started (fentry run sets its probes up then), or with -c, -m
+    not started yet, or the REPL."""
+    main = sys.modules.get(MAIN)
+    if main is None or "__file__" in vars(main) or not sys.argv:
+        return None
+    return sys.argv[0]
+
+
+def _main_path() -> str | None:
+    """The program's script: ``__main__.__file__``, or the one about to start."""
+    main = sys.modules.get(MAIN)
+    path = (vars(main).get("__file__") if main is not None else None) or _unstarted_argv0()
+    return path if isinstance(path, str) and path not in ("-c", "-m") and os.path.isfile(path) \
+        else None
+
+
+def _import_path() -> list[str]:
+    """``sys.path`` as the program's imports see it: before its script has
+    started, Python has yet to put the script's directory first (the current
+    one for -m and -c), as it does unless -P."""
+    argv0 = _unstarted_argv0()
+    if argv0 is None or sys.flags.safe_path:
+        return sys.path
+    if argv0 == "-m":
+        first = os.getcwd()
+    elif argv0 in ("-c", ""):
+        first = ""
+    else:
+        first = argv0 if os.path.isdir(argv0) else os.path.dirname(os.path.realpath(argv0))
+    return sys.path if first in sys.path else [first, *sys.path]
+
+
+def _compile(loader, name: str, path: str | None) -> CodeType | None:
+    """The module's code from its loader's source (or its .pyc alone, if it
+    has no source: unmarshalled, not run); None when there is neither."""
+    from importlib.machinery import SourcelessFileLoader
+    try:
+        if isinstance(loader, SourcelessFileLoader):
+            return loader.get_code(name)
+        source = loader.get_source(name) if hasattr(loader, "get_source") else None
+        if source is None or path is None:
+            return None
+        # The warnings the compiler gives (a SyntaxWarning) are the import's
+        # to give, if the program imports it: only those, attributed to this
+        # file, are ignored meanwhile.
+        ignore = ("ignore", None, Warning, re.compile(re.escape(path.removesuffix(".py")) + r"\Z"), 0)
+        filters = warnings.filters
+        filters.insert(0, ignore)
+        try:
+            # dont_inherit: not this module's __future__ flags; optimize as import does.
+            return compile(source, path, "exec", dont_inherit=True)
+        finally:
+            filters.remove(ignore)
+    except Exception:       # whatever the loader or the compiler says: nothing to check against
+        return None

@@ -120,3 +120,39 @@ def test_a_killed_program_leaves_no_control_socket(tmp_path):
     assert got.returncode == -9
     pid = int(got.stdout.split()[0])
     assert not os.path.exists(f"/tmp/fentry-{pid}")
+
+
+MP_MAIN = os.path.join(os.path.dirname(FAMILY), "mp_main.py")
+
+
+def test_main_names_the_script_in_spawn_and_forkserver_children(tmp_path):
+    """A spawn or forkserver worker runs the script as __mp_main__: filters and
+    probes naming __main__ select its functions there too, under that name."""
+    out = tmp_path / "trace.txt"
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", "--follow", "-l", "__main__:leaf",
+                          "-e", "p:mp/leaf __main__:leaf x=x", "-o", str(out), MP_MAIN],
+                         capture_output=True, text=True, timeout=120, env=env())
+    assert got.returncode == 0, got.stderr
+    workers = {method: int(pid) for method, pid in (line.split() for line in got.stdout.splitlines())}
+    assert set(workers) == {"spawn", "forkserver"}
+    lines = [line for line in out.read_text().splitlines() if line and not line.startswith("#")]
+    for pid in workers.values():
+        mine = [line.split(": ", 1)[1] for line in lines if re.match(rf"\s*\S+-{pid}\s", line)]
+        assert mine == ["leaf <-task", "leaf: (leaf+0x0) x=3"], lines
+
+
+def test_a_child_whose_script_lacks_a_probed_function_runs_as_it_would(tmp_path):
+    """A probe on the program's __main__ is refused in a child running another
+    script: left out there (in its error_log), the child untouched."""
+    child = tmp_path / "child.py"
+    child.write_text("print('child', flush=True)\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text("import subprocess, sys\n\ndef hello():\n    return 1\n\nhello()\n"
+                      f"subprocess.run([sys.executable, {str(child)!r}], check=True)\nprint('parent')\n")
+    out = tmp_path / "trace.txt"
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", "--follow", "-t", "nop",
+                          "-e", "p:s/hello __main__:hello", "-o", str(out), str(parent)],
+                         capture_output=True, text=True, timeout=120, env=env())
+    assert (got.returncode, got.stdout, got.stderr) == (0, "child\nparent\n", "")
+    assert [line.split(": ", 1)[1] for line in out.read_text().splitlines()
+            if not line.startswith("#")] == ["hello: (hello+0x0)"]

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from fentry.events.probe_parser import parse_probe
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDERS = os.path.join(HERE, "programs", "orders.py")
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -143,6 +145,51 @@ def test_bad_definition_stops_fentry_run_before_the_program(tmp_path):
     assert "trace_kprobe: error: $retval is not available on probe" in proc.stderr
     command, caret = proc.stderr.splitlines()[1:3]
     assert caret.index("^") == command.index("$retval")
+
+
+def test_filter_on_a_missing_field_names_the_fields_there_are(tmp_path):
+    proc, _ = run(tmp_path, "-e", "p:shop/lt __main__:line_total item price=item.price:u32",
+                  "-f", "prize > 100")
+    assert proc.returncode == 2 and proc.stdout == ""
+    head, command, caret = proc.stderr.splitlines()[:3]
+    assert head.endswith("] event filter parse error: error: Field not found: 'prize' "
+                         "(fields: arg1, price, comm, common_pid)")
+    # the kernel's caret: one past the field's name
+    assert caret.index("^") == command.index("prize") + len("prize ")
+
+
+@pytest.mark.parametrize("first, second, rename", [
+    ("p:shop/lt __main__:line_total", "p:shop/lt __main__:order_total",
+     "p:shop/NAME __main__:order_total"),
+    ("p:lt __main__:line_total", "r:lt __main__:order_total $retval", "r:NAME __main__:order_total ..."),
+    ("p __main__:line_total", "p __main__:line_total item", "p:NAME __main__:line_total ..."),
+])
+def test_two_probes_of_one_name_are_refused_before_the_program(tmp_path, first, second, rename):
+    proc, _ = run(tmp_path, "-e", first, "-e", second)
+    assert proc.returncode == 2 and proc.stdout == ""
+    head, command, caret = proc.stderr.splitlines()[:3]
+    assert head.endswith("] trace_kprobe: error: Given group/event name is already used by "
+                         f"another event: an earlier -e defines {parse_probe(first).group}/"
+                         f"{parse_probe(first).event}; give this one a name of its own (-e '{rename}')")
+    assert command == "  Command: " + second
+    assert caret.index("^") == command.index(second) + (second.index(":") + 1 if second[1] == ":" else 0)
+
+
+def test_an_enabled_events_name_is_taken_not_busy():
+    """Disabling the event would not free its name: the kernel's 'already used', not 'busy'."""
+    import fentry
+    sys.path.insert(0, os.path.dirname(ORDERS))
+    try:
+        import orders  # noqa: F401
+    finally:
+        sys.path.pop(0)
+    fs = fentry.tracefs()
+    fs.write("kprobe_events", "p:dup orders:line_total")
+    fs.write("events/kprobes/dup/enable", "1")
+    with pytest.raises(fentry.TraceError) as e:
+        fs.write("kprobe_events", "p:dup orders:order_total", append=True)
+    assert e.value.message == "Given group/event name is already used by another event"
+    assert fs.read("kprobe_events") == "p:kprobes/dup orders:line_total\n"
 
 
 def test_probes_and_a_tracer_in_one_trace(tmp_path):

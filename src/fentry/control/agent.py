@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
+from ..symbols import check_batch
 from . import tracefs as tracefs_module
 from ..events.fetch import FAULT, Shown, safe_repr
 from ..tracers.stream import RawStream
@@ -631,12 +632,18 @@ def start_from_environment() -> None:
             return
     else:
         os.set_inheritable(fd, False)
+    program = cfg.get("fd") is not None         # not a followed child
+    fs = tracefs()
     try:
-        apply_settings(tracefs(), cfg)
+        with check_batch():
+            apply_settings(fs, cfg, skip_refused_probes=not program)
     except TraceError as e:
         os.write(2, (e.render() + "\n").encode())
         os._exit(2)         # the program does not start, as with a bad definition
-    _start_run_agent(cfg, fd, header=cfg.get("fd") is not None)
+    if program and fs.probes.errors:
+        # Applied, with a note (a probe pending on a module not found yet): the user should see it.
+        os.write(2, fs.probes.error_log().encode())
+    _start_run_agent(cfg, fd, header=program)
 
 
 def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:

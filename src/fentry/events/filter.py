@@ -412,8 +412,8 @@ class _Parser:
         self.gen = _Codegen()
         self.program: tuple | None = None     # set by compile()
 
-    def error(self, code: str, pos: int) -> TraceError:
-        return TraceError(code, self.cmd, pos, subsystem=SUBSYSTEM)
+    def error(self, code: str, pos: int, detail: str = "") -> TraceError:
+        return TraceError(code, self.cmd, pos, subsystem=SUBSYSTEM, detail=detail)
 
     def compile(self) -> Callable[[Values], bool]:
         self.calc_stack()
@@ -555,7 +555,10 @@ class _Parser:
         name = s[start:i]
         kind = self.fields.get(name) or COMMON_FIELDS.get(name)
         if kind is None:
-            raise self.error("FILT_ERR_FIELD_NOT_FOUND", i + 1)
+            # The kernel's caret (one past the name); which name, and what there is, are fentry's.
+            names = [*self.fields, *sorted(c for c in COMMON_FIELDS if c not in self.fields)]
+            raise self.error("FILT_ERR_FIELD_NOT_FOUND", i + 1,
+                             f"{name!r} (fields: {', '.join(names)})")
         while i < n and s[i] in _SPACE:
             i += 1
         op = next((o for o in _OPS if s.startswith(o, i)), None)

@@ -18,12 +18,14 @@ calls them.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 
 
 from .. import hotpath, kprobes
 from ..errors import TraceError
 from ..pytrampolines import call_site
+from ..symbols import check_batch
 from ..tracers.ring_buffer import RingBuffer
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
@@ -53,6 +55,7 @@ class ProbeEvent:
         self._nmissed = 0           # fetch or handler failures, as the kernel's misses
         self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
         self.trace = None           # the hot path's ProbeTrace, while enabled
+        self.pending: str | None = None     # the module it waits for, not found when defined
         self._names = None if any(a.kind == "args" for a in defn.args) \
             else tuple(a.name for a in defn.args)
         self.format = EventFormat(defn)
@@ -290,6 +293,11 @@ def _field_before(text: str, pos: int) -> str | None:
     return names[-1] if names else None
 
 
+def event_name_pos(line: str) -> int:
+    """Where a definition names its event (after ``p:``), or 0 if it takes the default name."""
+    return line.find(":") + 1 if ":" in line.split()[0] else 0
+
+
 def _filter_values(fields: dict) -> dict:
     """The event's fields, and the common ones the filter may name (the event's win)."""
     t = threading._active.get(threading.get_ident())
@@ -321,7 +329,7 @@ class ProbeEvents:
     def write(self, text: str, append: bool) -> None:
         """Apply a write to kprobe_events: ``>`` clears every event first;
         then each line, in order (an error stops there, as in the kernel)."""
-        with self.lock:
+        with self.lock, check_batch():
             if not append:
                 busy = [e for e in self.events.values() if e.enabled]
                 if busy:
@@ -351,23 +359,30 @@ class ProbeEvents:
                     self._fail(TraceError("BUSY", line, 0, subsystem="trace_kprobe"))
                 del self.events[key]
             return
+        pending = None
         if defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
-                kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
+                pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
             except TraceError as e:
                 e.command, e.pos = line, line.find(" ") + 1
                 self._fail(e)
+        if (defn.group, defn.event) in self.events:
+            # Taken, enabled or not: disabling the other event would not free its name.
+            self._fail(TraceError("EVENT_EXIST", line, event_name_pos(line), subsystem="trace_kprobe"))
         key = (defn.group, defn.event)
-        old = self.events.get(key)
-        if old is not None:
-            self._fail(TraceError("EVENT_EXIST" if not old.enabled else "BUSY", line,
-                                  line.find(":") + 1 if ":" in line.split()[0] else 0,
-                                  subsystem="trace_kprobe"))
-        self.events[key] = ProbeEvent(defn, self, self._next_id)
+        event = self.events[key] = ProbeEvent(defn, self, self._next_id)
         self._next_id += 1
+        if pending is not None:
+            event.pending = pending
+            self.log(TraceError("NO_MODULE_YET", line, line.find(" ") + 1,
+                                subsystem="trace_kprobe", level="info"))
 
     def definitions(self) -> str:
-        return "".join(format_definition(e.defn) + "\n" for e in self.events.values())
+        """The definitions; a comment (which a write skips) before one whose module is not found yet."""
+        return "".join(
+            (f"# pending: module {e.pending} not found yet\n"
+             if e.pending is not None and e.pending not in sys.modules else "")
+            + format_definition(e.defn) + "\n" for e in self.events.values())
 
     def profile(self) -> str:
         """``kprobe_profile``: event, hits, misses (the kernel's columns)."""
@@ -385,7 +400,7 @@ class ProbeEvents:
         return self.events.get((group, name))
 
     def set_enable(self, events: list[ProbeEvent], on: bool) -> None:
-        with self.lock:
+        with self.lock, check_batch():
             done = []
             try:
                 for e in events:
