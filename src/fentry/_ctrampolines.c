@@ -1812,12 +1812,22 @@ quiet_thread(PyObject *m, PyObject *arg)
 
 static volatile sig_atomic_t sigterm_fd = -1;
 static volatile sig_atomic_t sigterm_standin = 0;
+static volatile pid_t sigterm_pid = 0;     /* the process that caught SIGTERM */
 
 static void
 on_sigterm(int signo)
 {
     int saved = errno;
     char c = 'T';
+    if (getpid() != sigterm_pid) {
+        /* A child forked a moment ago, before its after-fork hooks took this
+         * handler back: the pipe is its parent's, and so is everything else.
+         * It dies as it would have. */
+        signal(SIGTERM, SIG_DFL);
+        raise(SIGTERM);
+        errno = saved;
+        return;
+    }
     if (sigterm_standin > 0)
         PyErr_SetInterruptEx(sigterm_standin);
     if (sigterm_fd >= 0)
@@ -1838,6 +1848,7 @@ catch_sigterm(PyObject *m, PyObject *args)
     sa.sa_flags = SA_RESTART;
     sa.sa_handler = fd >= 0 ? on_sigterm : SIG_DFL;
     sigterm_fd = fd;
+    sigterm_pid = getpid();
     if (sigaction(SIGTERM, &sa, NULL) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;

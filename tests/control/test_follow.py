@@ -156,3 +156,23 @@ def test_a_child_whose_script_lacks_a_probed_function_runs_as_it_would(tmp_path)
     assert (got.returncode, got.stdout, got.stderr) == (0, "child\nparent\n", "")
     assert [line.split(": ", 1)[1] for line in out.read_text().splitlines()
             if not line.startswith("#")] == ["hello: (hello+0x0)"]
+
+
+POOL = os.path.join(os.path.dirname(FAMILY), "pool_terminate.py")
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_a_pool_ended_by_terminate_never_hangs_and_leaves_nothing(tmp_path, method):
+    """SIGTERM to every worker, whatever it is doing (starting, working,
+    draining at its exit): every run ends, as it does without fentry."""
+    want = subprocess.run([sys.executable, POOL, method], capture_output=True, text=True, timeout=60)
+    for _ in range(7):
+        out = tmp_path / "trace.txt"
+        got = subprocess.run([sys.executable, "-m", "fentry", "run", "--follow", "-t", "function_graph",
+                              "-o", str(out), POOL, method],
+                             capture_output=True, text=True, timeout=60, env=env())
+        assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, 0)
+        tids = {int(m) for m in re.findall(r"^ *\S+-(\d+) ", out.read_text(), re.M)}
+        assert len(tids) > 4
+        left = [tid for tid in tids if os.path.exists(f"/tmp/fentry-{tid}")]
+        assert not left, left

@@ -404,6 +404,7 @@ def _at_exit() -> None:
 # thread does not come (stuck in C code) within SIGTERM_GRACE.  Whichever
 # claims it, drains and ends the process; the other leaves it alone.
 _sigterm_pipe = (-1, -1)
+_sigterm_pid = 0            # the process whose SIGTERM this is
 _sigterm_claim = _thread.allocate_lock()
 _sigterm_seen = False
 SIGTERM_GRACE = 0.2         # seconds
@@ -411,6 +412,11 @@ SIGTERM_GRACE = 0.2         # seconds
 
 def _on_sigterm(signum, frame) -> None:
     """The Python-level SIGTERM handler, in the main thread."""
+    if os.getpid() != _sigterm_pid:
+        # A child forked a moment ago, before its after-fork hooks ran: what
+        # this handler would drain is its parent's.  It dies as it would have.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     if not _sigterm_claim.acquire(False):
         # The stream's thread took it while this thread was stuck: with C it
         # ends the process any moment; pure Python cannot from there.
@@ -461,7 +467,11 @@ def _sigterm_pending() -> bool:
 
 
 def _die_now() -> None:
-    """Die of SIGTERM, exactly as the program would have."""
+    """Die of SIGTERM, exactly as the program would have (and leave no
+    control socket behind)."""
+    agent = _agent
+    if agent is not None:
+        agent.server.remove_files()
     hotpath.catch_sigterm(-1)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -648,7 +658,7 @@ def start_from_environment() -> None:
 
 def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
     """The agent of a process of ``fentry run``, streaming to ``fd``."""
-    global _agent, _sigterm_pipe
+    global _agent, _sigterm_pipe, _sigterm_pid
     fs = tracefs()
     agent = _agent = Agent("run")
     agent.follow = cfg if cfg.get("follow") else None
@@ -658,6 +668,7 @@ def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
         atexit.register(_at_exit)
         _wrap_os_exit()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        _sigterm_pid = os.getpid()
         _sigterm_pipe = tuple(high_fd(fd) for fd in os.pipe())
         for pipe_fd in _sigterm_pipe:
             os.set_blocking(pipe_fd, False)

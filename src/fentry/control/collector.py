@@ -18,6 +18,7 @@ import threading
 from .wire import peer_credentials, remove_stale
 
 COLLECTOR_NAME = "collect"
+STALE_GRACE = 0.5       # seconds a followed process whose stream ended may take to be gone
 
 
 class Collector:
@@ -43,7 +44,7 @@ class Collector:
             except OSError:
                 return
             pid, _ = peer_credentials(sock)
-            self.recorder.start(sock.detach(), on_end=lambda pid=pid: remove_stale(pid))
+            self.recorder.start(sock.detach(), on_end=lambda pid=pid: remove_stale(pid, STALE_GRACE))
 
     def close(self) -> None:
         try:

@@ -113,7 +113,7 @@ class ControlServer:
             os.rename(self.path + ".new", self.path)
         except OSError:
             listener.close()
-            self._remove_files()
+            self.remove_files()
             raise
         self.listener = listener
         self._spawn(self._accept_loop)
@@ -136,7 +136,7 @@ class ControlServer:
         deadline = time.monotonic() + wait
         while self.threads > ours and time.monotonic() < deadline:
             time.sleep(0.002)
-        self._remove_files()
+        self.remove_files()
 
     def close_in_child(self) -> None:
         """After fork, in the child: close the copies of our sockets, and
@@ -151,7 +151,8 @@ class ControlServer:
         self.connections.clear()
         self.threads = 0
 
-    def _remove_files(self) -> None:
+    def remove_files(self) -> None:
+        """The socket and its directory, gone."""
         for remove, path in ((os.unlink, self.path), (os.rmdir, self.dir)):
             try:
                 remove(path)

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import struct
+import time
 
 from ..fds import high_fd
 
@@ -42,10 +43,14 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def remove_stale(pid: int) -> None:
+def remove_stale(pid: int, grace: float = 0.0) -> None:
     """The control directory of a process that died without removing it
-    (SIGKILL): removed, if it is this user's."""
+    (SIGKILL): removed, if it is this user's.  ``grace``: seconds the process
+    may take to finish dying (its stream just ended)."""
     path = socket_dir(pid)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline and os.path.exists(path):
+        time.sleep(0.01)
     try:
         if alive(pid) or os.lstat(path).st_uid != os.getuid():
             return
