@@ -195,6 +195,48 @@ def test_a_long_trace_arrives_complete(tmp_path):
     assert len(function_lines(trace)) == 200000
 
 
+THREAD_NAMES = '''
+import threading, time
+def f(i):
+    return i
+def short():
+    for i in range(5):
+        f(i)
+def renamer():
+    for i in range(5):
+        f(i)
+    time.sleep(0.2)
+    threading.current_thread().name = "after"
+    for i in range(5):
+        f(i)
+ts = [threading.Thread(target=short, name=f"short{k}") for k in range(3)]
+ts.append(threading.Thread(target=renamer, name="before"))
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+f(0)
+'''
+
+
+def test_task_names_are_the_threads_names_when_the_events_happened(tmp_path):
+    """A thread's first calls (before threading registers it) carry its name;
+    a renamed thread's events carry the name it had then."""
+    script = write_script(tmp_path, "names.py", THREAD_NAMES)
+    got, trace = fentry_run(tmp_path, "-t", "function", program=(script,))
+    assert got.returncode == 0, got.stderr
+    lines = function_lines(trace)
+    tasks = collections.Counter(m["task"] for m in lines)
+    assert not [t for t in tasks if t.startswith("python")], tasks
+    assert {"short0", "short1", "short2", "before", "after", "MainThread"} <= set(tasks)
+    calls = collections.Counter((m["task"], m["func"]) for m in lines if m["func"] == "f")
+    assert calls == {("short0", "f"): 5, ("short1", "f"): 5, ("short2", "f"): 5, ("before", "f"): 5,
+                     ("after", "f"): 5, ("MainThread", "f"): 1}
+    # The new threads' first calls are threading's own, under their names.
+    assert {m["task"] for m in lines if m["func"] == "Thread._bootstrap_inner"} == {
+        "short0", "short1", "short2", "before"}
+
+
 BUSY = os.path.join(PROGRAMS, "busy.py")
 
 

@@ -38,27 +38,33 @@ class ThreadBuffer(Ring):
     methods would be traced like any other code): names and liveness come
     from plain attributes and ``threading._active``.
     """
-    __slots__ = ("tid", "ident", "name", "thread", "ended", "lost_told")
+    __slots__ = ("tid", "ident", "name", "thread", "ended", "starting")
 
     def __init__(self, maxlen: int) -> None:
         super().__init__(maxlen)
         self.tid = threading.get_native_id()
         self.ident = threading.get_ident()
-        self.lost_told = 0          # lost records already said by a consuming reader
         self.ended = False
         # Not threading.current_thread(): for a thread threading did not start
         # it would make a _DummyThread, and change what the program sees.
         self.thread: threading.Thread | None = None
         self.name = "python"
+        # A new thread's first calls come before threading registers it: it
+        # is one of the threads starting now, known once it has set its ident.
+        self.starting = list(threading._limbo)
         self._find_thread()
 
     def _find_thread(self) -> None:
-        """The Thread of this buffer's thread, once threading has registered
-        it (a new thread's first calls come before that)."""
+        """The Thread of this buffer's thread, once threading knows it."""
         t = threading._active.get(self.ident)
-        if t is not None and getattr(t, "_native_id", self.tid) == self.tid:
+        if t is None or getattr(t, "_native_id", self.tid) != self.tid:
+            # Started and maybe ended since: its object still knows its ident.
+            t = next((s for s in self.starting if getattr(s, "_ident", None) == self.ident
+                      and getattr(s, "_native_id", self.tid) == self.tid), None)
+        if t is not None:
             self.thread = t
             self.name = t._name
+            self.starting = []
 
     def alive(self) -> bool:
         if self.ended:
@@ -75,8 +81,10 @@ class ThreadBuffer(Ring):
         return True
 
     def task_name(self) -> str:
-        """The thread's name now (or its last name, once it has ended)."""
-        if self.alive() and self.thread is not None:
+        """The thread's name now (its last name, once it has ended)."""
+        if self.thread is None:
+            self._find_thread()
+        if self.thread is not None:
             self.name = self.thread._name
         return self.name
 
