@@ -1445,6 +1445,13 @@ ring_page_method(Ring *ring, PyObject *arg)
 }
 
 static PyObject *
+ring_after_fork(Ring *ring, PyObject *unused)
+{
+    ring->paging = 0;       /* (always 0 here: paging is one C call under the GIL) */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 ring_flush_method(Ring *ring, PyObject *unused)
 {
     ring_flush(ring, 1);
@@ -1720,6 +1727,8 @@ static PyMethodDef ring_methods[] = {
     {"record", (PyCFunction)ring_record, METH_O, "write a record: (seq, ts, *fields)"},
     {"page", (PyCFunction)ring_page_method, METH_O,
      "page(encoder) -> bytes: every record, taken, as raw stream messages"},
+    {"after_fork", (PyCFunction)ring_after_fork, METH_NOARGS,
+     "in a forked child: no paging is under way"},
     {"flush", (PyCFunction)ring_flush_method, METH_NOARGS,
      "move every record (and what was lost) into the queue, as a page"},
     {"set_queue", (PyCFunction)ring_set_queue, METH_VARARGS,

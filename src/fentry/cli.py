@@ -26,10 +26,10 @@ import sys
 import threading
 import time
 
-from .control.client import Client, NoAgent, Refused, start_stream
+from .control.client import Client, NoAgent, Refused
 from .control.collector import Collector
 from .control.inject import AttachError, inject
-from .control.wire import BOOT_DIR, ENV_CONFIG, apply_settings, remove_stale
+from .control.wire import BOOT_DIR, ENV_CONFIG, remove_stale
 from .errors import TraceError
 from .fds import FD_MIN
 from .report.record import Live, widen_pipe
@@ -108,9 +108,15 @@ def _control_parsers(sub) -> None:
     p.add_argument("-a", "--append", action="store_true", help="append (>>) instead of replacing (>)")
     p.add_argument("path", metavar="FILE")
     p.add_argument("text", metavar="TEXT")
-    sub.add_parser("pipe", help="stream trace_pipe of process -p PID until Ctrl-C")
+    p = sub.add_parser("pipe", help="stream trace_pipe of process -p PID (or of one of its "
+                                    "instances) until Ctrl-C")
+    p.add_argument("path", nargs="?", default="", metavar="instances/NAME")
+    p = sub.add_parser("mkdir", help="make a tracing instance of process -p PID (instances/NAME)")
+    p.add_argument("path", metavar="instances/NAME")
+    p = sub.add_parser("rmdir", help="remove a tracing instance of process -p PID")
+    p.add_argument("path", metavar="instances/NAME")
     sub.add_parser("detach", help="remove fentry from process -p PID: every probe, tracer, "
-                                  "its thread and socket")
+                                  "instance, its thread and socket")
 
 
 class _ProbeAction(argparse.Action):
@@ -228,7 +234,7 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
 
 
 def _settings(opts: argparse.Namespace) -> dict:
-    """The tracing options, as ``wire.apply_settings`` takes them."""
+    """The tracing options, as ``agent.apply_settings`` takes them."""
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes}
 
@@ -361,23 +367,25 @@ def cmd_attach(opts: argparse.Namespace) -> int:
         return 1
     client = Client(opts.pid)
     try:
-        # The session first: if this command dies from here on, the agent
-        # detaches.  Its stream starts once tracing is set up.
-        session = client.open_pipe(session=True, header=True, hold=True)
-        try:
-            apply_settings(client, _settings(opts))
-        except Refused as e:
-            print(str(e), file=sys.stderr)
-            session.close()
-            return 2
-        start_stream(session)
+        # The session, in an instance of its own: if this command dies from
+        # here on, the agent ends it (and detaches, if it was the last).
+        session, instance = client.open_session(_settings(opts))
+    except Refused as e:
+        print(str(e), file=sys.stderr)
+        if injection.method != "reused":
+            try:
+                client.detach()     # started for this attach, and nothing to do
+            except (NoAgent, Refused):
+                pass
+        return 2
     except NoAgent as e:
         print(f"fentry attach: {e}", file=sys.stderr)
         return 1
     how = ("reusing the agent already there" if injection.method == "reused" else
            f"{injection.method}, paused {injection.pause * 1e3:.1f} ms")
     print(f"fentry: attached to {opts.pid} ({how}; ready in "
-          f"{(time.perf_counter() - started) * 1e3:.0f} ms); Ctrl-C detaches", file=sys.stderr)
+          f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
+          "Ctrl-C detaches", file=sys.stderr)
     live = Live(out, ["fentry", "attach", str(opts.pid)])
     ended = threading.Event()
     live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
@@ -432,16 +440,19 @@ def cmd_control(opts: argparse.Namespace) -> int:
             started = True
         if command == "ls":
             sys.stdout.write("".join(name + "\n" for name in client.ls(opts.path)))
-        elif command == "read" and opts.path.strip("/") != "trace_pipe":
+        elif command == "read" and opts.path.strip("/").rpartition("/")[2] != "trace_pipe":
             sys.stdout.write(client.read(opts.path))
-        elif command == "write":
-            client.write(opts.path, opts.text, opts.append)
+        elif command in ("write", "mkdir", "rmdir"):
+            if command == "write":
+                client.write(opts.path, opts.text, opts.append)
+            else:
+                client.request(command, path=opts.path)
             if started:
                 print(f"fentry: started fentry's agent in process {opts.pid}; "
                       f"`fentry -p {opts.pid} detach` removes it", file=sys.stderr)
                 started = False         # it stays
         elif command in ("pipe", "read"):
-            _pipe(client, opts.pid)
+            _pipe(client, opts.pid, _instance_of(opts.path))
         elif command == "detach":
             client.detach()
         status = 0
@@ -458,9 +469,15 @@ def cmd_control(opts: argparse.Namespace) -> int:
     return status
 
 
-def _pipe(client: Client, pid: int) -> None:
+def _instance_of(path: str) -> str | None:
+    """``instances/NAME`` (or ``instances/NAME/trace_pipe``): NAME; None: the top level."""
+    parts = [p for p in path.split("/") if p]
+    return parts[1] if len(parts) >= 2 and parts[0] == "instances" else None
+
+
+def _pipe(client: Client, pid: int, instance: str | None) -> None:
     """``fentry -p PID pipe``: the trace, as text, until Ctrl-C or the program's end."""
-    sock = client.open_pipe()
+    sock = client.open_pipe(instance=instance)
     live = Live(sys.stdout.buffer, ["fentry", "-p", str(pid), "pipe"])
     ended = threading.Event()
     live.recorder.start(os.dup(sock.fileno()), on_end=ended.set)

@@ -24,6 +24,9 @@ ERRORS: dict[str, str] = {
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
     "NO_MEMORY": "Cannot allocate memory",
+    "INSTANCE_EXISTS": "File exists: there is an instance of that name already",
+    "BAD_INSTANCE_NAME": "Invalid instance name (letters, digits and _ . - only)",
+    "INSTANCE_BUSY": "Device or resource busy: the instance's trace is being read",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

@@ -45,7 +45,7 @@ class Ring:
     bookkeeping on the write path.  Writers call ``append`` and ``next(seq)``.
     """
     __slots__ = ("_records", "append", "seq", "_consumed", "_mark", "lost_told", "queue", "key",
-                 "flush_at", "_paging", "_pager")
+                 "flush_at", "_paging")
 
     def __init__(self, maxlen: int) -> None:
         self._records: deque = deque(maxlen=maxlen)
@@ -57,8 +57,7 @@ class Ring:
         self.queue: PageQueue | None = None
         self.key = 0
         self.flush_at = 0
-        self._paging = _thread.allocate_lock()
-        self._pager = 0         # the thread paging now
+        self._paging = _thread.RLock()      # it knows its owner (atomically)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -138,6 +137,11 @@ class Ring:
         """Move every record (and what was lost) into the queue, as a page."""
         self._flush(True)
 
+    def after_fork(self) -> None:
+        """In a forked child: a reader of the parent may have been paging this
+        ring at the fork, in a thread that does not exist here."""
+        self._paging = _thread.RLock()
+
     def _flush(self, force: bool) -> None:
         """As _ctrampolines' ring_flush.  A lock keeps a writer's flush and a
         reader's from splitting one ring's records into pages out of order
@@ -155,11 +159,9 @@ class Ring:
             if queue.bytes >= queue.cap:
                 queue.stalled = True
                 return          # full: the ring overwrites, as with no reader
-        me = get_ident()
-        if self._pager == me:
-            return
+        if self._paging._is_owned():
+            return          # a signal handler's drain inside this thread's flush: it finishes
         self._paging.acquire()
-        self._pager = me
         try:
             data = self.page(queue.encoder)
             if data:
@@ -171,7 +173,6 @@ class Ring:
                     except OSError:
                         pass
         finally:
-            self._pager = 0
             self._paging.release()
 
     def record(self, fields: tuple) -> None:

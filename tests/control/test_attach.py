@@ -46,10 +46,13 @@ def test_attach_probe_live_control_and_detach_leave_nothing(target, tmp_path):
     wait_for(lambda: event_lines(out, "add"), what="the first add event")
     first_event = time.monotonic() - started
 
-    # A second probe, added while the program runs.
+    # A second probe, added while the program runs, in the session's instance.
+    got = fentry("-p", str(target.pid), "ls", "instances")
+    assert got.returncode == 0 and len(got.stdout.split()) == 1, (got.stdout, got.stderr)
+    instance = got.stdout.split()[0]
     got = fentry("-p", str(target.pid), "write", "-a", "kprobe_events", RET_PROBE)
     assert got.returncode == 0, got.stderr
-    got = fentry("-p", str(target.pid), "write", "events/shop/added/enable", "1")
+    got = fentry("-p", str(target.pid), "write", f"instances/{instance}/events/shop/added/enable", "1")
     assert got.returncode == 0, got.stderr
     wait_for(lambda: len(event_lines(out, "added")) >= 5, what="return events")
 
@@ -596,3 +599,36 @@ def test_nothing_is_lost_at_scale_when_attached(tmp_path, how):
     text = out.read_text()
     assert "LOST" not in text
     assert take_counts(out) == {f"b{k}": 300000 for k in range(4)}
+
+
+def test_two_attach_sessions_get_exactly_their_own_events(target, tmp_path):
+    """Each session traces in an instance of its own: neither sees, steals
+    nor leaves behind the other's events; the top level is untouched."""
+    a_out, b_out = tmp_path / "a.txt", tmp_path / "b.txt"
+    a = fentry_bg("attach", str(target.pid), "-e", "p:sa/add add qty=qty", "-o", str(a_out))
+    wait_for(lambda: event_lines(a_out, "add"), what="session A's events")
+    b = fentry_bg("attach", str(target.pid), "-t", "function", "-l", "add", "-o", str(b_out))
+    b_lines = lambda: [line for line in lines_of(b_out) if line.endswith(": add <-main")]  # noqa: E731
+    wait_for(lambda: len(b_lines()) >= 20, what="session B's function lines")
+    got = fentry("-p", str(target.pid), "ls", "instances")
+    assert len(got.stdout.split()) == 2, got.stdout
+    assert fentry("-p", str(target.pid), "read", "current_tracer").stdout == "nop\n"
+
+    _, err = interrupt(a)
+    assert a.returncode == 0 and f"detached from {target.pid}" in err, err
+    got = fentry("-p", str(target.pid), "read", "kprobe_events")
+    assert "sa/add" not in got.stdout          # A's definition went with it
+    seen = len(b_lines())
+    wait_for(lambda: len(b_lines()) >= seen + 20, what="B going on after A left")
+    _, err = interrupt(b)
+    assert b.returncode == 0, err
+
+    a_body = [line for line in lines_of(a_out) if line and not line.startswith("#")]
+    b_body = [line for line in lines_of(b_out) if line and not line.startswith("#")]
+    assert a_body and all(": add: (add+0x0) qty=" in line for line in a_body), a_body[:3]
+    assert b_body and all(line.endswith(": add <-main") for line in b_body), \
+        [line for line in b_body if not line.endswith(": add <-main")][:3]
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""

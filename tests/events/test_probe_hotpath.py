@@ -199,7 +199,7 @@ def test_simple_probes_are_taken_in_c():
     fs.write("events/enable", "1")
     for i in range(5):
         probed(i, Obj(i * 1.5))
-    fast, slow, ret = (fs.probes.find("hp", name) for name in ("fast", "slow", "ret"))
+    fast, slow, ret = (fs.probes.find("hp", name).file(fs.instance) for name in ("fast", "slow", "ret"))
     assert (fast.trace.nhit, fast.nhit, slow.trace.nhit, slow.nhit) == (5, 5, 0, 5)
     assert (ret.trace.nhit, ret.nhit) == (5, 5)
     fs.write("events/enable", "0")

@@ -333,3 +333,62 @@ def test_a_slow_reader_does_not_block_the_program(fs):
     reader.join(5)
     assert not reader.is_alive()
     assert [m["func"] for m in function_lines(results[0])] == ["alpha"]
+
+
+# ---------------------------------------------------------------- instances/
+
+def test_an_instance_has_its_own_files_and_the_top_level_the_shared_ones(fs):
+    fs.mkdir("instances/foo")
+    assert fs.ls("instances") == ["foo"]
+    names = set(fs.ls("instances/foo"))
+    assert FILES - {"available_filter_functions"} <= names
+    assert not names & {"kprobe_events", "kprobe_profile", "instances", "available_filter_functions"}
+    assert "instances" in fs.ls()
+
+
+def test_instances_trace_apart(fs):
+    """Each instance its tracer, filter and buffer; neither sees the other's."""
+    fs.mkdir("instances/graph")
+    start(fs, f"{HERE}:alpha")
+    fs.write("instances/graph/set_ftrace_filter", f"{HERE}:beta")
+    fs.write("instances/graph/current_tracer", "function_graph")
+    call_all()
+    assert traced(fs) == ["alpha"]
+    graph = fs.read("instances/graph/trace")
+    assert graph.startswith("# tracer: function_graph\n") and "beta();" in graph
+    assert "alpha" not in graph
+    assert fs.read("current_tracer") == "function\n"
+
+
+def test_a_probe_event_is_enabled_per_instance(fs):
+    fs.mkdir("instances/mine")
+    fs.write("kprobe_events", f"p:inst/a {HERE}:alpha")
+    fs.write("instances/mine/events/inst/a/enable", "1")
+    fs.write("instances/mine/events/inst/a/filter", "common_pid > 0")
+    call_all()
+    assert fs.read("events/inst/a/enable") == "0\n"
+    assert fs.read("instances/mine/events/inst/a/enable") == "1\n"
+    assert fs.read("events/inst/a/filter") == "none\n"
+    assert ": a: (alpha+0x0)" in fs.read("instances/mine/trace")
+    assert ": a: " not in fs.read("trace")
+    with pytest.raises(TraceError) as err:           # busy: enabled in an instance
+        fs.write("kprobe_events", "-:inst/a", append=True)
+    assert err.value.code == "BUSY"
+    fs.rmdir("instances/mine")                       # its enables go with it
+    fs.write("kprobe_events", "-:inst/a", append=True)
+    assert fs.read("kprobe_events") == ""
+
+
+def test_instance_errors(fs):
+    fs.mkdir("instances/a")
+    for call, path, code in [(fs.mkdir, "instances/a", "INSTANCE_EXISTS"),
+                             (fs.mkdir, "instances/bad name", "BAD_INSTANCE_NAME"),
+                             (fs.mkdir, "elsewhere/x", "NOT_WRITABLE"),
+                             (fs.rmdir, "instances/none", "NO_SUCH_FILE")]:
+        with pytest.raises(TraceError) as err:
+            call(path)
+        assert err.value.code == code, path
+    fs.rmdir("instances/a")
+    with pytest.raises(TraceError):
+        fs.write("instances/a/current_tracer", "function")
+    assert fs.ls("instances") == []

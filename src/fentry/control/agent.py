@@ -36,14 +36,14 @@ from collections.abc import Callable
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
-from ..symbols import check_batch
-from . import tracefs as tracefs_module
 from ..events.fetch import FAULT, Shown, safe_repr
-from ..tracers.stream import RawStream
-from .server import Connection, ControlServer
 from ..fds import high_fd
-from .wire import BOOT_DIR, ENV_CONFIG, apply_settings, recv_line, send_header
+from ..symbols import check_batch
+from ..tracers.stream import RawStream
+from . import tracefs as tracefs_module
+from .server import Connection, ControlServer
 from .tracefs import tracefs
+from .wire import BOOT_DIR, ENV_CONFIG, send_header
 
 # The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
 # a real-time one, that nothing sends.
@@ -80,9 +80,10 @@ class Streamer:
         self.ended = False
         self.running = _thread.allocate_lock()     # held while run() runs
         # One drain at a time, whoever drains: messages must leave in the
-        # order they were made.  ``owner`` is the thread draining.
-        self.writing = _thread.allocate_lock()
-        self.owner = 0
+        # order they were made.  An RLock knows its owner atomically: a drain
+        # that a signal handler would start inside this thread's own is left
+        # to that one to finish.
+        self.writing = _thread.RLock()
 
     def run(self) -> None:
         with self.running:
@@ -119,32 +120,23 @@ class Streamer:
 
     def drain(self, first: bool = False) -> int:
         """Send what was written since the last drain; how many bytes."""
-        if self.owner == _thread.get_ident():
+        if self.writing._is_owned():
             return 0        # a signal handler inside this thread's own drain: it finishes it
         with self.writing:
-            self.owner = _thread.get_ident()
-            try:
-                data = self.raw.drain()
-                if first:
-                    data = self.raw.hello(self.header) + data
-                self._send(data)
-                return len(data)
-            finally:
-                self.owner = 0
+            data = self.raw.drain()
+            if first:
+                data = self.raw.hello(self.header) + data
+            self._send(data)
+            return len(data)
 
     def close(self) -> None:
         """The last drain, and END: the stream is complete (once)."""
-        if self.owner == _thread.get_ident():
+        if self.writing._is_owned():
             return
         with self.writing:
-            if self.ended:
-                return
-            self.owner = _thread.get_ident()
-            try:
+            if not self.ended:
                 self._send(self.raw.drain() + self.raw.end(self.why))
                 self.ended = True
-            finally:
-                self.owner = 0
 
     def _send(self, data: bytes) -> None:
         if data and not self.broken:
@@ -271,22 +263,44 @@ class Agent:
 
     # -- ops of the control socket
     def _pipe(self, server: ControlServer, conn: Connection, request: dict) -> None:
-        """Stream the trace, raw, until either side ends it.  A session
-        (``fentry attach``) holds the agent in the process while it lasts; with
-        ``hold`` the stream starts only when the client says so (a line), once
-        it has set tracing up, so that the stream begins with its tracer."""
+        """Stream the trace, raw, until either side ends it.
+
+        A session (``fentry attach``) holds the agent in the process while it
+        lasts, and traces in an instance of its own, set up as its
+        ``settings`` say: it sees no other session's events, nor they its.
+        When it ends (or its client dies) the instance goes, and the events
+        it defined that nobody else uses.  Without a session: the top level."""
         session = bool(request.get("session"))
+        settings = request.get("settings")
+        name, defined = None, []
+        instance = self.fs.instance
+        if request.get("instance"):         # an instance's trace_pipe
+            instance = self.fs.instances.get(request["instance"])
+            if instance is None:
+                error = TraceError("NO_SUCH_FILE", f"instances/{request['instance']}", 0)
+                send_header(conn.sock, {"ok": False, "error": error.render()})
+                return None
+        elif settings is not None:
+            name = self._new_instance_name(conn.peer_pid)
+            try:
+                self.fs.mkdir(f"instances/{name}")
+                with check_batch():
+                    defined = apply_settings(self.fs, settings, instance=name)
+            except TraceError as e:
+                self._end_instance(name, defined)
+                send_header(conn.sock, {"ok": False, "error": e.render()})
+                return None
+            instance = self.fs.instances[name]
         with self.lock:
             if self.detached:
                 return None
             self.sessions += session
         stream = None
         try:
-            send_header(conn.sock, {"ok": True, "stream": True})
-            if request.get("hold") and not recv_line(conn.sock):
-                return None         # the client went before the stream began
+            send_header(conn.sock, {"ok": True, "stream": True, "instance": name})
             stream = Streamer(_socket_sink(conn.sock), bool(request.get("header")),
-                              conn.sock.fileno(), lambda: _peer_hung_up(conn.sock))
+                              conn.sock.fileno(), lambda: _peer_hung_up(conn.sock),
+                              instance=instance)
             with self.lock:
                 if self.detached:
                     return None
@@ -297,9 +311,28 @@ class Agent:
                 self.streams.discard(stream)
                 self.sessions -= session
                 last = session and self.sessions == 0 and self.mode == "attach"
+            if name is not None and not last:
+                self._end_instance(name, defined)
             if last:        # the end of the last fentry attach, or its death
                 self.detach()
         return None
+
+    def _new_instance_name(self, pid: int) -> str:
+        name, n = f"attach-{pid}", 1
+        while name in self.fs.instances:
+            n += 1
+            name = f"attach-{pid}-{n}"
+        return name
+
+    def _end_instance(self, name: str, defined: list[tuple[str, str]]) -> None:
+        """A session's instance, and the events it defined that no instance
+        has enabled, gone."""
+        try:
+            if name in self.fs.instances:
+                self.fs.rmdir(f"instances/{name}")
+            self.fs.probes.remove(defined)
+        except TraceError as e:
+            self.fs.probes.log(e)
 
     def _detach_request(self, server: ControlServer, conn: Connection, request: dict) -> dict:
         self.detach()           # answered once done: the socket and its directory are gone
@@ -358,6 +391,47 @@ class Agent:
         if not keep_tracing:
             release_tracing()
         _agent = None
+
+
+def apply_settings(fs, settings: dict, instance: str | None = None,
+                   skip_refused_probes: bool = False) -> list[tuple[str, str]]:
+    """Set tracing up as ``fentry run`` / ``fentry attach`` options say, by
+    writes to tracefs ``fs``, in the top level or in ``instances/INSTANCE``.
+    ``settings``: buffer_size_kb, options, filter, notrace, tracer, and
+    probes, a list of [definition, filter or None], each defined (in the
+    shared kprobe_events), filtered and enabled.  A definition the same as
+    one there already is that one.  Returns the events it defined.
+
+    ``skip_refused_probes``: a probe the Tracefs refuses is left out, its
+    error in error_log, and the others applied: for a child of ``fentry run
+    --follow``, whose code may well not have what the program's has."""
+    at = f"instances/{instance}/" if instance else ""
+    fs.write(at + "buffer_size_kb", str(settings["buffer_size_kb"]))
+    fs.write(at + "trace_options", " ".join(settings.get("options", [])))
+    fs.write(at + "set_ftrace_filter", " ".join(settings.get("filter", [])))
+    fs.write(at + "set_ftrace_notrace", " ".join(settings.get("notrace", [])))
+    fs.write(at + "current_tracer", settings["tracer"])
+    probes = settings.get("probes", [])
+    if probes:
+        from ..events.probe_parser import format_definition, parse_probe
+    defined = []
+    for definition, filter_text in probes:
+        defn = parse_probe(definition)
+        key = (defn.group, defn.event)
+        there = fs.probes.events.get(key)
+        if there is None or format_definition(there.defn) != format_definition(defn):
+            try:
+                fs.write("kprobe_events", definition, append=True)
+            except TraceError:
+                if skip_refused_probes:
+                    continue
+                raise
+            defined.append(key)
+        path = f"{at}events/{defn.group}/{defn.event}"
+        if filter_text is not None:
+            fs.write(f"{path}/filter", filter_text)
+        fs.write(f"{path}/enable", "1")
+    return defined
 
 
 def release_tracing() -> None:
@@ -517,7 +591,14 @@ _fork_filter_since = 0.0
 
 
 def _before_fork() -> None:
-    global _fork_filter
+    global _fork_filter, _sigterm_held
+    if _python_sigterm_handler() and threading.current_thread() is threading.main_thread():
+        # Pure Python catches SIGTERM with a Python handler, which a child
+        # inherits, and Python drops the signals a child gets before its
+        # after-fork hooks run: a SIGTERM at that instant would be lost, and
+        # the child live on.  Over the fork, SIGTERM is the default (from
+        # another thread Python cannot set it: there the instant stays).
+        _sigterm_held = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     agent = _agent
     if agent is None or _program_threads(agent) > 1:
         _drop_fork_filter()         # the program's own threads: it gets its warning
@@ -544,8 +625,19 @@ def _program_threads(agent: Agent) -> int:
         time.sleep(0.0005)
 
 
+def _python_sigterm_handler() -> bool:
+    return hotpath.IMPLEMENTATION == "python" and _sigterm_pipe[1] >= 0 \
+        and signal.getsignal(signal.SIGTERM) is _on_sigterm
+
+
+_sigterm_held = None        # our Python SIGTERM handler, set aside over a fork
+
+
 def _after_fork_in_parent() -> None:
-    global _fork_filter_since
+    global _fork_filter_since, _sigterm_held
+    if _sigterm_held is not None:
+        signal.signal(signal.SIGTERM, _sigterm_held)
+        _sigterm_held = None
     if _WARNS_AFTER_HOOKS:
         _fork_filter_since = time.monotonic()
     else:
@@ -572,6 +664,8 @@ def _drop_fork_filter() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _sigterm_held
+    _sigterm_held = None        # SIGTERM is the default here; the agent sets it if it follows
     _drop_fork_filter()
     agent = _agent
     if agent is None:

@@ -102,16 +102,23 @@ class Client:
     def detach(self) -> None:
         self.request("detach")
 
-    def open_pipe(self, session: bool = False, header: bool = False, hold: bool = False
-                  ) -> socket.socket:
-        """A connection streaming the trace, raw (``tracers/stream.py``).
-        With ``session``, it is an attach session: when the last one closes,
-        the agent detaches.  With ``hold``, the stream starts when
-        ``start_stream`` is called (once tracing is set up)."""
-        sock, _ = self._open({"op": "pipe", "session": session, "header": header, "hold": hold})
+    def open_pipe(self, header: bool = False, instance: str | None = None) -> socket.socket:
+        """A connection streaming the trace of the top level (or of
+        ``instances/INSTANCE``), raw (``tracers/stream.py``)."""
+        sock, _ = self._open({"op": "pipe", "header": header, "instance": instance})
         return sock
 
+    def open_session(self, settings: dict) -> tuple[socket.socket, str]:
+        """An attach session: its own instance, set up as ``settings`` say,
+        streaming its trace; and the instance's name.  When the last session
+        closes, the agent detaches (raises Refused for bad settings: nothing
+        of them is left)."""
+        sock, header = self._open({"op": "pipe", "session": True, "header": True,
+                                   "settings": settings})
+        return sock, header["instance"]
 
-def start_stream(sock: socket.socket) -> None:
-    """Start a stream opened with ``hold``."""
-    sock.sendall(b"start\n", socket.MSG_NOSIGNAL)
+    def mkdir(self, path: str) -> None:
+        self.request("mkdir", path=path)
+
+    def rmdir(self, path: str) -> None:
+        self.request("rmdir", path=path)

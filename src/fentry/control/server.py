@@ -7,11 +7,14 @@ connection carries one request, a JSON line::
     {"op": "ls", "path": "events"}
     {"op": "read", "path": "kprobe_profile"}
     {"op": "write", "path": "kprobe_events", "text": "p:...", "append": true}
-    {"op": "pipe", "session": true}       stream trace_pipe until either side closes
+    {"op": "mkdir", "path": "instances/NAME"}     (and "rmdir")
+    {"op": "pipe", "header": true}        stream the trace, raw, until either side closes
+    {"op": "pipe", "session": true, "settings": {...}}   an attach session, in its own instance
     {"op": "detach"}
 
 and gets one JSON line back, ``{"ok": true, "size": N}`` followed by N bytes
-of text, ``{"ok": true, "stream": true}`` followed by text until the end, or
+of text, ``{"ok": true, "stream": true, "instance": NAME}`` followed by the raw
+stream (``tracers/stream.py``) until the end, or
 ``{"ok": false, "error": "..."}`` (a rejected write: its error_log entry).
 
 The peer's uid is checked (``SO_PEERCRED``) before anything is read: only
@@ -64,6 +67,7 @@ class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.ident = _thread.get_ident()        # the thread serving it
+        self.peer_pid = 0                       # the client's pid (SO_PEERCRED)
 
     def write(self, data: bytes) -> None:
         """Send, never raising SIGPIPE (the program may have set it to default)."""
@@ -203,6 +207,7 @@ class ControlServer:
         self.connections.add(conn)
         try:
             pid, uid = peer_credentials(sock)
+            conn.peer_pid = pid
             if uid not in (os.getuid(), 0):
                 who = f"connect from pid {pid} "
                 error = TraceError("PEER_REFUSED", f"{who}uid {uid}", len(who),
@@ -240,6 +245,9 @@ class ControlServer:
                 return "".join(name + "\n" for name in self.fs.ls(path))
             if op == "read":
                 return self.fs.read(path)
+            if op in ("mkdir", "rmdir"):
+                getattr(self.fs, op)(path)
+                return ""
             if op == "write":
                 self.fs.write(path, str(request.get("text", "")), bool(request.get("append")))
                 return ""

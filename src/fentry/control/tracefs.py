@@ -4,10 +4,17 @@ Read and write semantics follow the kernel's: a plain write replaces (``>``),
 ``append=True`` adds (``>>``); writing ``trace`` clears the buffers;
 ``trace_pipe`` is a consuming, blocking read.  A rejected write raises
 ``TraceError`` (what and where, with a caret) and changes nothing.
+
+As the kernel's ``instances/``, ``mkdir("instances/NAME")`` makes a tracing
+instance with its own buffer, tracer, filters, options and event enables,
+under ``instances/NAME/``; ``rmdir`` removes it.  Probe event definitions
+(``kprobe_events``), ``kprobe_profile``, ``available_*`` and ``error_log``
+are the top level's, shared.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 
@@ -19,6 +26,10 @@ from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
 
 
 EVENT_FILES = ("enable", "filter", "format", "id")
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+Reader = Callable[[], str] | None
+Writer = Callable[[str, bool], None] | None
 
 
 def _parse_bool(text: str) -> bool:
@@ -44,13 +55,25 @@ def _resize(inst: TraceInstance, text: str) -> None:
 
 
 class Tracefs:
-    """The files of one trace instance: ``ls``, ``read``, ``write``."""
+    """The files of the top-level instance and of every one under
+    ``instances/``: ``ls``, ``read``, ``write``, ``mkdir``, ``rmdir``."""
 
-    def __init__(self, instance: TraceInstance | None = None) -> None:
-        self.instance = inst = instance or TraceInstance()
-        self.probes = probes = ProbeEvents(inst.buffer, lambda: inst.tracing_on)
-        # name -> (reader, writer(text, append)); None where the kernel's file is read- or write-only.
-        self.files: dict[str, tuple[Callable[[], str] | None, Callable[[str, bool], None] | None]] = {
+    def __init__(self) -> None:
+        self.instance = TraceInstance()         # the top level
+        self.instances: dict[str, TraceInstance] = {}
+        self.probes = probes = ProbeEvents()
+        self.lock = threading.RLock()
+        # Files only the top level has: name -> (reader, writer(text, append)).
+        self.global_files: dict[str, tuple[Reader, Writer]] = {
+            "available_filter_functions": (SYMBOLS.available_filter_functions, None),
+            "kprobe_events": (probes.definitions, probes.write),
+            "kprobe_profile": (probes.profile, None),
+        }
+
+    def instance_files(self, inst: TraceInstance) -> dict[str, tuple[Reader, Writer]]:
+        """The files every instance has (the top level too)."""
+        probes = self.probes
+        return {
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
             "current_tracer": (lambda: inst.tracer + "\n",
                                lambda text, append: inst.set_tracer(text)),
@@ -58,7 +81,6 @@ class Tracefs:
                                   lambda text, append: inst.set_filter(text, append)),
             "set_ftrace_notrace": (lambda: inst.notrace.text(),
                                    lambda text, append: inst.set_filter(text, append, notrace=True)),
-            "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "tracing_on": (lambda: f"{int(inst.tracing_on)}\n",
                            lambda text, append: inst.set_tracing_on(_parse_bool(text))),
             "buffer_size_kb": (lambda: f"{inst.buffer.size_kb}\n",
@@ -66,19 +88,61 @@ class Tracefs:
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
-            "kprobe_events": (probes.definitions, probes.write),
-            "kprobe_profile": (probes.profile, None),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
-            "events/enable": (lambda: enable_text(list(probes.events.values())),
+            "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
                               lambda text, append: probes.set_enable(list(probes.events.values()),
-                                                                     _parse_bool(text))),
+                                                                     _parse_bool(text), inst)),
         }
+
+    # -- instances/
+    def _split(self, path: str) -> tuple[TraceInstance, list[str]]:
+        """The instance a path is in, and the path's parts within it."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == "instances":
+            inst = self.instances.get(parts[1])
+            if inst is None:
+                raise TraceError("NO_SUCH_FILE", path, 0)
+            return inst, parts[2:]
+        return self.instance, parts
+
+    def mkdir(self, path: str) -> None:
+        """``mkdir instances/NAME``: a new tracing instance."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2 or parts[0] != "instances":
+            raise TraceError("NOT_WRITABLE", path, 0, detail="only instances/NAME can be made")
+        name = parts[1]
+        if not INSTANCE_NAME.fullmatch(name):
+            raise TraceError("BAD_INSTANCE_NAME", path, len("instances/"))
+        with self.lock:
+            if name in self.instances:
+                raise TraceError("INSTANCE_EXISTS", path, len("instances/"))
+            self.instances[name] = TraceInstance()
+
+    def rmdir(self, path: str) -> None:
+        """``rmdir instances/NAME``: the instance and all it traced, gone."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2 or parts[0] != "instances" or parts[1] not in self.instances:
+            raise TraceError("NO_SUCH_FILE", path, 0)
+        with self.lock:
+            if self.instances[parts[1]].buffer.raw_readers:
+                raise TraceError("INSTANCE_BUSY", path, len("instances/"))
+            inst = self.instances.pop(parts[1])
+        self.probes.forget_instance(inst)
+        inst.set_tracer("nop")
+        inst.set_filter("", append=False)
+        inst.set_filter("", append=False, notrace=True)
 
     def ls(self, path: str = "") -> list[str]:
         """The names in a directory of tracefs (the top one by default)."""
-        parts = [p for p in path.split("/") if p]
+        top = [p for p in path.split("/") if p]
+        if top == ["instances"]:
+            return sorted(self.instances)
+        inst, parts = self._split(path)
         if not parts:
-            return sorted({name.split("/", 1)[0] for name in self.files})
+            names = {name.split("/", 1)[0] for name in self.instance_files(inst)}
+            if inst is self.instance:
+                names |= set(self.global_files) | {"instances"}
+            return sorted(names)
         if parts[0] == "events":
             probes = self.probes
             if len(parts) == 1:
@@ -89,39 +153,44 @@ class Tracefs:
                 return list(EVENT_FILES)
         raise TraceError("NO_SUCH_FILE", path, 0)
 
-    def _file(self, path: str):
-        name = path.strip("/")
-        entry = self.files.get(name)
-        if entry is None and name.startswith("events/"):
-            entry = self._event_file(name.split("/")[1:])
+    def _file(self, path: str) -> tuple[Reader, Writer]:
+        inst, parts = self._split(path)
+        name = "/".join(parts)
+        entry = self.instance_files(inst).get(name)
+        if entry is None and inst is self.instance:
+            entry = self.global_files.get(name)
+        if entry is None and parts[:1] == ["events"]:
+            entry = self._event_file(inst, parts[1:])
         if entry is None:
             raise TraceError("NO_SUCH_FILE", path, 0)
         return entry
 
-    def _event_file(self, parts: list[str]):
+    def _event_file(self, inst: TraceInstance, parts: list[str]) -> tuple[Reader, Writer] | None:
         """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,id}."""
         probes = self.probes
         if len(parts) == 2 and parts[1] == "enable" and parts[0] in probes.groups():
             group = probes.in_group(parts[0])
-            return (lambda: enable_text(group),
-                    lambda text, append: probes.set_enable(group, _parse_bool(text)))
+            return (lambda: enable_text(group, inst),
+                    lambda text, append: probes.set_enable(group, _parse_bool(text), inst))
         if len(parts) != 3 or parts[2] not in EVENT_FILES:
             return None
         event = probes.find(parts[0], parts[1])
         if event is None:
             return None
         return {
-            "enable": (lambda: enable_text([event]),
-                       lambda text, append: probes.set_enable([event], _parse_bool(text))),
-            "filter": (lambda: event.filter.text + "\n",
-                       lambda text, append: probes.set_filter(event, text)),
+            "enable": (lambda: enable_text([event], inst),
+                       lambda text, append: probes.set_enable([event], _parse_bool(text), inst)),
+            "filter": (lambda: event.file(inst).filter.text + "\n",
+                       lambda text, append: probes.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
         }[parts[2]]
 
     def reset(self) -> None:
-        """Every file back to its default: no probe event, no tracer, no
-        filter, default options and size, empty buffers and error_log."""
+        """Every file back to its default: no instance, no probe event, no
+        tracer, no filter, default options and size, empty buffers and error_log."""
+        for name in list(self.instances):
+            self.rmdir(f"instances/{name}")
         self.write("events/enable", "0")
         self.write("kprobe_events", "")
         self.write("error_log", "")
@@ -136,9 +205,11 @@ class Tracefs:
     def reinit_after_fork(self) -> None:
         """In a forked child: the locks anew (a thread of the parent may have
         held one at the fork, and that thread does not exist here)."""
-        for lock in (self.probes.lock, self.instance.lock):
+        for lock in (self.probes.lock, self.lock):
             lock._at_fork_reinit()
-        self.instance.buffer.after_fork_in_child()
+        for inst in [self.instance, *self.instances.values()]:
+            inst.lock._at_fork_reinit()
+            inst.buffer.after_fork_in_child()
 
     def read(self, path: str) -> str:
         reader, _ = self._file(path)

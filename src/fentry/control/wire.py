@@ -88,36 +88,3 @@ def recv_line(sock: socket.socket, limit: int = MAX_REQUEST) -> bytes:
         if len(data) > limit:
             raise ValueError("request line too long")
     return bytes(data[:-1])
-
-
-def apply_settings(files, settings: dict, skip_refused_probes: bool = False) -> None:
-    """Set tracing up as ``fentry run`` / ``fentry attach`` options say, by
-    writes to tracefs: ``files`` is the process's Tracefs, or a Client of its
-    control socket (both have ``write(path, text, append)``).  ``settings``:
-    buffer_size_kb, options, filter, notrace, tracer, and probes, a list of
-    [definition, filter or None], each appended, filtered and enabled.
-
-    ``skip_refused_probes``: a probe the (in-process) Tracefs refuses is left
-    out, its error in error_log, and the others applied: for a child of
-    ``fentry run --follow``, whose code may well not have what the program's has."""
-    files.write("buffer_size_kb", str(settings["buffer_size_kb"]))
-    files.write("trace_options", " ".join(settings.get("options", [])))
-    files.write("set_ftrace_filter", " ".join(settings.get("filter", [])))
-    files.write("set_ftrace_notrace", " ".join(settings.get("notrace", [])))
-    files.write("current_tracer", settings["tracer"])
-    probes = settings.get("probes", [])
-    if probes:
-        from ..errors import TraceError
-        from ..events.probe_parser import parse_probe
-    for definition, filter_text in probes:
-        try:
-            files.write("kprobe_events", definition, append=True)
-        except TraceError:
-            if skip_refused_probes:
-                continue
-            raise
-        defn = parse_probe(definition)
-        path = f"events/{defn.group}/{defn.event}"
-        if filter_text is not None:
-            files.write(f"{path}/filter", filter_text)
-        files.write(f"{path}/enable", "1")

@@ -26,7 +26,6 @@ from .. import hotpath, kprobes
 from ..errors import TraceError
 from ..pytrampolines import call_site
 from ..symbols import check_batch
-from ..tracers.ring_buffer import RingBuffer
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
@@ -40,25 +39,22 @@ _NUM_TYPES = re.compile(r"[usx](8|16|32|64)")
 
 
 class ProbeEvent:
-    """One probe event (``struct trace_kprobe``): a definition, armed while enabled."""
+    """One probe event (``struct trace_kprobe``): a definition, and its
+    ``EventFile`` in each tracing instance that enabled it (the kernel's
+    ``trace_probe_link``s): each arms a probe that records into its
+    instance's buffer, through its instance's filter."""
 
     def __init__(self, defn: ProbeDefinition, events: ProbeEvents, event_id: int) -> None:
         self.defn = defn
         self.events = events
         self.id = event_id
-        self.filter: Filter = NO_FILTER
-        self.filtered = False
-        self.filter_common = False
-        self.at_offset = bool(defn.offset or defn.path)
-        self.local = events.buffer.local
-        self._nhit = 0              # hits taken by the Python path, and by past traces
-        self._nmissed = 0           # fetch or handler failures, as the kernel's misses
-        self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
-        self.trace = None           # the hot path's ProbeTrace, while enabled
+        self.format = EventFormat(defn)
+        self.files: dict[int, EventFile] = {}       # id(instance) -> its file
         self.pending: str | None = None     # the module it waits for, not found when defined
         self._names = None if any(a.kind == "args" for a in defn.args) \
             else tuple(a.name for a in defn.args)
-        self.format = EventFormat(defn)
+        self._nhit = 0              # hits of files no longer there
+        self._nmissed = 0
 
     @property
     def name(self) -> str:
@@ -70,136 +66,37 @@ class ProbeEvent:
 
     @property
     def enabled(self) -> bool:
-        return self.probe is not None
+        """Enabled in some instance (then it cannot be removed: busy)."""
+        return any(f.enabled for f in self.files.values())
 
     @property
     def nhit(self) -> int:
-        return self._nhit + (self.trace.nhit if self.trace is not None else 0)
+        """Hits, in every instance it is enabled in (each counts its own)."""
+        return self._nhit + sum(f.nhit for f in self.files.values())
 
     @property
     def nmissed(self) -> int:
         """Hits with a fetch that faulted, and handlers that raised."""
-        trace, probe = self.trace, self.probe
-        return (self._nmissed + (trace.nmissed if trace is not None else 0)
-                + (probe.nmissed if probe is not None else 0))
+        return self._nmissed + sum(f.nmissed for f in self.files.values())
+
+    def file(self, instance) -> EventFile:
+        """This event's file in ``instance`` (its enable and filter there)."""
+        f = self.files.get(id(instance))
+        if f is None:
+            f = self.files[id(instance)] = EventFile(self, instance)
+        return f
+
+    def forget(self, instance) -> None:
+        """``instance`` is removed: its file goes, disabled."""
+        f = self.files.pop(id(instance), None)
+        if f is not None:
+            f.disable()
+            self._nhit += f.nhit
+            self._nmissed += f.nmissed
 
     def field_names(self, code) -> tuple[str, ...]:
         """The names of a record's values (``$args`` gives the parameters of ``code``)."""
         return self.format.field_names(code)
-
-    # -- enable / disable
-    def enable(self) -> None:
-        if self.probe is not None:
-            return
-        d = self.defn
-        command = format_definition(d)
-        try:
-            trace = self._make_trace()
-            if d.is_return:
-                probe = kprobes.Kretprobe(d.symbol_name, handler=trace)
-                kprobes.register_kretprobe(probe)
-            else:
-                probe = (kprobes.Kprobe(path=d.path, line=d.line, pre_handler=trace)
-                         if d.path is not None
-                         else kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=trace))
-                kprobes.register_kprobe(probe)
-            self.trace = trace
-        except TraceError as e:
-            # Point the caret at the probe point in the definition as written.
-            e.command, e.pos = command, command.find(" ") + 1
-            raise
-        self.probe = probe
-
-    def _make_trace(self):
-        """The hot path's handler for this probe."""
-        specs = self._fast_specs()
-        buffer = self.events.buffer
-        trace = hotpath.ProbeTrace(self, specs, buffer.local, buffer.attach, buffer.recording,
-                                   snapshot, FAULT,
-                                   self._exit_hit if self.defn.is_return else self._hit)
-        self._arm_filter(trace)
-        return trace
-
-    def _fast_specs(self) -> tuple | None:
-        """The fetchargs for the C path, or None: every hit takes the Python path."""
-        specs = fast_specs(self.defn.args)
-        return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
-
-    def _arm_filter(self, trace) -> None:
-        """Give the hot path the filter: its program over value indexes, if it
-        can run it, and the Python filter over a record's values."""
-        if not self.filtered:
-            trace.set_filter(None, None)
-            return
-        program = self.filter.program
-        if program is not None and not self.filter_common and self._fast_specs() is not None:
-            index = {name: i for i, name in enumerate(self._names)}
-            preds, code = program
-            if all(field in index for field, *_ in preds):
-                program = (tuple((index[field], op, operand, negate)
-                                 for field, op, operand, negate in preds), code)
-            else:
-                program = None
-        else:
-            program = None
-        trace.set_filter(program, self._matches)
-
-    def disable(self) -> None:
-        if self.probe is None:
-            return
-        if self.defn.is_return:
-            kprobes.unregister_kretprobe(self.probe)
-        else:
-            kprobes.unregister_kprobe(self.probe)
-        self._nmissed += self.probe.nmissed
-        if self.trace is not None:
-            self._nhit += self.trace.nhit
-            self._nmissed += self.trace.nmissed
-            self.trace = None
-        self.probe = None
-
-    # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
-    def _hit(self, frame) -> None:
-        """An entry, offset or line probe's hit, in Python (the C ProbeTrace's reference)."""
-        self._nhit += 1
-        args = self.defn.args
-        values = fetch_all(args, frame) if args else ()
-        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
-
-    def _exit_hit(self, frame, value, raised: bool) -> None:
-        """A return probe's hit, in Python: ``value`` is the return value, or
-        the exception the frame is left by (then $retval is a fault)."""
-        self._nhit += 1
-        values = fetch_all(self.defn.args, frame) if raised else \
-            fetch_all(self.defn.args, frame, value)
-        caller = frame.f_back               # the return address: the call site
-        if caller is not None:
-            c = caller.f_code
-            site = (c, call_site(c, caller.f_lasti), frame.f_code,
-                    type(value).__name__ if raised else None)
-        else:
-            site = (None, 0, frame.f_code, type(value).__name__ if raised else None)
-        self._record(site, values, frame.f_code)
-
-    def _matches(self, values: tuple, code=None) -> bool:
-        """The filter, on a record's values (``code``: the probed code, for ``$args``)."""
-        fields = dict(zip(self.field_names(code), values))
-        return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
-
-    def _record(self, site: tuple, values: tuple, code) -> None:
-        for v in values:
-            if v is FAULT:
-                self._nmissed += 1
-                break
-        if not self.events.recording():
-            return
-        if self.filtered and not self._matches(values, code):
-            return
-        try:
-            tb = self.local.tb
-        except AttributeError:
-            tb = self.events.buffer.attach()
-        tb.record((self, site, values))
 
     # -- reading
     def line(self, site: tuple, values: tuple) -> str:
@@ -242,8 +139,155 @@ class ProbeEvent:
     def field_kinds(self) -> dict[str, str]:
         return {a.name: _filter_kind(a) for a in self.defn.args if a.kind != "args"}
 
+
+class EventFile:
+    """A probe event in one tracing instance (``struct trace_event_file``):
+    its ``enable`` and ``filter`` there, and while enabled the probe that
+    records into that instance's buffer."""
+
+    def __init__(self, event: ProbeEvent, instance) -> None:
+        self.event = event
+        self.instance = instance
+        self.filter: Filter = NO_FILTER
+        self.filtered = False
+        self.filter_common = False
+        self.at_offset = bool(event.defn.offset or event.defn.path)
+        self._nhit = 0              # hits taken by the Python path, and by past traces
+        self._nmissed = 0           # fetch or handler failures, as the kernel's misses
+        self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
+        self.trace = None           # the hot path's ProbeTrace, while enabled
+
+    @property
+    def enabled(self) -> bool:
+        return self.probe is not None
+
+    @property
+    def nhit(self) -> int:
+        return self._nhit + (self.trace.nhit if self.trace is not None else 0)
+
+    @property
+    def nmissed(self) -> int:
+        trace, probe = self.trace, self.probe
+        return (self._nmissed + (trace.nmissed if trace is not None else 0)
+                + (probe.nmissed if probe is not None else 0))
+
+    # -- enable / disable
+    def enable(self) -> None:
+        if self.probe is not None:
+            return
+        d = self.event.defn
+        command = format_definition(d)
+        try:
+            trace = self._make_trace()
+            if d.is_return:
+                probe = kprobes.Kretprobe(d.symbol_name, handler=trace)
+                kprobes.register_kretprobe(probe)
+            else:
+                probe = (kprobes.Kprobe(path=d.path, line=d.line, pre_handler=trace)
+                         if d.path is not None
+                         else kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=trace))
+                kprobes.register_kprobe(probe)
+            self.trace = trace
+        except TraceError as e:
+            # Point the caret at the probe point in the definition as written.
+            e.command, e.pos = command, command.find(" ") + 1
+            raise
+        self.probe = probe
+
+    def _make_trace(self):
+        """The hot path's handler for this probe."""
+        specs = self._fast_specs()
+        buffer = self.instance.buffer
+        trace = hotpath.ProbeTrace(self.event, specs, buffer.local, buffer.attach, buffer.recording,
+                                   snapshot, FAULT,
+                                   self._exit_hit if self.event.defn.is_return else self._hit)
+        self._arm_filter(trace)
+        return trace
+
+    def _fast_specs(self) -> tuple | None:
+        """The fetchargs for the C path, or None: every hit takes the Python path."""
+        specs = fast_specs(self.event.defn.args)
+        return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
+
+    def _arm_filter(self, trace) -> None:
+        """Give the hot path the filter: its program over value indexes, if it
+        can run it, and the Python filter over a record's values."""
+        if not self.filtered:
+            trace.set_filter(None, None)
+            return
+        program = self.filter.program
+        if program is not None and not self.filter_common and self._fast_specs() is not None:
+            index = {name: i for i, name in enumerate(self.event._names)}
+            preds, code = program
+            if all(field in index for field, *_ in preds):
+                program = (tuple((index[field], op, operand, negate)
+                                 for field, op, operand, negate in preds), code)
+            else:
+                program = None
+        else:
+            program = None
+        trace.set_filter(program, self._matches)
+
+    def disable(self) -> None:
+        if self.probe is None:
+            return
+        if self.event.defn.is_return:
+            kprobes.unregister_kretprobe(self.probe)
+        else:
+            kprobes.unregister_kprobe(self.probe)
+        self._nmissed += self.probe.nmissed
+        if self.trace is not None:
+            self._nhit += self.trace.nhit
+            self._nmissed += self.trace.nmissed
+            self.trace = None
+        self.probe = None
+
+    # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
+    def _hit(self, frame) -> None:
+        """An entry, offset or line probe's hit, in Python (the C ProbeTrace's reference)."""
+        self._nhit += 1
+        args = self.event.defn.args
+        values = fetch_all(args, frame) if args else ()
+        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
+
+    def _exit_hit(self, frame, value, raised: bool) -> None:
+        """A return probe's hit, in Python: ``value`` is the return value, or
+        the exception the frame is left by (then $retval is a fault)."""
+        self._nhit += 1
+        args = self.event.defn.args
+        values = fetch_all(args, frame) if raised else fetch_all(args, frame, value)
+        caller = frame.f_back               # the return address: the call site
+        if caller is not None:
+            c = caller.f_code
+            site = (c, call_site(c, caller.f_lasti), frame.f_code,
+                    type(value).__name__ if raised else None)
+        else:
+            site = (None, 0, frame.f_code, type(value).__name__ if raised else None)
+        self._record(site, values, frame.f_code)
+
+    def _matches(self, values: tuple, code=None) -> bool:
+        """The filter, on a record's values (``code``: the probed code, for ``$args``)."""
+        fields = dict(zip(self.event.field_names(code), values))
+        return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
+
+    def _record(self, site: tuple, values: tuple, code) -> None:
+        for v in values:
+            if v is FAULT:
+                self._nmissed += 1
+                break
+        if not self.instance.tracing_on:
+            return
+        if self.filtered and not self._matches(values, code):
+            return
+        buffer = self.instance.buffer
+        try:
+            tb = buffer.local.tb
+        except AttributeError:
+            tb = buffer.attach()
+        tb.record((self.event, site, values))
+
     def set_filter(self, text: str) -> None:
-        self.filter = compile_event_filter(text, self.defn.args)
+        self.filter = compile_event_filter(text, self.event.defn.args)
         self.filtered = not self.filter.empty
         # comm and common_pid cost a lookup each: only when the filter names them
         self.filter_common = bool(re.search(r"\b(comm|common_pid)\b", text))
@@ -307,11 +351,10 @@ def _filter_values(fields: dict) -> dict:
 
 
 class ProbeEvents:
-    """``kprobe_events``, ``kprobe_profile``, ``error_log`` and ``events/``."""
+    """``kprobe_events``, ``kprobe_profile``, ``error_log``, and the probe
+    events' files in each instance's ``events/``."""
 
-    def __init__(self, buffer: RingBuffer, recording) -> None:
-        self.buffer = buffer
-        self.recording = recording          # () -> bool: tracing_on
+    def __init__(self) -> None:
         self.events: dict[tuple[str, str], ProbeEvent] = {}
         self.errors: list[str] = []
         self.lock = threading.RLock()
@@ -377,6 +420,15 @@ class ProbeEvents:
             self.log(TraceError("NO_MODULE_YET", line, line.find(" ") + 1,
                                 subsystem="trace_kprobe", level="info"))
 
+    def remove(self, keys: list[tuple[str, str]]) -> None:
+        """Remove these events, where no instance has them enabled (the end of
+        the attach session that defined them)."""
+        with self.lock:
+            for key in keys:
+                event = self.events.get(key)
+                if event is not None and not event.enabled:
+                    del self.events[key]
+
     def definitions(self) -> str:
         """The definitions; a comment (which a write skips) before one whose module is not found yet."""
         return "".join(
@@ -389,7 +441,7 @@ class ProbeEvents:
         return "".join(f"  {e.name:<44} {e.nhit:>15} {e.nmissed:>15}\n"
                        for e in self.events.values())
 
-    # -- events/
+    # -- events/ of an instance
     def groups(self) -> list[str]:
         return sorted({g for g, _ in self.events})
 
@@ -399,36 +451,37 @@ class ProbeEvents:
     def find(self, group: str, name: str) -> ProbeEvent | None:
         return self.events.get((group, name))
 
-    def set_enable(self, events: list[ProbeEvent], on: bool) -> None:
+    def set_enable(self, events: list[ProbeEvent], on: bool, instance) -> None:
         with self.lock, check_batch():
             done = []
             try:
                 for e in events:
-                    if on and not e.enabled:
-                        e.enable()
-                        done.append(e)
+                    f = e.file(instance)
+                    if on and not f.enabled:
+                        f.enable()
+                        done.append(f)
                     elif not on:
-                        e.disable()
+                        f.disable()
             except TraceError as err:
-                for e in done:          # nothing half-applied
-                    e.disable()
+                for f in done:          # nothing half-applied
+                    f.disable()
                 self._fail(err)
 
-    def set_filter(self, event: ProbeEvent, text: str) -> None:
+    def set_filter(self, event: ProbeEvent, text: str, instance) -> None:
         try:
-            event.set_filter(text)
+            event.file(instance).set_filter(text)
         except TraceError as e:
             e.subsystem = "event filter parse error"
             self._fail(e)
 
-    def disable_all(self) -> None:
-        for e in self.events.values():
-            e.disable()
+    def forget_instance(self, instance) -> None:
+        """``instance`` is removed: every event's file there goes, disabled."""
+        with self.lock:
+            for e in self.events.values():
+                e.forget(instance)
 
 
-def enable_text(events: list[ProbeEvent]) -> str:
+def enable_text(events: list[ProbeEvent], instance) -> str:
     """An ``enable`` file: 1, 0, or X when mixed."""
-    states = {e.enabled for e in events}
+    states = {e.file(instance).enabled for e in events}
     return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")
-
-

@@ -184,6 +184,7 @@ class RingBuffer:
         self.buffers = [tb] if tb is not None else []
         if tb is not None:
             tb.tid = threading.get_native_id()
+            tb.after_fork()
             tb.set_queue(None, tb.key, 0)
         # The parent's raw readers are the parent's.
         self.queue = None
