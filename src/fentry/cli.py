@@ -32,21 +32,23 @@ from .control.inject import AttachError, inject
 from .control.wire import BOOT_DIR, ENV_CONFIG, remove_stale
 from .errors import TraceError
 from .fds import FD_MIN
-from .report.record import Live, widen_pipe
+from .report.record import Live, Recording, widen_pipe
 
 # The in-process modules (tracers, probe events, the ftrace core) are imported
 # only to check what a command is given: `fentry attach` starts faster so.
 TRACER_NAMES = ("function_graph", "function", "nop")      # tracers.trace.TRACERS
 DEFAULT_SIZE_KB = 1408                                     # tracers.ring_buffer's
 EXIT_WAIT = 10.0    # seconds an agent may take to send what is left once asked to stop
+DEFAULT_RECORDING = "fentry.dat"
+REPORT_FORMATS = ("text",)
 
 
-def _tracing_options(p: argparse.ArgumentParser, default_tracer: str, buffer_kb: int,
+def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buffer_kb: int,
                      when: str) -> None:
     """What run and attach both set up: tracer, filters, probe events, output.
     ``when``: when they take effect, for the help."""
     p.add_argument("-t", "--tracer", default=default_tracer, choices=TRACER_NAMES,
-                   help=f"the tracer (current_tracer); default: {default_tracer}")
+                   help=f"the tracer (current_tracer); default: {default_tracer or 'as run or attach'}")
     p.add_argument("-l", "--filter", action="append", default=[], metavar="GLOB",
                    help="trace only matching functions (set_ftrace_filter); repeatable")
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="GLOB",
@@ -80,6 +82,49 @@ def _run_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _record_parser(sub) -> None:
+    p = sub.add_parser(
+        "record", help="record a program's trace, raw, into a file (fentry report reads it)",
+        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                     [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                     [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
+              "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
+        description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
+                    f"FILE (default {DEFAULT_RECORDING}), as trace-cmd record does: nothing is "
+                    "formatted while the program runs.  fentry report formats it.")
+    _tracing_options(p, None, DEFAULT_SIZE_KB, "before the program starts (or once attached)")
+    p.add_argument("-p", "--pid", dest="record_pid", type=int, metavar="PID",
+                   help="record a running program (as fentry attach) instead of starting one")
+    p.add_argument("--follow", action="store_true",
+                   help="record the Python processes the program starts too")
+    _attach_only_options(p)
+    p.add_argument("-m", dest="module", metavar="MODULE", help="run library module as a script")
+    p.add_argument("-c", dest="code", metavar="CODE", help="program passed in as string")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report", help="format a recording (fentry record's file)",
+        description="Read a recording and print the trace as fentry run would have, or export "
+                    "it for a viewer.")
+    p.add_argument("-i", "--input", default=DEFAULT_RECORDING, metavar="FILE",
+                   help=f"the recording (default {DEFAULT_RECORDING})")
+    p.add_argument("--format", default="text", choices=REPORT_FORMATS,
+                   help="text (default): the trace as fentry run prints it")
+    p.add_argument("-o", "--output", metavar="OUT", help="write to OUT (default: stdout)")
+
+
+def _attach_only_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="detach after SECONDS")
+    p.add_argument("--injector", default="auto", choices=["auto", "ptrace", "gdb", "remote_exec"],
+                   help="how to get the agent in (default: remote_exec on 3.14+, else ptrace "
+                        "on x86-64, else gdb)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long the program's main thread may take to reach a safe point "
+                        "(default 5)")
+
+
 def _attach_parser(sub) -> None:
     p = sub.add_parser(
         "attach", help="trace a running Python program (3.12+) until Ctrl-C",
@@ -89,13 +134,7 @@ def _attach_parser(sub) -> None:
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
     _tracing_options(p, "nop", DEFAULT_SIZE_KB, "as soon as fentry is attached")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="detach after SECONDS")
-    p.add_argument("--injector", default="auto", choices=["auto", "ptrace", "gdb", "remote_exec"],
-                   help="how to get the agent in (default: remote_exec on 3.14+, else ptrace "
-                        "on x86-64, else gdb)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="how long the program's main thread may take to reach a safe point "
-                        "(default 5)")
+    _attach_only_options(p)
 
 
 def _control_parsers(sub) -> None:
@@ -136,12 +175,15 @@ class _ProbeAction(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fentry", description="ftrace for Python programs",
-        usage="fentry run ... | fentry attach PID ... | fentry -p PID {ls,read,write,pipe,detach} ...")
+        usage="fentry run ... | fentry attach PID ... | fentry record ... | fentry report ... |\n"
+              "       fentry -p PID {ls,read,write,pipe,mkdir,rmdir,detach} ...")
     parser.add_argument("-p", "--pid", type=int, metavar="PID",
                         help="the process whose tracefs ls/read/write/pipe/detach work on")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _attach_parser(sub)
+    _record_parser(sub)
+    _report_parser(sub)
     _control_parsers(sub)
     return parser
 
@@ -149,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """fentry's options, and the program's command line (from SCRIPT, -m or -c on)."""
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
-                   "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event"}
+                   "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
+                   "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -250,15 +293,16 @@ def _open_output(opts: argparse.Namespace, command: str, default):
         return None, False
 
 
-def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
+def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
+    command = "record" if record else "run"
     if not program or program[0] in ("-m", "-c") and len(program) < 2:
-        print("fentry run: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
+        print(f"fentry {command}: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
         return 2
-    if not _check_tracing_options(opts, "run"):
+    if not _check_tracing_options(opts, command):
         return 2
     # stderr: stdout is the program's
-    out, close_out = _open_output(opts, "run", sys.stderr.buffer)
-    if out is None:
+    live = _output(opts, command, record, sys.stderr.buffer, [sys.executable, *program])
+    if live is None:
         return 2
 
     read_fd, pipe_fd = os.pipe()
@@ -268,7 +312,6 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     os.close(pipe_fd)
     os.set_inheritable(write_fd, True)
     widen_pipe(read_fd)
-    live = Live(out, [sys.executable, *program])
     collector = Collector(live.recorder) if opts.follow else None
     env = dict(os.environ)
     config = {"fd": write_fd, "pythonpath": os.environ.get("PYTHONPATH"), **_settings(opts)}
@@ -307,7 +350,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     if collector is not None:
         collector.close()
     live.finish()
-    _report_end(live, opts.output, "run", close_out)
+    _report_end(live, opts, command)
     if status < 0:      # die of the same signal (SIGKILL's action cannot be set, nor needs to)
         if -status != signal.SIGKILL:
             signal.signal(-status, signal.SIG_DFL)
@@ -316,24 +359,48 @@ def cmd_run(opts: argparse.Namespace, program: list[str]) -> int:
     return status
 
 
-def _report_end(live: Live, output: str | None, command: str, close_out: bool) -> None:
+def _output(opts: argparse.Namespace, command: str, record: bool, default, argv: list[str]
+            ) -> Live | Recording | None:
+    """Where the trace goes: a recording (fentry record), or text to -o FILE or ``default``."""
+    if record:
+        path = opts.output or DEFAULT_RECORDING
+        try:
+            return Recording(path, argv)
+        except OSError as e:
+            print(f"fentry {command}: cannot write {path}: {e.strerror}", file=sys.stderr)
+            return None
+    out, close_out = _open_output(opts, command, default)
+    if out is None:
+        return None
+    return Live(out, argv, close_out)
+
+
+def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) -> None:
     """Close the output, and say (one line each) what a user must know of
     the trace: it could not be written, values could not be printed, a
     process's stream was cut."""
+    output = opts.output or (DEFAULT_RECORDING if isinstance(live, Recording) else None)
     error = live.error
-    try:
-        if close_out:
-            live.report.out.close()
-        else:
-            live.report.out.flush()
-    except OSError as e:
-        error = error or e
-    except ValueError:
-        pass
+    if isinstance(live, Live):
+        try:
+            if live.close_out:
+                live.report.out.close()
+            else:
+                live.report.out.flush()
+        except OSError as e:
+            error = error or e
+        except ValueError:
+            pass
     if error is not None:
         # The program's status stands; the lost trace is said once, not as a traceback.
         _say(f"fentry {command}: writing the trace to {output or 'stderr'} failed: "
              f"{error.strerror or error}; the trace is incomplete")
+    if isinstance(live, Recording):
+        if error is None:
+            _say(f"fentry record: {live.writer.size} bytes of raw trace in {output}; "
+                 f"`fentry report{'' if output == DEFAULT_RECORDING else ' -i ' + output}` "
+                 "formats it")
+        return
     faults = live.report.faults(live.streams.streams)
     if faults:
         _say(f"fentry {command}: {faults} value{'s' if faults > 1 else ''} could not be printed "
@@ -344,15 +411,16 @@ def _report_end(live: Live, output: str | None, command: str, close_out: bool) -
                  "the process was killed before it could send the rest")
 
 
-def cmd_attach(opts: argparse.Namespace) -> int:
-    if not _check_tracing_options(opts, "attach"):
+def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
+    command = "record" if record else "attach"
+    if not _check_tracing_options(opts, command):
         return 2
     if opts.duration is not None and opts.duration <= 0:
-        print("fentry attach: --duration must be positive", file=sys.stderr)
+        print(f"fentry {command}: --duration must be positive", file=sys.stderr)
         return 2
     # stdout: there is no program output here (fentry's own lines go to stderr)
-    out, close_out = _open_output(opts, "attach", sys.stdout.buffer)
-    if out is None:
+    live = _output(opts, command, record, sys.stdout.buffer, ["fentry", "attach", str(opts.pid)])
+    if live is None:
         return 2
     # Ctrl-C (or SIGTERM, SIGHUP) only asks to stop: whenever it comes, the
     # session ends in order and the agent detaches; never a traceback halfway.
@@ -363,7 +431,7 @@ def cmd_attach(opts: argparse.Namespace) -> int:
     try:
         injection = inject(opts.pid, opts.injector, opts.timeout)
     except AttachError as e:
-        print(f"fentry attach: {e}", file=sys.stderr)
+        print(f"fentry {command}: {e}", file=sys.stderr)
         return 1
     client = Client(opts.pid)
     try:
@@ -379,22 +447,21 @@ def cmd_attach(opts: argparse.Namespace) -> int:
                 pass
         return 2
     except NoAgent as e:
-        print(f"fentry attach: {e}", file=sys.stderr)
+        print(f"fentry {command}: {e}", file=sys.stderr)
         return 1
     how = ("reusing the agent already there" if injection.method == "reused" else
            f"{injection.method}, paused {injection.pause * 1e3:.1f} ms")
     print(f"fentry: attached to {opts.pid} ({how}; ready in "
           f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
           "Ctrl-C detaches", file=sys.stderr)
-    live = Live(out, ["fentry", "attach", str(opts.pid)])
     ended = threading.Event()
     live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
-        if stop.is_set() or live.report.error is not None \
+        if stop.is_set() or live.error is not None \
                 or deadline is not None and time.monotonic() >= deadline:
             break
-    if live.report.error is not None and not ended.is_set():
+    if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.
         session.close()
@@ -416,8 +483,55 @@ def cmd_attach(opts: argparse.Namespace) -> int:
         message = f"fentry: process {opts.pid} ended, or fentry was detached from it"
     session.close()
     live.finish()
-    _report_end(live, opts.output, "attach", close_out)
+    _report_end(live, opts, command)
     print(message, file=sys.stderr)
+    return 0
+
+
+def cmd_report(opts: argparse.Namespace) -> int:
+    """``fentry report``: a recording, formatted."""
+    from .report.datfile import DatFormatError, DatReader
+    from .report.decode import Streams
+    from .report.text import TextReport
+    try:
+        reader = DatReader(opts.input)
+    except FileNotFoundError:
+        print(f"fentry report: no {opts.input} here (fentry record writes it; -i names another)",
+              file=sys.stderr)
+        return 2
+    except (DatFormatError, OSError) as e:
+        print(f"fentry report: {e}", file=sys.stderr)
+        return 2
+    out, close_out = _open_output(opts, "report", sys.stdout.buffer)
+    if out is None:
+        return 2
+    sink = TextReport(out)
+    streams = Streams(sink)
+    for number, payload in reader.frames():
+        streams.frame(number, payload)
+    sink.finish(streams.streams)
+    reader.close()
+    try:
+        if close_out:
+            out.close()
+    except OSError as e:
+        sink.error = sink.error or e
+    if sink.error is not None:
+        _quiet_stdout()
+        if not isinstance(sink.error, BrokenPipeError):
+            _say(f"fentry report: writing {opts.output or 'stdout'} failed: {sink.error.strerror}")
+            return 1
+    faults = sink.faults(streams.streams)
+    if faults:
+        _say(f"fentry report: {faults} value{'s' if faults > 1 else ''} could not be printed "
+             "(shown as (fault))")
+    if reader.cut:
+        _say(f"fentry report: {opts.input} ends {reader.cut} bytes into a frame: the recording "
+             "was cut there (killed, or its disk full); the trace stops at the last whole frame")
+    for stream in streams.streams.values():
+        if stream.ended is None and stream.hello:
+            _say(f"fentry report: the trace of process {stream.pid} stops at its last drain: "
+                 "it ended before it could send the rest (killed?)")
     return 0
 
 
@@ -517,13 +631,24 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "run":
+    if argv and argv[0] in ("run", "record"):
         own, program = _split_run_argv(argv[1:])
         parser = build_parser()
-        opts = parser.parse_args(["run", *own])
-        return cmd_run(opts, program)
+        opts = parser.parse_args([argv[0], *own])
+        if argv[0] == "run":
+            return cmd_run(opts, program)
+        if opts.record_pid is not None:
+            if program:
+                parser.error("fentry record -p PID records a running program: give no program")
+            opts.pid = opts.record_pid
+            opts.tracer = opts.tracer or "nop"
+            return cmd_attach(opts, record=True)
+        opts.tracer = opts.tracer or "function"
+        return cmd_run(opts, program, record=True)
     parser = build_parser()
     opts = parser.parse_args(argv)
     if opts.command == "attach":
         return cmd_attach(opts)
+    if opts.command == "report":
+        return cmd_report(opts)
     return cmd_control(opts)

@@ -95,11 +95,34 @@ class Recorder:
             return self.idle.wait_for(lambda: self.active == 0, timeout)
 
 
+class Recording:
+    """``fentry record``: the streams into a fentry.dat file, as they come."""
+
+    def __init__(self, path: str, argv: list[str]) -> None:
+        sys.setswitchinterval(RECEIVER_SWITCH_INTERVAL)     # see Live
+        self.path = path
+        self.f = open(path, "wb")
+        self.writer = DatWriter(self.f, argv)
+        self.recorder = Recorder(self.writer)
+
+    def finish(self, timeout: float | None = None) -> None:
+        self.writer.close()
+        try:
+            self.f.close()
+        except OSError as e:
+            self.writer.error = self.writer.error or e
+
+    @property
+    def error(self) -> OSError | None:
+        return self.writer.error
+
+
 class Live:
     """A recording into a spool file that is formatted as text while it is
     written: what ``fentry run``, ``attach`` and ``pipe`` print."""
 
-    def __init__(self, out, argv: list[str]) -> None:
+    def __init__(self, out, argv: list[str], close_out: bool = False) -> None:
+        self.close_out = close_out      # out is ours to close at the end
         # The receiving threads must get the GIL soon after they ask for it,
         # however busy formatting keeps it: a traced program's writers wait
         # when its reader falls behind.  (This is the fentry process's own.)
