@@ -1385,7 +1385,7 @@ typedef struct {
 } PageQueue;
 
 #define QUEUE_WAIT_STEP_NS 100000   /* a full queue: the writer lets the reader run... */
-#define QUEUE_WAIT_STEPS 200        /* ... for at most 20 ms */
+#define QUEUE_WAIT_STEPS 2000       /* ... for at most 200 ms (a loaded machine) */
 
 static PyTypeObject PageQueueType;
 
@@ -1807,6 +1807,65 @@ quiet_thread(PyObject *m, PyObject *arg)
         quiet_ids[n_quiet++] = id;
     }
     Py_RETURN_NONE;
+}
+
+/* The main thread of a program started by fentry run is quiet from fentry's
+ * start until the interpreter starts the program: what it does in between
+ * (the end of site's imports, loading the script) is not the program's.  The
+ * audit events say when: cpython.run_file or run_command, then the exec of
+ * the program's code; cpython.run_module (runpy's work is the start of a -m
+ * program); any other cpython.run_* (stdin, the interactive hook).  A C
+ * audit hook: once armed, a string compare or two per audit event until
+ * then, nothing after. */
+enum { NOT_AWAITING, AWAITING_RUN, AWAITING_EXEC };
+static int awaiting_program = NOT_AWAITING;
+static PyObject *program_file;      /* AWAITING_EXEC: the file name of the program's code */
+
+static int
+program_start_hook(const char *event, PyObject *args, void *data)
+{
+    if (awaiting_program == NOT_AWAITING)
+        return 0;
+    if (awaiting_program == AWAITING_RUN && strncmp(event, "cpython.run_", 12) == 0
+            && (strcmp(event + 12, "file") == 0 || strcmp(event + 12, "command") == 0)) {
+        PyObject *file = strcmp(event + 12, "file") == 0 && PyTuple_Check(args)
+                         && PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
+        program_file = file != NULL ? Py_NewRef(file) : PyUnicode_FromString("<string>");
+        awaiting_program = program_file != NULL ? AWAITING_EXEC : NOT_AWAITING;
+        PyErr_Clear();
+        return 0;
+    }
+    /* The exec of the program's code (not of a module its loading imports). */
+    int exec_of_program = 0;
+    if (awaiting_program == AWAITING_EXEC && strcmp(event, "exec") == 0 && PyTuple_Check(args)
+            && PyTuple_GET_SIZE(args) > 0 && PyCode_Check(PyTuple_GET_ITEM(args, 0))) {
+        PyObject *name = ((PyCodeObject *)PyTuple_GET_ITEM(args, 0))->co_filename;
+        exec_of_program = PyUnicode_Check(program_file) && PyUnicode_Compare(name, program_file) == 0;
+        PyErr_Clear();
+    }
+    if (exec_of_program
+            || (awaiting_program == AWAITING_RUN && strncmp(event, "cpython.run_", 12) == 0)) {
+        Py_CLEAR(program_file);
+        awaiting_program = NOT_AWAITING;
+        PyObject *r = quiet_thread(NULL, Py_False);
+        Py_XDECREF(r);
+        if (r == NULL)
+            PyErr_Clear();
+    }
+    return 0;
+}
+
+static PyObject *
+quiet_until_program(PyObject *m, PyObject *unused)
+{
+    static int hooked = 0;
+    if (!hooked) {
+        if (PySys_AddAuditHook(program_start_hook, NULL) < 0)
+            return NULL;
+        hooked = 1;
+    }
+    awaiting_program = AWAITING_RUN;
+    return quiet_thread(m, Py_True);
 }
 
 /* ------------------------------------------------------------------ SIGTERM
@@ -3331,6 +3390,8 @@ graph_exc_event(PyObject *m, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"quiet_thread", quiet_thread, METH_O, "quiet_thread(True): ignore the calling thread's events."},
+    {"quiet_until_program", quiet_until_program, METH_NOARGS,
+     "quiet_until_program(): the calling thread is quiet until the interpreter starts the program."},
     {"catch_sigterm", catch_sigterm, METH_VARARGS,
      "catch_sigterm(fd, standin=0): on SIGTERM, write a byte to fd and run the Python handler of\n"
      "signal `standin` in the main thread (fd -1: the default action again)."},
@@ -3385,12 +3446,12 @@ PyInit__ctrampolines(void)
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[ssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
-                                  "quiet_thread", "entry_dispatcher",
+                                  "quiet_thread", "quiet_until_program", "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
                                   "graph_event", "graph_exc_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)

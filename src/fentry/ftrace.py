@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
-from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, is_function_code
+from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, is_function_code, is_main_module
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -288,11 +288,14 @@ class _Core:
     def discover(self, code: CodeType):
         """First PY_START of a code object: trace it or let it go (slow path)."""
         with self.lock:
-            if not self.ops or not is_function_code(code) or is_fentry_code(code):
+            if not self.ops or is_fentry_code(code):
                 return None
+            function = is_function_code(code)
+            if not function and code.co_name != "<module>":
+                return None         # a class body
             module = _module_of_running(code)
-            if is_fentry_module(module):
-                return None
+            if is_fentry_module(module) or not function and not is_main_module(module):
+                return None         # a module body traces only as the program's: __main__:<module>
             sym = SYMBOLS.add_code(code, module)
             if sym is not None:
                 module = sym.module

@@ -17,7 +17,7 @@ from time import perf_counter_ns, sleep
 from types import CodeType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
-           "catch_sigterm", "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
+           "quiet_until_program", "catch_sigterm", "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
@@ -30,7 +30,7 @@ from .raw import Encoder, page as raw_page
 CodeTable = dict
 
 QUEUE_WAIT_STEP = 0.0001        # a full page queue: the writer lets the reader run...
-QUEUE_WAIT_STEPS = 200          # ... for at most 20 ms (see _ctrampolines' ring_flush)
+QUEUE_WAIT_STEPS = 2000         # ... for at most 200 ms (see _ctrampolines' ring_flush)
 
 # What one record costs (a 4-5 field tuple and its two integers), for
 # turning buffer_size_kb into a number of records.
@@ -244,6 +244,36 @@ def quiet_thread(on: bool) -> None:
         _quiet.add(get_ident())
     else:
         _quiet.discard(get_ident())
+
+
+_awaiting_program = ""       # "": not awaiting; "run", then "exec" (see _ctrampolines)
+_program_file = ""
+_hooked = False
+
+
+def quiet_until_program() -> None:
+    """The calling thread is quiet until the interpreter starts the program
+    (the audit events ``cpython.run_*`` and ``exec``; see _ctrampolines)."""
+    global _awaiting_program, _hooked
+    if not _hooked:
+        sys.addaudithook(_program_start_hook)
+        _hooked = True
+    _awaiting_program = "run"
+    quiet_thread(True)
+
+
+def _program_start_hook(event: str, args: tuple) -> None:
+    global _awaiting_program, _program_file
+    if not _awaiting_program:
+        return
+    if _awaiting_program == "run" and event in ("cpython.run_file", "cpython.run_command"):
+        _awaiting_program = "exec"
+        _program_file = args[0] if event == "cpython.run_file" else "<string>"
+    elif _awaiting_program == "exec" and event == "exec" and type(args[0]) is CodeType \
+            and args[0].co_filename == _program_file or \
+            _awaiting_program == "run" and event.startswith("cpython.run_"):
+        _awaiting_program = ""
+        quiet_thread(False)
 
 
 def catch_sigterm(fd: int, standin: int = 0) -> None:

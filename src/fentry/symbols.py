@@ -49,6 +49,12 @@ def module_name(name: str) -> str:
     return MAIN if name == MP_MAIN else name
 
 
+def is_main_module(name: str) -> bool:
+    """The program's own main module, whose body (``__main__:<module>``) is
+    traced like a function: the root of a whole program's trace."""
+    return name == MAIN
+
+
 def is_function_code(code: CodeType) -> bool:
     """Functions, lambdas and generator expressions; not module or class bodies."""
     return bool(code.co_flags & CO_OPTIMIZED)
@@ -152,7 +158,9 @@ class SymbolTable:
             return None
         sym = None
         for c in nested_codes(code):
-            if not is_function_code(c) or is_fentry_code(c) or id(c) in self._by_code:
+            if id(c) in self._by_code or is_fentry_code(c) or not (
+                    is_function_code(c) or c is code and is_main_module(module)
+                    and c.co_name == "<module>"):
                 continue
             # The code object whose co_qualname is the name wins: a wrapper made
             # by functools.wraps carries its wrapped function's __qualname__.

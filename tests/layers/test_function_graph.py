@@ -396,8 +396,11 @@ def test_shop_graph_is_balanced_per_thread(tmp_path, how):
     all_text = texts(lines)
     assert "    Inventory.take(); /* raised OutOfStock */" in "\n".join(all_text)
     assert any(t.strip() == "} /* Cart._reserve raised OutOfStock */" for t in all_text)
-    # main() ends by raising: RuntimeError, or the SystemExit of sys.exit(0)
-    assert all_text[-1] == "} /* main raised %s */" % ("RuntimeError" if how == "raise" else "SystemExit")
+    # main() ends by raising: RuntimeError, or the SystemExit of sys.exit(0); and so
+    # does the program's module code, the root of the whole trace
+    exc = "RuntimeError" if how == "raise" else "SystemExit"
+    assert all_text[0] == "<module>() {"
+    assert all_text[-2:] == [f"  }} /* main raised {exc} */", f"}} /* <module> raised {exc} */"]
 
 
 def test_shop_funcgraph_tail_from_the_command_line(tmp_path):

@@ -195,6 +195,31 @@ def test_a_long_trace_arrives_complete(tmp_path):
     assert len(function_lines(trace)) == 200000
 
 
+WHOLE = "import json\ndef f():\n    return json.dumps([1])\nf()\n"
+
+
+@pytest.mark.parametrize("form", ["script", "-c"])
+def test_a_whole_program_trace_starts_with_the_programs_first_call(tmp_path, form):
+    """Nothing of fentry's start-up, nor of the interpreter's (site's imports,
+    loading the script): the program's module code is the first call, the
+    root of a balanced graph."""
+    program = (write_script(tmp_path, "whole.py", WHOLE),) if form == "script" else ("-c", WHOLE)
+    got, trace = fentry_run(tmp_path, "-t", "function", program=program, sep=form == "script")
+    assert got.returncode == 0, got.stderr
+    first = function_lines(trace)[:3]
+    assert [(m["func"], m["parent"]) for m in first] == [
+        ("<module>", "<top>"), ("f", "<module>"), ("dumps", "f")]
+    got, trace = fentry_run(tmp_path, "-t", "function_graph", program=program, sep=form == "script")
+    texts = [line.split("|", 2)[2].rstrip() for line in trace.splitlines()
+             if line and not line.startswith("#")]
+    assert texts[:2] == ["  <module>() {", "    f() {"]
+    depth = 0
+    for text in texts:
+        depth += text.endswith("{") - text.lstrip().startswith("}")
+        assert depth >= 0, text
+    assert depth == 0 and "fentry" not in trace.replace("# tracer", "")
+
+
 THREAD_NAMES = '''
 import threading, time
 def f(i):

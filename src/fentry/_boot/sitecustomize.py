@@ -37,7 +37,9 @@ def _start() -> None:
                 spec = _shadowed_sitecustomize()
             finally:
                 if hotpath is not None:
-                    hotpath.quiet_thread(False)
+                    # Traced again once the interpreter starts the program:
+                    # the rest of its start-up (site's imports) is not the program.
+                    hotpath.quiet_until_program()
     else:
         import json
         old = json.loads(os.environ.pop("FENTRY_AGENT", "{}")).get("pythonpath")

@@ -43,7 +43,7 @@ from ..tracers.stream import RawStream
 from . import tracefs as tracefs_module
 from .server import Connection, ControlServer
 from .tracefs import tracefs
-from .wire import BOOT_DIR, ENV_CONFIG, send_header
+from .wire import BOOT_DIR, ENV_CONFIG, send_header, widen_socket
 
 # The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
 # a real-time one, that nothing sends.
@@ -206,6 +206,7 @@ def _socket_sink(sock: socket.socket) -> Callable[[bytes, Callable[[], bool]], N
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                     struct.pack("ll", int(SEND_TIMEOUT), int(SEND_TIMEOUT % 1 * 1e6)))
+    widen_socket(sock, socket.SO_SNDBUF)
 
     def sink(data: bytes, stopping: Callable[[], bool]) -> None:
         view = memoryview(data)

@@ -7,7 +7,7 @@ import os
 import socket
 import stat
 
-from .wire import recv_line, remove_stale, send_header, socket_dir, socket_path
+from .wire import recv_line, remove_stale, send_header, socket_dir, socket_path, widen_socket
 
 
 class NoAgent(Exception):
@@ -106,6 +106,7 @@ class Client:
         """A connection streaming the trace of the top level (or of
         ``instances/INSTANCE``), raw (``tracers/stream.py``)."""
         sock, _ = self._open({"op": "pipe", "header": header, "instance": instance})
+        widen_socket(sock, socket.SO_RCVBUF)
         return sock
 
     def open_session(self, settings: dict) -> tuple[socket.socket, str]:
@@ -115,6 +116,7 @@ class Client:
         of them is left)."""
         sock, header = self._open({"op": "pipe", "session": True, "header": True,
                                    "settings": settings})
+        widen_socket(sock, socket.SO_RCVBUF)
         return sock, header["instance"]
 
     def mkdir(self, path: str) -> None:

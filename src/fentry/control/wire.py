@@ -88,3 +88,19 @@ def recv_line(sock: socket.socket, limit: int = MAX_REQUEST) -> bytes:
         if len(data) > limit:
             raise ValueError("request line too long")
     return bytes(data[:-1])
+
+
+SOCKET_BUFFER = 4 << 20         # bytes a stream's connection holds on its way to the reader
+_BUFFORCE = {socket.SO_SNDBUF: 32, socket.SO_RCVBUF: 33}     # SO_SNDBUFFORCE, SO_RCVBUFFORCE
+
+
+def widen_socket(sock: socket.socket, which: int) -> None:
+    """A larger socket buffer (SO_SNDBUF or SO_RCVBUF): a stream rides out a
+    reader that is late a moment.  Past the system's limit only with privilege."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _BUFFORCE[which], SOCKET_BUFFER)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, which, SOCKET_BUFFER)
+        except OSError:
+            pass
