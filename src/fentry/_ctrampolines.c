@@ -983,7 +983,9 @@ typedef struct {
 
 static PyTypeObject EncoderType;
 
-typedef struct { char *p; Py_ssize_t len, cap; } Buf;
+/* The page being encoded: written straight into the bytes object it
+ * becomes (no copy at the end), grown as needed, cut to size when done. */
+typedef struct { PyObject *bytes; char *p; Py_ssize_t len, cap; } Buf;
 
 static int
 buf_grow(Buf *b, Py_ssize_t n)
@@ -993,14 +995,31 @@ buf_grow(Buf *b, Py_ssize_t n)
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + n)
         cap *= 2;
-    char *p = PyMem_Realloc(b->p, cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
+    if (b->bytes == NULL)
+        b->bytes = PyBytes_FromStringAndSize(NULL, cap);
+    else if (_PyBytes_Resize(&b->bytes, cap) < 0)
+        b->bytes = NULL;
+    if (b->bytes == NULL) {
+        b->p = NULL;
+        b->len = b->cap = 0;
         return -1;
     }
-    b->p = p;
+    b->p = PyBytes_AS_STRING(b->bytes);
     b->cap = cap;
     return 0;
+}
+
+/* The finished page (b is spent). */
+static PyObject *
+buf_bytes(Buf *b)
+{
+    if (b->bytes == NULL)
+        return PyBytes_FromStringAndSize("", 0);
+    if (_PyBytes_Resize(&b->bytes, b->len) < 0)
+        return NULL;
+    PyObject *out = b->bytes;
+    b->bytes = NULL;
+    return out;
 }
 
 static inline int
@@ -1270,19 +1289,57 @@ put_tuple_record(Encoder *e, Buf *b, long long ts, PyObject *f)
     return -1;
 }
 
+/* The id of obj, through a one-entry cache: a page is runs of records of
+ * the same few code objects.  0 for NULL or None. */
+static inline uint32_t
+ref_cached(Encoder *e, PyObject *obj, PyObject **last, uint32_t *last_id)
+{
+    if (obj == *last)
+        return *last_id;
+    uint32_t id = (obj == NULL || obj == Py_None) ? 0 : enc_ref(e, obj);
+    if (id == 0 && PyErr_Occurred())
+        return 0;
+    *last = obj;
+    *last_id = id;
+    return id;
+}
+
+/* A tracer's record (FUNC, GRAPH): fixed layout, written in one go. */
+static inline int
+put_tracer_record(Encoder *e, Buf *b, Rec *r, PyObject **cache, uint32_t *ids)
+{
+    if (buf_grow(b, 18) < 0)
+        return -1;
+    unsigned char *p = (unsigned char *)b->p + b->len;
+    uint32_t a = ref_cached(e, r->o1, &cache[0], &ids[0]), c = 0;
+    if (a == 0 && PyErr_Occurred())
+        return -1;
+    int two = r->layout != L_GRAPH;
+    if (two) {
+        c = ref_cached(e, r->o2, &cache[1], &ids[1]);
+        if (c == 0 && PyErr_Occurred())
+            return -1;
+    }
+    p[0] = r->layout == L_FUNCTION ? RAW_FUNC : RAW_GRAPH;
+    p[1] = r->layout == L_FUNCTION ? 0 : (unsigned char)r->kind;
+    int64_t ts = r->ts;
+    memcpy(p + 2, &ts, 8);
+    memcpy(p + 10, &a, 4);
+    if (two)
+        memcpy(p + 14, &c, 4);
+    b->len += two ? 18 : 14;
+    return 0;
+}
+
 static int
-put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i)
+put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, PyObject **cache, uint32_t *ids)
 {
     Rec *r = &ring->recs[i];
     switch (r->layout) {
     case L_FUNCTION:
-        return put_head(b, RAW_FUNC, 0, r->ts) || put_ref(e, b, r->o1) || put_ref(e, b, r->o2)
-               ? -1 : 0;
     case L_GRAPH:
-        return put_head(b, RAW_GRAPH, r->kind, r->ts) || put_ref(e, b, r->o1) ? -1 : 0;
     case L_GRAPH_EXC:
-        return put_head(b, RAW_GRAPH, r->kind, r->ts) || put_ref(e, b, r->o1)
-               || put_ref(e, b, r->o2) ? -1 : 0;
+        return put_tracer_record(e, b, r, cache, ids);
     case L_EVENT: {
         int n = event_n(r);
         if (put_event_head(e, b, r->ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0
@@ -1324,7 +1381,7 @@ ring_page(Ring *ring, Encoder *e)
 static PyObject *
 ring_page_unguarded(Ring *ring, Encoder *e)
 {
-    Buf b = {NULL, 0, 0};
+    Buf b = {NULL, NULL, 0, 0};
     long long lost = ring->next_seq - ring->consumed - ring->nrec - ring->lost_told;
     long long first = ring->next_seq - ring->nrec;
     Py_ssize_t n = ring->nrec, pos = 0, written = 0;
@@ -1335,35 +1392,53 @@ ring_page_unguarded(Ring *ring, Encoder *e)
     if (n > 0 && (put_u32(&b, 0) < 0 || put_u8(&b, MSG_RECORDS) < 0 || put_u32(&b, ring->key) < 0
                   || put_i64(&b, first) < 0 || put_u32(&b, 0) < 0))
         goto fail;
+    /* The last object and id of each of a record's two reference fields
+     * (the Encoder keeps what it has an id for alive: the cache stays true). */
+    PyObject *cache[2] = {NULL, NULL};
+    uint32_t ids[2] = {0, 0};
+    if (buf_grow(&b, n * 16) < 0)
+        goto fail;
+    /* Each record is encoded, then let go of, in one pass.  Out of memory,
+     * the rest are let go of unencoded (and the page is not made). */
+    int failed = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
-        Py_ssize_t i = (ring->head + pos) % ring->cap;
+        Py_ssize_t i = ring->head + pos;
+        if (i >= ring->cap)
+            i -= ring->cap;
         Py_ssize_t mark = b.len;
-        if (put_record(e, &b, ring, i) < 0) {
+        if (!failed && put_record(e, &b, ring, i, cache, ids) < 0) {
             if (PyErr_ExceptionMatches(PyExc_MemoryError))
-                goto fail;
-            PyErr_Clear();          /* a record that cannot be encoded: dropped, not the rest */
+                failed = 1;
+            else
+                PyErr_Clear();      /* a record that cannot be encoded: dropped, not the rest */
             b.len = mark;
         }
-        else
+        else if (!failed)
             written++;
-        pos += rec_slots(&ring->recs[i]);
+        Py_ssize_t slots = rec_slots(&ring->recs[i]);
+        rec_clear_at(ring, i);
+        pos += slots;
+    }
+    ring->head = ring->len = ring->nrec = 0;
+    if (failed) {
+        Py_CLEAR(b.bytes);
+        return NULL;        /* taken, and counted as lost (never consumed) */
     }
     if (n > 0) {
         uint32_t length = (uint32_t)(b.len - head - 4), count = (uint32_t)written;
         memcpy(b.p + head, &length, 4);
         memcpy(b.p + head + 4 + 1 + 4 + 8, &count, 4);
     }
-    PyObject *page = PyBytes_FromStringAndSize(b.p ? b.p : "", b.len);
-    PyMem_Free(b.p);
+    PyObject *page = buf_bytes(&b);
     if (page == NULL)
-        return NULL;
+        return NULL;        /* taken, and counted as lost (never consumed) */
     if (lost > 0)
         ring->lost_told += lost;
     ring->consumed += n;
-    ring_drop(ring);
     return page;
 fail:
-    PyMem_Free(b.p);
+    /* No room for even the page's head: nothing was taken. */
+    Py_CLEAR(b.bytes);
     return NULL;
 }
 

@@ -1,0 +1,193 @@
+"""fentry benchmarks, rows 11-15: the trace on its way out of the process.
+
+    python bench/stream.py [--quick] [--rows 11,12,13,14,15]
+
+Each row runs real commands, side by side in interleaved rounds, and
+prints a ratio with its goal (medians; nothing asserted: a missed goal
+informs, it does not fail).  What is checked is that every command ran
+and recorded what it should; a failure is listed and makes the exit
+status 1.
+
+Rows:
+ 11  -t function, every call of the method-heavy workload: the program's own
+     timed section under `fentry record` and under `fentry run -o FILE`, time
+     added over the untraced run, vs what viztracer adds to it
+ 12  the same with -t function_graph
+ 13  whole wall time, `fentry record` + `fentry report` to text, vs viztracer's
+     run and save
+ 14  peak RSS of the traced process, 4 threads making 2M calls each, default
+     buffer_size_kb: its growth over the untraced run, vs threads x
+     buffer_size_kb x 1.5 + 20 MB
+ 15  `fentry report --format perfetto` and `--format chrome` of 1M events, vs
+     viztracer's save of the same calls
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAM = os.path.join(HERE, "stream_program.py")
+BUFFER_KB = 1408            # fentry's default buffer_size_kb (the kernel's)
+ISSUES: list[str] = []
+ROWS: list[tuple[str, str, float | None, float | None, str]] = []
+
+
+def python_env() -> dict:
+    env = dict(os.environ)
+    src = os.path.join(os.path.dirname(HERE), "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run(argv: list[str], what: str) -> tuple[dict, float]:
+    """Run a command; the program's own report (``key value`` lines on stdout)
+    and the command's wall time."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=python_env(), timeout=900)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        ISSUES.append(f"{what}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        return {}, wall
+    report = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("section_ns", "calls", "peak_rss_kb"):
+            report[key] = int(value)
+    return report, wall
+
+
+def viztracer_argv(out: str) -> list[str] | None:
+    exe = shutil.which("viztracer") or os.path.join(os.path.dirname(sys.executable), "viztracer")
+    if not os.path.exists(exe):
+        return None
+    return [exe, "--quiet", "--tracer_entries", "10000000", "-o", out, "--"]
+
+
+def fentry(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fentry", *args]
+
+
+def rows_11_12_13(rounds: int, tracer: str, workload: list[str], tmp: str, row13: bool) -> None:
+    """The timed section under each tool, rounds interleaved; medians."""
+    dat, txt, vjson = (os.path.join(tmp, n) for n in ("t.dat", "t.txt", "v.json"))
+    viz = viztracer_argv(vjson)
+    variants = {
+        "untraced": [sys.executable, PROGRAM, *workload],
+        "record": fentry("record", "-t", tracer, "-l", "workloads:*", "-o", dat, PROGRAM, *workload),
+        "run": fentry("run", "-t", tracer, "-l", "workloads:*", "-o", txt, PROGRAM, *workload),
+    }
+    if viz is not None:
+        variants["viztracer"] = [*viz, PROGRAM, *workload]
+    sections: dict[str, list[int]] = {k: [] for k in variants}
+    walls: dict[str, list[float]] = {"record+report": [], "viztracer": []}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            report, wall = run(variants[name], f"row 11/12 {tracer} {name}")
+            if "section_ns" in report:
+                sections[name].append(report["section_ns"])
+            if name == "record" and row13:
+                _, report_wall = run(fentry("report", "-i", dat, "-o", txt), "row 13 report")
+                walls["record+report"].append(wall + report_wall)
+            if name == "viztracer":
+                walls["viztracer"].append(wall)
+    med = {k: statistics.median(v) if v else None for k, v in sections.items()}
+    row = "11" if tracer == "function" else "12"
+    base = med["untraced"]
+    for name in ("record", "run"):
+        added = None if med[name] is None or base is None else med[name] - base
+        viz_added = None if med.get("viztracer") is None or base is None else med["viztracer"] - base
+        ROWS.append((row, f"-t {tracer}, every call: time `fentry {name}` adds / viztracer adds",
+                     added, viz_added, "<= 1.0"))
+    if row13:
+        a = statistics.median(walls["record+report"]) if walls["record+report"] else None
+        b = statistics.median(walls["viztracer"]) if walls["viztracer"] else None
+        ROWS.append(("13", "wall time: fentry record + report (text) / viztracer run + save",
+                     a, b, "<= 0.5"))
+
+
+def row14_memory(threads: int, calls: int, tmp: str) -> None:
+    plain, _ = run([sys.executable, PROGRAM, "threads", str(threads), str(calls)], "row 14 untraced")
+    traced, _ = run(fentry("record", "-t", "function", "-l", "workloads:*",
+                           "-o", os.path.join(tmp, "m.dat"), PROGRAM, "threads", str(threads),
+                           str(calls)), "row 14 record")
+    if "peak_rss_kb" in plain and "peak_rss_kb" in traced:
+        growth = traced["peak_rss_kb"] - plain["peak_rss_kb"]
+        bound = threads * BUFFER_KB * 1.5 + 20 * 1024
+        ROWS.append(("14", f"peak RSS growth, {threads} threads x {calls} calls (KB) / the bound (KB)",
+                     float(growth), bound, "<= 1.0"))
+
+
+def row15_exports(calls: int, tmp: str) -> None:
+    """Export 1M function_graph events vs viztracer's save of the same calls."""
+    dat = os.path.join(tmp, "e.dat")
+    report, _ = run(fentry("record", "-t", "function_graph", "-l", "workloads:*", "-o", dat,
+                           PROGRAM, "leaf", str(calls // 2)), "row 15 record")
+    viz = viztracer_argv(os.path.join(tmp, "e.json"))
+    if viz is None:
+        ROWS.append(("15", "exports: viztracer not installed", None, None, "<= 0.5"))
+        return
+    _, viz_wall = run([*viz, PROGRAM, "leaf", str(calls // 2)], "row 15 viztracer")
+    _, bare_wall = run([sys.executable, PROGRAM, "leaf", str(calls // 2)], "row 15 untraced")
+    viz_save = max(viz_wall - bare_wall, 1e-9)
+    for fmt in ("perfetto", "chrome"):
+        out = os.path.join(tmp, f"e.{fmt}")
+        probe = subprocess.run(fentry("report", "--help"), capture_output=True, text=True,
+                               env=python_env())
+        if fmt not in probe.stdout:
+            ROWS.append(("15", f"report --format {fmt}: not available", None, None, "<= 0.5"))
+            continue
+        _, wall = run(fentry("report", "-i", dat, "--format", fmt, "-o", out), f"row 15 {fmt}")
+        ROWS.append(("15", f"report --format {fmt} of {calls} events / viztracer's run minus "
+                           "the untraced run", wall, viz_save, "<= 0.5"))
+
+
+def print_table() -> None:
+    print(f"{'row':>4}  {'measure':<78} {'fentry':>12} {'base':>12} {'ratio':>7}  goal")
+    for row, what, a, b, goal in ROWS:
+        if a is None or b is None:
+            print(f"{row:>4}  {what:<78} {'-':>12} {'-':>12} {'-':>7}  {goal}")
+            continue
+        ratio = a / b if b else float("inf")
+        met = "met" if ratio <= float(goal.split()[-1]) else "MISSED"
+        print(f"{row:>4}  {what:<78} {a:>12.4g} {b:>12.4g} {ratio:>7.2f}  {goal} {met}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller runs")
+    parser.add_argument("--rows", metavar="LIST", help="only these rows (e.g. 11,14)")
+    args = parser.parse_args(argv)
+    wanted = set(args.rows.split(",")) if args.rows else {"11", "12", "13", "14", "15"}
+    rounds = 3 if args.quick else 5
+    ticks = "30" if args.quick else "100"
+    print(f"fentry bench (streams): Python {platform.python_version()} ({sys.executable}); "
+          f"{os.cpu_count()} CPUs; medians of {rounds} interleaved rounds")
+    with tempfile.TemporaryDirectory(prefix="fentry-bench-") as tmp:
+        if wanted & {"11", "13"}:
+            rows_11_12_13(rounds, "function", ["methods", ticks], tmp, "13" in wanted)
+        if "12" in wanted:
+            rows_11_12_13(rounds, "function_graph", ["methods", ticks], tmp, False)
+        if "14" in wanted:
+            row14_memory(4, 200_000 if args.quick else 2_000_000, tmp)
+        if "15" in wanted:
+            row15_exports(100_000 if args.quick else 1_000_000, tmp)
+    print_table()
+    if ISSUES:
+        print(f"{len(ISSUES)} problem(s) seen:")
+        for issue in ISSUES:
+            print("  - " + issue)
+    return 1 if ISSUES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
