@@ -52,6 +52,7 @@ DRAIN_INTERVAL = 0.02       # seconds between drains
 BUSY_DRAIN = 1 << 18        # bytes: a drain this large means busy threads; the next one comes at once
 EXIT_SEND_PATIENCE = 5.0    # seconds a pipe reader may take no data while the program ends
 SEND_TIMEOUT = 0.5          # seconds a send to a pipe reader blocks before it looks again
+IOV_MAX = 1024              # buffers one writev or sendmsg takes
 
 
 class Streamer:
@@ -125,9 +126,9 @@ class Streamer:
         with self.writing:
             data = self.raw.drain()
             if first:
-                data = self.raw.hello(self.header) + data
+                data.insert(0, self.raw.hello(self.header))
             self._send(data)
-            return len(data)
+            return sum(map(len, data))
 
     def close(self) -> None:
         """The last drain, and END: the stream is complete (once)."""
@@ -135,10 +136,10 @@ class Streamer:
             return
         with self.writing:
             if not self.ended:
-                self._send(self.raw.drain() + self.raw.end(self.why))
+                self._send(self.raw.drain() + [self.raw.end(self.why)])
                 self.ended = True
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: list[bytes]) -> None:
         if data and not self.broken:
             try:
                 self.sink(data, lambda: self.stopped)
@@ -188,16 +189,32 @@ def log_failure(e: BaseException) -> None:
         pass
 
 
-def _fd_sink(fd: int) -> Callable[[bytes, Callable[[], bool]], None]:
+def write_pieces(writev: Callable[[list], int], pieces: list[bytes],
+                 idle: Callable[[], None] = lambda: None) -> None:
+    """All of ``pieces``, in order, through ``writev(buffers) -> bytes
+    written`` (os.writev, socket.sendmsg): no piece is copied on its way.
+    ``idle()`` is called when a write took nothing (it may raise)."""
+    views = [memoryview(p) for p in pieces if p]
+    while views:
+        n = writev(views[:IOV_MAX])
+        if not n:
+            idle()
+        while n:
+            if n >= len(views[0]):
+                n -= len(views.pop(0))
+            else:
+                views[0] = views[0][n:]
+                n = 0
+
+
+def _fd_sink(fd: int) -> Callable[[list[bytes], Callable[[], bool]], None]:
     """fentry run's pipe: its reader always reads, so writes simply block."""
-    def sink(data: bytes, stopping: Callable[[], bool]) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    def sink(pieces: list[bytes], stopping: Callable[[], bool]) -> None:
+        write_pieces(lambda views: os.writev(fd, views), pieces)
     return sink
 
 
-def _socket_sink(sock: socket.socket) -> Callable[[bytes, Callable[[], bool]], None]:
+def _socket_sink(sock: socket.socket) -> Callable[[list[bytes], Callable[[], bool]], None]:
     """A pipe connection: its reader may stop reading (then the buffers
     overwrite and count, as with no reader); once the program ends, a reader
     that takes nothing for EXIT_SEND_PATIENCE is given up.  Sends block, one
@@ -208,21 +225,23 @@ def _socket_sink(sock: socket.socket) -> Callable[[bytes, Callable[[], bool]], N
                     struct.pack("ll", int(SEND_TIMEOUT), int(SEND_TIMEOUT % 1 * 1e6)))
     widen_socket(sock, socket.SO_SNDBUF)
 
-    def sink(data: bytes, stopping: Callable[[], bool]) -> None:
-        view = memoryview(data)
-        idle_since = None
-        while view:
+    def sink(pieces: list[bytes], stopping: Callable[[], bool]) -> None:
+        idle_since = [0.0]
+
+        def send(views: list) -> int:
             try:
-                sent = sock.send(view, socket.MSG_NOSIGNAL)
+                sent = sock.sendmsg(views, (), socket.MSG_NOSIGNAL)
             except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent:
-                view = view[sent:]
-                idle_since = None
-            elif stopping():
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > EXIT_SEND_PATIENCE:
+                return 0
+            idle_since[0] = 0.0
+            return sent
+
+        def idle() -> None:
+            if stopping():
+                idle_since[0] = idle_since[0] or time.monotonic()
+                if time.monotonic() - idle_since[0] > EXIT_SEND_PATIENCE:
                     raise OSError("the reader took nothing")
+        write_pieces(send, pieces, idle)
     return sink
 
 

@@ -100,14 +100,16 @@ class RawStream:
     def end(self, why: str) -> bytes:
         return json_message(END, {"why": why})
 
-    def drain(self) -> bytes:
-        """Everything written since the last drain, as messages (b"" if nothing)."""
+    def drain(self) -> list[bytes]:
+        """Everything written since the last drain, as messages ([] if
+        nothing): pieces to be written one after the other, as they are
+        (a page is not copied on its way)."""
         inst = self.instance
-        out = bytearray()
+        out: list[bytes] = []
         tracer = (inst.tracer, dict(inst.options))
         if tracer != self.tracer:
             self.tracer = tracer
-            out += json_message(TRACER, {"tracer": tracer[0], "options": tracer[1]})
+            out.append(json_message(TRACER, {"tracer": tracer[0], "options": tracer[1]}))
         buffers = self.buffer.readable()
         # Every page goes through the queue, the writers' and these alike:
         # each thread's pages stay in the order they were made.
@@ -120,16 +122,15 @@ class RawStream:
                 name = tb.task_name()
                 if self.names.get(tb.key) != name:
                     self.names[tb.key] = name
-                    out += json_message(THREAD, {"key": tb.key, "tid": tb.tid, "name": name})
+                    out.append(json_message(THREAD, {"key": tb.key, "tid": tb.tid, "name": name}))
             refs = self.queue.encoder.refs(self.refs_told)
             if refs:
                 self.refs_told += len(refs)
-                out += json_message(REFS, [[i, *describe(o)] for i, o in refs])
-            for page in pages:
-                out += page
-            out += message(BATCH)
+                out.append(json_message(REFS, [[i, *describe(o)] for i, o in refs]))
+            out.extend(pages)
+            out.append(message(BATCH))
         self.buffer.release_ended()
-        return bytes(out)
+        return out
 
     def close(self) -> None:
         """The reader is done: with the last one, buffers keep their records again."""
