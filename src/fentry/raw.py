@@ -41,6 +41,7 @@ object at fetch time).
 from __future__ import annotations
 
 import struct
+from itertools import count
 from types import CodeType
 
 
@@ -250,7 +251,24 @@ def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq:
     get = refs.get
     seq = first_seq
     head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
+    graph_run, func_run = _RUNS or _run_patterns()
     while pos < end:
+        rtype = data[pos]
+        if rtype == GRAPH or rtype == FUNC:
+            # A run of fixed-size records (the common case) is unpacked in C.
+            run = (graph_run if rtype == GRAPH else func_run)(data, pos)
+            if run is not None:
+                stop = run.end()
+                if rtype == GRAPH:
+                    out += [(s, ts, k, get(c)) for s, (_, k, ts, c)
+                            in zip(count(seq), _GRAPH_RECORD.iter_unpack(data[pos:stop]))]
+                    seq += (stop - pos) // _GRAPH_RECORD.size
+                else:
+                    out += [(s, ts, get(c), get(p)) for s, (_, _, ts, c, p)
+                            in zip(count(seq), _FUNC_RECORD.iter_unpack(data[pos:stop]))]
+                    seq += (stop - pos) // _FUNC_RECORD.size
+                pos = stop
+                continue
         rtype, kind, ts = head(data, pos)
         pos += 10
         if rtype == FUNC:
@@ -279,6 +297,26 @@ def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq:
             raise ValueError(f"unknown record type {rtype} at byte {pos - 10}")
         seq += 1
     return out
+
+
+# Records of one fixed size: a FUNC record, a GRAPH record of any kind but UNWIND.
+_GRAPH_RECORD = struct.Struct("<BBqI")
+_FUNC_RECORD = struct.Struct("<BBqII")
+_RUNS: tuple | None = None
+
+
+def _run_patterns() -> tuple:
+    """Matchers of a run of such records (compiled when first needed: the
+    traced process, which only encodes, never needs them)."""
+    global _RUNS
+    import re
+    kinds = bytes(k for k in range(256) if k != UNWIND)
+    graph = re.compile(b"(?:" + re.escape(bytes([GRAPH])) + b"[" + re.escape(kinds) + b"].{"
+                       + str(_GRAPH_RECORD.size - 2).encode() + b"})+", re.S)
+    func = re.compile(b"(?:" + re.escape(bytes([FUNC, 0])) + b".{"
+                      + str(_FUNC_RECORD.size - 2).encode() + b"})+", re.S)
+    _RUNS = (graph.match, func.match)
+    return _RUNS
 
 
 def _values(data, pos: int, n: int, get) -> tuple[tuple, int]:
