@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ TRACER_NAMES = ("function_graph", "function", "nop")      # tracers.trace.TRACER
 DEFAULT_SIZE_KB = 1408                                     # tracers.ring_buffer's
 EXIT_WAIT = 10.0    # seconds an agent may take to send what is left once asked to stop
 DEFAULT_RECORDING = "fentry.dat"
-REPORT_FORMATS = ("text",)
+REPORT_FORMATS = ("text", "perfetto", "chrome", "speedscope", "folded")
 
 
 def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buffer_kb: int,
@@ -111,8 +112,23 @@ def _report_parser(sub) -> None:
     p.add_argument("-i", "--input", default=DEFAULT_RECORDING, metavar="FILE",
                    help=f"the recording (default {DEFAULT_RECORDING})")
     p.add_argument("--format", default="text", choices=REPORT_FORMATS,
-                   help="text (default): the trace as fentry run prints it")
-    p.add_argument("-o", "--output", metavar="OUT", help="write to OUT (default: stdout)")
+                   help="text (default): the trace as fentry run prints it; "
+                        "perfetto: Perfetto's protobuf trace (Perfetto's UI); "
+                        "chrome: Chrome's trace-event JSON (chrome://tracing, Perfetto); "
+                        "speedscope: speedscope's JSON (fentry view shows it); "
+                        "folded: 'a;b;c WEIGHT' lines for flame graph tools.  "
+                        "function_graph calls become slices (a generator or coroutine: each "
+                        "resume to its yield); the function tracer records entries only, no "
+                        "durations: instants (perfetto, chrome), zero-length frames "
+                        "(speedscope), call counts (folded); probe events are instants with "
+                        "their fields (perfetto, chrome), and have no place in speedscope "
+                        "and folded")
+    p.add_argument("--weight", default="time", choices=("time", "calls"),
+                   help="folded: a stack's weight is its self time in microseconds (time, "
+                        "the default) or its number of calls (calls)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="write to OUT (default: stdout; perfetto, a binary format, only to a "
+                        "file or a pipe)")
 
 
 def _attach_only_options(p: argparse.ArgumentParser) -> None:
@@ -492,7 +508,6 @@ def cmd_report(opts: argparse.Namespace) -> int:
     """``fentry report``: a recording, formatted."""
     from .report.datfile import DatFormatError, DatReader
     from .report.decode import Streams
-    from .report.text import TextReport
     try:
         reader = DatReader(opts.input)
     except FileNotFoundError:
@@ -502,14 +517,31 @@ def cmd_report(opts: argparse.Namespace) -> int:
     except (DatFormatError, OSError) as e:
         print(f"fentry report: {e}", file=sys.stderr)
         return 2
+    if opts.format == "perfetto" and not opts.output and sys.stdout.isatty():
+        print("fentry report: a Perfetto trace is binary: give -o FILE (or redirect stdout)",
+              file=sys.stderr)
+        return 2
+    try:
+        make_sink = _report_sink(opts)
+    except ImportError as e:
+        package = (e.name or "perfetto").split(".")[0]
+        print(f"fentry report --format {opts.format}: the {package} package is missing "
+              f"(pip install {package}): {e}", file=sys.stderr)
+        return 2
     out, close_out = _open_output(opts, "report", sys.stdout.buffer)
     if out is None:
         return 2
-    sink = TextReport(out)
+    sink = make_sink(out)
     streams = Streams(sink)
-    for number, payload in reader.frames():
-        streams.frame(number, payload)
-    sink.finish(streams.streams)
+    # Millions of small objects come and go, none in a cycle: the cyclic
+    # collector would only walk them, over and over.
+    gc.disable()
+    try:
+        for number, payload in reader.frames():
+            streams.frame(number, payload)
+        sink.finish(streams.streams)
+    finally:
+        gc.enable()
     reader.close()
     try:
         if close_out:
@@ -525,6 +557,8 @@ def cmd_report(opts: argparse.Namespace) -> int:
     if faults:
         _say(f"fentry report: {faults} value{'s' if faults > 1 else ''} could not be printed "
              "(shown as (fault))")
+    for note in getattr(sink, "notes", ()):
+        _say(f"fentry report: {note}")
     if reader.cut:
         _say(f"fentry report: {opts.input} ends {reader.cut} bytes into a frame: the recording "
              "was cut there (killed, or its disk full); the trace stops at the last whole frame")
@@ -533,6 +567,25 @@ def cmd_report(opts: argparse.Namespace) -> int:
             _say(f"fentry report: the trace of process {stream.pid} stops at its last drain: "
                  "it ended before it could send the rest (killed?)")
     return 0
+
+
+def _report_sink(opts: argparse.Namespace):
+    """What makes ``fentry report``'s sink for ``--format``, given the output.
+    Each exporter's module (and the libraries it needs) is imported only here."""
+    if opts.format == "perfetto":
+        from .report.perfetto import PerfettoReport
+        return PerfettoReport
+    if opts.format == "chrome":
+        from .report.chrome import ChromeReport
+        return ChromeReport
+    if opts.format == "speedscope":
+        from .report.speedscope import SpeedscopeReport
+        return lambda out: SpeedscopeReport(out, os.path.basename(opts.input))
+    if opts.format == "folded":
+        from .report.folded import FoldedReport
+        return lambda out: FoldedReport(out, opts.weight)
+    from .report.text import TextReport
+    return TextReport
 
 
 def cmd_control(opts: argparse.Namespace) -> int:

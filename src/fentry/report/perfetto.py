@@ -1,0 +1,254 @@
+"""``fentry report --format perfetto``: Perfetto's native protobuf trace.
+
+Written with Perfetto's own protos, as the ``perfetto`` package publishes
+them (``perfetto.protos.perfetto.trace.perfetto_trace_pb2``), encoded by
+``protobuf``: a ``Trace`` is a sequence of ``TracePacket``s, and a file of
+serialized ``Trace`` messages, one after the other, is one ``Trace`` (a
+repeated field's messages concatenate), which is how the packets go to disk
+as they are made (as Perfetto's ``StreamingTraceProtoBuilder`` writes them).
+
+The trace, as Perfetto's "synthetic TrackEvent" reference describes it:
+
+- a ``ClockSnapshot`` first: the timestamps are CLOCK_MONOTONIC
+  (``primary_trace_clock``), with CLOCK_REALTIME beside it for wall time;
+- a process track per traced process (``TrackDescriptor`` with its pid and
+  name), and under it a thread track per thread (its tid and name);
+- each thread's events on a packet sequence of its own, whose defaults
+  name its track and clock, with slice names interned (``event_names``,
+  and the function's file and line as ``source_locations``);
+- a function_graph call is a slice (``TYPE_SLICE_BEGIN``/``TYPE_SLICE_END``);
+  how it began or ended, when not by a call and a return, is an annotation
+  (``entry``: resume/throw, ``exit``: yield/exit not seen/unfinished,
+  ``raised``: the exception);
+- a function tracer entry (no duration) is an instant with its ``caller``;
+  a probe event is an instant named by the event, its fetched fields as
+  debug annotations (numbers typed, the rest as the trace line prints them),
+  and ``site``;
+- lost records are an instant ``lost N events`` (annotation ``lost``).
+"""
+
+from __future__ import annotations
+
+from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
+    BUILTIN_CLOCK_MONOTONIC, BUILTIN_CLOCK_REALTIME, ClockSnapshot, DebugAnnotation, EventName,
+    InternedData, ProcessDescriptor, SourceLocation, ThreadDescriptor, Trace, TracePacket,
+    TracePacketDefaults, TrackDescriptor, TrackEvent, TrackEventDefaults)
+
+from ..raw import ENTRY, RETURN, UNWIND
+from .calls import BEGIN, BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, \
+    ThreadCalls, process_name
+
+CLEARED = TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+NEEDS = TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
+SLICE_BEGIN, SLICE_END, INSTANT = (TrackEvent.TYPE_SLICE_BEGIN, TrackEvent.TYPE_SLICE_END,
+                                   TrackEvent.TYPE_INSTANT)
+METADATA_SEQUENCE = 1
+
+
+def process_uuid(stream) -> int:
+    return stream.number << 33
+
+
+def thread_uuid(st: ThreadCalls) -> int:
+    return process_uuid(st.stream) | (st.thread.key << 1) | 1
+
+
+def annotation(name: str, value: object) -> DebugAnnotation:
+    t = value.__class__
+    if t is bool:
+        return DebugAnnotation(name=name, bool_value=value)
+    if t is int:
+        return DebugAnnotation(name=name, int_value=value)
+    if t is float:
+        return DebugAnnotation(name=name, double_value=value)
+    return DebugAnnotation(name=name, string_value=str(value))
+
+
+class _Sequence:
+    """A thread's packet sequence: its id, interned names, and the packets
+    reused for the common events (only the timestamp and name change)."""
+    __slots__ = ("id", "iids", "last", "begin", "begin_event", "begin_bytes", "end", "end_bytes",
+                 "named", "tid")
+
+    def __init__(self, seq_id: int, tid: int, name: str) -> None:
+        self.id = seq_id
+        self.iids: dict[object, int] = {}
+        self.last = 0       # the name_iid the reused begin packet holds
+        self.tid = tid
+        self.named = name
+        begin = Trace()
+        self.begin = begin.packet.add(trusted_packet_sequence_id=seq_id, sequence_flags=NEEDS)
+        self.begin_event = self.begin.track_event
+        self.begin_event.type = SLICE_BEGIN
+        self.begin_bytes = begin.SerializeToString
+        end = Trace()
+        self.end = end.packet.add(trusted_packet_sequence_id=seq_id, sequence_flags=NEEDS,
+                                  track_event=TrackEvent(type=SLICE_END))
+        self.end_bytes = end.SerializeToString
+
+    def packet(self, ts: int, **fields) -> TracePacket:
+        return TracePacket(timestamp=ts, trusted_packet_sequence_id=self.id, sequence_flags=NEEDS,
+                           **fields)
+
+
+class PerfettoReport(CallSink):
+    """Writes a Perfetto trace to ``out`` (binary), drain by drain."""
+
+    def __init__(self, out) -> None:
+        super().__init__(out)
+        self.sequences = METADATA_SEQUENCE
+        self.clock_told = False
+        self.described: set[int] = set()       # streams whose process track is told
+
+    def _packets(self, *packets: TracePacket) -> None:
+        self.write(Trace(packet=packets).SerializeToString())
+
+    def process(self, stream) -> None:
+        self.described.add(stream.number)
+        packets = []
+        if not self.clock_told:
+            # The trace's clock is the recording's: CLOCK_MONOTONIC, and
+            # CLOCK_REALTIME was that plus wall_minus_clock_ns.
+            self.clock_told = True
+            wall = stream.hello.get("wall_minus_clock_ns", 0)
+            clocks = [ClockSnapshot.Clock(clock_id=BUILTIN_CLOCK_MONOTONIC, timestamp=0)]
+            if wall > 0:
+                clocks.append(ClockSnapshot.Clock(clock_id=BUILTIN_CLOCK_REALTIME, timestamp=wall))
+            packets.append(TracePacket(
+                timestamp=0, timestamp_clock_id=BUILTIN_CLOCK_MONOTONIC,
+                trusted_packet_sequence_id=METADATA_SEQUENCE,
+                clock_snapshot=ClockSnapshot(clocks=clocks,
+                                             primary_trace_clock=BUILTIN_CLOCK_MONOTONIC)))
+        name = process_name(stream)
+        packets.append(TracePacket(
+            trusted_packet_sequence_id=METADATA_SEQUENCE,
+            track_descriptor=TrackDescriptor(
+                uuid=process_uuid(stream),
+                process=ProcessDescriptor(pid=stream.pid, process_name=name,
+                                          cmdline=[str(a) for a in stream.hello.get("argv", [])]))))
+        self._packets(*packets)
+
+    def new_thread(self, st: ThreadCalls) -> None:
+        if st.stream.number not in self.described:      # no HELLO: read from its middle
+            self.process(st.stream)
+        self.sequences += 1
+        t = st.thread
+        tid = t.tid or t.key
+        seq = st.data = _Sequence(self.sequences, tid, t.name)
+        uuid = thread_uuid(st)
+        self._packets(TracePacket(
+            trusted_packet_sequence_id=seq.id, sequence_flags=CLEARED,
+            first_packet_on_sequence=True,
+            track_descriptor=_thread_track(uuid, process_uuid(st.stream), st.stream.pid, tid,
+                                           t.name),
+            trace_packet_defaults=TracePacketDefaults(
+                timestamp_clock_id=BUILTIN_CLOCK_MONOTONIC,
+                track_event_defaults=TrackEventDefaults(track_uuid=uuid))))
+
+    def _intern(self, seq: _Sequence, key: object, name: str, interned: InternedData,
+                code=None) -> int:
+        iid = len(seq.iids) + 1
+        seq.iids[key] = iid
+        interned.event_names.append(EventName(iid=iid, name=name))
+        if code is not None:
+            interned.source_locations.append(SourceLocation(
+                iid=iid, file_name=code.co_filename, function_name=code.name,
+                line_number=code.co_firstlineno))
+        return iid
+
+    def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
+        seq: _Sequence = st.data
+        iids = seq.iids
+        begin, begin_event, begin_bytes = seq.begin, seq.begin_event, seq.begin_bytes
+        end, end_bytes = seq.end, seq.end_bytes
+        out = []
+        app = out.append
+        for op in ops:
+            kind = op[0]
+            if kind == BEGIN:
+                iid = iids.get(op[2])
+                if iid is not None and op[4] == ENTRY:
+                    begin.timestamp = op[1]
+                    if iid != seq.last:     # the packet keeps what it was last given
+                        begin_event.name_iid = begin_event.source_location_iid = seq.last = iid
+                    app(begin_bytes())
+                    continue
+                interned = InternedData()
+                if iid is None:
+                    iid = self._intern(seq, op[2], op[2].co_qualname, interned, op[2])
+                event = TrackEvent(type=SLICE_BEGIN, name_iid=iid, source_location_iid=iid)
+                if op[4] != ENTRY:
+                    event.debug_annotations.append(annotation("entry", BEGIN_WORDS[op[4]]))
+                packet = seq.packet(op[1], track_event=event)
+                if interned.event_names:
+                    packet.interned_data.CopyFrom(interned)
+                app(Trace(packet=[packet]).SerializeToString())
+            elif kind == END:
+                if op[5] == RETURN:
+                    end.timestamp = op[1]
+                    app(end_bytes())
+                    continue
+                event = TrackEvent(type=SLICE_END)
+                if op[5] == UNWIND:
+                    event.debug_annotations.append(annotation("raised", op[6]))
+                else:
+                    event.debug_annotations.append(annotation("exit", END_WORDS[op[5]]))
+                app(Trace(packet=[seq.packet(op[1], track_event=event)]).SerializeToString())
+            elif kind == CALL:
+                code, caller = op[2], op[3]
+                interned = InternedData()
+                iid = iids.get(code)
+                if iid is None:
+                    iid = self._intern(seq, code, code.co_qualname, interned, code)
+                event = TrackEvent(type=INSTANT, name_iid=iid, source_location_iid=iid,
+                                   debug_annotations=[annotation(
+                                       "caller", caller.co_qualname if caller is not None
+                                       else "<top>")])
+                packet = seq.packet(op[1], track_event=event)
+                if interned.event_names:
+                    packet.interned_data.CopyFrom(interned)
+                app(Trace(packet=[packet]).SerializeToString())
+            elif kind == EVENT:
+                event_format, site, values = op[2], op[3], op[4]
+                name = getattr(event_format, "name", "?")
+                key = ("event", name)
+                interned = InternedData()
+                iid = iids.get(key)
+                if iid is None:
+                    iid = self._intern(seq, key, name, interned)
+                annotations = [annotation("site", self.site_text(event_format, site))]
+                annotations += [annotation(field, value) for field, value, _
+                                in self.event_fields(event_format, site, values)]
+                packet = seq.packet(op[1], track_event=TrackEvent(
+                    type=INSTANT, name_iid=iid, categories=["probe"],
+                    debug_annotations=annotations))
+                if interned.event_names:
+                    packet.interned_data.CopyFrom(interned)
+                app(Trace(packet=[packet]).SerializeToString())
+            elif kind == LOST:
+                app(Trace(packet=[seq.packet(op[1], track_event=TrackEvent(
+                    type=INSTANT, name=f"lost {op[2]} events", categories=["fentry"],
+                    debug_annotations=[annotation("lost", op[2])]))]).SerializeToString())
+        if out:
+            self.write(b"".join(out))
+
+    def close(self) -> None:
+        # A thread renamed after its track was described: its last name.
+        for st in self.threads.values():
+            seq, t = st.data, st.thread
+            if t.name != seq.named:
+                self._packets(TracePacket(
+                    trusted_packet_sequence_id=seq.id,
+                    track_descriptor=_thread_track(thread_uuid(st), process_uuid(st.stream),
+                                                   st.stream.pid, seq.tid, t.name)))
+        try:
+            self.out.flush()
+        except OSError as e:
+            self.error = self.error or e
+        except ValueError:
+            pass
+
+
+def _thread_track(uuid: int, parent: int, pid: int, tid: int, name: str) -> TrackDescriptor:
+    return TrackDescriptor(uuid=uuid, parent_uuid=parent,
+                           thread=ThreadDescriptor(pid=pid, tid=tid, thread_name=name))
