@@ -131,6 +131,23 @@ def _report_parser(sub) -> None:
                         "file or a pipe)")
 
 
+def _view_parser(sub) -> None:
+    p = sub.add_parser(
+        "view", help="show a trace in speedscope, served on 127.0.0.1",
+        description="Serve a trace in speedscope (the real viewer, installed with fentry: "
+                    "scripts/install-viewer) on 127.0.0.1, print its URL, and serve until "
+                    "Ctrl-C.  A recording is converted as fentry report --format speedscope "
+                    "does; any other file speedscope reads (a speedscope, chrome or folded "
+                    "export) is served as it is.  Works offline.")
+    p.add_argument("file", nargs="?", default=DEFAULT_RECORDING, metavar="FILE",
+                   help=f"the recording or profile (default {DEFAULT_RECORDING})")
+    p.add_argument("--port", type=int, default=0, metavar="N",
+                   help="the port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--viewer", metavar="DIR",
+                   help="speedscope's release directory (default: $FENTRY_VIEWER, or the one "
+                        "scripts/install-viewer installed)")
+
+
 def _attach_only_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, metavar="SECONDS", help="detach after SECONDS")
     p.add_argument("--injector", default="auto", choices=["auto", "ptrace", "gdb", "remote_exec"],
@@ -192,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fentry", description="ftrace for Python programs",
         usage="fentry run ... | fentry attach PID ... | fentry record ... | fentry report ... |\n"
+              "       fentry view [FILE] |\n"
               "       fentry -p PID {ls,read,write,pipe,mkdir,rmdir,detach} ...")
     parser.add_argument("-p", "--pid", type=int, metavar="PID",
                         help="the process whose tracefs ls/read/write/pipe/detach work on")
@@ -200,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _attach_parser(sub)
     _record_parser(sub)
     _report_parser(sub)
+    _view_parser(sub)
     _control_parsers(sub)
     return parser
 
@@ -588,6 +607,37 @@ def _report_sink(opts: argparse.Namespace):
     return TextReport
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_view(opts: argparse.Namespace) -> int:
+    """``fentry view``: the trace in speedscope, on 127.0.0.1, until Ctrl-C."""
+    from .report.datfile import DatFormatError
+    from .report.view import View, ViewerMissing
+    if not os.path.isfile(opts.file):
+        print(f"fentry view: no {opts.file} here (fentry record writes it)", file=sys.stderr)
+        return 2
+    try:
+        view = View(opts.file, opts.viewer, opts.port)
+    except ViewerMissing as e:
+        print(f"fentry view: {e}", file=sys.stderr)
+        return 2
+    except (DatFormatError, OSError) as e:
+        print(f"fentry view: {e}", file=sys.stderr)
+        return 2
+    for note in view.notes:
+        _say(f"fentry view: {note}")
+    _say(f"fentry view: serving {opts.file} in speedscope ({view.viewer}); Ctrl-C stops")
+    print(view.url, flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        view.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_control(opts: argparse.Namespace) -> int:
     """ls, read, write, pipe, detach on process -p PID.
 
@@ -704,4 +754,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_attach(opts)
     if opts.command == "report":
         return cmd_report(opts)
+    if opts.command == "view":
+        return cmd_view(opts)
     return cmd_control(opts)
