@@ -16,12 +16,13 @@ BENCH_ARGS  ?=
 
 export PYTHONS PYTEST_ARGS BENCH_ARGS
 
-.PHONY: help demo test bench clean
+.PHONY: help demo test bench viewer clean
 
 help:
 	@echo "make demo    run fentry (function_graph) on the bundled example program"
 	@echo "make test    the test suite on every installed Python >= 3.12"
 	@echo "make bench   the benchmarks on every installed Python >= 3.12"
+	@echo "make viewer  install fentry view's viewer (speedscope, npm) and chromium (apt, as root)"
 	@echo "make clean   remove .venv, .venvs and build artifacts"
 
 demo: $(VENV)/bin/fentry
@@ -44,9 +45,12 @@ $(VENV)/bin/fentry: pyproject.toml setup.py src/fentry/_ctrampolines.c
 test:
 	scripts/test-all
 
+viewer:
+	scripts/install-viewer
+
 bench:
 	scripts/bench-all
 
 clean:
-	rm -rf $(VENV) .venvs build dist src/*.egg-info *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) .venvs build dist src/*.egg-info *.egg-info .pytest_cache .hypothesis viewer/node_modules
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
