@@ -103,8 +103,8 @@ class ViewServer(http.server.ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return (f"http://{host}:{port}/#profileURL={urllib.parse.quote(self.profile_url, safe='')}"
-                f"&title={urllib.parse.quote(os.path.basename(self.profile_url), safe='')}")
+        # (No "title": speedscope would give it to every profile, in place of the threads' names.)
+        return f"http://{host}:{port}/#profileURL={urllib.parse.quote(self.profile_url, safe='')}"
 
 
 def export_speedscope(recording: str, out_path: str) -> list[str]:
