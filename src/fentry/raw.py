@@ -246,30 +246,55 @@ def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq:
     ``(seq, ts, kind, code[, exception])`` or ``(seq, ts, event, site, values)``,
     with every id replaced by what ``refs`` says it is (None for 0)."""
     out = []
+    get = refs.get
+    for rtype, seq, part in record_chunks(data, refs, first_seq):
+        if rtype == GRAPH:
+            out += [(s, ts, k, get(c)) for s, (_, k, ts, c)
+                    in zip(count(seq), GRAPH_RECORD.iter_unpack(part))]
+        elif rtype == FUNC:
+            out += [(s, ts, get(c), get(p)) for s, (_, _, ts, c, p)
+                    in zip(count(seq), FUNC_RECORD.iter_unpack(part))]
+        else:
+            out += part
+    return out
+
+
+def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: int):
+    """The records of ``data``, in order, in chunks ``(type, first seq, part)``:
+    a run of fixed-size records (the common case), left for the reader to
+    unpack in C -- ``GRAPH``: function_graph records but UNWIND's, each
+    ``GRAPH_RECORD`` (type, kind, ts, code id); ``FUNC``: function tracer
+    records, each ``FUNC_RECORD`` (type, kind, ts, code id, caller id) --
+    or ``None``: any other records, decoded as ``decode_records`` does."""
     pos = 0
     end = len(data)
-    get = refs.get
     seq = first_seq
-    head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
     graph_run, func_run = _RUNS or _run_patterns()
     while pos < end:
         rtype = data[pos]
-        if rtype == GRAPH or rtype == FUNC:
-            # A run of fixed-size records (the common case) is unpacked in C.
-            run = (graph_run if rtype == GRAPH else func_run)(data, pos)
-            if run is not None:
-                stop = run.end()
-                if rtype == GRAPH:
-                    out += [(s, ts, k, get(c)) for s, (_, k, ts, c)
-                            in zip(count(seq), _GRAPH_RECORD.iter_unpack(data[pos:stop]))]
-                    seq += (stop - pos) // _GRAPH_RECORD.size
-                else:
-                    out += [(s, ts, get(c), get(p)) for s, (_, _, ts, c, p)
-                            in zip(count(seq), _FUNC_RECORD.iter_unpack(data[pos:stop]))]
-                    seq += (stop - pos) // _FUNC_RECORD.size
-                pos = stop
-                continue
+        run = graph_run(data, pos) if rtype == GRAPH else func_run(data, pos) if rtype == FUNC \
+            else None
+        if run is not None:
+            stop = run.end()
+            yield rtype, seq, data[pos:stop]
+            seq += (stop - pos) // (GRAPH_RECORD.size if rtype == GRAPH else FUNC_RECORD.size)
+            pos = stop
+        else:
+            records, pos = _decode_until_run(data, pos, refs, seq)
+            yield None, seq, records
+            seq += len(records)
+
+
+def _decode_until_run(data, pos: int, refs: dict[int, object], seq: int) -> tuple[list, int]:
+    """Records from ``pos`` up to the next that starts a run (or the end)."""
+    out = []
+    end = len(data)
+    get = refs.get
+    head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
+    while pos < end:
         rtype, kind, ts = head(data, pos)
+        if out and (rtype == GRAPH and kind != UNWIND or rtype == FUNC and kind == 0):
+            break
         pos += 10
         if rtype == FUNC:
             code, caller = u2(data, pos)
@@ -296,12 +321,12 @@ def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq:
         else:
             raise ValueError(f"unknown record type {rtype} at byte {pos - 10}")
         seq += 1
-    return out
+    return out, pos
 
 
-# Records of one fixed size: a FUNC record, a GRAPH record of any kind but UNWIND.
-_GRAPH_RECORD = struct.Struct("<BBqI")
-_FUNC_RECORD = struct.Struct("<BBqII")
+# Records of one fixed size: a GRAPH record of any kind but UNWIND, a FUNC record.
+GRAPH_RECORD = struct.Struct("<BBqI")
+FUNC_RECORD = struct.Struct("<BBqII")
 _RUNS: tuple | None = None
 
 
@@ -312,9 +337,9 @@ def _run_patterns() -> tuple:
     import re
     kinds = bytes(k for k in range(256) if k != UNWIND)
     graph = re.compile(b"(?:" + re.escape(bytes([GRAPH])) + b"[" + re.escape(kinds) + b"].{"
-                       + str(_GRAPH_RECORD.size - 2).encode() + b"})+", re.S)
+                       + str(GRAPH_RECORD.size - 2).encode() + b"})+", re.S)
     func = re.compile(b"(?:" + re.escape(bytes([FUNC, 0])) + b".{"
-                      + str(_FUNC_RECORD.size - 2).encode() + b"})+", re.S)
+                      + str(FUNC_RECORD.size - 2).encode() + b"})+", re.S)
     _RUNS = (graph.match, func.match)
     return _RUNS
 

@@ -183,3 +183,39 @@ def test_names_that_need_escaping(tmp_path, fmt):
         sink.finish({1: s.stream})
     text = json.dumps(json.loads(path.read_text()))
     assert "odd\\\"\\\\name\\u2603" in text
+
+
+def test_records_from_their_bytes_walk_as_decoded_ones(tmp_path):
+    """walk() on RawRecords (runs unpacked from the bytes) gives the ops it
+    gives on the decoded list, on a real recording with exceptions,
+    generators, threads and probe events."""
+    from fentry.report.datfile import DatReader
+    from fentry.report.decode import Streams
+
+    from .exports import SHOPAPP, record
+
+    class Ops(CallSink):
+        def __init__(self, raw: bool) -> None:
+            super().__init__(io.BytesIO())
+            self.raw_records = raw
+            self.ops: dict[int, list] = {}
+
+        def thread_ops(self, st, ops):
+            self.ops.setdefault(st.thread.tid, []).extend(plain(op) for op in ops)
+
+    def plain(x):       # the two readings' objects differ: compare by name
+        if type(x) is tuple:
+            return tuple(plain(y) for y in x)
+        return getattr(x, "co_qualname", None) or getattr(x, "name", None) or x
+
+    dat = record(tmp_path, "s.dat", "-t", "function_graph", "-l", "__main__:*",
+                 "-e", "p __main__:cents amount", SHOPAPP)
+    got = []
+    for raw in (True, False):
+        sink = Ops(raw)
+        streams = Streams(sink)
+        for number, payload in DatReader(dat).frames():
+            streams.frame(number, payload)
+        sink.finish(streams.streams)
+        got.append(sink.ops)
+    assert got[0] == got[1] and sum(map(len, got[0].values())) > 100

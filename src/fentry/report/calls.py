@@ -32,7 +32,8 @@ The ops (tuples; ``code`` is a ``raw.CodeInfo``)::
 
 from __future__ import annotations
 
-from ..raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD, FaultValue
+from ..raw import (ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD,
+                   FaultValue)
 from .decode import ProcessStream, Sink, ThreadInfo
 
 BEGIN, END, CALL, EVENT, LOST = range(5)
@@ -61,20 +62,50 @@ class ThreadCalls:
         self.data = None                    # the exporter's own state for this thread
 
 
-def walk(st: ThreadCalls, records: list) -> list[tuple]:
-    """The ops of one thread's records, in order (see the module's doc)."""
+def walk(st: ThreadCalls, records) -> list[tuple]:
+    """The ops of one thread's records, in order (see the module's doc):
+    a list of record tuples, or ``RawRecords`` (decoded here, runs of
+    fixed-size records straight from their bytes)."""
     ops: list[tuple] = []
-    if not records:
+    if records.__class__ is list:
+        if records:
+            _walk_records(st, records, ops)
+            _placed(st, ops, records[0][1], records[-1][1])
         return ops
+    get = records.refs.get
+    first = last = None
+    for rtype, _, part in records.chunks():
+        if rtype is None:
+            _walk_records(st, part, ops)
+            ts0, last = part[0][1], part[-1][1]
+        elif rtype == GRAPH:
+            ts0, last = _walk_graph_run(st, GRAPH_RECORD.iter_unpack(part), get, ops)
+        else:
+            calls = [(CALL, ts, get(c), get(p)) for _, _, ts, c, p in FUNC_RECORD.iter_unpack(part)]
+            ops += calls
+            ts0, last = calls[0][1], calls[-1][1]
+        if first is None:
+            first = ts0
+    if first is not None:
+        _placed(st, ops, first, last)
+    return ops
+
+
+def _placed(st: ThreadCalls, ops: list, first: int, last: int) -> None:
+    """The thread's first and last timestamps; losses not yet placed, before these ops."""
+    if st.first is None:
+        st.first = first
+    st.last = last
+    if st.lost:
+        ops.insert(0, (LOST, first, st.lost))
+        st.lost = 0
+
+
+def _walk_records(st: ThreadCalls, records: list, ops: list) -> None:
     app = ops.append
     stack = st.stack
     push, pop = stack.append, stack.pop
     enters = _ENTERS
-    if st.first is None:
-        st.first = records[0][1]
-    if st.lost:
-        app((LOST, records[0][1], st.lost))
-        st.lost = 0
     for rec in records:
         kind = rec[2]
         if kind.__class__ is int:       # function_graph
@@ -87,16 +118,37 @@ def walk(st: ThreadCalls, records: list) -> list[tuple]:
                 app((END, rec[1], code, len(stack), top[1], kind,
                      _name(rec[4]) if kind == UNWIND else None, top[2]))
             else:
-                _unmatched(stack, app, rec, kind, code)
+                _unmatched(stack, app, rec[1], kind, code, rec[4] if kind == UNWIND else None)
         elif len(rec) == 4:             # function tracer
             app((CALL, rec[1], kind, rec[3]))
         else:                           # a probe event
             app((EVENT, rec[1], kind, rec[3], rec[4], len(stack)))
-    st.last = records[-1][1]
-    return ops
 
 
-def _unmatched(stack: list, app, rec: tuple, kind: int, code) -> None:
+def _walk_graph_run(st: ThreadCalls, unpacked, get, ops: list) -> tuple[int, int]:
+    """function_graph records straight from their bytes (none an UNWIND):
+    ``_walk_records``' loop without a tuple per record.  (first ts, last ts)."""
+    app = ops.append
+    stack = st.stack
+    push, pop = stack.append, stack.pop
+    enters = _ENTERS
+    first = None
+    for _, kind, ts, code in unpacked:
+        code = get(code)
+        if first is None:
+            first = ts
+        if kind in enters:
+            app((BEGIN, ts, code, len(stack), kind))
+            push((code, ts, kind))
+        elif stack and stack[-1][0] is code:
+            top = pop()
+            app((END, ts, code, len(stack), top[1], kind, None, top[2]))
+        else:
+            _unmatched(stack, app, ts, kind, code, None)
+    return first, ts
+
+
+def _unmatched(stack: list, app, ts: int, kind: int, code, exc) -> None:
     """An exit that is not of the innermost open call: of one lower down
     (the calls above it lost their exits), or of none (dropped)."""
     for i in range(len(stack) - 1, -1, -1):
@@ -104,12 +156,11 @@ def _unmatched(stack: list, app, rec: tuple, kind: int, code) -> None:
             break
     else:
         return
-    ts = rec[1]
     while len(stack) > i + 1:
         c, start, how = stack.pop()
         app((END, ts, c, len(stack), start, CUT, None, how))
     c, start, how = stack.pop()
-    app((END, ts, c, len(stack), start, kind, _name(rec[4]) if kind == UNWIND else None, how))
+    app((END, ts, c, len(stack), start, kind, _name(exc) if kind == UNWIND else None, how))
 
 
 def close_all(st: ThreadCalls) -> list[tuple]:
@@ -138,6 +189,8 @@ class CallSink(Sink):
     ``close()`` (the recording is over: write what is left).  ``error`` is
     the first failed write; ``render_faults`` counts values that could not
     be rendered."""
+
+    raw_records = True      # decoded in walk(), runs of records straight from their bytes
 
     def __init__(self, out) -> None:
         self.out = out

@@ -8,7 +8,7 @@ import json
 import struct
 
 from ..events.event_format import EventFormat
-from ..raw import CodeInfo, decode_records
+from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
 
 _MSG = struct.Struct("<IB")
@@ -70,7 +70,10 @@ class ProcessStream:
     def _message(self, kind: int, body: memoryview, sink) -> None:
         if kind == msg.RECORDS:
             key, first, count = _RECORDS.unpack_from(body)
-            records = decode_records(body[_RECORDS.size:], self.refs, first)
+            if getattr(sink, "raw_records", False):
+                records = RawRecords(body[_RECORDS.size:], self.refs, first)
+            else:
+                records = decode_records(body[_RECORDS.size:], self.refs, first)
             self.batch.append((self._thread(key), 0, records))
         elif kind == msg.LOST:
             key, count = _LOST.unpack_from(body)
@@ -131,8 +134,34 @@ class _UnknownEvent:
         return f"{self.name}: (fault)"
 
 
+class RawRecords:
+    """A thread's records as they came, not decoded yet: what a sink that
+    decodes them itself (``Sink.raw_records``) is given in place of the list."""
+    __slots__ = ("data", "refs", "first")
+
+    def __init__(self, data: memoryview, refs: dict[int, object], first: int) -> None:
+        self.data = data
+        self.refs = refs
+        self.first = first
+
+    def __bool__(self) -> bool:
+        return len(self.data) > 0
+
+    def decode(self) -> list[tuple]:
+        return decode_records(self.data, self.refs, self.first)
+
+    def chunks(self):
+        """``raw.record_chunks``: runs of fixed-size records left packed."""
+        return record_chunks(self.data, self.refs, self.first)
+
+
 class Sink:
-    """What a stream's reader is told (the text report, the exporters)."""
+    """What a stream's reader is told (the text report, the exporters).
+
+    ``raw_records``: the sink is given each thread's records as
+    ``RawRecords``, to decode as it likes, instead of a list of tuples."""
+
+    raw_records = False
 
     def start(self, stream: ProcessStream) -> None:
         """HELLO: a process's stream begins."""
