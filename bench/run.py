@@ -22,6 +22,8 @@ Rows:
   8  an entry probe event with two fetchargs (an argument, an attribute), vs none
   9  a line probe event mid-function, vs an entry probe event on the same function
  10  a probe event its filter rejects, vs the same event unfiltered
+ 15  fentry report --format perfetto / chrome of a function_graph recording of 1M
+     calls, vs viztracer saving the same 1M calls
 
 viztracer is optional (the ``bench`` extra); without it its rows say so.
 """
@@ -34,6 +36,8 @@ import gc
 import inspect
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -532,6 +536,68 @@ def tracefs_header() -> list[str]:
     return (output.buffer_header("function", 0, 0, 1) + output.FUNCTION_COLUMNS).splitlines()
 
 
+# ---------------------------------------------------------------- exports (row 15)
+
+def row15_exports(rounds: int, n: int) -> None:
+    """``fentry report --format perfetto`` and ``--format chrome`` of a
+    function_graph recording of ``n`` calls, vs viztracer saving ``n`` calls.
+
+    fentry: ``fentry record -t function_graph`` of a program calling leaf
+    ``n`` times (once, untimed: 2n records, entry and exit), then, each round,
+    the command ``fentry report --format F -o FILE`` timed as a user runs it:
+    a process of its own (start-up, decoding, nesting, encoding, writing).
+    viztracer: ``n`` calls recorded (untimed), then ``save()`` of its JSON,
+    as in row 6.  Both write ``n`` slices; per call.
+    """
+    tmp = tempfile.mkdtemp(prefix="fentry-bench-")
+    dat = os.path.join(tmp, "calls.dat")
+    bench_dir = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path.insert(0, {bench_dir!r}); import workloads; workloads.call_leaf({n})"
+    got = subprocess.run([sys.executable, "-m", "fentry", "record", "-t", "function_graph", "-l",
+                          "workloads:leaf", "--buffer-size-kb", BUFFER_KB, "-o", dat, "-c", code],
+                         capture_output=True, text=True)
+    check(got.returncode == 0, f"row 15: fentry record failed: {got.stderr.strip()}")
+    if got.returncode != 0:
+        return
+    outputs = {fmt: os.path.join(tmp, f"calls.{fmt}") for fmt in ("perfetto", "chrome")}
+
+    def report(fmt):
+        got = subprocess.run([sys.executable, "-m", "fentry", "report", "-i", dat, "--format", fmt,
+                              "-o", outputs[fmt]], capture_output=True, text=True)
+        check(got.returncode == 0 and not got.stderr, f"row 15: report --format {fmt}: {got.stderr}")
+
+    def chrome_check():
+        with open(outputs["chrome"]) as f:
+            slices = sum(line.count('"ph":"X"') for line in f)
+        check(slices == n, f"row 15: chrome export has {slices} slices for {n} calls")
+
+    out = os.path.join(tmp, "viztracer.json")
+
+    def viz_on():
+        tracer = viz()
+        tracer.start()
+        w.call_leaf(n)
+        tracer.stop()
+
+    def viz_off():
+        viz().clear()
+        if os.path.exists(out):
+            os.unlink(out)
+
+    variants = [Variant("perfetto", lambda: report("perfetto")),
+                Variant("chrome", lambda: report("chrome"), teardown=chrome_check)]
+    if VizTracer is not None:
+        variants.append(Variant("viztracer", lambda: viz().save(out), setup=viz_on, teardown=viz_off))
+    try:
+        times = interleave(variants, rounds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    note = f"per call, {rounds} round(s)" if VizTracer is not None else VIZ_MISSING
+    for row, fmt in (("15a", "perfetto"), ("15b", "chrome")):
+        compare(row, f"report --format {fmt}, {n // 1000}k calls vs save", times, fmt, "viztracer",
+                n, base_name="viztracer save", goal=0.5, note=note)
+
+
 # ---------------------------------------------------------------- probe events (rows 7-10)
 
 PROBE_GROUP = "bench"
@@ -753,7 +819,8 @@ def print_table() -> None:
     print(fmt.format(*("-" * wd for wd in widths)))
     for line in lines:
         print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
-    print("(ns: per call, or per event for row 6; rows 2-5, 7-10: time added over the untraced run."
+    print("(ns: per call, or per event for row 6, per call exported for row 15; rows 2-5, 7-10:"
+          " time added over the untraced run."
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
 
@@ -789,6 +856,7 @@ def main(argv=None) -> int:
         ("8", lambda: row8_fetchargs(rounds, n)),
         ("9", lambda: row9_line_probe(rounds, n)),
         ("10", lambda: row10_filtered_out(rounds, n)),
+        ("15", lambda: row15_exports(1 if q else 3, big)),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))
