@@ -213,3 +213,21 @@ def test_a_perfetto_trace_is_not_written_to_a_terminal(tmp_path):
         os.close(follower)
         os.close(leader)
     assert got.returncode == 2 and "give -o FILE" in got.stderr
+
+
+def test_only_the_perfetto_export_imports_perfetto():
+    """The fentry command (run, attach: their start-up time) and the other
+    formats import no third-party module; --format perfetto imports Perfetto's
+    protos."""
+    import subprocess
+    import sys
+    from .test_record_report import env
+    code = ("import sys, fentry.cli, fentry.report.calls, fentry.report.chrome, "
+            "fentry.report.speedscope, fentry.report.folded, fentry.report.view\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'perfetto', 'google', "
+            "'jsonschema'}))\n"
+            "import fentry.report.perfetto\n"
+            "print('perfetto' in sys.modules and 'google.protobuf' in sys.modules)\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(),
+                         timeout=60)
+    assert got.stdout == "[]\nTrue\n", got.stderr
