@@ -25,7 +25,7 @@ Memory grows with the number of distinct stacks, never with the trace.
 
 from __future__ import annotations
 
-from .calls import BEGIN, CALL, END, CallSink, ThreadCalls
+from .calls import BEGIN, CALL, END, EVENT, CallSink, ThreadCalls
 
 
 class FoldedReport(CallSink):
@@ -36,6 +36,7 @@ class FoldedReport(CallSink):
         self.by_calls = weight == "calls"
         self.weights: dict[str, int] = {}       # stack -> ns of self time, or calls
         self.counts: dict[str, int] = {}        # caller;function -> calls (function tracer)
+        self.events_left_out = 0
         self.names: dict[object, str] = {}
 
     def new_thread(self, st: ThreadCalls) -> None:
@@ -72,8 +73,13 @@ class FoldedReport(CallSink):
                 path = f"{names.get(caller) or self._name(caller)};{name}" if caller is not None \
                     else f"<top>;{name}"
                 self.counts[path] = self.counts.get(path, 0) + 1
+            elif kind == EVENT:
+                self.events_left_out += 1
 
     def close(self) -> None:
+        if self.events_left_out:
+            self.notes.append(f"{self.events_left_out} probe events left out: folded stacks "
+                              "have no place for them (perfetto and chrome have)")
         if self.counts and not self.by_calls:
             self.notes.append("the function tracer records no durations: its folded weights "
                               "are call counts")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import tempfile
 
-from .calls import BEGIN, CALL, END, CallSink, ThreadCalls, process_name
+from .calls import BEGIN, CALL, END, EVENT, CallSink, ThreadCalls, process_name
 
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
@@ -61,6 +61,7 @@ class SpeedscopeReport(CallSink):
         self.spool = tempfile.TemporaryFile()
         self.spooled = 0
         self.streams: dict[int, str] = {}
+        self.events_left_out = 0
 
     def process(self, stream) -> None:
         self.streams[stream.number] = f"{process_name(stream)} [{stream.pid}]"
@@ -81,6 +82,8 @@ class SpeedscopeReport(CallSink):
             elif kind == CALL:
                 f = frames[op[2]]
                 app(f'{{"type":"O","frame":{f},"at":{op[1]}}},{{"type":"C","frame":{f},"at":{op[1]}}}')
+            elif kind == EVENT:
+                self.events_left_out += 1
         if not parts:
             return
         data = ("," if st.data else "").encode() + ",".join(parts).encode()
@@ -102,6 +105,9 @@ class SpeedscopeReport(CallSink):
         return name
 
     def close(self) -> None:
+        if self.events_left_out:
+            self.notes.append(f"{self.events_left_out} probe events left out: speedscope's "
+                              "format has no place for them (perfetto and chrome have)")
         threads = sorted((st for st in self.threads.values() if st.first is not None),
                          key=lambda st: (st.stream.number, st.first))
         self.write(('{"$schema":%s,"exporter":"fentry","name":%s,"activeProfileIndex":0,'
