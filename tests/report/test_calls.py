@@ -219,3 +219,30 @@ def test_records_from_their_bytes_walk_as_decoded_ones(tmp_path):
         sink.finish(streams.streams)
         got.append(sink.ops)
     assert got[0] == got[1] and sum(map(len, got[0].values())) > 100
+
+
+def test_perfetto_packets_made_in_runs_are_the_packets_made_one_by_one(tmp_path, monkeypatch):
+    """Ordinary begins and ends go out POOL at a time (perfetto._Pool): the
+    same bytes as a packet at a time, whatever the runs' shapes."""
+    from fentry.report import perfetto
+    from fentry.report.datfile import DatReader
+    from fentry.report.decode import Streams
+
+    from .exports import BUSY, SHOPAPP, record
+
+    dats = [record(tmp_path, "s.dat", "-t", "function_graph", "-l", "__main__:*", SHOPAPP),
+            record(tmp_path, "b.dat", "-t", "function_graph", "-l", "take", "-l", "work",
+                   "--buffer-size-kb", "20000", BUSY, "2", "3000")]
+    for dat in dats:
+        got = {}
+        for pool in (128, 7, 2, 1):
+            monkeypatch.setattr(perfetto, "POOL", pool)
+            out = io.BytesIO()
+            sink = perfetto.PerfettoReport(out)
+            streams = Streams(sink)
+            for number, payload in DatReader(dat).frames():
+                streams.frame(number, payload)
+            sink.finish(streams.streams)
+            got[pool] = out.getvalue()
+        assert got[128] == got[7] == got[2] == got[1]
+        assert len(got[1]) > 1000

@@ -29,6 +29,8 @@ The trace, as Perfetto's "synthetic TrackEvent" reference describes it:
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
     BUILTIN_CLOCK_MONOTONIC, BUILTIN_CLOCK_REALTIME, ClockSnapshot, DebugAnnotation, EventName,
     InternedData, ProcessDescriptor, SourceLocation, ThreadDescriptor, Trace, TracePacket,
@@ -43,6 +45,7 @@ NEEDS = TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
 SLICE_BEGIN, SLICE_END, INSTANT = (TrackEvent.TYPE_SLICE_BEGIN, TrackEvent.TYPE_SLICE_END,
                                    TrackEvent.TYPE_INSTANT)
 METADATA_SEQUENCE = 1
+POOL = 128          # packets serialized at once (_Pool)
 
 
 def process_uuid(stream) -> int:
@@ -68,7 +71,7 @@ class _Sequence:
     """A thread's packet sequence: its id, interned names, and the packets
     reused for the common events (only the timestamp and name change)."""
     __slots__ = ("id", "iids", "last", "begin", "begin_event", "begin_bytes", "end", "end_bytes",
-                 "named", "tid")
+                 "named", "tid", "pool")
 
     def __init__(self, seq_id: int, tid: int, name: str) -> None:
         self.id = seq_id
@@ -85,10 +88,63 @@ class _Sequence:
         self.end = end.packet.add(trusted_packet_sequence_id=seq_id, sequence_flags=NEEDS,
                                   track_event=TrackEvent(type=SLICE_END))
         self.end_bytes = end.SerializeToString
+        self.pool = _Pool(seq_id)
 
     def packet(self, ts: int, **fields) -> TracePacket:
         return TracePacket(timestamp=ts, trusted_packet_sequence_id=self.id, sequence_flags=NEEDS,
                            **fields)
+
+    def singles(self, shapes: list[int], stamps: list[int], app) -> None:
+        """Ordinary begins and ends (see ``_Pool``), a packet at a time."""
+        begin, begin_event, begin_bytes = self.begin, self.begin_event, self.begin_bytes
+        end, end_bytes = self.end, self.end_bytes
+        for iid, ts in zip(shapes, stamps):
+            if iid:
+                begin.timestamp = ts
+                if iid != self.last:        # the packet keeps what it was last given
+                    begin_event.name_iid = begin_event.source_location_iid = self.last = iid
+                app(begin_bytes())
+            else:
+                end.timestamp = ts
+                app(end_bytes())
+
+
+class _Pool:
+    """POOL packets of one sequence in one ``Trace``, serialized with one
+    call: a run of ordinary begins (a call) and ends (a return), whose packets
+    differ only by their timestamp, kind and name.  A run is given as its
+    *shape*, one int per packet (a begin's name iid; 0 for an end), and its
+    timestamps; only the packets whose shape changed since the last run are
+    set anew.  (Serializing costs protobuf about half as much per packet in
+    a Trace of many as in a Trace of one.)"""
+    __slots__ = ("packets", "events", "shape", "serialize")
+
+    def __init__(self, seq_id: int) -> None:
+        trace = Trace()
+        self.packets = [trace.packet.add(trusted_packet_sequence_id=seq_id, sequence_flags=NEEDS,
+                                         track_event=TrackEvent(type=SLICE_END))
+                        for _ in range(POOL)]
+        self.events = [p.track_event for p in self.packets]
+        self.shape = [0] * POOL
+        self.serialize = trace.SerializeToString
+
+    def run(self, shape: list[int], stamps: list[int]) -> bytes:
+        if shape != self.shape:
+            events = self.events
+            for j, (want, have) in enumerate(zip(shape, self.shape)):
+                if want != have:
+                    event = events[j]
+                    if want:
+                        if not have:
+                            event.type = SLICE_BEGIN
+                        event.name_iid = event.source_location_iid = want
+                    else:
+                        event.type = SLICE_END
+                        event.ClearField("name_iid")
+                        event.ClearField("source_location_iid")
+            self.shape = shape[:]
+        any(map(setattr, self.packets, repeat("timestamp"), stamps))     # (setattr is None)
+        return self.serialize()
 
 
 class PerfettoReport(CallSink):
@@ -159,20 +215,34 @@ class PerfettoReport(CallSink):
     def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
         seq: _Sequence = st.data
         iids = seq.iids
-        begin, begin_event, begin_bytes = seq.begin, seq.begin_event, seq.begin_bytes
-        end, end_bytes = seq.end, seq.end_bytes
+        pool_run = seq.pool.run
         out = []
         app = out.append
+        # Ordinary begins and ends wait in shape/stamps (see _Pool) until
+        # POOL of them make a run, or something else comes.
+        shape, stamps = [], []
         for op in ops:
             kind = op[0]
             if kind == BEGIN:
                 iid = iids.get(op[2])
                 if iid is not None and op[4] == ENTRY:
-                    begin.timestamp = op[1]
-                    if iid != seq.last:     # the packet keeps what it was last given
-                        begin_event.name_iid = begin_event.source_location_iid = seq.last = iid
-                    app(begin_bytes())
+                    shape.append(iid)
+                    stamps.append(op[1])
+                    if len(stamps) == POOL:
+                        app(pool_run(shape, stamps))
+                        shape, stamps = [], []
                     continue
+            elif kind == END and op[5] == RETURN:
+                shape.append(0)
+                stamps.append(op[1])
+                if len(stamps) == POOL:
+                    app(pool_run(shape, stamps))
+                    shape, stamps = [], []
+                continue
+            if stamps:
+                seq.singles(shape, stamps, app)
+                shape, stamps = [], []
+            if kind == BEGIN:
                 interned = InternedData()
                 if iid is None:
                     iid = self._intern(seq, op[2], op[2].co_qualname, interned, op[2])
@@ -184,10 +254,6 @@ class PerfettoReport(CallSink):
                     packet.interned_data.CopyFrom(interned)
                 app(Trace(packet=[packet]).SerializeToString())
             elif kind == END:
-                if op[5] == RETURN:
-                    end.timestamp = op[1]
-                    app(end_bytes())
-                    continue
                 event = TrackEvent(type=SLICE_END)
                 if op[5] == UNWIND:
                     event.debug_annotations.append(annotation("raised", op[6]))
@@ -229,6 +295,8 @@ class PerfettoReport(CallSink):
                 app(Trace(packet=[seq.packet(op[1], track_event=TrackEvent(
                     type=INSTANT, name=f"lost {op[2]} events", categories=["fentry"],
                     debug_annotations=[annotation("lost", op[2])]))]).SerializeToString())
+        if stamps:
+            seq.singles(shape, stamps, app)
         if out:
             self.write(b"".join(out))
 
