@@ -79,7 +79,9 @@ def walk(st: ThreadCalls, records) -> list[tuple]:
             _walk_records(st, part, ops)
             ts0, last = part[0][1], part[-1][1]
         elif rtype == GRAPH:
-            ts0, last = _walk_graph_run(st, GRAPH_RECORD.iter_unpack(part), get, ops)
+            _walk_graph_run(st, GRAPH_RECORD.iter_unpack(part), get, ops)
+            ts0 = GRAPH_RECORD.unpack_from(part, 0)[2]
+            last = GRAPH_RECORD.unpack_from(part, len(part) - GRAPH_RECORD.size)[2]
         else:
             calls = [(CALL, ts, get(c), get(p)) for _, _, ts, c, p in FUNC_RECORD.iter_unpack(part)]
             ops += calls
@@ -125,18 +127,15 @@ def _walk_records(st: ThreadCalls, records: list, ops: list) -> None:
             app((EVENT, rec[1], kind, rec[3], rec[4], len(stack)))
 
 
-def _walk_graph_run(st: ThreadCalls, unpacked, get, ops: list) -> tuple[int, int]:
+def _walk_graph_run(st: ThreadCalls, unpacked, get, ops: list) -> None:
     """function_graph records straight from their bytes (none an UNWIND):
-    ``_walk_records``' loop without a tuple per record.  (first ts, last ts)."""
+    ``_walk_records``' loop without a tuple per record."""
     app = ops.append
     stack = st.stack
     push, pop = stack.append, stack.pop
     enters = _ENTERS
-    first = None
     for _, kind, ts, code in unpacked:
         code = get(code)
-        if first is None:
-            first = ts
         if kind in enters:
             app((BEGIN, ts, code, len(stack), kind))
             push((code, ts, kind))
@@ -145,7 +144,6 @@ def _walk_graph_run(st: ThreadCalls, unpacked, get, ops: list) -> tuple[int, int
             app((END, ts, code, len(stack), top[1], kind, None, top[2]))
         else:
             _unmatched(stack, app, ts, kind, code, None)
-    return first, ts
 
 
 def _unmatched(stack: list, app, ts: int, kind: int, code, exc) -> None:
