@@ -14,6 +14,7 @@ from .test_record_report import fentry
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOPAPP = os.path.join(TESTS, "programs", "shopapp.py")
+FAMILY = os.path.join(TESTS, "programs", "family.py")
 BUSY = os.path.join(TESTS, "programs", "busy.py")
 
 # function_graph's text: "   MainThread-123  | + 1.234 us   |    name() {" (or "name();")
@@ -208,7 +209,8 @@ def speedscope_profiles(path: str) -> dict:
                 frame, start = stack.pop()
                 slices.append((start, ev["at"], frames[frame]["name"]))
         assert not stack
-        tid = int(prof["name"].split(" ")[0].rsplit("-", 1)[1])
+        # "NAME-TID", after "PROCESS [PID] " when there are several, before " (N events lost)"
+        tid = int(re.search(r"-(\d+)(?: \(\d+ events lost\))?$", prof["name"])[1])
         out[tid] = {"name": prof["name"], "slices": slices}
     return out
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 
 import pytest
 
-from .exports import (BUSY, SHOPAPP, chrome_threads, counts, export, nested, perfetto_threads,
+from .exports import (BUSY, FAMILY, SHOPAPP, chrome_threads, counts, export, nested, perfetto_threads,
                       record, report, speedscope_profiles, text_calls, text_names, text_traced_ns)
 
 FORMATS = ("perfetto", "chrome", "speedscope")
@@ -155,6 +156,30 @@ def test_a_threaded_program_at_scale(tmp_path):
     with open(out) as f:
         assert f.read() == "work 3\nwork;take 60000\n".replace("work", "__main__:work") \
             .replace("take", "__main__:take")
+
+
+def test_processes_followed_have_a_track_each(tmp_path):
+    """--follow: fork, subprocess, multiprocessing; each process's threads
+    under its own process, with the calls the text trace shows for them."""
+    dat = record(tmp_path, "fam.dat", "--follow", "-t", "function_graph", "-l", "__main__:*",
+                 FAMILY)
+    rec = Recording(tmp_path, dat)
+    assert len(rec.calls) >= 4
+    for fmt in FORMATS:
+        threads = rec.threads(fmt)
+        assert set(threads) == set(rec.calls), fmt
+        for tid, t in threads.items():
+            assert counts(t["slices"]) == rec.calls[tid], (fmt, tid)
+            if fmt == "speedscope":
+                assert re.fullmatch(rf".+ \[\d+\] MainThread-{tid}", t["name"]), t["name"]
+            else:
+                assert t["pid"] == tid        # each process's main thread
+    with open(rec.path("perfetto"), "rb") as f:
+        from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
+        trace = Trace.FromString(f.read())
+    pids = [p.track_descriptor.process.pid for p in trace.packet
+            if p.HasField("track_descriptor") and p.track_descriptor.HasField("process")]
+    assert len(set(pids)) == len(pids) and set(rec.calls) <= set(pids)
 
 
 def test_the_function_tracer_has_no_durations(tmp_path):
