@@ -22,8 +22,9 @@ Rows:
   8  an entry probe event with two fetchargs (an argument, an attribute), vs none
   9  a line probe event mid-function, vs an entry probe event on the same function
  10  a probe event its filter rejects, vs the same event unfiltered
- 15  fentry report --format perfetto / chrome of a function_graph recording of 1M
-     calls, vs viztracer saving the same 1M calls
+ 6b  fentry report --format perfetto / chrome of a function_graph recording of 1M
+     calls, vs viztracer saving the same 1M calls (bench/stream.py's row 15 compares
+     the same exports with viztracer's whole run)
 
 viztracer is optional (the ``bench`` extra); without it its rows say so.
 """
@@ -536,9 +537,9 @@ def tracefs_header() -> list[str]:
     return (output.buffer_header("function", 0, 0, 1) + output.FUNCTION_COLUMNS).splitlines()
 
 
-# ---------------------------------------------------------------- exports (row 15)
+# ---------------------------------------------------------------- exports (row 6b)
 
-def row15_exports(rounds: int, n: int) -> None:
+def row6b_exports(rounds: int, n: int) -> None:
     """``fentry report --format perfetto`` and ``--format chrome`` of a
     function_graph recording of ``n`` calls, vs viztracer saving ``n`` calls.
 
@@ -556,7 +557,7 @@ def row15_exports(rounds: int, n: int) -> None:
     got = subprocess.run([sys.executable, "-m", "fentry", "record", "-t", "function_graph", "-l",
                           "workloads:leaf", "--buffer-size-kb", BUFFER_KB, "-o", dat, "-c", code],
                          capture_output=True, text=True)
-    check(got.returncode == 0, f"row 15: fentry record failed: {got.stderr.strip()}")
+    check(got.returncode == 0, f"row 6b: fentry record failed: {got.stderr.strip()}")
     if got.returncode != 0:
         return
     outputs = {fmt: os.path.join(tmp, f"calls.{fmt}") for fmt in ("perfetto", "chrome")}
@@ -564,12 +565,12 @@ def row15_exports(rounds: int, n: int) -> None:
     def report(fmt):
         got = subprocess.run([sys.executable, "-m", "fentry", "report", "-i", dat, "--format", fmt,
                               "-o", outputs[fmt]], capture_output=True, text=True)
-        check(got.returncode == 0 and not got.stderr, f"row 15: report --format {fmt}: {got.stderr}")
+        check(got.returncode == 0 and not got.stderr, f"row 6b: report --format {fmt}: {got.stderr}")
 
     def chrome_check():
         with open(outputs["chrome"]) as f:
             slices = sum(line.count('"ph":"X"') for line in f)
-        check(slices == n, f"row 15: chrome export has {slices} slices for {n} calls")
+        check(slices == n, f"row 6b: chrome export has {slices} slices for {n} calls")
 
     out = os.path.join(tmp, "viztracer.json")
 
@@ -593,8 +594,8 @@ def row15_exports(rounds: int, n: int) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     note = f"per call, {rounds} round(s)" if VizTracer is not None else VIZ_MISSING
-    for row, fmt in (("15a", "perfetto"), ("15b", "chrome")):
-        compare(row, f"report --format {fmt}, {n // 1000}k calls vs save", times, fmt, "viztracer",
+    for fmt in ("perfetto", "chrome"):
+        compare("6b", f"report --format {fmt}, {n // 1000}k calls vs save", times, fmt, "viztracer",
                 n, base_name="viztracer save", goal=0.5, note=note)
 
 
@@ -819,7 +820,7 @@ def print_table() -> None:
     print(fmt.format(*("-" * wd for wd in widths)))
     for line in lines:
         print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
-    print("(ns: per call, or per event for row 6, per call exported for row 15; rows 2-5, 7-10:"
+    print("(ns: per call, or per event for row 6, per call exported for row 6b; rows 2-5, 7-10:"
           " time added over the untraced run."
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
@@ -852,11 +853,11 @@ def main(argv=None) -> int:
         ("5a", lambda: row5_second_ops(rounds, n, tracer=False)),
         ("5b", lambda: row5_second_ops(rounds, n, tracer=True)),
         ("6", lambda: row6_formatting(1 if q else 2, big)),
+        ("6b", lambda: row6b_exports(1 if q else 3, big)),
         ("7", lambda: row7_probe_vs_ops(rounds, n)),
         ("8", lambda: row8_fetchargs(rounds, n)),
         ("9", lambda: row9_line_probe(rounds, n)),
         ("10", lambda: row10_filtered_out(rounds, n)),
-        ("15", lambda: row15_exports(1 if q else 3, big)),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))

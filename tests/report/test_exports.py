@@ -124,7 +124,8 @@ def test_folded_weights_add_up_to_the_traced_time_or_the_calls(shop):
     assert all(w.isdigit() and int(w) > 0 for _, w in lines)
     total_us = sum(int(w) for _, w in lines)
     assert abs(total_us - text_traced_ns(shop.text) / 1000) <= 1
-    assert "__main__:main;__main__:counted.<locals>.wrapper;__main__:Cart.add" in {s for s, _ in lines}
+    assert "__main__:<module>;__main__:main;__main__:counted.<locals>.wrapper;__main__:Cart.add" \
+        in {s for s, _ in lines}
     export(shop.dat, "folded", out, "--weight", "calls")
     with open(out) as f:
         lines = [line.rsplit(" ", 1) for line in f.read().splitlines()]
