@@ -1843,21 +1843,20 @@ static PyTypeObject RingType = {
 
 /* fentry's own threads (the agent's), whose events are ignored: whatever
  * they run, stdlib code included, is never traced (the kernel's per-task
- * recursion bit).  Thread state ids, never reused by CPython. */
-#define MAX_QUIET 8
-static uint64_t quiet_ids[MAX_QUIET];
-static int n_quiet;
+ * recursion bit).  A flag per OS thread: any number of them, nothing to
+ * forget when a thread ends, and one load on every event.  initial-exec
+ * makes that load a plain %fs-relative one instead of a __tls_get_addr
+ * call (one int fits glibc's static TLS surplus for dlopened modules). */
+#if defined(__GNUC__)
+static __thread int thread_quiet __attribute__((tls_model("initial-exec")));
+#else
+static _Thread_local int thread_quiet;
+#endif
 
 static inline int
 thread_is_quiet(void)
 {
-    if (n_quiet == 0)
-        return 0;
-    uint64_t id = PyThreadState_Get()->id;
-    for (int i = 0; i < n_quiet; i++)
-        if (quiet_ids[i] == id)
-            return 1;
-    return 0;
+    return thread_quiet;
 }
 
 static PyObject *
@@ -1866,21 +1865,7 @@ quiet_thread(PyObject *m, PyObject *arg)
     int on = PyObject_IsTrue(arg);
     if (on < 0)
         return NULL;
-    uint64_t id = PyThreadState_Get()->id;
-    for (int i = 0; i < n_quiet; i++) {
-        if (quiet_ids[i] == id) {
-            if (!on)
-                quiet_ids[i] = quiet_ids[--n_quiet];
-            Py_RETURN_NONE;
-        }
-    }
-    if (on) {
-        if (n_quiet == MAX_QUIET) {
-            PyErr_SetString(PyExc_RuntimeError, "too many quiet threads");
-            return NULL;
-        }
-        quiet_ids[n_quiet++] = id;
-    }
+    thread_quiet = on;
     Py_RETURN_NONE;
 }
 

@@ -7,6 +7,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -182,6 +183,43 @@ def test_control_of_a_process_started_by_fentry_run(tmp_path):
     result = stdout.splitlines()[0]
     check_result(result)
     check_add_events(lines_of(out))
+
+
+def test_any_number_of_readers_at_once(target, tmp_path):
+    """Twelve `fentry -p PID pipe` at once: every one is served and gets
+    events, the program's stderr stays empty, and detach is as quick as
+    with one (no reader's thread is left counted)."""
+    pid = str(target.pid)
+    assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
+    assert fentry("-p", pid, "write", "events/kprobes/add/enable", "1").returncode == 0
+    outs = [tmp_path / f"pipe{i}.txt" for i in range(12)]
+    readers = []
+    for out in outs:
+        with open(out, "w") as f:
+            readers.append(subprocess.Popen([sys.executable, "-m", "fentry", "-p", pid, "pipe"],
+                                            stdout=f, stderr=subprocess.PIPE, text=True, env=env()))
+    try:
+        # trace_pipe consumes: the readers share the events, each gets some.
+        for out in outs:
+            wait_for(lambda: lines_of(out), timeout=30, what=f"events in {out.name}")
+        assert len(os.listdir(f"/proc/{pid}/task")) >= 1 + 12    # a thread per reader
+    finally:
+        for reader in readers:
+            reader.send_signal(signal.SIGINT)
+        errs = [reader.communicate(timeout=20)[1] for reader in readers]
+    assert [r.returncode for r in readers] == [0] * 12, errs
+    assert errs == [""] * 12
+    for out in outs:
+        assert all(": add: (add+0x0) qty=" in line for line in lines_of(out))
+    started = time.monotonic()
+    assert fentry("-p", pid, "detach").returncode == 0
+    # A reader's thread counted and never uncounted made detach wait out the
+    # server's 2 s stop timeout; a normal one takes well under 0.2 s.
+    assert time.monotonic() - started < 1.5
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
 
 
 # -- who may connect

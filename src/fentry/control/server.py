@@ -172,8 +172,10 @@ class ControlServer:
     def _thread_main(self, func, *args) -> None:
         ident = _thread.get_ident()
         self.own_idents.add(ident)
-        hotpath.quiet_thread(True)          # nothing this thread runs is traced
         try:
+            # Inside the try: whatever happens, the thread is uncounted at
+            # its end (a counted thread that is gone makes stop() wait).
+            hotpath.quiet_thread(True)      # nothing this thread runs is traced
             func(*args)
         except Exception:
             pass                # a broken client never disturbs the program
