@@ -2009,8 +2009,15 @@ dispatch(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
         if (t->kind == K_DISPATCH)
             return Py_NewRef(t->flag ? DISABLE : Py_None);
         h = PyObject_CallOneArg(t->b, code);        /* discover(code), once per code */
-        if (h == NULL)
-            return NULL;
+        if (h == NULL) {
+            /* Discovery is Python code on the program's stack: at its
+             * recursion limit it fails.  The program must not see that;
+             * the code is decided at a later call (no DISABLE). */
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL;
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
         if (h == Py_None) {
             Py_DECREF(h);
             return Py_NewRef(DISABLE);
@@ -3427,8 +3434,8 @@ static PyObject *
 graph_make(PyObject *args, int exc)
 {
     PyObject *local, *attach;
-    int kind;
-    if (!PyArg_ParseTuple(args, "OOi", &local, &attach, &kind))
+    int kind, nargs = 3;    /* (the pure-Python twin needs the event's arity; this takes either) */
+    if (!PyArg_ParseTuple(args, "OOi|i", &local, &attach, &kind, &nargs))
         return NULL;
     Tramp *t = (Tramp *)make(K_GRAPH, 3, exc, local, attach, NULL, NULL);
     if (t != NULL)

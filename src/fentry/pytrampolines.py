@@ -291,14 +291,14 @@ def catch_sigterm(fd: int, standin: int = 0) -> None:
 
 
 # -- dispatchers: the sys.monitoring callbacks
-
-def _count(fault, code) -> None:
-    """Report a handler that raised; even that failing (a RecursionError at the
-    program's recursion limit) must not reach the program."""
-    try:
-        fault(code)
-    except Exception:
-        pass
+#
+# Nothing may propagate out of them: CPython raises what a callback raises
+# in the traced frame, with the callback's frames in its traceback.  These
+# callbacks are Python frames, so at the program's recursion limit the
+# handler, discovery, or even the fault report can fail with RecursionError:
+# all are caught here, in place, with no further call (a helper would be one
+# more frame, failing in turn).  What is left is CPython failing to enter the
+# dispatcher itself, which raises in the traced frame with no frame of ours.
 
 
 def entry_dispatcher(table: dict, discover, fault):
@@ -309,13 +309,19 @@ def entry_dispatcher(table: dict, discover, fault):
         try:
             handler = table[id(code)]
         except KeyError:
-            handler = discover(code)
+            try:
+                handler = discover(code)
+            except Exception:       # (recursion limit) decided at a later call
+                return
             if handler is None:
                 return DISABLE
         try:
             handler(code, offset)
         except Exception:
-            _count(fault, code)
+            try:
+                fault(code)
+            except Exception:
+                pass
     return dispatch_entry
 
 
@@ -333,7 +339,10 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
             try:
                 handler(code, offset)
             except Exception:
-                _count(fault, code)
+                try:
+                    fault(code)
+                except Exception:
+                    pass
     else:
         def dispatch(code, offset, arg):  # hot path
             if _quiet and get_ident() in _quiet:
@@ -345,7 +354,10 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
             try:
                 handler(code, offset, arg)
             except Exception:
-                _count(fault, code)
+                try:
+                    fault(code)
+                except Exception:
+                    pass
     return dispatch
 
 
@@ -361,7 +373,10 @@ def offset_dispatcher(table: dict, fault):
         try:
             handler(code, offset)
         except Exception:
-            _count(fault, code)
+            try:
+                fault(code)
+            except Exception:
+                pass
     return dispatch_offset
 
 
@@ -441,9 +456,24 @@ def function_entry(local, attach, depth: int):
     return function_entry
 
 
-def graph_event(local, attach, kind: int):
-    """The function_graph tracer: records ``(seq, ts, kind, code)``; 2 or 3 arguments."""
-    def graph_event(code, offset, arg=None):  # hot path
+def graph_event(local, attach, kind: int, nargs: int = 3):
+    """The function_graph tracer: records ``(seq, ts, kind, code)``; an
+    event's handler of ``nargs`` arguments (2: PY_START, PY_RESUME).
+
+    Exactly as many parameters as the event passes: CPython 3.13 lets a call
+    that fills in a default go one frame deeper past the recursion limit than
+    an exact one, and an entry handler that can run where its exit's cannot
+    would leave a call open in the trace."""
+    if nargs == 2:
+        def graph_event2(code, offset):  # hot path
+            try:
+                tb = local.tb
+            except AttributeError:
+                tb = attach()
+            tb.append((next(tb.seq), perf_counter_ns(), kind, code))
+        return graph_event2
+
+    def graph_event(code, offset, arg):  # hot path
         try:
             tb = local.tb
         except AttributeError:
