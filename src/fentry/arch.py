@@ -11,6 +11,8 @@ import sys
 from types import CodeType
 from collections.abc import Callable
 
+from .errors import TraceError
+
 _mon = sys.monitoring
 EVENTS = _mon.events
 DISABLE = _mon.DISABLE
@@ -32,8 +34,18 @@ DISABLE_ALLOWED = LOCAL_EVENTS
 
 
 
-class ToolIdBusy(RuntimeError):
-    """Every sys.monitoring tool id is held by another tool."""
+class ToolIdBusy(TraceError, RuntimeError):
+    """Every sys.monitoring tool id is held by another tool.
+
+    A TraceError, so that every way in (a tracefs write in process or over
+    the control socket, ``fentry attach``, ``fentry -p PID write``) rejects
+    the command with an error_log entry naming the holders, and ``holders``
+    maps each id to its tool's name."""
+
+    def __init__(self, holders: dict[int, str | None], command: str = "") -> None:
+        self.holders = holders
+        held = ", ".join(f"{i} by {name!r}" for i, name in holders.items())
+        super().__init__("TOOL_ID_BUSY", command, 0, detail=f"all are held ({held})")
 
 
 class Monitor:
@@ -64,8 +76,7 @@ class Monitor:
                     continue
                 self.tool_id = tool_id
                 return tool_id
-        holders = ", ".join(f"{i} by {_mon.get_tool(i)!r}" for i in range(6))
-        raise ToolIdBusy(f"no free sys.monitoring tool id (held: {holders})")
+        raise ToolIdBusy({i: _mon.get_tool(i) for i in range(6)})
 
     def stop(self) -> None:
         tool_id = self.tool_id

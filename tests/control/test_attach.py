@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from .live import (LONGRUN, Target, check_add_events, check_no_residue, check_result, env, fentry,
-                   fentry_bg, interrupt, lines_of, profile, ptrace_refusal, wait_for)
+from .live import (LONGRUN, TOOL_IDS, Target, check_add_events, check_no_residue, check_result, env,
+                   fentry, fentry_bg, interrupt, lines_of, profile, ptrace_refusal, wait_for)
 
 ADD_PROBE = "p:shop/add add sku=item.sku price=item.price qty=qty"
 RET_PROBE = "r:shop/added add total=$retval price=item.price qty=qty"
@@ -219,6 +219,46 @@ def test_any_number_of_readers_at_once(target, tmp_path):
     result, residue, err = target.finish()
     check_result(result)
     check_no_residue(residue)
+    assert err == ""
+
+
+def test_all_tool_ids_taken_is_said_and_nothing_is_applied(tmp_path):
+    """A program holding all six sys.monitoring tool ids: attach and a write
+    that needs one are refused with the error_log entry naming the holders,
+    and nothing is left half-applied."""
+    target = Target(tmp_path, program=TOOL_IDS, extra=("all",))
+    try:
+        pid = str(target.pid)
+        holders = [f"{i} by 'tool-{i}'" for i in range(6)]
+        got = fentry("attach", pid, "-t", "function", "-l", "add", "--duration", "5")
+        assert got.returncode == 2, got.stderr
+        assert "error: No free sys.monitoring tool id" in got.stderr
+        assert all(h in got.stderr for h in holders), got.stderr
+        # (an attach session traces in an instance of its own)
+        assert re.search(r"Command: echo function > instances/[^/]+/current_tracer\n", got.stderr)
+        assert "closed the connection" not in got.stderr and "Traceback" not in got.stderr
+        wait_for(lambda: not os.path.exists(f"/tmp/fentry-{pid}"), what="the agent to detach")
+
+        assert fentry("-p", pid, "write", "set_ftrace_filter", "add").returncode == 0   # an agent that stays
+        got = fentry("-p", pid, "write", "current_tracer", "function")
+        assert got.returncode == 1 and "No free sys.monitoring tool id" in got.stderr, got.stderr
+        assert fentry("-p", pid, "read", "current_tracer").stdout == "nop\n"
+        assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
+        got = fentry("-p", pid, "write", "events/kprobes/add/enable", "1")
+        assert got.returncode == 1 and all(h in got.stderr for h in holders), got.stderr
+        assert fentry("-p", pid, "read", "events/kprobes/add/enable").stdout == "0\n"
+        log = fentry("-p", pid, "read", "error_log").stdout
+        assert log.count("error: No free sys.monitoring tool id") == 2, log
+        assert "Command: echo function > current_tracer" in log and "Command: p:kprobes/add add" in log
+        assert fentry("-p", pid, "detach").returncode == 0
+
+        result, residue, err = target.finish()
+    finally:
+        target.kill()
+    check_result(result)
+    assert residue["tools"] == [f"tool-{i}" for i in range(6)]      # the program's own, untouched
+    assert residue["global_events"] == [0] * 6 and residue["local_events"] == [0] * 6
+    assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
     assert err == ""
 
 

@@ -66,20 +66,25 @@ class TraceInstance:
         with self.lock:
             if name == self.tracer:
                 return
+            # The new tracer's ops registered before the old one's go: if it
+            # cannot start (ToolIdBusy), nothing has changed; and fentry's
+            # tool id is kept across the switch, for no one else to take.
+            ops = self._new_ops(name)
             self._stop_ops()
+            self.ops = ops
             self.buffer.reset()     # as the kernel: switching tracers empties the buffer
             self.tracer = name
             self._pipe_reader = None
-            self._start_ops()
 
-    def _start_ops(self) -> None:
-        ops_class = TRACERS[self.tracer][0]
+    def _new_ops(self, tracer: str) -> FtraceOps | None:
+        """``tracer``'s ops, registered (None for nop, or with tracing off)."""
+        ops_class = TRACERS[tracer][0]
         if ops_class is None or not self.tracing_on:
-            return
+            return None
         ops = ops_class(self.buffer)
         ops.filter, ops.notrace = self.filter, self.notrace
         ftrace.register_ftrace_function(ops)
-        self.ops = ops
+        return ops
 
     def _stop_ops(self) -> None:
         if self.ops is not None:
@@ -91,10 +96,15 @@ class TraceInstance:
         with self.lock:
             if on == self.tracing_on:
                 return
-            self.tracing_on = on
             if on:
-                self._start_ops()
+                self.tracing_on = True
+                try:
+                    self.ops = self._new_ops(self.tracer)
+                except BaseException:       # (ToolIdBusy) still off
+                    self.tracing_on = False
+                    raise
             else:
+                self.tracing_on = False
                 self._stop_ops()
 
     # -- filters
@@ -127,11 +137,12 @@ class TraceInstance:
 
     def read_trace(self) -> str:
         """The ``trace`` file: a snapshot, with the kernel's header."""
-        per_thread = self.buffer.snapshot()
+        with self.lock:         # the records and the reader of one tracer
+            per_thread = self.buffer.snapshot()
+            tracer, reader = self.tracer, self.reader()
         in_buf = sum(len(r) for _, r in per_thread)
         written = sum(tb.written() for tb, _ in per_thread)
-        reader = self.reader()
-        parts = [output.buffer_header(self.tracer, in_buf, written, len(per_thread)),
+        parts = [output.buffer_header(tracer, in_buf, written, len(per_thread)),
                  reader.header()]
         for tb, _ in per_thread:
             lost = tb.lost()
