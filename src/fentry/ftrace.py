@@ -249,9 +249,9 @@ class _Core:
     """The registry of live ops and the state of every traced code object."""
 
     def __init__(self) -> None:
-        self.monitor = arch.Monitor()
-        self.ops: list[FtraceOps] = []
         self.lock = threading.RLock()
+        self.monitor = arch.Monitor(self.lock)
+        self.ops: list[FtraceOps] = []
         # id(code) -> (code, module, ops tuple) for every code traced now
         self.traced: dict[int, tuple[CodeType, str, tuple[FtraceOps, ...]]] = {}
         self.faults = 0

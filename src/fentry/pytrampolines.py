@@ -17,7 +17,8 @@ from time import perf_counter_ns, sleep
 from types import CodeType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
-           "quiet_until_program", "catch_sigterm", "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
+           "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
+           "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
@@ -288,6 +289,27 @@ def catch_sigterm(fd: int, standin: int = 0) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     else:
         signal.signal(signal.SIGTERM, signal.getsignal(standin))
+
+
+def use_tool_id_wrapper(monitoring, original, hook):
+    """``sys.monitoring.use_tool_id`` while fentry holds a tool id:
+    ``hook(*args)`` (fentry moves off the id asked for, if it is its own),
+    then ``original(*args)``.
+
+    Pure Python can only make it a Python function: its repr says
+    ``<function ...>`` where the C one's says ``<built-in function ...>``, and
+    an error of ``original`` (the ValueError of an id in use) shows this
+    frame in its traceback."""
+    def use_tool_id(*args):
+        try:
+            hook(*args)
+        except Exception:
+            pass
+        return original(*args)
+    use_tool_id.__qualname__ = "use_tool_id"
+    use_tool_id.__module__ = getattr(original, "__module__", None)
+    use_tool_id.__doc__ = getattr(original, "__doc__", None)
+    return use_tool_id
 
 
 # -- dispatchers: the sys.monitoring callbacks

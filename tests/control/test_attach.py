@@ -36,6 +36,10 @@ def attach(pid: int, out, *opts: str) -> subprocess.Popen:
     return fentry_bg("attach", str(pid), "-e", ADD_PROBE, "-o", str(out), *opts)
 
 
+def body_lines(out) -> list[str]:
+    return [line for line in lines_of(out) if line and not line.startswith("#")]
+
+
 def event_lines(out, name: str) -> list[str]:
     return [line for line in lines_of(out) if f": {name}: " in line]
 
@@ -260,6 +264,56 @@ def test_all_tool_ids_taken_is_said_and_nothing_is_applied(tmp_path):
     assert residue["global_events"] == [0] * 6 and residue["local_events"] == [0] * 6
     assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
     assert err == ""
+
+
+def test_a_program_taking_fentrys_id_gets_it_and_tracing_goes_on(tmp_path):
+    """Once fentry is attached, the program claims the very tool id fentry
+    holds (as coverage.py or cProfile would claim theirs): it gets it, its
+    tool sees every event, and fentry traces on from another id."""
+    target = Target(tmp_path, program=TOOL_IDS, extra=("take",))
+    out = tmp_path / "trace.txt"
+    try:
+        proc = fentry_bg("attach", str(target.pid), "-t", "function", "-l", "add", "-o", str(out))
+        took = target.proc.stderr.readline()
+        assert took.startswith("took "), took
+        seen = len(lines_of(out))
+        wait_for(lambda: len(lines_of(out)) > seen + 20, what="add calls traced after the move")
+        _, err = interrupt(proc)
+        assert proc.returncode == 0, err
+        result, residue, err = target.finish()
+    finally:
+        target.kill()
+    check_result(result)
+    assert err == ""
+    assert residue["counted"] == residue["since"] > 0       # the program's own tool: every call
+    assert residue["tools"] == ["the-program"]              # and nothing of fentry's is left
+    assert residue["global_events"] == [0]
+    assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
+    assert all(" add <-main" in line for line in body_lines(out))
+
+
+def test_a_program_refused_fentrys_id_is_told_in_error_log(tmp_path):
+    """No other id free: the program gets CPython's ValueError, and error_log says why."""
+    target = Target(tmp_path, program=TOOL_IDS, extra=("last",))
+    out = tmp_path / "trace.txt"
+    try:
+        proc = fentry_bg("attach", str(target.pid), "-t", "function", "-l", "add", "-o", str(out))
+        refused = target.proc.stderr.readline()
+        held = refused.split()[1].rstrip(":")
+        assert refused == f"refused {held}: tool {held} is already in use\n", refused
+        log = fentry("-p", str(target.pid), "read", "error_log").stdout
+        assert ("error: The program asked for fentry's sys.monitoring tool id, and no other is free: "
+                "it gets ValueError") in log, log
+        assert f"Command: sys.monitoring.use_tool_id({held}, 'the-program')" in log
+        seen = len(lines_of(out))
+        wait_for(lambda: len(lines_of(out)) > seen + 20, what="tracing going on")
+        interrupt(proc)
+        result, residue, err = target.finish()
+    finally:
+        target.kill()
+    check_result(result)
+    assert err == ""
+    assert residue["tools"] == [f"tool-{i}" for i in range(6) if str(i) != held]
 
 
 # -- who may connect

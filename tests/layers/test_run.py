@@ -281,6 +281,35 @@ def test_recursion_error_traceback_is_the_programs_own(tmp_path, tracer):
         check_graph_balanced(trace)
 
 
+TOOL_IDS = os.path.join(PROGRAMS, "tool_ids.py")
+
+
+def test_a_program_taking_fentrys_tool_id_gets_it_and_every_call_is_traced(tmp_path):
+    """The program claims the sys.monitoring tool id fentry holds, as
+    coverage.py or cProfile claim theirs: it gets it and its tool sees every
+    event from then on, and fentry, moved to another id, traces every call
+    once, before the move and after."""
+    stop, out = tmp_path / "stop", tmp_path / "trace.txt"
+    run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "function", "-l", "add",
+                            "-o", str(out), "--", TOOL_IDS, str(stop), "0.001", "take"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        assert run.stdout.readline().startswith("ready ")
+        took = run.stderr.readline()
+        assert took.startswith("took "), took
+        time.sleep(0.2)
+        stop.touch()
+        stdout, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0 and stderr == "", stderr
+    result, residue = stdout.splitlines()
+    orders, residue = int(result.split()[1]), json.loads(residue)
+    assert residue["counted"] == residue["since"] > 0
+    assert len([m for m in function_lines(out.read_text()) if m["func"] == "add"]) == orders
+
+
 def test_a_long_trace_arrives_complete(tmp_path):
     script = write_script(tmp_path, "many.py", '''
         def tick(i):

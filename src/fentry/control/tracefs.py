@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable
 
+from .. import arch
 from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.trace_kprobe import ProbeEvents, enable_text
@@ -63,6 +64,7 @@ class Tracefs:
         self.instance = TraceInstance()         # the top level
         self.instances: dict[str, TraceInstance] = {}
         self.probes = probes = ProbeEvents()
+        arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
         self.lock = threading.RLock()
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
