@@ -112,6 +112,11 @@ class Monitor:
             _mon.use_tool_id = self._wrapper
             return tool_id
 
+    def check_free(self) -> None:
+        """Raise ToolIdBusy if ``start()`` could find no id now."""
+        if self.tool_id is None and all(_mon.get_tool(i) is not None for i in range(6)):
+            raise ToolIdBusy({i: _mon.get_tool(i) for i in range(6)})
+
     @staticmethod
     def _claim(avoid: int | None = None) -> int | None:
         for tool_id in TOOL_ID_ORDER:

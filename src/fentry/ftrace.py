@@ -401,6 +401,13 @@ def register_ftrace_function(ops: FtraceOps) -> None:
     _core.register(ops)
 
 
+def check_tool_id() -> None:
+    """Raise ToolIdBusy if an ops registered now could get no tool id."""
+    with _core.lock:
+        if not _core.ops:
+            _core.monitor.check_free()
+
+
 def unregister_ftrace_function(ops: FtraceOps) -> None:
     """Stop ``ops``; the last unregister releases the sys.monitoring tool id."""
     _core.unregister(ops)

@@ -344,11 +344,11 @@ def test_no_free_tool_id_is_logged_and_nothing_is_half_applied(fs, claimed_tool_
     assert fentry_tool_ids() == [4] and "alpha();" in fs.read("trace")
 
 
-def test_switching_tracers_keeps_fentrys_tool_id(fs, claimed_tool_ids):
+def test_switching_tracers_with_only_fentrys_tool_id_free(fs, claimed_tool_ids):
     start(fs, f"{HERE}:alpha")
     [held] = fentry_tool_ids()
     claimed_tool_ids([i for i in range(6) if i != held])
-    fs.write("current_tracer", "function_graph")    # the new tracer starts before the old one stops
+    fs.write("current_tracer", "function_graph")    # (let go by the old tracer, taken by the new)
     alpha()
     assert fentry_tool_ids() == [held] and "alpha();" in fs.read("trace")
 

@@ -66,25 +66,34 @@ class TraceInstance:
         with self.lock:
             if name == self.tracer:
                 return
-            # The new tracer's ops registered before the old one's go: if it
-            # cannot start (ToolIdBusy), nothing has changed; and fentry's
-            # tool id is kept across the switch, for no one else to take.
-            ops = self._new_ops(name)
+            if TRACERS[name][0] is not None and self.tracing_on:
+                ftrace.check_tool_id()      # ToolIdBusy, before anything changes
+            old = self.tracer
             self._stop_ops()
-            self.ops = ops
             self.buffer.reset()     # as the kernel: switching tracers empties the buffer
-            self.tracer = name
             self._pipe_reader = None
+            try:
+                self._start(name)
+            except TraceError:
+                # The id went in the moment between (the old tracer's, let
+                # go): the old tracer back, or none -- never a name that
+                # does not run.
+                try:
+                    self._start(old)
+                except TraceError:
+                    self._start("nop")
+                raise
 
-    def _new_ops(self, tracer: str) -> FtraceOps | None:
-        """``tracer``'s ops, registered (None for nop, or with tracing off)."""
+    def _start(self, tracer: str) -> None:
+        self.tracer = tracer
+        self._pipe_reader = None
         ops_class = TRACERS[tracer][0]
         if ops_class is None or not self.tracing_on:
-            return None
+            return
         ops = ops_class(self.buffer)
         ops.filter, ops.notrace = self.filter, self.notrace
         ftrace.register_ftrace_function(ops)
-        return ops
+        self.ops = ops
 
     def _stop_ops(self) -> None:
         if self.ops is not None:
@@ -97,10 +106,12 @@ class TraceInstance:
             if on == self.tracing_on:
                 return
             if on:
+                if TRACERS[self.tracer][0] is not None:
+                    ftrace.check_tool_id()  # ToolIdBusy: still off
                 self.tracing_on = True
                 try:
-                    self.ops = self._new_ops(self.tracer)
-                except BaseException:       # (ToolIdBusy) still off
+                    self._start(self.tracer)
+                except TraceError:          # (the id went in the moment between)
                     self.tracing_on = False
                     raise
             else:
