@@ -263,6 +263,7 @@ def test_all_tool_ids_taken_is_said_and_nothing_is_applied(tmp_path):
     assert residue["tools"] == [f"tool-{i}" for i in range(6)]      # the program's own, untouched
     assert residue["global_events"] == [0] * 6 and residue["local_events"] == [0] * 6
     assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
+    assert residue["use_tool_id"] is True
     assert err == ""
 
 
@@ -289,6 +290,7 @@ def test_a_program_taking_fentrys_id_gets_it_and_tracing_goes_on(tmp_path):
     assert residue["tools"] == ["the-program"]              # and nothing of fentry's is left
     assert residue["global_events"] == [0]
     assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
+    assert residue["use_tool_id"] is True
     assert all(" add <-main" in line for line in body_lines(out))
 
 
