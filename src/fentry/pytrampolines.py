@@ -317,10 +317,12 @@ def use_tool_id_wrapper(monitoring, original, hook):
 # Nothing may propagate out of them: CPython raises what a callback raises
 # in the traced frame, with the callback's frames in its traceback.  These
 # callbacks are Python frames, so at the program's recursion limit the
-# handler, discovery, or even the fault report can fail with RecursionError:
-# all are caught here, in place, with no further call (a helper would be one
-# more frame, failing in turn).  What is left is CPython failing to enter the
-# dispatcher itself, which raises in the traced frame with no frame of ours.
+# handler, discovery, or even the fault report can fail with RecursionError
+# -- and so can ``id()``, whose audit event runs any Python audit hook (the
+# start-up one of quiet_until_program stays for good): all are caught here,
+# in place, with no further call (a helper would be one more frame, failing
+# in turn).  What is left is CPython failing to enter the dispatcher
+# itself, which raises in the traced frame with no frame of ours.
 
 
 def entry_dispatcher(table: dict, discover, fault):
@@ -337,6 +339,8 @@ def entry_dispatcher(table: dict, discover, fault):
                 return
             if handler is None:
                 return DISABLE
+        except Exception:
+            return
         try:
             handler(code, offset)
         except Exception:
@@ -358,6 +362,8 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 handler = table[id(code)]
             except KeyError:
                 return miss
+            except Exception:
+                return
             try:
                 handler(code, offset)
             except Exception:
@@ -373,6 +379,8 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 handler = table[id(code)]
             except KeyError:
                 return miss
+            except Exception:
+                return
             try:
                 handler(code, offset, arg)
             except Exception:
@@ -392,6 +400,8 @@ def offset_dispatcher(table: dict, fault):
             handler = table[id(code)][offset]
         except KeyError:
             return DISABLE
+        except Exception:
+            return
         try:
             handler(code, offset)
         except Exception:
