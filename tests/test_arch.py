@@ -47,7 +47,8 @@ def test_no_free_id_is_a_clear_error(hold_ids):
     ops = fentry.FtraceOps(lambda *a: None)
     with pytest.raises(arch.ToolIdBusy) as e:
         fentry.register_ftrace_function(ops)
-    assert "other-3" in str(e.value) and "no free sys.monitoring tool id" in str(e.value)
+    assert "3 by 'other-3'" in str(e.value) and "No free sys.monitoring tool id" in str(e.value)
+    assert e.value.holders == {i: f"other-{i}" for i in range(6)}
     assert ops not in ftrace._core.ops
 
 

@@ -1843,21 +1843,20 @@ static PyTypeObject RingType = {
 
 /* fentry's own threads (the agent's), whose events are ignored: whatever
  * they run, stdlib code included, is never traced (the kernel's per-task
- * recursion bit).  Thread state ids, never reused by CPython. */
-#define MAX_QUIET 8
-static uint64_t quiet_ids[MAX_QUIET];
-static int n_quiet;
+ * recursion bit).  A flag per OS thread: any number of them, nothing to
+ * forget when a thread ends, and one load on every event.  initial-exec
+ * makes that load a plain %fs-relative one instead of a __tls_get_addr
+ * call (one int fits glibc's static TLS surplus for dlopened modules). */
+#if defined(__GNUC__)
+static __thread int thread_quiet __attribute__((tls_model("initial-exec")));
+#else
+static _Thread_local int thread_quiet;
+#endif
 
 static inline int
 thread_is_quiet(void)
 {
-    if (n_quiet == 0)
-        return 0;
-    uint64_t id = PyThreadState_Get()->id;
-    for (int i = 0; i < n_quiet; i++)
-        if (quiet_ids[i] == id)
-            return 1;
-    return 0;
+    return thread_quiet;
 }
 
 static PyObject *
@@ -1866,21 +1865,7 @@ quiet_thread(PyObject *m, PyObject *arg)
     int on = PyObject_IsTrue(arg);
     if (on < 0)
         return NULL;
-    uint64_t id = PyThreadState_Get()->id;
-    for (int i = 0; i < n_quiet; i++) {
-        if (quiet_ids[i] == id) {
-            if (!on)
-                quiet_ids[i] = quiet_ids[--n_quiet];
-            Py_RETURN_NONE;
-        }
-    }
-    if (on) {
-        if (n_quiet == MAX_QUIET) {
-            PyErr_SetString(PyExc_RuntimeError, "too many quiet threads");
-            return NULL;
-        }
-        quiet_ids[n_quiet++] = id;
-    }
+    thread_quiet = on;
     Py_RETURN_NONE;
 }
 
@@ -2024,8 +2009,15 @@ dispatch(Tramp *t, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
         if (t->kind == K_DISPATCH)
             return Py_NewRef(t->flag ? DISABLE : Py_None);
         h = PyObject_CallOneArg(t->b, code);        /* discover(code), once per code */
-        if (h == NULL)
-            return NULL;
+        if (h == NULL) {
+            /* Discovery is Python code on the program's stack: at its
+             * recursion limit it fails.  The program must not see that;
+             * the code is decided at a later call (no DISABLE). */
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL;
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
         if (h == Py_None) {
             Py_DECREF(h);
             return Py_NewRef(DISABLE);
@@ -3442,8 +3434,8 @@ static PyObject *
 graph_make(PyObject *args, int exc)
 {
     PyObject *local, *attach;
-    int kind;
-    if (!PyArg_ParseTuple(args, "OOi", &local, &attach, &kind))
+    int kind, nargs = 3;    /* (the pure-Python twin needs the event's arity; this takes either) */
+    if (!PyArg_ParseTuple(args, "OOi|i", &local, &attach, &kind, &nargs))
         return NULL;
     Tramp *t = (Tramp *)make(K_GRAPH, 3, exc, local, attach, NULL, NULL);
     if (t != NULL)
@@ -3463,6 +3455,75 @@ graph_exc_event(PyObject *m, PyObject *args)
     return graph_make(args, 1);
 }
 
+/* ------------------------------------------------------------------ use_tool_id
+ * sys.monitoring.use_tool_id while fentry holds a tool id (arch.Monitor):
+ * hook(*args) first -- fentry moves off the id asked for, if it is its own
+ * and another is free -- then the function it replaced.  A builtin whose
+ * __self__ is a module named sys.monitoring, as the original's is: the same
+ * name, repr, signature and __module__, and no frame of fentry's in the
+ * traceback of the original's ValueError.  Its state lives in the dict of
+ * that module of its own, so that wrappers of wrappers never mix. */
+
+static PyObject *s_original, *s_hook;
+
+static PyObject *
+use_tool_id_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *d = PyModule_GetDict(self);
+    PyObject *original = PyDict_GetItemWithError(d, s_original);
+    if (original == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "use_tool_id: lost the function it wraps");
+        return NULL;
+    }
+    Py_INCREF(original);
+    PyObject *hook = PyDict_GetItemWithError(d, s_hook);
+    if (hook != NULL) {
+        Py_INCREF(hook);
+        PyObject *r = PyObject_Vectorcall(hook, args, nargs, NULL);
+        Py_DECREF(hook);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {     /* KeyboardInterrupt: the program's */
+                Py_DECREF(original);
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+    }
+    else if (PyErr_Occurred()) {
+        Py_DECREF(original);
+        return NULL;
+    }
+    PyObject *r = PyObject_Vectorcall(original, args, nargs, NULL);
+    Py_DECREF(original);
+    return r;
+}
+
+static PyMethodDef use_tool_id_def = {
+    "use_tool_id", (PyCFunction)(void (*)(void))use_tool_id_call, METH_FASTCALL,
+    "use_tool_id($module, tool_id, name, /)\n--\n\n",
+};
+
+static PyObject *
+use_tool_id_wrapper(PyObject *m, PyObject *args)
+{
+    PyObject *monitoring, *original, *hook;
+    if (!PyArg_ParseTuple(args, "OOO", &monitoring, &original, &hook))
+        return NULL;
+    PyObject *name = PyModule_Check(monitoring) ? PyModule_GetNameObject(monitoring)
+                                                : PyUnicode_FromString("sys.monitoring");
+    if (name == NULL)
+        return NULL;
+    PyObject *self = PyModule_NewObject(name), *f = NULL;
+    if (self != NULL && PyDict_SetItem(PyModule_GetDict(self), s_original, original) == 0
+        && PyDict_SetItem(PyModule_GetDict(self), s_hook, hook) == 0)
+        f = PyCFunction_NewEx(&use_tool_id_def, self, name);
+    Py_XDECREF(self);
+    Py_DECREF(name);
+    return f;
+}
+
 static PyMethodDef methods[] = {
     {"quiet_thread", quiet_thread, METH_O, "quiet_thread(True): ignore the calling thread's events."},
     {"quiet_until_program", quiet_until_program, METH_NOARGS,
@@ -3478,6 +3539,8 @@ static PyMethodDef methods[] = {
     {"function_entry", function_entry, METH_VARARGS, "The function tracer's entry handler."},
     {"graph_event", graph_event, METH_VARARGS, "The function_graph tracer's handler."},
     {"graph_exc_event", graph_exc_event, METH_VARARGS, "The function_graph tracer's unwind handler."},
+    {"use_tool_id_wrapper", use_tool_id_wrapper, METH_VARARGS,
+     "use_tool_id_wrapper(monitoring, original, hook): sys.monitoring.use_tool_id calling hook first."},
     {NULL}
 };
 
@@ -3505,6 +3568,8 @@ PyInit__ctrampolines(void)
     s_append = PyUnicode_InternFromString("append");
     s_errors = PyUnicode_InternFromString("errors");
     s_co_qualname = PyUnicode_InternFromString("co_qualname");
+    s_original = PyUnicode_InternFromString("_fentry_wraps");
+    s_hook = PyUnicode_InternFromString("_fentry_hook");
     if (!(m = PyModule_Create(&module)))
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
@@ -3521,12 +3586,13 @@ PyInit__ctrampolines(void)
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
-                                  "quiet_thread", "quiet_until_program", "entry_dispatcher",
+                                  "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
+                                  "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
                                   "graph_event", "graph_exc_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)

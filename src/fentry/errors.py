@@ -31,6 +31,9 @@ ERRORS: dict[str, str] = {
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",
     "AGENT_FAILED": "fentry's agent failed (a bug in fentry: please report it)",
+    # sys.monitoring
+    "TOOL_ID_BUSY": "No free sys.monitoring tool id",
+    "TOOL_ID_TAKEN": "The program asked for fentry's sys.monitoring tool id, and no other is free",
     # kprobes
     "BLACKLISTED": "This symbol is in fentry's kprobe blacklist (fentry itself cannot be probed)",
     # -- kprobe_events: the kernel's trace_probe.h ERRORS, then fentry's own

@@ -249,9 +249,9 @@ class _Core:
     """The registry of live ops and the state of every traced code object."""
 
     def __init__(self) -> None:
-        self.monitor = arch.Monitor()
-        self.ops: list[FtraceOps] = []
         self.lock = threading.RLock()
+        self.monitor = arch.Monitor(self.lock)
+        self.ops: list[FtraceOps] = []
         # id(code) -> (code, module, ops tuple) for every code traced now
         self.traced: dict[int, tuple[CodeType, str, tuple[FtraceOps, ...]]] = {}
         self.faults = 0
@@ -399,6 +399,13 @@ _core = _Core()
 def register_ftrace_function(ops: FtraceOps) -> None:
     """Start calling ``ops.func`` on entry of the functions its filter selects."""
     _core.register(ops)
+
+
+def check_tool_id() -> None:
+    """Raise ToolIdBusy if an ops registered now could get no tool id."""
+    with _core.lock:
+        if not _core.ops:
+            _core.monitor.check_free()
 
 
 def unregister_ftrace_function(ops: FtraceOps) -> None:

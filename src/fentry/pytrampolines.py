@@ -17,7 +17,8 @@ from time import perf_counter_ns, sleep
 from types import CodeType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
-           "quiet_until_program", "catch_sigterm", "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
+           "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
+           "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
@@ -290,15 +291,38 @@ def catch_sigterm(fd: int, standin: int = 0) -> None:
         signal.signal(signal.SIGTERM, signal.getsignal(standin))
 
 
-# -- dispatchers: the sys.monitoring callbacks
+def use_tool_id_wrapper(monitoring, original, hook):
+    """``sys.monitoring.use_tool_id`` while fentry holds a tool id:
+    ``hook(*args)`` (fentry moves off the id asked for, if it is its own),
+    then ``original(*args)``.
 
-def _count(fault, code) -> None:
-    """Report a handler that raised; even that failing (a RecursionError at the
-    program's recursion limit) must not reach the program."""
-    try:
-        fault(code)
-    except Exception:
-        pass
+    Pure Python can only make it a Python function: its repr says
+    ``<function ...>`` where the C one's says ``<built-in function ...>``, and
+    an error of ``original`` (the ValueError of an id in use) shows this
+    frame in its traceback."""
+    def use_tool_id(*args):
+        try:
+            hook(*args)
+        except Exception:
+            pass
+        return original(*args)
+    use_tool_id.__qualname__ = "use_tool_id"
+    use_tool_id.__module__ = getattr(original, "__module__", None)
+    use_tool_id.__doc__ = getattr(original, "__doc__", None)
+    return use_tool_id
+
+
+# -- dispatchers: the sys.monitoring callbacks
+#
+# Nothing may propagate out of them: CPython raises what a callback raises
+# in the traced frame, with the callback's frames in its traceback.  These
+# callbacks are Python frames, so at the program's recursion limit the
+# handler, discovery, or even the fault report can fail with RecursionError
+# -- and so can ``id()``, whose audit event runs any Python audit hook (the
+# start-up one of quiet_until_program stays for good): all are caught here,
+# in place, with no further call (a helper would be one more frame, failing
+# in turn).  What is left is CPython failing to enter the dispatcher
+# itself, which raises in the traced frame with no frame of ours.
 
 
 def entry_dispatcher(table: dict, discover, fault):
@@ -309,13 +333,21 @@ def entry_dispatcher(table: dict, discover, fault):
         try:
             handler = table[id(code)]
         except KeyError:
-            handler = discover(code)
+            try:
+                handler = discover(code)
+            except Exception:       # (recursion limit) decided at a later call
+                return
             if handler is None:
                 return DISABLE
+        except Exception:
+            return
         try:
             handler(code, offset)
         except Exception:
-            _count(fault, code)
+            try:
+                fault(code)
+            except Exception:
+                pass
     return dispatch_entry
 
 
@@ -330,10 +362,15 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 handler = table[id(code)]
             except KeyError:
                 return miss
+            except Exception:
+                return
             try:
                 handler(code, offset)
             except Exception:
-                _count(fault, code)
+                try:
+                    fault(code)
+                except Exception:
+                    pass
     else:
         def dispatch(code, offset, arg):  # hot path
             if _quiet and get_ident() in _quiet:
@@ -342,10 +379,15 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 handler = table[id(code)]
             except KeyError:
                 return miss
+            except Exception:
+                return
             try:
                 handler(code, offset, arg)
             except Exception:
-                _count(fault, code)
+                try:
+                    fault(code)
+                except Exception:
+                    pass
     return dispatch
 
 
@@ -358,10 +400,15 @@ def offset_dispatcher(table: dict, fault):
             handler = table[id(code)][offset]
         except KeyError:
             return DISABLE
+        except Exception:
+            return
         try:
             handler(code, offset)
         except Exception:
-            _count(fault, code)
+            try:
+                fault(code)
+            except Exception:
+                pass
     return dispatch_offset
 
 
@@ -441,9 +488,24 @@ def function_entry(local, attach, depth: int):
     return function_entry
 
 
-def graph_event(local, attach, kind: int):
-    """The function_graph tracer: records ``(seq, ts, kind, code)``; 2 or 3 arguments."""
-    def graph_event(code, offset, arg=None):  # hot path
+def graph_event(local, attach, kind: int, nargs: int = 3):
+    """The function_graph tracer: records ``(seq, ts, kind, code)``; an
+    event's handler of ``nargs`` arguments (2: PY_START, PY_RESUME).
+
+    Exactly as many parameters as the event passes: CPython 3.13 lets a call
+    that fills in a default go one frame deeper past the recursion limit than
+    an exact one, and an entry handler that can run where its exit's cannot
+    would leave a call open in the trace."""
+    if nargs == 2:
+        def graph_event2(code, offset):  # hot path
+            try:
+                tb = local.tb
+            except AttributeError:
+                tb = attach()
+            tb.append((next(tb.seq), perf_counter_ns(), kind, code))
+        return graph_event2
+
+    def graph_event(code, offset, arg):  # hot path
         try:
             tb = local.tb
         except AttributeError:

@@ -15,6 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 SRC = os.path.join(os.path.dirname(TESTS), "src")
 LONGRUN = os.path.join(TESTS, "programs", "longrun.py")
+TOOL_IDS = os.path.join(TESTS, "programs", "tool_ids.py")      # longrun beside other tools
 
 ADD_LINE = re.compile(r"^\s*\S+-(?P<tid>\d+)\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: "
                       r"add: \(add\+0x0\) sku='sku(?P<sku>\d)' price=(?P<price>\d+) "
@@ -105,9 +106,9 @@ class Target:
     """tests/programs/longrun.py, started with plain python (no fentry)."""
 
     def __init__(self, tmp_path, python: str = sys.executable, pause: float = 0.002,
-                 argv: list[str] | None = None) -> None:
+                 argv: list[str] | None = None, program: str = LONGRUN, extra: tuple = ()) -> None:
         self.stop_file = tmp_path / f"stop-{time.monotonic_ns()}"
-        self.proc = subprocess.Popen(argv or [python, LONGRUN, str(self.stop_file), str(pause)],
+        self.proc = subprocess.Popen(argv or [python, program, str(self.stop_file), str(pause), *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = self.proc.stdout.readline()
         assert first.startswith("ready"), (first, self.proc.stderr.read())
@@ -142,6 +143,7 @@ def check_no_residue(residue: dict) -> None:
     assert residue["fds"] == residue["start_fds"], residue
     assert residue["agent"] is False and residue["ops"] == 0, residue
     assert residue["socket_dir"] is False, residue
+    assert residue["use_tool_id"] is True, residue
 
 
 def interrupt(proc: subprocess.Popen, timeout: float = 20) -> tuple[str, str]:

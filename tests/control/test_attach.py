@@ -7,14 +7,15 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from .live import (LONGRUN, Target, check_add_events, check_no_residue, check_result, env, fentry,
-                   fentry_bg, interrupt, lines_of, profile, ptrace_refusal, wait_for)
+from .live import (LONGRUN, TOOL_IDS, Target, check_add_events, check_no_residue, check_result, env,
+                   fentry, fentry_bg, interrupt, lines_of, profile, ptrace_refusal, wait_for)
 
 ADD_PROBE = "p:shop/add add sku=item.sku price=item.price qty=qty"
 RET_PROBE = "r:shop/added add total=$retval price=item.price qty=qty"
@@ -33,6 +34,10 @@ def target(tmp_path):
 
 def attach(pid: int, out, *opts: str) -> subprocess.Popen:
     return fentry_bg("attach", str(pid), "-e", ADD_PROBE, "-o", str(out), *opts)
+
+
+def body_lines(out) -> list[str]:
+    return [line for line in lines_of(out) if line and not line.startswith("#")]
 
 
 def event_lines(out, name: str) -> list[str]:
@@ -182,6 +187,135 @@ def test_control_of_a_process_started_by_fentry_run(tmp_path):
     result = stdout.splitlines()[0]
     check_result(result)
     check_add_events(lines_of(out))
+
+
+def test_any_number_of_readers_at_once(target, tmp_path):
+    """Twelve `fentry -p PID pipe` at once: every one is served and gets
+    events, the program's stderr stays empty, and detach is as quick as
+    with one (no reader's thread is left counted)."""
+    pid = str(target.pid)
+    assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
+    assert fentry("-p", pid, "write", "events/kprobes/add/enable", "1").returncode == 0
+    outs = [tmp_path / f"pipe{i}.txt" for i in range(12)]
+    readers = []
+    for out in outs:
+        with open(out, "w") as f:
+            readers.append(subprocess.Popen([sys.executable, "-m", "fentry", "-p", pid, "pipe"],
+                                            stdout=f, stderr=subprocess.PIPE, text=True, env=env()))
+    try:
+        # trace_pipe consumes: the readers share the events, each gets some.
+        for out in outs:
+            wait_for(lambda: lines_of(out), timeout=30, what=f"events in {out.name}")
+        assert len(os.listdir(f"/proc/{pid}/task")) >= 1 + 12    # a thread per reader
+    finally:
+        for reader in readers:
+            reader.send_signal(signal.SIGINT)
+        errs = [reader.communicate(timeout=20)[1] for reader in readers]
+    assert [r.returncode for r in readers] == [0] * 12, errs
+    assert errs == [""] * 12
+    for out in outs:
+        assert all(": add: (add+0x0) qty=" in line for line in lines_of(out))
+    started = time.monotonic()
+    assert fentry("-p", pid, "detach").returncode == 0
+    # A reader's thread counted and never uncounted made detach wait out the
+    # server's 2 s stop timeout; a normal one takes well under 0.2 s.
+    assert time.monotonic() - started < 1.5
+    result, residue, err = target.finish()
+    check_result(result)
+    check_no_residue(residue)
+    assert err == ""
+
+
+def test_all_tool_ids_taken_is_said_and_nothing_is_applied(tmp_path):
+    """A program holding all six sys.monitoring tool ids: attach and a write
+    that needs one are refused with the error_log entry naming the holders,
+    and nothing is left half-applied."""
+    target = Target(tmp_path, program=TOOL_IDS, extra=("all",))
+    try:
+        pid = str(target.pid)
+        holders = [f"{i} by 'tool-{i}'" for i in range(6)]
+        got = fentry("attach", pid, "-t", "function", "-l", "add", "--duration", "5")
+        assert got.returncode == 2, got.stderr
+        assert "error: No free sys.monitoring tool id" in got.stderr
+        assert all(h in got.stderr for h in holders), got.stderr
+        # (an attach session traces in an instance of its own)
+        assert re.search(r"Command: echo function > instances/[^/]+/current_tracer\n", got.stderr)
+        assert "closed the connection" not in got.stderr and "Traceback" not in got.stderr
+        wait_for(lambda: not os.path.exists(f"/tmp/fentry-{pid}"), what="the agent to detach")
+
+        assert fentry("-p", pid, "write", "set_ftrace_filter", "add").returncode == 0   # an agent that stays
+        got = fentry("-p", pid, "write", "current_tracer", "function")
+        assert got.returncode == 1 and "No free sys.monitoring tool id" in got.stderr, got.stderr
+        assert fentry("-p", pid, "read", "current_tracer").stdout == "nop\n"
+        assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
+        got = fentry("-p", pid, "write", "events/kprobes/add/enable", "1")
+        assert got.returncode == 1 and all(h in got.stderr for h in holders), got.stderr
+        assert fentry("-p", pid, "read", "events/kprobes/add/enable").stdout == "0\n"
+        log = fentry("-p", pid, "read", "error_log").stdout
+        assert log.count("error: No free sys.monitoring tool id") == 2, log
+        assert "Command: echo function > current_tracer" in log and "Command: p:kprobes/add add" in log
+        assert fentry("-p", pid, "detach").returncode == 0
+
+        result, residue, err = target.finish()
+    finally:
+        target.kill()
+    check_result(result)
+    assert residue["tools"] == [f"tool-{i}" for i in range(6)]      # the program's own, untouched
+    assert residue["global_events"] == [0] * 6 and residue["local_events"] == [0] * 6
+    assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
+    assert residue["use_tool_id"] is True
+    assert err == ""
+
+
+def test_a_program_taking_fentrys_id_gets_it_and_tracing_goes_on(tmp_path):
+    """Once fentry is attached, the program claims the very tool id fentry
+    holds (as coverage.py or cProfile would claim theirs): it gets it, its
+    tool sees every event, and fentry traces on from another id."""
+    target = Target(tmp_path, program=TOOL_IDS, extra=("take",))
+    out = tmp_path / "trace.txt"
+    try:
+        proc = fentry_bg("attach", str(target.pid), "-t", "function", "-l", "add", "-o", str(out))
+        took = target.proc.stderr.readline()
+        assert took.startswith("took "), took
+        seen = len(lines_of(out))
+        wait_for(lambda: len(lines_of(out)) > seen + 20, what="add calls traced after the move")
+        _, err = interrupt(proc)
+        assert proc.returncode == 0, err
+        result, residue, err = target.finish()
+    finally:
+        target.kill()
+    check_result(result)
+    assert err == ""
+    assert residue["counted"] == residue["since"] > 0       # the program's own tool: every call
+    assert residue["tools"] == ["the-program"]              # and nothing of fentry's is left
+    assert residue["global_events"] == [0]
+    assert residue["threads"] == 1 and residue["agent"] is False and residue["socket_dir"] is False
+    assert residue["use_tool_id"] is True
+    assert all(" add <-main" in line for line in body_lines(out))
+
+
+def test_a_program_refused_fentrys_id_is_told_in_error_log(tmp_path):
+    """No other id free: the program gets CPython's ValueError, and error_log says why."""
+    target = Target(tmp_path, program=TOOL_IDS, extra=("last",))
+    out = tmp_path / "trace.txt"
+    try:
+        proc = fentry_bg("attach", str(target.pid), "-t", "function", "-l", "add", "-o", str(out))
+        refused = target.proc.stderr.readline()
+        held = refused.split()[1].rstrip(":")
+        assert refused == f"refused {held}: tool {held} is already in use\n", refused
+        log = fentry("-p", str(target.pid), "read", "error_log").stdout
+        assert ("error: The program asked for fentry's sys.monitoring tool id, and no other is free: "
+                "it gets ValueError") in log, log
+        assert f"Command: sys.monitoring.use_tool_id({held}, 'the-program')" in log
+        seen = len(lines_of(out))
+        wait_for(lambda: len(lines_of(out)) > seen + 20, what="tracing going on")
+        interrupt(proc)
+        result, residue, err = target.finish()
+    finally:
+        target.kill()
+    check_result(result)
+    assert err == ""
+    assert residue["tools"] == [f"tool-{i}" for i in range(6) if str(i) != held]
 
 
 # -- who may connect

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
 import time
 
 import pytest
+
+import fentry
 
 from .helpers import DURATION, SHOPAPP, fentry_run, graph_lines
 
@@ -285,6 +288,76 @@ def test_throw_into_a_generator_reenters_it(fs):
         "  handles(); /* raised GeneratorExit */",
         "}",
     ]
+
+
+def climb_then(j, func, errors):
+    """Recurse to the recursion limit, come back up ``j`` levels and call
+    ``func`` there: its events fall at each distance from the limit, where
+    a callback's frames (pure Python) or discovery's (either hot path) no
+    longer fit.  The RecursionErrors the program catches go to ``errors``."""
+    def down():
+        try:
+            r = down()
+        except RecursionError as e:
+            errors.append(e)
+            r = j
+        if r == 0:
+            func()
+        return r - 1
+    down()
+
+
+def near_the_limit():
+    branch(1)
+    consume()
+    catcher()
+    throws_in()
+
+
+def deeper(n):
+    leaf(n)
+    return deeper(n + 1)
+
+
+def into_the_limit(errors):
+    """Recursion through traced calls until it fails (each level's leaf
+    call meets the limit at another place of the tracer's callbacks)."""
+    try:
+        deeper(0)
+    except RecursionError as e:
+        errors.append(e)
+
+
+def fentry_frames(e: BaseException) -> list[str]:
+    """Frames of fentry's own in an exception's traceback, or in those of its context."""
+    pkg = os.path.dirname(fentry.__file__)
+    found = []
+    while e is not None:
+        tb = e.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith(pkg):
+                found.append(f"{tb.tb_frame.f_code.co_qualname} ({type(e).__name__})")
+            tb = tb.tb_next
+        e = e.__context__
+    return found
+
+
+def test_at_the_recursion_limit_every_call_is_whole_and_errors_are_the_programs(fs):
+    """Where the tracer's callbacks no longer fit on the stack, an event is
+    lost with its pair (the graph stays balanced: no entry without its exit,
+    on 3.13 too), and the RecursionError the program sees has no frame of
+    fentry's, nor a context of its."""
+    errors = []
+    names = ("branch", "leaf", "consume", "gen", "catcher", "middle", "fails",
+             "handles", "throws_in", "deeper")
+
+    def run():
+        into_the_limit(errors)
+        for j in range(16):
+            climb_then(j, near_the_limit, errors)
+    lines = graph(fs, run, *names)
+    assert errors and not [f for e in errors for f in fentry_frames(e)]
+    assert "branch() {" in texts(lines)       # far enough from the limit, all of it
 
 
 def test_threads_nest_separately(fs):

@@ -318,6 +318,41 @@ def test_unknown_tracer_error_names_the_available_ones(fs):
         assert name in str(err.value)
 
 
+def test_no_free_tool_id_is_logged_and_nothing_is_half_applied(fs, claimed_tool_ids):
+    fs.write("set_ftrace_filter", f"{HERE}:alpha")
+    fs.write("tracing_on", "0")
+    fs.write("current_tracer", "function")          # (tracing off: nothing to start yet)
+    claimed_tool_ids(range(6))
+    with pytest.raises(TraceError) as err:
+        fs.write("tracing_on", "1")
+    assert err.value.code == "TOOL_ID_BUSY" and isinstance(err.value, RuntimeError)
+    assert fs.read("tracing_on") == "0\n" and fs.read("current_tracer") == "function\n"
+    fs.write("current_tracer", "nop")
+    fs.write("tracing_on", "1")
+    with pytest.raises(TraceError):
+        fs.write("current_tracer", "function_graph")
+    assert fs.read("current_tracer") == "nop\n" and fentry_tool_ids() == []
+    log = fs.read("error_log")
+    assert log.count("ftrace: error: No free sys.monitoring tool id: all are held (0 by 'other-tool-0', "
+                     "1 by 'other-tool-1', 2 by 'other-tool-2', 3 by 'other-tool-3', "
+                     "4 by 'other-tool-4', 5 by 'other-tool-5')") == 2, log
+    assert "  Command: echo 1 > tracing_on\n" in log
+    assert "  Command: echo function_graph > current_tracer\n" in log
+    sys.monitoring.free_tool_id(4)
+    fs.write("current_tracer", "function_graph")    # once one is free
+    alpha()
+    assert fentry_tool_ids() == [4] and "alpha();" in fs.read("trace")
+
+
+def test_switching_tracers_with_only_fentrys_tool_id_free(fs, claimed_tool_ids):
+    start(fs, f"{HERE}:alpha")
+    [held] = fentry_tool_ids()
+    claimed_tool_ids([i for i in range(6) if i != held])
+    fs.write("current_tracer", "function_graph")    # (let go by the old tracer, taken by the new)
+    alpha()
+    assert fentry_tool_ids() == [held] and "alpha();" in fs.read("trace")
+
+
 def test_reading_a_missing_file_is_an_error(fs):
     with pytest.raises(TraceError):
         fs.read("no_such_file")

@@ -109,7 +109,8 @@ class Streamer:
         """``run()`` in a bare _thread of its own, not a threading.Thread: the
         program's threading.enumerate() and active_count() stay what they were."""
         global _stream_threads
-        _stream_threads += 1        # counted from before it exists (see _before_fork)
+        with _stream_threads_lock:  # += is no atomic step: a lost update leaks a count
+            _stream_threads += 1    # counted from before it exists (see _before_fork)
         _thread.start_new_thread(_quietly, (self.run,))
 
     def stop(self, why: str) -> None:
@@ -148,6 +149,7 @@ class Streamer:
 
 
 _stream_threads = 0         # Streamer threads started and not yet ended
+_stream_threads_lock = _thread.allocate_lock()
 
 
 def _make_encoder():
@@ -165,14 +167,15 @@ def _read_all(fd: int) -> None:
 
 def _quietly(func: Callable[[], None]) -> None:
     global _stream_threads
-    hotpath.quiet_thread(True)      # what this thread runs is never traced
     try:
+        hotpath.quiet_thread(True)  # what this thread runs is never traced
         func()
     except BaseException as e:      # never a traceback on the program's stderr
         log_failure(e)
     finally:
         hotpath.quiet_thread(False)
-        _stream_threads -= 1
+        with _stream_threads_lock:
+            _stream_threads -= 1
 
 
 def log_failure(e: BaseException) -> None:
@@ -394,6 +397,7 @@ class Agent:
         global _agent, _sigterm_pipe, _stream_threads
         self.detached = True
         _stream_threads = 0         # they stayed in the parent
+        _stream_threads_lock._at_fork_reinit()
         if self.run_stream is not None:
             self.run_stream.stopped = True
         ftrace.reinit_after_fork()

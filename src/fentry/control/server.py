@@ -172,8 +172,10 @@ class ControlServer:
     def _thread_main(self, func, *args) -> None:
         ident = _thread.get_ident()
         self.own_idents.add(ident)
-        hotpath.quiet_thread(True)          # nothing this thread runs is traced
         try:
+            # Inside the try: whatever happens, the thread is uncounted at
+            # its end (a counted thread that is gone makes stop() wait).
+            hotpath.quiet_thread(True)      # nothing this thread runs is traced
             func(*args)
         except Exception:
             pass                # a broken client never disturbs the program
@@ -255,4 +257,11 @@ class ControlServer:
                 return self.handlers[op](self, conn, request)
         except TraceError as e:
             return {"ok": False, "error": e.render()}
+        except Exception as e:
+            # Anything else is fentry's own failure: said, logged, and the
+            # client answered (a dropped connection says nothing).
+            error = TraceError("AGENT_FAILED", f"{op} {path}".strip(), 0, subsystem="fentry agent",
+                               detail=f"{type(e).__name__}: {e}")
+            self.log(error)
+            return {"ok": False, "error": error.render()}
         return {"ok": False, "error": f"fentry agent: unknown request {op!r}"}

@@ -18,6 +18,8 @@ import re
 import threading
 from collections.abc import Callable
 
+from .. import arch
+from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..symbols import SYMBOLS
@@ -62,6 +64,7 @@ class Tracefs:
         self.instance = TraceInstance()         # the top level
         self.instances: dict[str, TraceInstance] = {}
         self.probes = probes = ProbeEvents()
+        arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
         self.lock = threading.RLock()
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
@@ -221,7 +224,17 @@ class Tracefs:
         _, writer = self._file(path)
         if writer is None:
             raise TraceError("NOT_WRITABLE", path, 0)
-        writer(text, append)
+        try:
+            writer(text, append)
+        except ToolIdBusy as e:
+            # Not the command's fault but the process's state: error_log
+            # says so, and who holds the ids, whichever file was written.
+            if not e.command:
+                e.command = f"echo {text.strip()} > {path.strip('/')}"
+            entry = e.render() + "\n"
+            if self.probes.errors[-1:] != [entry]:      # (an event's enable logged it)
+                self.probes.log(e)
+            raise
 
 
 _instance: Tracefs | None = None

@@ -39,8 +39,8 @@ class GraphOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
         local, attach = self.buffer.local, self.buffer.attach
-        return {E.PY_START: hotpath.graph_event(local, attach, ENTRY),
-                E.PY_RESUME: hotpath.graph_event(local, attach, RESUME),
+        return {E.PY_START: hotpath.graph_event(local, attach, ENTRY, 2),
+                E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),
                 E.PY_RETURN: hotpath.graph_event(local, attach, RETURN),
                 E.PY_YIELD: hotpath.graph_event(local, attach, YIELD),
                 E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),

@@ -66,14 +66,28 @@ class TraceInstance:
         with self.lock:
             if name == self.tracer:
                 return
+            if TRACERS[name][0] is not None and self.tracing_on:
+                ftrace.check_tool_id()      # ToolIdBusy, before anything changes
+            old = self.tracer
             self._stop_ops()
             self.buffer.reset()     # as the kernel: switching tracers empties the buffer
-            self.tracer = name
             self._pipe_reader = None
-            self._start_ops()
+            try:
+                self._start(name)
+            except TraceError:
+                # The id went in the moment between (the old tracer's, let
+                # go): the old tracer back, or none -- never a name that
+                # does not run.
+                try:
+                    self._start(old)
+                except TraceError:
+                    self._start("nop")
+                raise
 
-    def _start_ops(self) -> None:
-        ops_class = TRACERS[self.tracer][0]
+    def _start(self, tracer: str) -> None:
+        self.tracer = tracer
+        self._pipe_reader = None
+        ops_class = TRACERS[tracer][0]
         if ops_class is None or not self.tracing_on:
             return
         ops = ops_class(self.buffer)
@@ -91,10 +105,17 @@ class TraceInstance:
         with self.lock:
             if on == self.tracing_on:
                 return
-            self.tracing_on = on
             if on:
-                self._start_ops()
+                if TRACERS[self.tracer][0] is not None:
+                    ftrace.check_tool_id()  # ToolIdBusy: still off
+                self.tracing_on = True
+                try:
+                    self._start(self.tracer)
+                except TraceError:          # (the id went in the moment between)
+                    self.tracing_on = False
+                    raise
             else:
+                self.tracing_on = False
                 self._stop_ops()
 
     # -- filters
@@ -127,11 +148,12 @@ class TraceInstance:
 
     def read_trace(self) -> str:
         """The ``trace`` file: a snapshot, with the kernel's header."""
-        per_thread = self.buffer.snapshot()
+        with self.lock:         # the records and the reader of one tracer
+            per_thread = self.buffer.snapshot()
+            tracer, reader = self.tracer, self.reader()
         in_buf = sum(len(r) for _, r in per_thread)
         written = sum(tb.written() for tb, _ in per_thread)
-        reader = self.reader()
-        parts = [output.buffer_header(self.tracer, in_buf, written, len(per_thread)),
+        parts = [output.buffer_header(tracer, in_buf, written, len(per_thread)),
                  reader.header()]
         for tb, _ in per_thread:
             lost = tb.lost()
