@@ -1887,10 +1887,16 @@ program_start_hook(const char *event, PyObject *args, void *data)
     if (awaiting_program == NOT_AWAITING)
         return 0;
     if (awaiting_program == AWAITING_RUN && strncmp(event, "cpython.run_", 12) == 0
-            && (strcmp(event + 12, "file") == 0 || strcmp(event + 12, "command") == 0)) {
+            && (strcmp(event + 12, "file") == 0 || strcmp(event + 12, "command") == 0
+                || strcmp(event + 12, "module") == 0)) {
+        /* The program's code: the file's, -c's (<string>), or for -m the
+         * module runpy runs as __main__ (its file is not known yet: the
+         * exec made by runpy's _run_code, Py_None here). */
         PyObject *file = strcmp(event + 12, "file") == 0 && PyTuple_Check(args)
                          && PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
-        program_file = file != NULL ? Py_NewRef(file) : PyUnicode_FromString("<string>");
+        program_file = file != NULL ? Py_NewRef(file)
+                       : strcmp(event + 12, "module") == 0 ? Py_NewRef(Py_None)
+                       : PyUnicode_FromString("<string>");
         awaiting_program = program_file != NULL ? AWAITING_EXEC : NOT_AWAITING;
         PyErr_Clear();
         return 0;
@@ -1899,8 +1905,18 @@ program_start_hook(const char *event, PyObject *args, void *data)
     int exec_of_program = 0;
     if (awaiting_program == AWAITING_EXEC && strcmp(event, "exec") == 0 && PyTuple_Check(args)
             && PyTuple_GET_SIZE(args) > 0 && PyCode_Check(PyTuple_GET_ITEM(args, 0))) {
-        PyObject *name = ((PyCodeObject *)PyTuple_GET_ITEM(args, 0))->co_filename;
-        exec_of_program = PyUnicode_Check(program_file) && PyUnicode_Compare(name, program_file) == 0;
+        if (program_file == Py_None) {
+            PyFrameObject *caller = PyEval_GetFrame();      /* borrowed */
+            PyCodeObject *code = caller != NULL ? PyFrame_GetCode(caller) : NULL;
+            exec_of_program = code != NULL && PyUnicode_CompareWithASCIIString(code->co_name,
+                                                                                "_run_code") == 0;
+            Py_XDECREF(code);
+        }
+        else {
+            PyObject *name = ((PyCodeObject *)PyTuple_GET_ITEM(args, 0))->co_filename;
+            exec_of_program = PyUnicode_Check(program_file)
+                              && PyUnicode_Compare(name, program_file) == 0;
+        }
         PyErr_Clear();
     }
     if (exec_of_program

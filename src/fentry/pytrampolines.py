@@ -247,34 +247,33 @@ def quiet_thread(on: bool) -> None:
         _quiet.discard(get_ident())
 
 
-_awaiting_program = ""       # "": not awaiting; "run", then "exec" (see _ctrampolines)
-_program_file = ""
-_hooked = False
+# The thread that waits, quiet, for the interpreter to start the program
+# (see _ctrampolines' quiet_until_program); 0: none.  Pure Python cannot
+# afford an audit hook (a Python call on every audited operation, id() and
+# sys._getframe among them, for the rest of the process): the entry
+# dispatcher sees the program's module code start instead.
+_awaiting_program = 0
 
 
 def quiet_until_program() -> None:
-    """The calling thread is quiet until the interpreter starts the program
-    (the audit events ``cpython.run_*`` and ``exec``; see _ctrampolines)."""
-    global _awaiting_program, _hooked
-    if not _hooked:
-        sys.addaudithook(_program_start_hook)
-        _hooked = True
-    _awaiting_program = "run"
+    """The calling thread is quiet until the program's module code starts
+    (``<module>`` run as ``__main__``): what the interpreter does until then
+    is not the program's.  Only while fentry traces (the entry dispatcher
+    sees it start); else the thread is simply not quiet."""
+    global _awaiting_program
+    _awaiting_program = get_ident()
     quiet_thread(True)
 
 
-def _program_start_hook(event: str, args: tuple) -> None:
-    global _awaiting_program, _program_file
-    if not _awaiting_program:
-        return
-    if _awaiting_program == "run" and event in ("cpython.run_file", "cpython.run_command"):
-        _awaiting_program = "exec"
-        _program_file = args[0] if event == "cpython.run_file" else "<string>"
-    elif _awaiting_program == "exec" and event == "exec" and type(args[0]) is CodeType \
-            and args[0].co_filename == _program_file or \
-            _awaiting_program == "run" and event.startswith("cpython.run_"):
-        _awaiting_program = ""
-        quiet_thread(False)
+def _program_starts(code: CodeType) -> bool:
+    """PY_START of the program's module code, in the thread awaiting it."""
+    global _awaiting_program
+    if code.co_name != "<module>" or get_ident() != _awaiting_program \
+            or _getframe(2).f_globals.get("__name__") != "__main__":
+        return False
+    _awaiting_program = 0
+    quiet_thread(False)
+    return True
 
 
 def catch_sigterm(fd: int, standin: int = 0) -> None:
@@ -329,7 +328,11 @@ def entry_dispatcher(table: dict, discover, fault):
     """PY_START: the code's handler, or discovery on its first call."""
     def dispatch_entry(code, offset):  # hot path
         if _quiet and get_ident() in _quiet:
-            return
+            try:
+                if not (_awaiting_program and _program_starts(code)):
+                    return
+            except Exception:
+                return
         try:
             handler = table[id(code)]
         except KeyError:

@@ -37,9 +37,7 @@ def _start() -> None:
                 spec = _shadowed_sitecustomize()
             finally:
                 if hotpath is not None:
-                    # Traced again once the interpreter starts the program:
-                    # the rest of its start-up (site's imports) is not the program.
-                    hotpath.quiet_until_program()
+                    _trace_from_the_program(hotpath)
     else:
         import json
         old = json.loads(os.environ.pop("FENTRY_AGENT", "{}")).get("pythonpath")
@@ -60,10 +58,21 @@ def _start() -> None:
     spec.loader.exec_module(module)
 
 
+def _trace_from_the_program(hotpath) -> None:
+    """Traced again once the interpreter starts the program: the rest of its
+    start-up (site's imports, loading the script) is not the program.  When
+    nothing is traced yet there is nothing to keep out."""
+    from fentry import ftrace
+    if ftrace.registered_ops():
+        hotpath.quiet_until_program()
+    else:
+        hotpath.quiet_thread(False)
+
+
 def _shadowed_sitecustomize():
     """The spec of the program's own sitecustomize, if it has one."""
     from importlib.machinery import PathFinder
     return PathFinder.find_spec("sitecustomize", sys.path)
 
 _start()
-del _start, _shadowed_sitecustomize
+del _start, _shadowed_sitecustomize, _trace_from_the_program
