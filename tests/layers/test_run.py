@@ -347,6 +347,27 @@ def test_a_whole_program_trace_starts_with_the_programs_first_call(tmp_path, for
     assert depth == 0 and "fentry" not in trace.replace("# tracer", "")
 
 
+SIGNAL_MASKS = """
+import os, threading
+me = threading.get_native_id()
+masks = {}
+for tid in os.listdir("/proc/self/task"):
+    with open(f"/proc/self/task/{tid}/status") as f:
+        blocked = next(line.split()[1] for line in f if line.startswith("SigBlk:"))
+    masks[int(tid)] = int(blocked, 16)
+print(masks.pop(me), len(masks), all(m & (1 << 14) and m & (1 << 1) for m in masks.values()))
+"""
+
+
+def test_fentrys_threads_take_none_of_the_programs_signals(tmp_path):
+    """A signal sent to the process goes to one of the program's threads, as
+    without fentry: its own threads are born with every signal blocked."""
+    got, _ = fentry_run(tmp_path, "-t", "function", program=("-c", SIGNAL_MASKS), sep=False)
+    assert got.returncode == 0, got.stderr
+    main_mask, others, all_blocked = got.stdout.decode().split()
+    assert main_mask == "0" and int(others) >= 2 and all_blocked == "True", got.stdout
+
+
 THREAD_NAMES = '''
 import threading, time
 def f(i):

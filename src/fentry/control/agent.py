@@ -42,6 +42,7 @@ from ..symbols import check_batch
 from ..tracers.stream import RawStream
 from . import tracefs as tracefs_module
 from .server import Connection, ControlServer
+from .threads import spawn
 from .tracefs import tracefs
 from .wire import BOOT_DIR, ENV_CONFIG, send_header, widen_socket
 
@@ -106,12 +107,11 @@ class Streamer:
                     self.on_end()
 
     def start_thread(self) -> None:
-        """``run()`` in a bare _thread of its own, not a threading.Thread: the
-        program's threading.enumerate() and active_count() stay what they were."""
+        """``run()`` in a thread of fentry's own (threads.py)."""
         global _stream_threads
         with _stream_threads_lock:  # += is no atomic step: a lost update leaks a count
             _stream_threads += 1    # counted from before it exists (see _before_fork)
-        _thread.start_new_thread(_quietly, (self.run,))
+        spawn(_quietly, self.run)
 
     def stop(self, why: str) -> None:
         """Stop, and wait for the stream's end: its last drain, and END."""
@@ -121,9 +121,14 @@ class Streamer:
         self.running.release()
 
     def drain(self, first: bool = False) -> int:
-        """Send what was written since the last drain; how many bytes."""
+        """Send what was written since the last drain; how many bytes.
+
+        The rings are flushed before ``writing`` is taken: a thread holding
+        that lock never waits for a ring's paging, which the thread a signal
+        handler interrupted may hold (pure Python)."""
         if self.writing._is_owned():
             return 0        # a signal handler inside this thread's own drain: it finishes it
+        self.raw.flush()
         with self.writing:
             data = self.raw.drain()
             if first:
@@ -135,6 +140,7 @@ class Streamer:
         """The last drain, and END: the stream is complete (once)."""
         if self.writing._is_owned():
             return
+        self.raw.flush()
         with self.writing:
             if not self.ended:
                 self._send(self.raw.drain() + [self.raw.end(self.why)])

@@ -280,6 +280,7 @@ def _fentry_bootstrap(token, parent, error_file):
     # thread would otherwise be that one.
     import threading
     import _thread
+    import signal
     def start():
         try:
             import sys
@@ -300,7 +301,12 @@ def _fentry_bootstrap(token, parent, error_file):
             import traceback
             with open(error_file, "w") as f:
                 f.write(traceback.format_exc())
-    _thread.start_new_thread(start, ())
+    # Born with every signal blocked: they are the program's (control/threads.py).
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        _thread.start_new_thread(start, ())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 try:
     _fentry_bootstrap(%r, %r, %r)
 except BaseException:

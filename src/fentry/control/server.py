@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 from .. import hotpath
 from ..errors import TraceError
+from .threads import spawn
 from .wire import high_socket, peer_credentials, recv_line, send_header, socket_dir, socket_path
 
 POLL_INTERVAL = 0.02            # how often a stream drains, and threads look for stop
@@ -167,7 +168,7 @@ class ControlServer:
     def _spawn(self, func, *args) -> None:
         with self.threads_lock:
             self.threads += 1
-        _thread.start_new_thread(self._thread_main, (func, *args))
+        spawn(self._thread_main, func, *args)
 
     def _thread_main(self, func, *args) -> None:
         ident = _thread.get_ident()

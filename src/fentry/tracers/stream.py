@@ -100,21 +100,24 @@ class RawStream:
     def end(self, why: str) -> bytes:
         return json_message(END, {"why": why})
 
+    def flush(self) -> None:
+        """Every thread's records into the page queue.  Every page goes
+        through it, the writers' and these alike, so each thread's pages stay
+        in the order they were made; ``drain`` takes them."""
+        for tb in self.buffer.readable():
+            tb.flush()
+
     def drain(self) -> list[bytes]:
-        """Everything written since the last drain, as messages ([] if
-        nothing): pieces to be written one after the other, as they are
-        (a page is not copied on its way)."""
+        """Everything in the page queue, as messages ([] if nothing): pieces
+        to be written one after the other, as they are (a page is not copied
+        on its way).  Drains must be one at a time (what one takes must be
+        out before the next takes): the caller's lock; ``flush`` needs none."""
         inst = self.instance
         out: list[bytes] = []
         tracer = (inst.tracer, dict(inst.options))
         if tracer != self.tracer:
             self.tracer = tracer
             out.append(json_message(TRACER, {"tracer": tracer[0], "options": tracer[1]}))
-        buffers = self.buffer.readable()
-        # Every page goes through the queue, the writers' and these alike:
-        # each thread's pages stay in the order they were made.
-        for tb in buffers:
-            tb.flush()
         pages = self.queue.take()
         if pages:
             # (Read again: a thread that came since may have a page there.)
