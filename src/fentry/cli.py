@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import gc
 import json
 import os
 import signal
@@ -526,7 +525,7 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
 def cmd_report(opts: argparse.Namespace) -> int:
     """``fentry report``: a recording, formatted."""
     from .report.datfile import DatFormatError, DatReader
-    from .report.decode import Streams
+    from .report.decode import read_recording
     try:
         reader = DatReader(opts.input)
     except FileNotFoundError:
@@ -551,16 +550,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     if out is None:
         return 2
     sink = make_sink(out)
-    streams = Streams(sink)
-    # Millions of small objects come and go, none in a cycle: the cyclic
-    # collector would only walk them, over and over.
-    gc.disable()
-    try:
-        for number, payload in reader.frames():
-            streams.frame(number, payload)
-        sink.finish(streams.streams)
-    finally:
-        gc.enable()
+    streams = read_recording(reader, sink)
     reader.close()
     try:
         if close_out:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from ..raw import (ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD,
                    FaultValue)
-from .decode import ProcessStream, Sink, ThreadInfo
+from .decode import FileSink, ProcessStream, ThreadInfo
 
 BEGIN, END, CALL, EVENT, LOST = range(5)
 # How a call ends, besides RETURN, YIELD and UNWIND (raw.py's kinds 2, 3, 4).
@@ -179,7 +179,7 @@ def _name(exc_type) -> str:
     return exc_type if type(exc_type) is str else getattr(exc_type, "__name__", "?")
 
 
-class CallSink(Sink):
+class CallSink(FileSink):
     """The exporters' base: ``thread_ops(st, ops)`` for each thread's ops.
 
     Subclasses may also override ``process(stream)`` (a stream begins),
@@ -191,8 +191,7 @@ class CallSink(Sink):
     raw_records = True      # decoded in walk(), runs of records straight from their bytes
 
     def __init__(self, out) -> None:
-        self.out = out
-        self.error: OSError | None = None
+        super().__init__(out)
         self.threads: dict[ThreadInfo, ThreadCalls] = {}
         self.render_faults = 0
         self.notes: list[str] = []      # what a user should know of the export
@@ -253,16 +252,6 @@ class CallSink(Sink):
 
     def close(self) -> None:
         pass
-
-    def write(self, data: bytes) -> None:
-        if self.error is not None or not data:
-            return
-        try:
-            self.out.write(data)
-        except OSError as e:
-            self.error = e
-        except ValueError:      # closed under us
-            self.error = OSError("the output was closed")
 
     def event_fields(self, event, site: tuple, values: tuple) -> list[tuple[str, object, str]]:
         """A probe event's fields: ``(name, value, text)``, text as the trace

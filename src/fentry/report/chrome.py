@@ -129,9 +129,4 @@ class ChromeReport(CallSink):
             self._emit("".join(meta))
         self.write(b'\n],"displayTimeUnit":"ns","otherData":{"exporter":"fentry",'
                    b'"clock":"CLOCK_MONOTONIC"}}\n')
-        try:
-            self.out.flush()
-        except OSError as e:
-            self.error = self.error or e
-        except ValueError:
-            pass
+        self.flush_out()

@@ -4,6 +4,7 @@ threads and its tracer, and its records drain by drain."""
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
 
@@ -176,6 +177,33 @@ class Sink:
         """END: the stream is complete."""
 
 
+class FileSink(Sink):
+    """A sink writing to ``out`` (a binary file).  ``error`` is the first
+    failed write: nothing is written after it (the streams are still read)."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None or not data:
+            return
+        try:
+            self.out.write(data)
+        except OSError as e:
+            self.error = e
+        except ValueError:      # closed under us
+            self.error = OSError("the output was closed")
+
+    def flush_out(self) -> None:
+        try:
+            self.out.flush()
+        except OSError as e:
+            self.error = self.error or e
+        except ValueError:
+            pass
+
+
 class Streams:
     """Every stream of a recording, fed frame by frame to one sink."""
 
@@ -188,3 +216,19 @@ class Streams:
         if stream is None:
             stream = self.streams[number] = ProcessStream(number)
         stream.feed(payload, self.sink)
+
+
+def read_recording(reader, sink: Sink) -> Streams:
+    """Every frame of ``reader`` (a DatReader) decoded into ``sink``, then
+    its ``finish``; the streams, as decoded."""
+    streams = Streams(sink)
+    # Millions of small objects come and go, none in a cycle: the cyclic
+    # collector would only walk them, over and over.
+    gc.disable()
+    try:
+        for number, payload in reader.frames():
+            streams.frame(number, payload)
+        sink.finish(streams.streams)
+    finally:
+        gc.enable()
+    return streams

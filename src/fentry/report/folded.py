@@ -96,9 +96,4 @@ class FoldedReport(CallSink):
                     lines.append(f"{path} {us}\n")
                     told += us
         self.write("".join(lines).encode("utf-8", "surrogatepass"))
-        try:
-            self.out.flush()
-        except OSError as e:
-            self.error = self.error or e
-        except ValueError:
-            pass
+        self.flush_out()

@@ -309,12 +309,7 @@ class PerfettoReport(CallSink):
                     trusted_packet_sequence_id=seq.id,
                     track_descriptor=_thread_track(thread_uuid(st), process_uuid(st.stream),
                                                    st.stream.pid, seq.tid, t.name)))
-        try:
-            self.out.flush()
-        except OSError as e:
-            self.error = self.error or e
-        except ValueError:
-            pass
+        self.flush_out()
 
 
 def _thread_track(uuid: int, parent: int, pid: int, tid: int, name: str) -> TrackDescriptor:

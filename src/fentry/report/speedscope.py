@@ -125,12 +125,7 @@ class SpeedscopeReport(CallSink):
         self.write(",".join(self.frames.frames).encode())
         self.write(b"]}}\n")
         spool.close()
-        try:
-            self.out.flush()
-        except OSError as e:
-            self.error = self.error or e
-        except ValueError:
-            pass
+        self.flush_out()
 
     def _copy(self, src, length: int) -> None:
         while length > 0 and self.error is None:

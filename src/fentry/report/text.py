@@ -4,14 +4,14 @@ as the tracers' readers make it in the traced process (``tracers/text.py``)."""
 from __future__ import annotations
 
 from ..tracers.text import FunctionReader, GraphReader, lost_line
-from .decode import ProcessStream, Sink, ThreadInfo
+from .decode import FileSink, ProcessStream, ThreadInfo
 
 
 def make_reader(tracer: str, options: dict[str, bool]):
     return (GraphReader if tracer == "function_graph" else FunctionReader)(options)
 
 
-class TextReport(Sink):
+class TextReport(FileSink):
     """Writes each stream's text to ``out`` (a binary file), drain by drain.
 
     ``error`` is the first failed write (the text stops there; the streams
@@ -19,20 +19,13 @@ class TextReport(Sink):
     be printed."""
 
     def __init__(self, out) -> None:
-        self.out = out
-        self.error: OSError | None = None
+        super().__init__(out)
         self.readers: dict[int, object] = {}
         self.formats: list = []
 
     def _write(self, parts: list[str]) -> None:
-        if self.error is not None or not parts:
-            return
-        try:
-            self.out.write("".join(parts).encode("utf-8", "backslashreplace"))
-        except OSError as e:
-            self.error = e
-        except ValueError:      # closed under us
-            self.error = OSError("the output was closed")
+        if parts:
+            self.write("".join(parts).encode("utf-8", "backslashreplace"))
 
     def start(self, stream: ProcessStream) -> None:
         reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
@@ -67,12 +60,7 @@ class TextReport(Sink):
         for stream in streams.values():
             if stream.ended is None:
                 self._write(self._flush(stream))
-        try:
-            self.out.flush()
-        except OSError as e:
-            self.error = self.error or e
-        except ValueError:
-            pass
+        self.flush_out()
 
     @staticmethod
     def faults(streams: dict[int, ProcessStream]) -> int:

@@ -109,23 +109,17 @@ class ViewServer(http.server.ThreadingHTTPServer):
 
 def export_speedscope(recording: str, out_path: str) -> list[str]:
     """Convert a recording to speedscope's format; what ``fentry report`` would say about it."""
-    import gc
 
     from .datfile import DatReader
-    from .decode import Streams
+    from .decode import read_recording
     from .speedscope import SpeedscopeReport
     reader = DatReader(recording)
     notes = []
     with open(out_path, "wb") as out:
         sink = SpeedscopeReport(out, os.path.basename(recording))
-        streams = Streams(sink)
-        gc.disable()
         try:
-            for number, payload in reader.frames():
-                streams.frame(number, payload)
-            sink.finish(streams.streams)
+            read_recording(reader, sink)
         finally:
-            gc.enable()
             reader.close()
     if sink.error is not None:
         raise OSError(f"writing {out_path} failed: {sink.error}")
