@@ -217,6 +217,22 @@ def viz() -> VizTracer:
 
 # ---------------------------------------------------------------- rows
 
+def viz_leaf_calls(n: int, out: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """viztracer recording ``n`` calls of leaf (a setup), and dropping them and
+    ``out`` (a teardown): the rows that time its save of them."""
+    def viz_on():
+        tracer = viz()
+        tracer.start()
+        w.call_leaf(n)
+        tracer.stop()
+
+    def viz_off():
+        viz().clear()
+        if os.path.exists(out):
+            os.unlink(out)
+    return viz_on, viz_off
+
+
 def row1_untraced(rounds: int, repeat: int) -> None:
     """Untraced code, while fentry traces one unrelated function (called once).
 
@@ -511,16 +527,7 @@ def row6_formatting(rounds: int, n: int) -> None:
         t.write("current_tracer", "nop")
         t.write("tracing_on", "1")
 
-    def viz_on():
-        tracer = viz()
-        tracer.start()
-        w.call_leaf(n)
-        tracer.stop()
-
-    def viz_off():
-        viz().clear()
-        if os.path.exists(out):
-            os.unlink(out)
+    viz_on, viz_off = viz_leaf_calls(n, out)
 
     variants = [Variant("fentry", fentry_run, setup=fentry_on, teardown=fentry_off)]
     if VizTracer is not None:
@@ -574,16 +581,7 @@ def row6b_exports(rounds: int, n: int) -> None:
 
     out = os.path.join(tmp, "viztracer.json")
 
-    def viz_on():
-        tracer = viz()
-        tracer.start()
-        w.call_leaf(n)
-        tracer.stop()
-
-    def viz_off():
-        viz().clear()
-        if os.path.exists(out):
-            os.unlink(out)
+    viz_on, viz_off = viz_leaf_calls(n, out)
 
     variants = [Variant("perfetto", lambda: report("perfetto")),
                 Variant("chrome", lambda: report("chrome"), teardown=chrome_check)]
