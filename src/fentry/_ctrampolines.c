@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 /* Read-only use of the interpreter frame layout, to find the traced
  * function's caller as sys._getframe(1) does, without making frame objects,
  * and to read fetchargs from its fast locals; and of the dict layout, to read
@@ -55,12 +58,67 @@ static PyTypeObject TrampType;
 
 /* ------------------------------------------------------------------ helpers */
 
-static inline PyObject *
-now_ns(void)
+/* The clock.  Records carry CLOCK_MONOTONIC nanoseconds (time.perf_counter_ns's
+ * clock, the pure-Python twin's).  Where the kernel's own clocksource is the
+ * TSC (it found it constant and synchronized across CPUs), the hot path
+ * reads the TSC instead, a few nanoseconds against twenty, and a record's
+ * reading is turned into CLOCK_MONOTONIC when it is read, by interpolation
+ * between two readings of both clocks taken together (clock_point): the
+ * ring's last read and now. */
+static int use_tsc = 0;
+
+static inline long long
+mono_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
-    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline long long
+raw_clock(void)   /* hot path */
+{
+#if defined(__x86_64__)
+    if (use_tsc)
+        return (long long)__rdtsc();
+#endif
+    return mono_ns();
+}
+
+typedef struct { long long raw, ns; } ClockPoint;
+
+static inline ClockPoint
+clock_point(void)
+{
+    ClockPoint p;
+    p.raw = raw_clock();
+    p.ns = use_tsc ? mono_ns() : p.raw;
+    return p;
+}
+
+/* A raw reading made between a and b, in CLOCK_MONOTONIC nanoseconds. */
+static inline long long
+to_ns(long long raw, ClockPoint a, ClockPoint b)
+{
+    if (!use_tsc)
+        return raw;
+    if (b.raw == a.raw)
+        return a.ns;
+    return a.ns + (long long)((__int128)(raw - a.raw) * (b.ns - a.ns) / (b.raw - a.raw));
+}
+
+static void
+clock_init(void)
+{
+#if defined(__x86_64__)
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    char name[32] = {0};
+    if (f != NULL) {
+        if (fgets(name, sizeof name, f) != NULL)
+            use_tsc = strcmp(name, "tsc\n") == 0;
+        fclose(f);
+    }
+#endif
 }
 
 /* sys._getframe(depth), or NULL with no error set when the stack is not that deep. */
@@ -572,6 +630,7 @@ typedef struct {
     unsigned int key;                   /* this ring's thread, in the raw stream */
     Py_ssize_t flush_at;                /* slots; 0: never */
     int paging;                         /* ring_page is under way (it may call Python) */
+    ClockPoint cal;                     /* both clocks, when its records were last taken */
 } Ring;
 
 static PyTypeObject RingType;
@@ -683,9 +742,7 @@ ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
     Py_ssize_t i = wrap(ring, ring->head, ring->len);
     ring->len += k;
     ring->nrec++;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.perf_counter_ns's clock on Linux */
-    ring->recs[i].ts = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    ring->recs[i].ts = raw_clock();
     return i;
 }
 
@@ -749,25 +806,26 @@ event_values(Ring *ring, Py_ssize_t i)
 
 /* The record whose first slot is i, sequence number seq, as a tuple. */
 static PyObject *
-rec_tuple(Ring *ring, Py_ssize_t i, long long seq)
+rec_tuple(Ring *ring, Py_ssize_t i, long long seq, ClockPoint now)
 {
     Rec *r = &ring->recs[i];
+    long long ts = to_ns(r->ts, ring->cal, now);
     switch (r->layout) {
     case L_FUNCTION:
-        return Py_BuildValue("(LLOO)", seq, r->ts, r->o1, r->o2 ? r->o2 : Py_None);
+        return Py_BuildValue("(LLOO)", seq, ts, r->o1, r->o2 ? r->o2 : Py_None);
     case L_GRAPH:
-        return Py_BuildValue("(LLiO)", seq, r->ts, r->kind, r->o1);
+        return Py_BuildValue("(LLiO)", seq, ts, r->kind, r->o1);
     case L_GRAPH_EXC:
-        return Py_BuildValue("(LLiOO)", seq, r->ts, r->kind, r->o1, r->o2);
+        return Py_BuildValue("(LLiOO)", seq, ts, r->kind, r->o1, r->o2);
     case L_EVENT: {
         PyObject *values = event_values(ring, i);
         if (values == NULL)
             return NULL;
-        return Py_BuildValue("(LLOON)", seq, r->ts, PyTuple_GET_ITEM(r->o1, 0),
+        return Py_BuildValue("(LLOON)", seq, ts, PyTuple_GET_ITEM(r->o1, 0),
                              PyTuple_GET_ITEM(r->o1, 1), values);
     }
     default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
-        PyObject *head = Py_BuildValue("(LL)", seq, r->ts);
+        PyObject *head = Py_BuildValue("(LL)", seq, ts);
         PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
         Py_XDECREF(head);
         return t;
@@ -794,6 +852,7 @@ ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return PyErr_NoMemory();
     }
     ring->cap = maxlen;
+    ring->cal = clock_point();
     return (PyObject *)ring;
 }
 
@@ -866,9 +925,10 @@ ring_list(Ring *ring, int take)
         return NULL;
     Py_ssize_t pos = 0;
     long long seq = ring->next_seq - ring->nrec;
+    ClockPoint now = clock_point();
     for (Py_ssize_t k = 0; k < ring->nrec; k++) {
         Py_ssize_t i = (ring->head + pos) % ring->cap;
-        PyObject *t = rec_tuple(ring, i, seq + k);
+        PyObject *t = rec_tuple(ring, i, seq + k, now);
         if (t == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -879,6 +939,7 @@ ring_list(Ring *ring, int take)
     if (take) {
         ring->consumed += ring->nrec;
         ring_drop(ring);
+        ring->cal = now;
     }
     return list;
 }
@@ -900,6 +961,7 @@ ring_clear_method(Ring *ring, PyObject *unused)
 {
     ring_drop(ring);
     ring->next_seq = ring->consumed = ring->lost_told = 0;
+    ring->cal = clock_point();
     Py_RETURN_NONE;
 }
 
@@ -969,6 +1031,7 @@ enum { W_FAULT, W_NONE, W_TRUE, W_FALSE, W_INT, W_UINT, W_BIGINT, W_FLOAT, W_COM
 #define MAX_STRING 4096         /* characters of a string value kept (the kernel's MAX_STRING_SIZE) */
 #define MAX_INT_BYTES 1024      /* bytes of an int value kept; a larger one is a fault */
 #define MAX_NESTED 4            /* tuple (array) values inside values */
+#define ENC_CACHE 64            /* entries of the Encoder's id cache (a power of 2) */
 
 typedef struct {
     PyObject_HEAD
@@ -976,6 +1039,8 @@ typedef struct {
     uint32_t *ids;
     Py_ssize_t cap, used;
     PyObject *objs;             /* list: objs[id - 1] is the object of id */
+    PyObject *cache_keys[ENC_CACHE];    /* a direct-mapped cache of enc_ref */
+    uint32_t cache_ids[ENC_CACHE];
     PyObject *fault;            /* fetch.FAULT: a value that could not be fetched */
     PyObject *shown;            /* fetch.Shown: a value kept as its safe text */
     PyObject *fallback;         /* fallback(value) -> str: any other kind of value */
@@ -1289,41 +1354,46 @@ put_tuple_record(Encoder *e, Buf *b, long long ts, PyObject *f)
     return -1;
 }
 
-/* The id of obj, through a one-entry cache: a page is runs of records of
- * the same few code objects.  0 for NULL or None. */
+/* The id of obj, through the Encoder's small direct-mapped cache: a page
+ * is runs of records of the same few code objects.  (What has an id is
+ * kept alive by the Encoder: a cached address always names its object.)
+ * 0 for NULL or None. */
 static inline uint32_t
-ref_cached(Encoder *e, PyObject *obj, PyObject **last, uint32_t *last_id)
+ref_cached(Encoder *e, PyObject *obj)
 {
-    if (obj == *last)
-        return *last_id;
-    uint32_t id = (obj == NULL || obj == Py_None) ? 0 : enc_ref(e, obj);
-    if (id == 0 && PyErr_Occurred())
+    if (obj == NULL || obj == Py_None)
         return 0;
-    *last = obj;
-    *last_id = id;
+    size_t slot = ((uintptr_t)obj >> 4) & (ENC_CACHE - 1);
+    if (e->cache_keys[slot] == obj)
+        return e->cache_ids[slot];
+    uint32_t id = enc_ref(e, obj);
+    if (id != 0) {
+        e->cache_keys[slot] = obj;
+        e->cache_ids[slot] = id;
+    }
     return id;
 }
 
 /* A tracer's record (FUNC, GRAPH): fixed layout, written in one go. */
 static inline int
-put_tracer_record(Encoder *e, Buf *b, Rec *r, PyObject **cache, uint32_t *ids)
+put_tracer_record(Encoder *e, Buf *b, Rec *r, long long ts)
 {
     if (buf_grow(b, 18) < 0)
         return -1;
     unsigned char *p = (unsigned char *)b->p + b->len;
-    uint32_t a = ref_cached(e, r->o1, &cache[0], &ids[0]), c = 0;
+    uint32_t a = ref_cached(e, r->o1), c = 0;
     if (a == 0 && PyErr_Occurred())
         return -1;
     int two = r->layout != L_GRAPH;
     if (two) {
-        c = ref_cached(e, r->o2, &cache[1], &ids[1]);
+        c = ref_cached(e, r->o2);
         if (c == 0 && PyErr_Occurred())
             return -1;
     }
     p[0] = r->layout == L_FUNCTION ? RAW_FUNC : RAW_GRAPH;
     p[1] = r->layout == L_FUNCTION ? 0 : (unsigned char)r->kind;
-    int64_t ts = r->ts;
-    memcpy(p + 2, &ts, 8);
+    int64_t ts64 = ts;
+    memcpy(p + 2, &ts64, 8);
     memcpy(p + 10, &a, 4);
     if (two)
         memcpy(p + 14, &c, 4);
@@ -1332,17 +1402,18 @@ put_tracer_record(Encoder *e, Buf *b, Rec *r, PyObject **cache, uint32_t *ids)
 }
 
 static int
-put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, PyObject **cache, uint32_t *ids)
+put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, ClockPoint now)
 {
     Rec *r = &ring->recs[i];
+    long long ts = to_ns(r->ts, ring->cal, now);
     switch (r->layout) {
     case L_FUNCTION:
     case L_GRAPH:
     case L_GRAPH_EXC:
-        return put_tracer_record(e, b, r, cache, ids);
+        return put_tracer_record(e, b, r, ts);
     case L_EVENT: {
         int n = event_n(r);
-        if (put_event_head(e, b, r->ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0
+        if (put_event_head(e, b, ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0
             || put_u32(b, (uint32_t)n) < 0)
             return -1;
         for (int j = 0; j < n; j++) {
@@ -1354,7 +1425,7 @@ put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, PyObject **cache, uint3
         return 0;
     }
     default:
-        return put_tuple_record(e, b, r->ts, r->o1);
+        return put_tuple_record(e, b, ts, r->o1);
     }
 }
 
@@ -1392,12 +1463,9 @@ ring_page_unguarded(Ring *ring, Encoder *e)
     if (n > 0 && (put_u32(&b, 0) < 0 || put_u8(&b, MSG_RECORDS) < 0 || put_u32(&b, ring->key) < 0
                   || put_i64(&b, first) < 0 || put_u32(&b, 0) < 0))
         goto fail;
-    /* The last object and id of each of a record's two reference fields
-     * (the Encoder keeps what it has an id for alive: the cache stays true). */
-    PyObject *cache[2] = {NULL, NULL};
-    uint32_t ids[2] = {0, 0};
     if (buf_grow(&b, n * 16) < 0)
         goto fail;
+    ClockPoint now = clock_point();
     /* Each record is encoded, then let go of, in one pass.  Out of memory,
      * the rest are let go of unencoded (and the page is not made). */
     int failed = 0;
@@ -1406,7 +1474,7 @@ ring_page_unguarded(Ring *ring, Encoder *e)
         if (i >= ring->cap)
             i -= ring->cap;
         Py_ssize_t mark = b.len;
-        if (!failed && put_record(e, &b, ring, i, cache, ids) < 0) {
+        if (!failed && put_record(e, &b, ring, i, now) < 0) {
             if (PyErr_ExceptionMatches(PyExc_MemoryError))
                 failed = 1;
             else
@@ -1420,6 +1488,7 @@ ring_page_unguarded(Ring *ring, Encoder *e)
         pos += slots;
     }
     ring->head = ring->len = ring->nrec = 0;
+    ring->cal = now;
     if (failed) {
         Py_CLEAR(b.bytes);
         return NULL;        /* taken, and counted as lost (never consumed) */
@@ -3568,6 +3637,7 @@ PyMODINIT_FUNC
 PyInit__ctrampolines(void)
 {
     PyObject *m = NULL, *sys = NULL, *mon = NULL;
+    clock_init();
     if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
         || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
         || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0
