@@ -9,12 +9,13 @@ and recorded what it should; a failure is listed and makes the exit
 status 1.
 
 Rows:
- 11  -t function, every call of the method-heavy workload: the program's own
-     timed section under `fentry record` and under `fentry run -o FILE`, time
-     added over the untraced run, vs what viztracer adds to it
+ 11  -t function, every call of the method-heavy workload (120k calls): the
+     program's own timed section under `fentry record` and under `fentry run -o
+     FILE`, time added over the untraced run, vs what viztracer (default
+     settings) adds to it
  12  the same with -t function_graph
  13  whole wall time, `fentry record` + `fentry report` to text, vs viztracer's
-     run and save
+     run and save (the workload at 400k calls)
  14  peak RSS of the traced process, 4 threads making 2M calls each, default
      buffer_size_kb: its growth over the untraced run, vs threads x
      buffer_size_kb x 1.5 + 20 MB
@@ -65,26 +66,33 @@ def run(argv: list[str], what: str) -> tuple[dict, float]:
     return report, wall
 
 
-def viztracer_argv(out: str) -> list[str] | None:
+def viztracer_argv(out: str, entries: int | None = None) -> list[str] | None:
+    """viztracer's command, with its default settings (or a buffer of
+    ``entries``, for more calls than its default one holds)."""
     exe = shutil.which("viztracer") or os.path.join(os.path.dirname(sys.executable), "viztracer")
     if not os.path.exists(exe):
         return None
-    return [exe, "--quiet", "--tracer_entries", "10000000", "-o", out, "--"]
+    size = ["--tracer_entries", str(entries)] if entries else []
+    return [exe, "--quiet", *size, "-o", out, "--"]
 
 
 def fentry(*args: str) -> list[str]:
     return [sys.executable, "-m", "fentry", *args]
 
 
-def rows_11_12_13(rounds: int, tracer: str, workload: list[str], tmp: str, row13: bool) -> None:
-    """The timed section under each tool, rounds interleaved; medians."""
+def rows_11_12_13(rounds: int, tracer: str, workload: list[str], tmp: str, row13: bool,
+                  timed: bool = True) -> None:
+    """The timed section under each tool (rows 11, 12), and the whole
+    commands' wall time (row 13), rounds interleaved; medians."""
     dat, txt, vjson = (os.path.join(tmp, n) for n in ("t.dat", "t.txt", "v.json"))
     viz = viztracer_argv(vjson)
     variants = {
         "untraced": [sys.executable, PROGRAM, *workload],
         "record": fentry("record", "-t", tracer, "-l", "workloads:*", "-o", dat, PROGRAM, *workload),
-        "run": fentry("run", "-t", tracer, "-l", "workloads:*", "-o", txt, PROGRAM, *workload),
     }
+    if timed:
+        variants["run"] = fentry("run", "-t", tracer, "-l", "workloads:*", "-o", txt, PROGRAM,
+                                 *workload)
     if viz is not None:
         variants["viztracer"] = [*viz, PROGRAM, *workload]
     sections: dict[str, list[int]] = {k: [] for k in variants}
@@ -103,8 +111,8 @@ def rows_11_12_13(rounds: int, tracer: str, workload: list[str], tmp: str, row13
     med = {k: statistics.median(v) if v else None for k, v in sections.items()}
     row = "11" if tracer == "function" else "12"
     base = med["untraced"]
-    for name in ("record", "run"):
-        added = None if med[name] is None or base is None else med[name] - base
+    for name in ("record", "run") if timed else ():
+        added = None if med.get(name) is None or base is None else med[name] - base
         viz_added = None if med.get("viztracer") is None or base is None else med["viztracer"] - base
         ROWS.append((row, f"-t {tracer}, every call: time `fentry {name}` adds / viztracer adds",
                      added, viz_added, "<= 1.0"))
@@ -132,7 +140,7 @@ def row15_exports(calls: int, tmp: str) -> None:
     dat = os.path.join(tmp, "e.dat")
     report, _ = run(fentry("record", "-t", "function_graph", "-l", "workloads:*", "-o", dat,
                            PROGRAM, "leaf", str(calls // 2)), "row 15 record")
-    viz = viztracer_argv(os.path.join(tmp, "e.json"))
+    viz = viztracer_argv(os.path.join(tmp, "e.json"), entries=2 * calls)
     if viz is None:
         ROWS.append(("15", "exports: viztracer not installed", None, None, "<= 0.5"))
         return
@@ -169,14 +177,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     wanted = set(args.rows.split(",")) if args.rows else {"11", "12", "13", "14", "15"}
     rounds = 3 if args.quick else 5
-    ticks = "30" if args.quick else "100"
+    # The method-heavy workload: 120k calls (400k for the whole-command row 13,
+    # where three processes' start-up would otherwise be most of what is timed).
+    ticks, whole_ticks = ("30", "100") if args.quick else ("300", "1000")
     print(f"fentry bench (streams): Python {platform.python_version()} ({sys.executable}); "
           f"{os.cpu_count()} CPUs; medians of {rounds} interleaved rounds")
     with tempfile.TemporaryDirectory(prefix="fentry-bench-") as tmp:
-        if wanted & {"11", "13"}:
-            rows_11_12_13(rounds, "function", ["methods", ticks], tmp, "13" in wanted)
+        if "11" in wanted:
+            rows_11_12_13(rounds, "function", ["methods", ticks], tmp, False)
         if "12" in wanted:
             rows_11_12_13(rounds, "function_graph", ["methods", ticks], tmp, False)
+        if "13" in wanted:
+            rows_11_12_13(rounds, "function", ["methods", whole_ticks], tmp, True, timed=False)
         if "14" in wanted:
             row14_memory(4, 200_000 if args.quick else 2_000_000, tmp)
         if "15" in wanted:
