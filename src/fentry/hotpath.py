@@ -2,17 +2,24 @@
 
 Both behave the same (the test suite runs against each); set
 ``FENTRY_PURE_PYTHON=1`` to use the pure-Python one.
+
+``IMPLEMENTATION`` is ``"c"`` or ``"python"``; ``WHY`` says in a few words
+why that one is in use (``fentry --version`` prints both).
 """
 
 import os
 
+WHY: str
 if os.environ.get("FENTRY_PURE_PYTHON"):
     from .pytrampolines import *  # noqa: F401,F403
     IMPLEMENTATION = "python"
+    WHY = "FENTRY_PURE_PYTHON is set"
 else:
     try:
         from ._ctrampolines import *  # noqa: F401,F403
         IMPLEMENTATION = "c"
-    except ImportError:
+        WHY = "the C extension is built"
+    except ImportError as exc:
         from .pytrampolines import *  # noqa: F401,F403
         IMPLEMENTATION = "python"
+        WHY = f"the C extension is not built for this Python ({exc})"
