@@ -370,12 +370,14 @@ def check_compile(text: str) -> None:
             assert f.matches(values) in (True, False)
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 @given(st.lists(st.sampled_from(TOKENS), max_size=14))
 def test_random_token_filters(tokens):
     check_compile(" ".join(tokens) if len(tokens) % 2 else "".join(tokens))
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(st.text(max_size=40))
 def test_random_text_filters(text):
@@ -458,6 +460,7 @@ def glob_match(pat: str, s: str) -> bool:
 GLOB_CHARS = "ab*?[]!-\\"
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 @given(st.text(GLOB_CHARS, max_size=8), st.text("ab[]!-*?\\", max_size=8))
 def test_glob_regex_is_glob_c(pattern, s):
@@ -552,6 +555,7 @@ VALUE = st.one_of(st.none(), st.integers(-300, 300), st.booleans(),
                   st.text("ab*?[]!- ", max_size=5), st.floats(allow_nan=False))
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expression(2), st.fixed_dictionaries({}, optional={
     f: VALUE for f in NUM_FIELDS + STR_FIELDS}))

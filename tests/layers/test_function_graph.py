@@ -12,7 +12,7 @@ import pytest
 
 import fentry
 
-from .helpers import DURATION, SHOPAPP, fentry_run, graph_lines
+from helpers import DURATION, SHOPAPP, fentry_run, graph_lines
 
 HERE = __name__
 
