@@ -336,6 +336,7 @@ def test_every_filter_message_is_tested():
 
 
 def test_kernel_messages_word_for_word():
+    # (test_probe_parser.py pins its own section of the table alike)
     assert ERRORS["FILT_ERR_FIELD_NOT_FOUND"] == "Field not found"
     assert ERRORS["FILT_ERR_TOO_MANY_OPEN"] == "Too many '('"
     assert ERRORS["FILT_ERR_TOO_MANY_CLOSE"] == "Too few '('"
@@ -385,7 +386,8 @@ def test_random_text_filters(text):
 
 
 # An independent evaluator for generated valid filters: an AST, its rendering,
-# and a plain-Python reading of its meaning (glob.c ported as written).
+# and a plain-Python reading of its meaning (glob.c ported as written: its two
+# backtracking steps, alike, stay two, as in lib/glob.c).
 
 def glob_match(pat: str, s: str) -> bool:
     """lib/glob.c glob_match(), line by line; '\\0' marks the ends."""

@@ -565,6 +565,7 @@ def test_sigterm_from_outside_during_a_long_run(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_reaches_the_program(tmp_path):
+    # (a tick loop, as in test_a_long_trace_arrives_complete: each test's program is its own)
     script = write_script(tmp_path, "ctrlc.py", '''
         import os, signal, time
         def tick(i):
