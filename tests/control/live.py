@@ -11,42 +11,14 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-SRC = os.path.join(os.path.dirname(TESTS), "src")
-LONGRUN = os.path.join(TESTS, "programs", "longrun.py")
-TOOL_IDS = os.path.join(TESTS, "programs", "tool_ids.py")      # longrun beside other tools
+from helpers import PROGRAMS, env
+
+LONGRUN = os.path.join(PROGRAMS, "longrun.py")
+TOOL_IDS = os.path.join(PROGRAMS, "tool_ids.py")      # longrun beside other tools
 
 ADD_LINE = re.compile(r"^\s*\S+-(?P<tid>\d+)\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: "
                       r"add: \(add\+0x0\) sku='sku(?P<sku>\d)' price=(?P<price>\d+) "
                       r"qty=(?P<qty>\d)$")
-
-
-def ptrace_refusal() -> str | None:
-    """Why this machine will not let us ptrace our own child (None: it will).
-    Containers without CAP_SYS_PTRACE, or yama's ptrace_scope 3, refuse."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    child = subprocess.Popen(["sleep", "10"])
-    try:
-        if libc.ptrace(0x4206, child.pid, None, None) == -1:       # PTRACE_SEIZE
-            return f"ptrace is not permitted here ({os.strerror(ctypes.get_errno())})"
-        libc.ptrace(17, child.pid, None, None)                      # PTRACE_DETACH
-        return None
-    finally:
-        child.kill()
-        child.wait()
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = SRC + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-    return e
-
-
-def fentry(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fentry", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env(), **kw)
 
 
 def fentry_bg(*args: str, **kw) -> subprocess.Popen:
@@ -121,6 +93,14 @@ class Target:
         lines = out.splitlines()
         assert self.proc.returncode == 0, (out, err)
         return lines[0], json.loads(lines[1]), err
+
+    def finish_clean(self) -> None:
+        """Stop the loop: the program computed what it would have without
+        fentry, nothing of fentry's is left in it, and its stderr is empty."""
+        result, residue, err = self.finish()
+        check_result(result)
+        check_no_residue(residue)
+        assert err == ""
 
     def kill(self) -> None:
         if self.proc.poll() is None:

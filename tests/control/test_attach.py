@@ -14,15 +14,44 @@ import time
 
 import pytest
 
-from .live import (LONGRUN, TOOL_IDS, Target, check_add_events, check_no_residue, check_result, env,
-                   fentry, fentry_bg, interrupt, lines_of, profile, ptrace_refusal, wait_for)
+import helpers
+from helpers import env, fentry, ptrace_refusal, python_for
+from .live import (LONGRUN, TOOL_IDS, Target, check_add_events, check_no_residue, check_result, fentry_bg,
+                   interrupt, lines_of, profile, wait_for)
 
 ADD_PROBE = "p:shop/add add sku=item.sku price=item.price qty=qty"
 RET_PROBE = "r:shop/added add total=$retval price=item.price qty=qty"
 
-_REFUSAL = ptrace_refusal() if sys.platform.startswith("linux") else "Linux only"
-# Every test here puts fentry into a running process, which takes ptrace.
-pytestmark = pytest.mark.skipif(_REFUSAL is not None, reason=_REFUSAL or "")
+# Tests marked ptrace put fentry into a running process (conftest skips them
+# where this machine refuses that); the others are refused before ptrace.
+
+
+# -- the check that skips the ptrace tests
+
+def test_the_ptrace_check_allows_a_sibling_here_or_says_why_not():
+    """The check asks what `fentry attach` needs: may a *sibling* of the
+    target (both started by the tests) seize it?  Not pytest's own child."""
+    refusal = ptrace_refusal()
+    scope = helpers.ptrace_scope()
+    if os.geteuid() == 0 or scope in (None, 0):
+        assert refusal is None or "not permitted" in refusal      # (a container may refuse even root)
+    else:
+        assert refusal is not None and f"ptrace_scope is {scope}" in refusal
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the sibling as another uid")
+def test_the_ptrace_check_refuses_a_sibling_that_may_not_trace(monkeypatch):
+    """A sibling of another uid is refused, as one is under yama's
+    ptrace_scope 1 without CAP_SYS_PTRACE: the reason names the scope."""
+    python = python_for(65534)
+    if python is None:
+        pytest.skip("no interpreter that uid 65534 may run")
+    monkeypatch.setattr(helpers, "ptrace_scope", lambda: 1)
+    assert ptrace_refusal(python, user=65534) == ("a sibling process may not ptrace another here "
+                                                  "(Operation not permitted; kernel.yama.ptrace_scope is 1)")
+    monkeypatch.setattr(helpers, "ptrace_scope", lambda: None)
+    assert ptrace_refusal(python, user=65534) == ("a sibling process may not ptrace another here "
+                                                  "(Operation not permitted)")
 
 
 @pytest.fixture
@@ -44,6 +73,7 @@ def event_lines(out, name: str) -> list[str]:
     return [line for line in lines_of(out) if f": {name}: " in line]
 
 
+@pytest.mark.ptrace
 def test_attach_probe_live_control_and_detach_leave_nothing(target, tmp_path):
     out = tmp_path / "trace.txt"
     started = time.monotonic()
@@ -81,13 +111,11 @@ def test_attach_probe_live_control_and_detach_leave_nothing(target, tmp_path):
         assert int(fields["total"]) == int(fields["price"]) * int(fields["qty"]), line
         assert "(<top> <- add)" not in line and "main+0x" in line and "<- add)" in line, line
 
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()
     print(f"first event {first_event:.3f} s after starting `fentry attach`")
 
 
+@pytest.mark.ptrace
 def test_death_of_the_client_detaches(target, tmp_path):
     out = tmp_path / "trace.txt"
     proc = attach(target.pid, out)
@@ -95,12 +123,10 @@ def test_death_of_the_client_detaches(target, tmp_path):
     proc.kill()
     proc.wait()
     wait_for(lambda: not os.path.exists(f"/tmp/fentry-{target.pid}"), what="the agent to detach")
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()
 
 
+@pytest.mark.ptrace
 def test_attach_twice_reuses_the_agent(target, tmp_path):
     first, second = tmp_path / "first.txt", tmp_path / "second.txt"
     a = attach(target.pid, first)
@@ -119,6 +145,7 @@ def test_attach_twice_reuses_the_agent(target, tmp_path):
     check_no_residue(residue)
 
 
+@pytest.mark.ptrace
 def test_control_of_a_process_with_no_agent_yet(target, tmp_path):
     pid = str(target.pid)
     # A read-only look leaves nothing behind; a rejected write neither.
@@ -158,12 +185,10 @@ def test_control_of_a_process_with_no_agent_yet(target, tmp_path):
 
     got = fentry("-p", pid, "detach")
     assert got.returncode == 0, got.stderr
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()
 
 
+@pytest.mark.slow
 def test_control_of_a_process_started_by_fentry_run(tmp_path):
     stop, out = tmp_path / "stop", tmp_path / "run.txt"
     run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(out),
@@ -189,6 +214,7 @@ def test_control_of_a_process_started_by_fentry_run(tmp_path):
     check_add_events(lines_of(out))
 
 
+@pytest.mark.ptrace
 def test_any_number_of_readers_at_once(target, tmp_path):
     """Twelve `fentry -p PID pipe` at once: every one is served and gets
     events, the program's stderr stays empty, and detach is as quick as
@@ -220,12 +246,10 @@ def test_any_number_of_readers_at_once(target, tmp_path):
     # A reader's thread counted and never uncounted made detach wait out the
     # server's 2 s stop timeout; a normal one takes well under 0.2 s.
     assert time.monotonic() - started < 1.5
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()
 
 
+@pytest.mark.ptrace
 def test_all_tool_ids_taken_is_said_and_nothing_is_applied(tmp_path):
     """A program holding all six sys.monitoring tool ids: attach and a write
     that needs one are refused with the error_log entry naming the holders,
@@ -267,6 +291,7 @@ def test_all_tool_ids_taken_is_said_and_nothing_is_applied(tmp_path):
     assert err == ""
 
 
+@pytest.mark.ptrace
 def test_a_program_taking_fentrys_id_gets_it_and_tracing_goes_on(tmp_path):
     """Once fentry is attached, the program claims the very tool id fentry
     holds (as coverage.py or cProfile would claim theirs): it gets it, its
@@ -294,6 +319,7 @@ def test_a_program_taking_fentrys_id_gets_it_and_tracing_goes_on(tmp_path):
     assert all(" add <-main" in line for line in body_lines(out))
 
 
+@pytest.mark.ptrace
 def test_a_program_refused_fentrys_id_is_told_in_error_log(tmp_path):
     """No other id free: the program gets CPython's ValueError, and error_log says why."""
     target = Target(tmp_path, program=TOOL_IDS, extra=("last",))
@@ -320,16 +346,6 @@ def test_a_program_refused_fentrys_id_is_told_in_error_log(tmp_path):
 
 # -- who may connect
 
-def _other_python() -> str | None:
-    """An interpreter user nobody can run (for a raw connect; any version will do)."""
-    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if os.path.exists(path):
-            probe = subprocess.run([path, "-c", "pass"], user=65534, capture_output=True)
-            if probe.returncode == 0:
-                return path
-    return None
-
-
 RAW_CONNECT = """
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -345,9 +361,10 @@ print(s.makefile().readline().strip())
 """
 
 
+@pytest.mark.ptrace
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to connect as another uid")
 def test_another_uid_is_refused(target):
-    python = _other_python()
+    python = python_for(65534)
     if python is None:
         pytest.skip("no interpreter that uid 65534 may run")
     pid = str(target.pid)
@@ -456,6 +473,7 @@ print("done", "fentry" in sys.modules, os.path.exists(f"/tmp/fentry-{os.getpid()
 """
 
 
+@pytest.mark.ptrace
 def test_main_thread_busy_in_c_times_out_and_the_bootstrap_never_runs(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", BUSY, "3"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -481,6 +499,7 @@ ctypes.PyDLL(None).sleep(10)        # C code that keeps the GIL: no safe point b
 """
 
 
+@pytest.mark.ptrace
 def test_process_exiting_during_attach_is_said(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", EXITS], stdout=subprocess.PIPE, text=True)
     try:
@@ -524,6 +543,7 @@ print(how, "returned after", round(time.monotonic() - started), "s", flush=True)
 """
 
 
+@pytest.mark.ptrace
 @pytest.mark.parametrize("how", ["sleep", "join", "select", "input"])
 def test_attach_while_the_main_thread_is_blocked(tmp_path, how):
     """A main thread blocked outside Python (sleep, select, a read) or on a
@@ -565,6 +585,7 @@ threading.Thread(target=work).start()   # not a daemon: it is joined at exit
 """
 
 
+@pytest.mark.ptrace
 @pytest.mark.parametrize("how", [("-p", "{pid}", "ls"), ("attach", "{pid}", "--duration", "0.3")],
                          ids=["ls", "attach"])
 def test_a_program_that_imports_threading_after_the_attach_keeps_its_main_thread(how):
@@ -593,6 +614,7 @@ def test_gdb_missing_is_said(target):
     assert not os.path.exists(f"/tmp/fentry-{target.pid}")
 
 
+@pytest.mark.ptrace
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 def test_gdb_injector(target, tmp_path):
     """Events through gdb; or, where gdb's calls would break the program
@@ -610,12 +632,10 @@ def test_gdb_injector(target, tmp_path):
         _, err = interrupt(proc)
         assert "(gdb, paused" in err
         check_add_events(lines_of(out))
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()
 
 
+@pytest.mark.ptrace
 @pytest.mark.skipif(sys.version_info < (3, 14), reason="sys.remote_exec needs Python 3.14")
 def test_remote_exec_injector(target, tmp_path):
     out = tmp_path / "trace.txt"
@@ -628,6 +648,7 @@ def test_remote_exec_injector(target, tmp_path):
     check_no_residue(residue)
 
 
+@pytest.mark.ptrace
 def test_a_reader_that_does_not_read_or_vanishes_never_blocks_the_program(target):
     pid = str(target.pid)
     assert fentry("-p", pid, "write", "kprobe_events", "p:add add qty=qty").returncode == 0
@@ -644,12 +665,10 @@ def test_a_reader_that_does_not_read_or_vanishes_never_blocks_the_program(target
     more = profile(fentry("-p", pid, "read", "kprobe_profile").stdout)["add"][0]
     assert more > hits[2]
     assert fentry("-p", pid, "detach").returncode == 0
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()
 
 
+@pytest.mark.ptrace
 def test_a_process_traced_by_someone_else_is_refused_clearly(target):
     """ptrace refuses a second tracer: fentry says who holds it."""
     import ctypes
@@ -670,6 +689,7 @@ def test_a_process_traced_by_someone_else_is_refused_clearly(target):
     assert residue["fentry_loaded"] is False
 
 
+@pytest.mark.ptrace
 def test_output_closed_by_its_reader_detaches_quietly(target):
     """`fentry attach PID ... | head -3`: fentry ends without a traceback, and detaches."""
     proc = fentry_bg("attach", str(target.pid), "-e", ADD_PROBE)
@@ -696,6 +716,8 @@ def take_counts(path) -> collections.Counter:
     return collections.Counter(tasks)
 
 
+@pytest.mark.slow
+@pytest.mark.ptrace
 @pytest.mark.parametrize("how", ["attach", "pipe"])
 def test_nothing_is_lost_at_scale_when_attached(tmp_path, how):
     """4 busy threads x 300,000 calls, traced by fentry attach or read by
@@ -735,6 +757,7 @@ def test_nothing_is_lost_at_scale_when_attached(tmp_path, how):
     assert take_counts(out) == {f"b{k}": 300000 for k in range(4)}
 
 
+@pytest.mark.ptrace
 def test_two_attach_sessions_get_exactly_their_own_events(target, tmp_path):
     """Each session traces in an instance of its own: neither sees, steals
     nor leaves behind the other's events; the top level is untouched."""
@@ -762,7 +785,4 @@ def test_two_attach_sessions_get_exactly_their_own_events(target, tmp_path):
     assert a_body and all(": add: (add+0x0) qty=" in line for line in a_body), a_body[:3]
     assert b_body and all(line.endswith(": add <-main") for line in b_body), \
         [line for line in b_body if not line.endswith(": add <-main")][:3]
-    result, residue, err = target.finish()
-    check_result(result)
-    check_no_residue(residue)
-    assert err == ""
+    target.finish_clean()

@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-from .live import env
+from helpers import PROGRAMS, env
 
-FAMILY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "programs",
-                      "family.py")
+pytestmark = pytest.mark.slow     # multiprocessing: pools, spawn and forkserver children
+
+FAMILY = os.path.join(PROGRAMS, "family.py")
 LEAF = re.compile(r"^\s*\S+-(?P<pid>\d+)\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: leaf <-work\.<locals>\.<genexpr>$")
 
 

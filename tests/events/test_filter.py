@@ -336,6 +336,7 @@ def test_every_filter_message_is_tested():
 
 
 def test_kernel_messages_word_for_word():
+    # (test_probe_parser.py pins its own section of the table alike)
     assert ERRORS["FILT_ERR_FIELD_NOT_FOUND"] == "Field not found"
     assert ERRORS["FILT_ERR_TOO_MANY_OPEN"] == "Too many '('"
     assert ERRORS["FILT_ERR_TOO_MANY_CLOSE"] == "Too few '('"
@@ -370,12 +371,14 @@ def check_compile(text: str) -> None:
             assert f.matches(values) in (True, False)
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 @given(st.lists(st.sampled_from(TOKENS), max_size=14))
 def test_random_token_filters(tokens):
     check_compile(" ".join(tokens) if len(tokens) % 2 else "".join(tokens))
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(st.text(max_size=40))
 def test_random_text_filters(text):
@@ -383,7 +386,8 @@ def test_random_text_filters(text):
 
 
 # An independent evaluator for generated valid filters: an AST, its rendering,
-# and a plain-Python reading of its meaning (glob.c ported as written).
+# and a plain-Python reading of its meaning (glob.c ported as written: its two
+# backtracking steps, alike, stay two, as in lib/glob.c).
 
 def glob_match(pat: str, s: str) -> bool:
     """lib/glob.c glob_match(), line by line; '\\0' marks the ends."""
@@ -458,6 +462,7 @@ def glob_match(pat: str, s: str) -> bool:
 GLOB_CHARS = "ab*?[]!-\\"
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 @given(st.text(GLOB_CHARS, max_size=8), st.text("ab[]!-*?\\", max_size=8))
 def test_glob_regex_is_glob_c(pattern, s):
@@ -552,6 +557,7 @@ VALUE = st.one_of(st.none(), st.integers(-300, 300), st.booleans(),
                   st.text("ab*?[]!- ", max_size=5), st.floats(allow_nan=False))
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expression(2), st.fixed_dictionaries({}, optional={
     f: VALUE for f in NUM_FIELDS + STR_FIELDS}))

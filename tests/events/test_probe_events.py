@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from fentry.events.probe_parser import parse_probe
+from helpers import PROGRAMS, fentry_run, plain
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDERS = os.path.join(HERE, "programs", "orders.py")
-SRC = os.path.join(os.path.dirname(HERE), "src")
+ORDERS = os.path.join(PROGRAMS, "orders.py")
 EVENT = re.compile(r"^\s*\S+-\d+\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: (?P<event>\S+): \((?P<where>[^)]*)\)(?P<fields>.*)$")
 
 
-def run(tmp_path, *opts, program=(ORDERS,)):
-    env = dict(os.environ, PYTHONPATH=SRC)
-    out = tmp_path / "trace.txt"
-    proc = subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "nop", *opts, "-o", str(out),
-                           *program], capture_output=True, text=True, env=env, timeout=60)
-    return proc, out.read_text() if out.exists() else ""
+@pytest.fixture
+def orders(monkeypatch):
+    """tests/programs/orders.py, imported in this process (as the module ``orders``)."""
+    monkeypatch.syspath_prepend(PROGRAMS)
+    return importlib.import_module("orders")
+
+
+def run(tmp_path, *opts, program=(ORDERS,), **kw):
+    """``fentry run -t nop OPTS`` on orders.py (or ``program``): the process and the trace, as text."""
+    return fentry_run(tmp_path, "-t", "nop", *opts, program=program, sep=False, text=True, **kw)
 
 
 def events(trace):
@@ -35,8 +37,8 @@ def events(trace):
     return found
 
 
-def plain():
-    return subprocess.run([sys.executable, ORDERS], capture_output=True, text=True, timeout=60)
+def plain_orders():
+    return plain(ORDERS, text=True)
 
 
 def line_of(text):
@@ -46,7 +48,7 @@ def line_of(text):
 
 def test_entry_probe_with_named_fetchargs(tmp_path):
     proc, trace = run(tmp_path, "-e", "p:shop/lt __main__:line_total sku=item.sku price=item.price:u32 qty=item.qty")
-    assert proc.stdout == plain().stdout
+    assert proc.stdout == plain_orders().stdout
     got = [(e, f["sku"], f["price"], f["qty"]) for e, _, f in events(trace)]
     # order_total calls line_total for 4 items, then main for the same 4 again
     want = [("lt", "'apple'", "120", "3"), ("lt", "'bread'", "250", "1"),
@@ -64,12 +66,7 @@ def test_return_probe_retvals_add_up(tmp_path):
                where.endswith("<- line_total") for _, where, _ in events(trace))
 
 
-def test_offset_and_line_probes_fetch_a_local_assigned_just_before(tmp_path):
-    sys.path.insert(0, os.path.dirname(ORDERS))
-    try:
-        import orders
-    finally:
-        sys.path.pop(0)
+def test_offset_and_line_probes_fetch_a_local_assigned_just_before(tmp_path, orders):
     # the instruction that starts the `discounted = ...` line: `subtotal` is set by then
     line = line_of("discounted = subtotal")
     offset = min(start for start, _, ln in orders.line_total.__code__.co_lines() if ln == line)
@@ -81,12 +78,7 @@ def test_offset_and_line_probes_fetch_a_local_assigned_just_before(tmp_path):
     assert [v for e, v in values if e == "ln"] == want
 
 
-def test_mid_instruction_offset_is_refused_with_a_caret(tmp_path):
-    sys.path.insert(0, os.path.dirname(ORDERS))
-    try:
-        import orders
-    finally:
-        sys.path.pop(0)
+def test_mid_instruction_offset_is_refused_with_a_caret(orders):
     import fentry
     from fentry.kprobes import instruction_boundaries
     code = orders.line_total.__code__
@@ -108,13 +100,8 @@ def test_filter_keeps_exactly_the_matching_events(tmp_path):
     assert got == [("250", "1"), ("499", "2")] * 2
 
 
-def test_kprobe_profile_counts_the_calls():
+def test_kprobe_profile_counts_the_calls(orders):
     import fentry
-    sys.path.insert(0, os.path.dirname(ORDERS))
-    try:
-        import orders
-    finally:
-        sys.path.pop(0)
     fs = fentry.tracefs()
     fs.write("kprobe_events", "p orders:line_total item.nothing_here")
     fs.write("kprobe_events", "r orders:order_total $retval", append=True)
@@ -132,7 +119,7 @@ def test_kprobe_profile_counts_the_calls():
 def test_fetches_never_run_user_code(tmp_path):
     proc, trace = run(tmp_path, "-e", "p __main__:order_total sneaky.secret sneaky.other sneaky[0] sneaky",
                       "-e", "p __main__:line_total item.price.real.nope")
-    assert proc.stdout == plain().stdout        # no PROPERTY/GETATTR/GETITEM/REPR RAN
+    assert proc.stdout == plain_orders().stdout        # no PROPERTY/GETATTR/GETITEM/REPR RAN
     (fields,) = [f for e, _, f in events(trace) if e == "p_order_total_0"]
     assert fields["arg1"] == fields["arg2"] == fields["arg3"] == "(fault)"
     assert fields["arg4"] == "<__main__.Sneaky>"
@@ -175,14 +162,9 @@ def test_two_probes_of_one_name_are_refused_before_the_program(tmp_path, first, 
     assert caret.index("^") == command.index(second) + (second.index(":") + 1 if second[1] == ":" else 0)
 
 
-def test_an_enabled_events_name_is_taken_not_busy():
+def test_an_enabled_events_name_is_taken_not_busy(orders):
     """Disabling the event would not free its name: the kernel's 'already used', not 'busy'."""
     import fentry
-    sys.path.insert(0, os.path.dirname(ORDERS))
-    try:
-        import orders  # noqa: F401
-    finally:
-        sys.path.pop(0)
     fs = fentry.tracefs()
     fs.write("kprobe_events", "p:dup orders:line_total")
     fs.write("events/kprobes/dup/enable", "1")
@@ -193,12 +175,9 @@ def test_an_enabled_events_name_is_taken_not_busy():
 
 
 def test_probes_and_a_tracer_in_one_trace(tmp_path):
-    env = dict(os.environ, PYTHONPATH=SRC)
-    out = tmp_path / "t.txt"
-    subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "function_graph", "-l", "__main__:*",
-                    "-e", "r __main__:line_total $retval", "-o", str(out), ORDERS],
-                   capture_output=True, env=env, timeout=60, check=True)
-    text = out.read_text()
+    proc, text = fentry_run(tmp_path, "-t", "function_graph", "-l", "__main__:*",
+                            "-e", "r __main__:line_total $retval", program=(ORDERS,), text=True)
+    assert proc.returncode == 0, proc.stderr
     assert "line_total() {" in text or "line_total();" in text
     assert text.count("/* r_line_total_0: (") == 8
 

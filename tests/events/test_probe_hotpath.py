@@ -17,11 +17,9 @@ import pytest
 
 import fentry
 from fentry import hotpath
+from helpers import PROGRAMS, env
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAMS = os.path.join(HERE, "programs")
 SHAPES = os.path.join(PROGRAMS, "shapes.py")
-SRC = os.path.join(os.path.dirname(HERE), "src")
 
 # (definition, filter): each a probe event on shapes.work
 PROBES = [
@@ -82,11 +80,11 @@ def probes() -> list[tuple[str, str]]:
 
 def run_driver(code: str, pure: bool) -> tuple[dict, str]:
     """Run a driver script on one hot path: (its JSON result line, the output before it)."""
-    env = dict(os.environ, PYTHONPATH=SRC)
-    env.pop("FENTRY_PURE_PYTHON", None)
+    e = env()
+    e.pop("FENTRY_PURE_PYTHON", None)
     if pure:
-        env["FENTRY_PURE_PYTHON"] = "1"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+        e["FENTRY_PURE_PYTHON"] = "1"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     *program_output, result = proc.stdout.splitlines()
@@ -315,6 +313,7 @@ def run_batch(batch: list[tuple[str, str]], pure: bool) -> tuple[dict, str]:
     return run_driver(f"PROGRAMS = {PROGRAMS!r}\nBATCH = {batch!r}\n" + DIFF_DRIVER, pure)
 
 
+@pytest.mark.slow
 def test_generated_probes_trace_the_same_on_both_paths():
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies

@@ -539,6 +539,7 @@ PROPERTY = settings(max_examples=1500, deadline=None,
                     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(valid_line(), st.randoms(use_true_random=False))
 def test_property_generated_definitions(line, rnd):
@@ -549,6 +550,7 @@ def test_property_generated_definitions(line, rnd):
         check_line(mutate(line, rnd))
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(st.text(alphabet=BREAKERS + "é\x00\u2028", max_size=40))
 def test_property_any_text_raises_only_trace_errors(line):

@@ -15,7 +15,8 @@ import fentry
 from fentry import symbols
 from fentry.kprobes import instruction_boundaries
 
-from .test_probe_events import ORDERS, SRC, events, run
+from helpers import SRC, env, plain
+from .test_probe_events import ORDERS, events, run
 
 # Imports textwrap and email.utils itself, after saying whether they were imported already.
 LATE = """\
@@ -32,10 +33,6 @@ def late_program(tmp_path):
     path = tmp_path / "late.py"
     path.write_text(LATE)
     return str(path)
-
-
-def plain(program):
-    return subprocess.run([sys.executable, program], capture_output=True, text=True, timeout=60)
 
 
 def inner_offset(code) -> int:
@@ -66,7 +63,7 @@ def test_a_valid_probe_on_a_module_imported_later_fires(tmp_path):
     proc, trace = run(tmp_path, "-e", f"p:tw/dedent textwrap:dedent+{offset}",
                       "-e", "p:em/parse email.utils:parseaddr", program=(program,))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == plain(program).stdout      # nothing imported (nor run) by the check
+    assert proc.stdout == plain(program, text=True).stdout      # nothing imported (nor run) by the check
     assert proc.stdout.startswith("[]\n")
     assert [(e, where) for e, where, _ in events(trace)] == [
         ("dedent", f"dedent+{offset:#x}"), ("parse", "parseaddr+0x0")]
@@ -75,7 +72,7 @@ def test_a_valid_probe_on_a_module_imported_later_fires(tmp_path):
 def test_a_module_that_cannot_be_found_is_pending_and_says_so(tmp_path):
     program = late_program(tmp_path)
     proc, _ = run(tmp_path, "-e", "p:x/y no_such_module_here:f", program=(program,))
-    assert proc.returncode == 0 and proc.stdout == plain(program).stdout
+    assert proc.returncode == 0 and proc.stdout == plain(program, text=True).stdout
     head, command, caret = proc.stderr.splitlines()[:3]
     assert head.endswith("] trace_kprobe: info: Module not found yet; "
                          "the probe is pending until it is imported")
@@ -139,10 +136,10 @@ def test_the_compilers_warnings_are_not_the_programs(tmp_path):
     (tmp_path / "escapes.py").write_text('def f():\n    return "\\d"\n')
     script = tmp_path / "main.py"
     script.write_text("print('ok')\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, str(tmp_path)]))
     got = subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "nop", "-e", "p escapes:f",
                           "-o", str(tmp_path / "t"), str(script)],
-                         capture_output=True, text=True, env=env, timeout=60)
+                         capture_output=True, text=True, env=env(PYTHONPATH=os.pathsep.join([SRC, str(tmp_path)])),
+                         timeout=60)
     assert (got.returncode, got.stdout, got.stderr) == (0, "ok\n", "")
 
 
@@ -175,12 +172,8 @@ def test_a_module_beside_the_script_is_found_before_the_script_runs(tmp_path):
     (tmp_path / "app" / "helper.py").write_text("def work(x):\n    return x + 1\n")
     script = tmp_path / "app" / "main.py"
     script.write_text("import helper\nprint(helper.work(1))\n")
-    env = dict(os.environ, PYTHONPATH=SRC)
-    command = [sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(tmp_path / "t")]
-    got = subprocess.run([*command, "-e", "p helper:nope", str(script)],
-                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    got, _ = run(tmp_path, "-e", "p helper:nope", program=(str(script),), cwd=tmp_path)
     assert got.returncode == 2 and "error: Invalid probed address or symbol" in got.stderr
-    got = subprocess.run([*command, "-e", "p:h/work helper:work x=x", str(script)],
-                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    got, trace = run(tmp_path, "-e", "p:h/work helper:work x=x", program=(str(script),), cwd=tmp_path)
     assert (got.returncode, got.stdout, got.stderr) == (0, "2\n", "")
-    assert "work: (work+0x0) x=1" in (tmp_path / "t").read_text()
+    assert "work: (work+0x0) x=1" in trace

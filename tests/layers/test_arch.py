@@ -9,9 +9,9 @@ import threading
 import pytest
 
 import fentry
-from fentry import hotpath
+from fentry import arch, hotpath
 
-from .helpers import Recorder, fentry_tool_ids
+from helpers import Recorder, fentry_tool_ids
 
 M = sys.monitoring
 E = M.events
@@ -45,12 +45,10 @@ def test_tool_id_claimed_without_evicting_others(claimed_tool_ids, register, fre
 def test_no_free_tool_id_is_a_clear_error_naming_the_holders(claimed_tool_ids):
     claimed_tool_ids(range(6))
     ops = Recorder(FILTER)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(arch.ToolIdBusy) as err:
         fentry.register_ftrace_function(ops)
-    message = str(err.value)
-    assert "tool id" in message
-    for i in range(6):
-        assert f"other-tool-{i}" in message
+    assert "ftrace: error: No free sys.monitoring tool id: all are held (0 by 'other-tool-0', " in str(err.value)
+    assert err.value.holders == {i: f"other-tool-{i}" for i in range(6)}
     assert not ops.registered
     traced_target(1)
     assert ops.calls == []
@@ -60,7 +58,7 @@ def test_no_free_tool_id_is_a_clear_error_naming_the_holders(claimed_tool_ids):
 def test_registering_works_once_a_tool_id_is_freed(claimed_tool_ids, register):
     claimed_tool_ids(range(6))
     ops = Recorder(FILTER)
-    with pytest.raises(Exception):
+    with pytest.raises(arch.ToolIdBusy):
         fentry.register_ftrace_function(ops)
     M.free_tool_id(2)
     register(ops)
@@ -100,7 +98,8 @@ def test_last_unregister_leaves_no_local_events_and_frees_the_tool_id(register):
     ops = register(Recorder(FILTER))
     traced_target(1)
     [tool_id] = fentry_tool_ids()
-    assert M.get_local_events(tool_id, traced_target.__code__) != 0
+    assert M.get_local_events(tool_id, traced_target.__code__) == E.PY_START
+    assert M.get_events(tool_id) != 0
     fentry.unregister_ftrace_function(ops)
     assert M.get_tool(tool_id) is None
     # CPython 3.12/3.13 keep local events across free_tool_id: claim the id

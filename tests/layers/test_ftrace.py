@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import fentry
 from fentry import TraceError
 
-from .helpers import Recorder
+from helpers import Recorder
 
 CALL_OPS = {"CALL", "CALL_KW", "CALL_FUNCTION_EX"}
 
@@ -307,6 +307,8 @@ ALL = {"A:Cart.add", "A:Cart.total", "A:Cart.reset", "A:helper", "B:Cart.add", "
     ("*:mod:{B}", "", {"B:Cart.add", "B:audit"}),
     ("{B}:*", "", {"B:Cart.add", "B:audit"}),
     ("{A}:Cart.add", "", {"A:Cart.add"}),
+    ("{A}.helper", "", {"A:helper"}),                  # MODULE.QUALNAME, as a bare glob
+    ("Cart.add:mod:no_such_module", "", set()),
     ("gshop_*:*e*", "", {"A:Cart.reset", "A:helper"}),
     ("", "", ALL),
     ("", "Cart.*", {"A:helper", "B:audit"}),
@@ -401,7 +403,7 @@ def test_a_bare_glob_selects_what_fnmatch_matches(mods, glob):
     ("helper Cart.[add", "["),
     ("Cart.add:mod:", None),
     (":helper", None),
-    ("a:b:c", None),
+    ("a:b:c", "b"),
     ("Cart.add:mode:shop", None),
 ])
 def test_bad_filter_raises_and_the_previous_filter_stays(register, mods, bad, where):
@@ -446,6 +448,9 @@ def test_two_ops_on_one_function_each_called_once_per_call(register, mods):
     mods.B.audit()
     assert a.names() == ["helper"] * 3 + ["audit"]
     assert b.names() == ["helper"] * 3
+    # through the list function too, parent_ip is the caller's call site
+    here = sys._getframe().f_code
+    assert {c.parent_ip.code for c in a.calls + b.calls} == {here}
 
 
 def test_unregistering_one_of_two_ops_leaves_the_other_called(register, mods):

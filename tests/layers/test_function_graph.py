@@ -12,7 +12,7 @@ import pytest
 
 import fentry
 
-from .helpers import DURATION, SHOPAPP, fentry_run, graph_lines
+from helpers import DURATION, SHOPAPP, fentry_run, graph_lines
 
 HERE = __name__
 
@@ -278,6 +278,7 @@ def test_cancelled_coroutine_reenters_and_raises(fs):
 
 
 def test_throw_into_a_generator_reenters_it(fs):
+    # (the expected graph looks like the generator test's: data alike, not logic)
     lines = graph(fs, throws_in, "throws_in", "handles", "leaf")
     assert texts(lines) == [
         "throws_in() {",

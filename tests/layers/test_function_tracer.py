@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from .helpers import FUNCTION_LINE, body, calls_printed, fentry_run, function_lines
+from helpers import FUNCTION_LINE, body, calls_printed, fentry_run, function_lines
 
 HERE = __name__
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 
-from .helpers import function_lines
+from helpers import function_lines
 
 HERE = __name__
 ENTRIES = re.compile(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)", re.M)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .helpers import (PROGRAMS, SHOPAPP, SRC, body, calls_printed, env, fentry_run,
+from helpers import (PROGRAMS, SHOPAPP, SRC, body, calls_printed, env, fentry_run,
                       function_lines, plain)
 
 
@@ -36,12 +36,12 @@ def same_run(want: subprocess.CompletedProcess, got: subprocess.CompletedProcess
 @pytest.mark.parametrize("opts,status", [
     (("-t", "nop"), "3"),
     (("-t", "function"), "3"),
-    (("-t", "function"), "0"),
+    pytest.param(("-t", "function"), "0", marks=pytest.mark.slow),
     (("-t", "function_graph"), "3"),
-    (("-t", "function", "-l", "__main__:*"), "3"),
-    (("-t", "function", "-l", "fib", "-l", "Inventory.*"), "0"),
-    (("-t", "function_graph", "-l", "Cart.*", "-n", "Cart.add"), "3"),
-    (("-t", "function_graph", "-l", "__main__:*", "-O", "funcgraph-tail"), "0"),
+    pytest.param(("-t", "function", "-l", "__main__:*"), "3", marks=pytest.mark.slow),
+    pytest.param(("-t", "function", "-l", "fib", "-l", "Inventory.*"), "0", marks=pytest.mark.slow),
+    pytest.param(("-t", "function_graph", "-l", "Cart.*", "-n", "Cart.add"), "3", marks=pytest.mark.slow),
+    pytest.param(("-t", "function_graph", "-l", "__main__:*", "-O", "funcgraph-tail"), "0", marks=pytest.mark.slow),
 ], ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
 def test_output_and_exit_status_are_byte_identical(tmp_path, opts, status):
     want = plain(SHOPAPP, status)
@@ -179,6 +179,7 @@ def check_graph_balanced(trace: str) -> None:
     assert opens == closes, (opens, closes)
 
 
+@pytest.mark.slow
 def test_deep_recursion_reaches_the_same_depth(tmp_path):
     script = write_script(tmp_path, "deep.py", '''
         def down(n):
@@ -218,6 +219,7 @@ FIRST_CALL_AT_THE_LIMIT = '''
 '''
 
 
+@pytest.mark.slow
 def test_a_function_first_called_at_the_recursion_limit(tmp_path):
     """Discovery (Python code, on either hot path) runs on the program's
     stack: where it does not fit, the call goes untraced, and the program
@@ -256,6 +258,7 @@ UNBOUNDED = '''
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tracer", ["function", "function_graph"])
 def test_recursion_error_traceback_is_the_programs_own(tmp_path, tracer):
     script = write_script(tmp_path, "unbounded.py", UNBOUNDED)
@@ -284,6 +287,7 @@ def test_recursion_error_traceback_is_the_programs_own(tmp_path, tracer):
 TOOL_IDS = os.path.join(PROGRAMS, "tool_ids.py")
 
 
+@pytest.mark.slow
 def test_a_program_taking_fentrys_tool_id_gets_it_and_every_call_is_traced(tmp_path):
     """The program claims the sys.monitoring tool id fentry holds, as
     coverage.py or cProfile claim theirs: it gets it and its tool sees every
@@ -310,6 +314,7 @@ def test_a_program_taking_fentrys_tool_id_gets_it_and_every_call_is_traced(tmp_p
     assert len([m for m in function_lines(out.read_text()) if m["func"] == "add"]) == orders
 
 
+@pytest.mark.slow
 def test_a_long_trace_arrives_complete(tmp_path):
     script = write_script(tmp_path, "many.py", '''
         def tick(i):
@@ -325,6 +330,7 @@ def test_a_long_trace_arrives_complete(tmp_path):
 WHOLE = "import json\ndef f():\n    return json.dumps([1])\nf()\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["script", "-c"])
 def test_a_whole_program_trace_starts_with_the_programs_first_call(tmp_path, form):
     """Nothing of fentry's start-up, nor of the interpreter's (site's imports,
@@ -392,6 +398,7 @@ f(0)
 '''
 
 
+@pytest.mark.slow
 def test_task_names_are_the_threads_names_when_the_events_happened(tmp_path):
     """A thread's first calls (before threading registers it) carry its name;
     a renamed thread's events carry the name it had then."""
@@ -425,6 +432,7 @@ def take_counts(trace: str) -> collections.Counter:
     return collections.Counter(tasks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads,calls", [(4, 300_000), (0, 1_000_000)], ids=["4x300k", "1x1M"])
 @pytest.mark.parametrize("where", ["-o", "stderr"])
 def test_nothing_is_lost_at_scale_with_the_default_buffer(tmp_path, threads, calls, where):
@@ -555,7 +563,9 @@ def test_sigterm_from_outside_during_a_long_run(tmp_path):
     assert [m["func"] for m in function_lines(out.read_text())] == ["tick"] * 100
 
 
+@pytest.mark.slow
 def test_ctrl_c_reaches_the_program(tmp_path):
+    # (a tick loop, as in test_a_long_trace_arrives_complete: each test's program is its own)
     script = write_script(tmp_path, "ctrlc.py", '''
         import os, signal, time
         def tick(i):
@@ -687,6 +697,7 @@ MODULES = '''
 '''
 
 
+@pytest.mark.slow
 def test_traced_process_imports_nothing_outside_the_standard_library(tmp_path):
     code = textwrap.dedent(MODULES)
     fentry_dir = os.path.join(SRC, "fentry")

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from .helpers import Recorder
+from fentry.symbols import SymbolTable
+from helpers import Recorder
 
 _serial = itertools.count()
 
@@ -40,9 +41,13 @@ class Cart:
     def checkout(self):
         return 1
 
+    class Inner:
+        def deep(self):
+            return 2
+
 def outer():
     def inner():
-        return 2
+        return lambda: 2
     return inner
 
 square = lambda x: x * x
@@ -72,6 +77,8 @@ def test_available_filter_functions_lines_are_qualname_and_module(fs, shop):
     assert all(re.fullmatch(r"\S+ \[[^\]\s]+\]", line) for line in lines), \
         [line for line in lines if not re.fullmatch(r"\S+ \[[^\]\s]+\]", line)][:5]
     assert f"Cart.add [{shop.__name__}]" in lines
+    keys = [tuple(reversed(line[:-1].rsplit(" [", 1))) for line in lines]     # (module, qualname)
+    assert keys == sorted(keys)
 
 
 @pytest.mark.parametrize("qualname", [
@@ -80,7 +87,9 @@ def test_available_filter_functions_lines_are_qualname_and_module(fs, shop):
     "Cart.named",               # classmethod
     "Cart.size",                # property getter
     "outer",
+    "Cart.Inner.deep",          # a method of a nested class
     "outer.<locals>.inner",     # nested, found through co_consts
+    "outer.<locals>.inner.<locals>.<lambda>",
     "<lambda>",                 # lambda bound to a module global
     "Cart.checkout",            # the wrapped function, under its own qualname
     "logged.<locals>.wrapper",  # and the wrapper made by functools.wraps, under its own
@@ -105,7 +114,9 @@ def test_fentry_itself_is_not_listed(fs, shop):
     ("Cart.make", lambda m: m.Cart.make()),
     ("Cart.named", lambda m: m.Cart.named()),
     ("Cart.size", lambda m: m.Cart().size),
+    ("Cart.Inner.deep", lambda m: m.Cart.Inner().deep()),
     ("outer.<locals>.inner", lambda m: m.outer()()),
+    ("outer.<locals>.inner.<locals>.<lambda>", lambda m: m.outer()()()),
     ("<lambda>", lambda m: m.square(3)),
     ("Cart.checkout", lambda m: m.Cart().checkout()),
     ("_base", lambda m: m.plus1(2)),
@@ -114,6 +125,14 @@ def test_symbol_name_selects_that_function(register, shop, qualname, call):
     ops = register(Recorder(f"{shop.__name__}:{qualname}"))
     call(shop)
     assert ops.names() == [qualname]
+
+
+def test_the_symbol_table_names_a_code_object(shop):
+    table = SymbolTable()
+    table.add_module(shop)
+    assert table.lookup(shop.Cart.add.__code__).name == f"{shop.__name__}:Cart.add"
+    assert table.lookup(shop.Cart.checkout.__wrapped__.__code__).name == f"{shop.__name__}:Cart.checkout"
+    assert table.lookup(shop.plus1.func.__code__).name == f"{shop.__name__}:_base"
 
 
 def test_wrapper_and_wrapped_are_told_apart(register, shop):

@@ -10,7 +10,7 @@ import pytest
 
 from fentry import TraceError
 
-from .helpers import body, fentry_tool_ids, function_lines
+from helpers import body, fentry_tool_ids, function_lines
 
 HERE = __name__
 FILES = {"available_tracers", "current_tracer", "set_ftrace_filter", "set_ftrace_notrace",
@@ -62,7 +62,16 @@ def test_ls_of_a_missing_directory_is_an_error(fs):
 
 
 def test_available_tracers(fs):
-    assert set(fs.read("available_tracers").split()) == {"nop", "function", "function_graph"}
+    assert fs.read("available_tracers").split() == ["function_graph", "function", "nop"]
+
+
+def test_the_fentry_command_knows_the_tracers_and_sizes_there_are():
+    """cli.py keeps copies (it starts without the in-process modules): they must agree."""
+    from fentry import cli
+    from fentry.tracers.ring_buffer import DEFAULT_SIZE_KB
+    from fentry.tracers.trace import TRACERS
+    assert cli.TRACER_NAMES == tuple(TRACERS)
+    assert cli.DEFAULT_SIZE_KB == DEFAULT_SIZE_KB
 
 
 def test_current_tracer_starts_as_nop_and_switches(fs):

@@ -10,12 +10,10 @@ import re
 import struct
 import zlib
 
-from .test_record_report import fentry
+from helpers import PROGRAMS, fentry
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOPAPP = os.path.join(TESTS, "programs", "shopapp.py")
-FAMILY = os.path.join(TESTS, "programs", "family.py")
-BUSY = os.path.join(TESTS, "programs", "busy.py")
+FAMILY = os.path.join(PROGRAMS, "family.py")
+BUSY = os.path.join(PROGRAMS, "busy.py")
 
 # function_graph's text: "   MainThread-123  | + 1.234 us   |    name() {" (or "name();")
 GRAPH_LINE = re.compile(r"^\s*(?P<task>\S.*?)-(?P<tid>\d+)\s+\|(?P<dur>[^|]*)\|  (?P<body>.*)$")

@@ -192,7 +192,8 @@ def test_records_from_their_bytes_walk_as_decoded_ones(tmp_path):
     from fentry.report.datfile import DatReader
     from fentry.report.decode import Streams
 
-    from .exports import SHOPAPP, record
+    from helpers import SHOPAPP
+    from .exports import record
 
     class Ops(CallSink):
         def __init__(self, raw: bool) -> None:
@@ -221,6 +222,7 @@ def test_records_from_their_bytes_walk_as_decoded_ones(tmp_path):
     assert got[0] == got[1] and sum(map(len, got[0].values())) > 100
 
 
+@pytest.mark.slow
 def test_perfetto_packets_made_in_runs_are_the_packets_made_one_by_one(tmp_path, monkeypatch):
     """Ordinary begins and ends go out POOL at a time (perfetto._Pool): the
     same bytes as a packet at a time, whatever the runs' shapes."""
@@ -228,7 +230,8 @@ def test_perfetto_packets_made_in_runs_are_the_packets_made_one_by_one(tmp_path,
     from fentry.report.datfile import DatReader
     from fentry.report.decode import Streams
 
-    from .exports import BUSY, SHOPAPP, record
+    from helpers import SHOPAPP
+    from .exports import BUSY, record
 
     dats = [record(tmp_path, "s.dat", "-t", "function_graph", "-l", "__main__:*", SHOPAPP),
             record(tmp_path, "b.dat", "-t", "function_graph", "-l", "take", "-l", "work",

@@ -11,8 +11,11 @@ import re
 
 import pytest
 
-from .exports import (BUSY, FAMILY, SHOPAPP, chrome_threads, counts, export, nested, perfetto_threads,
+from helpers import SHOPAPP
+from .exports import (BUSY, FAMILY, chrome_threads, counts, export, nested, perfetto_threads,
                       record, report, speedscope_profiles, text_calls, text_names, text_traced_ns)
+
+pytestmark = pytest.mark.slow     # real programs recorded, then exported and read back
 
 FORMATS = ("perfetto", "chrome", "speedscope")
 
@@ -136,6 +139,7 @@ def test_folded_weights_add_up_to_the_traced_time_or_the_calls(shop):
     assert by_function == text
 
 
+@pytest.mark.slow
 def test_a_threaded_program_at_scale(tmp_path):
     """Three threads of 20000 calls each: every call in every format, each
     thread on its own track."""
@@ -159,6 +163,7 @@ def test_a_threaded_program_at_scale(tmp_path):
             .replace("take", "__main__:take")
 
 
+@pytest.mark.slow
 def test_processes_followed_have_a_track_each(tmp_path):
     """--follow: fork, subprocess, multiprocessing; each process's threads
     under its own process, with the calls the text trace shows for them."""
@@ -228,7 +233,7 @@ def test_a_perfetto_trace_is_not_written_to_a_terminal(tmp_path):
     import pty
     import subprocess
     import sys
-    from .test_record_report import env
+    from helpers import env
     dat = record(tmp_path, "t.dat", "-t", "function", "-l", "fib", SHOPAPP)
     leader, follower = pty.openpty()
     try:
@@ -247,7 +252,7 @@ def test_only_the_perfetto_export_imports_perfetto():
     protos."""
     import subprocess
     import sys
-    from .test_record_report import env
+    from helpers import env
     code = ("import sys, fentry.cli, fentry.report.calls, fentry.report.chrome, "
             "fentry.report.speedscope, fentry.report.folded, fentry.report.view\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'perfetto', 'google', "

@@ -16,8 +16,10 @@ import urllib.request
 
 import pytest
 
-from .exports import SHOPAPP, png_pixels, record
-from .test_record_report import env
+from helpers import SHOPAPP, env
+from .exports import png_pixels, record
+
+pytestmark = pytest.mark.slow     # the viewer in headless chromium
 
 REQUIRED = bool(os.environ.get("FENTRY_REQUIRE_VIEWER"))   # set by make test once installed
 

@@ -10,8 +10,8 @@ common: event names, fetchargs, types) and the parsing half of
     -:[GRP/]EVENT                                             remove
 
 Nothing is resolved here: no symbol lookup, no code object, no offset
-decoding (a later layer does that and reports ``BAD_PROBE_ADDR``,
-``NON_UNIQ_SYMBOL`` or ``BAD_INSN_BNDRY`` itself).  A rejected line raises
+decoding (a later layer does that and reports ``BAD_PROBE_ADDR`` or
+``BAD_INSN_BNDRY`` itself).  A rejected line raises
 ``TraceError`` with the kernel's message and the caret where the kernel's
 ``kprobe_syntax_errors.tc`` expects it: as the kernel's ``trace_probe_log``,
 an error is given as (word index, offset in that word) and the position in

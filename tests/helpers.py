@@ -1,5 +1,9 @@
 """What the tests share: paths, running programs with and without fentry,
-parsing trace text, and an FtraceOps that records its calls."""
+parsing trace text, an FtraceOps that records its calls, and whether this
+machine lets ``fentry attach`` ptrace its target.
+
+The one helpers module: tests import it as ``helpers`` (tests/ is on sys.path,
+as the directory of the rootdir conftest)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import subprocess
 import sys
 from types import CodeType
 
-import fentry
+from fentry import FtraceOps
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC = os.path.join(os.path.dirname(TESTS), "src")
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+SRC = os.path.join(ROOT, "src")
 PROGRAMS = os.path.join(TESTS, "programs")
 SHOPAPP = os.path.join(PROGRAMS, "shopapp.py")
 TIMEOUT = 60
@@ -43,6 +48,13 @@ def plain(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, timeout=TIMEOUT, **kw)
 
 
+def fentry(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """``python -m fentry ARGS...``, as a user types it; output as text."""
+    kw.setdefault("env", env())
+    return subprocess.run([sys.executable, "-m", "fentry", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
 def fentry_run(tmp_path, *opts: str, program: tuple[str, ...] = (SHOPAPP,), output: bool = True,
                sep: bool = True, **kw) -> tuple[subprocess.CompletedProcess, str]:
     """``python -m fentry run OPTS -o FILE [--] PROGRAM``: the process and the trace written."""
@@ -65,22 +77,23 @@ def body(trace: str) -> list[str]:
             if line and not line.startswith("#") and not LOST_LINE.match(line)]
 
 
-def function_lines(trace: str) -> list[re.Match]:
-    """Every line of a function trace, parsed; fails on a line of any other shape."""
+def parsed(trace: str, line: re.Pattern, what: str) -> list[re.Match]:
+    """Every event line of ``trace`` matched by ``line``; fails on a line of any other shape."""
     lines = body(trace)
-    matches = [FUNCTION_LINE.match(line) for line in lines]
-    bad = [line for line, m in zip(lines, matches) if m is None]
-    assert not bad, f"not function-tracer lines: {bad[:5]}"
+    matches = [line.match(text) for text in lines]
+    bad = [text for text, m in zip(lines, matches) if m is None]
+    assert not bad, f"not {what} lines: {bad[:5]}"
     return matches
+
+
+def function_lines(trace: str) -> list[re.Match]:
+    """Every line of a function trace, parsed."""
+    return parsed(trace, FUNCTION_LINE, "function-tracer")
 
 
 def graph_lines(trace: str) -> list[re.Match]:
-    """Every line of a function_graph trace, parsed; fails on a line of any other shape."""
-    lines = body(trace)
-    matches = [GRAPH_LINE.match(line) for line in lines]
-    bad = [line for line, m in zip(lines, matches) if m is None]
-    assert not bad, f"not function_graph lines: {bad[:5]}"
-    return matches
+    """Every line of a function_graph trace, parsed."""
+    return parsed(trace, GRAPH_LINE, "function_graph")
 
 
 def calls_printed(stdout: bytes | str) -> dict[str, int]:
@@ -101,7 +114,7 @@ class Call:
     args: dict | None
 
 
-class Recorder(fentry.FtraceOps):
+class Recorder(FtraceOps):
     """An FtraceOps whose callback records what it was given."""
 
     def __init__(self, filter: str | None = None, flags: int = 0, notrace: str | None = None) -> None:
@@ -127,3 +140,59 @@ class Recorder(fentry.FtraceOps):
 def fentry_tool_ids() -> list[int]:
     """sys.monitoring tool ids held by fentry now."""
     return [i for i in range(6) if sys.monitoring.get_tool(i) == "fentry"]
+
+
+# ---------------------------------------------------------------- may fentry attach ptrace here?
+
+# A sibling's attempt: PTRACE_SEIZE, then exit (the kernel detaches a tracer that exits).
+SEIZE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(0x4206, int(sys.argv[1]), None, None) == -1:
+    print(os.strerror(ctypes.get_errno()))
+"""
+
+
+def ptrace_scope() -> int | None:
+    """kernel.yama.ptrace_scope (None: the kernel has no yama)."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def ptrace_refusal(python: str = sys.executable, user: int | None = None) -> str | None:
+    """Why ``fentry attach`` may not ptrace its target here (None: it may).
+
+    ``fentry attach`` is not its target's parent: the tests start both, as a
+    shell does, so the question is whether a *sibling* may seize a process the
+    tests started.  Yama's ptrace_scope 1 allows a process only its own
+    descendants (unless it has CAP_SYS_PTRACE), 2 needs CAP_SYS_PTRACE, 3
+    refuses all; a container without CAP_SYS_PTRACE refuses too.  ``python``
+    and ``user`` run the sibling as another uid (how the tests check this check).
+    """
+    if not sys.platform.startswith("linux"):
+        return "fentry attach is Linux only"
+    target = subprocess.Popen(["sleep", "60"])
+    try:
+        sibling = subprocess.run([python, "-c", SEIZE, str(target.pid)], capture_output=True, text=True,
+                                 timeout=TIMEOUT, user=user)
+    finally:
+        target.kill()
+        target.wait()
+    assert sibling.returncode == 0, sibling.stderr      # the check itself must work, not skip
+    if not sibling.stdout:
+        return None
+    scope = ptrace_scope()
+    yama = f"; kernel.yama.ptrace_scope is {scope}" if scope else ""
+    return f"a sibling process may not ptrace another here ({sibling.stdout.strip()}{yama})"
+
+
+def python_for(uid: int) -> str | None:
+    """An interpreter that ``uid`` may run (any version), or None."""
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(path) and subprocess.run([path, "-c", "pass"], user=uid,
+                                                   capture_output=True).returncode == 0:
+            return path
+    return None
