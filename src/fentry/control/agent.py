@@ -23,6 +23,7 @@ import _thread
 import atexit
 import functools
 import json
+import math
 import os
 import select
 import signal
@@ -621,7 +622,7 @@ _fork_filter_since = 0.0
 
 
 def _before_fork() -> None:
-    global _fork_filter, _sigterm_held
+    global _fork_filter, _fork_filter_since, _sigterm_held
     if _python_sigterm_handler() and threading.current_thread() is threading.main_thread():
         # Pure Python catches SIGTERM with a Python handler, which a child
         # inherits, and Python drops the signals a child gets before its
@@ -632,9 +633,13 @@ def _before_fork() -> None:
     agent = _agent
     if agent is None or _program_threads(agent) > 1:
         _drop_fork_filter()         # the program's own threads: it gets its warning
-    elif _fork_filter is None:
-        warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
-        _fork_filter = warnings.filters[0]
+    else:
+        if _fork_filter is None:
+            warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+            _fork_filter = warnings.filters[0]
+        # Not stale while the fork runs: the agent's thread must not drop
+        # it before the warning it is for (after_in_parent starts the clock).
+        _fork_filter_since = math.inf
 
 
 def _program_threads(agent: Agent) -> int:
