@@ -418,6 +418,14 @@ class Agent:
                     pass
         if _sigterm_pipe[1] >= 0:
             hotpath.catch_sigterm(-1)       # it wrote to the parent's pipe
+            if hotpath.IMPLEMENTATION == "python":
+                # Python's wakeup fd too, when it is still that pipe.
+                try:
+                    old = signal.set_wakeup_fd(-1)
+                    if old not in (-1, _sigterm_pipe[1]):
+                        signal.set_wakeup_fd(old)
+                except ValueError:      # not the main thread: Python keeps it
+                    pass
             _sigterm_pipe = (-1, -1)
         if not keep_tracing:
             release_tracing()
@@ -512,6 +520,7 @@ _sigterm_pipe = (-1, -1)
 _sigterm_pid = 0            # the process whose SIGTERM this is
 _sigterm_claim = _thread.allocate_lock()
 _sigterm_seen = False
+_sigterm_main = 0           # the main thread's ident (pure Python)
 SIGTERM_GRACE = 0.2         # seconds
 
 
@@ -532,13 +541,15 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _sigterm_in_stream() -> bool:
-    """The stream's thread saw SIGTERM's byte on the pipe."""
+    """The stream's thread saw a byte on the pipe: SIGTERM's, or (pure
+    Python) another signal's."""
     global _sigterm_seen
-    _sigterm_seen = True
     try:
-        os.read(_sigterm_pipe[0], 64)
+        if not _is_sigterm(os.read(_sigterm_pipe[0], 4096)):
+            return False
     except OSError:
         pass
+    _sigterm_seen = True
     deadline = time.monotonic() + SIGTERM_GRACE
     while time.monotonic() < deadline:
         if _sigterm_claim.locked():
@@ -549,7 +560,15 @@ def _sigterm_in_stream() -> bool:
     _drain_for_sigterm()
     if hotpath.IMPLEMENTATION == "c":
         _die_now()
-    return True                 # (pure Python: the handler ends the process when it runs)
+    # Pure Python: only the handler, in the main thread, can end the process.
+    # The main thread may wait in C for ever (SIGTERM came just before it
+    # blocked, so the wait was not interrupted): a SIGTERM of its own ends
+    # that wait, and the handler runs.
+    try:
+        signal.pthread_kill(_sigterm_main, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    return True
 
 
 def _drain_for_sigterm() -> None:
@@ -566,9 +585,18 @@ def _drain_for_sigterm() -> None:
 def _sigterm_pending() -> bool:
     """A SIGTERM came (seen on the pipe, or still in it)."""
     try:
-        return _sigterm_seen or _sigterm_pipe[0] >= 0 and bool(os.read(_sigterm_pipe[0], 1))
+        return _sigterm_seen or _sigterm_pipe[0] >= 0 and _is_sigterm(os.read(_sigterm_pipe[0], 4096))
     except BlockingIOError:
         return False
+
+
+def _is_sigterm(data: bytes) -> bool:
+    """SIGTERM among the bytes read from the pipe: the C handler's ``T``, or
+    (pure Python, the pipe being Python's wakeup fd) its signal number."""
+    return b"T" in data or _SIGTERM_BYTE in data
+
+
+_SIGTERM_BYTE = bytes([signal.SIGTERM])
 
 
 def _die_now() -> None:
@@ -803,12 +831,27 @@ def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
             os.set_blocking(pipe_fd, False)
         signal.signal(SIGTERM_STANDIN, _on_sigterm)
         hotpath.catch_sigterm(_sigterm_pipe[1], SIGTERM_STANDIN)
+        if hotpath.IMPLEMENTATION == "python":
+            _watch_python_sigterm()
     _install_fork_hook()
     agent.run_stream = Streamer(_fd_sink(fd), header, _sigterm_pipe[0], _sigterm_in_stream,
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_fd = fd
     agent.run_stream.start_thread()
     agent.start_server()
+
+
+def _watch_python_sigterm() -> None:
+    """Pure Python: the pipe becomes Python's signal wakeup fd, so that the
+    stream's thread sees SIGTERM even when the handler cannot run (the main
+    thread blocked in C a moment after it came).  Not where the program set
+    one of its own (a fork child inherits its parent's, ours, which
+    forget_in_child has let go of)."""
+    global _sigterm_main
+    _sigterm_main = threading.get_ident()
+    old = signal.set_wakeup_fd(_sigterm_pipe[1], warn_on_full_buffer=False)
+    if old != -1:
+        signal.set_wakeup_fd(old)
 
 
 def attach() -> str:
