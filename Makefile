@@ -40,6 +40,8 @@ $(VENV)/bin/fentry: pyproject.toml setup.py src/fentry/_ctrampolines.c
 	echo "installing fentry (editable) into $(VENV)"; \
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e .
 	@$(VENV)/bin/python -m compileall -q src >/dev/null 2>&1 || true
+	@# pip -q hides the build's output: this line says whether the C hot path was built
+	@$(VENV)/bin/fentry --version
 	@touch $@
 
 test:
