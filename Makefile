@@ -5,6 +5,7 @@
 #   PYTHONS="/p/py3.12 /p/py3.13"  interpreters for test/bench (default: scripts/find-pythons)
 #   PYTEST_ARGS="-x -k kprobe"  extra pytest arguments for `make test`
 #   BENCH_ARGS=...              extra arguments for bench/run.py in `make bench`
+#   BENCH_JSON_DIR=DIR          where `make bench` writes its tables as JSON (default bench/results)
 #   DEMO_ARGS=...               fentry options for `make demo`
 
 VENV        := .venv
@@ -14,7 +15,7 @@ DEMO_SCRIPT ?= examples/demo.py
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
-export PYTHONS PYTEST_ARGS BENCH_ARGS
+export PYTHONS PYTEST_ARGS BENCH_ARGS BENCH_JSON_DIR
 
 .PHONY: help demo test bench viewer clean
 
