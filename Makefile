@@ -22,7 +22,7 @@ export PYTHONS PYTEST_ARGS BENCH_ARGS BENCH_JSON_DIR
 help:
 	@echo "make demo    run fentry (function_graph) on the bundled example program"
 	@echo "make test    the test suite on every installed Python >= 3.12"
-	@echo "make bench   the benchmarks on every installed Python >= 3.12"
+	@echo "make bench   the benchmarks on every installed Python >= 3.12 (also as JSON, in bench/results)"
 	@echo "make viewer  install fentry view's viewer (speedscope, npm) and chromium (apt, as root)"
 	@echo "make clean   remove .venv, .venvs and build artifacts"
 
