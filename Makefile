@@ -5,6 +5,7 @@
 #   PYTHONS="/p/py3.12 /p/py3.13"  interpreters for test/bench (default: scripts/find-pythons)
 #   PYTEST_ARGS="-x -k kprobe"  extra pytest arguments for `make test`
 #   BENCH_ARGS=...              extra arguments for bench/run.py in `make bench`
+#   BENCH_JSON_DIR=DIR          where `make bench` writes its tables as JSON (default bench/results)
 #   DEMO_ARGS=...               fentry options for `make demo`
 
 VENV        := .venv
@@ -14,14 +15,14 @@ DEMO_SCRIPT ?= examples/demo.py
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
-export PYTHONS PYTEST_ARGS BENCH_ARGS
+export PYTHONS PYTEST_ARGS BENCH_ARGS BENCH_JSON_DIR
 
 .PHONY: help demo test bench viewer clean
 
 help:
 	@echo "make demo    run fentry (function_graph) on the bundled example program"
 	@echo "make test    the test suite on every installed Python >= 3.12"
-	@echo "make bench   the benchmarks on every installed Python >= 3.12"
+	@echo "make bench   the benchmarks on every installed Python >= 3.12 (also as JSON, in bench/results)"
 	@echo "make viewer  install fentry view's viewer (speedscope, npm) and chromium (apt, as root)"
 	@echo "make clean   remove .venv, .venvs and build artifacts"
 
@@ -40,6 +41,8 @@ $(VENV)/bin/fentry: pyproject.toml setup.py src/fentry/_ctrampolines.c
 	echo "installing fentry (editable) into $(VENV)"; \
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e .
 	@$(VENV)/bin/python -m compileall -q src >/dev/null 2>&1 || true
+	@# pip -q hides the build's output: this line says whether the C hot path was built
+	@$(VENV)/bin/fentry --version
 	@touch $@
 
 test:

@@ -1,6 +1,6 @@
 """How fast ``fentry attach`` gets to the first event, and how long the target is paused.
 
-    python bench/attach.py [--rounds N]
+    python bench/attach.py [--rounds N] [--json FILE]
 
 Each round starts a fresh long-running program with plain python (a loop of
 orders, one every 2 ms), then runs ``fentry attach PID -e 'p:add add ...'``
@@ -41,6 +41,9 @@ while True:
     n += 1
     time.sleep(0.002)
 """
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results      # noqa: E402
+
 PROBE = "p:bench/add add sku=item.sku qty=qty"
 PAUSE = re.compile(r"paused ([\d.]+) ms")
 
@@ -86,8 +89,11 @@ def one_round(script: str, injector: str) -> tuple[float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--json", metavar="FILE",
+                    help="also write the table to FILE as JSON (bench/results.py)")
     opts = ap.parse_args(argv)
     injectors = ["ptrace"] + (["gdb"] if shutil.which("gdb") else [])
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "orders.py")
         with open(script, "w") as f:
@@ -110,6 +116,15 @@ def main(argv=None) -> int:
             f, p = statistics.median(firsts), statistics.median(pauses)
             print(f"{injector:<10} {f:>16.3f} {'<= 0.2':>7} {p:>10.4f} {'<= 0.1':>7}"
                   f"   first-event min {min(firsts):.3f} max {max(firsts):.3f}")
+            rows.append(results.row(f"{injector} first event", "fentry attach: seconds to the "
+                                    "first event", {"median": f, "min": min(firsts),
+                                                    "max": max(firsts)}, None, "<= 0.2", f <= 0.2))
+            known = p == p          # NaN: fentry did not say how long it paused
+            rows.append(results.row(f"{injector} pause", "fentry attach: seconds the target "
+                                    "is stopped", {"median": p if known else None}, None,
+                                    "<= 0.1", p <= 0.1 if known else None))
+    if opts.json:
+        results.write(opts.json, "attach", rows, [])
     return 0
 
 

@@ -1,6 +1,6 @@
 """fentry benchmarks: one table of ratios, each row measured side by side.
 
-    python bench/run.py [--quick] [--rows 7,8,9,10]
+    python bench/run.py [--quick] [--rows 7,8,9,10] [--json FILE]
 
 Every row compares fentry with a baseline timed in the same rounds of the
 same process (see timing.py), and prints both sides in nanoseconds per call
@@ -54,6 +54,7 @@ import fentry                                    # noqa: E402
 from fentry import ftrace                        # noqa: E402
 from fentry import FtraceOps, register_ftrace_function, unregister_ftrace_function  # noqa: E402
 
+import results                                   # noqa: E402
 import workloads as w                            # noqa: E402
 from timing import Timings, Variant, interleave   # noqa: E402
 
@@ -68,8 +69,9 @@ MON = sys.monitoring
 PY_START = MON.events.PY_START
 _getframe = sys._getframe
 
-# 200000 kB at fentry's 128 bytes a record: 1.6M records per thread, more
-# than any row records between two clears, so the buffer never wraps.
+# 200000 kB at hotpath.RECORD_BYTES a record (40 in C, 136 in pure Python):
+# 5.1M or 1.5M records per thread, more than any row records between two
+# clears, so the buffer never wraps.
 BUFFER_KB = "200000"
 VIZ_ENTRIES = 2_000_000     # viztracer's circular buffer: > 1M calls + their C calls
 
@@ -792,24 +794,31 @@ FIB_N = 20
 METHOD_TICKS = 100
 
 
+def met(r: Row) -> bool | None:
+    """Whether the row met its goal (None: it has none, or was not measured)."""
+    if r.goal is None or r.ratio is None:
+        return None
+    return r.ratio < r.goal if r.strict else r.ratio <= r.goal
+
+
+def goal_text(r: Row) -> str | None:
+    return None if r.goal is None else f"{'<' if r.strict else '<='} {r.goal:g}"
+
+
 def print_table() -> None:
     head = ("row", "measure", "ns", "baseline", "base ns", "ratio", "+-", "goal", "met")
     lines = []
     for r in ROWS:
-        if r.goal is None:
-            met = "-"
-        elif r.ratio is None:
-            met = "skipped"
-        else:
-            met = "yes" if (r.ratio < r.goal if r.strict else r.ratio <= r.goal) else "NO"
+        ok = met(r)
         lines.append((r.row, r.what,
                       "-" if r.ns is None else f"{r.ns:.1f}",
                       r.base_name,
                       "-" if r.base is None else f"{r.base:.1f}",
                       "-" if r.ratio is None else f"{r.ratio:.3f}x",
                       "" if r.spread is None else f"{r.spread:.3f}",
-                      "-" if r.goal is None else f"{'<' if r.strict else '<='} {r.goal:g}x",
-                      met, r.note))
+                      "-" if r.goal is None else f"{goal_text(r)}x",
+                      "-" if r.goal is None else "skipped" if ok is None else "yes" if ok else "NO",
+                      r.note))
     cols = len(head)
     widths = [max(len(x) for x in col) for col in zip(head, *[line[:cols] for line in lines])]
     right = {2, 4, 5, 6}
@@ -823,11 +832,20 @@ def print_table() -> None:
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
 
+def write_json(path: str) -> None:
+    results.write(path, "run", [
+        results.row(r.row, r.what, {"ns": r.ns, "baseline": r.base_name, "base ns": r.base},
+                    r.ratio, goal_text(r), met(r), spread=r.spread, note=r.note)
+        for r in ROWS], ISSUES)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls (a smoke run)")
     parser.add_argument("--rows", metavar="LIST",
                         help="run only these rows, comma-separated (e.g. 7,8,9,10 or 4a,4b)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the table to FILE as JSON (bench/results.py)")
     args = parser.parse_args(argv)
     q = args.quick
     rounds, n = (3, 20_000) if q else (21, 100_000)
@@ -888,6 +906,8 @@ def main(argv=None) -> int:
             print("  - " + issue.replace("\n", "\n    "))
     else:
         print("checks: every recorded count as expected; no tool id, ops or traced code left behind")
+    if args.json:
+        write_json(args.json)
     print(f"total {time.monotonic() - start:.0f} s")
     return 1 if ISSUES else 0
 

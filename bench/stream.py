@@ -1,6 +1,6 @@
 """fentry benchmarks, rows 11-15: the trace on its way out of the process.
 
-    python bench/stream.py [--quick] [--rows 11,12,13,14,15]
+    python bench/stream.py [--quick] [--rows 11,12,13,14,15] [--json FILE]
 
 Each row runs real commands, side by side in interleaved rounds, and
 prints a ratio with its goal (medians; nothing asserted: a missed goal
@@ -38,6 +38,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAM = os.path.join(HERE, "stream_program.py")
 BUFFER_KB = 1408            # fentry's default buffer_size_kb (the kernel's)
+sys.path.insert(0, HERE)
+import results              # noqa: E402
+
 ISSUES: list[str] = []
 ROWS: list[tuple[str, str, float | None, float | None, str]] = []
 
@@ -159,21 +162,39 @@ def row15_exports(calls: int, tmp: str) -> None:
                            "the untraced run", wall, viz_save, "<= 0.5"))
 
 
+def ratio_met(a: float | None, b: float | None, goal: str) -> tuple[float | None, bool | None]:
+    """A row's ratio, and whether it met ``goal`` (None, None: not measured)."""
+    if a is None or b is None:
+        return None, None
+    ratio = a / b if b else float("inf")
+    return ratio, ratio <= float(goal.split()[-1])
+
+
 def print_table() -> None:
     print(f"{'row':>4}  {'measure':<78} {'fentry':>12} {'base':>12} {'ratio':>7}  goal")
     for row, what, a, b, goal in ROWS:
-        if a is None or b is None:
+        ratio, met = ratio_met(a, b, goal)
+        if ratio is None:
             print(f"{row:>4}  {what:<78} {'-':>12} {'-':>12} {'-':>7}  {goal}")
             continue
-        ratio = a / b if b else float("inf")
-        met = "met" if ratio <= float(goal.split()[-1]) else "MISSED"
-        print(f"{row:>4}  {what:<78} {a:>12.4g} {b:>12.4g} {ratio:>7.2f}  {goal} {met}")
+        print(f"{row:>4}  {what:<78} {a:>12.4g} {b:>12.4g} {ratio:>7.2f}  {goal} "
+              f"{'met' if met else 'MISSED'}")
+
+
+def write_json(path: str) -> None:
+    rows = []
+    for row, what, a, b, goal in ROWS:
+        ratio, met = ratio_met(a, b, goal)
+        rows.append(results.row(row, what, {"fentry": a, "base": b}, ratio, goal, met))
+    results.write(path, "stream", rows, ISSUES)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller runs")
     parser.add_argument("--rows", metavar="LIST", help="only these rows (e.g. 11,14)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the table to FILE as JSON (bench/results.py)")
     args = parser.parse_args(argv)
     wanted = set(args.rows.split(",")) if args.rows else {"11", "12", "13", "14", "15"}
     rounds = 3 if args.quick else 5
@@ -198,6 +219,8 @@ def main(argv=None) -> int:
         print(f"{len(ISSUES)} problem(s) seen:")
         for issue in ISSUES:
             print("  - " + issue)
+    if args.json:
+        write_json(args.json)
     return 1 if ISSUES else 0
 
 

@@ -204,12 +204,40 @@ class _ProbeAction(argparse.Action):
         setattr(namespace, self.dest, probes)
 
 
+def version_line() -> str:
+    """What ``fentry --version`` prints: the version, the Python, and which
+    hot path is in use and why (a C extension that failed to build shows here)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    from . import hotpath
+    try:
+        v = version("fentry")
+    except PackageNotFoundError:
+        v = "(not installed)"
+    return (f"fentry {v} ({platform.python_implementation()} {platform.python_version()}; "
+            f"hot path: {hotpath.IMPLEMENTATION}, {hotpath.WHY})")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, worked out only when asked: it imports the hot path,
+    which the other commands' start-up does without."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, help="print the version, the Python and the hot path in use")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fentry", description="ftrace for Python programs",
         usage="fentry run ... | fentry attach PID ... | fentry record ... | fentry report ... |\n"
               "       fentry view [FILE] |\n"
               "       fentry -p PID {ls,read,write,pipe,mkdir,rmdir,detach} ...")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("-p", "--pid", type=int, metavar="PID",
                         help="the process whose tracefs ls/read/write/pipe/detach work on")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -5,7 +5,7 @@ shipped, as they shipped it (``tracers/stream.py``: records, and once each
 what decodes them), so that ``fentry report`` can format it later::
 
     b"fentry.dat\\n"                    magic
-    JSON line                          {"version", "fentry", "created", "argv"}
+    JSON line                          {"version", "created", "argv"}
     frames, to the end of the file:
         u32 stream, u32 length          little-endian
         length bytes                    whole messages of that stream

@@ -9,7 +9,7 @@ formatted here; ``fentry/report`` turns it into text and other formats.
 A stream is a sequence of messages, each ``u32 length, u8 type, payload``
 (``length`` counts the type byte and the payload; little-endian)::
 
-    HELLO    JSON  who is talking: pid, python, hot path, clock, tracer, options
+    HELLO    JSON  who is talking: format, pid, ppid, argv, python, clock, tracer, options
     REFS     JSON  [[id, "code", module, qualname, file, firstline, [params]],
                     [id, "event", group, name, definition],
                     [id, "name", text], ...]: what record ids point at, once each
