@@ -338,7 +338,7 @@ def use_tool_id_wrapper(monitoring, original, hook):
 
 def entry_dispatcher(table: dict, discover, fault):
     """PY_START: the code's handler, or discovery on its first call."""
-    def dispatch_entry(code, offset):  # hot path
+    def dispatch_entry(code, offset):  # hot path, repeated inline: a helper is a frame more (above)
         if _quiet and get_ident() in _quiet:
             try:
                 if not (_awaiting_program and _program_starts(code)):
@@ -370,7 +370,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
     """Any other event: the code's handler; a miss is DISABLEd where CPython allows it."""
     miss = _DISABLE if disable else None
     if nargs == 2:
-        def dispatch(code, offset):  # hot path
+        def dispatch(code, offset):  # hot path, repeated inline: a helper is a frame more (above)
             if _quiet and get_ident() in _quiet:
                 return
             try:
@@ -387,7 +387,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 except Exception:
                     pass
     else:
-        def dispatch(code, offset, arg):  # hot path
+        def dispatch(code, offset, arg):  # hot path, repeated inline: a helper is a frame more (above)
             if _quiet and get_ident() in _quiet:
                 return
             try:
@@ -408,7 +408,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
 
 def offset_dispatcher(table: dict, fault):
     """INSTRUCTION: the handler of the probed offset; any other offset is DISABLEd."""
-    def dispatch_offset(code, offset):  # hot path
+    def dispatch_offset(code, offset):  # hot path, repeated inline: a helper is a frame more (above)
         if _quiet and get_ident() in _quiet:
             return
         try:
