@@ -531,10 +531,19 @@ def graph_exc_event(local, attach, kind: int):
 
 class Switch:
     """An on/off flag the hot path reads (a ring buffer's tracing_on)."""
-    __slots__ = ("on",)
+    __slots__ = ("_on",)
 
     def __init__(self, on: bool = True) -> None:
-        self.on = bool(on)
+        self._on = bool(on)
+
+    @property
+    def on(self) -> bool:
+        """True: records are written."""
+        return self._on
+
+    @on.setter
+    def on(self, on: bool) -> None:
+        self._on = bool(on)         # as the C one: whatever is set reads back as a bool
 
 
 # Fetchargs the C ProbeTrace fetches itself, at most (more: the Python path).
