@@ -33,8 +33,7 @@ from . import arch, hotpath
 from .errors import TraceError
 from .ftrace import FtraceOps, register_ftrace_function, unregister_ftrace_function
 from .hotpath import Ip
-from .pytrampolines import call_site
-from .symbols import (MAIN, SYMBOLS, is_fentry_code, is_fentry_module, nested_codes,
+from .symbols import (MAIN, SYMBOLS, call_site, is_fentry_code, is_fentry_module, nested_codes,
                       source_functions)
 
 E = arch.EVENTS

@@ -26,38 +26,45 @@ import itertools
 from collections import deque
 
 from .raw import Encoder, page as raw_page
+from .symbols import call_site
 
 # Dispatch tables map id(code) -> handler; a dict does it in Python.
 CodeTable = dict
 
-QUEUE_WAIT_STEP = 0.0001        # a full page queue: the writer lets the reader run...
-QUEUE_WAIT_STEPS = 2000         # ... for at most 200 ms (see _ctrampolines' ring_flush)
+_QUEUE_WAIT_STEP = 0.0001       # a full page queue: the writer lets the reader run...
+_QUEUE_WAIT_STEPS = 2000        # ... for at most 200 ms (see _ctrampolines' ring_flush)
 
-# What one record costs (a 4-5 field tuple and its two integers), for
-# turning buffer_size_kb into a number of records.
-RECORD_BYTES = 136
+# The bytes of buffer_size_kb one record counts for: the C ring's slot
+# (sizeof(Rec) on a 64-bit build), so that a buffer holds as many records on
+# both hot paths and a trace overflows at the same place.  A record here
+# really costs about 136 bytes (a 4-5 field tuple and its two integers): the
+# pure-Python path uses some 3.4 times the memory for the same buffer_size_kb.
+RECORD_BYTES = 40
 
 
 class Ring:
     """One thread's ring of raw records, the oldest overwritten when full.
 
     Records are tuples whose first field is the thread's write count
-    (``next(seq)``), so what was lost is known at read time without any
-    bookkeeping on the write path.  Writers call ``append`` and ``next(seq)``.
+    (``next(_seq)``), so what was lost is known at read time without any
+    bookkeeping on the write path.  This module's handlers call ``_append``
+    and ``next(_seq)`` (the C ones write the C ring directly).
     """
-    __slots__ = ("_records", "append", "seq", "_consumed", "_mark", "lost_told", "queue", "key",
-                 "flush_at", "_paging")
+    __slots__ = ("_records", "_append", "_seq", "_consumed", "_mark", "lost_told", "_queue", "key",
+                 "_flush_at", "_paging")
 
     def __init__(self, maxlen: int) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be positive")
         self._records: deque = deque(maxlen=maxlen)
-        self.append = self._records.append
-        self.seq = itertools.count()
+        self._append = self._records.append
+        self._seq = itertools.count()
         self._consumed = 0      # records taken by consuming reads since the last clear
         self._mark = 0          # entries written, as known at the last consuming read
         self.lost_told = 0      # lost records a consuming reader has been told of
-        self.queue: PageQueue | None = None
+        self._queue: PageQueue | None = None
         self.key = 0
-        self.flush_at = 0
+        self._flush_at = 0
         self._paging = _thread.RLock()      # it knows its owner (atomically)
 
     def __len__(self) -> int:
@@ -95,7 +102,7 @@ class Ring:
 
     def clear(self) -> None:
         self._records.clear()
-        self.seq = itertools.count()
+        self._seq = itertools.count()
         self._consumed = self._mark = self.lost_told = 0
 
     def page(self, encoder: Encoder) -> bytes:
@@ -107,7 +114,7 @@ class Ring:
         for rec in records:
             mark = len(out)
             try:
-                encoder.record(out, rec)
+                encoder._record(out, rec)
                 count += 1
             except Exception:       # one record that cannot be encoded: dropped, not the rest
                 del out[mark:]
@@ -119,20 +126,20 @@ class Ring:
     def set_queue(self, queue: PageQueue | None, key: int, flush_at: int) -> None:
         """With a queue, the writer moves its records into it, as a page, when
         it holds ``flush_at`` of them (see _ctrampolines' PageQueue)."""
-        self.queue, self.key = queue, key
-        self.flush_at = max(1, flush_at) if queue is not None else 0
+        self._queue, self.key = queue, key
+        self._flush_at = max(1, flush_at) if queue is not None else 0
         records = self._records
         if queue is None:
-            self.append = records.append
+            self._append = records.append
             return
         append_record = records.append
-        mark = self.flush_at
+        mark = self._flush_at
 
         def append(rec):  # hot path
             append_record(rec)
             if len(records) >= mark:
                 self._flush(False)
-        self.append = append
+        self._append = append
 
     def flush(self) -> None:
         """Move every record (and what was lost) into the queue, as a page."""
@@ -149,16 +156,16 @@ class Ring:
         (C does it in one call, under the GIL); a flush that a signal
         handler's drain would start inside another, in the same thread, is
         left to the one under way."""
-        queue = self.queue
+        queue = self._queue
         if queue is None or (not force and not self._records):
             return
         if not force and queue.bytes >= queue.cap:
-            for _ in range(QUEUE_WAIT_STEPS):       # let the reader run (see _ctrampolines)
-                if queue.bytes < queue.cap or queue.stalled:
+            for _ in range(_QUEUE_WAIT_STEPS):      # let the reader run (see _ctrampolines)
+                if queue.bytes < queue.cap or queue._stalled:
                     break
-                sleep(QUEUE_WAIT_STEP)
+                sleep(_QUEUE_WAIT_STEP)
             if queue.bytes >= queue.cap:
-                queue.stalled = True
+                queue._stalled = True
                 return          # full: the ring overwrites, as with no reader
         if self._paging._is_owned():
             return          # a signal handler's drain inside this thread's flush: it finishes
@@ -166,11 +173,11 @@ class Ring:
         try:
             data = self.page(queue.encoder)
             if data:
-                queue.pages.append(data)
+                queue._pages.append(data)
                 queue.bytes += len(data)
-                if queue.wake_fd >= 0:
+                if queue._wake_fd >= 0:
                     try:
-                        os.write(queue.wake_fd, b"\1")
+                        os.write(queue._wake_fd, b"\1")
                     except OSError:
                         pass
         finally:
@@ -178,34 +185,39 @@ class Ring:
 
     def record(self, fields: tuple) -> None:
         """Write ``(seq, ts, *fields)`` (for callers outside the hot path)."""
-        self.append((next(self.seq), perf_counter_ns(), *fields))
+        if fields.__class__ is not tuple:
+            raise TypeError("record() takes a tuple of fields")
+        self._append((next(self._seq), perf_counter_ns(), *fields))
 
     def resize(self, maxlen: int) -> None:
         """Keep the newest records that fit; the dropped ones count as lost."""
+        if maxlen < 1:
+            raise ValueError("maxlen must be positive")
         self._records = deque(self._records, maxlen=maxlen)
-        self.set_queue(self.queue, self.key, self.flush_at)
+        self.set_queue(self._queue, self.key, self._flush_at)
 
 
 class PageQueue:
     """Pages of raw records on their way to a reader (see _ctrampolines')."""
-    __slots__ = ("pages", "bytes", "cap", "encoder", "wake_fd", "stalled")
+    __slots__ = ("_pages", "bytes", "cap", "encoder", "_wake_fd", "_stalled")
 
     def __init__(self, encoder: Encoder, cap: int, wake_fd: int) -> None:
-        self.pages: list[bytes] = []
+        self._pages: list[bytes] = []
         self.bytes = 0
         self.cap = cap
         self.encoder = encoder
-        self.wake_fd = wake_fd
-        self.stalled = False
+        self._wake_fd = wake_fd
+        self._stalled = False
 
     def take(self) -> list[bytes]:
-        pages, self.pages = self.pages, []
+        """Every page waiting, in order; the queue empties."""
+        pages, self._pages = self._pages, []
         self.bytes = 0
-        self.stalled = False
+        self._stalled = False
         return pages
 
 _getframe = sys._getframe
-DISABLE = sys.monitoring.DISABLE
+_DISABLE = sys.monitoring.DISABLE
 
 
 class Ip:
@@ -326,7 +338,7 @@ def use_tool_id_wrapper(monitoring, original, hook):
 
 def entry_dispatcher(table: dict, discover, fault):
     """PY_START: the code's handler, or discovery on its first call."""
-    def dispatch_entry(code, offset):  # hot path
+    def dispatch_entry(code, offset):  # hot path, repeated inline: a helper is a frame more (above)
         if _quiet and get_ident() in _quiet:
             try:
                 if not (_awaiting_program and _program_starts(code)):
@@ -341,7 +353,7 @@ def entry_dispatcher(table: dict, discover, fault):
             except Exception:       # (recursion limit) decided at a later call
                 return
             if handler is None:
-                return DISABLE
+                return _DISABLE
         except Exception:
             return
         try:
@@ -356,9 +368,9 @@ def entry_dispatcher(table: dict, discover, fault):
 
 def dispatcher(table: dict, fault, nargs: int, disable: bool):
     """Any other event: the code's handler; a miss is DISABLEd where CPython allows it."""
-    miss = DISABLE if disable else None
+    miss = _DISABLE if disable else None
     if nargs == 2:
-        def dispatch(code, offset):  # hot path
+        def dispatch(code, offset):  # hot path, repeated inline: a helper is a frame more (above)
             if _quiet and get_ident() in _quiet:
                 return
             try:
@@ -375,7 +387,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 except Exception:
                     pass
     else:
-        def dispatch(code, offset, arg):  # hot path
+        def dispatch(code, offset, arg):  # hot path, repeated inline: a helper is a frame more (above)
             if _quiet and get_ident() in _quiet:
                 return
             try:
@@ -396,13 +408,13 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
 
 def offset_dispatcher(table: dict, fault):
     """INSTRUCTION: the handler of the probed offset; any other offset is DISABLEd."""
-    def dispatch_offset(code, offset):  # hot path
+    def dispatch_offset(code, offset):  # hot path, repeated inline: a helper is a frame more (above)
         if _quiet and get_ident() in _quiet:
             return
         try:
             handler = table[id(code)][offset]
         except KeyError:
-            return DISABLE
+            return _DISABLE
         except Exception:
             return
         try:
@@ -436,20 +448,6 @@ def list_func(pairs: list, nargs: int):
 
 
 # -- handlers
-
-if sys.version_info < (3, 13):
-    def call_site(code: CodeType, lasti: int) -> int:
-        """The offset of the CALL a caller is in: 3.12's f_lasti points at its
-        last inline CACHE entry (opcode 0, which no instruction has)."""
-        co = code.co_code
-        while lasti > 0 and co[lasti] == 0:
-            lasti -= 2
-        return lasti
-else:
-    def call_site(code: CodeType, lasti: int) -> int:
-        """The offset of the instruction a caller is in (3.13's f_lasti)."""
-        return lasti
-
 
 def ops_entry(func, ip: Ip, ops, save_regs: bool, depth: int):
     """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``."""
@@ -487,7 +485,7 @@ def function_entry(local, attach, depth: int):
             tb = local.tb
         except AttributeError:
             tb = attach()
-        tb.append((next(tb.seq), perf_counter_ns(), code, caller))
+        tb._append((next(tb._seq), perf_counter_ns(), code, caller))
     return function_entry
 
 
@@ -505,7 +503,7 @@ def graph_event(local, attach, kind: int, nargs: int = 3):
                 tb = local.tb
             except AttributeError:
                 tb = attach()
-            tb.append((next(tb.seq), perf_counter_ns(), kind, code))
+            tb._append((next(tb._seq), perf_counter_ns(), kind, code))
         return graph_event2
 
     def graph_event(code, offset, arg):  # hot path
@@ -513,7 +511,7 @@ def graph_event(local, attach, kind: int, nargs: int = 3):
             tb = local.tb
         except AttributeError:
             tb = attach()
-        tb.append((next(tb.seq), perf_counter_ns(), kind, code))
+        tb._append((next(tb._seq), perf_counter_ns(), kind, code))
     return graph_event
 
 
@@ -524,7 +522,7 @@ def graph_exc_event(local, attach, kind: int):
             tb = local.tb
         except AttributeError:
             tb = attach()
-        tb.append((next(tb.seq), perf_counter_ns(), kind, code, type(exc)))
+        tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
 
 
@@ -533,10 +531,19 @@ def graph_exc_event(local, attach, kind: int):
 
 class Switch:
     """An on/off flag the hot path reads (a ring buffer's tracing_on)."""
-    __slots__ = ("on",)
+    __slots__ = ("_on",)
 
     def __init__(self, on: bool = True) -> None:
-        self.on = bool(on)
+        self._on = bool(on)
+
+    @property
+    def on(self) -> bool:
+        """True: records are written."""
+        return self._on
+
+    @on.setter
+    def on(self, on: bool) -> None:
+        self._on = bool(on)         # as the C one: whatever is set reads back as a bool
 
 
 # Fetchargs the C ProbeTrace fetches itself, at most (more: the Python path).
@@ -553,11 +560,11 @@ class ProbeTrace:
     So ``nhit`` and ``nmissed`` (the hits this object took itself) stay 0,
     and ``specs`` and the filter program are not needed.
     """
-    __slots__ = ("event", "slow", "nhit", "nmissed")
+    __slots__ = ("event", "_slow", "nhit", "nmissed")
 
     def __init__(self, event, specs, local, attach, switch: Switch, snapshot, fault, slow) -> None:
         self.event = event
-        self.slow = slow
+        self._slow = slow
         self.nhit = self.nmissed = 0
 
     def set_filter(self, program, matches) -> None:
@@ -565,7 +572,7 @@ class ProbeTrace:
 
     def entry(self, code: CodeType, offset: int, depth: int):
         """The handler of the probe at (code, offset): PY_START or INSTRUCTION."""
-        slow = self.slow
+        slow = self._slow
 
         def probe_hit(code, offset):  # hot path
             slow(_getframe(depth))
@@ -573,7 +580,7 @@ class ProbeTrace:
 
     def exit(self, code: CodeType, depth: int, raised: bool):
         """The handler of the return probe on code: PY_RETURN, or PY_UNWIND if ``raised``."""
-        slow = self.slow
+        slow = self._slow
 
         def probe_exit(code, offset, value):  # hot path
             slow(_getframe(depth), value, raised)
@@ -585,7 +592,7 @@ class ProbeTrace:
 
     def __call__(self, kp, regs) -> None:
         """As a kprobe pre_handler(kp, regs)."""
-        self.slow(regs)
+        self._slow(regs)
 
 
 def _nothing(code, offset):  # hot path

@@ -98,16 +98,18 @@ class Encoder:
 
     ``fault`` is the value of a fetch that failed, ``shown`` the type of a
     value kept as its safe text, ``fallback(value) -> str`` the text of any
-    other kind of value."""
+    other kind of value.  Only ``refs`` is shared with the C one; the rest is
+    this twin's own (``Ring.page`` calls ``_record``)."""
+    __slots__ = ("_fault", "_shown", "_fallback", "_ids", "_objs")
 
     def __init__(self, fault: object, shown: type, fallback) -> None:
-        self.fault = fault
-        self.shown = shown
-        self.fallback = fallback
+        self._fault = fault
+        self._shown = shown
+        self._fallback = fallback
         self._ids: dict[int, int] = {}
         self._objs: list[object] = []       # kept alive: an id never names two objects
 
-    def ref(self, obj: object) -> int:
+    def _ref(self, obj: object) -> int:
         if obj is None:
             return 0
         i = self._ids.get(id(obj))
@@ -120,35 +122,35 @@ class Encoder:
         """[(id, object)]: what ids start+1, start+2, ... name."""
         return [(i + 1, o) for i, o in enumerate(self._objs[start:], start)]
 
-    def record(self, out: bytearray, rec: tuple) -> None:
+    def _record(self, out: bytearray, rec: tuple) -> None:
         """Append one record, in the Python ring's tuple form (``seq, ts, ...``)."""
         ts, a = rec[1], rec[2]
         if a.__class__ is CodeType:
-            out += _HEAD.pack(FUNC, 0, ts) + _U32X2.pack(self.ref(a), self.ref(rec[3]))
+            out += _HEAD.pack(FUNC, 0, ts) + _U32X2.pack(self._ref(a), self._ref(rec[3]))
         elif a.__class__ is int:
-            out += _HEAD.pack(GRAPH, a, ts) + _U32.pack(self.ref(rec[3]))
+            out += _HEAD.pack(GRAPH, a, ts) + _U32.pack(self._ref(rec[3]))
             if len(rec) > 4:
-                out += _U32.pack(self.ref(rec[4]))
+                out += _U32.pack(self._ref(rec[4]))
         else:
             site, values = rec[3], rec[4]
             if len(site) == 4:
                 out += _HEAD.pack(EVENT_RETURN, 0, ts) + _U32X6.pack(
-                    self.ref(a), self.ref(site[0]), site[1], self.ref(site[2]),
-                    self.ref(site[3]), len(values))
+                    self._ref(a), self._ref(site[0]), site[1], self._ref(site[2]),
+                    self._ref(site[3]), len(values))
             else:
                 out += _HEAD.pack(EVENT, 0, ts) + _U32X4.pack(
-                    self.ref(a), self.ref(site[0]), site[1], len(values))
+                    self._ref(a), self._ref(site[0]), site[1], len(values))
             for v in values:
                 mark = len(out)
                 try:
-                    self.value(out, v, 0)
+                    self._value(out, v, 0)
                 except Exception:
                     del out[mark:]
                     out.append(FAULT)
 
-    def value(self, out: bytearray, v: object, depth: int) -> None:
+    def _value(self, out: bytearray, v: object, depth: int) -> None:
         t = v.__class__
-        if v is self.fault:
+        if v is self._fault:
             out.append(FAULT)
         elif v is None:
             out.append(NONE)
@@ -170,7 +172,7 @@ class Encoder:
         elif t is float:
             out.append(FLOAT)
             out += _F64.pack(v)
-        elif t is str or t is self.shown:
+        elif t is str or t is self._shown:
             data = str.__str__(v)[:MAX_STRING].encode("utf-8", "surrogatepass")
             out.append(STR if t is str else SHOWN)
             out += _U32.pack(len(data)) + data
@@ -183,15 +185,15 @@ class Encoder:
             out += _F64X2.pack(v.real, v.imag)
         elif t is CodeType:
             out.append(REF)
-            out += _U32.pack(self.ref(v))
+            out += _U32.pack(self._ref(v))
         elif t is tuple and depth < MAX_NESTED:
             out.append(TUPLE)
             out += _U32.pack(len(v))
             for item in v:
-                self.value(out, item, depth + 1)
+                self._value(out, item, depth + 1)
         else:
             try:
-                text = self.fallback(v)
+                text = self._fallback(v)
             except Exception:
                 text = None
             if type(text) is not str:

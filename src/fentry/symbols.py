@@ -69,6 +69,22 @@ def is_fentry_module(module: str) -> bool:
     return module == "fentry" or module.startswith("fentry.")
 
 
+# Where a caller is in its code: the ``parent_ip`` of ftrace and the return
+# address of a kretprobe, read from the caller's frame (``f_lasti``).
+if sys.version_info < (3, 13):
+    def call_site(code: CodeType, lasti: int) -> int:
+        """The offset of the CALL a caller is in: 3.12's f_lasti points at its
+        last inline CACHE entry (opcode 0, which no instruction has)."""
+        co = code.co_code
+        while lasti > 0 and co[lasti] == 0:
+            lasti -= 2
+        return lasti
+else:
+    def call_site(code: CodeType, lasti: int) -> int:
+        """The offset of the instruction a caller is in (3.13's f_lasti)."""
+        return lasti
+
+
 def nested_codes(code: CodeType):
     """``code`` and every code object nested in it, depth first."""
     stack = [code]

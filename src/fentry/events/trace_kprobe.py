@@ -24,8 +24,7 @@ import threading
 
 from .. import hotpath, kprobes
 from ..errors import TraceError
-from ..pytrampolines import call_site
-from ..symbols import check_batch
+from ..symbols import call_site, check_batch
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter

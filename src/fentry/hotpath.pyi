@@ -1,0 +1,225 @@
+"""The hot path's contract: what ``hotpath`` exports.
+
+``_ctrampolines`` (C) and ``pytrampolines`` (pure Python) each export exactly
+the names below (their ``__all__``), each class with exactly these public
+methods and attributes, and behave the same; ``hotpath`` picks one and adds
+``IMPLEMENTATION`` and ``WHY``.  ``tests/layers/test_hotpath_twins.py``
+checks both modules against this file, and runs the unit tests of ``Ring``,
+``CodeTable`` and the dispatchers on both; mypy checks the rest of fentry
+against it.
+
+Parameters before ``/`` are positional only, as the C functions take them.
+A handler is what the dispatchers call: ``handler(code, offset)`` or
+``handler(code, offset, arg)``, by event.  ``depth`` is where a Python
+handler finds the traced frame (``sys._getframe(depth)``).
+"""
+
+import builtins
+import threading
+from collections.abc import Callable, Iterable
+from types import CodeType, FrameType, ModuleType
+from typing import Any, Final, Literal, TypeAlias
+
+# -- hotpath's own
+
+IMPLEMENTATION: Literal["c", "python"]
+"""Which hot path is in use."""
+WHY: str
+"""Why that one, in a few words (``fentry --version`` prints it)."""
+
+# -- the twins'
+
+_Handler: TypeAlias = Callable[..., object]
+_Fault: TypeAlias = Callable[[CodeType], object]
+_Attach: TypeAlias = Callable[[], "Ring"]
+
+RECORD_BYTES: Final[int]
+"""Bytes of ``buffer_size_kb`` one record counts for: the C ring's slot, 40
+on a 64-bit build, on both paths (a pure-Python record takes ~136 bytes)."""
+PROBE_MAX_ARGS: Final[int]
+"""Fetchargs a ``ProbeTrace`` fetches itself, at most (more: the Python path)."""
+DIRECT: Final[int]
+"""Where a Python handler called by a dispatcher finds the traced frame:
+1 in C (a C dispatcher adds no frame), 2 in Python (the dispatcher's)."""
+LISTED: Final[int]
+"""The same, called by a list function: 1 in C, 3 in Python."""
+
+
+class Ip:
+    """A site in Python code: ``code`` and bytecode ``offset`` (``ip``, ``parent_ip``).
+    Equal when the code is the same object and the offsets are equal."""
+    def __init__(self, code: CodeType, offset: int) -> None: ...
+    @property
+    def code(self) -> CodeType: ...
+    @property
+    def offset(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+
+class CodeTable:
+    """A dispatch table, ``id(code) -> handler``, used as a dict (Python's is
+    one: only these methods are the contract)."""
+    def __init__(self) -> None: ...
+    def __getitem__(self, key: int, /) -> Any: ...
+    def __setitem__(self, key: int, value: Any, /) -> None: ...
+    def __delitem__(self, key: int, /) -> None: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def get(self, key: int, default: Any = None, /) -> Any:
+        """The handler of ``key``, or ``default``."""
+    def pop(self, key: int, default: Any = ..., /) -> Any:
+        """Remove ``key``: its handler, or ``default`` (KeyError without one)."""
+    def clear(self) -> None:
+        """Remove every entry."""
+    def keys(self) -> Iterable[int]:
+        """The ids in the table."""
+
+
+class Encoder:
+    """Ids for what raw records point at (code objects, events, types):
+    ``fault`` is the value of a failed fetch, ``shown`` the type of a value
+    kept as its safe text, ``fallback(value) -> str`` any other value's text."""
+    def __init__(self, fault: object, shown: type, fallback: Callable[[object], str], /) -> None: ...
+    def refs(self, start: int, /) -> list[tuple[int, object]]:
+        """``[(id, object)]``: what ids ``start + 1``, ``start + 2``, ... name."""
+
+
+class PageQueue:
+    """Pages of raw records on their way to a reader; a ring moves its
+    records in when it holds its ``flush_at`` of them."""
+    cap: int
+    """Bytes that may wait; a writer finding it full waits up to 200 ms for
+    the reader, then its ring overwrites as with no reader."""
+    def __init__(self, encoder: Encoder, cap: int, wake_fd: int, /) -> None: ...
+    def take(self) -> list[builtins.bytes]:
+        """Every page waiting, in order; the queue empties."""
+    @property
+    def bytes(self) -> int:
+        """Bytes waiting."""
+    @property
+    def encoder(self) -> Encoder:
+        """The Encoder of its pages."""
+
+
+class Ring:
+    """One thread's ring of raw records, the oldest overwritten when full.
+
+    A record reads as a tuple ``(seq, ts, ...)``: ``seq`` counts the ring's
+    writes since the last clear, so what was lost is known when it is read."""
+    lost_told: int
+    """Lost records a consuming reader has been told of."""
+    def __init__(self, maxlen: int, /) -> None:
+        """``maxlen``: capacity in records (ValueError below 1)."""
+    def __len__(self) -> int: ...
+    @property
+    def maxlen(self) -> int:
+        """Capacity in records."""
+    @property
+    def key(self) -> int:
+        """This ring's thread, in the raw stream (``set_queue``)."""
+    def written(self) -> int:
+        """Records written since the last clear (the kernel's entries-written)."""
+    def lost(self) -> int:
+        """Records overwritten before anyone read them."""
+    def snapshot(self) -> list[tuple[Any, ...]]:
+        """The records, not consumed."""
+    def consume(self) -> list[tuple[Any, ...]]:
+        """Take the records."""
+    def clear(self) -> None:
+        """Empty the ring, counts too."""
+    def resize(self, maxlen: int, /) -> None:
+        """Keep the newest records that fit; the dropped ones count as lost."""
+    def record(self, fields: tuple[Any, ...], /) -> None:
+        """Write ``(seq, ts, *fields)`` (for callers outside the hot path)."""
+    def page(self, encoder: Encoder, /) -> builtins.bytes:
+        """Every record, taken, as raw stream messages (``raw.page``)."""
+    def set_queue(self, queue: PageQueue | None, key: int, flush_at: int, /) -> None:
+        """With a queue, the writer moves its records into it, as a page,
+        when it holds ``flush_at`` of them; ``None``: they stay."""
+    def flush(self) -> None:
+        """Move every record (and what was lost) into the queue, as a page."""
+    def after_fork(self) -> None:
+        """In a forked child: no paging of this ring is under way."""
+
+
+class Switch:
+    """An on/off flag the hot path reads (a ring buffer's tracing_on)."""
+    on: bool
+    def __init__(self, on: bool = True) -> None: ...
+
+
+class ProbeTrace:
+    """One probe event's hit (the kernel's kprobe_trace_func): fetch, count,
+    filter and record.  The C one does it without a Python call when it can
+    (``specs``: the fetchargs, or None) and calls ``slow`` for the rest; the
+    Python one calls ``slow`` for every hit: ``slow(frame)`` at an entry,
+    offset or line, ``slow(frame, value, raised)`` at a return."""
+    def __init__(self, event: Any, specs: tuple[Any, ...] | None, local: threading.local,
+                 attach: _Attach, switch: Switch, snapshot: Callable[[object], object],
+                 fault: object, slow: Callable[..., None]) -> None: ...
+    @property
+    def event(self) -> Any:
+        """The probe event."""
+    @property
+    def nhit(self) -> int:
+        """Hits this object took itself (always 0 in Python)."""
+    @property
+    def nmissed(self) -> int:
+        """Of those, the ones where a fetch faulted."""
+    def set_filter(self, program: tuple[Any, ...] | None,
+                   matches: Callable[[tuple[Any, ...]], bool] | None, /) -> None:
+        """The event's filter: ``program`` for the C path (None: only
+        ``matches``, the Python filter over a record's values)."""
+    def entry(self, code: CodeType, offset: int, depth: int, /) -> _Handler:
+        """The handler of the probe at (code, offset): PY_START or INSTRUCTION."""
+    def exit(self, code: CodeType, depth: int, raised: bool, /) -> _Handler:
+        """The handler of the return probe on code: PY_RETURN, or PY_UNWIND if ``raised``."""
+    def start(self, code: CodeType, depth: int, /) -> _Handler:
+        """A return probe's PY_START handler: nothing to do."""
+    def __call__(self, kp: object, regs: FrameType, /) -> None:
+        """As a kprobe ``pre_handler(kp, regs)``."""
+
+
+def quiet_thread(on: bool, /) -> None:
+    """Ignore (or stop ignoring) the calling thread's events."""
+def quiet_until_program() -> None:
+    """The calling thread is quiet until the program's module code starts."""
+def catch_sigterm(fd: int, standin: int = 0, /) -> None:
+    """On SIGTERM, write a byte to ``fd`` (C) and run the Python handler of
+    signal ``standin``; ``fd`` -1: SIGTERM's default action again."""
+def use_tool_id_wrapper(monitoring: ModuleType, original: Callable[[int, str], None],
+                        hook: Callable[[int, str], object], /) -> Callable[[int, str], None]:
+    """``sys.monitoring.use_tool_id`` while fentry holds a tool id:
+    ``hook(*args)``, then ``original(*args)``."""
+
+
+# -- dispatchers: the sys.monitoring callbacks (nothing propagates out of them)
+
+def entry_dispatcher(table: CodeTable, discover: Callable[[CodeType], _Handler | None],
+                     fault: _Fault, /) -> _Handler:
+    """PY_START: the code's handler, or ``discover(code)`` on its first call
+    (None: DISABLE); a handler that raises is reported to ``fault(code)``."""
+def dispatcher(table: CodeTable, fault: _Fault, nargs: int, disable: bool, /) -> _Handler:
+    """Any other event (``nargs`` 2 or 3): the code's handler; a miss
+    returns DISABLE if ``disable`` (where CPython allows it)."""
+def offset_dispatcher(table: CodeTable, fault: _Fault, /) -> _Handler:
+    """INSTRUCTION: ``table[id(code)][offset]``; any other offset is DISABLEd."""
+def list_func(pairs: list[tuple[Any, _Handler]], nargs: int, /) -> _Handler:
+    """One code traced by several ops: call each ``(ops, handler)``; a
+    handler that raises counts one on ``ops.errors``."""
+
+
+# -- handlers (trampolines)
+
+def ops_entry(func: Callable[[Ip, Ip | None, Any, FrameType | None], object], ip: Ip,
+              ops: Any, save_regs: bool, depth: int, /) -> _Handler:
+    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``, regs the
+    traced frame if ``save_regs`` else None."""
+def function_entry(local: threading.local, attach: _Attach, depth: int, /) -> _Handler:
+    """The function tracer: records ``(seq, ts, code, caller_code)``."""
+def graph_event(local: threading.local, attach: _Attach, kind: int, nargs: int = 3, /) -> _Handler:
+    """The function_graph tracer: records ``(seq, ts, kind, code)``; a
+    handler of ``nargs`` arguments (2: PY_START, PY_RESUME)."""
+def graph_exc_event(local: threading.local, attach: _Attach, kind: int, /) -> _Handler:
+    """function_graph on unwind: records ``(seq, ts, kind, code, exception type)``."""

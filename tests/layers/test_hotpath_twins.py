@@ -1,0 +1,616 @@
+"""The hot path's twins: ``_ctrampolines`` (C) and ``pytrampolines`` (pure Python).
+
+Both must export exactly the contract written in ``src/fentry/hotpath.pyi``,
+and behave the same.  The first half reads the contract from the stub and
+checks each module against it; the second runs the unit tests of ``Ring``,
+``CodeTable``, the dispatchers and the handlers on both modules in the same
+run (the ``impl`` fixture), as coverage.py's tests run on its CTracer and
+PyTracer.  The rest of the suite runs through ``hotpath`` on one twin at a
+time (``FENTRY_PURE_PYTHON=1`` for the Python one).
+
+The C half is skipped where the extension is not built for this Python, and
+fails instead where it was built but does not import, or where
+``FENTRY_REQUIRE_C=1`` says it must be there.
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import importlib
+import importlib.util
+import os
+import struct
+import sys
+import threading
+import time
+import types
+
+import pytest
+
+from fentry import hotpath, pytrampolines, raw
+from fentry.events.fetch import FAULT
+
+STUB = os.path.join(os.path.dirname(hotpath.__file__), "hotpath.pyi")
+HOTPATH_OWN = {"IMPLEMENTATION", "WHY"}       # hotpath's, not the twins'
+E = sys.monitoring.events
+DISABLE = sys.monitoring.DISABLE
+
+
+# -- the contract
+
+def read_contract(path: str = STUB) -> dict[str, set[str] | None]:
+    """The stub's public names: a class's to the set of its members, any
+    other's to None (names starting with ``_`` are the stub's own aliases)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    contract: dict[str, set[str] | None] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            members = set()
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    members.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    members.add(item.target.id)
+            contract[node.name] = members
+        elif isinstance(node, ast.FunctionDef):
+            contract[node.name] = None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            contract[node.target.id] = None
+    return {name: m for name, m in contract.items() if not name.startswith("_")}
+
+
+def twin_contract() -> dict[str, set[str] | None]:
+    return {name: m for name, m in read_contract().items() if name not in HOTPATH_OWN}
+
+
+def public(names) -> set[str]:
+    return {n for n in names if not n.startswith("_")}
+
+
+def contract_violations(module: types.ModuleType, contract: dict[str, set[str] | None]) -> list[str]:
+    """What ``module`` lacks of the contract, or has in public beyond it."""
+    out = [f"missing {name}" for name in contract if not hasattr(module, name)]
+    exported = set(getattr(module, "__all__", ()))
+    out += [f"{name} not in __all__" for name in contract if name not in exported]
+    out += [f"__all__ has {name}, not in the contract" for name in exported - contract.keys()]
+    # Its own public names: what it defines (or re-exports from fentry), not what it imports.
+    for name, value in vars(module).items():
+        if name.startswith("_") or name in contract or isinstance(value, types.ModuleType):
+            continue
+        if getattr(value, "__module__", module.__name__) == module.__name__:
+            out.append(f"public {name}, not in the contract")
+    for name, members in contract.items():
+        cls = getattr(module, name, None)
+        if members is None or cls is None:
+            continue
+        out += [f"{name}.{m} missing" for m in sorted(members) if not hasattr(cls, m)]
+        # The Python CodeTable is dict itself (a subclass would lose the
+        # interpreter's dict-specialized lookups in the dispatchers): dict's
+        # other methods are not the contract, and mypy keeps fentry off them.
+        if cls.__module__ != "builtins":
+            out += [f"{name}.{m}, not in the contract" for m in sorted(public(dir(cls)) - members)]
+    return out
+
+
+def c_module() -> types.ModuleType:
+    """``fentry._ctrampolines``, or a skip saying why it is not there."""
+    if importlib.util.find_spec("fentry._ctrampolines") is None:
+        why = f"the C hot path is not built for Python {sys.version.split()[0]}"
+        if os.environ.get("FENTRY_REQUIRE_C"):
+            pytest.fail(f"{why}, and FENTRY_REQUIRE_C is set")
+        pytest.skip(why)
+    # Built for this Python: it must import (a failure here is a broken build).
+    return importlib.import_module("fentry._ctrampolines")
+
+
+@pytest.fixture(params=["python", "c"])
+def impl(request) -> types.ModuleType:
+    """Each twin in turn, as itself (not through hotpath)."""
+    return pytrampolines if request.param == "python" else c_module()
+
+
+def test_the_contract_lists_the_hot_path():
+    contract = read_contract()
+    assert HOTPATH_OWN <= contract.keys()
+    assert {"Ring", "CodeTable", "Encoder", "PageQueue", "entry_dispatcher"} <= contract.keys()
+    assert {"record", "consume", "page", "maxlen", "lost_told"} <= contract["Ring"]
+
+
+def test_each_twin_exports_exactly_the_contract(impl):
+    assert contract_violations(impl, twin_contract()) == []
+
+
+def test_hotpath_exports_the_contract_from_the_twin_it_picked():
+    twin = pytrampolines if hotpath.IMPLEMENTATION == "python" else c_module()
+    for name in read_contract():
+        assert hasattr(hotpath, name), name
+    for name in twin_contract():
+        assert getattr(hotpath, name) is getattr(twin, name), name
+    assert hotpath.WHY
+
+
+def test_the_twins_agree_on_their_constants():
+    c = c_module()
+    for name in ("RECORD_BYTES", "PROBE_MAX_ARGS"):
+        assert getattr(c, name) == getattr(pytrampolines, name), name
+    # Where a handler finds the traced frame differs, by design: a C
+    # dispatcher or list function adds no frame.
+    assert (c.DIRECT, c.LISTED) == (1, 1)
+    assert (pytrampolines.DIRECT, pytrampolines.LISTED) == (2, 3)
+
+
+def module_copy(module: types.ModuleType) -> types.ModuleType:
+    copy = types.ModuleType(module.__name__)
+    copy.__dict__.update(vars(module))
+    copy.__all__ = list(module.__all__)
+    return copy
+
+
+def class_copy(cls: type, members: set[str]) -> type:
+    """A stand-in for ``cls`` with just ``members``."""
+    return type(cls.__name__, (), {m: getattr(cls, m) for m in members if m != "__init__"})
+
+
+def test_the_check_fails_when_a_twin_drops_a_name(impl):
+    contract = twin_contract()
+    copy = module_copy(impl)
+    del copy.list_func
+    assert "missing list_func" in contract_violations(copy, contract)
+    copy = module_copy(impl)
+    copy.__all__.remove("RECORD_BYTES")
+    assert contract_violations(copy, contract) == ["RECORD_BYTES not in __all__"]
+
+
+def test_the_check_fails_when_a_twin_drops_a_method(impl):
+    contract = twin_contract()
+    copy = module_copy(impl)
+    copy.Ring = class_copy(impl.Ring, contract["Ring"] - {"flush"})
+    assert contract_violations(copy, contract) == ["Ring.flush missing"]
+
+
+def test_the_check_fails_when_a_twin_adds_a_name(impl):
+    contract = twin_contract()
+    copy = module_copy(impl)
+    exec("def drain(ring):\n    pass", copy.__dict__)
+    assert contract_violations(copy, contract) == ["public drain, not in the contract"]
+    copy = module_copy(impl)
+    copy.__all__.append("drain")
+    copy.drain = copy.list_func
+    assert "__all__ has drain, not in the contract" in contract_violations(copy, contract)
+    copy = module_copy(impl)
+    copy.Ring = class_copy(impl.Ring, contract["Ring"])
+    copy.Ring.take_raw = lambda self: b""
+    assert contract_violations(copy, contract) == ["Ring.take_raw, not in the contract"]
+
+
+# -- Ring
+
+def records(ring) -> list[tuple]:
+    """The records without their timestamps (the C ring's are converted
+    from the TSC when read, so two reads may differ by a few ns)."""
+    return [(rec[0], *rec[2:]) for rec in ring.snapshot()]
+
+
+def test_a_record_reads_as_seq_timestamp_fields(impl):
+    ring = impl.Ring(4)
+    before = time.monotonic_ns()
+    ring.record(("a", 1))
+    after = time.monotonic_ns()
+    [(seq, ts, *fields)] = ring.snapshot()
+    assert (seq, fields) == (0, ["a", 1])
+    # CLOCK_MONOTONIC ns on both.  The C ring's are TSC readings converted
+    # when read, by interpolation between two (TSC, monotonic) pairs: a
+    # thread preempted between the two reads of a pair skews it, by
+    # milliseconds on a busy machine -- hence the margin.
+    assert before - 50_000_000 <= ts <= after + 50_000_000
+    assert (len(ring), ring.written(), ring.lost(), ring.maxlen) == (1, 1, 0, 4)
+
+
+def test_a_full_ring_overwrites_the_oldest_and_counts_them_lost(impl):
+    ring = impl.Ring(3)
+    for i in range(5):
+        ring.record(("x", i))
+    assert records(ring) == [(2, "x", 2), (3, "x", 3), (4, "x", 4)]
+    assert (len(ring), ring.written(), ring.lost()) == (3, 5, 2)
+
+
+def test_consume_takes_the_records_and_keeps_the_counts(impl):
+    ring = impl.Ring(3)
+    for i in range(5):
+        ring.record((i,))
+    assert [rec[0] for rec in ring.consume()] == [2, 3, 4]
+    assert (len(ring), ring.written(), ring.lost()) == (0, 5, 2)
+    ring.record(("next",))
+    assert records(ring) == [(5, "next")]
+    assert ring.lost() == 2
+
+
+def test_clear_empties_the_ring_and_its_counts(impl):
+    ring = impl.Ring(2)
+    for i in range(5):
+        ring.record((i,))
+    ring.lost_told = 3
+    ring.clear()
+    assert (len(ring), ring.written(), ring.lost(), ring.lost_told) == (0, 0, 0, 0)
+    ring.record(("again",))
+    assert records(ring) == [(0, "again")]
+
+
+def test_resize_keeps_the_newest_and_counts_the_dropped_as_lost(impl):
+    ring = impl.Ring(4)
+    for i in range(4):
+        ring.record((i,))
+    ring.resize(2)
+    assert ring.maxlen == 2
+    assert records(ring) == [(2, 2), (3, 3)]
+    assert (ring.written(), ring.lost()) == (4, 2)
+    ring.resize(8)
+    for i in range(4, 8):
+        ring.record((i,))
+    assert [seq for seq, _ in records(ring)] == [2, 3, 4, 5, 6, 7]
+
+
+def test_a_ring_refuses_what_it_cannot_hold(impl):
+    with pytest.raises(ValueError):
+        impl.Ring(0)
+    ring = impl.Ring(1)
+    with pytest.raises(ValueError):
+        ring.resize(0)
+    with pytest.raises(TypeError):
+        ring.record(["not", "a", "tuple"])
+    assert len(ring) == 0
+
+
+def test_a_ring_can_be_subclassed_with_slots(impl):
+    class Buffer(impl.Ring):                    # as tracers.ring_buffer.ThreadBuffer
+        __slots__ = ("name",)
+
+        def __init__(self, maxlen: int) -> None:
+            super().__init__(maxlen)
+            self.name = "t"
+    tb = Buffer(2)
+    tb.record((1,))
+    assert (tb.name, tb.maxlen, records(tb)) == ("t", 2, [(0, 1)])
+
+
+def read_page(data: bytes, encoder) -> tuple[int, list[tuple]]:
+    """A page's LOST count and its records, decoded by the reader's decoder."""
+    lost, recs, pos = 0, [], 0
+    refs = dict(encoder.refs(0))
+    while pos < len(data):
+        size, kind = struct.unpack_from("<IB", data, pos)
+        body = data[pos + 5:pos + 4 + size]
+        if kind == raw.MSG_LOST:
+            lost += struct.unpack_from("<Iq", body)[1]
+        else:
+            assert kind == raw.MSG_RECORDS
+            _, first, count = struct.unpack_from("<IqI", body)
+            recs += raw.decode_records(body[16:], refs, first)
+            assert len(recs) == count
+        pos += 4 + size
+    return lost, recs
+
+
+def encoder(impl):
+    return impl.Encoder(FAULT, raw.Shown, repr)
+
+
+def probe_record(i: int) -> tuple:
+    """A probe event's fields: (event, site, values); any object names the event."""
+    return ("event", (None, 4), (i, "s"))
+
+
+def test_page_takes_the_records_and_tells_the_lost_once(impl):
+    ring, enc = impl.Ring(2), encoder(impl)
+    for i in range(5):
+        ring.record(probe_record(i))
+    lost, recs = read_page(ring.page(enc), enc)
+    assert lost == 3 == ring.lost_told
+    assert [(seq, *rest) for seq, _, *rest in recs] == [
+        (3, "event", (None, 4), (3, "s")), (4, "event", (None, 4), (4, "s"))]
+    assert len(ring) == 0
+    assert ring.page(enc) == b""                # nothing new, and the lost are told
+    ring.record(probe_record(5))
+    assert read_page(ring.page(enc), enc)[0] == 0
+
+
+def test_a_ring_with_a_queue_moves_its_records_there_as_pages(impl):
+    ring, enc = impl.Ring(8), encoder(impl)
+    queue = impl.PageQueue(enc, 1 << 20, -1)
+    ring.set_queue(queue, 7, 2)
+    assert ring.key == 7
+    for i in range(3):
+        ring.record(probe_record(i))
+    assert len(ring) == 1                       # the writer flushed at 2 records
+    assert queue.bytes > 0 and queue.encoder is enc
+    ring.flush()
+    pages = queue.take()
+    assert queue.bytes == 0 and queue.take() == []
+    assert [len(read_page(p, enc)[1]) for p in pages] == [2, 1]
+    ring.set_queue(None, 7, 0)
+    ring.record(probe_record(3))
+    assert len(ring) == 1 and queue.bytes == 0
+    ring.after_fork()
+
+
+# -- CodeTable
+
+def test_a_code_table_maps_code_ids_to_handlers(impl):
+    table = impl.CodeTable()
+    code = test_a_code_table_maps_code_ids_to_handlers.__code__
+    key = id(code)
+    assert (len(table), key in table, table.get(key), table.get(key, 5)) == (0, False, None, 5)
+    table[key] = print
+    assert (len(table), key in table, table[key], table.get(key)) == (1, True, print, print)
+    assert list(table.keys()) == [key]
+    assert table.pop(key) is print
+    assert table.pop(key, None) is None
+    with pytest.raises(KeyError):
+        table.pop(key)
+    with pytest.raises(KeyError):
+        table[key]
+    table[key] = len
+    del table[key]
+    with pytest.raises(KeyError):
+        del table[key]
+    table[key], table[key + 16] = print, len
+    table.clear()
+    assert len(table) == 0 and list(table.keys()) == []
+
+
+def test_a_code_table_grows(impl):
+    table = impl.CodeTable()
+    keys = [16 * i for i in range(1, 1000)]
+    for k in keys:
+        table[k] = k
+    for k in keys[::2]:
+        del table[k]
+    assert sorted(table.keys()) == keys[1::2]
+    assert all(table[k] == k for k in keys[1::2])
+
+
+# -- dispatchers, called as sys.monitoring calls them
+
+def code_of(fn) -> types.CodeType:
+    return fn.__code__
+
+
+def f(x=0):
+    return x
+
+
+def g():
+    return f()
+
+
+class Calls(list):
+    """Records each call's arguments; ``raising`` raises as well."""
+
+    def __call__(self, *args):
+        self.append(args)
+
+    def raising(self, *args):
+        self.append(args)
+        raise RuntimeError("handler")
+
+
+def test_entry_dispatcher_calls_the_codes_handler(impl):
+    calls, faults = Calls(), Calls()
+    table = impl.CodeTable()
+    table[id(code_of(f))] = calls
+    dispatch = impl.entry_dispatcher(table, lambda code: pytest.fail("discovered"), faults)
+    assert dispatch(code_of(f), 0) is None
+    assert calls == [(code_of(f), 0)] and faults == []
+
+
+def test_entry_dispatcher_discovers_unknown_code(impl):
+    found, calls = Calls(), Calls()
+
+    def discover(code):
+        found.append(code)
+        return calls if code is code_of(f) else None
+    dispatch = impl.entry_dispatcher(impl.CodeTable(), discover, Calls())
+    assert dispatch(code_of(g), 0) is DISABLE      # not traced: never again
+    assert dispatch(code_of(f), 0) is None         # traced: its handler runs now
+    assert found == [code_of(g), code_of(f)] and calls == [(code_of(f), 0)]
+
+
+def test_a_raising_discovery_decides_nothing(impl):
+    dispatch = impl.entry_dispatcher(impl.CodeTable(), lambda code: 1 / 0, Calls())
+    assert dispatch(code_of(f), 0) is None          # neither traced nor DISABLEd
+
+
+def test_a_raising_handler_is_reported_not_raised(impl):
+    calls, faults = Calls(), Calls()
+    table = impl.CodeTable()
+    table[id(code_of(f))] = calls.raising
+    for dispatch, args in [(impl.entry_dispatcher(table, Calls(), faults), (0,)),
+                           (impl.dispatcher(table, faults, 2, True), (0,)),
+                           (impl.dispatcher(table, faults, 3, False), (0, "arg"))]:
+        assert dispatch(code_of(f), *args) is None
+    assert calls == [(code_of(f), 0), (code_of(f), 0), (code_of(f), 0, "arg")]
+    assert faults == [(code_of(f),)] * 3
+
+
+def test_dispatcher_passes_the_events_arguments(impl):
+    calls = Calls()
+    table = impl.CodeTable()
+    table[id(code_of(f))] = calls
+    assert impl.dispatcher(table, Calls(), 3, True)(code_of(f), 6, 42) is None
+    assert impl.dispatcher(table, Calls(), 2, True)(code_of(f), 8) is None
+    assert calls == [(code_of(f), 6, 42), (code_of(f), 8)]
+
+
+def test_dispatcher_disables_a_miss_only_where_asked(impl):
+    table = impl.CodeTable()
+    assert impl.dispatcher(table, Calls(), 3, True)(code_of(g), 0, None) is DISABLE
+    assert impl.dispatcher(table, Calls(), 3, False)(code_of(g), 0, None) is None
+
+
+def test_offset_dispatcher_calls_the_probed_offsets_handler(impl):
+    calls = Calls()
+    table = impl.CodeTable()
+    table[id(code_of(f))] = {4: calls}
+    dispatch = impl.offset_dispatcher(table, Calls())
+    assert dispatch(code_of(f), 4) is None
+    assert dispatch(code_of(f), 2) is DISABLE      # another offset of traced code
+    assert dispatch(code_of(g), 4) is DISABLE      # untraced code
+    assert calls == [(code_of(f), 4)]
+
+
+def test_list_func_calls_each_ops_and_counts_what_raises(impl):
+    class Ops:
+        errors = 0
+    first, second, calls = Ops(), Ops(), Calls()
+    call = impl.list_func([(first, calls.raising), (second, calls)], 3)
+    assert call(code_of(f), 0, None) is None
+    assert (first.errors, second.errors) == (1, 0)
+    assert calls == [(code_of(f), 0, None)] * 2
+    assert impl.list_func([(second, calls)], 2)(code_of(f), 2) is None
+    assert calls[-1] == (code_of(f), 2)
+
+
+def test_a_quiet_threads_events_are_ignored(impl):
+    calls = Calls()
+    table = impl.CodeTable()
+    table[id(code_of(f))] = calls
+    dispatch = impl.dispatcher(table, Calls(), 2, True)
+    impl.quiet_thread(True)
+    try:
+        assert dispatch(code_of(f), 0) is None
+        assert dispatch(code_of(g), 0) is None      # not even DISABLEd: it is not this code's miss
+    finally:
+        impl.quiet_thread(False)
+    other = threading.Thread(target=dispatch, args=(code_of(f), 1))
+    impl.quiet_thread(True)
+    try:
+        other.start()                               # quiet is per thread
+        other.join()
+    finally:
+        impl.quiet_thread(False)
+    assert calls == [(code_of(f), 1)]
+
+
+# -- handlers, under sys.monitoring itself
+
+@pytest.fixture
+def monitor():
+    """``monitor(event, callback, *codes)``: the callback on ``event`` as
+    local events of ``codes``, under a free tool id of the test's own."""
+    mon = sys.monitoring
+    tool = next(i for i in range(6) if mon.get_tool(i) is None)
+    mon.use_tool_id(tool, "fentry-twins-test")
+    armed: dict[types.CodeType, int] = {}
+
+    def arm(event, callback, *codes):
+        mon.register_callback(tool, event, callback)
+        for code in codes:
+            armed[code] = armed.get(code, 0) | event
+            mon.set_local_events(tool, code, armed[code])
+    try:
+        yield arm
+    finally:
+        for code in armed:
+            mon.set_local_events(tool, code, 0)
+        for event in (E.PY_START, E.PY_RETURN):
+            mon.register_callback(tool, event, None)
+        mon.free_tool_id(tool)
+        mon.restart_events()
+
+
+class Buffers:
+    """A ring buffer's ``local`` and ``attach``: one Ring per thread."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.local = threading.local()
+
+    def attach(self):
+        self.local.tb = self.impl.Ring(64)
+        return self.local.tb
+
+
+def test_a_handler_finds_the_traced_frame_at_direct(impl, monitor):
+    frames = []
+    table = impl.CodeTable()
+    table[id(code_of(f))] = lambda code, offset: frames.append(sys._getframe(impl.DIRECT))
+    monitor(E.PY_START, impl.entry_dispatcher(table, Calls(), Calls()), code_of(f))
+    f(5)
+    [frame] = frames
+    assert frame.f_code is code_of(f) and frame.f_locals == {"x": 5}
+
+
+def test_function_entry_records_the_code_and_its_caller(impl, monitor):
+    buffers = Buffers(impl)
+    table = impl.CodeTable()
+    table[id(code_of(f))] = impl.function_entry(buffers.local, buffers.attach, impl.DIRECT)
+    monitor(E.PY_START, impl.entry_dispatcher(table, Calls(), Calls()), code_of(f))
+    g()
+    f()
+    assert [rec[2:] for rec in buffers.local.tb.snapshot()] == [
+        (code_of(f), code_of(g)), (code_of(f), code_of(test_function_entry_records_the_code_and_its_caller))]
+
+
+def test_graph_events_record_entry_and_return(impl, monitor):
+    buffers = Buffers(impl)
+    entries, returns = impl.CodeTable(), impl.CodeTable()
+    entries[id(code_of(f))] = impl.graph_event(buffers.local, buffers.attach, raw.ENTRY, 2)
+    returns[id(code_of(f))] = impl.graph_event(buffers.local, buffers.attach, raw.RETURN)
+    monitor(E.PY_START, impl.entry_dispatcher(entries, Calls(), Calls()), code_of(f))
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), code_of(f))
+    g()
+    assert [rec[2:] for rec in buffers.local.tb.snapshot()] == [
+        (raw.ENTRY, code_of(f)), (raw.RETURN, code_of(f))]
+    unwind = impl.graph_exc_event(buffers.local, buffers.attach, raw.UNWIND)
+    unwind(code_of(f), 0, KeyError("k"))
+    assert buffers.local.tb.snapshot()[-1][2:] == (raw.UNWIND, code_of(f), KeyError)
+
+
+def test_ops_entry_passes_ip_parent_ip_ops_and_regs(impl, monitor):
+    calls = Calls()
+    ops = object()
+    ip = impl.Ip(code_of(f), 0)
+    table = impl.CodeTable()
+    table[id(code_of(f))] = impl.ops_entry(calls, ip, ops, True, impl.DIRECT)
+    monitor(E.PY_START, impl.entry_dispatcher(table, Calls(), Calls()), code_of(f))
+    g()
+    table[id(code_of(f))] = impl.ops_entry(calls, ip, ops, False, impl.DIRECT)
+    g()
+    [(ip1, parent1, ops1, regs1), (ip2, parent2, ops2, regs2)] = calls
+    assert ip1 is ip2 is ip and ops1 is ops2 is ops
+    assert regs1 is not None and regs1.f_code is code_of(f) and regs2 is None
+    assert parent1.code is code_of(g) and parent1 == parent2
+    at = {i.offset: i.opname for i in dis.get_instructions(code_of(g))}
+    assert at[parent1.offset].startswith("CALL")       # the call site, as the kernel's parent_ip
+    assert hash(parent1) == hash(impl.Ip(code_of(g), parent1.offset))
+
+
+def test_switch_is_a_flag(impl):
+    switch = impl.Switch()
+    assert switch.on is True and impl.Switch(on=False).on is False
+    switch.on = 0
+    assert switch.on is False
+
+
+def test_probe_trace_hands_what_it_does_not_fetch_to_slow(impl, monitor):
+    """With no fetchargs for C (``specs`` None) both call ``slow`` for every
+    hit, with the traced frame, as the event's Python path wants it."""
+    hits = Calls()
+    buffers = Buffers(impl)
+    trace = impl.ProbeTrace("event", None, buffers.local, buffers.attach, impl.Switch(),
+                            lambda value: value, FAULT, hits)
+    trace.set_filter(None, None)
+    entries, returns = impl.CodeTable(), impl.CodeTable()
+    entries[id(code_of(f))] = trace.entry(code_of(f), 0, impl.DIRECT)
+    returns[id(code_of(f))] = trace.exit(code_of(f), impl.DIRECT, False)
+    monitor(E.PY_START, impl.entry_dispatcher(entries, Calls(), Calls()), code_of(f))
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), code_of(f))
+    f(3)
+    trace("kp", "regs")                         # as a kprobe's pre_handler
+    assert trace.start(code_of(f), impl.DIRECT)(code_of(f), 0) is None
+    [(entry,), (exit, value, raised), regs] = hits
+    assert entry.f_code is exit.f_code is code_of(f) and (value, raised) == (3, False)
+    assert regs == ("regs",)
+    assert (trace.event, trace.nhit, trace.nmissed) == ("event", 0, 0)
