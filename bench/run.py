@@ -69,9 +69,9 @@ MON = sys.monitoring
 PY_START = MON.events.PY_START
 _getframe = sys._getframe
 
-# 200000 kB at hotpath.RECORD_BYTES a record (40 in C, 136 in pure Python):
-# 5.1M or 1.5M records per thread, more than any row records between two
-# clears, so the buffer never wraps.
+# 200000 kB at hotpath.RECORD_BYTES (40) a record, on both hot paths: 5.1M
+# records per thread, more than any row records between two clears, so the
+# buffer never wraps.
 BUFFER_KB = "200000"
 VIZ_ENTRIES = 2_000_000     # viztracer's circular buffer: > 1M calls + their C calls
 
