@@ -405,13 +405,25 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
     live.recorder.start(read_fd, on_end=program_done.set)
     status = child.wait()
     remove_stale(child.pid)         # its agent's socket, if it was killed
-    # Everything the program recorded is read, however long it takes; with
-    # --follow, children that outlive it are not waited for long.
-    program_done.wait()
-    live.recorder.wait_idle(timeout=2.0)
-    if collector is not None:
-        collector.close()
-    live.finish()
+    # The program is over: from now on Ctrl-C, SIGTERM or SIGHUP are for
+    # fentry, which stops where it is (a deep trace can take long to format).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _stop_formatting)
+    try:
+        # Everything the program recorded is read, however long it takes; with
+        # --follow, children that outlive it are not waited for long.
+        program_done.wait()
+        live.recorder.wait_idle(timeout=2.0)
+        if collector is not None:
+            collector.close()
+        live.finish()
+    except _Interrupted as stop:
+        _say(f"fentry {command}: stopped by {signal.Signals(stop.signum).name} after the program "
+             f"ended (status {status}); the trace is incomplete")
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+        return 128 + stop.signum
     _report_end(live, opts, command)
     if status < 0:      # die of the same signal (SIGKILL's action cannot be set, nor needs to)
         if -status != signal.SIGKILL:
@@ -419,6 +431,16 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         os.kill(os.getpid(), -status)
         return 128 - status
     return status
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_formatting(signum: int, frame: object) -> None:
+    raise _Interrupted(signum)
 
 
 def _output(opts: argparse.Namespace, command: str, record: bool, default, argv: list[str]
@@ -463,6 +485,8 @@ def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) 
                  f"`fentry report{'' if output == DEFAULT_RECORDING else ' -i ' + output}` "
                  "formats it")
         return
+    if error is not None:
+        return          # formatting stopped at the error: nothing more is known
     faults = live.report.faults(live.streams.streams)
     if faults:
         _say(f"fentry {command}: {faults} value{'s' if faults > 1 else ''} could not be printed "

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -129,3 +130,66 @@ def test_record_a_running_program(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+DEEP = """
+import sys
+sys.setrecursionlimit(30000)
+def r(n):
+    return 0 if n == 0 else r(n - 1) + 1
+for _ in range({rounds}):
+    r({depth})
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_deep_graph_is_formatted_in_bounded_memory(tmp_path, monkeypatch):
+    """Two spaces a level: 5,000 levels deep a line is 10 KB.  The report
+    formats a drain a slice at a time (its memory does not grow with the
+    drain's text), and the slices give the lines formatting it whole gives."""
+    script = tmp_path / "deep.py"
+    script.write_text(DEEP.format(rounds=3, depth=5000))
+    dat = tmp_path / "deep.dat"
+    assert fentry("record", "-t", "function_graph", "-l", "__main__:r", "-o", str(dat),
+                  str(script)).returncode == 0
+    probe = ("import resource, sys\nfrom fentry.cli import main\nmain(sys.argv[1:])\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    out = tmp_path / "deep.txt"
+    rep = subprocess.run([sys.executable, "-c", probe, "report", "-i", str(dat), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    peak_kb = int(rep.stderr.split()[-1])
+    assert out.stat().st_size > 150_000_000        # 30,000 lines of up to 10 KB
+    assert peak_kb < 120_000, peak_kb               # formatted whole: ~400 MB
+
+    from fentry.cli import main
+    from fentry.report import text
+    whole = tmp_path / "whole.txt"
+    monkeypatch.setattr(text, "SLICE_RECORDS", 10**9)
+    assert main(["report", "-i", str(dat), "-o", str(whole)]) == 0
+    monkeypatch.setattr(text, "SLICE_RECORDS", 7)
+    small = tmp_path / "small.txt"
+    assert main(["report", "-i", str(dat), "-o", str(small)]) == 0
+    assert whole.read_bytes() == small.read_bytes() == out.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_signal_after_the_program_ended_stops_the_formatting(tmp_path):
+    """The program is over; what is left is fentry's: SIGTERM stops it, says
+    so, and fentry dies of it (a deep trace takes long to format)."""
+    script = tmp_path / "deep.py"
+    script.write_text(DEEP.format(rounds=40, depth=10000))
+    proc = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "function_graph",
+                             "-l", "__main__:r", "-o", str(tmp_path / "t.txt"), str(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "done\n"
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + 30
+    while open(children).read().strip() and time.monotonic() < deadline:
+        time.sleep(0.01)        # the program is gone: a signal now is fentry's alone
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    assert err == ("fentry run: stopped by SIGTERM after the program ended (status 0); "
+                   "the trace is incomplete\n")

@@ -148,6 +148,8 @@ class Live:
         except OSError:
             pass
         for number, payload in self.reader.frames():
+            if self.report.error is not None:
+                return          # the text cannot be written: formatting it is waste
             self.streams.frame(number, payload)
         self.report.finish(self.streams.streams)
 

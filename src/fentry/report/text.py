@@ -3,8 +3,21 @@ as the tracers' readers make it in the traced process (``tracers/text.py``)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
+from ..raw import ENTER_KINDS
 from ..tracers.text import FunctionReader, GraphReader, lost_line
 from .decode import FileSink, ProcessStream, ThreadInfo
+
+# Records of one thread formatted at a time.  A function_graph line is two
+# spaces a level wide: 10,000 levels deep, a drain's lines would take
+# hundreds of MB at once.  (A batch is cut at one timestamp for all threads,
+# so the lines come out in the order they would all at once.)
+SLICE_RECORDS = 1024
+
+
+def _stamp(rec: tuple) -> int:
+    return rec[1]
 
 
 def make_reader(tracer: str, options: dict[str, bool]):
@@ -45,8 +58,16 @@ class TextReport(FileSink):
         for thread, _, records in items:
             if records:
                 per_thread.setdefault(thread, []).extend(records)
-        parts.extend(reader.lines(list(per_thread.items())))
+        threads = list(per_thread.items())
+        if all(len(records) <= SLICE_RECORDS for _, records in threads):
+            parts.extend(reader.lines(threads))
+            self._write(parts)
+            return
         self._write(parts)
+        for piece in _slices(threads):
+            if self.error is not None:
+                return
+            self._write(reader.lines(piece))
 
     def end(self, stream: ProcessStream) -> None:
         self._write(self._flush(stream))
@@ -66,3 +87,32 @@ class TextReport(FileSink):
     def faults(streams: dict[int, ProcessStream]) -> int:
         return sum(getattr(ref, "faults", 0) for s in streams.values() for ref in s.refs.values()
                    if not isinstance(ref, str))
+
+
+def _slices(threads: list[tuple[ThreadInfo, list]]):
+    """``threads``' records in pieces of about SLICE_RECORDS a thread, each
+    cut at one timestamp.  A thread cut right after an entry keeps the record
+    after it (a leaf's exit), so that a leaf is told from a call with the
+    same lines.  Every thread is in every piece (if only with no records),
+    so a pending entry waits for its next record."""
+    starts = [0] * len(threads)
+    while True:
+        ahead = [records[start + SLICE_RECORDS][1] for (_, records), start in zip(threads, starts)
+                 if len(records) - start > SLICE_RECORDS]
+        if not ahead:
+            yield [(tb, records[start:]) for (tb, records), start in zip(threads, starts)]
+            return
+        cut = min(ahead)
+        ends = [bisect_left(records, cut, start, len(records), key=_stamp)
+                for (_, records), start in zip(threads, starts)]
+        if ends == starts:      # as many records as that at one timestamp
+            ends = [bisect_right(records, cut, start, len(records), key=_stamp)
+                    for (_, records), start in zip(threads, starts)]
+        piece = []
+        for k, (tb, records) in enumerate(threads):
+            end = ends[k]
+            if starts[k] < end < len(records) and records[end - 1][2] in ENTER_KINDS:
+                end += 1
+            piece.append((tb, records[starts[k]:end]))
+            starts[k] = end
+        yield piece
