@@ -39,8 +39,8 @@ typedef union {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
+    RingCache ring;             /* recorders: the calling thread's Ring (first: read on every event) */
     int kind;
-    TrampRefs o;
     union {                     /* what it does, by kind */
         int disable;            /* K_DISPATCH: DISABLE on a miss */
         int save_regs;          /* K_OPS_ENTRY: regs is the traced frame */
@@ -50,7 +50,7 @@ typedef struct {
         } graph;
         int raised;             /* K_PROBE_EXIT: at PY_UNWIND */
     };
-    RingCache ring;             /* recorders: the calling thread's Ring */
+    TrampRefs o;
     int *slots;                 /* probes: per fetcharg, the fast-locals index it starts from */
 } Tramp;
 
