@@ -155,6 +155,17 @@ inline_value(PyObject *obj, Py_ssize_t index)
 #endif
 }
 
+/* The index of `name` in co's fast locals (frame_local's i), -1 when it has
+ * none of that name. */
+static inline int
+fast_local_index(PyCodeObject *co, PyObject *name)
+{
+    for (int k = 0; k < co->co_nlocalsplus; k++)
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(co->co_localsplusnames, k), name) == 0)
+            return k;
+    return -1;
+}
+
 /* Whether fast local j of co is a plain local (not a cell, free or hidden one). */
 static inline int
 is_plain_local(PyCodeObject *co, int j)

@@ -243,7 +243,6 @@ probe_handler(ProbeTrace *p, PyObject *code, int kind, int raised, PyObject *hea
         Py_DECREF(t);
         return PyErr_NoMemory();
     }
-    PyObject *names = co->co_localsplusnames;
     int nparams = co->co_argcount + co->co_kwonlyargcount
                   + !!(co->co_flags & CO_VARARGS) + !!(co->co_flags & CO_VARKEYWORDS);
     for (int i = 0; i < p->nargs; i++) {
@@ -252,13 +251,7 @@ probe_handler(ProbeTrace *p, PyObject *code, int kind, int raised, PyObject *hea
         if (fs->root == R_ARG) {
             j = fs->argn >= 1 && fs->argn <= nparams ? fs->argn - 1 : -1;
         } else if (fs->root == R_LOCAL) {
-            for (int k = 0; k < co->co_nlocalsplus; k++) {
-                int eq = PyUnicode_Compare(PyTuple_GET_ITEM(names, k), fs->name) == 0;
-                if (eq) {
-                    j = k;
-                    break;
-                }
-            }
+            j = fast_local_index(co, fs->name);
         } else {
             slots[i] = -1;
             continue;
