@@ -30,7 +30,7 @@ demo: $(VENV)/bin/fentry
 	$(VENV)/bin/fentry run $(DEMO_ARGS) $(DEMO_SCRIPT)
 
 # The main venv: (re)installed whenever the packaging or the C hot path changes.
-$(VENV)/bin/fentry: pyproject.toml setup.py src/fentry/_ctrampolines.c
+$(VENV)/bin/fentry: pyproject.toml setup.py $(wildcard src/fentry/ctrampolines/*.[ch])
 	@set -e; \
 	if ! $(VENV)/bin/python -c '' 2>/dev/null; then \
 	  py="$(PYTHON)"; [ -n "$$py" ] || py=$$(scripts/find-pythons --one); \

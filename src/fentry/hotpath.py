@@ -22,4 +22,9 @@ else:
     except ImportError as exc:
         from .pytrampolines import *  # noqa: F401,F403
         IMPLEMENTATION = "python"
-        WHY = f"the C extension is not built for this Python ({exc})"
+        if isinstance(exc, ModuleNotFoundError):
+            # setup.py builds it only with a C compiler, for CPython 3.12 or 3.13.
+            WHY = ("the C extension was not built (it needs a C compiler and CPython "
+                   "3.12 or 3.13; `pip install -v` shows why)")
+        else:
+            WHY = f"the C extension does not load ({exc})"

@@ -1,10 +1,11 @@
 """The hot path, in pure Python: event dispatchers and the handlers (trampolines).
 
 Everything here runs on every traced event, so it is small, flat and
-allocation-light.  ``_ctrampolines`` (C) implements the same interface with
-the same behaviour; ``hotpath`` picks one.  Handlers are made per traced code
-object, and find the traced frame ``depth`` frames up: 0 is the handler
-itself, 1 the dispatcher (or 2 when a list function sits between them).
+allocation-light.  ``_ctrampolines`` (C, built from ``ctrampolines/``)
+implements the same interface with the same behaviour; ``hotpath`` picks one.
+Handlers are made per traced code object, and find the traced frame ``depth``
+frames up: 0 is the handler itself, 1 the dispatcher (or 2 when a list
+function sits between them).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .symbols import call_site
 CodeTable = dict
 
 _QUEUE_WAIT_STEP = 0.0001       # a full page queue: the writer lets the reader run...
-_QUEUE_WAIT_STEPS = 2000        # ... for at most 200 ms (see _ctrampolines' ring_flush)
+_QUEUE_WAIT_STEPS = 2000        # ... for at most 200 ms (ctrampolines/pagequeue.c's ring_flush)
 
 # The bytes of buffer_size_kb one record counts for: the C ring's slot
 # (sizeof(Rec) on a 64-bit build), so that a buffer holds as many records on
@@ -125,7 +126,7 @@ class Ring:
 
     def set_queue(self, queue: PageQueue | None, key: int, flush_at: int) -> None:
         """With a queue, the writer moves its records into it, as a page, when
-        it holds ``flush_at`` of them (see _ctrampolines' PageQueue)."""
+        it holds ``flush_at`` of them (see ctrampolines/pagequeue.c)."""
         self._queue, self.key = queue, key
         self._flush_at = max(1, flush_at) if queue is not None else 0
         records = self._records
@@ -151,7 +152,7 @@ class Ring:
         self._paging = _thread.RLock()
 
     def _flush(self, force: bool) -> None:
-        """As _ctrampolines' ring_flush.  A lock keeps a writer's flush and a
+        """As ctrampolines/pagequeue.c's ring_flush.  A lock keeps a writer's flush and a
         reader's from splitting one ring's records into pages out of order
         (C does it in one call, under the GIL); a flush that a signal
         handler's drain would start inside another, in the same thread, is
@@ -160,7 +161,7 @@ class Ring:
         if queue is None or (not force and not self._records):
             return
         if not force and queue.bytes >= queue.cap:
-            for _ in range(_QUEUE_WAIT_STEPS):      # let the reader run (see _ctrampolines)
+            for _ in range(_QUEUE_WAIT_STEPS):      # let the reader run (as pagequeue.c)
                 if queue.bytes < queue.cap or queue._stalled:
                     break
                 sleep(_QUEUE_WAIT_STEP)
@@ -198,7 +199,7 @@ class Ring:
 
 
 class PageQueue:
-    """Pages of raw records on their way to a reader (see _ctrampolines')."""
+    """Pages of raw records on their way to a reader (see ctrampolines/pagequeue.c)."""
     __slots__ = ("_pages", "bytes", "cap", "encoder", "_wake_fd", "_stalled")
 
     def __init__(self, encoder: Encoder, cap: int, wake_fd: int) -> None:
@@ -260,7 +261,7 @@ def quiet_thread(on: bool) -> None:
 
 
 # The thread that waits, quiet, for the interpreter to start the program
-# (see _ctrampolines' quiet_until_program); 0: none.  Pure Python cannot
+# (see ctrampolines/quiet.c's quiet_until_program); 0: none.  Pure Python cannot
 # afford an audit hook (a Python call on every audited operation, id() and
 # sys._getframe among them, for the rest of the process): the entry
 # dispatcher sees the program's module code start instead.

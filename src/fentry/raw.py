@@ -3,7 +3,7 @@ out of the traced process (``Ring.take_raw``), and how a reader decodes them.
 
 The kernel's ``trace_pipe_raw`` ships ring-buffer pages that
 libtraceevent decodes with the events' formats; here one ring's records are
-encoded into bytes by the hot path's ``Encoder`` (C in ``_ctrampolines``,
+encoded into bytes by the hot path's ``Encoder`` (C in ``ctrampolines/encoder.c``,
 Python in ``pytrampolines``, both to this layout), and decoded by
 ``decode_records`` in the reader.  Objects a record points at -- code
 objects, probe events, exception types -- travel as ids (``REF``) that the

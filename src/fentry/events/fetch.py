@@ -92,7 +92,7 @@ def type_lookup(t: type, name: str) -> object:
 def get_attr(obj: object, name: str) -> object:
     """``obj.name`` read from storage: instance dict, slots, plain class attributes.
 
-    The C hot path (``_ctrampolines``, fetch_attr) reads the same way."""
+    The C hot path (``ctrampolines/probe.c``, fetch_attr) reads the same way."""
     if type(obj) is ModuleType:
         value = dict.get(object.__getattribute__(obj, "__dict__"), name, _MISSING)
         if value is _MISSING:

@@ -1,0 +1,423 @@
+/* The dispatchers and the handlers of the tracers: what sys.monitoring
+ * calls for a traced code object (the kernel's ftrace_ops_list_func and
+ * per-ops trampolines), and the Trampoline type they all are.
+ *
+ * The same interface and behaviour as pytrampolines.py (see there for what
+ * each one does); hotpath.py picks this one when it is built.  A dispatcher
+ * calling a handler adds no Python frame: the traced function is always
+ * frame 0 (sys._getframe(0)) and its caller frame 1, whatever `depth` the
+ * Python side passes. */
+#include "tramp.h"
+#include "codetable.h"
+#include "ip.h"
+
+/* sys._getframe(depth), or NULL with no error set when the stack is not that deep. */
+static inline PyObject *
+frame_at(PyObject *depth)
+{
+    PyObject *f = PyObject_Vectorcall(getframe, &depth, 1, NULL);
+    if (f == NULL && PyErr_ExceptionMatches(PyExc_ValueError))
+        PyErr_Clear();
+    return f;
+}
+
+/* A handler raised: Exception is caught and reported to `fault(code)`;
+ * anything else (KeyboardInterrupt, SystemExit) goes on. */
+static PyObject *
+handler_failed(PyObject *fault, PyObject *code)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    PyErr_Clear();
+    PyObject *r = PyObject_CallOneArg(fault, code);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* Each kind's function starts alike (tramp_nargs): sys.monitoring calls it
+ * directly, with no shared entry to check the arguments once. */
+static PyObject *
+dispatch_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    if (thread_is_quiet())
+        Py_RETURN_NONE;
+    PyObject *code = args[0];
+    PyObject *h = table_get((CodeTable *)t->o.dispatch.table, code);
+    if (h != NULL && t->kind == K_OFFSET_DISPATCH) {
+        /* INSTRUCTION: a dict of probed offsets; DISABLE every other one */
+        h = PyDict_Check(h) ? PyDict_GetItemWithError(h, args[1]) : NULL;
+        if (h == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            return Py_NewRef(DISABLE);
+        }
+    }
+    Py_XINCREF(h);
+    if (h == NULL) {
+        if (t->kind == K_OFFSET_DISPATCH)
+            return Py_NewRef(DISABLE);
+        if (t->kind == K_DISPATCH)
+            return Py_NewRef(t->disable ? DISABLE : Py_None);
+        h = PyObject_CallOneArg(t->o.dispatch.discover, code);     /* once per code */
+        if (h == NULL) {
+            /* Discovery is Python code on the program's stack: at its
+             * recursion limit it fails.  The program must not see that;
+             * the code is decided at a later call (no DISABLE). */
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL;
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        if (h == Py_None) {
+            Py_DECREF(h);
+            return Py_NewRef(DISABLE);
+        }
+    }
+    PyObject *r = PyObject_Vectorcall(h, args, nargs, NULL);
+    Py_DECREF(h);
+    if (r == NULL)
+        return handler_failed(t->o.dispatch.fault, code);
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    PyObject *pairs = t->o.list.pairs;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs); i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i);
+        PyObject *ops = PyTuple_GET_ITEM(pair, 0), *h = PyTuple_GET_ITEM(pair, 1);
+        Py_INCREF(pair);
+        PyObject *r = PyObject_Vectorcall(h, args, nargs, NULL);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                Py_DECREF(pair);
+                return NULL;
+            }
+            PyErr_Clear();
+            PyObject *e = PyObject_GetAttr(ops, s_errors), *e1 = NULL;
+            if (e != NULL && (e1 = PyNumber_Add(e, int1)) != NULL)
+                PyObject_SetAttr(ops, s_errors, e1);
+            Py_XDECREF(e); Py_XDECREF(e1);
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+        Py_DECREF(pair);
+    }
+    Py_RETURN_NONE;
+}
+
+/* The caller's Ip (parent_ip), None when there is no Python caller. */
+static PyObject *
+caller_ip(void)
+{
+    _PyInterpreterFrame *f = caller_frame();
+    if (f == NULL)
+        return Py_NewRef(Py_None);
+    PyObject *code = PyUnstable_InterpreterFrame_GetCode(f);
+    PyObject *off = PyLong_FromLong(call_site(code, PyUnstable_InterpreterFrame_GetLasti(f)));
+    PyObject *ip = (code && off) ? ip_make(code, off) : NULL;
+    Py_XDECREF(code); Py_XDECREF(off);
+    return ip;
+}
+
+static PyObject *
+ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    if (tramp_nargs(nargsf, kwnames) < 0)
+        return NULL;
+    PyObject *frame = NULL, *parent, *r;
+    if (t->save_regs && !(frame = frame_at(int0)))       /* regs: the traced frame */
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if (!(parent = caller_ip())) {
+        Py_XDECREF(frame);
+        return NULL;
+    }
+    PyObject *argv[4] = {t->o.ops.ip, parent, t->o.ops.ops, frame ? frame : Py_None};
+    r = PyObject_Vectorcall(t->o.ops.func, argv, 4, NULL);
+    Py_DECREF(parent);
+    Py_XDECREF(frame);
+    return r;
+}
+
+/* The calling thread's Ring, for a recorder. */
+static inline Ring *
+thread_ring(Tramp *t)
+{
+    return cached_ring(&t->ring, t->o.rec.local, t->o.rec.attach, PyThreadState_Get()->id);
+}
+
+static PyObject *
+function_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    /* the record: (seq, ts, code, caller code) */
+    Tramp *t = (Tramp *)self;
+    if (tramp_nargs(nargsf, kwnames) < 0)
+        return NULL;
+    _PyInterpreterFrame *f = caller_frame();
+    Ring *ring = thread_ring(t);
+    if (ring == NULL)
+        return NULL;
+    PyObject *ccode = f == NULL ? Py_NewRef(Py_None) : PyUnstable_InterpreterFrame_GetCode(f);
+    ring_write(ring, L_FUNCTION, 0, Py_NewRef(args[0]), ccode);
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+graph_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    Ring *ring = thread_ring(t);
+    if (ring == NULL)
+        return NULL;
+    if (t->graph.exc)
+        ring_write(ring, L_GRAPH_EXC, t->graph.rkind, Py_NewRef(args[0]),
+                   Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None));
+    else
+        ring_write(ring, L_GRAPH, t->graph.rkind, Py_NewRef(args[0]), NULL);
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+nop_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (tramp_nargs(nargsf, kwnames) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ the type
+ * Its slots: CPython's boilerplate, alike in every type of this folder. */
+
+static int
+tramp_traverse(Tramp *t, visitproc visit, void *arg)
+{
+    for (int i = 0; i < TRAMP_REFS; i++)
+        Py_VISIT(t->o.refs[i]);
+    Py_VISIT(t->ring.ring);
+    return 0;
+}
+
+static int
+tramp_clear(Tramp *t)
+{
+    for (int i = 0; i < TRAMP_REFS; i++)
+        Py_CLEAR(t->o.refs[i]);
+    Py_CLEAR(t->ring.ring);
+    return 0;
+}
+
+static void
+tramp_dealloc(Tramp *t)
+{
+    PyObject_GC_UnTrack(t);
+    tramp_clear(t);
+    PyMem_Free(t->slots);
+    PyObject_GC_Del(t);
+}
+
+static PyObject *
+tramp_repr(Tramp *t)
+{
+    static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
+                                  "function_entry", "graph_event", "offset_dispatcher",
+                                  "probe", "probe_exit", "nop"};
+    return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
+}
+
+PyTypeObject TrampType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fentry._ctrampolines.Trampoline",
+    .tp_basicsize = sizeof(Tramp),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Tramp, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)tramp_traverse,
+    .tp_clear = (inquiry)tramp_clear,
+    .tp_dealloc = (destructor)tramp_dealloc,
+    .tp_repr = (reprfunc)tramp_repr,
+};
+
+_Static_assert(sizeof(TrampRefs) == TRAMP_REFS * sizeof(PyObject *),
+               "every object a Tramp holds is in refs[]");
+
+Tramp *
+tramp_new(int kind, vectorcallfunc call)
+{
+    Tramp *t = PyObject_GC_New(Tramp, &TrampType);
+    if (t == NULL)
+        return NULL;
+    memset((char *)t + offsetof(Tramp, vectorcall), 0, sizeof(Tramp) - offsetof(Tramp, vectorcall));
+    t->vectorcall = call;
+    t->kind = kind;
+    PyObject_GC_Track(t);
+    return t;
+}
+
+/* ------------------------------------------------------------------ factories */
+
+static PyObject *
+dispatcher_new(int kind, PyObject *table, PyObject *discover, PyObject *fault, int disable)
+{
+    Tramp *t = tramp_new(kind, dispatch_call);
+    if (t == NULL)
+        return NULL;
+    t->o.dispatch.table = Py_NewRef(table);
+    t->o.dispatch.discover = Py_XNewRef(discover);
+    t->o.dispatch.fault = Py_NewRef(fault);
+    t->disable = disable;
+    return (PyObject *)t;
+}
+
+static PyObject *
+entry_dispatcher(PyObject *m, PyObject *args)
+{
+    PyObject *table, *discover, *fault;
+    if (!PyArg_ParseTuple(args, "O!OO", &CodeTableType, &table, &discover, &fault))
+        return NULL;
+    return dispatcher_new(K_ENTRY_DISPATCH, table, discover, fault, 1);
+}
+
+static PyObject *
+dispatcher(PyObject *m, PyObject *args)
+{
+    PyObject *table, *fault;
+    int nargs, disable;     /* (the pure-Python twin needs the event's arity; this takes either) */
+    if (!PyArg_ParseTuple(args, "O!Oip", &CodeTableType, &table, &fault, &nargs, &disable))
+        return NULL;
+    return dispatcher_new(K_DISPATCH, table, NULL, fault, disable);
+}
+
+static PyObject *
+offset_dispatcher(PyObject *m, PyObject *args)
+{
+    PyObject *table, *fault;
+    if (!PyArg_ParseTuple(args, "O!O", &CodeTableType, &table, &fault))
+        return NULL;
+    return dispatcher_new(K_OFFSET_DISPATCH, table, NULL, fault, 1);
+}
+
+static PyObject *
+list_func(PyObject *m, PyObject *args)
+{
+    PyObject *pairs;
+    int nargs;
+    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &pairs, &nargs))
+        return NULL;
+    PyObject *copy = PyList_New(0);
+    if (copy == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs); i++) {
+        PyObject *p = PySequence_Tuple(PyList_GET_ITEM(pairs, i));
+        if (p == NULL || PyTuple_GET_SIZE(p) != 2 || PyList_Append(copy, p) < 0) {
+            if (p && PyTuple_GET_SIZE(p) != 2)
+                PyErr_SetString(PyExc_ValueError, "list_func: pairs must be (ops, handler)");
+            Py_XDECREF(p);
+            Py_DECREF(copy);
+            return NULL;
+        }
+        Py_DECREF(p);
+    }
+    Tramp *t = tramp_new(K_LIST, list_call);
+    if (t == NULL) {
+        Py_DECREF(copy);
+        return NULL;
+    }
+    t->o.list.pairs = copy;
+    return (PyObject *)t;
+}
+
+static PyObject *
+ops_entry(PyObject *m, PyObject *args)
+{
+    PyObject *func, *ip, *ops;
+    int save_regs, depth;
+    if (!PyArg_ParseTuple(args, "OOOpi", &func, &ip, &ops, &save_regs, &depth))
+        return NULL;
+    Tramp *t = tramp_new(K_OPS_ENTRY, ops_entry_call);
+    if (t == NULL)
+        return NULL;
+    t->o.ops.func = Py_NewRef(func);
+    t->o.ops.ip = Py_NewRef(ip);
+    t->o.ops.ops = Py_NewRef(ops);
+    t->save_regs = save_regs;
+    return (PyObject *)t;
+}
+
+static PyObject *
+recorder_new(int kind, vectorcallfunc call, PyObject *local, PyObject *attach)
+{
+    Tramp *t = tramp_new(kind, call);
+    if (t == NULL)
+        return NULL;
+    t->o.rec.local = Py_NewRef(local);
+    t->o.rec.attach = Py_NewRef(attach);
+    return (PyObject *)t;
+}
+
+static PyObject *
+function_entry(PyObject *m, PyObject *args)
+{
+    PyObject *local, *attach;
+    int depth;
+    if (!PyArg_ParseTuple(args, "OOi", &local, &attach, &depth))
+        return NULL;
+    return recorder_new(K_FUNCTION, function_call, local, attach);
+}
+
+static PyObject *
+graph_make(PyObject *args, int exc)
+{
+    PyObject *local, *attach;
+    int kind, nargs = 3;    /* (the pure-Python twin needs the event's arity; this takes either) */
+    if (!PyArg_ParseTuple(args, "OOi|i", &local, &attach, &kind, &nargs))
+        return NULL;
+    Tramp *t = (Tramp *)recorder_new(K_GRAPH, graph_call, local, attach);
+    if (t != NULL) {
+        t->graph.rkind = kind;
+        t->graph.exc = exc;
+    }
+    return (PyObject *)t;
+}
+
+/* Two names for the Python side, as pytrampolines.py's (as Ring's snapshot and consume). */
+static PyObject *
+graph_event(PyObject *m, PyObject *args)
+{
+    return graph_make(args, 0);
+}
+
+static PyObject *
+graph_exc_event(PyObject *m, PyObject *args)
+{
+    return graph_make(args, 1);
+}
+
+PyMethodDef dispatch_functions[] = {
+    {"entry_dispatcher", entry_dispatcher, METH_VARARGS, "PY_START dispatcher: handler or discovery."},
+    {"offset_dispatcher", offset_dispatcher, METH_VARARGS, "INSTRUCTION dispatcher: probed offsets only."},
+    {"dispatcher", dispatcher, METH_VARARGS, "Dispatcher for any other event."},
+    {"list_func", list_func, METH_VARARGS, "Calls each (ops, handler) in turn."},
+    {"ops_entry", ops_entry, METH_VARARGS, "An FtraceOps entry handler."},
+    {"function_entry", function_entry, METH_VARARGS, "The function tracer's entry handler."},
+    {"graph_event", graph_event, METH_VARARGS, "The function_graph tracer's handler."},
+    {"graph_exc_event", graph_exc_event, METH_VARARGS, "The function_graph tracer's unwind handler."},
+    {NULL}
+};

@@ -1,0 +1,76 @@
+/* The module fentry._ctrampolines: fentry's hot path in C, one file a
+ * concern (see README's layout).  Here: the objects every file shares,
+ * fetched once, the module's functions and types, registered.
+ *
+ * The same interface and behaviour as pytrampolines.py; hotpath.py picks
+ * this one when it is built. */
+#include "util.h"
+#include "clock.h"
+#include "probe.h"
+
+PyObject *DISABLE, *getframe, *int0, *int1;
+PyObject *s_tb, *s_errors, *s_co_qualname, *s_original, *s_hook;
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_ctrampolines", "fentry's hot path in C.", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__ctrampolines(void)
+{
+    PyObject *m = NULL, *sys = NULL, *mon = NULL;
+    clock_init();
+    if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
+        || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
+        || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0
+        || PyType_Ready(&EncoderType) < 0 || PyType_Ready(&PageQueueType) < 0)
+        return NULL;
+    if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
+        || !(mon = PyObject_GetAttrString(sys, "monitoring"))
+        || !(DISABLE = PyObject_GetAttrString(mon, "DISABLE")))
+        goto fail;
+    int0 = PyLong_FromLong(0);
+    int1 = PyLong_FromLong(1);
+    s_tb = PyUnicode_InternFromString("tb");
+    s_errors = PyUnicode_InternFromString("errors");
+    s_co_qualname = PyUnicode_InternFromString("co_qualname");
+    s_original = PyUnicode_InternFromString("_fentry_wraps");
+    s_hook = PyUnicode_InternFromString("_fentry_hook");
+    if (!(m = PyModule_Create(&module)))
+        goto fail;
+    if (PyModule_AddFunctions(m, dispatch_functions) < 0 || PyModule_AddFunctions(m, quiet_functions) < 0
+        || PyModule_AddFunctions(m, sigterm_functions) < 0
+        || PyModule_AddFunctions(m, tool_id_functions) < 0)
+        goto fail;
+    if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
+        || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
+        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0
+        || PyModule_AddObjectRef(m, "Switch", (PyObject *)&SwitchType) < 0
+        || PyModule_AddObjectRef(m, "ProbeTrace", (PyObject *)&ProbeTraceType) < 0
+        || PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0
+        || PyModule_AddObjectRef(m, "PageQueue", (PyObject *)&PageQueueType) < 0
+        || PyModule_AddIntConstant(m, "PROBE_MAX_ARGS", PROBE_MAX_ARGS) < 0)
+        goto fail;
+    /* A Python handler called by a C dispatcher (or C list function) finds
+     * the traced frame one up: no C callable adds a frame. */
+    if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
+        || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
+        goto fail;
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+                                  "PageQueue",
+                                  "RECORD_BYTES",
+                                  "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
+                                  "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
+                                  "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
+                                  "entry_dispatcher",
+                                  "dispatcher", "list_func", "ops_entry", "function_entry",
+                                  "graph_event", "graph_exc_event");
+    if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
+        goto fail;
+    Py_DECREF(sys);
+    Py_DECREF(mon);
+    return m;
+fail:
+    Py_XDECREF(sys); Py_XDECREF(mon); Py_XDECREF(m);
+    return NULL;
+}
