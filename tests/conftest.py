@@ -3,7 +3,6 @@
 import signal
 
 import pytest
-
 from support import fentry_tools, reset
 
 

@@ -329,7 +329,7 @@ def _open_output(opts: argparse.Namespace, command: str, default):
 
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
     command = "record" if record else "run"
-    if not program or program[0] in ("-m", "-c") and len(program) < 2:
+    if not program or (program[0] in ("-m", "-c") and len(program) < 2):
         print(f"fentry {command}: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
         return 2
     if not _check_tracing_options(opts, command):
@@ -493,7 +493,7 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
         if stop.is_set() or live.error is not None \
-                or deadline is not None and time.monotonic() >= deadline:
+                or (deadline is not None and time.monotonic() >= deadline):
             break
     if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session

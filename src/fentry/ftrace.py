@@ -23,8 +23,8 @@ import fnmatch
 import re
 import sys
 import threading
-from types import CodeType
 from collections.abc import Callable, Iterable
+from types import CodeType
 
 from . import arch, hotpath
 from .errors import TraceError
@@ -294,7 +294,7 @@ class _Core:
             if not function and code.co_name != "<module>":
                 return None         # a class body
             module = _module_of_running(code)
-            if is_fentry_module(module) or not function and not is_main_module(module):
+            if is_fentry_module(module) or (not function and not is_main_module(module)):
                 return None         # a module body traces only as the program's: __main__:<module>
             sym = SYMBOLS.add_code(code, module)
             if sym is not None:
@@ -314,7 +314,7 @@ class _Core:
             for o in self.ops:
                 glob |= o.global_events
             self.monitor.set_global_events(glob)
-            for key, (code, module, old) in list(self.traced.items()):
+            for code, module, old in list(self.traced.values()):
                 new = self._ops_for(code, module)
                 if new != old:
                     self._uninstall(code)

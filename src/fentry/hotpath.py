@@ -11,15 +11,15 @@ import os
 
 WHY: str
 if os.environ.get("FENTRY_PURE_PYTHON"):
-    from .pytrampolines import *  # noqa: F401,F403
+    from .pytrampolines import *  # noqa: F403
     IMPLEMENTATION = "python"
     WHY = "FENTRY_PURE_PYTHON is set"
 else:
     try:
-        from ._ctrampolines import *  # noqa: F401,F403
+        from ._ctrampolines import *  # noqa: F403
         IMPLEMENTATION = "c"
         WHY = "the C extension is built"
     except ImportError as exc:
-        from .pytrampolines import *  # noqa: F401,F403
+        from .pytrampolines import *  # noqa: F403
         IMPLEMENTATION = "python"
         WHY = f"the C extension is not built for this Python ({exc})"

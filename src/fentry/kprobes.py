@@ -26,16 +26,15 @@ from __future__ import annotations
 import dis
 import os
 import sys
+from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Callable
 
 from . import arch, hotpath
 from .errors import TraceError
 from .ftrace import FtraceOps, register_ftrace_function, unregister_ftrace_function
 from .hotpath import Ip
 from .pytrampolines import call_site
-from .symbols import (MAIN, SYMBOLS, is_fentry_code, is_fentry_module, nested_codes,
-                      source_functions)
+from .symbols import MAIN, SYMBOLS, is_fentry_code, is_fentry_module, nested_codes, source_functions
 
 E = arch.EVENTS
 _getframe = sys._getframe

@@ -293,7 +293,7 @@ def _decode_until_run(data, pos: int, refs: dict[int, object], seq: int) -> tupl
     head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
     while pos < end:
         rtype, kind, ts = head(data, pos)
-        if out and (rtype == GRAPH and kind != UNWIND or rtype == FUNC and kind == 0):
+        if out and ((rtype == GRAPH and kind != UNWIND) or (rtype == FUNC and kind == 0)):
             break
         pos += 10
         if rtype == FUNC:
@@ -357,7 +357,7 @@ def _value(data, pos: int, get) -> tuple[object, int]:
     pos += 1
     if tag == INT:
         return _I64.unpack_from(data, pos)[0], pos + 8
-    if tag == STR or tag == SHOWN:
+    if tag in (STR, SHOWN):
         n = _U32.unpack_from(data, pos)[0]
         text = bytes(data[pos + 4:pos + 4 + n]).decode("utf-8", "surrogatepass")
         return (text if tag == STR else Shown(text)), pos + 4 + n
@@ -365,7 +365,7 @@ def _value(data, pos: int, get) -> tuple[object, int]:
         return FAULT_VALUE, pos
     if tag == NONE:
         return None, pos
-    if tag == TRUE or tag == FALSE:
+    if tag in (TRUE, FALSE):
         return tag == TRUE, pos
     if tag == UINT:
         return _U64.unpack_from(data, pos)[0], pos + 8

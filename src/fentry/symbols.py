@@ -159,8 +159,8 @@ class SymbolTable:
         sym = None
         for c in nested_codes(code):
             if id(c) in self._by_code or is_fentry_code(c) or not (
-                    is_function_code(c) or c is code and is_main_module(module)
-                    and c.co_name == "<module>"):
+                    is_function_code(c) or (c is code and is_main_module(module)
+                    and c.co_name == "<module>")):
                 continue
             # The code object whose co_qualname is the name wins: a wrapper made
             # by functools.wraps carries its wrapped function's __qualname__.

@@ -73,7 +73,7 @@ def test_offset_and_line_probes_fetch_a_local_assigned_just_before(tmp_path):
     # the instruction that starts the `discounted = ...` line: `subtotal` is set by then
     line = line_of("discounted = subtotal")
     offset = min(start for start, _, ln in orders.line_total.__code__.co_lines() if ln == line)
-    proc, trace = run(tmp_path, "-e", f"p:off __main__:line_total+{offset} subtotal",
+    _, trace = run(tmp_path, "-e", f"p:off __main__:line_total+{offset} subtotal",
                       "-e", f"p:ln {ORDERS}:{line} subtotal")
     values = [(e, int(f["arg1"])) for e, _, f in events(trace)]
     want = [120 * 3, 250, 499 * 2, 75 * 4] * 2

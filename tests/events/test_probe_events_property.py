@@ -4,7 +4,6 @@ a caret, and what the traced code computes never changes."""
 
 from __future__ import annotations
 
-
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fentry

@@ -14,12 +14,12 @@ import sys
 import textwrap
 
 import pytest
+from support import reset_tracefs
 
 import fentry
 from fentry import ftrace
-from support import reset_tracefs
-from .helpers import fentry_tool_ids
 
+from .helpers import fentry_tool_ids
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import pytest
 
 import fentry
 from fentry import hotpath
+from fentry.arch import ToolIdBusy
 
 from .helpers import Recorder, fentry_tool_ids
 
@@ -60,7 +61,7 @@ def test_no_free_tool_id_is_a_clear_error_naming_the_holders(claimed_tool_ids):
 def test_registering_works_once_a_tool_id_is_freed(claimed_tool_ids, register):
     claimed_tool_ids(range(6))
     ops = Recorder(FILTER)
-    with pytest.raises(Exception):
+    with pytest.raises(ToolIdBusy):
         fentry.register_ftrace_function(ops)
     M.free_tool_id(2)
     register(ops)

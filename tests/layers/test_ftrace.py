@@ -12,8 +12,7 @@ import textwrap
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fentry
 from fentry import TraceError

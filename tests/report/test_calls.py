@@ -11,8 +11,19 @@ import pytest
 
 from fentry.events.event_format import EventFormat
 from fentry.raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD, CodeInfo, FaultValue
-from fentry.report.calls import (BEGIN, CALL, CUT, END, EVENT, LOST, OPEN, CallSink, ThreadCalls,
-                                 close_all, walk)
+from fentry.report.calls import (
+    BEGIN,
+    CALL,
+    CUT,
+    END,
+    EVENT,
+    LOST,
+    OPEN,
+    CallSink,
+    ThreadCalls,
+    close_all,
+    walk,
+)
 from fentry.report.decode import ProcessStream, ThreadInfo
 
 from .exports import chrome_threads, nested, perfetto_threads, speedscope_profiles

@@ -11,8 +11,22 @@ import re
 
 import pytest
 
-from .exports import (BUSY, FAMILY, SHOPAPP, chrome_threads, counts, export, nested, perfetto_threads,
-                      record, report, speedscope_profiles, text_calls, text_names, text_traced_ns)
+from .exports import (
+    BUSY,
+    FAMILY,
+    SHOPAPP,
+    chrome_threads,
+    counts,
+    export,
+    nested,
+    perfetto_threads,
+    record,
+    report,
+    speedscope_profiles,
+    text_calls,
+    text_names,
+    text_traced_ns,
+)
 
 FORMATS = ("perfetto", "chrome", "speedscope")
 
@@ -104,6 +118,7 @@ def test_perfetto_says_what_viewers_need(shop):
 
 def test_speedscope_validates_against_the_npm_packages_schema(shop):
     import jsonschema
+
     from .test_view import viewer_or_skip
     viewer = viewer_or_skip()
     with open(os.path.join(viewer, "file-format-schema.json")) as f:
@@ -228,6 +243,7 @@ def test_a_perfetto_trace_is_not_written_to_a_terminal(tmp_path):
     import pty
     import subprocess
     import sys
+
     from .test_record_report import env
     dat = record(tmp_path, "t.dat", "-t", "function", "-l", "fib", SHOPAPP)
     leader, follower = pty.openpty()
@@ -247,6 +263,7 @@ def test_only_the_perfetto_export_imports_perfetto():
     protos."""
     import subprocess
     import sys
+
     from .test_record_report import env
     code = ("import sys, fentry.cli, fentry.report.calls, fentry.report.chrome, "
             "fentry.report.speedscope, fentry.report.folded, fentry.report.view\n"

@@ -565,7 +565,7 @@ def _drain_for_sigterm() -> None:
 def _sigterm_pending() -> bool:
     """A SIGTERM came (seen on the pipe, or still in it)."""
     try:
-        return _sigterm_seen or _sigterm_pipe[0] >= 0 and bool(os.read(_sigterm_pipe[0], 1))
+        return _sigterm_seen or (_sigterm_pipe[0] >= 0 and bool(os.read(_sigterm_pipe[0], 1)))
     except BlockingIOError:
         return False
 

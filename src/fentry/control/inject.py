@@ -258,7 +258,7 @@ def _find_syscall(pid: int, maps: list[Mapping]) -> int:
     (read from the file: text is what the file holds)."""
     for m in maps:
         name = os.path.basename(m.path)
-        if "x" in m.perms and (name.startswith("libc.so") or name.startswith("libc-")):
+        if "x" in m.perms and name.startswith(("libc.so", "libc-")):
             with open(_file_path(pid, m.path), "rb") as f, \
                     mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as text:
                 at = text.find(b"\x0f\x05", m.offset, m.offset + m.end - m.start)

@@ -26,7 +26,6 @@ from ..symbols import SYMBOLS
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
 from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
 
-
 EVENT_FILES = ("enable", "filter", "format", "id")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 

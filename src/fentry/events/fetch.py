@@ -220,10 +220,8 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
             continue
         try:
             value = fetch(arg, frame, retval, local_vars)
-            if arg.type is not None:
-                value = convert(value, arg.type, arg.array_len)
-            else:
-                value = snapshot(value)
+            value = (convert(value, arg.type, arg.array_len) if arg.type is not None
+                     else snapshot(value))
         except Exception:
             value = FAULT
         out.append(value)

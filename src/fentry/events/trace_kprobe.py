@@ -21,7 +21,6 @@ import re
 import sys
 import threading
 
-
 from .. import hotpath, kprobes
 from ..errors import TraceError
 from ..pytrampolines import call_site
@@ -29,8 +28,7 @@ from ..symbols import check_batch
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
-from .probe_parser import (FetchArg, ProbeDefinition, ProbeRemoval, format_definition,
-                           parse_probe)
+from .probe_parser import FetchArg, ProbeDefinition, ProbeRemoval, format_definition, parse_probe
 
 FIRST_EVENT_ID = 2000           # ids of dynamic events, after the static ones'
 ERROR_LOG_MAX = 16              # entries the error_log keeps, as the kernel's

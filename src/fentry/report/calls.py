@@ -32,8 +32,7 @@ The ops (tuples; ``code`` is a ``raw.CodeInfo``)::
 
 from __future__ import annotations
 
-from ..raw import (ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD,
-                   FaultValue)
+from ..raw import ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD, FaultValue
 from .decode import FileSink, ProcessStream, ThreadInfo
 
 BEGIN, END, CALL, EVENT, LOST = range(5)

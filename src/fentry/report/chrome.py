@@ -26,8 +26,7 @@ from __future__ import annotations
 import json
 
 from ..raw import ENTRY, RETURN, UNWIND
-from .calls import BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, ThreadCalls, \
-    process_name
+from .calls import BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, ThreadCalls, process_name
 
 _FRACTION = tuple(f"{i:03d}" for i in range(1000))     # ns % 1000, as µs decimals
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode

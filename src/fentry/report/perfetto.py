@@ -32,13 +32,25 @@ from __future__ import annotations
 from itertools import repeat
 
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
-    BUILTIN_CLOCK_MONOTONIC, BUILTIN_CLOCK_REALTIME, ClockSnapshot, DebugAnnotation, EventName,
-    InternedData, ProcessDescriptor, SourceLocation, ThreadDescriptor, Trace, TracePacket,
-    TracePacketDefaults, TrackDescriptor, TrackEvent, TrackEventDefaults)
+    BUILTIN_CLOCK_MONOTONIC,
+    BUILTIN_CLOCK_REALTIME,
+    ClockSnapshot,
+    DebugAnnotation,
+    EventName,
+    InternedData,
+    ProcessDescriptor,
+    SourceLocation,
+    ThreadDescriptor,
+    Trace,
+    TracePacket,
+    TracePacketDefaults,
+    TrackDescriptor,
+    TrackEvent,
+    TrackEventDefaults,
+)
 
 from ..raw import ENTRY, RETURN, UNWIND
-from .calls import BEGIN, BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, \
-    ThreadCalls, process_name
+from .calls import BEGIN, BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, ThreadCalls, process_name
 
 CLEARED = TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
 NEEDS = TracePacket.SEQ_NEEDS_INCREMENTAL_STATE

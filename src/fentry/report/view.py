@@ -42,7 +42,7 @@ def viewer_candidates(explicit: str | None = None) -> list[str]:
         out.append(os.environ[ENV_VIEWER])
     else:
         out.append(os.path.join(_SOURCE_TREE, "viewer", "node_modules", "speedscope"))
-        for prefix in (os.environ.get("npm_config_prefix"), "/usr/local", "/usr",
+        for prefix in (os.environ.get("npm_config_prefix"),  # noqa: SIM112 (npm spells it so) "/usr/local", "/usr",
                        os.path.expanduser("~/.npm-global")):
             if prefix:
                 out.append(os.path.join(prefix, "lib", "node_modules", "speedscope"))

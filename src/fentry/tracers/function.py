@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from types import CodeType
 from collections.abc import Callable
+from types import CodeType
 
 from .. import arch, hotpath
 from ..ftrace import FtraceOps

@@ -10,8 +10,8 @@ PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 
 from __future__ import annotations
 
-from types import CodeType
 from collections.abc import Callable
+from types import CodeType
 
 from .. import arch, hotpath
 from ..ftrace import FtraceOps

@@ -33,8 +33,8 @@ import sys
 import time
 from types import CodeType
 
-from ..symbols import SYMBOLS
 from ..raw import MSG_LOST, MSG_RECORDS
+from ..symbols import SYMBOLS
 
 HELLO, REFS, THREAD, BATCH, TRACER, END = 1, 2, 3, 6, 7, 8
 RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)

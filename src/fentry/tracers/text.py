@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..raw import ENTER_KINDS, UNWIND, YIELD
 
+
 def task(tb) -> str:
     """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
     return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"

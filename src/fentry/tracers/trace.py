@@ -17,8 +17,8 @@ from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
-from .text import FunctionReader, GraphReader
 from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
+from .text import FunctionReader, GraphReader
 
 # name -> (ops class, reader class); nop has neither.
 TRACERS = {
