@@ -43,6 +43,10 @@ DEFAULT_RECORDING = "fentry.dat"
 REPORT_FORMATS = ("text", "perfetto", "chrome", "speedscope", "folded")
 
 
+# The parsers: declarations of one shape (add_parser, add_argument with its
+# help), each of different options; options two commands share are in
+# _tracing_options and _attach_only_options.
+
 def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buffer_kb: int,
                      when: str) -> None:
     """What run and attach both set up: tracer, filters, probe events, output.
@@ -462,6 +466,28 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: stop.set())
     started = time.perf_counter()
+    opened = _open_attach_session(opts, command)
+    if isinstance(opened, int):
+        return opened
+    session, instance, how = opened
+    print(f"fentry: attached to {opts.pid} ({how}; ready in "
+          f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
+          "Ctrl-C detaches", file=sys.stderr)
+    ended = threading.Event()
+    live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
+    deadline = None if opts.duration is None else time.monotonic() + opts.duration
+    while not ended.wait(0.05):
+        if stop.is_set() or live.error is not None \
+                or (deadline is not None and time.monotonic() >= deadline):
+            break
+    return _end_attach(opts, command, live, session, ended)
+
+
+def _open_attach_session(opts: argparse.Namespace, command: str
+                         ) -> tuple[socket.socket, str, str] | int:
+    """Start the agent in the target (or reuse it) and open this command's
+    session: (session, its instance, how the agent was reached), or the exit
+    status when that failed (said on stderr)."""
     try:
         injection = inject(opts.pid, opts.injector, opts.timeout)
     except AttachError as e:
@@ -485,16 +511,12 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
         return 1
     how = ("reusing the agent already there" if injection.method == "reused" else
            f"{injection.method}, paused {injection.pause * 1e3:.1f} ms")
-    print(f"fentry: attached to {opts.pid} ({how}; ready in "
-          f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
-          "Ctrl-C detaches", file=sys.stderr)
-    ended = threading.Event()
-    live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
-    deadline = None if opts.duration is None else time.monotonic() + opts.duration
-    while not ended.wait(0.05):
-        if stop.is_set() or live.error is not None \
-                or (deadline is not None and time.monotonic() >= deadline):
-            break
+    return session, instance, how
+
+
+def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
+                session: socket.socket, ended: threading.Event) -> int:
+    """End an attach session (asked to, or the process ended), and say so."""
     if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.

@@ -146,6 +146,9 @@ class Kretprobe:
     """``struct kretprobe``: ``handler(ri, regs)`` on return, ``ri.retval``
     the value returned; ``entry_handler(ri, regs)``, if given, on entry."""
 
+    # Kprobe's twin in shape (fields assigned, nmissed from its ops), as the
+    # kernel's two structs are: different fields, nothing to share.
+
     def __init__(self, symbol_name: str | None = None, handler: Callable | None = None,
                  entry_handler: Callable | None = None, *, code: CodeType | None = None,
                  maxactive: int = 0) -> None:

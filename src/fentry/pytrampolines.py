@@ -322,6 +322,8 @@ def use_tool_id_wrapper(monitoring, original, hook):
 # in place, with no further call (a helper would be one more frame, failing
 # in turn).  What is left is CPython failing to enter the dispatcher
 # itself, which raises in the traced frame with no frame of ours.
+# The dispatchers below repeat one shape on purpose: each is the flat body
+# of its own callback, as the C twin's; a shared helper would be a frame.
 
 
 def entry_dispatcher(table: dict, discover, fault):
