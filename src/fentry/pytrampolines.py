@@ -24,6 +24,7 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 
 from .raw import Encoder, page as raw_page
 
@@ -65,7 +66,7 @@ class Ring:
 
     @property
     def maxlen(self) -> int:
-        return self._records.maxlen
+        return self._records.maxlen or 0
 
     def written(self) -> int:
         """Records written since the last clear (the kernel's entries-written)."""
@@ -160,7 +161,7 @@ class Ring:
             if queue.bytes >= queue.cap:
                 queue.stalled = True
                 return          # full: the ring overwrites, as with no reader
-        if self._paging._is_owned():
+        if self._paging._is_owned():      # type: ignore[attr-defined]  # RLock's own test
             return          # a signal handler's drain inside this thread's flush: it finishes
         self._paging.acquire()
         try:
@@ -290,7 +291,8 @@ def catch_sigterm(fd: int, standin: int = 0) -> None:
         signal.signal(signal.SIGTERM, signal.getsignal(standin))
 
 
-def use_tool_id_wrapper(monitoring, original, hook):
+def use_tool_id_wrapper(monitoring: object, original: Callable[..., None],
+                        hook: Callable[..., object]) -> Callable[..., None]:
     """``sys.monitoring.use_tool_id`` while fentry holds a tool id:
     ``hook(*args)`` (fentry moves off the id asked for, if it is its own),
     then ``original(*args)``.
@@ -299,14 +301,14 @@ def use_tool_id_wrapper(monitoring, original, hook):
     ``<function ...>`` where the C one's says ``<built-in function ...>``, and
     an error of ``original`` (the ValueError of an id in use) shows this
     frame in its traceback."""
-    def use_tool_id(*args):
+    def use_tool_id(*args: object) -> None:
         try:
             hook(*args)
         except Exception:
             pass
         return original(*args)
     use_tool_id.__qualname__ = "use_tool_id"
-    use_tool_id.__module__ = getattr(original, "__module__", None)
+    use_tool_id.__module__ = getattr(original, "__module__", None)  # type: ignore[assignment]
     use_tool_id.__doc__ = getattr(original, "__doc__", None)
     return use_tool_id
 
@@ -377,7 +379,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 except Exception:
                     pass
     else:
-        def dispatch(code, offset, arg):  # hot path
+        def dispatch(code, offset, arg):  # type: ignore[misc]  # hot path; an arity of its own
             if _quiet and get_ident() in _quiet:
                 return
             try:
