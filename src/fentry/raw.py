@@ -41,8 +41,20 @@ object at fetch time).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
 from itertools import count
 from types import CodeType
+
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from typing import Any
+
+    # A record in the rings' tuple form: (seq, ts, ...), shaped by its type.
+    Record = tuple[Any, ...]
+    # What a record's ids name: refs.get.
+    Lookup = Callable[[int], object]
+    # The start of a run of fixed-size records at a position, or None.
+    RunMatch = Callable[[bytes | memoryview, int], Any]
 
 
 class Shown(str):
@@ -100,7 +112,7 @@ class Encoder:
     value kept as its safe text, ``fallback(value) -> str`` the text of any
     other kind of value."""
 
-    def __init__(self, fault: object, shown: type, fallback) -> None:
+    def __init__(self, fault: object, shown: type, fallback: Callable[[object], object]) -> None:
         self.fault = fault
         self.shown = shown
         self.fallback = fallback
@@ -120,7 +132,7 @@ class Encoder:
         """[(id, object)]: what ids start+1, start+2, ... name."""
         return [(i + 1, o) for i, o in enumerate(self._objs[start:], start)]
 
-    def record(self, out: bytearray, rec: tuple) -> None:
+    def record(self, out: bytearray, rec: Record) -> None:
         """Append one record, in the Python ring's tuple form (``seq, ts, ...``)."""
         ts, a = rec[1], rec[2]
         if a.__class__ is CodeType:
@@ -146,7 +158,8 @@ class Encoder:
                     del out[mark:]
                     out.append(FAULT)
 
-    def value(self, out: bytearray, v: object, depth: int) -> None:
+    def value(self, out: bytearray, v: Any, depth: int) -> None:
+        # (Any: ``v`` is told apart by its exact type, which mypy does not follow.)
         t = v.__class__
         if v is self.fault:
             out.append(FAULT)
@@ -241,11 +254,12 @@ class CodeInfo:
         return f"<CodeInfo {self.name}>"
 
 
-def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq: int) -> list[tuple]:
+def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq: int
+                   ) -> list[Record]:
     """Records as the in-process rings give them: ``(seq, ts, code, caller)``,
     ``(seq, ts, kind, code[, exception])`` or ``(seq, ts, event, site, values)``,
     with every id replaced by what ``refs`` says it is (None for 0)."""
-    out = []
+    out: list[Record] = []
     get = refs.get
     for rtype, seq, part in record_chunks(data, refs, first_seq):
         if rtype == GRAPH:
@@ -259,7 +273,8 @@ def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq:
     return out
 
 
-def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: int):
+def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: int
+                  ) -> Iterator[tuple[int | None, int, Any]]:
     """The records of ``data``, in order, in chunks ``(type, first seq, part)``:
     a run of fixed-size records (the common case), left for the reader to
     unpack in C -- ``GRAPH``: function_graph records but UNWIND's, each
@@ -285,9 +300,10 @@ def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: 
             seq += len(records)
 
 
-def _decode_until_run(data, pos: int, refs: dict[int, object], seq: int) -> tuple[list, int]:
+def _decode_until_run(data: bytes | memoryview, pos: int, refs: dict[int, object], seq: int
+                      ) -> tuple[list[Record], int]:
     """Records from ``pos`` up to the next that starts a run (or the end)."""
-    out = []
+    out: list[Record] = []
     end = len(data)
     get = refs.get
     head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
@@ -327,10 +343,10 @@ def _decode_until_run(data, pos: int, refs: dict[int, object], seq: int) -> tupl
 # Records of one fixed size: a GRAPH record of any kind but UNWIND, a FUNC record.
 GRAPH_RECORD = struct.Struct("<BBqI")
 FUNC_RECORD = struct.Struct("<BBqII")
-_RUNS: tuple | None = None
+_RUNS: tuple[RunMatch, RunMatch] | None = None
 
 
-def _run_patterns() -> tuple:
+def _run_patterns() -> tuple[RunMatch, RunMatch]:
     """Matchers of a run of such records (compiled when first needed: the
     traced process, which only encodes, never needs them)."""
     global _RUNS
@@ -344,7 +360,7 @@ def _run_patterns() -> tuple:
     return _RUNS
 
 
-def _values(data, pos: int, n: int, get) -> tuple[tuple, int]:
+def _values(data: bytes | memoryview, pos: int, n: int, get: Lookup) -> tuple[tuple[object, ...], int]:
     values = []
     for _ in range(n):
         v, pos = _value(data, pos, get)
@@ -352,7 +368,7 @@ def _values(data, pos: int, n: int, get) -> tuple[tuple, int]:
     return tuple(values), pos
 
 
-def _value(data, pos: int, get) -> tuple[object, int]:
+def _value(data: bytes | memoryview, pos: int, get: Lookup) -> tuple[object, int]:
     tag = data[pos]
     pos += 1
     if tag == INT:
