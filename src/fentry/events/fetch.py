@@ -15,8 +15,6 @@ copies memory into the ring buffer.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False       # (typing's, without importing typing at run time)
-
 import sys
 import threading
 from collections.abc import Mapping
@@ -26,6 +24,7 @@ from ..raw import CodeInfo, FaultValue, Shown
 from ..symbols import SYMBOLS
 from .probe_parser import FetchArg
 
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
     from typing import Any
 
