@@ -3,11 +3,17 @@ as the tracers' readers make it in the traced process (``tracers/text.py``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, BinaryIO
+
 from ..tracers.text import FunctionReader, GraphReader, lost_line
 from .decode import FileSink, ProcessStream, ThreadInfo
 
+if TYPE_CHECKING:
+    from ..raw import Record
+    from .decode import Batch
 
-def make_reader(tracer: str, options: dict[str, bool]):
+
+def make_reader(tracer: str, options: dict[str, bool]) -> FunctionReader | GraphReader:
     return (GraphReader if tracer == "function_graph" else FunctionReader)(options)
 
 
@@ -18,10 +24,9 @@ class TextReport(FileSink):
     are still read to their end).  ``faults`` counts values that could not
     be printed."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__(out)
-        self.readers: dict[int, object] = {}
-        self.formats: list = []
+        self.readers: dict[int, FunctionReader | GraphReader] = {}
 
     def _write(self, parts: list[str]) -> None:
         if parts:
@@ -36,14 +41,14 @@ class TextReport(FileSink):
         self._write(self._flush(stream))
         self.readers[stream.number] = make_reader(stream.tracer, stream.options)
 
-    def batch(self, stream: ProcessStream, items: list[tuple[ThreadInfo, int, list]]) -> None:
+    def batch(self, stream: ProcessStream, items: Batch) -> None:
         reader = self.readers.get(stream.number)
         if reader is None:          # no HELLO: a stream read from its middle
             reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
         parts = [lost_line(thread, lost) for thread, lost, _ in items if lost]
-        per_thread: dict[ThreadInfo, list] = {}
+        per_thread: dict[ThreadInfo, list[Record]] = {}
         for thread, _, records in items:
-            if records:
+            if records and isinstance(records, list):     # (this sink takes lists)
                 per_thread.setdefault(thread, []).extend(records)
         parts.extend(reader.lines(list(per_thread.items())))
         self._write(parts)
