@@ -208,9 +208,9 @@ class Tracefs:
         """In a forked child: the locks anew (a thread of the parent may have
         held one at the fork, and that thread does not exist here)."""
         for lock in (self.probes.lock, self.lock):
-            lock._at_fork_reinit()
+            lock._at_fork_reinit()      # type: ignore[attr-defined]  # (threading's own way)
         for inst in [self.instance, *self.instances.values()]:
-            inst.lock._at_fork_reinit()
+            inst.lock._at_fork_reinit()     # type: ignore[attr-defined]
             inst.buffer.after_fork_in_child()
 
     def read(self, path: str) -> str:

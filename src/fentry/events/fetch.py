@@ -235,7 +235,7 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
     return tuple(out)
 
 
-def field_names(args: tuple[FetchArg, ...], code: CodeType) -> tuple[str, ...]:
+def field_names(args: tuple[FetchArg, ...], code: CodeType | CodeInfo) -> tuple[str, ...]:
     """The names of what ``fetch_all`` stores for a hit in ``code``."""
     return tuple(name for arg in args
                  for name in (parameters(code) if arg.kind == "args" else (arg.name,)))

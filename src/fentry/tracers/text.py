@@ -15,6 +15,7 @@ from ..raw import ENTER_KINDS, UNWIND, YIELD
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, Protocol
 
     from ..raw import Record
@@ -92,7 +93,7 @@ class FunctionReader:
     def header(self) -> str:
         return FUNCTION_COLUMNS
 
-    def lines(self, per_thread: list[tuple[Task, list[Record]]]) -> list[str]:
+    def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         texts: list[list[str]] = []
         stamps: list[list[int]] = []
         for tb, records in per_thread:
@@ -245,7 +246,7 @@ class GraphReader:
             text += f" /* {code.co_qualname} */"
         return self._line(st, dur, len(stack), text)
 
-    def lines(self, per_thread: list[tuple[Task, list[Record]]]) -> list[str]:
+    def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         streams = [self._thread_lines(self._state(tb), records) for tb, records in per_thread]
         seen = {id(tb) for tb, _ in per_thread}
         # A pending entry of a thread that wrote nothing since: not a leaf after all.
