@@ -22,8 +22,7 @@ class FunctionOps(FtraceOps):
         super().__init__(self.function_trace_call)
         self.buffer = buffer
 
-    def function_trace_call(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps,
-                            regs: FrameType | None) -> None:
+    def function_trace_call(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
         self._record(ip.code, None if parent_ip is None else parent_ip.code)
 

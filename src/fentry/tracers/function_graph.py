@@ -32,8 +32,7 @@ class GraphOps(FtraceOps):
         super().__init__(self.graph_entry)
         self.buffer = buffer
 
-    def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps,
-                    regs: FrameType | None) -> None:
+    def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
         tb = getattr(self.buffer.local, "tb", None) or self.buffer.attach()
         tb.record((ENTRY, ip.code))
