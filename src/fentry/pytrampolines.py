@@ -16,9 +16,9 @@ from _thread import get_ident
 from time import perf_counter_ns, sleep
 from types import CodeType
 
-__all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED",
-           "quiet_thread", "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch",
-           "ProbeTrace", "PROBE_MAX_ARGS",
+__all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
+           "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
+           "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
 
@@ -308,7 +308,7 @@ def use_tool_id_wrapper(monitoring: object, original: Callable[..., None],
             pass
         return original(*args)
     use_tool_id.__qualname__ = "use_tool_id"
-    use_tool_id.__module__ = getattr(original, "__module__", None)  # type: ignore[assignment]
+    use_tool_id.__module__ = getattr(original, "__module__", None)  # type: ignore[assignment]  # (or None)
     use_tool_id.__doc__ = getattr(original, "__doc__", None)
     return use_tool_id
 
