@@ -60,6 +60,11 @@ SEND_TIMEOUT = 0.5          # seconds a send to a pipe reader blocks before it l
 IOV_MAX = 1024              # buffers one writev or sendmsg takes
 
 
+# A stream's sink: sink(pieces, stopping) sends them all (stopping(): the
+# stream is being stopped, so a reader that takes nothing may be given up).
+type Sink = Callable[[list[bytes], Callable[[], bool]], None]
+
+
 class Streamer:
     """One reader's raw stream of the trace (``tracers/stream.py``): drains
     the instance's buffers into ``sink`` every DRAIN_INTERVAL, until stopped.
@@ -160,10 +165,6 @@ class Streamer:
                 self.broken = True
 
 
-# A stream's sink: sink(pieces, stopping) sends them all (stopping(): the
-# stream is being stopped, so a reader that takes nothing may be given up).
-Sink = Callable[[list[bytes], Callable[[], bool]], None]
-
 _stream_threads = 0         # Streamer threads started and not yet ended
 _stream_threads_lock = _thread.allocate_lock()
 
@@ -226,14 +227,14 @@ def write_pieces(writev: Callable[[list[memoryview]], int], pieces: list[bytes],
                 n = 0
 
 
-def _fd_sink(fd: int) -> Callable[[list[bytes], Callable[[], bool]], None]:
+def _fd_sink(fd: int) -> Sink:
     """fentry run's pipe: its reader always reads, so writes simply block."""
     def sink(pieces: list[bytes], stopping: Callable[[], bool]) -> None:
         write_pieces(lambda views: os.writev(fd, views), pieces)
     return sink
 
 
-def _socket_sink(sock: socket.socket) -> Callable[[list[bytes], Callable[[], bool]], None]:
+def _socket_sink(sock: socket.socket) -> Sink:
     """A pipe connection: its reader may stop reading (then the buffers
     overwrite and count, as with no reader); once the program ends, a reader
     that takes nothing for EXIT_SEND_PATIENCE is given up.  Sends block, one
