@@ -55,5 +55,5 @@ bench:
 	scripts/bench-all
 
 clean:
-	rm -rf $(VENV) .venvs build dist src/*.egg-info *.egg-info .pytest_cache .hypothesis viewer/node_modules
+	rm -rf $(VENV) .venvs build dist src/*.egg-info *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache viewer/node_modules
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

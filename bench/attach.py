@@ -42,7 +42,7 @@ while True:
     time.sleep(0.002)
 """
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import results      # noqa: E402
+import results  # noqa: E402
 
 PROBE = "p:bench/add add sku=item.sku qty=qty"
 PAUSE = re.compile(r"paused ([\d.]+) ms")

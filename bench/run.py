@@ -44,19 +44,23 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
-from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import fentry                                    # noqa: E402
-from fentry import ftrace                        # noqa: E402
-from fentry import FtraceOps, register_ftrace_function, unregister_ftrace_function  # noqa: E402
+import results
+import workloads as w
+from timing import Timings, Variant, interleave
 
-import results                                   # noqa: E402
-import workloads as w                            # noqa: E402
-from timing import Timings, Variant, interleave   # noqa: E402
+import fentry
+from fentry import (
+    FtraceOps,
+    ftrace,
+    register_ftrace_function,
+    unregister_ftrace_function,
+)
 
 try:
     import viztracer

@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAM = os.path.join(HERE, "stream_program.py")
 BUFFER_KB = 1408            # fentry's default buffer_size_kb (the kernel's)
 sys.path.insert(0, HERE)
-import results              # noqa: E402
+import results  # noqa: E402
 
 ISSUES: list[str] = []
 ROWS: list[tuple[str, str, float | None, float | None, str]] = []
@@ -141,7 +141,7 @@ def row14_memory(threads: int, calls: int, tmp: str) -> None:
 def row15_exports(calls: int, tmp: str) -> None:
     """Export 1M function_graph events vs viztracer's save of the same calls."""
     dat = os.path.join(tmp, "e.dat")
-    report, _ = run(fentry("record", "-t", "function_graph", "-l", "workloads:*", "-o", dat,
+    _, _ = run(fentry("record", "-t", "function_graph", "-l", "workloads:*", "-o", dat,
                            PROGRAM, "leaf", str(calls // 2)), "row 15 record")
     viz = viztracer_argv(os.path.join(tmp, "e.json"), entries=2 * calls)
     if viz is None:

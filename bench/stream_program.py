@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import workloads as w   # noqa: E402
+import workloads as w
 
 
 def peak_rss_kb() -> int:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import gc
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Callable
 
 
 def _nothing() -> None:

@@ -19,10 +19,10 @@ import sys
 import textwrap
 
 import pytest
+from helpers import fentry_tool_ids, ptrace_refusal
 
 import fentry
 from fentry import ftrace
-from helpers import fentry_tool_ids, ptrace_refusal
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ _API = {
 __all__ = [*_API, "tracefs"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'fentry' has no attribute {name!r}")
@@ -29,7 +29,12 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-def tracefs():
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from .control.tracefs import Tracefs
+
+
+def tracefs() -> "Tracefs":
     """The tracefs files of this process (``ls``, ``read``, ``write``)."""
     from .control.tracefs import tracefs as _tracefs
     return _tracefs()

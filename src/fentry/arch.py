@@ -14,6 +14,7 @@ from collections.abc import Callable
 from itertools import starmap
 from operator import call
 from types import CodeType
+from typing import Any
 
 from . import hotpath
 from .errors import TraceError
@@ -86,14 +87,14 @@ class Monitor:
     program may ask from any thread.
     """
 
-    def __init__(self, lock=None) -> None:
+    def __init__(self, lock: threading.RLock | None = None) -> None:
         self.tool_id: int | None = None
         self.lock = lock if lock is not None else threading.RLock()
-        self._callbacks: dict[int, Callable] = {}
+        self._callbacks: dict[int, Callable[..., object]] = {}
         self._local: dict[int, CodeType] = {}   # id(code) -> code with events set
         self._global = 0
-        self._wrapper = None            # our use_tool_id, while installed
-        self._wrapped = None            # what it replaced
+        self._wrapper: Callable[[int, str], None] | None = None    # our use_tool_id, while installed
+        self._wrapped: Callable[[int, str], None] | None = None    # what it replaced
 
     @property
     def active(self) -> bool:
@@ -107,9 +108,9 @@ class Monitor:
             if tool_id is None:
                 raise ToolIdBusy({i: _mon.get_tool(i) for i in range(6)})
             self.tool_id = tool_id
-            self._wrapped = _mon.use_tool_id
-            self._wrapper = hotpath.use_tool_id_wrapper(_mon, self._wrapped, self._yield_id)
-            _mon.use_tool_id = self._wrapper
+            self._wrapped = wrapped = _mon.use_tool_id
+            self._wrapper = wrapper = hotpath.use_tool_id_wrapper(_mon, wrapped, self._yield_id)
+            _mon.use_tool_id = wrapper
             return tool_id
 
     def check_free(self) -> None:
@@ -133,7 +134,7 @@ class Monitor:
             tool_id = self.tool_id
             if tool_id is None:
                 return
-            if _mon.use_tool_id is self._wrapper:
+            if _mon.use_tool_id is self._wrapper and self._wrapped is not None:
                 _mon.use_tool_id = self._wrapped
             # (else someone wrapped ours: it stays in their chain, passing through)
             self._wrapper = self._wrapped = None
@@ -154,7 +155,7 @@ class Monitor:
             # owner (CPython keeps them across free_tool_id): re-armed.
             _mon.restart_events()
 
-    def _yield_id(self, *args) -> None:
+    def _yield_id(self, *args: object) -> None:
         """``sys.monitoring.use_tool_id(*args)`` is about to run: if it asks
         for our id, move to a free one, or say in error_log that there is none."""
         if len(args) != 2 or type(args[0]) is not int or type(args[1]) is not str:
@@ -180,7 +181,9 @@ class Monitor:
         other thread runs between its steps: no event of traced code is
         lost or seen twice while both ids are set up."""
         local = [(code, _mon.get_local_events(old, code)) for code in self._local.values()]
-        steps = [(_mon.register_callback, new, event, func) for event, func in self._callbacks.items()]
+        # (callable, *args) steps, of calls of several signatures.
+        steps: list[tuple[Any, ...]] = [
+            (_mon.register_callback, new, event, func) for event, func in self._callbacks.items()]
         steps += [(_mon.set_local_events, new, code, events) for code, events in local]
         steps.append((_mon.set_events, new, self._global))
         steps += [(_mon.set_local_events, old, code, 0) for code, _ in local]
@@ -190,7 +193,7 @@ class Monitor:
         try:
             deque(starmap(call, steps), maxlen=0)
         except BaseException:       # (MemoryError at worst) as before, on the old id
-            undo = [(_mon.set_local_events, new, code, 0) for code, _ in local]
+            undo: list[tuple[Any, ...]] = [(_mon.set_local_events, new, code, 0) for code, _ in local]
             undo.append((_mon.set_events, new, 0))
             undo += [(_mon.register_callback, new, event, None) for event in self._callbacks]
             undo.append((_mon.free_tool_id, new))
@@ -204,7 +207,7 @@ class Monitor:
         self.tool_id = new
         _mon.restart_events()       # (see stop)
 
-    def set_callback(self, event: int, func: Callable | None) -> None:
+    def set_callback(self, event: int, func: Callable[..., object] | None) -> None:
         assert self.tool_id is not None
         _mon.register_callback(self.tool_id, event, func)
         if func is None:

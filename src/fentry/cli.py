@@ -25,6 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from .control.client import Client, NoAgent, Refused
 from .control.collector import Collector
@@ -34,6 +37,10 @@ from .errors import TraceError
 from .fds import FD_MIN
 from .report.record import Live, Recording, widen_pipe
 
+if TYPE_CHECKING:
+    from .report.calls import CallSink
+    from .report.text import TextReport
+
 # The in-process modules (tracers, probe events, the ftrace core) are imported
 # only to check what a command is given: `fentry attach` starts faster so.
 TRACER_NAMES = ("function_graph", "function", "nop")      # tracers.trace.TRACERS
@@ -42,6 +49,13 @@ EXIT_WAIT = 10.0    # seconds an agent may take to send what is left once asked 
 DEFAULT_RECORDING = "fentry.dat"
 REPORT_FORMATS = ("text", "perfetto", "chrome", "speedscope", "folded")
 
+
+# What add_subparsers returns.
+type _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# The parsers: declarations of one shape (add_parser, add_argument with its
+# help), each of different options; options two commands share are in
+# _tracing_options and _attach_only_options.
 
 def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buffer_kb: int,
                      when: str) -> None:
@@ -64,7 +78,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help=f"per-thread ring buffer size (default {buffer_kb})")
 
 
-def _run_parser(sub) -> argparse.ArgumentParser:
+def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
@@ -82,7 +96,7 @@ def _run_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _record_parser(sub) -> None:
+def _record_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
         usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
@@ -103,7 +117,7 @@ def _record_parser(sub) -> None:
     p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
 
 
-def _report_parser(sub) -> None:
+def _report_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "report", help="format a recording (fentry record's file)",
         description="Read a recording and print the trace as fentry run would have, or export "
@@ -130,7 +144,7 @@ def _report_parser(sub) -> None:
                         "file or a pipe)")
 
 
-def _view_parser(sub) -> None:
+def _view_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "view", help="show a trace in speedscope, served on 127.0.0.1",
         description="Serve a trace in speedscope (the real viewer, installed with fentry: "
@@ -157,7 +171,7 @@ def _attach_only_options(p: argparse.ArgumentParser) -> None:
                         "(default 5)")
 
 
-def _attach_parser(sub) -> None:
+def _attach_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "attach", help="trace a running Python program (3.12+) until Ctrl-C",
         description="Put fentry's agent into running Python process PID, set tracing up as "
@@ -169,7 +183,7 @@ def _attach_parser(sub) -> None:
     _attach_only_options(p)
 
 
-def _control_parsers(sub) -> None:
+def _control_parsers(sub: _Subparsers) -> None:
     """ls, read, write, pipe, detach: tracefs of process -p PID."""
     p = sub.add_parser("ls", help="list a tracefs directory of process -p PID")
     p.add_argument("path", nargs="?", default="", metavar="DIR")
@@ -193,7 +207,8 @@ def _control_parsers(sub) -> None:
 class _ProbeAction(argparse.Action):
     """-e adds [definition, filter]; -f fills in the filter of the -e before it (trace-cmd's way)."""
 
-    def __call__(self, parser, namespace, value, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 value: object, option_string: str | None = None) -> None:
         probes = list(getattr(namespace, self.dest) or [])
         if option_string in ("-e", "--event"):
             probes.append([value, None])
@@ -209,6 +224,7 @@ def version_line() -> str:
     hot path is in use and why (a C extension that failed to build shows here)."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
+
     from . import hotpath
     try:
         v = version("fentry")
@@ -222,11 +238,12 @@ class _VersionAction(argparse.Action):
     """``--version``, worked out only when asked: it imports the hot path,
     which the other commands' start-up does without."""
 
-    def __init__(self, option_strings, dest, **kwargs) -> None:
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
                          nargs=0, help="print the version, the Python and the hot path in use")
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
         print(version_line())
         parser.exit()
 
@@ -282,9 +299,10 @@ def _check_filters(globs: list[str], what: str) -> None:
             raise
 
 
-def _check_probes(probes: list[list]) -> None:
+def _check_probes(probes: list[list[Any]]) -> None:
     """What can be checked before the program starts: the grammar of each -e,
-    that no two name the same event, and each -f against the fields of its event."""
+    that no two name the same event, and each -f against the fields of its event.
+    ``probes``: [definition, filter or None] of each -e."""
     if not probes:
         return
     from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
@@ -338,13 +356,14 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
     return True
 
 
-def _settings(opts: argparse.Namespace) -> dict:
+def _settings(opts: argparse.Namespace) -> dict[str, Any]:
     """The tracing options, as ``agent.apply_settings`` takes them."""
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes}
 
 
-def _open_output(opts: argparse.Namespace, command: str, default):
+def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
+                 ) -> tuple[BinaryIO | None, bool]:
     """(file, close it) for -o FILE, else ``default``.  None if it cannot be written."""
     if not opts.output:
         return default, False
@@ -357,7 +376,7 @@ def _open_output(opts: argparse.Namespace, command: str, default):
 
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
     command = "record" if record else "run"
-    if not program or program[0] in ("-m", "-c") and len(program) < 2:
+    if not program or (program[0] in ("-m", "-c") and len(program) < 2):
         print(f"fentry {command}: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
         return 2
     if not _check_tracing_options(opts, command):
@@ -443,7 +462,7 @@ def _stop_formatting(signum: int, frame: object) -> None:
     raise _Interrupted(signum)
 
 
-def _output(opts: argparse.Namespace, command: str, record: bool, default, argv: list[str]
+def _output(opts: argparse.Namespace, command: str, record: bool, default: BinaryIO, argv: list[str]
             ) -> Live | Recording | None:
     """Where the trace goes: a recording (fentry record), or text to -o FILE or ``default``."""
     if record:
@@ -482,7 +501,7 @@ def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) 
     if isinstance(live, Recording):
         if error is None:
             _say(f"fentry record: {live.writer.size} bytes of raw trace in {output}; "
-                 f"`fentry report{'' if output == DEFAULT_RECORDING else ' -i ' + output}` "
+                 f"`fentry report{'' if output == DEFAULT_RECORDING else f' -i {output}'}` "
                  "formats it")
         return
     if error is not None:
@@ -514,6 +533,28 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: stop.set())
     started = time.perf_counter()
+    opened = _open_attach_session(opts, command)
+    if isinstance(opened, int):
+        return opened
+    session, instance, how = opened
+    print(f"fentry: attached to {opts.pid} ({how}; ready in "
+          f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
+          "Ctrl-C detaches", file=sys.stderr)
+    ended = threading.Event()
+    live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
+    deadline = None if opts.duration is None else time.monotonic() + opts.duration
+    while not ended.wait(0.05):
+        if stop.is_set() or live.error is not None \
+                or (deadline is not None and time.monotonic() >= deadline):
+            break
+    return _end_attach(opts, command, live, session, ended)
+
+
+def _open_attach_session(opts: argparse.Namespace, command: str
+                         ) -> tuple[socket.socket, str, str] | int:
+    """Start the agent in the target (or reuse it) and open this command's
+    session: (session, its instance, how the agent was reached), or the exit
+    status when that failed (said on stderr)."""
     try:
         injection = inject(opts.pid, opts.injector, opts.timeout)
     except AttachError as e:
@@ -537,16 +578,12 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
         return 1
     how = ("reusing the agent already there" if injection.method == "reused" else
            f"{injection.method}, paused {injection.pause * 1e3:.1f} ms")
-    print(f"fentry: attached to {opts.pid} ({how}; ready in "
-          f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
-          "Ctrl-C detaches", file=sys.stderr)
-    ended = threading.Event()
-    live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
-    deadline = None if opts.duration is None else time.monotonic() + opts.duration
-    while not ended.wait(0.05):
-        if stop.is_set() or live.error is not None \
-                or deadline is not None and time.monotonic() >= deadline:
-            break
+    return session, instance, how
+
+
+def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
+                session: socket.socket, ended: threading.Event) -> int:
+    """End an attach session (asked to, or the process ended), and say so."""
     if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.
@@ -630,7 +667,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     return 0
 
 
-def _report_sink(opts: argparse.Namespace):
+def _report_sink(opts: argparse.Namespace) -> Callable[[BinaryIO], CallSink | TextReport]:
     """What makes ``fentry report``'s sink for ``--format``, given the output.
     Each exporter's module (and the libraries it needs) is imported only here."""
     if opts.format == "perfetto":
@@ -649,7 +686,7 @@ def _report_sink(opts: argparse.Namespace):
     return TextReport
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 

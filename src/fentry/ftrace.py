@@ -23,8 +23,9 @@ import fnmatch
 import re
 import sys
 import threading
-from types import CodeType
 from collections.abc import Callable, Iterable
+from types import CodeType, FrameType
+from typing import Any
 
 from . import arch, hotpath
 from .errors import TraceError
@@ -50,7 +51,8 @@ class _Glob:
     """One word of set_ftrace_filter: ``[!]GLOB``, ``[!]MOD:GLOB``, ``[!]GLOB:mod:MODGLOB``."""
     __slots__ = ("text", "negate", "func", "mod")
 
-    def __init__(self, text: str, negate: bool, func: re.Pattern, mod: re.Pattern | None):
+    def __init__(self, text: str, negate: bool, func: re.Pattern[str], mod: re.Pattern[str] | None
+                 ) -> None:
         self.text = text
         self.negate = negate
         self.func = func
@@ -66,7 +68,7 @@ class _Glob:
                 or self.func.fullmatch(f"{module}.{qualname}") is not None)
 
 
-def _compile_glob(glob: str, command: str, pos: int) -> re.Pattern:
+def _compile_glob(glob: str, command: str, pos: int) -> re.Pattern[str]:
     if not glob:
         raise TraceError("EMPTY_GLOB", command, pos)
     if glob.count("[") != glob.count("]"):
@@ -97,7 +99,7 @@ def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
                 raise TraceError("EMPTY_GLOB", text, bpos + len(func) + 5)
         else:
             raise TraceError("BAD_FILTER_CMD", text, bpos + len(parts[0]) + 1)
-        fpos = bpos if len(parts) != 2 else bpos + len(mod) + 1
+        fpos = bpos if mod is None or len(parts) != 2 else bpos + len(mod) + 1
         globs.append(_Glob(word, negate, _compile_glob(func, text, fpos),
                            None if mod is None else _compile_glob(mod, text, bpos)))
     return globs
@@ -167,7 +169,8 @@ class FtraceOps:
     # was set up first.
     outermost = False
 
-    def __init__(self, func: Callable | None = None, flags: int = 0, private=None) -> None:
+    def __init__(self, func: Callable[..., object] | None = None, flags: int = 0,
+                 private: object = None) -> None:
         self.func = func
         self.flags = flags
         self.private = private
@@ -194,7 +197,7 @@ class FtraceOps:
             self.filter.codes[id(ip.code)] = ip.code
         _core.update()
 
-    def _set(self, hash_: FilterHash, patterns, reset: bool) -> None:
+    def _set(self, hash_: FilterHash, patterns: str | Iterable[str], reset: bool) -> None:
         set_hash(hash_, patterns, reset)
 
     def wants(self, module: str, code: CodeType) -> bool:
@@ -202,24 +205,30 @@ class FtraceOps:
                 and not self.notrace.matches(module, code))
 
     # -- the trampoline: handlers made for one code object
-    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+    def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         """Event handlers for ``code``, called ``depth`` frames below the traced one."""
         save_regs = bool(self.flags & FTRACE_OPS_FL_SAVE_REGS)
-        return {E.PY_START: hotpath.ops_entry(self.func, Ip(code, 0), self, save_regs, depth)}
+        # (A func of None is called, and its fault counted, as the kernel's would crash.)
+        return {E.PY_START: hotpath.ops_entry(self.func,  # type: ignore[arg-type]
+                                              Ip(code, 0), self, save_regs, depth)}
 
+
+# event -> its handler; for INSTRUCTION, {offset: handler}.
+Handlers = dict[int, Any]
 
 # ---------------------------------------------------------------- dispatch
 
 # Per-event dispatch tables: id(code) -> handler.  Mutated in place, never
 # rebound: the event callbacks below hold them.
-_entry = hotpath.CodeTable()
-_resume = hotpath.CodeTable()
-_return = hotpath.CodeTable()
-_yield = hotpath.CodeTable()
-_unwind = hotpath.CodeTable()
-_throw = hotpath.CodeTable()
-_instruction = hotpath.CodeTable()     # id(code) -> {offset: handler}
-TABLES = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
+_entry: hotpath.CodeTable = hotpath.CodeTable()
+_resume: hotpath.CodeTable = hotpath.CodeTable()
+_return: hotpath.CodeTable = hotpath.CodeTable()
+_yield: hotpath.CodeTable = hotpath.CodeTable()
+_unwind: hotpath.CodeTable = hotpath.CodeTable()
+_throw: hotpath.CodeTable = hotpath.CodeTable()
+_instruction: hotpath.CodeTable = hotpath.CodeTable()
+# (_instruction: id(code) -> {offset: handler})
+TABLES: dict[int, hotpath.CodeTable] = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
           E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw,
           E.INSTRUCTION: _instruction}
 
@@ -232,7 +241,7 @@ def _fault(code: CodeType) -> None:
     _core.fault(code)
 
 
-def _discover(code: CodeType):
+def _discover(code: CodeType) -> Callable[..., object] | None:
     return _core.discover(code)
 
 
@@ -285,7 +294,7 @@ class _Core:
     def _ops_for(self, code: CodeType, module: str) -> tuple[FtraceOps, ...]:
         return tuple(o for o in self.ops if o.wants(module, code))
 
-    def discover(self, code: CodeType):
+    def discover(self, code: CodeType) -> Callable[..., object] | None:
         """First PY_START of a code object: trace it or let it go (slow path)."""
         with self.lock:
             if not self.ops or is_fentry_code(code):
@@ -294,7 +303,7 @@ class _Core:
             if not function and code.co_name != "<module>":
                 return None         # a class body
             module = _module_of_running(code)
-            if is_fentry_module(module) or not function and not is_main_module(module):
+            if is_fentry_module(module) or (not function and not is_main_module(module)):
                 return None         # a module body traces only as the program's: __main__:<module>
             sym = SYMBOLS.add_code(code, module)
             if sym is not None:
@@ -303,7 +312,8 @@ class _Core:
             if not ops:
                 return None
             self._install(code, module, ops)
-            return _entry.get(id(code))
+            handler: Callable[..., object] | None = _entry.get(id(code))
+            return handler
 
     def update(self) -> None:
         """Re-decide every traced code after a change of ops or filters."""
@@ -314,7 +324,7 @@ class _Core:
             for o in self.ops:
                 glob |= o.global_events
             self.monitor.set_global_events(glob)
-            for key, (code, module, old) in list(self.traced.items()):
+            for code, module, old in list(self.traced.values()):
                 new = self._ops_for(code, module)
                 if new != old:
                     self._uninstall(code)
@@ -331,8 +341,8 @@ class _Core:
             for event, h in ops[0].handlers(code, module, DIRECT).items():
                 TABLES[event][key] = h
         else:
-            per_event: dict[int, list] = {}
-            per_offset: dict[int, list] = {}
+            per_event: dict[int, list[tuple[FtraceOps, Any]]] = {}
+            per_offset: dict[int, list[tuple[FtraceOps, Any]]] = {}
             for o in ops:
                 events |= o.local_events
                 for event, h in o.handlers(code, module, LISTED).items():
@@ -374,19 +384,19 @@ class _Core:
 _LEAVING = (E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND)
 
 
-def _nesting(pair: tuple) -> bool:
+def _nesting(pair: tuple[FtraceOps, Any]) -> bool:
     """Sort key of (ops, handler) pairs at a leaving event: outermost last."""
     return pair[0].outermost
 
 
-def _nesting_in(pair: tuple) -> bool:
+def _nesting_in(pair: tuple[FtraceOps, Any]) -> bool:
     """Sort key at an entering event: outermost first."""
     return not pair[0].outermost
 
 
 def _module_of_running(code: CodeType) -> str:
     """The module whose globals the running ``code`` uses (its innermost frame)."""
-    frame = _getframe(1)
+    frame: FrameType | None = _getframe(1)
     while frame is not None and frame.f_code is not code:
         frame = frame.f_back
     name = frame.f_globals.get("__name__") if frame is not None else None
@@ -421,7 +431,7 @@ def registered_ops() -> list[FtraceOps]:
 def reinit_after_fork() -> None:
     """In a forked child: the core's lock anew (a thread of the parent may
     have held it at the fork, and that thread does not exist here)."""
-    _core.lock._at_fork_reinit()
+    _core.lock._at_fork_reinit()      # type: ignore[attr-defined]  # (threading's own way)
 
 
 def traced_codes() -> list[CodeType]:

@@ -11,16 +11,16 @@ import os
 
 WHY: str
 if os.environ.get("FENTRY_PURE_PYTHON"):
-    from .pytrampolines import *  # noqa: F401,F403
+    from .pytrampolines import *  # noqa: F403
     IMPLEMENTATION = "python"
     WHY = "FENTRY_PURE_PYTHON is set"
 else:
     try:
-        from ._ctrampolines import *  # noqa: F401,F403
+        from ._ctrampolines import *  # noqa: F403
         IMPLEMENTATION = "c"
         WHY = "the C extension is built"
     except ImportError as exc:
-        from .pytrampolines import *  # noqa: F401,F403
+        from .pytrampolines import *  # noqa: F403
         IMPLEMENTATION = "python"
         if isinstance(exc, ModuleNotFoundError):
             # setup.py builds it only with a C compiler, for CPython 3.12 or 3.13.

@@ -18,7 +18,7 @@ import builtins
 import threading
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType, ModuleType
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal
 
 # -- hotpath's own
 
@@ -29,9 +29,9 @@ WHY: str
 
 # -- the twins'
 
-_Handler: TypeAlias = Callable[..., object]
-_Fault: TypeAlias = Callable[[CodeType], object]
-_Attach: TypeAlias = Callable[[], "Ring"]
+type _Handler = Callable[..., object]
+type _Fault = Callable[[CodeType], object]
+type _Attach = Callable[[], Ring]
 
 RECORD_BYTES: Final[int]
 """Bytes of ``buffer_size_kb`` one record counts for: the C ring's slot, 40
@@ -212,7 +212,7 @@ def list_func(pairs: list[tuple[Any, _Handler]], nargs: int, /) -> _Handler:
 
 # -- handlers (trampolines)
 
-def ops_entry(func: Callable[[Ip, Ip | None, Any, FrameType | None], object], ip: Ip,
+def ops_entry(func: Callable[..., object], ip: Ip,
               ops: Any, save_regs: bool, depth: int, /) -> _Handler:
     """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``, regs the
     traced frame if ``save_regs`` else None."""

@@ -26,15 +26,23 @@ from __future__ import annotations
 import dis
 import os
 import sys
+from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Callable
+from typing import Any
 
 from . import arch, hotpath
 from .errors import TraceError
-from .ftrace import FtraceOps, register_ftrace_function, unregister_ftrace_function
+from .ftrace import FtraceOps, Handlers, register_ftrace_function, unregister_ftrace_function
 from .hotpath import Ip
-from .symbols import (MAIN, SYMBOLS, call_site, is_fentry_code, is_fentry_module, nested_codes,
-                      source_functions)
+from .symbols import (
+    MAIN,
+    SYMBOLS,
+    call_site,
+    is_fentry_code,
+    is_fentry_module,
+    nested_codes,
+    source_functions,
+)
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -105,7 +113,7 @@ class Kprobe:
     """
 
     def __init__(self, symbol_name: str | None = None, offset: int = 0,
-                 pre_handler: Callable | None = None, *, path: str | None = None,
+                 pre_handler: Callable[[Kprobe, FrameType], object] | None = None, *, path: str | None = None,
                  line: int | None = None, code: CodeType | None = None) -> None:
         if sum(x is not None for x in (symbol_name, path, code)) != 1:
             raise ValueError("give one of symbol_name, path (with line), or code")
@@ -126,7 +134,7 @@ class Kprobe:
     def where(self) -> str:
         if self.path is not None:
             return f"{self.path}:{self.line}"
-        name = self.symbol_name or self.code.co_qualname
+        name = self.symbol_name or (self.code.co_qualname if self.code is not None else "?")
         return f"{name}+{self.offset}" if self.offset else name
 
 
@@ -136,18 +144,23 @@ class KretprobeInstance:
 
     def __init__(self, rp: Kretprobe) -> None:
         self.rp = rp
-        self.retval = None
+        self.retval: object = None
         self.exception: BaseException | None = None   # set when left by an exception
         self.ret_addr: Ip | None = None               # the call site it returns to
-        self.data: dict = {}                          # shared by entry_handler and handler
+        self.data: dict[str, object] = {}             # shared by entry_handler and handler
 
 
 class Kretprobe:
     """``struct kretprobe``: ``handler(ri, regs)`` on return, ``ri.retval``
     the value returned; ``entry_handler(ri, regs)``, if given, on entry."""
 
-    def __init__(self, symbol_name: str | None = None, handler: Callable | None = None,
-                 entry_handler: Callable | None = None, *, code: CodeType | None = None,
+    # Kprobe's twin in shape (fields assigned, nmissed from its ops), as the
+    # kernel's two structs are: different fields, nothing to share.
+
+    def __init__(self, symbol_name: str | None = None,
+                 handler: Callable[[KretprobeInstance, FrameType], object] | None = None,
+                 entry_handler: Callable[[KretprobeInstance, FrameType], object] | None = None,
+                 *, code: CodeType | None = None,
                  maxactive: int = 0) -> None:
         if (symbol_name is None) == (code is None):
             raise ValueError("give one of symbol_name or code")
@@ -189,13 +202,14 @@ class _ProbeOps(FtraceOps):
         if kp.code is not None:
             return code is kp.code
         if kp.path is not None:
-            return same_file(code, kp.path) and covers_line(code, kp.line)
+            return kp.line is not None and same_file(code, kp.path) and covers_line(code, kp.line)
         return code.co_qualname == self.qualname and (self.module is None or module == self.module)
 
-    def _entry(self, ip, parent_ip, ops, regs) -> None:
-        self.kp.pre_handler(self.kp, regs)
+    def _entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType) -> None:
+        if self.kp.pre_handler is not None:
+            self.kp.pre_handler(self.kp, regs)
 
-    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+    def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         kp = self.kp
         # A probe event's pre_handler is its hot-path ProbeTrace: called
         # straight from the dispatcher, with no Ip made and no Python frame.
@@ -204,15 +218,18 @@ class _ProbeOps(FtraceOps):
             if trace is not None:
                 return {E.PY_START: trace.entry(code, 0, depth)}
             return {E.PY_START: hotpath.ops_entry(self._entry, Ip(code, 0), self, True, depth)}
-        offset = line_offset(code, kp.line) if kp.path is not None else kp.offset
+        offset = (line_offset(code, kp.line) if kp.path is not None and kp.line is not None
+                  else kp.offset)
         if offset is None or offset not in instruction_boundaries(code):
             self.errors += 1            # a symbol loaded since, that the offset does not fit
             return {}
         if trace is not None:
             return {E.INSTRUCTION: {offset: trace.entry(code, offset, depth)}}
         pre_handler = kp.pre_handler
+        if pre_handler is None:
+            return {}
 
-        def kprobe_at_offset(code, offset):
+        def kprobe_at_offset(code: CodeType, offset: int) -> None:
             pre_handler(kp, _getframe(depth))
         return {E.INSTRUCTION: {offset: kprobe_at_offset}}
 
@@ -238,7 +255,7 @@ class _RetprobeOps(FtraceOps):
             return code is rp.code
         return code.co_qualname == self.qualname and (self.module is None or module == self.module)
 
-    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+    def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         rp, active = self.rp, self.active
         if isinstance(rp.handler, hotpath.ProbeTrace) and rp.entry_handler is None:
             # A return probe event: its hot-path handlers do the whole return;
@@ -248,13 +265,13 @@ class _RetprobeOps(FtraceOps):
                     E.PY_RETURN: trace.exit(code, depth, False),
                     E.PY_UNWIND: trace.exit(code, depth, True)}
 
-        def kretprobe_entry(code, offset):
+        def kretprobe_entry(code: CodeType, offset: int) -> None:
             frame = _getframe(depth)
             ri = active[id(frame)] = KretprobeInstance(rp)
             if rp.entry_handler is not None:
                 rp.entry_handler(ri, frame)
 
-        def kretprobe_exit(frame: FrameType, value, raised: bool) -> None:
+        def kretprobe_exit(frame: FrameType, value: Any, raised: bool) -> None:
             ri = active.pop(id(frame), None) or KretprobeInstance(rp)
             if raised:
                 ri.exception = value
@@ -267,10 +284,10 @@ class _RetprobeOps(FtraceOps):
             if rp.handler is not None:
                 rp.handler(ri, frame)
 
-        def kretprobe_return(code, offset, retval):
+        def kretprobe_return(code: CodeType, offset: int, retval: object) -> None:
             kretprobe_exit(_getframe(depth), retval, False)
 
-        def kretprobe_unwind(code, offset, exc):
+        def kretprobe_unwind(code: CodeType, offset: int, exc: BaseException) -> None:
             kretprobe_exit(_getframe(depth), exc, True)
         return {E.PY_START: kretprobe_entry, E.PY_RETURN: kretprobe_return,
                 E.PY_UNWIND: kretprobe_unwind}

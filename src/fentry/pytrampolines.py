@@ -25,6 +25,7 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 
 from .raw import Encoder, page as raw_page
 from .symbols import call_site
@@ -73,7 +74,7 @@ class Ring:
 
     @property
     def maxlen(self) -> int:
-        return self._records.maxlen
+        return self._records.maxlen or 0
 
     def written(self) -> int:
         """Records written since the last clear (the kernel's entries-written)."""
@@ -168,7 +169,7 @@ class Ring:
             if queue.bytes >= queue.cap:
                 queue._stalled = True
                 return          # full: the ring overwrites, as with no reader
-        if self._paging._is_owned():
+        if self._paging._is_owned():      # type: ignore[attr-defined]  # RLock's own test
             return          # a signal handler's drain inside this thread's flush: it finishes
         self._paging.acquire()
         try:
@@ -303,7 +304,8 @@ def catch_sigterm(fd: int, standin: int = 0) -> None:
         signal.signal(signal.SIGTERM, signal.getsignal(standin))
 
 
-def use_tool_id_wrapper(monitoring, original, hook):
+def use_tool_id_wrapper(monitoring: object, original: Callable[..., None],
+                        hook: Callable[..., object]) -> Callable[..., None]:
     """``sys.monitoring.use_tool_id`` while fentry holds a tool id:
     ``hook(*args)`` (fentry moves off the id asked for, if it is its own),
     then ``original(*args)``.
@@ -312,14 +314,14 @@ def use_tool_id_wrapper(monitoring, original, hook):
     ``<function ...>`` where the C one's says ``<built-in function ...>``, and
     an error of ``original`` (the ValueError of an id in use) shows this
     frame in its traceback."""
-    def use_tool_id(*args):
+    def use_tool_id(*args: object) -> None:
         try:
             hook(*args)
         except Exception:
             pass
         return original(*args)
     use_tool_id.__qualname__ = "use_tool_id"
-    use_tool_id.__module__ = getattr(original, "__module__", None)
+    use_tool_id.__module__ = getattr(original, "__module__", None)  # type: ignore[assignment]  # (or None)
     use_tool_id.__doc__ = getattr(original, "__doc__", None)
     return use_tool_id
 
@@ -335,6 +337,8 @@ def use_tool_id_wrapper(monitoring, original, hook):
 # in place, with no further call (a helper would be one more frame, failing
 # in turn).  What is left is CPython failing to enter the dispatcher
 # itself, which raises in the traced frame with no frame of ours.
+# The dispatchers below repeat one shape on purpose: each is the flat body
+# of its own callback, as the C twin's; a shared helper would be a frame.
 
 
 def entry_dispatcher(table: dict, discover, fault):
@@ -388,7 +392,7 @@ def dispatcher(table: dict, fault, nargs: int, disable: bool):
                 except Exception:
                     pass
     else:
-        def dispatch(code, offset, arg):  # hot path, repeated inline: a helper is a frame more (above)
+        def dispatch(code, offset, arg):  # type: ignore[misc]  # hot path, repeated inline: a helper is a frame more (above)
             if _quiet and get_ident() in _quiet:
                 return
             try:

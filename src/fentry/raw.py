@@ -41,8 +41,20 @@ object at fetch time).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
 from itertools import count
 from types import CodeType
+
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from typing import Any
+
+    # A record in the rings' tuple form: (seq, ts, ...), shaped by its type.
+    Record = tuple[Any, ...]
+    # What a record's ids name: refs.get.
+    Lookup = Callable[[int], object]
+    # The start of a run of fixed-size records at a position, or None.
+    RunMatch = Callable[[bytes | memoryview, int], Any]
 
 
 class Shown(str):
@@ -102,7 +114,7 @@ class Encoder:
     this twin's own (``Ring.page`` calls ``_record``)."""
     __slots__ = ("_fault", "_shown", "_fallback", "_ids", "_objs")
 
-    def __init__(self, fault: object, shown: type, fallback) -> None:
+    def __init__(self, fault: object, shown: type, fallback: Callable[[object], object]) -> None:
         self._fault = fault
         self._shown = shown
         self._fallback = fallback
@@ -122,7 +134,7 @@ class Encoder:
         """[(id, object)]: what ids start+1, start+2, ... name."""
         return [(i + 1, o) for i, o in enumerate(self._objs[start:], start)]
 
-    def _record(self, out: bytearray, rec: tuple) -> None:
+    def _record(self, out: bytearray, rec: Record) -> None:
         """Append one record, in the Python ring's tuple form (``seq, ts, ...``)."""
         ts, a = rec[1], rec[2]
         if a.__class__ is CodeType:
@@ -148,7 +160,8 @@ class Encoder:
                     del out[mark:]
                     out.append(FAULT)
 
-    def _value(self, out: bytearray, v: object, depth: int) -> None:
+    def _value(self, out: bytearray, v: Any, depth: int) -> None:
+        # (Any: ``v`` is told apart by its exact type, which mypy does not follow.)
         t = v.__class__
         if v is self._fault:
             out.append(FAULT)
@@ -243,11 +256,12 @@ class CodeInfo:
         return f"<CodeInfo {self.name}>"
 
 
-def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq: int) -> list[tuple]:
+def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq: int
+                   ) -> list[Record]:
     """Records as the in-process rings give them: ``(seq, ts, code, caller)``,
     ``(seq, ts, kind, code[, exception])`` or ``(seq, ts, event, site, values)``,
     with every id replaced by what ``refs`` says it is (None for 0)."""
-    out = []
+    out: list[Record] = []
     get = refs.get
     for rtype, seq, part in record_chunks(data, refs, first_seq):
         if rtype == GRAPH:
@@ -261,7 +275,8 @@ def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq:
     return out
 
 
-def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: int):
+def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: int
+                  ) -> Iterator[tuple[int | None, int, Any]]:
     """The records of ``data``, in order, in chunks ``(type, first seq, part)``:
     a run of fixed-size records (the common case), left for the reader to
     unpack in C -- ``GRAPH``: function_graph records but UNWIND's, each
@@ -287,15 +302,16 @@ def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: 
             seq += len(records)
 
 
-def _decode_until_run(data, pos: int, refs: dict[int, object], seq: int) -> tuple[list, int]:
+def _decode_until_run(data: bytes | memoryview, pos: int, refs: dict[int, object], seq: int
+                      ) -> tuple[list[Record], int]:
     """Records from ``pos`` up to the next that starts a run (or the end)."""
-    out = []
+    out: list[Record] = []
     end = len(data)
     get = refs.get
     head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
     while pos < end:
         rtype, kind, ts = head(data, pos)
-        if out and (rtype == GRAPH and kind != UNWIND or rtype == FUNC and kind == 0):
+        if out and ((rtype == GRAPH and kind != UNWIND) or (rtype == FUNC and kind == 0)):
             break
         pos += 10
         if rtype == FUNC:
@@ -329,10 +345,10 @@ def _decode_until_run(data, pos: int, refs: dict[int, object], seq: int) -> tupl
 # Records of one fixed size: a GRAPH record of any kind but UNWIND, a FUNC record.
 GRAPH_RECORD = struct.Struct("<BBqI")
 FUNC_RECORD = struct.Struct("<BBqII")
-_RUNS: tuple | None = None
+_RUNS: tuple[RunMatch, RunMatch] | None = None
 
 
-def _run_patterns() -> tuple:
+def _run_patterns() -> tuple[RunMatch, RunMatch]:
     """Matchers of a run of such records (compiled when first needed: the
     traced process, which only encodes, never needs them)."""
     global _RUNS
@@ -346,7 +362,7 @@ def _run_patterns() -> tuple:
     return _RUNS
 
 
-def _values(data, pos: int, n: int, get) -> tuple[tuple, int]:
+def _values(data: bytes | memoryview, pos: int, n: int, get: Lookup) -> tuple[tuple[object, ...], int]:
     values = []
     for _ in range(n):
         v, pos = _value(data, pos, get)
@@ -354,12 +370,12 @@ def _values(data, pos: int, n: int, get) -> tuple[tuple, int]:
     return tuple(values), pos
 
 
-def _value(data, pos: int, get) -> tuple[object, int]:
+def _value(data: bytes | memoryview, pos: int, get: Lookup) -> tuple[object, int]:
     tag = data[pos]
     pos += 1
     if tag == INT:
         return _I64.unpack_from(data, pos)[0], pos + 8
-    if tag == STR or tag == SHOWN:
+    if tag in (STR, SHOWN):
         n = _U32.unpack_from(data, pos)[0]
         text = bytes(data[pos + 4:pos + 4 + n]).decode("utf-8", "surrogatepass")
         return (text if tag == STR else Shown(text)), pos + 4 + n
@@ -367,7 +383,7 @@ def _value(data, pos: int, get) -> tuple[object, int]:
         return FAULT_VALUE, pos
     if tag == NONE:
         return None, pos
-    if tag == TRUE or tag == FALSE:
+    if tag in (TRUE, FALSE):
         return tag == TRUE, pos
     if tag == UINT:
         return _U64.unpack_from(data, pos)[0], pos + 8

@@ -20,8 +20,13 @@ import sys
 import threading
 import warnings
 from collections import namedtuple
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import CodeType, FunctionType, MethodType, ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 CO_OPTIMIZED = 0x0001        # inspect.CO_OPTIMIZED (inspect itself is slow to import)
 
@@ -85,7 +90,7 @@ else:
         return lasti
 
 
-def nested_codes(code: CodeType):
+def nested_codes(code: CodeType) -> Iterator[CodeType]:
     """``code`` and every code object nested in it, depth first."""
     stack = [code]
     while stack:
@@ -94,7 +99,7 @@ def nested_codes(code: CodeType):
         stack.extend(k for k in reversed(c.co_consts) if isinstance(k, CodeType))
 
 
-def _unwrap(obj, depth: int = 0):
+def _unwrap(obj: object, depth: int = 0) -> Iterator[FunctionType]:
     """Function objects reachable from a module or class attribute."""
     if depth > 8:
         return
@@ -117,7 +122,7 @@ def _unwrap(obj, depth: int = 0):
         yield from _unwrap(obj.func, depth + 1)
 
 
-def module_functions(module: ModuleType):
+def module_functions(module: ModuleType) -> Iterator[FunctionType]:
     """Function objects defined in ``module`` (its dict and its classes')."""
     modname = module.__name__
     try:
@@ -175,8 +180,8 @@ class SymbolTable:
         sym = None
         for c in nested_codes(code):
             if id(c) in self._by_code or is_fentry_code(c) or not (
-                    is_function_code(c) or c is code and is_main_module(module)
-                    and c.co_name == "<module>"):
+                    is_function_code(c) or (c is code and is_main_module(module)
+                    and c.co_name == "<module>")):
                 continue
             # The code object whose co_qualname is the name wins: a wrapper made
             # by functools.wraps carries its wrapped function's __qualname__.
@@ -214,7 +219,7 @@ _batch = threading.local()      # .codes: module name -> its compiled code, whil
 
 
 @contextmanager
-def check_batch():
+def check_batch() -> Iterator[None]:
     """Within it, a module's source is compiled once, however many probes name it."""
     if getattr(_batch, "codes", None) is not None:
         yield
@@ -244,7 +249,7 @@ def source_functions(module: str, qualname: str) -> list[CodeType] | None:
     return [c for c in nested_codes(code) if is_function_code(c) and c.co_qualname == qualname]
 
 
-def _module_code(name: str):
+def _module_code(name: str) -> CodeType | object | None:
     """The code of module ``name`` as ``import`` would make it, or None, or _NOT_FOUND."""
     from importlib.machinery import BuiltinImporter, FrozenImporter, SourceFileLoader
     if name == MAIN:
@@ -261,7 +266,7 @@ def _module_code(name: str):
     return _compile(spec.loader, name, spec.origin)
 
 
-def find_module_spec(name: str):
+def find_module_spec(name: str) -> ModuleSpec | None:
     """Where ``import name`` would find module ``name`` (its ModuleSpec, or None).
 
     Unlike importlib.util.find_spec, nothing is imported: that would run the
@@ -270,7 +275,7 @@ def find_module_spec(name: str):
     asked: other meta path finders are the program's code.
     """
     from importlib.machinery import PathFinder
-    path = _import_path()
+    path: list[str] | None = _import_path()
     spec = None
     parts = name.split(".")
     for i in range(len(parts)):
@@ -322,7 +327,7 @@ def _import_path() -> list[str]:
     return sys.path if first in sys.path else [first, *sys.path]
 
 
-def _compile(loader, name: str, path: str | None) -> CodeType | None:
+def _compile(loader: Any, name: str, path: str | None) -> CodeType | None:
     """The module's code from its loader's source (or its .pyc alone, if it
     has no source: unmarshalled, not run); None when there is neither."""
     from importlib.machinery import SourcelessFileLoader
@@ -336,7 +341,7 @@ def _compile(loader, name: str, path: str | None) -> CodeType | None:
         # to give, if the program imports it: only those, attributed to this
         # file, are ignored meanwhile.
         ignore = ("ignore", None, Warning, re.compile(re.escape(path.removesuffix(".py")) + r"\Z"), 0)
-        filters = warnings.filters
+        filters: list[Any] = warnings.filters   # type: ignore[assignment]  # (a list)
         filters.insert(0, ignore)
         try:
             # dont_inherit: not this module's __future__ flags; optimize as import does.

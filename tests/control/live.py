@@ -3,6 +3,7 @@ plain python, and the ``fentry`` command run against it as a user would."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -61,7 +62,7 @@ def check_add_events(lines: list[str]) -> int:
     assert events and all(events), [line for line in lines if ": add: " in line][:5]
     ns = [order_number(int(m["sku"]), int(m["price"]), int(m["qty"])) for m in events]
     assert None not in ns
-    for a, b in zip(ns, ns[1:]):
+    for a, b in itertools.pairwise(ns):
         assert b == (a + 1) % 273, (a, b)
     return len(events)
 

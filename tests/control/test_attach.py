@@ -12,12 +12,23 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import helpers
+import pytest
 from helpers import env, fentry, ptrace_refusal, python_for
-from .live import (LONGRUN, TOOL_IDS, Target, check_add_events, check_no_residue, check_result, fentry_bg,
-                   interrupt, lines_of, profile, wait_for)
+
+from .live import (
+    LONGRUN,
+    TOOL_IDS,
+    Target,
+    check_add_events,
+    check_no_residue,
+    check_result,
+    fentry_bg,
+    interrupt,
+    lines_of,
+    profile,
+    wait_for,
+)
 
 ADD_PROBE = "p:shop/add add sku=item.sku price=item.price qty=qty"
 RET_PROBE = "r:shop/added add total=$retval price=item.price qty=qty"
@@ -231,7 +242,7 @@ def test_any_number_of_readers_at_once(target, tmp_path):
     try:
         # trace_pipe consumes: the readers share the events, each gets some.
         for out in outs:
-            wait_for(lambda: lines_of(out), timeout=30, what=f"events in {out.name}")
+            wait_for(lambda out=out: lines_of(out), timeout=30, what=f"events in {out.name}")
         assert len(os.listdir(f"/proc/{pid}/task")) >= 1 + 12    # a thread per reader
     finally:
         for reader in readers:

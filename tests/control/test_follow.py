@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import PROGRAMS, env
 
 pytestmark = pytest.mark.slow     # multiprocessing: pools, spawn and forkserver children
@@ -54,7 +53,7 @@ def test_follow_traces_every_python_process(tmp_path):
     roles = processes(got.stdout)
     assert {r: n for r, (_, n) in roles.items()} == {r: n for r, (_, n) in processes(want.stdout).items()}
     assert set(roles) == {"parent", "forked", "subprocess", "pool-SpawnPoolWorker", "pool-ForkPoolWorker"}
-    assert leaf_calls(trace) == {pid: n for pid, n in roles.values()}
+    assert leaf_calls(trace) == dict(roles.values())
     assert trace.count("# tracer: function") == 1
 
 
@@ -73,7 +72,8 @@ def test_follow_leaves_an_older_python_child_as_it_was(tmp_path):
     script = tmp_path / "spawn_old.py"
     script.write_text(
         "import subprocess\n"
-        f"r = subprocess.run([{old!r}, '-c', 'import os; print(sorted(os.environ.get(k, \"-\") for k in (\"FENTRY_AGENT\", \"PYTHONPATH\")))'],"
+        f"r = subprocess.run([{old!r}, '-c', 'import os; print(sorted(os.environ.get(k, \"-\")"
+        " for k in (\"FENTRY_AGENT\", \"PYTHONPATH\")))'],"
         " capture_output=True, text=True)\n"
         "print(r.stdout, r.stderr, r.returncode)\n")
     want = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,

@@ -7,8 +7,7 @@ import operator
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fentry import symbols
 from fentry.errors import ERRORS, TraceError
@@ -559,8 +558,7 @@ VALUE = st.one_of(st.none(), st.integers(-300, 300), st.booleans(),
 
 @pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(expression(2), st.fixed_dictionaries({}, optional={
-    f: VALUE for f in NUM_FIELDS + STR_FIELDS}))
+@given(expression(2), st.fixed_dictionaries({}, optional=dict.fromkeys(NUM_FIELDS + STR_FIELDS, VALUE)))
 def test_generated_valid_filters_match_an_independent_evaluation(expr, values):
     text, tree = expr
     f = compile_filter(text, FIELDS)

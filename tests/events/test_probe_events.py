@@ -7,9 +7,9 @@ import os
 import re
 
 import pytest
+from helpers import PROGRAMS, fentry_run, plain
 
 from fentry.events.probe_parser import parse_probe
-from helpers import PROGRAMS, fentry_run, plain
 
 ORDERS = os.path.join(PROGRAMS, "orders.py")
 EVENT = re.compile(r"^\s*\S+-\d+\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: (?P<event>\S+): \((?P<where>[^)]*)\)(?P<fields>.*)$")
@@ -70,7 +70,7 @@ def test_offset_and_line_probes_fetch_a_local_assigned_just_before(tmp_path, ord
     # the instruction that starts the `discounted = ...` line: `subtotal` is set by then
     line = line_of("discounted = subtotal")
     offset = min(start for start, _, ln in orders.line_total.__code__.co_lines() if ln == line)
-    proc, trace = run(tmp_path, "-e", f"p:off __main__:line_total+{offset} subtotal",
+    _, trace = run(tmp_path, "-e", f"p:off __main__:line_total+{offset} subtotal",
                       "-e", f"p:ln {ORDERS}:{line} subtotal")
     values = [(e, int(f["arg1"])) for e, _, f in events(trace)]
     want = [120 * 3, 250, 499 * 2, 75 * 4] * 2

@@ -14,10 +14,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import PROGRAMS, env
 
 import fentry
 from fentry import hotpath
-from helpers import PROGRAMS, env
 
 SHAPES = os.path.join(PROGRAMS, "shapes.py")
 

@@ -6,13 +6,18 @@ from __future__ import annotations
 import keyword
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from fentry.errors import ERRORS, TraceError
 from fentry.events.probe_parser import (
-    TYPES, FetchArg, ProbeDefinition, ProbeRemoval, Step, format_definition,
-    format_fetcharg, parse_probe,
+    TYPES,
+    FetchArg,
+    ProbeDefinition,
+    ProbeRemoval,
+    Step,
+    format_definition,
+    format_fetcharg,
+    parse_probe,
 )
 
 

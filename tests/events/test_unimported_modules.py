@@ -10,12 +10,12 @@ import sys
 import textwrap
 
 import pytest
+from helpers import SRC, env, plain
 
 import fentry
 from fentry import symbols
 from fentry.kprobes import instruction_boundaries
 
-from helpers import SRC, env, plain
 from .test_probe_events import ORDERS, events, run
 
 # Imports textwrap and email.utils itself, after saying whether they were imported already.

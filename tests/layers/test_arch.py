@@ -7,11 +7,10 @@ import sys
 import threading
 
 import pytest
+from helpers import Recorder, fentry_tool_ids
 
 import fentry
 from fentry import arch, hotpath
-
-from helpers import Recorder, fentry_tool_ids
 
 M = sys.monitoring
 E = M.events

@@ -12,13 +12,11 @@ import textwrap
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from helpers import Recorder
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fentry
 from fentry import TraceError
-
-from helpers import Recorder
 
 CALL_OPS = {"CALL", "CALL_KW", "CALL_FUNCTION_EX"}
 

@@ -9,10 +9,9 @@ import threading
 import time
 
 import pytest
+from helpers import DURATION, SHOPAPP, fentry_run, graph_lines
 
 import fentry
-
-from helpers import DURATION, SHOPAPP, fentry_run, graph_lines
 
 HERE = __name__
 

@@ -6,7 +6,6 @@ import collections
 import threading
 
 import pytest
-
 from helpers import FUNCTION_LINE, body, calls_printed, fentry_run, function_lines
 
 HERE = __name__

@@ -113,7 +113,7 @@ def impl(request) -> types.ModuleType:
 
 def test_the_contract_lists_the_hot_path():
     contract = read_contract()
-    assert HOTPATH_OWN <= contract.keys()
+    assert contract.keys() >= HOTPATH_OWN
     assert {"Ring", "CodeTable", "Encoder", "PageQueue", "entry_dispatcher"} <= contract.keys()
     assert {"record", "consume", "page", "maxlen", "lost_told"} <= contract["Ring"]
 

@@ -6,9 +6,9 @@ import itertools
 import re
 
 import pytest
+from helpers import Recorder
 
 from fentry.symbols import SymbolTable
-from helpers import Recorder
 
 _serial = itertools.count()
 

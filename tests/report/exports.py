@@ -132,7 +132,11 @@ def perfetto_threads(path: str) -> dict:
     begin and end in a balanced way, in time order.  tid ->
     {"name", "pid", "slices": [(start, end, name, annotations)], "instants": [...]}"""
     from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
-        BUILTIN_CLOCK_MONOTONIC, Trace, TracePacket, TrackEvent)
+        BUILTIN_CLOCK_MONOTONIC,
+        Trace,
+        TracePacket,
+        TrackEvent,
+    )
     with open(path, "rb") as f:
         trace = Trace.FromString(f.read())
     packets = list(trace.packet)

@@ -11,8 +11,19 @@ import pytest
 
 from fentry.events.event_format import EventFormat
 from fentry.raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD, CodeInfo, FaultValue
-from fentry.report.calls import (BEGIN, CALL, CUT, END, EVENT, LOST, OPEN, CallSink, ThreadCalls,
-                                 close_all, walk)
+from fentry.report.calls import (
+    BEGIN,
+    CALL,
+    CUT,
+    END,
+    EVENT,
+    LOST,
+    OPEN,
+    CallSink,
+    ThreadCalls,
+    close_all,
+    walk,
+)
 from fentry.report.decode import ProcessStream, ThreadInfo
 
 from .exports import chrome_threads, nested, perfetto_threads, speedscope_profiles
@@ -189,10 +200,11 @@ def test_records_from_their_bytes_walk_as_decoded_ones(tmp_path):
     """walk() on RawRecords (runs unpacked from the bytes) gives the ops it
     gives on the decoded list, on a real recording with exceptions,
     generators, threads and probe events."""
+    from helpers import SHOPAPP
+
     from fentry.report.datfile import DatReader
     from fentry.report.decode import Streams
 
-    from helpers import SHOPAPP
     from .exports import record
 
     class Ops(CallSink):
@@ -226,11 +238,12 @@ def test_records_from_their_bytes_walk_as_decoded_ones(tmp_path):
 def test_perfetto_packets_made_in_runs_are_the_packets_made_one_by_one(tmp_path, monkeypatch):
     """Ordinary begins and ends go out POOL at a time (perfetto._Pool): the
     same bytes as a packet at a time, whatever the runs' shapes."""
+    from helpers import SHOPAPP
+
     from fentry.report import perfetto
     from fentry.report.datfile import DatReader
     from fentry.report.decode import Streams
 
-    from helpers import SHOPAPP
     from .exports import BUSY, record
 
     dats = [record(tmp_path, "s.dat", "-t", "function_graph", "-l", "__main__:*", SHOPAPP),

@@ -10,10 +10,23 @@ import os
 import re
 
 import pytest
-
 from helpers import SHOPAPP
-from .exports import (BUSY, FAMILY, chrome_threads, counts, export, nested, perfetto_threads,
-                      record, report, speedscope_profiles, text_calls, text_names, text_traced_ns)
+
+from .exports import (
+    BUSY,
+    FAMILY,
+    chrome_threads,
+    counts,
+    export,
+    nested,
+    perfetto_threads,
+    record,
+    report,
+    speedscope_profiles,
+    text_calls,
+    text_names,
+    text_traced_ns,
+)
 
 pytestmark = pytest.mark.slow     # real programs recorded, then exported and read back
 
@@ -107,6 +120,7 @@ def test_perfetto_says_what_viewers_need(shop):
 
 def test_speedscope_validates_against_the_npm_packages_schema(shop):
     import jsonschema
+
     from .test_view import viewer_or_skip
     viewer = viewer_or_skip()
     with open(os.path.join(viewer, "file-format-schema.json")) as f:
@@ -233,6 +247,7 @@ def test_a_perfetto_trace_is_not_written_to_a_terminal(tmp_path):
     import pty
     import subprocess
     import sys
+
     from helpers import env
     dat = record(tmp_path, "t.dat", "-t", "function", "-l", "fib", SHOPAPP)
     leader, follower = pty.openpty()
@@ -252,6 +267,7 @@ def test_only_the_perfetto_export_imports_perfetto():
     protos."""
     import subprocess
     import sys
+
     from helpers import env
     code = ("import sys, fentry.cli, fentry.report.calls, fentry.report.chrome, "
             "fentry.report.speedscope, fentry.report.folded, fentry.report.view\n"

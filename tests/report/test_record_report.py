@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import SHOPAPP, fentry
 
 # What differs between two runs of one program: timestamps, thread ids, durations.
@@ -134,6 +133,7 @@ def test_record_a_running_program(tmp_path):
 
 DEEP = """
 import sys
+import time
 sys.setrecursionlimit(30000)
 def r(n):
     return 0 if n == 0 else r(n - 1) + 1

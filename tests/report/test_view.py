@@ -15,8 +15,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from helpers import SHOPAPP, env
+
 from .exports import png_pixels, record
 
 pytestmark = pytest.mark.slow     # the viewer in headless chromium

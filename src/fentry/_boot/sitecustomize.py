@@ -11,6 +11,11 @@ were none at all).
 import os
 import sys
 
+TYPE_CHECKING = False       # (typing's, without importing typing)
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+
 
 def _start() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
@@ -22,9 +27,10 @@ def _start() -> None:
         added = package_parent not in sys.path
         if added:
             sys.path.append(package_parent)
-        hotpath = None
+        imported = False
         try:
             from fentry import hotpath
+            imported = True
             # fentry is notrace from its first line to its last: nothing the
             # main thread runs for it (stdlib calls included) is traced.
             hotpath.quiet_thread(True)
@@ -36,7 +42,7 @@ def _start() -> None:
             try:
                 spec = _shadowed_sitecustomize()
             finally:
-                if hotpath is not None:
+                if imported:
                     _trace_from_the_program(hotpath)
     else:
         import json
@@ -58,7 +64,7 @@ def _start() -> None:
     spec.loader.exec_module(module)
 
 
-def _trace_from_the_program(hotpath) -> None:
+def _trace_from_the_program(hotpath: "ModuleType") -> None:
     """Traced again once the interpreter starts the program: the rest of its
     start-up (site's imports, loading the script) is not the program.  When
     nothing is traced yet there is nothing to keep out."""
@@ -69,7 +75,7 @@ def _trace_from_the_program(hotpath) -> None:
         hotpath.quiet_thread(False)
 
 
-def _shadowed_sitecustomize():
+def _shadowed_sitecustomize() -> "ModuleSpec | None":
     """The spec of the program's own sitecustomize, if it has one."""
     from importlib.machinery import PathFinder
     return PathFinder.find_spec("sitecustomize", sys.path)

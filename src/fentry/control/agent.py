@@ -34,17 +34,21 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
-from ..events.fetch import FAULT, Shown, safe_repr
+from ..events.fetch import FAULT, safe_repr
 from ..fds import high_fd
+from ..raw import Shown
 from ..symbols import check_batch
 from ..tracers.stream import RawStream
+from ..tracers.trace import TraceInstance
 from . import tracefs as tracefs_module
 from .server import Connection, ControlServer
 from .threads import spawn
-from .tracefs import tracefs
+from .tracefs import Tracefs, tracefs
 from .wire import BOOT_DIR, ENV_CONFIG, send_header, widen_socket
 
 # The signal whose Python handler stands in for SIGTERM's (see catch_sigterm):
@@ -55,6 +59,11 @@ BUSY_DRAIN = 1 << 18        # bytes: a drain this large means busy threads; the 
 EXIT_SEND_PATIENCE = 5.0    # seconds a pipe reader may take no data while the program ends
 SEND_TIMEOUT = 0.5          # seconds a send to a pipe reader blocks before it looks again
 IOV_MAX = 1024              # buffers one writev or sendmsg takes
+
+
+# A stream's sink: sink(pieces, stopping) sends them all (stopping(): the
+# stream is being stopped, so a reader that takes nothing may be given up).
+type Sink = Callable[[list[bytes], Callable[[], bool]], None]
 
 
 class Streamer:
@@ -68,9 +77,10 @@ class Streamer:
     (a reader that hung up).  ``patient``: the sink is fentry run's own reader,
     which always reads; any other may give up on a program that ends."""
 
-    def __init__(self, sink: Callable[[bytes, Callable[[], bool]], None], header: bool,
+    def __init__(self, sink: Sink, header: bool,
                  watch: int = -1, on_watch: Callable[[], bool] | None = None,
-                 on_end: Callable[[], None] | None = None, instance=None) -> None:
+                 on_end: Callable[[], None] | None = None,
+                 instance: TraceInstance | None = None) -> None:
         self.sink = sink
         self.header = header
         self.on_end = on_end
@@ -98,7 +108,8 @@ class Streamer:
                     ready = select.select(self.watch + [wake], [], [], 0 if busy else DRAIN_INTERVAL)[0]
                     if wake in ready:
                         _read_all(wake)
-                    if self.watch and self.watch[0] in ready and self.on_watch():
+                    if self.watch and self.watch[0] in ready and self.on_watch is not None \
+                            and self.on_watch():
                         break
                     busy = self.drain() >= BUSY_DRAIN
                 self.close()
@@ -127,7 +138,7 @@ class Streamer:
         The rings are flushed before ``writing`` is taken: a thread holding
         that lock never waits for a ring's paging, which the thread a signal
         handler interrupted may hold (pure Python)."""
-        if self.writing._is_owned():
+        if self.writing._is_owned():      # type: ignore[attr-defined]  # RLock's own test
             return 0        # a signal handler inside this thread's own drain: it finishes it
         self.raw.flush()
         with self.writing:
@@ -139,7 +150,7 @@ class Streamer:
 
     def close(self) -> None:
         """The last drain, and END: the stream is complete (once)."""
-        if self.writing._is_owned():
+        if self.writing._is_owned():      # type: ignore[attr-defined]
             return
         self.raw.flush()
         with self.writing:
@@ -159,7 +170,7 @@ _stream_threads = 0         # Streamer threads started and not yet ended
 _stream_threads_lock = _thread.allocate_lock()
 
 
-def _make_encoder():
+def _make_encoder() -> hotpath.Encoder:
     """The hot path's Encoder, knowing what a fetch stores (events/fetch.py)."""
     return hotpath.Encoder(FAULT, Shown, safe_repr)
 
@@ -199,7 +210,7 @@ def log_failure(e: BaseException) -> None:
         pass
 
 
-def write_pieces(writev: Callable[[list], int], pieces: list[bytes],
+def write_pieces(writev: Callable[[list[memoryview]], int], pieces: list[bytes],
                  idle: Callable[[], None] = lambda: None) -> None:
     """All of ``pieces``, in order, through ``writev(buffers) -> bytes
     written`` (os.writev, socket.sendmsg): no piece is copied on its way.
@@ -217,14 +228,14 @@ def write_pieces(writev: Callable[[list], int], pieces: list[bytes],
                 n = 0
 
 
-def _fd_sink(fd: int) -> Callable[[list[bytes], Callable[[], bool]], None]:
+def _fd_sink(fd: int) -> Sink:
     """fentry run's pipe: its reader always reads, so writes simply block."""
     def sink(pieces: list[bytes], stopping: Callable[[], bool]) -> None:
         write_pieces(lambda views: os.writev(fd, views), pieces)
     return sink
 
 
-def _socket_sink(sock: socket.socket) -> Callable[[list[bytes], Callable[[], bool]], None]:
+def _socket_sink(sock: socket.socket) -> Sink:
     """A pipe connection: its reader may stop reading (then the buffers
     overwrite and count, as with no reader); once the program ends, a reader
     that takes nothing for EXIT_SEND_PATIENCE is given up.  Sends block, one
@@ -238,7 +249,7 @@ def _socket_sink(sock: socket.socket) -> Callable[[list[bytes], Callable[[], boo
     def sink(pieces: list[bytes], stopping: Callable[[], bool]) -> None:
         idle_since = [0.0]
 
-        def send(views: list) -> int:
+        def send(views: list[memoryview]) -> int:
             try:
                 sent = sock.sendmsg(views, (), socket.MSG_NOSIGNAL)
             except (BlockingIOError, InterruptedError):
@@ -275,7 +286,7 @@ class Agent:
         self.detached = False
         self.run_stream: Streamer | None = None       # fentry run's pipe
         self.run_fd = -1
-        self.follow: dict | None = None     # fentry run --follow: the config children get
+        self.follow: dict[str, Any] | None = None     # fentry run --follow: the config children get
         self.server = ControlServer(self.fs, {"pipe": self._pipe, "detach": self._detach_request},
                                     self.fs.probes.log, tick=_drop_stale_fork_filter)
 
@@ -292,7 +303,7 @@ class Agent:
                                           subsystem="fentry agent", detail=str(e)))
 
     # -- ops of the control socket
-    def _pipe(self, server: ControlServer, conn: Connection, request: dict) -> None:
+    def _pipe(self, server: ControlServer, conn: Connection, request: dict[str, Any]) -> None:
         """Stream the trace, raw, until either side ends it.
 
         A session (``fentry attach``) holds the agent in the process while it
@@ -303,7 +314,7 @@ class Agent:
         session = bool(request.get("session"))
         settings = request.get("settings")
         name, defined = None, []
-        instance = self.fs.instance
+        instance: TraceInstance | None = self.fs.instance
         if request.get("instance"):         # an instance's trace_pipe
             instance = self.fs.instances.get(request["instance"])
             if instance is None:
@@ -364,7 +375,7 @@ class Agent:
         except TraceError as e:
             self.fs.probes.log(e)
 
-    def _detach_request(self, server: ControlServer, conn: Connection, request: dict) -> dict:
+    def _detach_request(self, server: ControlServer, conn: Connection, request: dict[str, Any]) -> dict[str, Any]:
         self.detach()           # answered once done: the socket and its directory are gone
         return {"ok": True, "size": 0}
 
@@ -404,7 +415,7 @@ class Agent:
         global _agent, _sigterm_pipe, _stream_threads
         self.detached = True
         _stream_threads = 0         # they stayed in the parent
-        _stream_threads_lock._at_fork_reinit()
+        _stream_threads_lock._at_fork_reinit()    # type: ignore[attr-defined]  # (what threading's own locks use)
         if self.run_stream is not None:
             self.run_stream.stopped = True
         ftrace.reinit_after_fork()
@@ -432,7 +443,7 @@ class Agent:
         _agent = None
 
 
-def apply_settings(fs, settings: dict, instance: str | None = None,
+def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None = None,
                    skip_refused_probes: bool = False) -> list[tuple[str, str]]:
     """Set tracing up as ``fentry run`` / ``fentry attach`` options say, by
     writes to tracefs ``fs``, in the top level or in ``instances/INSTANCE``.
@@ -524,7 +535,7 @@ _sigterm_main = 0           # the main thread's ident (pure Python)
 SIGTERM_GRACE = 0.2         # seconds
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """The Python-level SIGTERM handler, in the main thread."""
     if os.getpid() != _sigterm_pid:
         # A child forked a moment ago, before its after-fork hooks ran: what
@@ -585,7 +596,7 @@ def _drain_for_sigterm() -> None:
 def _sigterm_pending() -> bool:
     """A SIGTERM came (seen on the pipe, or still in it)."""
     try:
-        return _sigterm_seen or _sigterm_pipe[0] >= 0 and _is_sigterm(os.read(_sigterm_pipe[0], 4096))
+        return _sigterm_seen or (_sigterm_pipe[0] >= 0 and _is_sigterm(os.read(_sigterm_pipe[0], 4096)))
     except BlockingIOError:
         return False
 
@@ -623,7 +634,7 @@ def _wrap_os_exit() -> None:
     real_exit = os._exit
 
     @functools.wraps(real_exit)
-    def _exit(status):
+    def _exit(status: int) -> NoReturn:
         _at_exit()
         real_exit(status)
     os._exit = _exit
@@ -645,7 +656,7 @@ _FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) ma
 _WARNS_AFTER_HOOKS = sys.version_info >= (3, 13)
 FORK_FILTER_LINGER = 0.1        # seconds
 FORK_COUNT_SETTLE = 0.01        # seconds
-_fork_filter: tuple | None = None
+_fork_filter: tuple[Any, ...] | None = None
 _fork_filter_since = 0.0
 
 
@@ -675,7 +686,7 @@ def _program_threads(agent: Agent) -> int:
     counts them (the kernel's count).  A thread of ours that has just ended
     may linger there for a moment: when Python knows of no thread but the
     caller, the count is given that moment to settle."""
-    python_view = len(threading._active) + len(threading._limbo)
+    python_view = len(threading._active) + len(threading._limbo)  # type: ignore[attr-defined]
     deadline = time.monotonic() + FORK_COUNT_SETTLE
     while True:
         try:
@@ -717,7 +728,7 @@ def _drop_fork_filter() -> None:
     global _fork_filter
     if _fork_filter is not None:
         try:
-            warnings.filters.remove(_fork_filter)
+            warnings.filters.remove(_fork_filter)     # type: ignore[attr-defined]  # a list
         except ValueError:
             pass
         mutated = getattr(warnings, "_filters_mutated", None)
@@ -756,7 +767,7 @@ def _after_fork_in_child() -> None:
 _once: set[str] = set()         # process-wide hooks installed (they survive fork)
 
 
-def _export_for_children(cfg: dict) -> None:
+def _export_for_children(cfg: dict[str, Any]) -> None:
     """--follow: Python programs this one starts load the agent too.
 
     Set in the process environment with putenv only: ``os.environ``, what the
@@ -813,7 +824,7 @@ def start_from_environment() -> None:
     _start_run_agent(cfg, fd, header=program)
 
 
-def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
+def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
     """The agent of a process of ``fentry run``, streaming to ``fd``."""
     global _agent, _sigterm_pipe, _sigterm_pid
     fs = tracefs()
@@ -826,7 +837,8 @@ def _start_run_agent(cfg: dict, fd: int, header: bool) -> None:
         _wrap_os_exit()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         _sigterm_pid = os.getpid()
-        _sigterm_pipe = tuple(high_fd(fd) for fd in os.pipe())
+        read_end, write_end = os.pipe()
+        _sigterm_pipe = (high_fd(read_end), high_fd(write_end))
         for pipe_fd in _sigterm_pipe:
             os.set_blocking(pipe_fd, False)
         signal.signal(SIGTERM_STANDIN, _on_sigterm)

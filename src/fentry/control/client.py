@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+from typing import Any
 
 from .wire import recv_line, remove_stale, send_header, socket_dir, socket_path, widen_socket
 
@@ -57,7 +58,7 @@ class Client:
             raise NoAgent(f"permission denied: {self.path} belongs to another user") from None
         return sock
 
-    def _open(self, request: dict) -> tuple[socket.socket, dict]:
+    def _open(self, request: dict[str, Any]) -> tuple[socket.socket, dict[str, Any]]:
         sock = self.connect()
         try:
             try:
@@ -77,7 +78,7 @@ class Client:
             raise Refused(header.get("error", "refused"))
         return sock, header
 
-    def request(self, op: str, **fields) -> str:
+    def request(self, op: str, **fields: object) -> str:
         """One request; its answer as text (raises Refused, NoAgent)."""
         sock, header = self._open({"op": op, **fields})
         with sock:
@@ -109,7 +110,7 @@ class Client:
         widen_socket(sock, socket.SO_RCVBUF)
         return sock
 
-    def open_session(self, settings: dict) -> tuple[socket.socket, str]:
+    def open_session(self, settings: dict[str, Any]) -> tuple[socket.socket, str]:
         """An attach session: its own instance, set up as ``settings`` say,
         streaming its trace; and the instance's name.  When the last session
         closes, the agent detaches (raises Refused for bad settings: nothing

@@ -10,12 +10,17 @@ line of the text names its task and thread id.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
 import threading
+from typing import TYPE_CHECKING
 
 from .wire import peer_credentials, remove_stale
+
+if TYPE_CHECKING:
+    from ..report.record import Recorder
 
 COLLECTOR_NAME = "collect"
 STALE_GRACE = 0.5       # seconds a followed process whose stream ended may take to be gone
@@ -24,7 +29,7 @@ STALE_GRACE = 0.5       # seconds a followed process whose stream ended may take
 class Collector:
     """A Unix socket in a private directory that followed processes stream to."""
 
-    def __init__(self, recorder) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.dir = tempfile.mkdtemp(prefix="fentry-run-")       # 0700
         self.path = os.path.join(self.dir, COLLECTOR_NAME)
@@ -44,7 +49,7 @@ class Collector:
             except OSError:
                 return
             pid, _ = peer_credentials(sock)
-            self.recorder.start(sock.detach(), on_end=lambda pid=pid: remove_stale(pid, STALE_GRACE))
+            self.recorder.start(sock.detach(), on_end=functools.partial(remove_stale, pid, STALE_GRACE))
 
     def close(self) -> None:
         try:

@@ -41,6 +41,8 @@ import struct
 import sys
 import time
 from collections import namedtuple
+from collections.abc import Callable
+from typing import BinaryIO
 
 from .wire import alive, socket_dir, socket_path
 
@@ -258,12 +260,12 @@ def _find_syscall(pid: int, maps: list[Mapping]) -> int:
     (read from the file: text is what the file holds)."""
     for m in maps:
         name = os.path.basename(m.path)
-        if "x" in m.perms and (name.startswith("libc.so") or name.startswith("libc-")):
+        if "x" in m.perms and name.startswith(("libc.so", "libc-")):
             with open(_file_path(pid, m.path), "rb") as f, \
                     mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as text:
                 at = text.find(b"\x0f\x05", m.offset, m.offset + m.end - m.start)
             if at >= 0:
-                return m.start + at - m.offset
+                return int(m.start + at - m.offset)
     return 0
 
 
@@ -438,7 +440,7 @@ class _Regs(ctypes.Structure):
 _libc = None
 
 
-def _ptrace(request: int, pid: int, addr: int = 0, data=0) -> None:
+def _ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -518,12 +520,12 @@ STACK_SKIP = 512        # past the red zone below rsp, for our calls' frames
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE}
 
 
-def _signals_held(func):
+def _signals_held[**P, R](func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
-    def held(*args):
+    def held(*args: P.args, **kwargs: P.kwargs) -> R:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         try:
-            return func(*args)
+            return func(*args, **kwargs)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return held
@@ -564,33 +566,46 @@ def _inject_ptrace(target: Target, code: bytes) -> tuple[float, int]:
             call = _Caller(tracee, saved, mem)
             holds_gil = not in_syscall or call(target.symbols["PyGILState_Check"])
             if in_syscall and not holds_gil and saved.orig_rax != SYS_FUTEX:
-                state = call(target.symbols["PyGILState_Ensure"], timeout=30.0)
-                result = call(target.symbols["PyRun_SimpleString"], page, timeout=30.0)
-                call(target.symbols["PyGILState_Release"], state & 0xFFFFFFFF)
-                _syscall(tracee, target, saved, SYS_MUNMAP, page, _pages(len(code)))
+                _run_in_thread(call, tracee, target, saved, page, len(code))
                 page = 0
-                if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
-                    raise AttachError(f"process {pid}: the bootstrap failed to run")
             else:
-                try:
-                    result = call(target.symbols["Py_AddPendingCall"],
-                                  target.symbols["PyRun_SimpleString"], page)
-                except TimeoutError:
-                    # It waits on the pending-calls lock, held where we stopped it:
-                    # put it back there, untouched, and say so.
-                    _ptrace(PTRACE_INTERRUPT, pid)
-                    tracee.expect_stop(signal.SIGTRAP, 2.0)
-                    raise AttachError(f"process {pid} is busy (its pending-call queue is locked); "
-                                      "nothing was changed, try again") from None
-                if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
-                    raise AttachError(f"process {pid}: Py_AddPendingCall failed (its queue is "
-                                      "full); try again")
+                _queue_pending_call(call, tracee, target, page)
                 if in_syscall and saved.orig_rax == SYS_FUTEX:
                     resume.rax = EINTR_RESULT
     finally:
         tracee.set_regs(resume)
         tracee.detach()
     return time.perf_counter() - started, page
+
+
+def _run_in_thread(call: _Caller, tracee: _Tracee, target: Target, saved: _Regs,
+                   page: int, size: int) -> None:
+    """The stopped thread, blocked without the GIL, runs the bootstrap at
+    ``page`` now, as a C callback would; then its page is unmapped."""
+    state = call(target.symbols["PyGILState_Ensure"], timeout=30.0)
+    result = call(target.symbols["PyRun_SimpleString"], page, timeout=30.0)
+    call(target.symbols["PyGILState_Release"], state & 0xFFFFFFFF)
+    _syscall(tracee, target, saved, SYS_MUNMAP, page, _pages(size))
+    if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
+        raise AttachError(f"process {tracee.pid}: the bootstrap failed to run")
+
+
+def _queue_pending_call(call: _Caller, tracee: _Tracee, target: Target, page: int) -> None:
+    """Queue ``PyRun_SimpleString(page)`` with ``Py_AddPendingCall``: the
+    thread runs it between two bytecodes."""
+    try:
+        result = call(target.symbols["Py_AddPendingCall"],
+                      target.symbols["PyRun_SimpleString"], page)
+    except TimeoutError:
+        # It waits on the pending-calls lock, held where we stopped it:
+        # put it back there, untouched, and say so.
+        _ptrace(PTRACE_INTERRUPT, tracee.pid)
+        tracee.expect_stop(signal.SIGTRAP, 2.0)
+        raise AttachError(f"process {tracee.pid} is busy (its pending-call queue is locked); "
+                          "nothing was changed, try again") from None
+    if ctypes.c_int(result & 0xFFFFFFFF).value != 0:
+        raise AttachError(f"process {tracee.pid}: Py_AddPendingCall failed (its queue is "
+                          "full); try again")
 
 
 def _syscall(tracee: _Tracee, target: Target, saved: _Regs, nr: int, *args: int) -> int:
@@ -603,7 +618,7 @@ def _syscall(tracee: _Tracee, target: Target, saved: _Regs, nr: int, *args: int)
     tracee.set_regs(regs)
     _ptrace(PTRACE_SINGLESTEP, tracee.pid)
     tracee.expect_stop(signal.SIGTRAP, 2.0)
-    return tracee.regs().rax
+    return int(tracee.regs().rax)
 
 
 def _map_page(tracee: _Tracee, target: Target, saved: _Regs, size: int) -> int:
@@ -640,7 +655,7 @@ class _Caller:
     return address of 0, whose fault stops the thread again with the result
     in rax."""
 
-    def __init__(self, tracee: _Tracee, saved: _Regs, mem) -> None:
+    def __init__(self, tracee: _Tracee, saved: _Regs, mem: BinaryIO) -> None:
         self.tracee = tracee
         self.saved = saved
         self.sp = ((saved.rsp - STACK_SKIP) & ~0xF) - 8      # aligned as just after a call
@@ -655,7 +670,7 @@ class _Caller:
         self.tracee.set_regs(regs)
         _ptrace(PTRACE_CONT, self.tracee.pid)
         self.tracee.expect_stop(signal.SIGSEGV, timeout)
-        return self.tracee.regs().rax
+        return int(self.tracee.regs().rax)
 
 
 # -- injector: gdb
@@ -709,7 +724,8 @@ def _gdb_call_breaks(gdb: str) -> str | None:
         if f"$1 = {scratch.pid}" not in text:
             return text.strip().splitlines()[-1] if text.strip() else "no answer"
         if scratch.poll() is not None:
-            return f"the scratch process died: {scratch.stderr.read().decode().strip()}"
+            err = scratch.stderr.read().decode().strip() if scratch.stderr else ""
+            return f"the scratch process died: {err}"
         return None
     finally:
         scratch.kill()

@@ -35,11 +35,18 @@ import socket
 import stat
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import hotpath
 from ..errors import TraceError
 from .threads import spawn
 from .wire import high_socket, peer_credentials, recv_line, send_header, socket_dir, socket_path
+
+if TYPE_CHECKING:
+    from .tracefs import Tracefs
+
+# An extra op's handler: handler(server, conn, request) -> reply, or None.
+type Handler = Callable[[ControlServer, Connection, dict[str, Any]], dict[str, Any] | None]
 
 POLL_INTERVAL = 0.02            # how often a stream drains, and threads look for stop
 
@@ -85,7 +92,7 @@ class ControlServer:
     agent: ``handler(server, conn, request) -> dict | None`` (None: the
     handler answered itself)."""
 
-    def __init__(self, fs, handlers: dict[str, Callable], log: Callable[[TraceError], None],
+    def __init__(self, fs: Tracefs, handlers: dict[str, Handler], log: Callable[[TraceError], None],
                  tick: Callable[[], None] | None = None) -> None:
         self.fs = fs
         self.tick = tick            # called every POLL_INTERVAL by the accept loop
@@ -165,12 +172,12 @@ class ControlServer:
                 pass
 
     # -- threads
-    def _spawn(self, func, *args) -> None:
+    def _spawn(self, func: Callable[..., object], *args: object) -> None:
         with self.threads_lock:
             self.threads += 1
         spawn(self._thread_main, func, *args)
 
-    def _thread_main(self, func, *args) -> None:
+    def _thread_main(self, func: Callable[..., object], *args: object) -> None:
         ident = _thread.get_ident()
         self.own_idents.add(ident)
         try:
@@ -188,6 +195,8 @@ class ControlServer:
 
     def _accept_loop(self) -> None:
         listener = self.listener
+        if listener is None:
+            return
         try:
             while not self.stopping:
                 if self.tick is not None:
@@ -232,7 +241,7 @@ class ControlServer:
             except OSError:
                 pass
 
-    def _answer(self, conn: Connection, reply: dict | str) -> None:
+    def _answer(self, conn: Connection, reply: dict[str, Any] | str) -> None:
         if isinstance(reply, str):
             data = reply.encode("utf-8", "backslashreplace")
             send_header(conn.sock, {"ok": True, "size": len(data)})
@@ -240,7 +249,7 @@ class ControlServer:
         else:
             send_header(conn.sock, reply)
 
-    def _dispatch(self, conn: Connection, request: dict) -> dict | str | None:
+    def _dispatch(self, conn: Connection, request: dict[str, Any]) -> dict[str, Any] | str | None:
         op = request.get("op")
         path = str(request.get("path", ""))
         try:

@@ -26,7 +26,6 @@ from ..symbols import SYMBOLS
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
 from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
 
-
 EVENT_FILES = ("enable", "filter", "format", "id")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -209,9 +208,9 @@ class Tracefs:
         """In a forked child: the locks anew (a thread of the parent may have
         held one at the fork, and that thread does not exist here)."""
         for lock in (self.probes.lock, self.lock):
-            lock._at_fork_reinit()
+            lock._at_fork_reinit()      # type: ignore[attr-defined]  # (threading's own way)
         for inst in [self.instance, *self.instances.values()]:
-            inst.lock._at_fork_reinit()
+            inst.lock._at_fork_reinit()     # type: ignore[attr-defined]
             inst.buffer.after_fork_in_child()
 
     def read(self, path: str) -> str:

@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import time
+from typing import Any
 
 from ..fds import high_fd
 
@@ -73,7 +74,7 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def send_header(sock: socket.socket, header: dict) -> None:
+def send_header(sock: socket.socket, header: dict[str, Any]) -> None:
     sock.sendall(json.dumps(header).encode() + b"\n", socket.MSG_NOSIGNAL)
 
 

@@ -6,7 +6,10 @@ definition as the raw stream describes it.
 
 from __future__ import annotations
 
-from ..raw import FaultValue
+from types import CodeType
+from typing import Any
+
+from ..raw import CodeInfo, FaultValue
 from .fetch import FAULT, field_names, render
 from .probe_parser import ProbeDefinition, parse_probe
 
@@ -31,13 +34,13 @@ class EventFormat:
         assert isinstance(defn, ProbeDefinition)
         return cls(defn)
 
-    def field_names(self, code) -> tuple[str, ...]:
+    def field_names(self, code: CodeType | CodeInfo | None) -> tuple[str, ...]:
         """The names of a record's values (``$args`` gives the parameters of ``code``)."""
         if self._names is not None:
             return self._names
-        return field_names(self.defn.args, code)
+        return field_names(self.defn.args, code)  # type: ignore[arg-type]  # (None: no $args)
 
-    def line(self, site: tuple, values: tuple) -> str:
+    def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
         """``EVENT: (SYM+0xOFF) name=value ...``; a return: ``(CALLER+0xOFF <- SYM)``."""
         if self.defn.is_return:
             caller, offset, code, raised = site

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 from types import CodeType, FrameType, FunctionType, MemberDescriptorType, MethodType, ModuleType
 
 from ..raw import CodeInfo, FaultValue, Shown
 from ..symbols import SYMBOLS
 from .probe_parser import FetchArg
+
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_REPR = 128          # characters of a default-typed value
 MAX_STRING = 4096       # characters of a :string value (the kernel's MAX_STRING_SIZE; raw.py's too)
@@ -38,8 +43,9 @@ _MISSING = object()
 _RAW = (int, float, str, bytes, bool, type(None), complex)
 
 
-def safe_repr(value: object, depth: int = MAX_DEPTH) -> str:
+def safe_repr(value: Any, depth: int = MAX_DEPTH) -> str:
     """``repr`` for builtin types, ``<Type object>`` for the rest: no user code runs."""
+    # (Any: ``value`` is told apart by its exact type, which mypy does not follow.)
     t = type(value)
     if t in (int, float, bool, type(None), complex):
         return repr(value)
@@ -129,7 +135,7 @@ def get_item(obj: object, key: str | int) -> object:
         for base in (list, tuple, str, bytes):
             if isinstance(obj, base):
                 try:
-                    return base.__getitem__(obj, key)
+                    return base.__getitem__(obj, key)  # type: ignore[index]  # (obj is a base)
                 except IndexError:
                     raise Fault(key) from None
     raise Fault(key)
@@ -137,7 +143,7 @@ def get_item(obj: object, key: str | int) -> object:
 
 def parameters(code: CodeType | CodeInfo) -> tuple[str, ...]:
     """The names of a function's parameters, in order."""
-    if type(code) is CodeInfo:
+    if isinstance(code, CodeInfo):
         return code.params
     n = code.co_argcount + code.co_kwonlyargcount
     n += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)      # *args, **kwargs
@@ -145,7 +151,7 @@ def parameters(code: CodeType | CodeInfo) -> tuple[str, ...]:
 
 
 def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING,
-          local_vars: object = None) -> object:
+          local_vars: Mapping[str, object] | None = None) -> object:
     """The raw value of ``arg`` in ``frame`` (raises Fault).  ``local_vars``:
     ``frame.f_locals``, when the caller has it already (3.12 builds it anew
     at each access)."""
@@ -159,7 +165,7 @@ def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING,
             raise Fault("$retval")
         value = retval
     elif kind == "comm":
-        t = threading._active.get(threading.get_ident())
+        t = threading._active.get(threading.get_ident())  # type: ignore[attr-defined]
         value = t._name if t is not None else "python"
     elif kind == "arg":
         names = parameters(frame.f_code)
@@ -182,8 +188,8 @@ def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING,
     return value
 
 
-def _local(local_vars, name: str) -> object:
-    value = local_vars.get(name, _MISSING)
+def _local(local_vars: Mapping[str, object] | None, name: str) -> object:
+    value = local_vars.get(name, _MISSING) if local_vars is not None else _MISSING
     if value is _MISSING:
         raise Fault(name)
     return value
@@ -191,6 +197,7 @@ def _local(local_vars, name: str) -> object:
 
 def _stack(frame: FrameType, n: int | None) -> object:
     """``$stack``: the call stack, innermost first; ``$stackN``: the N-th frame up."""
+    f: FrameType | None
     if n is not None:
         f = frame
         for _ in range(n):
@@ -198,7 +205,7 @@ def _stack(frame: FrameType, n: int | None) -> object:
             if f is None:
                 raise Fault(n)
         return f.f_code
-    names = []
+    names: list[str] = []
     f = frame
     while f is not None and len(names) < 16:
         names.append(f.f_code.co_qualname)
@@ -220,23 +227,21 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
             continue
         try:
             value = fetch(arg, frame, retval, local_vars)
-            if arg.type is not None:
-                value = convert(value, arg.type, arg.array_len)
-            else:
-                value = snapshot(value)
+            value = (convert(value, arg.type, arg.array_len) if arg.type is not None
+                     else snapshot(value))
         except Exception:
             value = FAULT
         out.append(value)
     return tuple(out)
 
 
-def field_names(args: tuple[FetchArg, ...], code: CodeType) -> tuple[str, ...]:
+def field_names(args: tuple[FetchArg, ...], code: CodeType | CodeInfo) -> tuple[str, ...]:
     """The names of what ``fetch_all`` stores for a hit in ``code``."""
     return tuple(name for arg in args
                  for name in (parameters(code) if arg.kind == "args" else (arg.name,)))
 
 
-def fast_specs(args: tuple[FetchArg, ...]) -> tuple | None:
+def fast_specs(args: tuple[FetchArg, ...]) -> tuple[Any, ...] | None:
     """The fetchargs as the hot path's ProbeTrace takes them, or None when
     one of them is for the Python path only ($args, $stack, $comm, symbol
     and array types)."""
@@ -287,7 +292,7 @@ def convert(value: object, type_: str, array_len: int | None = None) -> object:
     return value
 
 
-def render(value: object, type_: str | None) -> str:
+def render(value: Any, type_: str | None) -> str:
     """A stored value as the trace line prints it (the event's print fmt):
     the same for a value fetched in this process and one decoded by a reader
     (raw.py) outside it."""

@@ -69,6 +69,9 @@ _MAX_NEST = 40
 
 
 Values = Mapping[str, object]
+# What the C hot path runs: (predicates, postfix program), predicates being
+# (field, op, operand, negate) and the program their indexes and operators.
+type Program = tuple[tuple[tuple[object, ...], ...], tuple[int, ...]]
 
 
 def _match_all(values: Values) -> bool:
@@ -94,7 +97,7 @@ class Filter:
     __slots__ = ("text", "matches", "program")
 
     def __init__(self, text: str, matches: Callable[[Values], bool],
-                 program: tuple | None = None) -> None:
+                 program: Program | None = None) -> None:
         self.text = text
         self.matches = matches
         # (preds, code): preds are (field, op, operand, negate), op one of
@@ -265,7 +268,7 @@ def _as_int(x: object) -> int | None:
 
 
 def _as_str(x: object) -> str | None:
-    return str.__str__(x) if issubclass(type(x), str) else None  # type: ignore[arg-type]
+    return str.__str__(x) if issubclass(type(x), str) else None
 
 
 class _Code:
@@ -301,9 +304,9 @@ class _Codegen:
         }
         self.defs: list[str] = []
         self.count = 0
-        self.preds: list[tuple] = []
+        self.preds: list[tuple[object, ...]] = []
 
-    def pred(self, *pred) -> tuple[int, ...]:
+    def pred(self, *pred: object) -> tuple[int, ...]:
         self.preds.append(pred)
         return (len(self.preds) - 1,)
 
@@ -364,9 +367,10 @@ class _Codegen:
         if len(codes) == 1:
             return codes[0]
         prog = None
-        if codes and all(c.prog is not None for c in codes):
+        progs = [c.prog for c in codes if c.prog is not None]
+        if codes and len(progs) == len(codes):
             op = AND if sep == " and " else OR
-            prog = codes[0].prog + tuple(x for c in codes[1:] for x in c.prog + (op,))
+            prog = progs[0] + tuple(x for p in progs[1:] for x in p + (op,))
         code = _Code("(" + sep.join(c.src for c in codes) + ")",
                      max(c.depth for c in codes) + 1, prog)
         if code.depth > _MAX_NEST:
@@ -375,7 +379,7 @@ class _Codegen:
             code = _Code(f"{name}(v)", 1, prog)
         return code
 
-    def program(self, top: _Code) -> tuple | None:
+    def program(self, top: _Code) -> Program | None:
         return None if top.prog is None else (tuple(self.preds), top.prog)
 
     def compile(self, top: _Code) -> Callable[[Values], bool]:
@@ -410,7 +414,7 @@ class _Parser:
         self.n = len(cmd)
         self.fields = fields
         self.gen = _Codegen()
-        self.program: tuple | None = None     # set by compile()
+        self.program: Program | None = None   # set by compile()
 
     def error(self, code: str, pos: int, detail: str = "") -> TraceError:
         return TraceError(code, self.cmd, pos, subsystem=SUBSYSTEM, detail=detail)

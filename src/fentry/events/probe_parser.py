@@ -53,6 +53,7 @@ import keyword
 import os
 import re
 from collections import namedtuple
+from typing import NoReturn
 
 from fentry.errors import TraceError
 
@@ -164,7 +165,7 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
         """The probe point as ``kprobe_events`` shows it (offset 0 omitted)."""
         if self.path is not None:
             return f"{self.path}:{self.line}"
-        return self.symbol_name + (f"+{self.offset}" if self.offset else "")
+        return f"{self.symbol_name}+{self.offset}" if self.offset else f"{self.symbol_name}"
 
 
 class ProbeRemoval(namedtuple("ProbeRemoval", "group event")):
@@ -181,7 +182,7 @@ class _Log:
         self.argv = argv
         self.index = 0
 
-    def err(self, offset: int, code: str):
+    def err(self, offset: int, code: str) -> NoReturn:
         pos = sum(len(a) + 1 for a in self.argv[:self.index]) + offset
         raise TraceError(code, " ".join(self.argv), pos, subsystem=SUBSYSTEM)
 
@@ -284,23 +285,8 @@ def parse_probe(line: str) -> ProbeDefinition | ProbeRemoval:
     if head[0] not in "pr":
         log.err(0, "BAD_PROBE_TYPE")
     is_return = head[0] == "r"
-
     colon = head.find(":", 1)
-    maxact_text = head[1:colon] if colon >= 0 else head[1:]
-    maxactive = 0
-    if maxact_text:
-        if maxact_text[0] not in "0123456789":
-            log.err(1, "BAD_PROBE_TYPE")
-        if not is_return:
-            log.err(1, "BAD_MAXACT_TYPE")
-        if len(maxact_text) > MAX_EVENT_NAME_LEN - 1:
-            log.err(1, "BAD_MAXACT")
-        value = _uint(maxact_text)
-        if not value:
-            log.err(1, "BAD_MAXACT")
-        if value > KRETPROBE_MAXACTIVE_MAX:
-            log.err(1, "MAXACT_TOO_BIG")
-        maxactive = value
+    maxactive = _parse_maxactive(head[1:colon] if colon >= 0 else head[1:], is_return, log)
     if len(argv) < 2:
         log.index = len(argv)
         log.err(0, "NO_PROBE_POINT")
@@ -314,51 +300,83 @@ def parse_probe(line: str) -> ProbeDefinition | ProbeRemoval:
             log.err(pct, "BAD_ADDR_SUFFIX")
         point = point[:pct]
         is_return = True
-
-    module = symbol = path = None
-    offset = 0
-    line_no = None
     lcolon = point.rfind(":")
+    path: str | None
+    line_no: int | None
     if lcolon >= 0 and point[:lcolon].endswith(".py"):
-        line_no = _uint(point[lcolon + 1:]) if point[lcolon + 1:].isdigit() else None
-        if not line_no or line_no > 2**31 - 1:
-            log.err(lcolon + 1, "BAD_LINE_NUM")
-        if is_return:
-            log.err(0, "BAD_RETPROBE")
-        path = point[:lcolon]
+        path, line_no = _parse_line_point(point, lcolon, is_return, log)
+        module = symbol = None
+        offset = 0
         default = _event_name("p", os.path.basename(path), line_no)
     else:
-        sign = min((i for i in (point.find("+"), point.find("-")) if i >= 0),
-                   default=-1)
-        name = point
-        if sign >= 0:
-            value = _uint(point[sign + 1:]) if point[sign] == "+" else None
-            if value is None or value > UINT_MAX:
-                log.err(0, "BAD_PROBE_ADDR")
-            name, offset = point[:sign], value
-        if ":" in name:
-            module, _, symbol = name.partition(":")
-            if not _is_dotted(module):
-                log.err(0, "BAD_PROBE_ADDR")
-        else:
-            symbol = name
-        if not _is_qualname(symbol):
-            log.err(0, "BAD_PROBE_ADDR")
-        if is_return and offset:
-            log.err(0, "BAD_RETPROBE")
+        module, symbol, offset = _parse_symbol_point(point, is_return, log)
+        path = line_no = None
         default = _event_name("r" if is_return else "p", symbol, offset)
 
     log.index = 0
     group, event = KPROBE_EVENT_SYSTEM, None
     if colon >= 0:
-        group, event = _parse_event_name(head[colon + 1:], colon + 1, log)
-        group = group or KPROBE_EVENT_SYSTEM
+        group_given, event = _parse_event_name(head[colon + 1:], colon + 1, log)
+        group = group_given or KPROBE_EVENT_SYSTEM
 
     args = _parse_fetchargs(argv, log, is_return)
     return ProbeDefinition(
         group=group, event=event or default, is_return=is_return,
         module=module, symbol=symbol, offset=offset, path=path, line=line_no,
         args=args, maxactive=maxactive)
+
+
+def _parse_maxactive(text: str, is_return: bool, log: _Log) -> int:
+    """The NN of ``rNN`` (0 when not given)."""
+    if not text:
+        return 0
+    if text[0] not in "0123456789":
+        log.err(1, "BAD_PROBE_TYPE")
+    if not is_return:
+        log.err(1, "BAD_MAXACT_TYPE")
+    if len(text) > MAX_EVENT_NAME_LEN - 1:
+        log.err(1, "BAD_MAXACT")
+    value = _uint(text)
+    if not value:
+        log.err(1, "BAD_MAXACT")
+    if value > KRETPROBE_MAXACTIVE_MAX:
+        log.err(1, "MAXACT_TOO_BIG")
+    return value
+
+
+def _parse_line_point(point: str, lcolon: int, is_return: bool, log: _Log) -> tuple[str, int]:
+    """``PATH:LINE`` (``lcolon`` the index of its colon): (path, line)."""
+    line_no = _uint(point[lcolon + 1:]) if point[lcolon + 1:].isdigit() else None
+    if not line_no or line_no > 2**31 - 1:
+        log.err(lcolon + 1, "BAD_LINE_NUM")
+    if is_return:
+        log.err(0, "BAD_RETPROBE")
+    return point[:lcolon], line_no
+
+
+def _parse_symbol_point(point: str, is_return: bool, log: _Log) -> tuple[str | None, str, int]:
+    """``[MOD:]SYM[+OFFS]``: (module or None, qualified name, offset)."""
+    sign = min((i for i in (point.find("+"), point.find("-")) if i >= 0),
+               default=-1)
+    name = point
+    offset = 0
+    if sign >= 0:
+        value = _uint(point[sign + 1:]) if point[sign] == "+" else None
+        if value is None or value > UINT_MAX:
+            log.err(0, "BAD_PROBE_ADDR")
+        name, offset = point[:sign], value
+    module = None
+    if ":" in name:
+        module, _, symbol = name.partition(":")
+        if not _is_dotted(module):
+            log.err(0, "BAD_PROBE_ADDR")
+    else:
+        symbol = name
+    if not _is_qualname(symbol):
+        log.err(0, "BAD_PROBE_ADDR")
+    if is_return and offset:
+        log.err(0, "BAD_RETPROBE")
+    return module, symbol, offset
 
 
 def _parse_removal(argv: list[str], log: _Log) -> ProbeRemoval:
@@ -502,13 +520,19 @@ def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
                     path=path, type=type_, array_len=array_len)
 
 
-def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool):
+# (kind, root, module, path): what a FetchArg keeps of its expression.
+_Expr = tuple[str, str | int | None, str | None, tuple[Step, ...]]
+
+
+def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool) -> _Expr:
     """The kernel's parse_probe_arg: a root, then attribute and item steps
     (the Python form of ``+offs(FETCHARG)``)."""
     c = expr[:1]
-    module = root = None
+    module: str | None = None
+    root: str | int | None = None
     if c == "$":
-        var = _VAR.match(expr, 1).group()
+        m = _VAR.match(expr, 1)             # (always matches: [...]* takes "")
+        var = m.group() if m else ""
         end = 1 + len(var)
         if var == "retval":
             if not is_return:
@@ -556,7 +580,7 @@ def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool):
     return kind, root, module, _parse_steps(expr, end, offs, log)
 
 
-def _parse_immediate(expr: str, offs: int, log: _Log):
+def _parse_immediate(expr: str, offs: int, log: _Log) -> _Expr:
     if expr[1:2] == '"':
         close = expr.find('"', 2)
         if close < 0:
@@ -567,7 +591,7 @@ def _parse_immediate(expr: str, offs: int, log: _Log):
     m = _IMM.fullmatch(expr, 1)
     if not m:
         log.err(offs + 1, "BAD_IMM")
-    value = _uint(m.group(2))
+    value = int(m.group(2), 0) if m.group(2)[:2].lower() == "0x" else int(m.group(2))
     if m.group(1) == "-":
         value = -value
     if not -2**63 <= value <= 2**64 - 1:
@@ -655,7 +679,7 @@ def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
     """The line as reading ``kprobe_events`` shows it, as the kernel's
     trace_kprobe_show: ``p:kprobes/p_Cart_add_0 shop:Cart.add item=item:x64``."""
     if isinstance(defn, ProbeRemoval):
-        return "-:" + (f"{defn.group}/" if defn.group else "") + defn.event
+        return f"-:{defn.group}/{defn.event}" if defn.group else f"-:{defn.event}"
     head = "p"
     if defn.is_return:
         head = f"r{defn.maxactive}" if defn.maxactive else "r"

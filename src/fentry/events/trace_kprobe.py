@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 import sys
 import threading
-
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import hotpath, kprobes
 from ..errors import TraceError
@@ -28,8 +29,10 @@ from ..symbols import call_site, check_batch
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
-from .probe_parser import (FetchArg, ProbeDefinition, ProbeRemoval, format_definition,
-                           parse_probe)
+from .probe_parser import FetchArg, ProbeDefinition, ProbeRemoval, format_definition, parse_probe
+
+if TYPE_CHECKING:
+    from ..tracers.trace import TraceInstance
 
 FIRST_EVENT_ID = 2000           # ids of dynamic events, after the static ones'
 ERROR_LOG_MAX = 16              # entries the error_log keeps, as the kernel's
@@ -57,11 +60,11 @@ class ProbeEvent:
 
     @property
     def name(self) -> str:
-        return self.defn.event
+        return str(self.defn.event)
 
     @property
     def group(self) -> str:
-        return self.defn.group
+        return str(self.defn.group)
 
     @property
     def enabled(self) -> bool:
@@ -78,14 +81,14 @@ class ProbeEvent:
         """Hits with a fetch that faulted, and handlers that raised."""
         return self._nmissed + sum(f.nmissed for f in self.files.values())
 
-    def file(self, instance) -> EventFile:
+    def file(self, instance: TraceInstance) -> EventFile:
         """This event's file in ``instance`` (its enable and filter there)."""
         f = self.files.get(id(instance))
         if f is None:
             f = self.files[id(instance)] = EventFile(self, instance)
         return f
 
-    def forget(self, instance) -> None:
+    def forget(self, instance: TraceInstance) -> None:
         """``instance`` is removed: its file goes, disabled."""
         f = self.files.pop(id(instance), None)
         if f is not None:
@@ -93,16 +96,16 @@ class ProbeEvent:
             self._nhit += f.nhit
             self._nmissed += f.nmissed
 
-    def field_names(self, code) -> tuple[str, ...]:
+    def field_names(self, code: CodeType | None) -> tuple[str, ...]:
         """The names of a record's values (``$args`` gives the parameters of ``code``)."""
         return self.format.field_names(code)
 
     # -- reading
-    def line(self, site: tuple, values: tuple) -> str:
+    def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
         """The record's line, as its print fmt says (``EventFormat``)."""
         return self.format.line(site, values)
 
-    def raw_description(self) -> list:
+    def raw_description(self) -> list[str]:
         """What a reader outside the process needs to print this event's
         records (the raw stream's description of it)."""
         return ["event", self.group, self.name, format_definition(self.defn)]
@@ -144,7 +147,7 @@ class EventFile:
     its ``enable`` and ``filter`` there, and while enabled the probe that
     records into that instance's buffer."""
 
-    def __init__(self, event: ProbeEvent, instance) -> None:
+    def __init__(self, event: ProbeEvent, instance: TraceInstance) -> None:
         self.event = event
         self.instance = instance
         self.filter: Filter = NO_FILTER
@@ -154,7 +157,7 @@ class EventFile:
         self._nhit = 0              # hits taken by the Python path, and by past traces
         self._nmissed = 0           # fetch or handler failures, as the kernel's misses
         self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
-        self.trace = None           # the hot path's ProbeTrace, while enabled
+        self.trace: hotpath.ProbeTrace | None = None    # the hot path's, while enabled
 
     @property
     def enabled(self) -> bool:
@@ -178,6 +181,7 @@ class EventFile:
         command = format_definition(d)
         try:
             trace = self._make_trace()
+            probe: kprobes.Kprobe | kprobes.Kretprobe
             if d.is_return:
                 probe = kprobes.Kretprobe(d.symbol_name, handler=trace)
                 kprobes.register_kretprobe(probe)
@@ -193,7 +197,7 @@ class EventFile:
             raise
         self.probe = probe
 
-    def _make_trace(self):
+    def _make_trace(self) -> hotpath.ProbeTrace:
         """The hot path's handler for this probe."""
         specs = self._fast_specs()
         buffer = self.instance.buffer
@@ -203,12 +207,12 @@ class EventFile:
         self._arm_filter(trace)
         return trace
 
-    def _fast_specs(self) -> tuple | None:
+    def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python path."""
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
 
-    def _arm_filter(self, trace) -> None:
+    def _arm_filter(self, trace: hotpath.ProbeTrace) -> None:
         """Give the hot path the filter: its program over value indexes, if it
         can run it, and the Python filter over a record's values."""
         if not self.filtered:
@@ -216,7 +220,7 @@ class EventFile:
             return
         program = self.filter.program
         if program is not None and not self.filter_common and self._fast_specs() is not None:
-            index = {name: i for i, name in enumerate(self.event._names)}
+            index = {name: i for i, name in enumerate(self.event._names or ())}
             preds, code = program
             if all(field in index for field, *_ in preds):
                 program = (tuple((index[field], op, operand, negate)
@@ -230,7 +234,7 @@ class EventFile:
     def disable(self) -> None:
         if self.probe is None:
             return
-        if self.event.defn.is_return:
+        if isinstance(self.probe, kprobes.Kretprobe):      # (the definition's is_return)
             kprobes.unregister_kretprobe(self.probe)
         else:
             kprobes.unregister_kprobe(self.probe)
@@ -242,14 +246,14 @@ class EventFile:
         self.probe = None
 
     # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
-    def _hit(self, frame) -> None:
+    def _hit(self, frame: FrameType) -> None:
         """An entry, offset or line probe's hit, in Python (the C ProbeTrace's reference)."""
         self._nhit += 1
         args = self.event.defn.args
         values = fetch_all(args, frame) if args else ()
         self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
 
-    def _exit_hit(self, frame, value, raised: bool) -> None:
+    def _exit_hit(self, frame: FrameType, value: object, raised: bool) -> None:
         """A return probe's hit, in Python: ``value`` is the return value, or
         the exception the frame is left by (then $retval is a fault)."""
         self._nhit += 1
@@ -258,18 +262,18 @@ class EventFile:
         caller = frame.f_back               # the return address: the call site
         if caller is not None:
             c = caller.f_code
-            site = (c, call_site(c, caller.f_lasti), frame.f_code,
-                    type(value).__name__ if raised else None)
+            site: tuple[Any, ...] = (c, call_site(c, caller.f_lasti), frame.f_code,
+                                     type(value).__name__ if raised else None)
         else:
             site = (None, 0, frame.f_code, type(value).__name__ if raised else None)
         self._record(site, values, frame.f_code)
 
-    def _matches(self, values: tuple, code=None) -> bool:
+    def _matches(self, values: tuple[object, ...], code: CodeType | None = None) -> bool:
         """The filter, on a record's values (``code``: the probed code, for ``$args``)."""
         fields = dict(zip(self.event.field_names(code), values))
         return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
 
-    def _record(self, site: tuple, values: tuple, code) -> None:
+    def _record(self, site: tuple[Any, ...], values: tuple[object, ...], code: CodeType) -> None:
         for v in values:
             if v is FAULT:
                 self._nmissed += 1
@@ -341,10 +345,11 @@ def event_name_pos(line: str) -> int:
     return line.find(":") + 1 if ":" in line.split()[0] else 0
 
 
-def _filter_values(fields: dict) -> dict:
+def _filter_values(fields: dict[str, object]) -> dict[str, object]:
     """The event's fields, and the common ones the filter may name (the event's win)."""
-    t = threading._active.get(threading.get_ident())
-    d = {"comm": t._name if t is not None else "python", "common_pid": threading.get_native_id()}
+    t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
+    d: dict[str, object] = {"comm": t._name if t is not None else "python",
+                            "common_pid": threading.get_native_id()}
     d.update(fields)
     return d
 
@@ -382,7 +387,7 @@ class ProbeEvents:
                 if line and not line.startswith("#"):     # comments, as the kernel skips them
                     self._apply(line)
 
-    def _fail(self, error: TraceError):
+    def _fail(self, error: TraceError) -> NoReturn:
         self.log(error)
         raise error
 
@@ -450,7 +455,7 @@ class ProbeEvents:
     def find(self, group: str, name: str) -> ProbeEvent | None:
         return self.events.get((group, name))
 
-    def set_enable(self, events: list[ProbeEvent], on: bool, instance) -> None:
+    def set_enable(self, events: list[ProbeEvent], on: bool, instance: TraceInstance) -> None:
         with self.lock, check_batch():
             done = []
             try:
@@ -466,21 +471,21 @@ class ProbeEvents:
                     f.disable()
                 self._fail(err)
 
-    def set_filter(self, event: ProbeEvent, text: str, instance) -> None:
+    def set_filter(self, event: ProbeEvent, text: str, instance: TraceInstance) -> None:
         try:
             event.file(instance).set_filter(text)
         except TraceError as e:
             e.subsystem = "event filter parse error"
             self._fail(e)
 
-    def forget_instance(self, instance) -> None:
+    def forget_instance(self, instance: TraceInstance) -> None:
         """``instance`` is removed: every event's file there goes, disabled."""
         with self.lock:
             for e in self.events.values():
                 e.forget(instance)
 
 
-def enable_text(events: list[ProbeEvent], instance) -> str:
+def enable_text(events: list[ProbeEvent], instance: TraceInstance) -> str:
     """An ``enable`` file: 1, 0, or X when mixed."""
     states = {e.file(instance).enabled for e in events}
     return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")

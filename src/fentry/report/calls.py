@@ -32,9 +32,18 @@ The ops (tuples; ``code`` is a ``raw.CodeInfo``)::
 
 from __future__ import annotations
 
-from ..raw import (ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD,
-                   FaultValue)
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ..raw import ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD, FaultValue
 from .decode import FileSink, ProcessStream, ThreadInfo
+
+if TYPE_CHECKING:
+    from ..raw import Record
+    from .decode import Batch, Records
+
+# An op (see above): a tuple shaped by its first item.
+type Op = tuple[Any, ...]
 
 BEGIN, END, CALL, EVENT, LOST = range(5)
 # How a call ends, besides RETURN, YIELD and UNWIND (raw.py's kinds 2, 3, 4).
@@ -54,26 +63,27 @@ class ThreadCalls:
     def __init__(self, thread: ThreadInfo, stream: ProcessStream) -> None:
         self.thread = thread
         self.stream = stream
-        self.stack: list[tuple] = []        # (code, start, how) of the open calls
+        self.stack: list[tuple[Any, int, int]] = []     # (code, start, how) of the open calls
         self.first: int | None = None       # first and last timestamp seen
         self.last: int | None = None
         self.lost = 0                       # lost records not yet reported (no timestamp yet)
         self.lost_total = 0
-        self.data = None                    # the exporter's own state for this thread
+        self.data: Any = None               # the exporter's own state for this thread
 
 
-def walk(st: ThreadCalls, records) -> list[tuple]:
+def walk(st: ThreadCalls, records: Records) -> list[Op]:
     """The ops of one thread's records, in order (see the module's doc):
     a list of record tuples, or ``RawRecords`` (decoded here, runs of
     fixed-size records straight from their bytes)."""
-    ops: list[tuple] = []
-    if records.__class__ is list:
+    ops: list[Op] = []
+    if isinstance(records, list):
         if records:
             _walk_records(st, records, ops)
             _placed(st, ops, records[0][1], records[-1][1])
         return ops
     get = records.refs.get
-    first = last = None
+    first: int | None = None
+    last = 0
     for rtype, _, part in records.chunks():
         if rtype is None:
             _walk_records(st, part, ops)
@@ -93,7 +103,7 @@ def walk(st: ThreadCalls, records) -> list[tuple]:
     return ops
 
 
-def _placed(st: ThreadCalls, ops: list, first: int, last: int) -> None:
+def _placed(st: ThreadCalls, ops: list[Op], first: int, last: int) -> None:
     """The thread's first and last timestamps; losses not yet placed, before these ops."""
     if st.first is None:
         st.first = first
@@ -103,7 +113,7 @@ def _placed(st: ThreadCalls, ops: list, first: int, last: int) -> None:
         st.lost = 0
 
 
-def _walk_records(st: ThreadCalls, records: list, ops: list) -> None:
+def _walk_records(st: ThreadCalls, records: list[Record], ops: list[Op]) -> None:
     app = ops.append
     stack = st.stack
     push, pop = stack.append, stack.pop
@@ -127,7 +137,8 @@ def _walk_records(st: ThreadCalls, records: list, ops: list) -> None:
             app((EVENT, rec[1], kind, rec[3], rec[4], len(stack)))
 
 
-def _walk_graph_run(st: ThreadCalls, unpacked, get, ops: list) -> None:
+def _walk_graph_run(st: ThreadCalls, unpacked: Iterable[tuple[Any, ...]],
+                    get: Callable[[int], object], ops: list[Op]) -> None:
     """function_graph records straight from their bytes (none an UNWIND):
     ``_walk_records``' loop without a tuple per record."""
     app = ops.append
@@ -146,7 +157,8 @@ def _walk_graph_run(st: ThreadCalls, unpacked, get, ops: list) -> None:
             _unmatched(stack, app, ts, kind, code, None)
 
 
-def _unmatched(stack: list, app, ts: int, kind: int, code, exc) -> None:
+def _unmatched(stack: list[tuple[Any, int, int]], app: Callable[[Op], None], ts: int,
+               kind: int, code: object, exc: object) -> None:
     """An exit that is not of the innermost open call: of one lower down
     (the calls above it lost their exits), or of none (dropped)."""
     for i in range(len(stack) - 1, -1, -1):
@@ -161,10 +173,10 @@ def _unmatched(stack: list, app, ts: int, kind: int, code, exc) -> None:
     app((END, ts, c, len(stack), start, kind, _name(exc) if kind == UNWIND else None, how))
 
 
-def close_all(st: ThreadCalls) -> list[tuple]:
+def close_all(st: ThreadCalls) -> list[Op]:
     """END ops (OPEN) for the calls still open, innermost first, at the
     thread's last timestamp; a LOST op for losses not yet placed."""
-    ops: list[tuple] = []
+    ops: list[Op] = []
     stack = st.stack
     if st.lost and st.last is not None:
         ops.append((LOST, st.last, st.lost))
@@ -175,7 +187,7 @@ def close_all(st: ThreadCalls) -> list[tuple]:
     return ops
 
 
-def _name(exc_type) -> str:
+def _name(exc_type: object) -> str:
     return exc_type if type(exc_type) is str else getattr(exc_type, "__name__", "?")
 
 
@@ -190,7 +202,7 @@ class CallSink(FileSink):
 
     raw_records = True      # decoded in walk(), runs of records straight from their bytes
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__(out)
         self.threads: dict[ThreadInfo, ThreadCalls] = {}
         self.render_faults = 0
@@ -203,7 +215,7 @@ class CallSink(FileSink):
     def tracer(self, stream: ProcessStream) -> None:
         self._close_stream(stream)      # a new tracer: no exit will come for what is open
 
-    def batch(self, stream: ProcessStream, items: list) -> None:
+    def batch(self, stream: ProcessStream, items: Batch) -> None:
         threads = self.threads
         for thread, lost, records in items:
             st = threads.get(thread)
@@ -247,13 +259,14 @@ class CallSink(FileSink):
     def new_thread(self, st: ThreadCalls) -> None:
         pass
 
-    def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
+    def thread_ops(self, st: ThreadCalls, ops: list[Op]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         pass
 
-    def event_fields(self, event, site: tuple, values: tuple) -> list[tuple[str, object, str]]:
+    def event_fields(self, event: Any, site: tuple[Any, ...], values: tuple[object, ...]
+                     ) -> list[tuple[str, object, str]]:
         """A probe event's fields: ``(name, value, text)``, text as the trace
         line prints it.  ``value`` is the value itself when it is a plain
         number or bool (for typed annotations), else the text.  A value that
@@ -267,7 +280,7 @@ class CallSink(FileSink):
             names = event.field_names(code)
         except Exception:
             names = tuple(f"arg{i + 1}" for i in range(len(values)))
-        out = []
+        out: list[tuple[str, object, str]] = []
         types = event.types
         for name, value in zip(names, values):
             t = types.get(name)
@@ -295,7 +308,7 @@ class CallSink(FileSink):
             return FAULT
 
     @staticmethod
-    def site_text(event, site: tuple) -> str:
+    def site_text(event: Any, site: tuple[Any, ...]) -> str:
         """Where a probe event fired: ``SYM+0xOFF``, or ``CALLER+0xOFF <- SYM``."""
         defn = getattr(event, "defn", None)
         try:
@@ -310,9 +323,9 @@ class CallSink(FileSink):
             return "?"
 
 
-def _safe_line(event, site, values) -> str:
+def _safe_line(event: Any, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
     try:
-        return event.line(site, values)
+        return str(event.line(site, values))
     except Exception:
         return f"{getattr(event, 'name', '?')}: (fault)"
 
@@ -332,7 +345,7 @@ def process_name(stream: ProcessStream) -> str:
         if a.startswith("-"):
             i += 1
             continue
-        return a.rsplit("/", 1)[-1]
+        return str(a).rsplit("/", 1)[-1]
     return (argv[0].rsplit("/", 1)[-1] if argv else "") or "python"
 
 

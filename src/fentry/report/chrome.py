@@ -24,19 +24,20 @@ recorded nanoseconds); ``pid`` and ``tid`` are the process's and thread's.
 from __future__ import annotations
 
 import json
+from typing import Any, BinaryIO
 
 from ..raw import ENTRY, RETURN, UNWIND
-from .calls import BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, ThreadCalls, \
-    process_name
+from .calls import BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, Op, ThreadCalls, process_name
+from .decode import ProcessStream
 
 _FRACTION = tuple(f"{i:03d}" for i in range(1000))     # ns % 1000, as µs decimals
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-class _Names(dict):
+class _Names(dict[Any, str]):
     """A code's name and category, as JSON members: made when first asked for."""
 
-    def __missing__(self, code) -> str:
+    def __missing__(self, code: Any) -> str:
         text = self[code] = f'"name":{_dumps(code.co_qualname)},"cat":{_dumps(code.module or "?")}'
         return text
 
@@ -44,14 +45,14 @@ class _Names(dict):
 class ChromeReport(CallSink):
     """Writes the trace-event JSON to ``out`` (binary), drain by drain."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__(out)
         self.write(b'{"traceEvents":[\n')
         self.empty = True           # no event written yet (each after the first starts ",\n")
         self.names = _Names()                   # code -> '"name":...,"cat":...'
         self.processes: dict[int, tuple[int, str]] = {}
 
-    def process(self, stream) -> None:
+    def process(self, stream: ProcessStream) -> None:
         self.processes[stream.number] = (stream.pid, process_name(stream))
 
     def new_thread(self, st: ThreadCalls) -> None:
@@ -61,7 +62,7 @@ class ChromeReport(CallSink):
         st.data = (f',\n{{"ph":"X","pid":{pid},"tid":{tid},',
                    f',\n{{"ph":"i","s":"t","pid":{pid},"tid":{tid},')
 
-    def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
+    def thread_ops(self, st: ThreadCalls, ops: list[Op]) -> None:
         complete, instant = st.data
         names = self.names
         # Viewers order events by their timestamps: the plain calls (most of
@@ -77,7 +78,7 @@ class ChromeReport(CallSink):
                     continue
                 start = op[4]
                 dur = op[1] - start
-                args = {}
+                args: dict[str, object] = {}
                 if op[7] != ENTRY:
                     args["entry"] = BEGIN_WORDS[op[7]]
                 if op[5] == UNWIND:

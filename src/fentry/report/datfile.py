@@ -24,6 +24,8 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from typing import BinaryIO
 
 MAGIC = b"fentry.dat\n"
 VERSION = 1
@@ -38,7 +40,7 @@ class DatWriter:
     """Appends frames to a file, from any thread; a reader may follow it as
     it grows (``wait_for``)."""
 
-    def __init__(self, f, argv: list[str] | None = None) -> None:
+    def __init__(self, f: BinaryIO, argv: list[str] | None = None) -> None:
         self.f = f
         self.lock = threading.Lock()
         self.grew = threading.Condition(self.lock)
@@ -104,14 +106,16 @@ class DatReader:
             raise DatFormatError(f"{path} is a fentry.dat of version {self.header.get('version')}; "
                                  f"this fentry reads version {VERSION}")
 
-    def frames(self):
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """(stream, payload) of each whole frame, in order (waiting, when
+        following, for the frames still to come)."""
         f = self.f
         pos = f.tell()
         size = os.fstat(f.fileno()).st_size
         closed = self.follow is None
         while True:
             if size - pos < _FRAME.size or size - pos < _FRAME.size + _length(f, pos, size):
-                if closed:
+                if closed or self.follow is None:
                     self.cut = size - pos
                     return
                 size, closed = self.follow.wait_for(size)
@@ -126,9 +130,9 @@ class DatReader:
         self.f.close()
 
 
-def _length(f, pos: int, size: int) -> int:
+def _length(f: BinaryIO, pos: int, size: int) -> int:
     """The length of the frame at ``pos`` (0 if its head is not all there)."""
     if size - pos < _FRAME.size:
         return 0
     f.seek(pos)
-    return _FRAME.unpack(f.read(_FRAME.size))[1]
+    return int(_FRAME.unpack(f.read(_FRAME.size))[1])

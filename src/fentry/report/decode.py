@@ -7,10 +7,21 @@ from __future__ import annotations
 import gc
 import json
 import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..events.event_format import EventFormat
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
+
+if TYPE_CHECKING:
+    from ..raw import Record
+    from .datfile import DatReader
+
+# A thread's records in one drain: decoded, or left for the sink (raw_records).
+type Records = list[Record] | RawRecords
+# One drain: (thread, lost, records) items.
+type Batch = list[tuple[ThreadInfo, int, Records]]
 
 _MSG = struct.Struct("<IB")
 _RECORDS = struct.Struct("<IqI")
@@ -39,18 +50,18 @@ class ProcessStream:
 
     def __init__(self, number: int) -> None:
         self.number = number
-        self.hello: dict = {}
+        self.hello: dict[str, Any] = {}
         self.refs: dict[int, object] = {}
         self.threads: dict[int, ThreadInfo] = {}
         self.tracer = "nop"
         self.options: dict[str, bool] = {}
         self.ended: str | None = None       # END's reason; None: cut (the process was killed)
-        self.batch: list[tuple[ThreadInfo, int, list]] = []
+        self.batch: Batch = []
         self.lost = 0
 
     @property
     def pid(self) -> int:
-        return self.hello.get("pid", 0)
+        return int(self.hello.get("pid", 0))
 
     def _thread(self, key: int) -> ThreadInfo:
         thread = self.threads.get(key)
@@ -58,7 +69,7 @@ class ProcessStream:
             thread = self.threads[key] = _unknown_thread(key, self)
         return thread
 
-    def feed(self, payload: bytes, sink) -> None:
+    def feed(self, payload: bytes, sink: Sink) -> None:
         """Decode one frame's messages, telling ``sink`` (see ``Sink``)."""
         view = memoryview(payload)
         pos, end = 0, len(view)
@@ -68,9 +79,10 @@ class ProcessStream:
             pos += 4 + length
             self._message(kind, body, sink)
 
-    def _message(self, kind: int, body: memoryview, sink) -> None:
+    def _message(self, kind: int, body: memoryview, sink: Sink) -> None:
         if kind == msg.RECORDS:
             key, first, count = _RECORDS.unpack_from(body)
+            records: Records
             if getattr(sink, "raw_records", False):
                 records = RawRecords(body[_RECORDS.size:], self.refs, first)
             else:
@@ -112,7 +124,7 @@ def _unknown_thread(key: int, process: ProcessStream) -> ThreadInfo:
     return ThreadInfo(key, 0, f"thread-{key}", process)
 
 
-def _ref(desc: list) -> object:
+def _ref(desc: list[Any]) -> object:
     kind = desc[0]
     if kind == "code":
         module, qualname, filename, firstlineno, params = desc[1:6]
@@ -130,7 +142,7 @@ class _UnknownEvent:
         self.name = name
         self.faults = 0
 
-    def line(self, site, values) -> str:
+    def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
         self.faults += 1
         return f"{self.name}: (fault)"
 
@@ -148,10 +160,10 @@ class RawRecords:
     def __bool__(self) -> bool:
         return len(self.data) > 0
 
-    def decode(self) -> list[tuple]:
+    def decode(self) -> list[Record]:
         return decode_records(self.data, self.refs, self.first)
 
-    def chunks(self):
+    def chunks(self) -> Iterator[tuple[int | None, int, Any]]:
         """``raw.record_chunks``: runs of fixed-size records left packed."""
         return record_chunks(self.data, self.refs, self.first)
 
@@ -170,18 +182,21 @@ class Sink:
     def tracer(self, stream: ProcessStream) -> None:
         """Its tracer or trace options changed."""
 
-    def batch(self, stream: ProcessStream, items: list[tuple[ThreadInfo, int, list]]) -> None:
+    def batch(self, stream: ProcessStream, items: Batch) -> None:
         """One drain: ``(thread, lost, records)`` in order."""
 
     def end(self, stream: ProcessStream) -> None:
         """END: the stream is complete."""
+
+    def finish(self, streams: dict[int, ProcessStream]) -> None:
+        """The recording is over (``read_recording``): every stream, as decoded."""
 
 
 class FileSink(Sink):
     """A sink writing to ``out`` (a binary file).  ``error`` is the first
     failed write: nothing is written after it (the streams are still read)."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.error: OSError | None = None
 
@@ -218,7 +233,7 @@ class Streams:
         stream.feed(payload, self.sink)
 
 
-def read_recording(reader, sink: Sink) -> Streams:
+def read_recording(reader: DatReader, sink: Sink) -> Streams:
     """Every frame of ``reader`` (a DatReader) decoded into ``sink``, then
     its ``finish``; the streams, as decoded."""
     streams = Streams(sink)

@@ -25,13 +25,15 @@ Memory grows with the number of distinct stacks, never with the trace.
 
 from __future__ import annotations
 
-from .calls import BEGIN, CALL, END, EVENT, CallSink, ThreadCalls
+from typing import Any, BinaryIO
+
+from .calls import BEGIN, CALL, END, EVENT, CallSink, Op, ThreadCalls
 
 
 class FoldedReport(CallSink):
     """Adds up each stack's weight; writes the lines when the recording is read."""
 
-    def __init__(self, out, weight: str = "time") -> None:
+    def __init__(self, out: BinaryIO, weight: str = "time") -> None:
         super().__init__(out)
         self.by_calls = weight == "calls"
         self.weights: dict[str, int] = {}       # stack -> ns of self time, or calls
@@ -42,14 +44,14 @@ class FoldedReport(CallSink):
     def new_thread(self, st: ThreadCalls) -> None:
         st.data = []        # the open calls: [path, start, time in traced callees]
 
-    def _name(self, code) -> str:
+    def _name(self, code: Any) -> str:
         name = self.names.get(code)
         if name is None:
             name = code.name if code.module else code.co_qualname
             name = self.names[code] = name.replace(";", ":").replace(" ", "_").replace("\n", "_")
         return name
 
-    def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
+    def thread_ops(self, st: ThreadCalls, ops: list[Op]) -> None:
         stack = st.data
         weights = self.weights
         names = self.names

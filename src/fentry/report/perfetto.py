@@ -29,16 +29,43 @@ The trace, as Perfetto's "synthetic TrackEvent" reference describes it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import repeat
+from typing import Any, BinaryIO
 
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
-    BUILTIN_CLOCK_MONOTONIC, BUILTIN_CLOCK_REALTIME, ClockSnapshot, DebugAnnotation, EventName,
-    InternedData, ProcessDescriptor, SourceLocation, ThreadDescriptor, Trace, TracePacket,
-    TracePacketDefaults, TrackDescriptor, TrackEvent, TrackEventDefaults)
+    BUILTIN_CLOCK_MONOTONIC,
+    BUILTIN_CLOCK_REALTIME,
+    ClockSnapshot,
+    DebugAnnotation,
+    EventName,
+    InternedData,
+    ProcessDescriptor,
+    SourceLocation,
+    ThreadDescriptor,
+    Trace,
+    TracePacket,
+    TracePacketDefaults,
+    TrackDescriptor,
+    TrackEvent,
+    TrackEventDefaults,
+)
 
 from ..raw import ENTRY, RETURN, UNWIND
-from .calls import BEGIN, BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, \
-    ThreadCalls, process_name
+from .calls import (
+    BEGIN,
+    BEGIN_WORDS,
+    CALL,
+    END,
+    END_WORDS,
+    EVENT,
+    LOST,
+    CallSink,
+    Op,
+    ThreadCalls,
+    process_name,
+)
+from .decode import ProcessStream
 
 CLEARED = TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
 NEEDS = TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
@@ -48,7 +75,7 @@ METADATA_SEQUENCE = 1
 POOL = 128          # packets serialized at once (_Pool)
 
 
-def process_uuid(stream) -> int:
+def process_uuid(stream: ProcessStream) -> int:
     return stream.number << 33
 
 
@@ -90,11 +117,11 @@ class _Sequence:
         self.end_bytes = end.SerializeToString
         self.pool = _Pool(seq_id)
 
-    def packet(self, ts: int, **fields) -> TracePacket:
+    def packet(self, ts: int, **fields: Any) -> TracePacket:
         return TracePacket(timestamp=ts, trusted_packet_sequence_id=self.id, sequence_flags=NEEDS,
                            **fields)
 
-    def singles(self, shapes: list[int], stamps: list[int], app) -> None:
+    def singles(self, shapes: list[int], stamps: list[int], app: Callable[[bytes], None]) -> None:
         """Ordinary begins and ends (see ``_Pool``), a packet at a time."""
         begin, begin_event, begin_bytes = self.begin, self.begin_event, self.begin_bytes
         end, end_bytes = self.end, self.end_bytes
@@ -150,7 +177,7 @@ class _Pool:
 class PerfettoReport(CallSink):
     """Writes a Perfetto trace to ``out`` (binary), drain by drain."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__(out)
         self.sequences = METADATA_SEQUENCE
         self.clock_told = False
@@ -159,7 +186,7 @@ class PerfettoReport(CallSink):
     def _packets(self, *packets: TracePacket) -> None:
         self.write(Trace(packet=packets).SerializeToString())
 
-    def process(self, stream) -> None:
+    def process(self, stream: ProcessStream) -> None:
         self.described.add(stream.number)
         packets = []
         if not self.clock_told:
@@ -202,7 +229,7 @@ class PerfettoReport(CallSink):
                 track_event_defaults=TrackEventDefaults(track_uuid=uuid))))
 
     def _intern(self, seq: _Sequence, key: object, name: str, interned: InternedData,
-                code=None) -> int:
+                code: Any = None) -> int:
         iid = len(seq.iids) + 1
         seq.iids[key] = iid
         interned.event_names.append(EventName(iid=iid, name=name))
@@ -212,15 +239,17 @@ class PerfettoReport(CallSink):
                 line_number=code.co_firstlineno))
         return iid
 
-    def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
+    def thread_ops(self, st: ThreadCalls, ops: list[Op]) -> None:
         seq: _Sequence = st.data
         iids = seq.iids
         pool_run = seq.pool.run
-        out = []
+        out: list[bytes] = []
         app = out.append
         # Ordinary begins and ends wait in shape/stamps (see _Pool) until
         # POOL of them make a run, or something else comes.
-        shape, stamps = [], []
+        shape: list[int] = []
+        stamps: list[int] = []
+        iid = None
         for op in ops:
             kind = op[0]
             if kind == BEGIN:
@@ -242,63 +271,71 @@ class PerfettoReport(CallSink):
             if stamps:
                 seq.singles(shape, stamps, app)
                 shape, stamps = [], []
-            if kind == BEGIN:
-                interned = InternedData()
-                if iid is None:
-                    iid = self._intern(seq, op[2], op[2].co_qualname, interned, op[2])
-                event = TrackEvent(type=SLICE_BEGIN, name_iid=iid, source_location_iid=iid)
-                if op[4] != ENTRY:
-                    event.debug_annotations.append(annotation("entry", BEGIN_WORDS[op[4]]))
-                packet = seq.packet(op[1], track_event=event)
-                if interned.event_names:
-                    packet.interned_data.CopyFrom(interned)
-                app(Trace(packet=[packet]).SerializeToString())
-            elif kind == END:
-                event = TrackEvent(type=SLICE_END)
-                if op[5] == UNWIND:
-                    event.debug_annotations.append(annotation("raised", op[6]))
-                else:
-                    event.debug_annotations.append(annotation("exit", END_WORDS[op[5]]))
-                app(Trace(packet=[seq.packet(op[1], track_event=event)]).SerializeToString())
-            elif kind == CALL:
-                code, caller = op[2], op[3]
-                interned = InternedData()
-                iid = iids.get(code)
-                if iid is None:
-                    iid = self._intern(seq, code, code.co_qualname, interned, code)
-                event = TrackEvent(type=INSTANT, name_iid=iid, source_location_iid=iid,
-                                   debug_annotations=[annotation(
-                                       "caller", caller.co_qualname if caller is not None
-                                       else "<top>")])
-                packet = seq.packet(op[1], track_event=event)
-                if interned.event_names:
-                    packet.interned_data.CopyFrom(interned)
-                app(Trace(packet=[packet]).SerializeToString())
-            elif kind == EVENT:
-                event_format, site, values = op[2], op[3], op[4]
-                name = getattr(event_format, "name", "?")
-                key = ("event", name)
-                interned = InternedData()
-                iid = iids.get(key)
-                if iid is None:
-                    iid = self._intern(seq, key, name, interned)
-                annotations = [annotation("site", self.site_text(event_format, site))]
-                annotations += [annotation(field, value) for field, value, _
-                                in self.event_fields(event_format, site, values)]
-                packet = seq.packet(op[1], track_event=TrackEvent(
-                    type=INSTANT, name_iid=iid, categories=["probe"],
-                    debug_annotations=annotations))
-                if interned.event_names:
-                    packet.interned_data.CopyFrom(interned)
-                app(Trace(packet=[packet]).SerializeToString())
-            elif kind == LOST:
-                app(Trace(packet=[seq.packet(op[1], track_event=TrackEvent(
-                    type=INSTANT, name=f"lost {op[2]} events", categories=["fentry"],
-                    debug_annotations=[annotation("lost", op[2])]))]).SerializeToString())
+            app(self._op_packet(seq, op, iid))
         if stamps:
             seq.singles(shape, stamps, app)
         if out:
             self.write(b"".join(out))
+
+    def _op_packet(self, seq: _Sequence, op: Op, iid: int | None) -> bytes:
+        """A Trace of the one packet of an op that is not part of a run
+        (``iid``: a BEGIN's name iid, if interned already)."""
+        kind = op[0]
+        iids = seq.iids
+        if kind == BEGIN:
+            interned = InternedData()
+            if iid is None:
+                iid = self._intern(seq, op[2], op[2].co_qualname, interned, op[2])
+            event = TrackEvent(type=SLICE_BEGIN, name_iid=iid, source_location_iid=iid)
+            if op[4] != ENTRY:
+                event.debug_annotations.append(annotation("entry", BEGIN_WORDS[op[4]]))
+            packet = seq.packet(op[1], track_event=event)
+            if interned.event_names:
+                packet.interned_data.CopyFrom(interned)
+            return Trace(packet=[packet]).SerializeToString()
+        if kind == END:
+            event = TrackEvent(type=SLICE_END)
+            if op[5] == UNWIND:
+                event.debug_annotations.append(annotation("raised", op[6]))
+            else:
+                event.debug_annotations.append(annotation("exit", END_WORDS[op[5]]))
+            return Trace(packet=[seq.packet(op[1], track_event=event)]).SerializeToString()
+        if kind == CALL:
+            code, caller = op[2], op[3]
+            interned = InternedData()
+            iid = iids.get(code)
+            if iid is None:
+                iid = self._intern(seq, code, code.co_qualname, interned, code)
+            event = TrackEvent(type=INSTANT, name_iid=iid, source_location_iid=iid,
+                               debug_annotations=[annotation(
+                                   "caller", caller.co_qualname if caller is not None
+                                   else "<top>")])
+            packet = seq.packet(op[1], track_event=event)
+            if interned.event_names:
+                packet.interned_data.CopyFrom(interned)
+            return Trace(packet=[packet]).SerializeToString()
+        if kind == EVENT:
+            event_format, site, values = op[2], op[3], op[4]
+            name = getattr(event_format, "name", "?")
+            key = ("event", name)
+            interned = InternedData()
+            iid = iids.get(key)
+            if iid is None:
+                iid = self._intern(seq, key, name, interned)
+            annotations = [annotation("site", self.site_text(event_format, site))]
+            annotations += [annotation(field, value) for field, value, _
+                            in self.event_fields(event_format, site, values)]
+            packet = seq.packet(op[1], track_event=TrackEvent(
+                type=INSTANT, name_iid=iid, categories=["probe"],
+                debug_annotations=annotations))
+            if interned.event_names:
+                packet.interned_data.CopyFrom(interned)
+            return Trace(packet=[packet]).SerializeToString()
+        if kind == LOST:
+            return Trace(packet=[seq.packet(op[1], track_event=TrackEvent(
+                type=INSTANT, name=f"lost {op[2]} events", categories=["fentry"],
+                debug_annotations=[annotation("lost", op[2])]))]).SerializeToString()
+        return b""
 
     def close(self) -> None:
         # A thread renamed after its track was described: its last name.

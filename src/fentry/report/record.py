@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import BinaryIO
 
 from .datfile import DatReader, DatWriter
 from .decode import Streams
@@ -122,7 +123,7 @@ class Live:
     """A recording into a spool file that is formatted as text while it is
     written: what ``fentry run``, ``attach`` and ``pipe`` print."""
 
-    def __init__(self, out, argv: list[str], close_out: bool = False) -> None:
+    def __init__(self, out: BinaryIO, argv: list[str], close_out: bool = False) -> None:
         self.close_out = close_out      # out is ours to close at the end
         # The receiving threads must get the GIL soon after they ask for it,
         # however busy formatting keeps it: a traced program's writers wait

@@ -21,22 +21,24 @@ from __future__ import annotations
 
 import json
 import tempfile
+from typing import IO, Any, BinaryIO
 
-from .calls import BEGIN, CALL, END, EVENT, CallSink, ThreadCalls, process_name
+from .calls import BEGIN, CALL, END, EVENT, CallSink, Op, ThreadCalls, process_name
+from .decode import ProcessStream
 
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-class _Frames(dict):
+class _Frames(dict[Any, int]):
     """code -> its index in the shared frames (made when first asked for)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.index: dict[tuple, int] = {}
+        self.index: dict[tuple[str, str, int], int] = {}
         self.frames: list[str] = []
 
-    def __missing__(self, code) -> int:
+    def __missing__(self, code: Any) -> int:
         key = (code.co_qualname, code.co_filename, code.co_firstlineno)
         i = self.index.get(key)
         if i is None:
@@ -54,7 +56,7 @@ class _Frames(dict):
 class SpeedscopeReport(CallSink):
     """Writes a speedscope file to ``out`` (binary) when the recording is read."""
 
-    def __init__(self, out, name: str = "fentry") -> None:
+    def __init__(self, out: BinaryIO, name: str = "fentry") -> None:
         super().__init__(out)
         self.name = name
         self.frames = _Frames()
@@ -63,15 +65,15 @@ class SpeedscopeReport(CallSink):
         self.streams: dict[int, str] = {}
         self.events_left_out = 0
 
-    def process(self, stream) -> None:
+    def process(self, stream: ProcessStream) -> None:
         self.streams[stream.number] = f"{process_name(stream)} [{stream.pid}]"
 
     def new_thread(self, st: ThreadCalls) -> None:
         st.data = []        # (offset, length) of its pieces in the spool
 
-    def thread_ops(self, st: ThreadCalls, ops: list[tuple]) -> None:
+    def thread_ops(self, st: ThreadCalls, ops: list[Op]) -> None:
         frames = self.frames
-        parts = []
+        parts: list[str] = []
         app = parts.append
         for op in ops:
             kind = op[0]
@@ -116,7 +118,7 @@ class SpeedscopeReport(CallSink):
         for i, st in enumerate(threads):
             self.write(('%s{"type":"evented","name":%s,"unit":"nanoseconds","startValue":%d,'
                         '"endValue":%d,"events":[' % ("," if i else "", _dumps(self._profile_name(st)),
-                                                      st.first, st.last)).encode())
+                                                      st.first or 0, st.last or 0)).encode())
             for offset, length in st.data:
                 spool.seek(offset)
                 self._copy(spool, length)
@@ -127,7 +129,7 @@ class SpeedscopeReport(CallSink):
         spool.close()
         self.flush_out()
 
-    def _copy(self, src, length: int) -> None:
+    def _copy(self, src: IO[bytes], length: int) -> None:
         while length > 0 and self.error is None:
             data = src.read(min(length, 1 << 20))
             if not data:

@@ -4,10 +4,17 @@ as the tracers' readers make it in the traced process (``tracers/text.py``)."""
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..raw import ENTER_KINDS
 from ..tracers.text import FunctionReader, GraphReader, lost_line
 from .decode import FileSink, ProcessStream, ThreadInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..raw import Record
+    from .decode import Batch
 
 # Records of one thread formatted at a time.  A function_graph line is two
 # spaces a level wide: 10,000 levels deep, a drain's lines would take
@@ -16,11 +23,13 @@ from .decode import FileSink, ProcessStream, ThreadInfo
 SLICE_RECORDS = 1024
 
 
-def _stamp(rec: tuple) -> int:
-    return rec[1]
+def _stamp(rec: Record) -> int:
+    ts: int = rec[1]
+    return ts
 
 
-def make_reader(tracer: str, options: dict[str, bool]):
+
+def make_reader(tracer: str, options: dict[str, bool]) -> FunctionReader | GraphReader:
     return (GraphReader if tracer == "function_graph" else FunctionReader)(options)
 
 
@@ -31,10 +40,9 @@ class TextReport(FileSink):
     are still read to their end).  ``faults`` counts values that could not
     be printed."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__(out)
-        self.readers: dict[int, object] = {}
-        self.formats: list = []
+        self.readers: dict[int, FunctionReader | GraphReader] = {}
 
     def _write(self, parts: list[str]) -> None:
         if parts:
@@ -49,14 +57,14 @@ class TextReport(FileSink):
         self._write(self._flush(stream))
         self.readers[stream.number] = make_reader(stream.tracer, stream.options)
 
-    def batch(self, stream: ProcessStream, items: list[tuple[ThreadInfo, int, list]]) -> None:
+    def batch(self, stream: ProcessStream, items: Batch) -> None:
         reader = self.readers.get(stream.number)
         if reader is None:          # no HELLO: a stream read from its middle
             reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
         parts = [lost_line(thread, lost) for thread, lost, _ in items if lost]
-        per_thread: dict[ThreadInfo, list] = {}
+        per_thread: dict[ThreadInfo, list[Record]] = {}
         for thread, _, records in items:
-            if records:
+            if records and isinstance(records, list):     # (this sink takes lists)
                 per_thread.setdefault(thread, []).extend(records)
         threads = list(per_thread.items())
         if all(len(records) <= SLICE_RECORDS for _, records in threads):
@@ -89,7 +97,8 @@ class TextReport(FileSink):
                    if not isinstance(ref, str))
 
 
-def _slices(threads: list[tuple[ThreadInfo, list]]):
+def _slices(threads: list[tuple[ThreadInfo, list[Record]]]
+            ) -> Iterator[list[tuple[ThreadInfo, list[Record]]]]:
     """``threads``' records in pieces of about SLICE_RECORDS a thread, each
     cut at one timestamp.  A thread cut right after an entry keeps the record
     after it (a leaf's exit), so that a leaf is told from a call with the

@@ -42,7 +42,7 @@ def viewer_candidates(explicit: str | None = None) -> list[str]:
         out.append(os.environ[ENV_VIEWER])
     else:
         out.append(os.path.join(_SOURCE_TREE, "viewer", "node_modules", "speedscope"))
-        for prefix in (os.environ.get("npm_config_prefix"), "/usr/local", "/usr",
+        for prefix in (os.environ.get("npm_config_prefix"),  # noqa: SIM112 (npm spells it so) "/usr/local", "/usr",
                        os.path.expanduser("~/.npm-global")):
             if prefix:
                 out.append(os.path.join(prefix, "lib", "node_modules", "speedscope"))
@@ -87,7 +87,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -103,6 +103,8 @@ class ViewServer(http.server.ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):         # (an AF_UNIX address; never here)
+            host = host.decode()
         # (No "title": speedscope would give it to every profile, in place of the threads' names.)
         return f"http://{host}:{port}/#profileURL={urllib.parse.quote(self.profile_url, safe='')}"
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from types import CodeType
-from collections.abc import Callable
+from types import CodeType, FrameType
 
 from .. import arch, hotpath
-from ..ftrace import FtraceOps
+from ..ftrace import FtraceOps, Handlers
+from ..hotpath import Ip
 from .ring_buffer import RingBuffer
 
 PY_START = arch.EVENTS.PY_START
@@ -22,14 +22,14 @@ class FunctionOps(FtraceOps):
         super().__init__(self.function_trace_call)
         self.buffer = buffer
 
-    def function_trace_call(self, ip, parent_ip, ops, regs) -> None:
+    def function_trace_call(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
         self._record(ip.code, None if parent_ip is None else parent_ip.code)
 
-    def _record(self, code, caller) -> None:
+    def _record(self, code: CodeType, caller: CodeType | None) -> None:
         local = self.buffer.local
         tb = getattr(local, "tb", None) or self.buffer.attach()
         tb.record((code, caller))
 
-    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+    def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         return {PY_START: hotpath.function_entry(self.buffer.local, self.buffer.attach, depth)}

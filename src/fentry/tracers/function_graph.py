@@ -10,11 +10,11 @@ PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 
 from __future__ import annotations
 
-from types import CodeType
-from collections.abc import Callable
+from types import CodeType, FrameType
 
 from .. import arch, hotpath
-from ..ftrace import FtraceOps
+from ..ftrace import FtraceOps, Handlers
+from ..hotpath import Ip
 from ..raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD
 from .ring_buffer import RingBuffer
 
@@ -32,12 +32,12 @@ class GraphOps(FtraceOps):
         super().__init__(self.graph_entry)
         self.buffer = buffer
 
-    def graph_entry(self, ip, parent_ip, ops, regs) -> None:
+    def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
         tb = getattr(self.buffer.local, "tb", None) or self.buffer.attach()
         tb.record((ENTRY, ip.code))
 
-    def handlers(self, code: CodeType, module: str, depth: int) -> dict[int, Callable]:
+    def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.buffer.local, self.buffer.attach
         return {E.PY_START: hotpath.graph_event(local, attach, ENTRY, 2),
                 E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),

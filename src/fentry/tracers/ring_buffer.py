@@ -16,6 +16,13 @@ import threading
 from ..fds import high_fd
 from ..hotpath import RECORD_BYTES, PageQueue, Ring, Switch
 
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..hotpath import Encoder
+    from ..raw import Record
+
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
 
@@ -51,12 +58,12 @@ class ThreadBuffer(Ring):
         self.name = "python"
         # A new thread's first calls come before threading registers it: it
         # is one of the threads starting now, known once it has set its ident.
-        self.starting = list(threading._limbo)
+        self.starting = list(threading._limbo)    # type: ignore[attr-defined]
         self._find_thread()
 
     def _find_thread(self) -> None:
         """The Thread of this buffer's thread, once threading knows it."""
-        t = threading._active.get(self.ident)
+        t = threading._active.get(self.ident)     # type: ignore[attr-defined]
         if t is None or getattr(t, "_native_id", self.tid) != self.tid:
             # Started and maybe ended since: its object still knows its ident.
             t = next((s for s in self.starting if getattr(s, "_ident", None) == self.ident
@@ -75,7 +82,7 @@ class ThreadBuffer(Ring):
             t = self.thread
             if t is None:
                 return True         # not registered yet (or never: a bare _thread)
-        if threading._active.get(self.ident) is not t:
+        if threading._active.get(self.ident) is not t:    # type: ignore[attr-defined]
             self.ended = True
             return False
         return True
@@ -85,7 +92,7 @@ class ThreadBuffer(Ring):
         if self.thread is None:
             self._find_thread()
         if self.thread is not None:
-            self.name = self.thread._name
+            self.name = self.thread._name     # type: ignore[attr-defined]
         return self.name
 
 
@@ -122,7 +129,7 @@ class RingBuffer:
         return tb
 
     # -- raw readers (tracers/stream.py)
-    def start_raw(self, make_encoder) -> tuple[PageQueue, int]:
+    def start_raw(self, make_encoder: Callable[[], Encoder]) -> tuple[PageQueue, int]:
         """A raw reader comes: from now on a thread whose buffer is half full
         moves its records into the queue itself (the reader's thread cannot
         drain while busy threads hold the GIL).  Returns the queue, shared by
@@ -130,7 +137,8 @@ class RingBuffer:
         when a page waits."""
         with self._lock:
             if self.queue is None:
-                self.wake = tuple(high_fd(fd) for fd in os.pipe())
+                read_end, write_end = os.pipe()
+                self.wake = (high_fd(read_end), high_fd(write_end))
                 for fd in self.wake:
                     os.set_blocking(fd, False)
                 self.queue = PageQueue(make_encoder(), 0, self.wake[1])
@@ -179,7 +187,7 @@ class RingBuffer:
     def after_fork_in_child(self) -> None:
         """In a forked child only the forking thread exists: its buffer, now
         this process's thread's, is the one left (the hot path may hold it)."""
-        self._lock._at_fork_reinit()    # a thread of the parent may have held it
+        self._lock._at_fork_reinit()    # type: ignore[attr-defined]  # a thread of the parent may have held it
         tb = getattr(self.local, "tb", None)
         self.buffers = [tb] if tb is not None else []
         if tb is not None:
@@ -210,7 +218,7 @@ class RingBuffer:
             buffers = list(self.buffers)
         return sum(len(tb) for tb in buffers), sum(tb.written() for tb in buffers)
 
-    def snapshot(self) -> list[tuple[ThreadBuffer, list]]:
+    def snapshot(self) -> list[tuple[ThreadBuffer, list[Record]]]:
         """Every thread's records as they are now, not consumed."""
         with self._lock:
             buffers = list(self.buffers)
@@ -236,7 +244,7 @@ class RingBuffer:
         finally:
             self._lock.release()
 
-    def consume(self) -> list[tuple[ThreadBuffer, list]]:
+    def consume(self) -> list[tuple[ThreadBuffer, list[Record]]]:
         """Take every record written so far (trace_pipe)."""
         with self._lock:
             buffers = list(self.buffers)

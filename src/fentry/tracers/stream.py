@@ -33,8 +33,15 @@ import sys
 import time
 from types import CodeType
 
-from ..symbols import SYMBOLS
 from ..raw import MSG_LOST, MSG_RECORDS
+from ..symbols import SYMBOLS
+
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..hotpath import Encoder
+    from .trace import TraceInstance
 
 HELLO, REFS, THREAD, BATCH, TRACER, END = 1, 2, 3, 6, 7, 8
 RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)
@@ -51,7 +58,7 @@ def json_message(kind: int, obj: object) -> bytes:
     return message(kind, json.dumps(obj, separators=(",", ":")).encode())
 
 
-def describe(obj: object) -> list:
+def describe(obj: object) -> list[object]:
     """What a record id points at, as a reader needs it."""
     if type(obj) is CodeType:
         sym = SYMBOLS.lookup(obj)
@@ -61,7 +68,7 @@ def describe(obj: object) -> list:
                 obj.co_filename, obj.co_firstlineno, list(obj.co_varnames[:n])]
     described = getattr(obj, "raw_description", None)
     if described is not None:           # a probe event
-        return described()
+        return list(described())
     if isinstance(obj, type):           # an exception type (function_graph's unwind)
         return ["name", obj.__name__]
     return ["name", str(obj)]
@@ -77,13 +84,13 @@ class RawStream:
     themselves when their buffer is half full (``RingBuffer.start_raw``);
     ``wake`` is readable when a page waits.  ``close()`` when done."""
 
-    def __init__(self, instance, make_encoder) -> None:
+    def __init__(self, instance: TraceInstance, make_encoder: Callable[[], Encoder]) -> None:
         self.instance = instance
         self.buffer = instance.buffer
         self.queue, self.wake = self.buffer.start_raw(make_encoder)
         self.refs_told = 0
         self.names: dict[int, str] = {}         # thread key -> the name last told
-        self.tracer: tuple | None = None
+        self.tracer: tuple[str, dict[str, bool]] | None = None
         self.closed = False
 
     def hello(self, header: bool) -> bytes:

@@ -13,19 +13,33 @@ from __future__ import annotations
 
 from ..raw import ENTER_KINDS, UNWIND, YIELD
 
-def task(tb) -> str:
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Protocol
+
+    from ..raw import Record
+
+    class Task(Protocol):
+        """A thread, as the readers name it (a ThreadBuffer, or a reader's ThreadInfo)."""
+        @property
+        def tid(self) -> int: ...
+        def task_name(self) -> str: ...
+
+
+def task(tb: Task) -> str:
     """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
     return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
 
 
-def event_line(prefix: str, rec: tuple) -> str:
+def event_line(prefix: str, rec: Record) -> str:
     """A probe event's record, ``(seq, ts, event, site, values)``: the event
     formats its own part (its print fmt), after the usual prefix."""
     ts = rec[1]
     return f"{prefix} {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: {rec[2].line(rec[3], rec[4])}\n"
 
 
-def is_event(rec: tuple) -> bool:
+def is_event(rec: Record) -> bool:
     """function_graph records hold a kind number third; events hold the event."""
     return rec[2].__class__ is not int
 
@@ -41,7 +55,7 @@ def merge_lines(stamps: list[list[int]], texts: list[list[str]]) -> list[str]:
     return [all_texts[i] for i in order]
 
 
-def lost_line(tb, lost: int) -> str:
+def lost_line(tb: Task, lost: int) -> str:
     return f"TID:{tb.tid} [LOST {lost} EVENTS]\n"
 
 
@@ -79,8 +93,9 @@ class FunctionReader:
     def header(self) -> str:
         return FUNCTION_COLUMNS
 
-    def lines(self, per_thread: list[tuple[object, list]]) -> list[str]:
-        texts, stamps = [], []
+    def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
+        texts: list[list[str]] = []
+        stamps: list[list[int]] = []
         for tb, records in per_thread:
             prefix = task(tb) + " [000] ....."
             if self.parent:
@@ -128,9 +143,9 @@ def duration(ns: int) -> str:
 class _ThreadState:
     __slots__ = ("stack", "pending", "task")
 
-    def __init__(self, tb) -> None:
-        self.stack: list[tuple[object, int]] = []
-        self.pending: tuple | None = None    # a trailing entry: leaf or not, not known yet
+    def __init__(self, tb: Task) -> None:
+        self.stack: list[tuple[Any, int]] = []          # (code, entry timestamp)
+        self.pending: Record | None = None    # a trailing entry: leaf or not, not known yet
         self.task = task(tb)
 
 
@@ -155,7 +170,7 @@ class GraphReader:
                          + (dur if self.show_duration else "") + func + "\n")
         return "".join(heads)
 
-    def _state(self, tb) -> _ThreadState:
+    def _state(self, tb: Task) -> _ThreadState:
         st = self.threads.get(id(tb))
         if st is None:
             st = self.threads[id(tb)] = _ThreadState(tb)
@@ -167,9 +182,9 @@ class GraphReader:
             return f"{task}{dur}|  {'  ' * depth}{text}\n"
         return f"{task} {'  ' * depth}{text}\n"
 
-    def _thread_lines(self, st: _ThreadState, records: list) -> list[tuple[int, str]]:
+    def _thread_lines(self, st: _ThreadState, records: list[Record]) -> list[tuple[int, str]]:
         """(timestamp, line) for one thread's records, in order."""
-        out = []
+        out: list[tuple[int, str]] = []
         stack = st.stack
         if st.pending is not None:
             records = [st.pending] + records
@@ -200,7 +215,7 @@ class GraphReader:
             i += 1
         return out
 
-    def _leaf(self, st, depth, code, exit_rec, ns) -> str:
+    def _leaf(self, st: _ThreadState, depth: int, code: Any, exit_rec: Record, ns: int) -> str:
         text = f"{code.co_qualname}();"
         if exit_rec[2] == UNWIND:
             text += f" /* raised {_name(exit_rec[4])} */"
@@ -208,7 +223,7 @@ class GraphReader:
             text += " /* yield */"
         return self._line(st, duration(ns), depth, text)
 
-    def _exit(self, st: _ThreadState, rec: tuple) -> str | None:
+    def _exit(self, st: _ThreadState, rec: Record) -> str | None:
         """The exit's line; None for the exit of a call whose entry was never
         seen (traced from inside it, or its entry lost): as the kernel's
         return hook exists only for entries it saw."""
@@ -231,7 +246,7 @@ class GraphReader:
             text += f" /* {code.co_qualname} */"
         return self._line(st, dur, len(stack), text)
 
-    def lines(self, per_thread: list[tuple[object, list]]) -> list[str]:
+    def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         streams = [self._thread_lines(self._state(tb), records) for tb, records in per_thread]
         seen = {id(tb) for tb, _ in per_thread}
         # A pending entry of a thread that wrote nothing since: not a leaf after all.
@@ -242,6 +257,8 @@ class GraphReader:
 
     def _open(self, st: _ThreadState) -> list[tuple[int, str]]:
         rec, st.pending = st.pending, None
+        if rec is None:
+            return []
         line = self._line(st, NO_DURATION, len(st.stack), f"{rec[3].co_qualname}() {{")
         st.stack.append((rec[3], rec[1]))
         return [(rec[1], line)]
@@ -255,6 +272,6 @@ def _merge(streams: list[list[tuple[int, str]]]) -> list[str]:
                               [[line for _, line in s] for s in streams])
 
 
-def _name(exc_type) -> str:
+def _name(exc_type: object) -> str:
     """An exception type's name: the type in process, its name in a reader."""
     return exc_type if type(exc_type) is str else getattr(exc_type, "__name__", "?")

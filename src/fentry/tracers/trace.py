@@ -17,11 +17,11 @@ from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
-from .text import FunctionReader, GraphReader
 from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
+from .text import FunctionReader, GraphReader
 
 # name -> (ops class, reader class); nop has neither.
-TRACERS = {
+TRACERS: dict[str, tuple[type[FunctionOps | GraphOps] | None, type[FunctionReader | GraphReader] | None]] = {
     "function_graph": (GraphOps, GraphReader),
     "function": (FunctionOps, FunctionReader),
     "nop": (None, None),
@@ -47,7 +47,7 @@ class TraceInstance:
         self.notrace = FilterHash()
         self.options = dict(OPTIONS)
         self.lock = threading.RLock()
-        self._pipe_reader = None
+        self._pipe_reader: FunctionReader | GraphReader | None = None
 
     @property
     def tracing_on(self) -> bool:
@@ -142,7 +142,7 @@ class TraceInstance:
         return "".join(f"{'' if v else 'no'}{k}\n" for k, v in self.options.items())
 
     # -- reading
-    def reader(self):
+    def reader(self) -> FunctionReader | GraphReader:
         reader_class = TRACERS[self.tracer][1] or FunctionReader
         return reader_class(self.options)
 
