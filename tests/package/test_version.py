@@ -45,4 +45,4 @@ def test_version_says_the_c_extension_is_not_built(tmp_path):
     env["PYTHONPATH"] = str(tmp_path)
     out = fentry_version(env, [sys.executable, "-m", "fentry"])
     assert out.startswith(f"fentry {version('fentry')} ({PYTHON}; hot path: python, "
-                          "the C extension is not built for this Python (")
+                          "the C extension was not built (it needs a C compiler and CPython 3.12 or 3.13")
