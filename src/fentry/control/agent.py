@@ -99,31 +99,48 @@ class Streamer:
         self.writing = _thread.RLock()
 
     def run(self) -> None:
+        """The stream, in the calling thread, to its end."""
         with self.running:
-            try:
-                self.drain(first=True)
-                busy = False
-                wake = self.raw.wake
-                while not self.stopped and not self.broken:
-                    ready = select.select(self.watch + [wake], [], [], 0 if busy else DRAIN_INTERVAL)[0]
-                    if wake in ready:
-                        _read_all(wake)
-                    if self.watch and self.watch[0] in ready and self.on_watch is not None \
-                            and self.on_watch():
-                        break
-                    busy = self.drain() >= BUSY_DRAIN
-                self.close()
-            finally:
-                self.raw.close()
-                if self.on_end is not None:
-                    self.on_end()
+            self._run()
+
+    def _run_started(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.running.release()      # taken by start_thread
+
+    def _run(self) -> None:
+        try:
+            self.drain(first=True)
+            busy = False
+            wake = self.raw.wake
+            while not self.stopped and not self.broken:
+                ready = select.select(self.watch + [wake], [], [], 0 if busy else DRAIN_INTERVAL)[0]
+                if wake in ready:
+                    _read_all(wake)
+                if self.watch and self.watch[0] in ready and self.on_watch is not None \
+                        and self.on_watch():
+                    break
+                busy = self.drain() >= BUSY_DRAIN
+            self.close()
+        finally:
+            self.raw.close()
+            if self.on_end is not None:
+                self.on_end()
 
     def start_thread(self) -> None:
         """``run()`` in a thread of fentry's own (threads.py)."""
         global _stream_threads
         with _stream_threads_lock:  # += is no atomic step: a lost update leaks a count
             _stream_threads += 1    # counted from before it exists (see _before_fork)
-        spawn(_quietly, self.run)
+        # Held from now, not from when the thread first runs: a program that
+        # ends at once must find its stream running, and wait for its END.
+        self.running.acquire()
+        try:
+            spawn(_quietly, self._run_started)
+        except BaseException:
+            self.running.release()
+            raise
 
     def stop(self, why: str) -> None:
         """Stop, and wait for the stream's end: its last drain, and END."""

@@ -119,7 +119,9 @@ def _slices(threads: list[tuple[ThreadInfo, list[Record]]]
                     for (_, records), start in zip(threads, starts)]
         piece = []
         for k, (tb, records) in enumerate(threads):
-            end = ends[k]
+            # (With timestamps in order, the cut never takes more than this;
+            # where a clock stepped back, it still bounds the piece.)
+            end = min(ends[k], starts[k] + SLICE_RECORDS)
             if starts[k] < end < len(records) and records[end - 1][2] in ENTER_KINDS:
                 end += 1
             piece.append((tb, records[starts[k]:end]))
