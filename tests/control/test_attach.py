@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -797,3 +798,22 @@ def test_two_attach_sessions_get_exactly_their_own_events(target, tmp_path):
     assert b_body and all(line.endswith(": add <-main") for line in b_body), \
         [line for line in b_body if not line.endswith(": add <-main")][:3]
     target.finish_clean()
+
+
+@pytest.mark.ptrace
+def test_a_control_directory_left_by_an_earlier_process_of_the_same_pid_is_not_its_agent(target):
+    """Pids wrap around: a directory left by a killed process that had this
+    pid (a socket nobody listens on, the start time of that process) is
+    removed, and an agent is started in the process that has the pid now."""
+    pid = target.pid
+    directory = f"/tmp/fentry-{pid}"
+    os.mkdir(directory, 0o700)
+    with open(os.path.join(directory, "start"), "w") as f:
+        f.write("1\n")          # not this process's start time
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(os.path.join(directory, "control"))
+    dead.close()                # bound, never listening: connections are refused
+    got = fentry("-p", str(pid), "ls")
+    assert got.returncode == 0, got.stderr
+    assert "current_tracer" in got.stdout
+    assert not os.path.exists(directory)        # the agent for ls went again

@@ -8,7 +8,15 @@ import socket
 import stat
 from typing import Any
 
-from .wire import recv_line, remove_stale, send_header, socket_dir, socket_path, widen_socket
+from .wire import (
+    agent_there,
+    recv_line,
+    remove_stale,
+    send_header,
+    socket_dir,
+    socket_path,
+    widen_socket,
+)
 
 
 class NoAgent(Exception):
@@ -27,7 +35,9 @@ class Client:
         self.path = socket_path(pid)
 
     def available(self) -> bool:
-        return os.path.exists(self.path)
+        """An agent's socket is there (one left by a process that had this
+        pid before is removed, and is not)."""
+        return agent_there(self.pid)
 
     def connect(self) -> socket.socket:
         directory = socket_dir(self.pid)

@@ -44,7 +44,7 @@ from collections import namedtuple
 from collections.abc import Callable
 from typing import BinaryIO
 
-from .wire import alive, socket_dir, socket_path
+from .wire import agent_there, alive, socket_dir, socket_path
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MIN_VERSION = (3, 12)
@@ -369,7 +369,7 @@ def blocked_in(pid: int) -> str:
 def inject(pid: int, method: str = "auto", timeout: float = 5.0) -> Injection:
     """Start the agent in process ``pid``; return once its control socket is
     up.  Raises AttachError, leaving the target untouched, if it cannot."""
-    if os.path.exists(socket_path(pid)):
+    if agent_there(pid):
         return Injection("reused", 0.0)
     target = inspect_target(pid)
     if method == "auto":

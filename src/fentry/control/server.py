@@ -40,7 +40,16 @@ from typing import TYPE_CHECKING, Any
 from .. import hotpath
 from ..errors import TraceError
 from .threads import spawn
-from .wire import high_socket, peer_credentials, recv_line, send_header, socket_dir, socket_path
+from .wire import (
+    START_FILE,
+    high_socket,
+    peer_credentials,
+    process_start,
+    recv_line,
+    send_header,
+    socket_dir,
+    socket_path,
+)
 
 if TYPE_CHECKING:
     from .tracefs import Tracefs
@@ -111,6 +120,10 @@ class ControlServer:
     # -- lifecycle
     def start(self) -> None:
         _make_private_dir(self.dir)
+        start_file = os.path.join(self.dir, START_FILE)
+        with open(os.open(start_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+                  "w") as f:
+            f.write(f"{process_start(self.pid)}\n")
         listener = high_socket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         try:
             # Born 0600 under a temporary name, listening before it appears
@@ -165,7 +178,8 @@ class ControlServer:
 
     def remove_files(self) -> None:
         """The socket and its directory, gone."""
-        for remove, path in ((os.unlink, self.path), (os.rmdir, self.dir)):
+        for remove, path in ((os.unlink, self.path), (os.unlink, os.path.join(self.dir, START_FILE)),
+                             (os.rmdir, self.dir)):
             try:
                 remove(path)
             except OSError:

@@ -34,6 +34,41 @@ def socket_path(pid: int) -> str:
     return os.path.join(socket_dir(pid), SOCKET_NAME)
 
 
+START_FILE = "start"        # beside the socket: which process made the directory
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, /proc/PID/stat):
+    with the pid, it names one process, as the pid alone does not once pids
+    wrap around."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def made_by_current(pid: int) -> bool:
+    """The control directory of ``pid`` was made by the process that has
+    that pid now, not by one that had it before (killed, its directory
+    left behind)."""
+    try:
+        with open(os.path.join(socket_dir(pid), START_FILE)) as f:
+            made = f.read().strip()
+    except OSError:
+        return True         # nothing says otherwise
+    return made == process_start(pid)
+
+
+def agent_there(pid: int) -> bool:
+    """An agent's socket is there for process ``pid`` (one left by a process
+    that had this pid before is removed, and is not)."""
+    path = socket_path(pid)
+    if os.path.exists(path) and not made_by_current(pid):
+        remove_stale(pid)
+    return os.path.exists(path)
+
+
 def alive(pid: int) -> bool:
     """Process ``pid`` runs (it is not gone, nor a zombie its parent has yet to reap)."""
     try:
@@ -53,7 +88,7 @@ def remove_stale(pid: int, grace: float = 0.0) -> None:
     while alive(pid) and time.monotonic() < deadline and os.path.exists(path):
         time.sleep(0.01)
     try:
-        if alive(pid) or os.lstat(path).st_uid != os.getuid():
+        if (alive(pid) and made_by_current(pid)) or os.lstat(path).st_uid != os.getuid():
             return
         for name in os.listdir(path):
             os.unlink(os.path.join(path, name))
