@@ -801,18 +801,25 @@ def test_two_attach_sessions_get_exactly_their_own_events(target, tmp_path):
 
 
 @pytest.mark.ptrace
-def test_a_control_directory_left_by_an_earlier_process_of_the_same_pid_is_not_its_agent(target):
+@pytest.mark.parametrize("maker", ["recorded", "older fentry"])
+def test_a_control_directory_left_by_an_earlier_process_of_the_same_pid_is_not_its_agent(
+        target, maker):
     """Pids wrap around: a directory left by a killed process that had this
-    pid (a socket nobody listens on, the start time of that process) is
-    removed, and an agent is started in the process that has the pid now."""
+    pid (a socket nobody listens on; the start time of that process, or no
+    record but a directory older than this process) is removed, and an
+    agent is started in the process that has the pid now."""
     pid = target.pid
     directory = f"/tmp/fentry-{pid}"
     os.mkdir(directory, 0o700)
-    with open(os.path.join(directory, "start"), "w") as f:
-        f.write("1\n")          # not this process's start time
+    if maker == "recorded":
+        with open(os.path.join(directory, "start"), "w") as f:
+            f.write("1\n")      # not this process's start time
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(os.path.join(directory, "control"))
     dead.close()                # bound, never listening: connections are refused
+    if maker == "older fentry":
+        an_hour_ago = time.time() - 3600
+        os.utime(directory, (an_hour_ago, an_hour_ago))
     got = fentry("-p", str(pid), "ls")
     assert got.returncode == 0, got.stderr
     assert "current_tracer" in got.stdout

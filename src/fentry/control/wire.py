@@ -52,12 +52,30 @@ def made_by_current(pid: int) -> bool:
     """The control directory of ``pid`` was made by the process that has
     that pid now, not by one that had it before (killed, its directory
     left behind)."""
+    directory = socket_dir(pid)
     try:
-        with open(os.path.join(socket_dir(pid), START_FILE)) as f:
+        with open(os.path.join(directory, START_FILE)) as f:
             made = f.read().strip()
     except OSError:
-        return True         # nothing says otherwise
+        # No record of its maker (an older fentry's): older than the process
+        # by more than the clocks' slack, it is not this process's.
+        started = _start_epoch(pid)
+        try:
+            return started is None or os.stat(directory).st_mtime > started - 1.0
+        except OSError:
+            return True
     return made == process_start(pid)
+
+
+def _start_epoch(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since the epoch (to a second)."""
+    ticks = process_start(pid)
+    try:
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return None if ticks is None else boot + int(ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def agent_there(pid: int) -> bool:
