@@ -190,6 +190,7 @@ def test_a_signal_after_the_program_ended_stops_the_formatting(tmp_path):
     deadline = time.monotonic() + 30
     while open(children).read().strip() and time.monotonic() < deadline:
         time.sleep(0.01)        # the program is gone: a signal now is fentry's alone
+    time.sleep(0.3)             # (and fentry has seen it go; formatting takes seconds more)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGTERM

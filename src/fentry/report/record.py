@@ -27,7 +27,6 @@ _LEN = struct.Struct("<I")
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 RECEIVER_SWITCH_INTERVAL = 0.0005    # seconds
-FORMAT_NICE = 10                     # the formatting thread's nice value
 
 
 def whole_messages(buf: bytearray) -> int:
@@ -140,14 +139,6 @@ class Live:
         self.thread.start()
 
     def _format(self) -> None:
-        # Formatting is the one busy thing fentry does while the program
-        # runs: on a machine whose cores are all taken, the program goes
-        # first (the receiving threads keep their priority, so nothing waits
-        # on disk, and the text catches up when the program lets it).
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FORMAT_NICE)
-        except OSError:
-            pass
         for number, payload in self.reader.frames():
             if self.report.error is not None:
                 return          # the text cannot be written: formatting it is waste
