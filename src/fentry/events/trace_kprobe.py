@@ -29,7 +29,14 @@ from ..symbols import call_site, check_batch
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
-from .probe_parser import FetchArg, ProbeDefinition, ProbeRemoval, format_definition, parse_probe
+from .probe_parser import (
+    FetchArg,
+    ProbeDefinition,
+    ProbeRemoval,
+    bitfield,
+    format_definition,
+    parse_probe,
+)
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -306,6 +313,9 @@ def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
         return "__data_loc char[]", 4, 0, '\\"%s\\"'
     if t == "symbol":
         return "unsigned long", 8, 0, "%pS"
+    if t[0] == "b":                     # a bitfield prints as its unsigned container
+        bits = (bitfield(t) or (0, 0, 64))[2]
+        return f"u{bits}", bits // 8, 0, "%u"
     bits = int(t[1:])
     ctype = {"u": f"u{bits}", "s": f"s{bits}", "x": f"u{bits}"}[t[0]]
     fmt = {"u": "%u", "s": "%d", "x": "0x%x"}[t[0]]
