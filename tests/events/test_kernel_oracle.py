@@ -20,13 +20,15 @@ README's "Differences from the kernel".
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import os
 import re
 import struct
 import subprocess
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import pytest
@@ -36,11 +38,10 @@ from fentry.errors import ERRORS, TraceError
 from fentry.events.filter import compile_filter
 from fentry.events.probe_parser import parse_probe
 
-pytestmark = pytest.mark.slow
-
 EXAMPLES = int(os.environ.get("FENTRY_ORACLE_EXAMPLES", "300"))
 GROUP = "fentry_oracle"
-# What each side reaches; set to what fentry reaches, the issue's goal is 0.99.
+# The issue's goal.  Reached: 300 examples agree in full; of 5000, the
+# probe arguments left are $retval as a string or an array (see README).
 PROBE_AGREEMENT = 0.99
 FILTER_AGREEMENT = 0.99
 
@@ -81,11 +82,16 @@ def _tracefs() -> tuple[str | None, str]:
     return path, ""
 
 
-def _tracefs_or_skip() -> str:
+@pytest.fixture
+def tracefs() -> Iterator[str]:
+    """The kernel's tracefs, held alone: error_log and the oracle's event are
+    the machine's, and another pytest (another worktree) may run this too."""
     path, why = _tracefs()
     if path is None:
         pytest.skip(why)
-    return path
+    with open(os.path.join(tempfile.gettempdir(), "fentry-kernel-oracle.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield path
 
 
 def _entry_offset(path: str) -> int | None:
@@ -110,7 +116,7 @@ def _entry_offset(path: str) -> int | None:
 @functools.cache
 def _uprobe_target() -> str | None:
     """``PATH:0xOFFS`` of an instruction the kernel accepts a uprobe on."""
-    for path in ("/bin/true", "/usr/bin/true", os.path.realpath(os.sys.executable)):
+    for path in ("/bin/true", "/usr/bin/true", os.path.realpath(sys.executable)):
         offset = _entry_offset(path)
         if offset is not None:
             return f"{path}:{offset:#x}"
@@ -291,8 +297,7 @@ def _report(what: str, rate: float, n: int, differ: list[str]) -> None:
         print("  " + line)
 
 
-def test_probe_arguments_agree_with_the_kernel():
-    tracefs = _tracefs_or_skip()
+def test_probe_arguments_agree_with_the_kernel(tracefs):
     if _uprobe_target() is None:
         pytest.skip("no ELF executable to put the oracle's uprobe on")
     examples = _examples(probe_examples, EXAMPLES)
@@ -301,8 +306,7 @@ def test_probe_arguments_agree_with_the_kernel():
     assert rate >= PROBE_AGREEMENT, "\n".join(differ)
 
 
-def test_filters_agree_with_the_kernel():
-    tracefs = _tracefs_or_skip()
+def test_filters_agree_with_the_kernel(tracefs):
     examples = [(text,) for text in _examples(_filter, EXAMPLES)]
     try:
         rate, differ = _compare(examples, functools.partial(kernel_filter, tracefs),
@@ -313,9 +317,8 @@ def test_filters_agree_with_the_kernel():
     assert rate >= FILTER_AGREEMENT, "\n".join(differ)
 
 
-def test_the_oracle_sees_the_kernel():
+def test_the_oracle_sees_the_kernel(tracefs):
     """The harness itself: a known refusal and a known acceptance, read back."""
-    tracefs = _tracefs_or_skip()
     if _uprobe_target() is None:
         pytest.skip("no ELF executable to put the oracle's uprobe on")
     assert kernel_probe(tracefs, "p", "x=$comm y=$stack3:u8") == Verdict(None, None)
