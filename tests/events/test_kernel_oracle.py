@@ -327,3 +327,25 @@ def test_the_oracle_sees_the_kernel(tracefs):
     assert kernel_filter(tracefs, 'prev_comm == "abc') == \
         Verdict("Missing matching quote", len("prev_comm == "))
     kernel_filter(tracefs, "0")
+
+
+def test_error_log_keeps_as_many_as_the_kernel(tracefs):
+    """TRACING_LOG_ERRS_MAX: the newest entries, the oldest dropped."""
+    import fentry
+
+    _clear_error_log(tracefs)
+    for i in range(12):
+        with pytest.raises(OSError):
+            with open(os.path.join(tracefs, "events/sched/sched_switch/filter"), "w") as f:
+                f.write(f"nope{i} == 1\n")
+    with open(os.path.join(tracefs, "error_log")) as f:
+        kept = len(_LOG_ENTRY.findall(f.read()))
+    kernel_filter(tracefs, "0")
+    _clear_error_log(tracefs)
+    fs = fentry.tracefs()
+    for i in range(12):
+        with pytest.raises(TraceError):
+            fs.write("kprobe_events", f"p __main__:f x{i}=$nope", append=True)
+    log = fs.read("error_log")
+    assert len(_LOG_ENTRY.findall(log)) == kept == 8
+    assert "x4=$nope" in log and "x3=$nope" not in log

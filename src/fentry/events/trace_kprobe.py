@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
 
 FIRST_EVENT_ID = 2000           # ids of dynamic events, after the static ones'
-ERROR_LOG_MAX = 16              # entries the error_log keeps, as the kernel's
+ERROR_LOG_MAX = 8               # entries the error_log keeps: the kernel's TRACING_LOG_ERRS_MAX
 
 _NUM_TYPES = re.compile(r"[usx](8|16|32|64)")
 
