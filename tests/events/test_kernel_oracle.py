@@ -334,10 +334,10 @@ def test_error_log_keeps_as_many_as_the_kernel(tracefs):
     import fentry
 
     _clear_error_log(tracefs)
+    filter_file = os.path.join(tracefs, "events/sched/sched_switch/filter")
     for i in range(12):
-        with pytest.raises(OSError):
-            with open(os.path.join(tracefs, "events/sched/sched_switch/filter"), "w") as f:
-                f.write(f"nope{i} == 1\n")
+        with pytest.raises(OSError), open(filter_file, "w") as f:
+            f.write(f"nope{i} == 1\n")
     with open(os.path.join(tracefs, "error_log")) as f:
         kept = len(_LOG_ENTRY.findall(f.read()))
     kernel_filter(tracefs, "0")
