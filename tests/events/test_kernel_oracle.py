@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from fentry.errors import ERRORS, TraceError
 from fentry.events.filter import compile_filter
-from fentry.events.probe_parser import parse_probe
+from fentry.events.probe_parser import format_definition, parse_probe
 
 EXAMPLES = int(os.environ.get("FENTRY_ORACLE_EXAMPLES", "300"))
 GROUP = "fentry_oracle"
@@ -47,9 +47,11 @@ FILTER_AGREEMENT = 0.99
 
 
 class Verdict(NamedTuple):
-    """What a parser said: message None when it accepted."""
+    """What a parser said: message None when it accepted, and then the
+    arguments as reading the probe events file shows them."""
     message: str | None
     caret: int | None
+    shown: str | None = None
 
 
 # -- the kernel's tracefs ------------------------------------------------------
@@ -166,19 +168,19 @@ def kernel_probe(tracefs: str, word0: str, args: str) -> Verdict:
     verdict = _kernel_write(tracefs, "uprobe_events", f"{head} {args}", "a")
     if verdict.message is None:
         with open(os.path.join(tracefs, "uprobe_events")) as f:
-            added = f.read().splitlines()[-1]       # p:GRP/EVENT as the kernel named it
-        _kernel_write(tracefs, "uprobe_events", "-" + added.split()[0][1:], "a")
-        return verdict
+            added = f.read().splitlines()[-1].split()   # p:GRP/EVENT as the kernel named it
+        _kernel_write(tracefs, "uprobe_events", "-" + added[0][1:], "a")
+        return verdict._replace(shown=" ".join(added[2:]))
     return verdict._replace(caret=_from_args(verdict.caret, word0, head))
 
 
 def fentry_probe(word0: str, args: str) -> Verdict:
     head = f"{word0} __main__:f"
     try:
-        parse_probe(f"{head} {args}")
+        defn = parse_probe(f"{head} {args}")
     except TraceError as e:
         return Verdict(e.message, _from_args(e.pos, word0, head))
-    return Verdict(None, None)
+    return Verdict(None, None, " ".join(format_definition(defn).split()[2:]))
 
 
 _names = st.sampled_from(["x", "y", "arg1", "a_b", "_z", "x9", "common_pid", "1x",
@@ -321,7 +323,8 @@ def test_the_oracle_sees_the_kernel(tracefs):
     """The harness itself: a known refusal and a known acceptance, read back."""
     if _uprobe_target() is None:
         pytest.skip("no ELF executable to put the oracle's uprobe on")
-    assert kernel_probe(tracefs, "p", "x=$comm y=$stack3:u8") == Verdict(None, None)
+    assert kernel_probe(tracefs, "p", "x=$comm \\0x10:u8") == \
+        Verdict(None, None, "x=$comm arg2=\\0x10:u8")
     assert kernel_probe(tracefs, "p", "x=$comm y=$retval").caret == len("x=$comm y=")
     assert kernel_filter(tracefs, "prev_pid == 1") == Verdict(None, None)
     assert kernel_filter(tracefs, 'prev_comm == "abc') == \

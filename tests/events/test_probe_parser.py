@@ -204,6 +204,16 @@ def test_types_and_arrays():
     assert only_arg("x").type is None
 
 
+def test_read_back_as_written():
+    """Arguments as written (the kernel's probe_arg.comm), numbers of the
+    probe point and rMAXACTIVE as read (kstrtoul(..., 0))."""
+    d = roundtrip("r010 f \\0x10 x=\\010:u8 s=\\\"a=b\" $retval:x8[0x2]")
+    assert format_definition(d) == \
+        "r8:kprobes/r_f_0 f arg1=\\0x10 x=\\010:u8 s=\\\"a=b\" arg4=$retval:x8[0x2]"
+    assert (d.maxactive, d.args[0].root, d.args[1].root) == (8, 16, 8)
+    assert format_definition(roundtrip("p f+010")) == "p:kprobes/p_f_8 f+8"
+
+
 def test_bitfields():
     assert only_arg("x:b4@2/8").type == "b4@2/8"
     assert only_arg("x:b1@63/64").type == "b1@63/64"

@@ -139,14 +139,18 @@ class FetchArg(namedtuple("FetchArg", "name kind root module path type array_len
 
 
 class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return module symbol offset "
-                                                  "path line args maxactive", defaults=((), 0))):
+                                                  "path line args maxactive written",
+                                 defaults=((), 0, ()))):
     """A parsed ``p``/``r`` line: where to probe and what to fetch.
 
     Exactly one of (``symbol``, ``offset``) and (``path``, ``line``) is set:
     ``module`` is the MOD of ``MOD:SYM`` (None when not given), ``symbol`` its
     qualified name, ``offset`` a bytecode offset (0 is the function entry);
     ``path`` and ``line`` a line probe's ``PATH:LINE`` as written.
-    ``maxactive`` is a return probe's ``rNN`` (0: not given).
+    ``maxactive`` is a return probe's ``rNN`` (0: not given).  ``written``
+    holds each fetcharg's ``FETCHARG[:TYPE]`` as written, what reading
+    ``kprobe_events`` shows (the kernel's ``probe_arg.comm``: ``\\0x10``
+    stays ``\\0x10``); empty when the definition was not parsed.
     """
     __slots__ = ()
 
@@ -353,7 +357,9 @@ def parse_probe(line: str) -> ProbeDefinition | ProbeRemoval:
     return ProbeDefinition(
         group=group, event=event or default, is_return=is_return,
         module=module, symbol=symbol, offset=offset, path=path, line=line_no,
-        args=args, maxactive=maxactive)
+        args=args, maxactive=maxactive, written=tuple(
+            format_fetcharg(a) if a.kind == "args" else w[_name_end(w) + 1:]
+            for a, w in zip(args, argv[2:], strict=True)))
 
 
 def _parse_maxactive(text: str, is_return: bool, log: _Log) -> int:
@@ -469,11 +475,16 @@ def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[Fetch
     return tuple(args)
 
 
+def _name_end(word: str) -> int:
+    """Index of the ``=`` after ``NAME`` in ``[NAME=]FETCHARG``, or -1.  An
+    immediate has no item steps: its '[' opens none."""
+    return word.find("=") if word[:1] == "\\" else _outside_brackets(word, "=")
+
+
 def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
                     names: set[str], has_args: bool) -> FetchArg:
     """The kernel's traceprobe_parse_probe_arg: ``[NAME=]BODY[:TYPE]``."""
-    # An immediate has no item steps: its '[' opens none.
-    eq = word.find("=") if word[:1] == "\\" else _outside_brackets(word, "=")
+    eq = _name_end(word)
     body_at = eq + 1 if eq >= 0 else 0
     body = word[body_at:]
 
@@ -749,5 +760,9 @@ def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
     if defn.is_return:
         head = f"r{defn.maxactive}" if defn.maxactive else "r"
     words = [f"{head}:{defn.group}/{defn.event}", defn.location]
-    words.extend(format_fetcharg(a) for a in defn.args)
+    if defn.written:
+        words.extend(w if a.kind == "args" else f"{a.name}={w}"
+                     for a, w in zip(defn.args, defn.written, strict=True))
+    else:
+        words.extend(format_fetcharg(a) for a in defn.args)
     return " ".join(words)
