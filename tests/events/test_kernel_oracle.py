@@ -34,6 +34,7 @@ from typing import NamedTuple
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
+import fentry
 from fentry.errors import ERRORS, TraceError
 from fentry.events.filter import compile_filter
 from fentry.events.probe_parser import format_definition, parse_probe
@@ -48,7 +49,8 @@ FILTER_AGREEMENT = 0.99
 
 class Verdict(NamedTuple):
     """What a parser said: message None when it accepted, and then the
-    arguments as reading the probe events file shows them."""
+    arguments as reading the probe events file shows them, and the event's
+    argument fields and print fmt as its ``format`` file shows them."""
     message: str | None
     caret: int | None
     shown: str | None = None
@@ -169,18 +171,44 @@ def kernel_probe(tracefs: str, word0: str, args: str) -> Verdict:
     if verdict.message is None:
         with open(os.path.join(tracefs, "uprobe_events")) as f:
             added = f.read().splitlines()[-1].split()   # p:GRP/EVENT as the kernel named it
+        with open(os.path.join(tracefs, "events", added[0][2:], "format")) as f:
+            fmt = _arg_format(f.read())
         _kernel_write(tracefs, "uprobe_events", "-" + added[0][1:], "a")
-        return verdict._replace(shown=" ".join(added[2:]))
+        return verdict._replace(shown=_shown(added[2:], fmt))
     return verdict._replace(caret=_from_args(verdict.caret, word0, head))
 
 
+def _target() -> None:
+    """What fentry's events go on (the kernel's are on /bin/true)."""
+
+
+def _shown(args: list[str], fmt: str) -> str:
+    """The arguments read back, and their format where every one has a type:
+    an untyped argument is a u64 in the kernel and a Python object here."""
+    typed = all(":" in a or a.split("=", 1)[1].startswith(("$comm", "$COMM", '\\"'))
+                for a in args)
+    return " ".join(args) + ("\n" + fmt if typed else "")
+
+
+def _arg_format(text: str) -> str:
+    """The argument fields and the print fmt of a ``format`` file."""
+    common = ("\tfield:unsigned short common_", "\tfield:unsigned char common_",
+              "\tfield:int common_pid")
+    return "\n".join(line for line in text.splitlines()
+                     if line.startswith(("print fmt:", "\tfield:")) and not line.startswith(common))
+
+
 def fentry_probe(word0: str, args: str) -> Verdict:
-    head = f"{word0} __main__:f"
+    head = f"{word0} {__name__}:_target"
     try:
         defn = parse_probe(f"{head} {args}")
+        fs = fentry.tracefs()
+        fs.write("kprobe_events", f"{head} {args}")
+        fmt = _arg_format(fs.read(f"events/{defn.group}/{defn.event}/format"))
+        fs.write("kprobe_events", "")
     except TraceError as e:
         return Verdict(e.message, _from_args(e.pos, word0, head))
-    return Verdict(None, None, " ".join(format_definition(defn).split()[2:]))
+    return Verdict(None, None, _shown(format_definition(defn).split()[2:], fmt))
 
 
 _names = st.sampled_from(["x", "y", "arg1", "a_b", "_z", "x9", "common_pid", "1x",
@@ -323,8 +351,9 @@ def test_the_oracle_sees_the_kernel(tracefs):
     """The harness itself: a known refusal and a known acceptance, read back."""
     if _uprobe_target() is None:
         pytest.skip("no ELF executable to put the oracle's uprobe on")
-    assert kernel_probe(tracefs, "p", "x=$comm \\0x10:u8") == \
-        Verdict(None, None, "x=$comm arg2=\\0x10:u8")
+    accepted = kernel_probe(tracefs, "p", "x=$comm \\0x10:u8")
+    assert accepted.message is None
+    assert accepted.shown.startswith("x=$comm arg2=\\0x10:u8\n\tfield:unsigned long __probe_ip;")
     assert kernel_probe(tracefs, "p", "x=$comm y=$retval").caret == len("x=$comm y=")
     assert kernel_filter(tracefs, "prev_pid == 1") == Verdict(None, None)
     assert kernel_filter(tracefs, 'prev_comm == "abc') == \

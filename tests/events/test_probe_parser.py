@@ -152,8 +152,8 @@ def test_fetcharg_kinds():
     assert only_arg("$arg2048").root == 2048
     assert only_arg("item") == FetchArg("arg1", "local", "item")
     assert only_arg("$retval", "r") == FetchArg("arg1", "retval")
-    assert only_arg("$comm") == FetchArg("arg1", "comm")
-    assert only_arg("$COMM") == FetchArg("arg1", "comm")
+    assert only_arg("$comm") == FetchArg("arg1", "comm", type="string")
+    assert only_arg("$COMM") == FetchArg("arg1", "comm", type="string")
     assert only_arg("$stack") == FetchArg("arg1", "stack")
     assert only_arg("$stack3") == FetchArg("arg1", "stack", 3)
     assert only_arg("@pkg.mod:TAX_RATE") == FetchArg("arg1", "global", "TAX_RATE", "pkg.mod")
@@ -166,8 +166,8 @@ def test_immediates():
     assert only_arg("\\0x1f") == FetchArg("arg1", "imm", 31)
     assert only_arg("\\-5") == FetchArg("arg1", "imm", -5)
     assert only_arg("\\+5") == FetchArg("arg1", "imm", 5)
-    assert only_arg('\\"str"') == FetchArg("arg1", "imm", "str")
-    assert only_arg('\\"a"b"') == FetchArg("arg1", "imm", 'a"b')     # ends with '"': closed
+    assert only_arg('\\"str"') == FetchArg("arg1", "imm", "str", type="string")
+    assert only_arg('\\"a"b"') == FetchArg("arg1", "imm", 'a"b', type="string")     # ends with '"': closed
     # kstrtoul(..., 0), as the kernel reads them
     assert only_arg("\\010") == FetchArg("arg1", "imm", 8)
     assert only_arg("\\0x10") == FetchArg("arg1", "imm", 16)

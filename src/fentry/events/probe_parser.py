@@ -552,6 +552,8 @@ def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
         log.err(type_pos, "BAD_TYPE")
 
     kind, root, module, path = _parse_expr(expr, offs, log, is_return)
+    if kind == "comm" or (kind == "imm" and isinstance(root, str)):
+        type_ = "string"            # the kernel's type of $comm and \"STR", given or not
 
     # What the type allows: the kernel stores a string or an array only from
     # memory (an immediate counts); here, what can hold text or items can

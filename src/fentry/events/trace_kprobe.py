@@ -132,13 +132,25 @@ class ProbeEvent:
         else:
             lines += ["\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;\tsigned:0;"]
             offset = 16
-        fmts, refs = [], []
+        fmts: list[str] = []
+        refs: list[str] = []
         for a in self.defn.args:
             ctype, size, signed, fmt = _field_layout(a)
-            lines.append(f"\tfield:{ctype} {a.name};\toffset:{offset};\tsize:{size};\tsigned:{signed};")
+            ref = f"__get_str({a.name}{{}})" if a.type == "string" else f"REC->{a.name}{{}}"
+            name = a.name
+            if a.array_len:                 # as the kernel's: u8 x[] / __data_loc char[][N] x
+                size *= a.array_len
+                if a.type == "string":
+                    ctype += f"[{a.array_len}]"
+                else:
+                    name += "[]"
+                fmt = "{" + ",".join([fmt] * a.array_len) + "}"
+                refs.extend(ref.format(f"[{i}]") for i in range(a.array_len))
+            else:
+                refs.append(ref.format(""))
+            lines.append(f"\tfield:{ctype} {name};\toffset:{offset};\tsize:{size};\tsigned:{signed};")
             offset += size
             fmts.append(f"{a.name}={fmt}")
-            refs.append(f"REC->{a.name}")
         head = '"(%lx <- %lx)' if self.defn.is_return else '"(%lx)'
         ips = "REC->__probe_func, REC->__probe_ret_ip" if self.defn.is_return else "REC->__probe_ip"
         lines += ["", f"print fmt: {head}{' ' if fmts else ''}{' '.join(fmts)}\", "
@@ -310,7 +322,7 @@ def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
     if t is None:
         return "pyobject", 8, 0, "%s"
     if t == "string":
-        return "__data_loc char[]", 4, 0, '\\"%s\\"'
+        return "__data_loc char[]", 4, 1, '\\"%s\\"'
     if t == "symbol":
         return "unsigned long", 8, 0, "%pS"
     if t[0] == "b":                     # a bitfield prints as its unsigned container
@@ -319,6 +331,8 @@ def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
     bits = int(t[1:])
     ctype = {"u": f"u{bits}", "s": f"s{bits}", "x": f"u{bits}"}[t[0]]
     fmt = {"u": "%u", "s": "%d", "x": "0x%x"}[t[0]]
+    if bits == 64:                      # the kernel's print_fmt for u64/s64/x64
+        fmt = fmt.replace("%", "%L")
     return ctype, bits // 8, int(t[0] == "s"), fmt
 
 
