@@ -185,7 +185,7 @@ def _target() -> None:
 def _shown(args: list[str], fmt: str) -> str:
     """The arguments read back, and their format where every one has a type:
     an untyped argument is a u64 in the kernel and a Python object here."""
-    typed = all(":" in a or a.split("=", 1)[1].startswith(("$comm", "$COMM", '\\"'))
+    typed = all(":" in a or a.partition("=")[2].startswith(("$comm", "$COMM", '\\"'))
                 for a in args)
     return " ".join(args) + ("\n" + fmt if typed else "")
 
