@@ -53,7 +53,7 @@ ERRORS: dict[str, str] = {
     "RETVAL_ON_PROBE": "$retval is not available on probe",
     "BAD_STACK_NUM": "Invalid stack number",
     "BAD_ARG_NUM": "Invalid argument number",
-    "BAD_VAR": "Invalid $-valiable specified",
+    "BAD_VAR": "Invalid $-variable specified",
     "BAD_REG_NAME": "Invalid register name",
     "BAD_MEM_ADDR": "Invalid memory address",
     "BAD_IMM": "Invalid immediate value",
@@ -70,6 +70,7 @@ ERRORS: dict[str, str] = {
     "ARRAY_TOO_BIG": "Array number is too big",
     "BAD_TYPE": "Unknown type is specified",
     "BAD_STRING": "String accepts only memory argument",
+    "BAD_BITFIELD": "Invalid bitfield",
     "ARG_NAME_TOO_LONG": "Argument name is too long",
     "NO_ARG_NAME": "Argument name is not specified",
     "BAD_ARG_NAME": "Argument name must follow the same rules as C identifiers",
@@ -106,7 +107,8 @@ ERRORS: dict[str, str] = {
     "FILT_ERR_TOO_MANY_PREDS": "Too many terms in predicate expression",
     "FILT_ERR_INVALID_VALUE": "Invalid value (did you forget quotes)?",
     "FILT_ERR_NO_FILTER": "No filter found",
-    "FILT_ERR_EXPECT_FIELD": "Expecting field name",    # fentry's (kernel: bare "Error")
+    # no field name where a term starts: the kernel's bare -EINVAL (FILT_ERR_ERRNO), caret at 0
+    "FILT_ERR_EXPECT_FIELD": "Error",
     # -- (end of event filters)
 }
 
@@ -120,7 +122,8 @@ class TraceError(ValueError):
         self.level = level          # "info": logged for a command that was applied
         self.message = ERRORS[code] + (f": {detail}" if detail else "")
         self.command = command
-        self.pos = max(0, min(pos, len(command)))
+        # The kernel may point one past the end (a value missing at the end).
+        self.pos = max(0, min(pos, len(command) + 1))
         self.subsystem = subsystem
         self.timestamp = time.monotonic()
         super().__init__(self.render())

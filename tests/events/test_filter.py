@@ -264,7 +264,7 @@ ERROR_CASES = [
     ("FILT_ERR_FIELD_NOT_FOUND", "count == 1 && (bogus ^< 2)"),
     ("FILT_ERR_INVALID_OP", "count =^ 3"),
     ("FILT_ERR_INVALID_OP", "name !^~ 'a'"),
-    ("FILT_ERR_INVALID_OP", "count^"),
+    ("FILT_ERR_INVALID_OP", "count ^"),      # one past the end, as the kernel
     ("FILT_ERR_TOO_MANY_OPEN", "^(count == 1"),
     ("FILT_ERR_TOO_MANY_OPEN", "count == 1 && ^(count == 2"),
     ("FILT_ERR_TOO_MANY_OPEN", "(count == 1) && ^((count == 2)"),
@@ -288,8 +288,8 @@ ERROR_CASES = [
     ("FILT_ERR_ILLEGAL_INTVAL", "count == -^ && count == 1"),
     ("FILT_ERR_INVALID_VALUE", "name == a^bc"),
     ("FILT_ERR_INVALID_VALUE", "comm != b^ash"),
-    ("FILT_ERR_INVALID_VALUE", "count ==^"),
-    ("FILT_ERR_INVALID_VALUE", "count ==^   "),      # trailing blanks are stripped
+    ("FILT_ERR_INVALID_VALUE", "count == ^"),
+    ("FILT_ERR_INVALID_VALUE", "count == ^   "),      # trailing blanks are stripped
     ("FILT_ERR_TOO_MANY_PREDS", 'count == 1 ^name == "x"'),
     ("FILT_ERR_TOO_MANY_PREDS", "count == 1 ^& count == 2"),
     ("FILT_ERR_TOO_MANY_PREDS", "count == 1 ^| count == 2"),
@@ -301,9 +301,9 @@ ERROR_CASES = [
     ("FILT_ERR_EXPECT_FIELD", "^&& ||"),
     ("FILT_ERR_EXPECT_FIELD", "^== 3"),
     ("FILT_ERR_EXPECT_FIELD", "^!= 3"),
-    ("FILT_ERR_EXPECT_FIELD", "count == 1 && ^&& count == 2"),
-    ("FILT_ERR_EXPECT_FIELD", "(count == 1 || ^)"),
-    ("FILT_ERR_EXPECT_FIELD", "count == 1 && (^)"),
+    ("FILT_ERR_EXPECT_FIELD", "^count == 1 && && count == 2"),
+    ("FILT_ERR_EXPECT_FIELD", "^(count == 1 || )"),
+    ("FILT_ERR_EXPECT_FIELD", "^count == 1 && ()"),
 ]
 
 
@@ -360,7 +360,7 @@ def check_compile(text: str) -> None:
     try:
         f = compile_filter(text, FIELDS)
     except TraceError as e:
-        assert 0 <= e.pos <= len(e.command)
+        assert 0 <= e.pos <= len(e.command) + 1
         assert e.message.startswith(ERRORS[e.code])
         assert e.code.startswith("FILT_ERR_")
         assert e.command == text.rstrip(" \t\n\v\f\r")

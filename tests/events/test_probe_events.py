@@ -225,3 +225,25 @@ def test_hostile_values_never_stop_the_trace(tmp_path):
         else:
             assert f["n"] == str(-2**200) and f["obj"] == "{'self': {'self': {'self': {...}}}}"
             assert f["s"] == "'\u00e9\\udcff'"
+
+
+def test_format_file_as_the_kernels():
+    """events/GRP/EVENT/format as Linux 6.18 writes it for the same types:
+    64-bit with %L, arrays as ``u8 x[]`` of their whole size printed
+    element by element, strings signed ``__data_loc`` read by __get_str;
+    $comm and a string immediate are strings."""
+    import fentry
+
+    fs = fentry.tracefs()
+    fs.write("kprobe_events", f"p:fmt/ev {__name__}:events a=trace:s64 b=trace:x64 c=trace:u8[2]"
+                              ' d=trace:string[2] e=$comm f=\\"ab" g=trace:b3@2/8')
+    text = fs.read("events/fmt/ev/format")
+    assert "\tfield:s64 a;\toffset:16;\tsize:8;\tsigned:1;\n" in text
+    assert "\tfield:u8 c[];\toffset:32;\tsize:2;\tsigned:0;\n" in text
+    assert "\tfield:__data_loc char[][2] d;\toffset:34;\tsize:8;\tsigned:1;\n" in text
+    assert "\tfield:__data_loc char[] e;\toffset:42;\tsize:4;\tsigned:1;\n" in text
+    assert "\tfield:u8 g;\toffset:50;\tsize:1;\tsigned:0;\n" in text
+    assert text.endswith(
+        'print fmt: "(%lx) a=%Ld b=0x%Lx c={%u,%u} d={\\"%s\\",\\"%s\\"} e=\\"%s\\" f=\\"%s\\" g=%u",'
+        " REC->__probe_ip, REC->a, REC->b, REC->c[0], REC->c[1], __get_str(d[0]), __get_str(d[1]),"
+        " __get_str(e), __get_str(f), REC->g\n")

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from fentry.errors import ERRORS, TraceError
+from fentry.events.fetch import convert
 from fentry.events.probe_parser import (
     TYPES,
     FetchArg,
@@ -126,7 +127,9 @@ def test_group_and_event():
 
 
 def test_names_at_the_kernel_limits():
-    assert len(roundtrip("p:" + "e" * 64 + " f").event) == 64
+    assert len(roundtrip("p:" + "e" * 63 + " f").event) == 63     # MAX_EVENT_NAME_LEN - 1
+    assert roundtrip("p:my-grp/ev f").group == "my-grp"    # is_good_system_name allows '-'
+    assert roundtrip("p:-/ev f").group == "-"
     assert len(roundtrip("p:" + "g" * 63 + "/e f").group) == 63
 
 
@@ -149,8 +152,8 @@ def test_fetcharg_kinds():
     assert only_arg("$arg2048").root == 2048
     assert only_arg("item") == FetchArg("arg1", "local", "item")
     assert only_arg("$retval", "r") == FetchArg("arg1", "retval")
-    assert only_arg("$comm") == FetchArg("arg1", "comm")
-    assert only_arg("$COMM") == FetchArg("arg1", "comm")
+    assert only_arg("$comm") == FetchArg("arg1", "comm", type="string")
+    assert only_arg("$COMM") == FetchArg("arg1", "comm", type="string")
     assert only_arg("$stack") == FetchArg("arg1", "stack")
     assert only_arg("$stack3") == FetchArg("arg1", "stack", 3)
     assert only_arg("@pkg.mod:TAX_RATE") == FetchArg("arg1", "global", "TAX_RATE", "pkg.mod")
@@ -163,8 +166,15 @@ def test_immediates():
     assert only_arg("\\0x1f") == FetchArg("arg1", "imm", 31)
     assert only_arg("\\-5") == FetchArg("arg1", "imm", -5)
     assert only_arg("\\+5") == FetchArg("arg1", "imm", 5)
-    assert only_arg('\\"str"') == FetchArg("arg1", "imm", "str")
-    assert only_arg('\\"a b:c=d"') == FetchArg("arg1", "imm", "a b:c=d")
+    assert only_arg('\\"str"') == FetchArg("arg1", "imm", "str", type="string")
+    assert only_arg('\\"a"b"') == FetchArg("arg1", "imm", 'a"b', type="string")     # ends with '"': closed
+    # kstrtoul(..., 0), as the kernel reads them
+    assert only_arg("\\010") == FetchArg("arg1", "imm", 8)
+    assert only_arg("\\0x10") == FetchArg("arg1", "imm", 16)
+    assert only_arg("\\-0x10") == FetchArg("arg1", "imm", -16)
+    # a number as a string or string array: the kernel accepts it (and faults when it reads)
+    assert only_arg("\\-7:string") == FetchArg("arg1", "imm", -7, type="string")
+    assert only_arg("\\123:string[2]") == FetchArg("arg1", "imm", 123, type="string", array_len=2)
     assert only_arg('\\"str":string') == FetchArg("arg1", "imm", "str", type="string")
 
 
@@ -176,7 +186,7 @@ def test_dereference_chains():
     assert only_arg("lines[-1]").path == (Step("item", -1),)
     assert only_arg("a.b[1].c").path == (Step("attr", "b"), Step("item", 1), Step("attr", "c"))
     assert only_arg("d['it\"s']").path == (Step("item", 'it"s'),)
-    assert only_arg('d["a ]:= b"]').path == (Step("item", "a ]:= b"),)
+    assert only_arg('d["a]:=b"]').path == (Step("item", "a]:=b"),)
     assert only_arg("$arg1.items[0]").path == (Step("attr", "items"), Step("item", 0))
     assert only_arg("$retval.total", "r").path == (Step("attr", "total"),)
     assert only_arg("@shop:CONFIG.rates['eu']:x32") == FetchArg(
@@ -192,6 +202,24 @@ def test_types_and_arrays():
     assert only_arg("lines:u8[0x10]").array_len == 16
     assert only_arg("lines:u8[64]").array_len == 64
     assert only_arg("x").type is None
+
+
+def test_read_back_as_written():
+    """Arguments as written (the kernel's probe_arg.comm), numbers of the
+    probe point and rMAXACTIVE as read (kstrtoul(..., 0))."""
+    d = roundtrip("r010 f \\0x10 x=\\010:u8 s=\\\"a=b\" $retval:x8[0x2]")
+    assert format_definition(d) == \
+        "r8:kprobes/r_f_0 f arg1=\\0x10 x=\\010:u8 s=\\\"a=b\" arg4=$retval:x8[0x2]"
+    assert (d.maxactive, d.args[0].root, d.args[1].root) == (8, 16, 8)
+    assert format_definition(roundtrip("p f+010")) == "p:kprobes/p_f_8 f+8"
+
+
+def test_bitfields():
+    assert only_arg("x:b4@2/8").type == "b4@2/8"
+    assert only_arg("x:b1@63/64").type == "b1@63/64"
+    assert only_arg("\\-1:b4@0/0x10").type == "b4@0/0x10"
+    assert convert(0b101100, "b3@2/8") == 0b011         # bits 2..4, unsigned
+    assert convert(-1, "b4@60/64") == 15
 
 
 def test_names_default_by_position():
@@ -256,6 +284,7 @@ TRANSLATED = [
     ("p:^foo.1/bar shop:Cart.add", "BAD_GROUP_NAME"),
     ("p:^ shop:Cart.add", "NO_EVENT_NAME"),
     ("p:foo/^" + "1234567890" * 6 + "12345 shop:Cart.add", "EVENT_TOO_LONG"),
+    ("p:foo/^" + "e" * 64 + " shop:Cart.add", "EVENT_TOO_LONG"),    # the kernel's >= 64
     ("p:foo/^bar.1 shop:Cart.add", "BAD_EVENT_NAME"),
     ("p shop:Cart.add ^$retval", "RETVAL_ON_PROBE"),
     ("p shop:Cart.add ^$stack10000", "BAD_STACK_NUM"),
@@ -309,8 +338,13 @@ def test_kprobe_syntax_errors(marked, code):
     ("p shop:Cart.add $comm:^u8", "NEED_STRING_TYPE"),
     ('p shop:Cart.add \\"a":^x8', "NEED_STRING_TYPE"),
     ("p shop:Cart.add $comm:^string[2]", "NEED_STRING_TYPE"),
-    ("p shop:Cart.add \\1:^string", "BAD_STRING"),
     ("p shop:Cart.add \\1:^u8[2]", "BAD_STRING"),
+    ("p shop:Cart.add $stack:^u8[2]", "BAD_STRING"),
+    ("p shop:Cart.add x:^b0@2/8", "BAD_BITFIELD"),
+    ("p shop:Cart.add x:^b4@6/8", "BAD_BITFIELD"),
+    ("p shop:Cart.add x:^b4@2/7", "BAD_TYPE"),
+    ('p shop:Cart.add \\"a:^b"', "NEED_STRING_TYPE"),      # the first colon starts the type
+    ('p shop:Cart.add \\"a^ b"', "IMMSTR_NO_CLOSE"),       # words split at blanks first
     ("p shop:Cart.add item:^", "BAD_TYPE"),
     ("p shop:Cart.add item:^ustring", "BAD_TYPE"),
     ("p shop:Cart.add item:^[3]", "BAD_TYPE"),
@@ -327,7 +361,7 @@ def test_kprobe_syntax_errors(marked, code):
     ("p shop:Cart.add item^-1", "BAD_FETCH_ARG"),
     ("p shop:Cart.add ^None", "BAD_FETCH_ARG"),
     ("p shop:Cart.add ^1", "BAD_FETCH_ARG"),
-    ('p shop:Cart.add \\"a"^b', "BAD_IMM"),
+    ('p shop:Cart.add \\"a"b^', "IMMSTR_NO_CLOSE"),
     ("p shop:Cart.add \\^99999999999999999999999", "BAD_IMM"),
     ("p shop:Cart.add \\^1.x", "BAD_IMM"),
     ("p shop:Cart.add args=^$args", "BAD_VAR_ARGS"),
@@ -394,7 +428,7 @@ def test_kernel_messages_word_for_word():
     assert ERRORS["BAD_ARG_NAME"] == "Argument name must follow the same rules as C identifiers"
     assert ERRORS["EVENT_TOO_LONG"] == "Event name is too long"
     assert ERRORS["BAD_INSN_BNDRY"] == "Probe point is not an instruction boundary"
-    assert ERRORS["BAD_VAR"] == "Invalid $-valiable specified"
+    assert ERRORS["BAD_VAR"] == "Invalid $-variable specified"
     assert ERRORS["IMMSTR_NO_CLOSE"] == "String is not closed with '\"'"
 
 
@@ -419,7 +453,8 @@ MAXACT = uint_text(1, 4096)
 OFFSET = uint_text(0, 2**32 - 1)
 ARRAY = uint_text(1, 64).map("[{}]".format)
 IMM = st.builds(str.__add__, st.sampled_from(["\\", "\\-", "\\+"]), uint_text(0, 2**63 - 1))
-IMM_STR = st.text(alphabet="ab :=[]'\\x", max_size=8).map('\\"{}"'.format)
+# No blank (the kernel splits words there first), no ':' (the type's) or '=' (the name's).
+IMM_STR = st.text(alphabet="ab[]'\\x", max_size=8).map('\\"{}"'.format)
 KIND = st.sampled_from(["local", "arg", "stack", "global", "comm", "imm", "immstr"])
 KIND_R = st.sampled_from(["local", "arg", "stack", "global", "comm", "imm", "immstr", "retval"])
 ROOTS = {
@@ -433,8 +468,8 @@ NUM_TYPE = st.sampled_from(sorted(TYPES - {"string"}))
 STEP = st.one_of(
     IDENT.map(".{}".format),
     st.integers(-99, 999).map("[{}]".format),
-    st.text(alphabet="ab :=][#x'", max_size=5).map('["{}"]'.format),
-    st.text(alphabet='ab :=][#x"', max_size=5).map("['{}']".format),
+    st.text(alphabet="ab:=][#x'", max_size=5).map('["{}"]'.format),
+    st.text(alphabet='ab:=][#x"', max_size=5).map("['{}']".format),
 )
 STEPS = st.lists(STEP, max_size=3).map("".join)
 GROUP = st.sampled_from(["", "grp/", "kprobes/", "my_g."])
@@ -467,7 +502,8 @@ def fetcharg(draw, is_return):
         body = draw(ROOTS[kind]) + draw(STEPS)
         typ = draw(NO_STR_TYPE if kind == "stack" else ANY_TYPE)
         if typ is not None:
-            body += ":" + typ + (draw(ARRAY) if draw(BOOL) else "")
+            # a frame has no items: no array of $stack (the kernel's "not memory")
+            body += ":" + typ + (draw(ARRAY) if kind != "stack" and draw(BOOL) else "")
     assume(len(body) <= 63)
     return body
 

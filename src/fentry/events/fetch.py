@@ -22,7 +22,7 @@ from types import CodeType, FrameType, FunctionType, MemberDescriptorType, Metho
 
 from ..raw import CodeInfo, FaultValue, Shown
 from ..symbols import SYMBOLS
-from .probe_parser import FetchArg
+from .probe_parser import FetchArg, bitfield
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ def fast_specs(args: tuple[FetchArg, ...]) -> tuple[Any, ...] | None:
     specs = []
     for arg in args:
         if arg.kind not in ("arg", "local", "imm", "global", "retval") or arg.array_len is not None \
-                or arg.type == "symbol":
+                or arg.type == "symbol" or (arg.type or "")[:1] == "b":
             return None
         # Names interned, as the program's own are: CPython's type-attribute
         # cache and dict lookups then match them by pointer.
@@ -285,6 +285,9 @@ def convert(value: object, type_: str, array_len: int | None = None) -> object:
         raise Fault("symbol")
     if not isinstance(value, int):
         raise Fault(type_)
+    if type_[0] == "b":                 # bWIDTH@OFFSET/SIZE: unsigned, as the kernel's
+        width, offset, _ = bitfield(type_) or (0, 0, 0)
+        return (int.__index__(value) >> offset) & ((1 << width) - 1)
     bits = _BITS[type_[1:]]
     value = int.__index__(value) & ((1 << bits) - 1)
     if type_[0] == "s" and value >= 1 << (bits - 1):

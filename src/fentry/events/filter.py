@@ -554,8 +554,8 @@ class _Parser:
         while i < n and s[i] in _NAME:
             i += 1
         if i == start:
-            # Kernel: a bare "Error" with the caret at 0; here, what and where.
-            raise self.error("FILT_ERR_EXPECT_FIELD", start)
+            # The kernel's parse_pred() returns a bare -EINVAL: "Error", caret at 0.
+            raise self.error("FILT_ERR_EXPECT_FIELD", 0)
         name = s[start:i]
         kind = self.fields.get(name) or COMMON_FIELDS.get(name)
         if kind is None:

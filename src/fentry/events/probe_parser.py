@@ -59,7 +59,7 @@ from fentry.errors import TraceError
 
 __all__ = [
     "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
-    "format_definition", "format_fetcharg", "parse_probe",
+    "bitfield", "format_definition", "format_fetcharg", "parse_probe",
     "KPROBE_EVENT_SYSTEM", "TYPES",
 ]
 
@@ -92,9 +92,15 @@ RESERVED_FIELD_NAMES = frozenset({
 FETCH_KINDS = ("arg", "args", "local", "retval", "comm", "stack", "global", "imm")
 
 _C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+# The kernel's is_good_system_name: a group may hold '-' (and start with it).
+_GROUP_NAME = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*", re.ASCII)
 _NOT_EVENT_CHAR = re.compile(r"[^A-Za-z0-9_]", re.ASCII)
-_UINT = re.compile(r"(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20})", re.ASCII)
-_IMM = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20})", re.ASCII)
+# kstrtoul's base 0: the digits are checked by int() (08 is no octal).
+_UINT = re.compile(r"\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
+_DIGITS = frozenset("0123456789")
+_BLANKS = re.compile(r"[ \t\n\v\f\r]+")     # C's isspace(), as argv_split
+_BITFIELD = re.compile(r"b(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*|)@"
+                       r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*|)/", re.ASCII)
 _INT_KEY = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 _PY_IDENT = re.compile(r"[^\W\d]\w*")
 _VAR = re.compile(r"[A-Za-z0-9_*]*", re.ASCII)
@@ -133,14 +139,18 @@ class FetchArg(namedtuple("FetchArg", "name kind root module path type array_len
 
 
 class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return module symbol offset "
-                                                  "path line args maxactive", defaults=((), 0))):
+                                                  "path line args maxactive written",
+                                 defaults=((), 0, ()))):
     """A parsed ``p``/``r`` line: where to probe and what to fetch.
 
     Exactly one of (``symbol``, ``offset``) and (``path``, ``line``) is set:
     ``module`` is the MOD of ``MOD:SYM`` (None when not given), ``symbol`` its
     qualified name, ``offset`` a bytecode offset (0 is the function entry);
     ``path`` and ``line`` a line probe's ``PATH:LINE`` as written.
-    ``maxactive`` is a return probe's ``rNN`` (0: not given).
+    ``maxactive`` is a return probe's ``rNN`` (0: not given).  ``written``
+    holds each fetcharg's ``FETCHARG[:TYPE]`` as written, what reading
+    ``kprobe_events`` shows (the kernel's ``probe_arg.comm``: ``\\0x10``
+    stays ``\\0x10``); empty when the definition was not parsed.
     """
     __slots__ = ()
 
@@ -183,34 +193,41 @@ class _Log:
         self.index = 0
 
     def err(self, offset: int, code: str) -> NoReturn:
-        pos = sum(len(a) + 1 for a in self.argv[:self.index]) + offset
-        raise TraceError(code, " ".join(self.argv), pos, subsystem=SUBSYSTEM)
+        command = " ".join(self.argv)
+        # A missing word (index past the last) is pointed at the end, as before it.
+        pos = min(sum(len(a) + 1 for a in self.argv[:self.index]) + offset, len(command))
+        raise TraceError(code, command, pos, subsystem=SUBSYSTEM)
 
 
 # -- helpers ----------------------------------------------------------------
 
 def _split_argv(line: str) -> list[str]:
-    """Words split on whitespace, except inside '...' or "..." (item keys,
-    string immediates); an unclosed quote runs to the end of the line."""
-    argv: list[str] = []
-    word: list[str] = []
+    """Words split on whitespace, quotes or not, as the kernel's argv_split:
+    ``\\"a b"`` is two words (and the first a string left open)."""
+    return [w for w in _BLANKS.split(line) if w]
+
+
+def _outside_brackets(s: str, ch: str, skip: int = 0) -> int:
+    """Index of the first ``ch`` (after skipping ``skip`` of them) outside
+    fentry's item steps ``[...]``, or -1.  Quotes count only inside brackets:
+    elsewhere the kernel's strchr() does not know them."""
+    depth = 0
     quote = ""
-    for ch in line:
+    for i, c in enumerate(s):
         if quote:
-            word.append(ch)
-            if ch == quote:
+            if c == quote:
                 quote = ""
-        elif ch.isspace():
-            if word:
-                argv.append("".join(word))
-                word = []
-        else:
-            word.append(ch)
-            if ch in "\"'":
-                quote = ch
-    if word:
-        argv.append("".join(word))
-    return argv
+        elif depth and c in "\"'":
+            quote = c
+        elif c == ch and depth == 0:
+            if not skip:
+                return i
+            skip -= 1
+        elif c == "[":
+            depth += 1
+        elif c == "]":
+            depth = max(0, depth - 1)
+    return -1
 
 
 def _top_level(s: str, chars: str, skip: int = 0) -> int:
@@ -235,11 +252,28 @@ def _top_level(s: str, chars: str, skip: int = 0) -> int:
     return -1
 
 
-def _uint(text: str) -> int | None:
-    """Decimal or 0x hex, as the kernel's kstrtoul (no octal: 010 is 10)."""
-    if not _UINT.fullmatch(text):
+def _uint(text: str, limit: int = 2**64 - 1) -> int | None:
+    """The kernel's kstrtoul(text, 0): decimal, 0x hex or 0 octal (``010`` is
+    8), one leading ``+`` allowed; None if not a number or above ``limit``."""
+    m = _UINT.fullmatch(text)
+    if not m:
         return None
-    return int(text, 16) if text[:2].lower() == "0x" else int(text)
+    digits = m.group(1)
+    if digits[:2].lower() == "0x":
+        value = int(digits[2:], 16)
+    elif digits[:1] == "0":
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    return value if value <= limit else None
+
+
+def _long(text: str) -> int | None:
+    """The kernel's kstrtol(text, 0): a signed long."""
+    if text[:1] == "-":
+        value = _uint(text[1:], 2**63)
+        return None if value is None or text[1:2] == "+" else -value
+    return _uint(text, 2**63 - 1)
 
 
 def _is_good_name(name: str) -> bool:
@@ -323,7 +357,9 @@ def parse_probe(line: str) -> ProbeDefinition | ProbeRemoval:
     return ProbeDefinition(
         group=group, event=event or default, is_return=is_return,
         module=module, symbol=symbol, offset=offset, path=path, line=line_no,
-        args=args, maxactive=maxactive)
+        args=args, maxactive=maxactive, written=tuple(
+            format_fetcharg(a) if a.kind == "args" else w[_name_end(w) + 1:]
+            for a, w in zip(args, argv[2:], strict=True)))
 
 
 def _parse_maxactive(text: str, is_return: bool, log: _Log) -> int:
@@ -346,7 +382,8 @@ def _parse_maxactive(text: str, is_return: bool, log: _Log) -> int:
 
 def _parse_line_point(point: str, lcolon: int, is_return: bool, log: _Log) -> tuple[str, int]:
     """``PATH:LINE`` (``lcolon`` the index of its colon): (path, line)."""
-    line_no = _uint(point[lcolon + 1:]) if point[lcolon + 1:].isdigit() else None
+    digits = point[lcolon + 1:]
+    line_no = int(digits) if re.fullmatch(r"[0-9]{1,20}", digits, re.ASCII) else None
     if not line_no or line_no > 2**31 - 1:
         log.err(lcolon + 1, "BAD_LINE_NUM")
     if is_return:
@@ -405,7 +442,7 @@ def _parse_event_name(text: str, offset: int, log: _Log) -> tuple[str | None, st
         if slash + 1 > MAX_EVENT_NAME_LEN:
             log.err(offset, "GROUP_TOO_LONG")
         group = text[:slash]
-        if not _is_good_name(group):
+        if not _GROUP_NAME.fullmatch(group):
             log.err(offset, "BAD_GROUP_NAME")
         offset += slash + 1
         text = text[slash + 1:]
@@ -413,7 +450,7 @@ def _parse_event_name(text: str, offset: int, log: _Log) -> tuple[str | None, st
         if slash >= 0:
             return group, None
         log.err(offset, "NO_EVENT_NAME")
-    if len(text) > MAX_EVENT_NAME_LEN:
+    if len(text) >= MAX_EVENT_NAME_LEN:
         log.err(offset, "EVENT_TOO_LONG")
     if not _is_good_name(text):
         log.err(offset, "BAD_EVENT_NAME")
@@ -438,10 +475,16 @@ def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[Fetch
     return tuple(args)
 
 
+def _name_end(word: str) -> int:
+    """Index of the ``=`` after ``NAME`` in ``[NAME=]FETCHARG``, or -1.  An
+    immediate has no item steps: its '[' opens none."""
+    return word.find("=") if word[:1] == "\\" else _outside_brackets(word, "=")
+
+
 def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
                     names: set[str], has_args: bool) -> FetchArg:
     """The kernel's traceprobe_parse_probe_arg: ``[NAME=]BODY[:TYPE]``."""
-    eq = _top_level(word, "=")
+    eq = _name_end(word)
     body_at = eq + 1 if eq >= 0 else 0
     body = word[body_at:]
 
@@ -472,19 +515,20 @@ def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
 
 def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
                     is_return: bool) -> FetchArg:
-    """The kernel's traceprobe_parse_probe_arg_body: length, type, array,
-    then the expression."""
+    """The kernel's traceprobe_parse_probe_arg_body, in its order: length,
+    then the type (``:TYPE[N]`` after the first colon), then the expression,
+    then what the type allows of it."""
     if len(body) > MAX_ARGSTR_LEN:
         log.err(offs, "ARG_TOO_LONG")
     if not body:
         log.err(offs, "NO_ARG_BODY")
 
-    # For @MOD:NAME the first top-level colon is the module's.
+    # For @MOD:NAME the first colon is the module's.
     skip = 1 if body[:1] == "@" and body[1:2] not in ("+", *"0123456789") else 0
-    colon = _top_level(body, ":", skip)
+    colon = body.find(":") if body[:1] == "\\" else _outside_brackets(body, ":", skip)
     expr = body if colon < 0 else body[:colon]
     type_ = None if colon < 0 else body[colon + 1:]
-    type_at = offs + colon + 1
+    type_pos = offs + colon + 1 if colon >= 0 else offs
     array_len = None
     if type_ is not None:
         br = type_.find("[")
@@ -493,31 +537,63 @@ def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
             if close < 0:
                 log.err(offs + len(body), "ARRAY_NO_CLOSE")
             if close + 1 != len(type_):
-                log.err(type_at + close + 1, "BAD_ARRAY_SUFFIX")
-            array_len = _uint(type_[br + 1:close])
+                log.err(type_pos + close + 1, "BAD_ARRAY_SUFFIX")
+            array_len = _uint(type_[br + 1:close], UINT_MAX)
             if not array_len:
-                log.err(type_at + br + 1, "BAD_ARRAY_NUM")
+                log.err(type_pos + br + 1, "BAD_ARRAY_NUM")
             if array_len > MAX_ARRAY_LEN:
-                log.err(type_at + br + 1, "ARRAY_TOO_BIG")
+                log.err(type_pos + br + 1, "ARRAY_TOO_BIG")
             type_ = type_[:br]
 
-    type_pos = type_at if type_ is not None else offs
     if expr in ("$comm", "$COMM") or expr.startswith('\\"'):
         if array_len or (type_ is not None and type_ != "string"):
             log.err(type_pos, "NEED_STRING_TYPE")
-    elif type_ is not None and type_ not in TYPES:
-        log.err(type_at, "BAD_TYPE")
+    elif type_ is not None and type_ not in TYPES and not _is_bitfield_type(type_):
+        log.err(type_pos, "BAD_TYPE")
 
     kind, root, module, path = _parse_expr(expr, offs, log, is_return)
+    if kind == "comm" or (kind == "imm" and isinstance(root, str)):
+        type_ = "string"            # the kernel's type of $comm and \"STR", given or not
 
-    # Only what can hold text can be a string (a frame or a number cannot).
+    # What the type allows: the kernel stores a string or an array only from
+    # memory (an immediate counts); here, what can hold text or items can
+    # (a frame cannot, a number holds no items).  $retval is a Python value
+    # and may be a str: accepted (the kernel refuses a register).
     numeric_imm = kind == "imm" and isinstance(root, int)
-    if type_ == "string" and (kind == "stack" or numeric_imm):
+    if type_ == "string" and kind == "stack":
         log.err(type_pos, "BAD_STRING")
-    if array_len and numeric_imm:
+    if type_ is not None and type_[:1] == "b":
+        _check_bitfield(type_, type_pos, log)
+    if array_len and (kind == "stack" or (numeric_imm and type_ != "string")):
         log.err(type_pos, "BAD_STRING")
     return FetchArg(name=name, kind=kind, root=root, module=module,
                     path=path, type=type_, array_len=array_len)
+
+
+def _is_bitfield_type(type_: str) -> bool:
+    """The kernel's find_fetch_type for ``b...``: the container size after
+    ``/`` must be 8, 16, 32 or 64 (the rest is checked after the body)."""
+    slash = type_.find("/")
+    return type_[:1] == "b" and slash >= 0 and _uint(type_[slash + 1:]) in (8, 16, 32, 64)
+
+
+def bitfield(type_: str) -> tuple[int, int, int] | None:
+    """(width, offset, container bits) of a ``bWIDTH@OFFSET/SIZE`` type the
+    kernel's __parse_bitfield_probe_arg accepts, else None."""
+    if type_[:1] != "b" or not _is_bitfield_type(type_):
+        return None
+    size = _uint(type_[type_.find("/") + 1:]) or 0
+    # simple_strtoul(..., 0): the longest number that starts there.
+    m = _BITFIELD.match(type_)
+    if not m or not m.group(2):
+        return None
+    width, offset = _uint(m.group(1)) or 0, _uint(m.group(2)) or 0
+    return (width, offset, size) if width and width + offset <= size else None
+
+
+def _check_bitfield(type_: str, type_pos: int, log: _Log) -> None:
+    if bitfield(type_) is None:
+        log.err(type_pos, "BAD_BITFIELD")
 
 
 # (kind, root, module, path): what a FetchArg keeps of its expression.
@@ -581,20 +657,22 @@ def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool) -> _Expr:
 
 
 def _parse_immediate(expr: str, offs: int, log: _Log) -> _Expr:
+    """The kernel's ``\\IMM`` (str_to_immediate: kstrtoul, or kstrtol after a
+    sign) and ``\\"STR"`` (__parse_imm_string: whatever ends with '"')."""
     if expr[1:2] == '"':
-        close = expr.find('"', 2)
-        if close < 0:
+        if len(expr) < 3 or expr[-1] != '"':
             log.err(offs + len(expr), "IMMSTR_NO_CLOSE")
-        if close != len(expr) - 1:
-            log.err(offs + close + 1, "BAD_IMM")
-        return "imm", expr[2:close], None, ()
-    m = _IMM.fullmatch(expr, 1)
-    if not m:
-        log.err(offs + 1, "BAD_IMM")
-    value = int(m.group(2), 0) if m.group(2)[:2].lower() == "0x" else int(m.group(2))
-    if m.group(1) == "-":
-        value = -value
-    if not -2**63 <= value <= 2**64 - 1:
+        return "imm", expr[2:-1], None, ()
+    text = expr[1:]
+    if text[:1] in _DIGITS:
+        value = _uint(text)
+    elif text[:1] == "-":
+        value = _long(text)
+    elif text[:1] == "+":
+        value = _long(text[1:])
+    else:
+        value = None
+    if value is None:
         log.err(offs + 1, "BAD_IMM")
     return "imm", value, None, ()
 
@@ -684,5 +762,9 @@ def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
     if defn.is_return:
         head = f"r{defn.maxactive}" if defn.maxactive else "r"
     words = [f"{head}:{defn.group}/{defn.event}", defn.location]
-    words.extend(format_fetcharg(a) for a in defn.args)
+    if defn.written:
+        words.extend(w if a.kind == "args" else f"{a.name}={w}"
+                     for a, w in zip(defn.args, defn.written, strict=True))
+    else:
+        words.extend(format_fetcharg(a) for a in defn.args)
     return " ".join(words)

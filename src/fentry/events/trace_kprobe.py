@@ -29,13 +29,20 @@ from ..symbols import call_site, check_batch
 from .event_format import EventFormat
 from .fetch import FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
-from .probe_parser import FetchArg, ProbeDefinition, ProbeRemoval, format_definition, parse_probe
+from .probe_parser import (
+    FetchArg,
+    ProbeDefinition,
+    ProbeRemoval,
+    bitfield,
+    format_definition,
+    parse_probe,
+)
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
 
 FIRST_EVENT_ID = 2000           # ids of dynamic events, after the static ones'
-ERROR_LOG_MAX = 16              # entries the error_log keeps, as the kernel's
+ERROR_LOG_MAX = 8               # entries the error_log keeps: the kernel's TRACING_LOG_ERRS_MAX
 
 _NUM_TYPES = re.compile(r"[usx](8|16|32|64)")
 
@@ -125,13 +132,25 @@ class ProbeEvent:
         else:
             lines += ["\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;\tsigned:0;"]
             offset = 16
-        fmts, refs = [], []
+        fmts: list[str] = []
+        refs: list[str] = []
         for a in self.defn.args:
             ctype, size, signed, fmt = _field_layout(a)
-            lines.append(f"\tfield:{ctype} {a.name};\toffset:{offset};\tsize:{size};\tsigned:{signed};")
+            ref = f"__get_str({a.name}{{}})" if a.type == "string" else f"REC->{a.name}{{}}"
+            name = a.name
+            if a.array_len:                 # as the kernel's: u8 x[] / __data_loc char[][N] x
+                size *= a.array_len
+                if a.type == "string":
+                    ctype += f"[{a.array_len}]"
+                else:
+                    name += "[]"
+                fmt = "{" + ",".join([fmt] * a.array_len) + "}"
+                refs.extend(ref.format(f"[{i}]") for i in range(a.array_len))
+            else:
+                refs.append(ref.format(""))
+            lines.append(f"\tfield:{ctype} {name};\toffset:{offset};\tsize:{size};\tsigned:{signed};")
             offset += size
             fmts.append(f"{a.name}={fmt}")
-            refs.append(f"REC->{a.name}")
         head = '"(%lx <- %lx)' if self.defn.is_return else '"(%lx)'
         ips = "REC->__probe_func, REC->__probe_ret_ip" if self.defn.is_return else "REC->__probe_ip"
         lines += ["", f"print fmt: {head}{' ' if fmts else ''}{' '.join(fmts)}\", "
@@ -303,12 +322,17 @@ def _field_layout(arg: FetchArg) -> tuple[str, int, int, str]:
     if t is None:
         return "pyobject", 8, 0, "%s"
     if t == "string":
-        return "__data_loc char[]", 4, 0, '\\"%s\\"'
+        return "__data_loc char[]", 4, 1, '\\"%s\\"'
     if t == "symbol":
         return "unsigned long", 8, 0, "%pS"
+    if t[0] == "b":                     # a bitfield prints as its unsigned container
+        bits = (bitfield(t) or (0, 0, 64))[2]
+        return f"u{bits}", bits // 8, 0, "%u"
     bits = int(t[1:])
     ctype = {"u": f"u{bits}", "s": f"s{bits}", "x": f"u{bits}"}[t[0]]
     fmt = {"u": "%u", "s": "%d", "x": "0x%x"}[t[0]]
+    if bits == 64:                      # the kernel's print_fmt for u64/s64/x64
+        fmt = fmt.replace("%", "%L")
     return ctype, bits // 8, int(t[0] == "s"), fmt
 
 
