@@ -41,11 +41,8 @@ def process_start(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks after boot, /proc/PID/stat):
     with the pid, it names one process, as the pid alone does not once pids
     wrap around."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = _stat_fields(pid)
+    return fields[19] if len(fields) > 19 else None
 
 
 def made_by_current(pid: int) -> bool:
@@ -89,12 +86,18 @@ def agent_there(pid: int) -> bool:
 
 def alive(pid: int) -> bool:
     """Process ``pid`` runs (it is not gone, nor a zombie its parent has yet to reap)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command (state first); none if
+    the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return []
 
 
 def remove_stale(pid: int, grace: float = 0.0) -> None:

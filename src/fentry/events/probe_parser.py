@@ -207,39 +207,18 @@ def _split_argv(line: str) -> list[str]:
     return [w for w in _BLANKS.split(line) if w]
 
 
-def _outside_brackets(s: str, ch: str, skip: int = 0) -> int:
-    """Index of the first ``ch`` (after skipping ``skip`` of them) outside
-    fentry's item steps ``[...]``, or -1.  Quotes count only inside brackets:
-    elsewhere the kernel's strchr() does not know them."""
-    depth = 0
-    quote = ""
-    for i, c in enumerate(s):
-        if quote:
-            if c == quote:
-                quote = ""
-        elif depth and c in "\"'":
-            quote = c
-        elif c == ch and depth == 0:
-            if not skip:
-                return i
-            skip -= 1
-        elif c == "[":
-            depth += 1
-        elif c == "]":
-            depth = max(0, depth - 1)
-    return -1
-
-
-def _top_level(s: str, chars: str, skip: int = 0) -> int:
-    """Index of the first of ``chars`` outside quotes and brackets (after
-    skipping ``skip`` of them), or -1."""
+def _top_level(s: str, chars: str, skip: int = 0, quotes_outside: bool = True) -> int:
+    """Index of the first of ``chars`` outside fentry's item steps ``[...]``
+    and quotes (after skipping ``skip`` of them), or -1.  With
+    ``quotes_outside`` false, quotes count only inside brackets: where the
+    kernel's strchr() looks, it does not know them."""
     depth = 0
     quote = ""
     for i, ch in enumerate(s):
         if quote:
             if ch == quote:
                 quote = ""
-        elif ch in "\"'":
+        elif ch in "\"'" and (depth or quotes_outside):
             quote = ch
         elif ch in chars and depth == 0:
             if not skip:
@@ -478,7 +457,7 @@ def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[Fetch
 def _name_end(word: str) -> int:
     """Index of the ``=`` after ``NAME`` in ``[NAME=]FETCHARG``, or -1.  An
     immediate has no item steps: its '[' opens none."""
-    return word.find("=") if word[:1] == "\\" else _outside_brackets(word, "=")
+    return word.find("=") if word[:1] == "\\" else _top_level(word, "=", quotes_outside=False)
 
 
 def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
@@ -525,7 +504,7 @@ def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
 
     # For @MOD:NAME the first colon is the module's.
     skip = 1 if body[:1] == "@" and body[1:2] not in ("+", *"0123456789") else 0
-    colon = body.find(":") if body[:1] == "\\" else _outside_brackets(body, ":", skip)
+    colon = body.find(":") if body[:1] == "\\" else _top_level(body, ":", skip, quotes_outside=False)
     expr = body if colon < 0 else body[:colon]
     type_ = None if colon < 0 else body[colon + 1:]
     type_pos = offs + colon + 1 if colon >= 0 else offs
