@@ -447,6 +447,7 @@ ring_page_unguarded(Ring *ring, Encoder *e)
     }
     ring->head = ring->len = ring->nrec = 0;
     ring->cal = now;
+    ring->seen_seq = -1;               /* a later read's "now" is after cal */
     if (failed) {
         Py_CLEAR(b.bytes);
         return NULL;        /* taken, and counted as lost (never consumed) */

@@ -109,6 +109,7 @@ ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     ring->cap = maxlen;
     ring->cal = clock_point();
+    ring->seen_seq = -1;
     return (PyObject *)ring;
 }
 
@@ -181,7 +182,9 @@ ring_list(Ring *ring, int take)
         return NULL;
     Py_ssize_t pos = 0;
     long long seq = ring->next_seq - ring->nrec;
-    ClockPoint now = clock_point();
+    ClockPoint now = ring->seen_seq == ring->next_seq ? ring->seen : clock_point();
+    ring->seen = now;
+    ring->seen_seq = ring->next_seq;
     for (Py_ssize_t k = 0; k < ring->nrec; k++) {
         Py_ssize_t i = (ring->head + pos) % ring->cap;
         PyObject *t = rec_tuple(ring, i, seq + k, now);
@@ -196,6 +199,7 @@ ring_list(Ring *ring, int take)
         ring->consumed += ring->nrec;
         ring_drop(ring);
         ring->cal = now;
+        ring->seen_seq = -1;
     }
     return list;
 }
@@ -219,6 +223,7 @@ ring_clear_method(Ring *ring, PyObject *unused)
     ring_drop(ring);
     ring->next_seq = ring->consumed = ring->lost_told = 0;
     ring->cal = clock_point();
+    ring->seen_seq = -1;
     Py_RETURN_NONE;
 }
 

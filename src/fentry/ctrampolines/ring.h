@@ -60,6 +60,11 @@ typedef struct {
     Py_ssize_t flush_at;                /* slots; 0: never */
     int paging;                         /* ring_page is under way (it may call Python) */
     ClockPoint cal;                     /* both clocks, when its records were last taken */
+    /* The other end of the interpolation for the last read, and next_seq
+     * then: read again with nothing written since, the records convert to
+     * the same timestamps (a fresh "now" would move them by rounding). */
+    ClockPoint seen;
+    long long seen_seq;                 /* -1: no read to reuse */
 } Ring;
 
 /* An on/off flag the hot path reads without a Python call: a ring buffer's
