@@ -879,8 +879,26 @@ def _watch_python_sigterm() -> None:
     global _sigterm_main
     _sigterm_main = threading.get_ident()
     old = signal.set_wakeup_fd(_sigterm_pipe[1], warn_on_full_buffer=False)
-    if old != -1:
+    if old not in (-1, _sigterm_pipe[1]):
         signal.set_wakeup_fd(old)
+    # A forkserver child sets -1 after the fork hooks, then starts its
+    # process: multiprocessing's own after-fork hooks run then, and take it back.
+    global _rewatch_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _agent is not None and _rewatch_pid != os.getpid():
+        _rewatch_pid = os.getpid()
+        util.register_after_fork(_agent, _rewatch_python_sigterm)
+
+
+_rewatch_pid = 0            # the process that registered _rewatch_python_sigterm
+
+
+def _rewatch_python_sigterm(agent: Agent) -> None:
+    if agent is _agent and _sigterm_pipe[1] >= 0 and os.getpid() == _sigterm_pid:
+        try:
+            _watch_python_sigterm()
+        except ValueError:      # not the main thread
+            pass
 
 
 def attach() -> str:
