@@ -115,7 +115,7 @@ class FoldedReport(CallSink):
         """The stacks' lines, depth first; time rounded as a whole, so that
         the weights add up to the total."""
         children: list[list[int]] = [[] for _ in self.parent]
-        for (parent, name), node in sorted(self.nodes.items(), key=lambda kv: kv[0][1]):
+        for (parent, _name), node in sorted(self.nodes.items(), key=lambda kv: kv[0][1]):
             children[parent].append(node)
         weights, leaf, by_calls = self.weights, self.leaf, self.by_calls
         total = told = 0
