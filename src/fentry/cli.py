@@ -647,10 +647,13 @@ def cmd_report(opts: argparse.Namespace) -> int:
     except OSError as e:
         sink.error = sink.error or e
     if sink.error is not None:
+        # The reading stopped at the error: nothing more is known.  A closed
+        # pipe (fentry report | head) is the reader's choice, not a failure.
         _quiet_stdout()
-        if not isinstance(sink.error, BrokenPipeError):
-            _say(f"fentry report: writing {opts.output or 'stdout'} failed: {sink.error.strerror}")
-            return 1
+        if isinstance(sink.error, BrokenPipeError):
+            return 0
+        _say(f"fentry report: writing {opts.output or 'stdout'} failed: {sink.error.strerror}")
+        return 1
     faults = sink.faults(streams.streams)
     if faults:
         _say(f"fentry report: {faults} value{'s' if faults > 1 else ''} could not be printed "

@@ -235,7 +235,10 @@ class Streams:
 
 def read_recording(reader: DatReader, sink: Sink) -> Streams:
     """Every frame of ``reader`` (a DatReader) decoded into ``sink``, then
-    its ``finish``; the streams, as decoded."""
+    its ``finish``; the streams, as decoded.  A sink whose output failed
+    (``error``: a full disk, a closed pipe, as ``fentry report | head``)
+    stops the reading: a recording, unlike a live stream, has no program
+    waiting to be drained."""
     streams = Streams(sink)
     # Millions of small objects come and go, none in a cycle: the cyclic
     # collector would only walk them, over and over.
@@ -243,6 +246,8 @@ def read_recording(reader: DatReader, sink: Sink) -> Streams:
     try:
         for number, payload in reader.frames():
             streams.frame(number, payload)
+            if getattr(sink, "error", None) is not None:
+                return streams
         sink.finish(streams.streams)
     finally:
         gc.enable()
