@@ -26,6 +26,8 @@ ERRORS: dict[str, str] = {
     "INSTANCE_EXISTS": "File exists: there is an instance of that name already",
     "BAD_INSTANCE_NAME": "Invalid instance name (letters, digits and _ . - only)",
     "INSTANCE_BUSY": "Device or resource busy: the instance's trace is being read",
+    "MARKERS_OFF": "Invalid argument: the markers option is off",
+    "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

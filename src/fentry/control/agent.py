@@ -342,6 +342,8 @@ class Agent:
             name = self._new_instance_name(conn.peer_pid)
             try:
                 self.fs.mkdir(f"instances/{name}")
+                # The program's markers (fentry.trace_marker) reach the session.
+                self.fs.write(f"instances/{name}/trace_options", "copy_trace_marker")
                 with check_batch():
                     defined = apply_settings(self.fs, settings, instance=name)
             except TraceError as e:

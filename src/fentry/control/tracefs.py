@@ -15,16 +15,20 @@ are the top level's, shared.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable
+
+import fentry
 
 from .. import arch
 from ..arch import ToolIdBusy
 from ..errors import TraceError
+from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..symbols import SYMBOLS
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
-from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
+from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 
 EVENT_FILES = ("enable", "filter", "format", "id")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -60,10 +64,11 @@ class Tracefs:
     ``instances/``: ``ls``, ``read``, ``write``, ``mkdir``, ``rmdir``."""
 
     def __init__(self) -> None:
-        self.instance = TraceInstance()         # the top level
+        self.instance = TraceInstance(top=True)     # the top level
         self.instances: dict[str, TraceInstance] = {}
         self.probes = probes = ProbeEvents()
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
+        fentry._marker = self.program_marker
         self.lock = threading.RLock()
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
@@ -71,6 +76,21 @@ class Tracefs:
             "kprobe_events": (probes.definitions, probes.write),
             "kprobe_profile": (probes.profile, None),
         }
+
+    def program_marker(self, text: object) -> None:
+        """``fentry.trace_marker(text)``: as a write to the top level's
+        ``trace_marker``, a marker in every instance whose
+        ``copy_trace_marker`` is on and that takes one now; the calling
+        thread's event, at the call.  Never raises into the program."""
+        try:
+            caller = sys._getframe(2)
+            site = (caller.f_code, caller.f_lasti)
+            text = marker_text(text)
+            for inst in (self.instance, *tuple(self.instances.values())):
+                if inst.options["copy_trace_marker"]:
+                    inst.mark(text, site)
+        except Exception:
+            pass
 
     def instance_files(self, inst: TraceInstance) -> dict[str, tuple[Reader, Writer]]:
         """The files every instance has (the top level too)."""
@@ -90,6 +110,8 @@ class Tracefs:
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
+            "trace_marker": (None, lambda text, append: inst.write_marker(
+                text, (self.instance, *self.instances.values()) if inst is self.instance else ())),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
             "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
                               lambda text, append: probes.set_enable(list(probes.events.values()),
@@ -201,7 +223,7 @@ class Tracefs:
         self.write("set_ftrace_filter", "")
         self.write("set_ftrace_notrace", "")
         self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
-        self.write("trace_options", " ".join(k if v else "no" + k for k, v in OPTIONS.items()))
+        self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))
         self.write("trace", "")
 
     def reinit_after_fork(self) -> None:
@@ -245,6 +267,7 @@ def forget() -> None:
     global _instance
     with _lock:
         _instance = None
+        fentry._marker = None
 
 
 def tracefs() -> Tracefs:

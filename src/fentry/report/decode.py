@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..events.event_format import EventFormat
+from ..events.marker import MARKER
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
 
@@ -129,6 +130,8 @@ def _ref(desc: list[Any]) -> object:
     if kind == "code":
         module, qualname, filename, firstlineno, params = desc[1:6]
         return CodeInfo(module, qualname, filename, firstlineno, tuple(params))
+    if kind == "marker":
+        return MARKER
     if kind == "event":
         try:
             return EventFormat.from_definition(desc[3])
