@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import fentry
 
-from .. import arch
+from .. import arch, ftrace
 from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.marker import marker_text
@@ -59,6 +59,12 @@ def _resize(inst: TraceInstance, text: str) -> None:
         raise TraceError("NO_MEMORY", text.rstrip("\n"), 0, detail=str(e)) from None
 
 
+def _option_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
+    """``options/NAME``: 0 or 1, the ``trace_options`` word's state."""
+    return (lambda: f"{int(inst.options[name])}\n",
+            lambda text, append: inst.set_options(name if _parse_bool(text) else "no" + name))
+
+
 class Tracefs:
     """The files of the top-level instance and of every one under
     ``instances/``: ``ls``, ``read``, ``write``, ``mkdir``, ``rmdir``."""
@@ -75,6 +81,8 @@ class Tracefs:
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
             "kprobe_profile": (probes.profile, None),
+            "enabled_functions": (ftrace.enabled_functions, None),
+            "saved_cmdlines": (self.saved_cmdlines, None),
         }
 
     def program_marker(self, text: object) -> None:
@@ -92,10 +100,21 @@ class Tracefs:
         except Exception:
             pass
 
+    def saved_cmdlines(self) -> str:
+        """``TID NAME`` of every thread with a buffer, as the kernel's ``PID COMM``."""
+        seen: dict[int, str] = {}
+        for inst in (self.instance, *tuple(self.instances.values())):
+            for tb in inst.buffer.readable():
+                seen.setdefault(tb.tid, tb.task_name())
+        return "".join(f"{tid} {name}\n" for tid, name in sorted(seen.items()))
+
     def instance_files(self, inst: TraceInstance) -> dict[str, tuple[Reader, Writer]]:
         """The files every instance has (the top level too)."""
         probes = self.probes
         return {
+            **{f"options/{name}": _option_file(inst, name) for name in inst.options},
+            "buffer_total_size_kb": (lambda: f"{inst.buffer.size_kb * len(inst.buffer.readable())}\n",
+                                     None),
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
             "current_tracer": (lambda: inst.tracer + "\n",
                                lambda text, append: inst.set_tracer(text)),
@@ -167,6 +186,8 @@ class Tracefs:
             if inst is self.instance:
                 names |= set(self.global_files) | {"instances"}
             return sorted(names)
+        if parts == ["options"]:
+            return sorted(inst.options)
         if parts[0] == "events":
             probes = self.probes
             if len(parts) == 1:
