@@ -91,6 +91,7 @@ class Streamer:
         self.broken = False         # the reader is gone
         self.why = "detach"         # what END says
         self.ended = False
+        self.greeted = False        # HELLO sent
         self.running = _thread.allocate_lock()     # held while run() runs
         # One drain at a time, whoever drains: messages must leave in the
         # order they were made.  An RLock knows its owner atomically: a drain
@@ -160,10 +161,20 @@ class Streamer:
         self.raw.flush()
         with self.writing:
             data = self.raw.drain()
-            if first:
+            if first and not self.greeted:
                 data.insert(0, self.raw.hello(self.header))
+                self.greeted = True
             self._send(data)
             return sum(map(len, data))
+
+    def greet(self) -> None:
+        """Send HELLO now, before any drain: a process killed before its
+        first drain (SIGKILL, a moment after its fork) is then known to the
+        reader, which says its trace stops there, instead of nothing."""
+        with self.writing:
+            if not self.greeted:
+                self._send([self.raw.hello(self.header)])
+                self.greeted = True
 
     def close(self) -> None:
         """The last drain, and END: the stream is complete (once)."""
@@ -868,6 +879,7 @@ def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
     agent.run_stream = Streamer(_fd_sink(fd), header, _sigterm_pipe[0], _sigterm_in_stream,
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_fd = fd
+    agent.run_stream.greet()
     agent.run_stream.start_thread()
     agent.start_server()
 
