@@ -6,14 +6,9 @@ POINT ARGS`` removes an event only when the rest matches it
 
 from __future__ import annotations
 
-import os
-import sys
-import textwrap
-
 import pytest
 from helpers import env, fentry_run
 
-import fentry
 from fentry.errors import TraceError
 
 
