@@ -272,7 +272,7 @@ class Tracefs:
             # Not the command's fault but the process's state: error_log
             # says so, and who holds the ids, whichever file was written.
             if not e.command:
-                e.command = f"echo {text.strip()} > {path.strip('/')}"
+                e.place(f"echo {text.strip()} > {path.strip('/')}", e.pos)
             entry = e.render() + "\n"
             if self.probes.errors[-1:] != [entry]:      # (an event's enable logged it)
                 self.probes.log(e)
