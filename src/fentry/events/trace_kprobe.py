@@ -423,8 +423,8 @@ class ProbeEvents:
         with self.lock, check_batch():
             if not append:
                 busy = [e for e in self.events.values() if e.enabled]
-                if busy:
-                    self._fail(TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe"))
+                if busy:        # (the kernel's -EBUSY, which it does not log)
+                    raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
                 self.events.clear()
             for line in text.splitlines():
                 line = line.strip()
