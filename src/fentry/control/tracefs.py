@@ -22,6 +22,7 @@ from .. import arch
 from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.trace_kprobe import ProbeEvents, enable_text
+from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
 from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
@@ -55,6 +56,12 @@ def _resize(inst: TraceInstance, text: str) -> None:
         raise TraceError("NO_MEMORY", text.rstrip("\n"), 0, detail=str(e)) from None
 
 
+def _hash_text(hash_: FilterHash, empty: str) -> str:
+    """set_ftrace_filter / set_ftrace_notrace read back: the kernel's line for
+    an empty hash, else the functions it selects (``t_start``, ``t_show``)."""
+    return empty if hash_.empty else hash_.text()
+
+
 class Tracefs:
     """The files of the top-level instance and of every one under
     ``instances/``: ``ls``, ``read``, ``write``, ``mkdir``, ``rmdir``."""
@@ -79,9 +86,9 @@ class Tracefs:
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
             "current_tracer": (lambda: inst.tracer + "\n",
                                lambda text, append: inst.set_tracer(text)),
-            "set_ftrace_filter": (lambda: inst.filter.text() or "#### all functions enabled ####\n",
+            "set_ftrace_filter": (lambda: _hash_text(inst.filter, "#### all functions enabled ####\n"),
                                   lambda text, append: inst.set_filter(text, append)),
-            "set_ftrace_notrace": (lambda: inst.notrace.text(),
+            "set_ftrace_notrace": (lambda: _hash_text(inst.notrace, "#### no functions disabled ####\n"),
                                    lambda text, append: inst.set_filter(text, append, notrace=True)),
             "tracing_on": (lambda: f"{int(inst.tracing_on)}\n",
                            lambda text, append: inst.set_tracing_on(_parse_bool(text))),

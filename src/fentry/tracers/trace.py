@@ -33,6 +33,10 @@ OPTIONS = {
     "funcgraph-tail": False,
     "funcgraph-duration": True,
     "funcgraph-proc": True,
+    # fentry's own: the text of a stream that asks for it (fentry run,
+    # fentry record's report, attach) starts with the tracer's header, once.
+    # trace_pipe, like the kernel's, never has one.
+    "stream-header": True,
 }
 
 
