@@ -313,6 +313,7 @@ def test_tracing_off_then_switching_tracer_starts_nothing(fs):
 
 def test_trace_options_read_and_toggle(fs):
     words = fs.read("trace_options").split()
+    assert "stream-header" in words
     assert "print-parent" in words and "nofuncgraph-tail" in words
     fs.write("trace_options", "funcgraph-tail")
     assert "funcgraph-tail" in fs.read("trace_options").split()
