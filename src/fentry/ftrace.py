@@ -57,11 +57,10 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 class _Glob:
     """One word of set_ftrace_filter: ``[!]GLOB``, ``[!]MOD:GLOB``, ``[!]GLOB:mod:MODGLOB``."""
-    __slots__ = ("text", "negate", "func", "mod", "pos", "func_text", "mod_text")
+    __slots__ = ("negate", "func", "mod", "pos", "func_text", "mod_text")
 
-    def __init__(self, text: str, negate: bool, func: re.Pattern[str], mod: re.Pattern[str] | None,
-                 pos: int = 0, func_text: str = "", mod_text: str = "") -> None:
-        self.text = text
+    def __init__(self, negate: bool, func: re.Pattern[str], mod: re.Pattern[str] | None,
+                 pos: int, func_text: str, mod_text: str) -> None:
         self.negate = negate
         self.func = func
         self.mod = mod
@@ -125,7 +124,7 @@ def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
         else:
             raise TraceError("BAD_FILTER_CMD", text, bpos + len(parts[0]) + 1)
         fpos = bpos if mod is None or len(parts) != 2 else bpos + len(mod) + 1
-        globs.append(_Glob(word, negate, _compile_glob(func, text, fpos),
+        globs.append(_Glob(negate, _compile_glob(func, text, fpos),
                            None if mod is None else _compile_glob(mod, text, bpos),
                            pos, func, mod or ""))
     return globs
