@@ -843,7 +843,8 @@ def start_from_environment() -> None:
     program = cfg.get("fd") is not None         # not a followed child
     fs = tracefs()
     try:
-        with check_batch():
+        # (The program has yet to start: a filter word waits for its code.)
+        with check_batch(), ftrace.program_starting():
             apply_settings(fs, cfg, skip_refused_probes=not program)
     except TraceError as e:
         os.write(2, (e.render() + "\n").encode())
