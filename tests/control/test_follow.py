@@ -112,6 +112,45 @@ def test_fork_warning_is_the_programs_own(tmp_path, kind, follow):
     assert got.stdout == want.stdout == "forked\n"
 
 
+ALTERNATING_FORKS = """
+import os, threading, time
+ev = threading.Event()
+for i in range(6):
+    t = None
+    if i % 2:       # a thread of the program's own at every other fork
+        t = threading.Thread(target=ev.wait)
+        t.start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    if t is not None:
+        ev.set()
+        t.join()
+        ev.clear()
+    time.sleep(0.3)
+print("forked")
+"""
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_the_programs_fork_warning_is_shown_once_a_place(tmp_path, follow):
+    """Python shows a DeprecationWarning once a place: fentry's ignoring of
+    the warning its own threads would cause, at the forks in between, does
+    not make the program's show again (it did, once each: a new warnings
+    filter forgets the places warned)."""
+    script = tmp_path / "alternating.py"
+    script.write_text(ALTERNATING_FORKS)
+    want = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env=env())
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", *follow, "-o", str(tmp_path / "t"),
+                          str(script)], capture_output=True, text=True, timeout=60, env=env())
+    strip = lambda text: re.sub(r"pid=\d+", "pid=N", text)      # noqa: E731
+    assert want.stderr.count("multi-threaded") == 1
+    assert strip(got.stderr) == strip(want.stderr)
+    assert got.stdout == want.stdout == "forked\n"
+
+
 def test_a_killed_program_leaves_no_control_socket(tmp_path):
     """SIGKILL gives the agent no chance to clean up: fentry run does it."""
     script = tmp_path / "killed.py"

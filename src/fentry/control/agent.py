@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import re
 import select
 import signal
 import socket
@@ -683,6 +684,7 @@ def _install_fork_hook() -> None:
 # before the after-fork hooks run, 3.13 after them: there the filter goes a
 # moment later, from the agent's own thread.
 _FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+_FORK_WARNING_RE = re.compile(_FORK_WARNING, re.I)
 _WARNS_AFTER_HOOKS = sys.version_info >= (3, 13)
 FORK_FILTER_LINGER = 0.1        # seconds
 FORK_COUNT_SETTLE = 0.01        # seconds
@@ -704,8 +706,12 @@ def _before_fork() -> None:
         _drop_fork_filter()         # the program's own threads: it gets its warning
     else:
         if _fork_filter is None:
-            warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
-            _fork_filter = warnings.filters[0]
+            _fork_filter = ("ignore", _FORK_WARNING_RE, DeprecationWarning, None, 0)
+            # Not filterwarnings(): that bumps the filters' version, and a new
+            # version forgets which warnings the program has been shown, so
+            # a "default" (once a place) warning would show again.  An ignored
+            # warning is not remembered: the list alone is enough.
+            warnings.filters.insert(0, _fork_filter)     # type: ignore[attr-defined]  # a list
         # Not stale while the fork runs: the agent's thread must not drop
         # it before the warning it is for (after_in_parent starts the clock).
         _fork_filter_since = math.inf
@@ -761,9 +767,6 @@ def _drop_fork_filter() -> None:
             warnings.filters.remove(_fork_filter)     # type: ignore[attr-defined]  # a list
         except ValueError:
             pass
-        mutated = getattr(warnings, "_filters_mutated", None)
-        if mutated is not None:
-            mutated()
         _fork_filter = None
 
 
