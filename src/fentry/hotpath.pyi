@@ -181,8 +181,8 @@ class ProbeTrace:
         """As a kprobe ``pre_handler(kp, regs)``."""
 
 
-def quiet_thread(on: bool, /) -> None:
-    """Ignore (or stop ignoring) the calling thread's events."""
+def quiet_thread(on: bool, /) -> bool:
+    """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
 def quiet_until_program() -> None:
     """The calling thread is quiet until the program's module code starts."""
 def catch_sigterm(fd: int, standin: int = 0, /) -> None:

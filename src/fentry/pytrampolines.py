@@ -253,12 +253,15 @@ LISTED = 3
 _quiet: set[int] = set()
 
 
-def quiet_thread(on: bool) -> None:
-    """Ignore (or stop ignoring) the calling thread's events."""
+def quiet_thread(on: bool) -> bool:
+    """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
+    ident = get_ident()
+    was = ident in _quiet
     if on:
-        _quiet.add(get_ident())
+        _quiet.add(ident)
     else:
-        _quiet.discard(get_ident())
+        _quiet.discard(ident)
+    return was
 
 
 # The thread that waits, quiet, for the interpreter to start the program

@@ -692,8 +692,18 @@ _fork_filter: tuple[Any, ...] | None = None
 _fork_filter_since = 0.0
 
 
+# Forking threads: whether each was quiet before its fork.
+_quiet_over_fork: dict[int, bool] = {}
+
+
 def _before_fork() -> None:
     global _fork_filter, _fork_filter_since, _sigterm_held
+    # The forking thread is quiet over the fork, until fentry's after-fork
+    # hook: the hooks that run before it in the child (threading's, random's,
+    # logging's) would otherwise be traced while fentry's locks may be held
+    # by threads that do not exist there (a first call discovered in
+    # another thread at the instant of the fork), and hang the child.
+    _quiet_over_fork[_thread.get_ident()] = hotpath.quiet_thread(True)
     if _python_sigterm_handler() and threading.current_thread() is threading.main_thread():
         # Pure Python catches SIGTERM with a Python handler, which a child
         # inherits, and Python drops the signals a child gets before its
@@ -745,6 +755,7 @@ _sigterm_held = None        # our Python SIGTERM handler, set aside over a fork
 
 def _after_fork_in_parent() -> None:
     global _fork_filter_since, _sigterm_held
+    hotpath.quiet_thread(_quiet_over_fork.pop(_thread.get_ident(), False))
     if _sigterm_held is not None:
         signal.signal(signal.SIGTERM, _sigterm_held)
         _sigterm_held = None
@@ -772,16 +783,18 @@ def _drop_fork_filter() -> None:
 
 def _after_fork_in_child() -> None:
     global _sigterm_held
-    _sigterm_held = None        # SIGTERM is the default here; the agent sets it if it follows
-    _drop_fork_filter()
-    agent = _agent
-    if agent is None:
-        return
-    # Nothing of the parent's agent goes on here: its threads did not survive
-    # the fork, and its socket, stream and SIGTERM pipe are the parent's.
-    follow = agent.follow
-    hotpath.quiet_thread(True)      # fentry's work here is not the program's
+    was_quiet = _quiet_over_fork.pop(_thread.get_ident(), False)
+    _quiet_over_fork.clear()        # (other threads' forks were the parent's)
     try:
+        _sigterm_held = None    # SIGTERM is the default here; the agent sets it if it follows
+        _drop_fork_filter()
+        agent = _agent
+        if agent is None:
+            return
+        # Nothing of the parent's agent goes on here: its threads did not
+        # survive the fork, and its socket, stream and SIGTERM pipe are the
+        # parent's.  (The thread is quiet: fentry's work here is not the program's.)
+        follow = agent.follow
         agent.forget_in_child(keep_tracing=follow is not None)
         if follow is not None:
             # --follow: this child is traced too, under an agent of its own,
@@ -794,7 +807,7 @@ def _after_fork_in_child() -> None:
             else:
                 _start_run_agent(follow, fd, header=False)
     finally:
-        hotpath.quiet_thread(False)
+        hotpath.quiet_thread(was_quiet)
 
 
 _once: set[str] = set()         # process-wide hooks installed (they survive fork)
