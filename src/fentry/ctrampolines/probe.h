@@ -64,6 +64,13 @@ typedef struct {
     int npreds, nprog;
     Pred *preds;
     int *prog;                  /* NULL: the filter is the Python one */
+    /* A return probe's entry store (see probe_start_call): entry(frame) is
+     * the Python fetch of its $argN fetchargs; active maps each activation
+     * entered (its interpreter frame's address) to those values. */
+    PyObject *entry;            /* None: nothing is fetched at entry */
+    PyObject *active;           /* a dict, or NULL */
+    Py_ssize_t maxactive;       /* activations active holds at most */
+    int nentry;                 /* fetchargs (R_ARG) fetched at entry, in C */
     long long nhit, nmissed;
 } ProbeTrace;
 
