@@ -65,6 +65,12 @@ def test_each_level_of_a_recursion_has_its_own_arguments(path):
     assert [fields(e) for e in events] == [f"arg1={n} arg2={499 - n}" for n in range(500)]
 
 
+def test_past_maxactive_the_oldest_calls_returns_are_misses(path):
+    events, profile = scenario("maxactive", path)
+    assert [fields(e) for e in events] == ["arg1=0", "arg1=1", "arg1=2"]
+    assert profile == ["down", "3", "7"]
+
+
 def test_a_generator_keeps_its_arguments_across_yields(path):
     events, seen = scenario("generators", path)
     assert seen == [[0, 0], [1, 1]]

@@ -372,127 +372,6 @@ probe_slow(ProbeTrace *p, Tramp *t, PyObject *value, PyObject *entered)
     return r;
 }
 
-/* -- a return probe's entry store (the kernel's kretprobe instance with its
- * entry data, store_trace_entry_data): at PY_START the values of the $argN
- * fetchargs, fetched whole (events/fetch.py's AT_ENTRY says why), kept
- * under the interpreter frame's address until the PY_RETURN or PY_UNWIND
- * of that activation takes them -- exactly the events that fire the return
- * probe.  A frame's address is its own while it runs (a generator's is
- * inside the generator), so recursion and threads each find their own, and
- * an activation that was running before the probe (attached mid-call) finds
- * none: no event, as the kernel has no instance for it.  At most maxactive
- * are kept (a generator CPython 3.13 closes with no event leaves its values
- * behind): the oldest one goes, and its return is a miss. */
-
-static inline PyObject *
-frame_key(_PyInterpreterFrame *f)
-{
-    return PyLong_FromVoidPtr(f);
-}
-
-/* The values stored for frame f, taken out (a new reference), or NULL: none
- * (an error set only on failure). */
-static PyObject *
-take_entered(ProbeTrace *p, _PyInterpreterFrame *f)
-{
-    PyObject *key = frame_key(f);
-    if (key == NULL)
-        return NULL;
-    PyObject *v = PyDict_GetItemWithError(p->active, key);
-    if (v != NULL) {
-        Py_INCREF(v);
-        if (PyDict_DelItem(p->active, key) < 0)
-            Py_CLEAR(v);
-    }
-    Py_DECREF(key);
-    return v;
-}
-
-/* A stored value back into a cell, as convert() made it. */
-static inline void
-stored_cell(PyObject *v, Cell *cell, int *tag)
-{
-    if (PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
-        cell->i = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
-        *tag = T_INT;
-    } else if (PyFloat_CheckExact(v)) {
-        cell->d = PyFloat_AS_DOUBLE(v);
-        *tag = T_FLOAT;
-    } else {
-        cell->obj = Py_NewRef(v);
-        *tag = T_OBJ;
-    }
-}
-
-/* The R_ARG fetchargs' stored values, fetched in C; NULL with no error set:
- * the Python path must fetch them. */
-static PyObject *
-entry_values(ProbeTrace *p, Tramp *t, _PyInterpreterFrame *f)
-{
-    PyObject *values = PyTuple_New(p->nentry);
-    for (int i = 0, k = 0; values != NULL && i < p->nargs; i++) {
-        Fetch *fs = &p->fetch[i];
-        Cell cell;
-        int tag, r;
-        if (fs->root != R_ARG)
-            continue;
-        if ((r = fetch_arg(p, fs, t->slots[i], f, NULL, &cell, &tag)) == FETCH_BAIL) {
-            Py_DECREF(values);
-            return NULL;
-        }
-        PyObject *v = r == FETCH_FAULT ? Py_NewRef(p->fault) : cell_object(&cell, tag);
-        if (r == FETCH_OK && tag == T_OBJ)
-            Py_DECREF(cell.obj);
-        if (v == NULL)
-            Py_CLEAR(values);
-        else
-            PyTuple_SET_ITEM(values, k++, v);
-    }
-    return values;
-}
-
-PyObject *
-probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
-{
-    Tramp *t = (Tramp *)self;
-    if (tramp_nargs(nargsf, kwnames) < 0)
-        return NULL;
-    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
-    _PyInterpreterFrame *f = current_frame(PyThreadState_Get());
-    if (f == NULL || p->active == NULL)
-        Py_RETURN_NONE;
-    PyObject *values = NULL;
-    if (t->slots != NULL && frame_code(f) == args[0])
-        values = entry_values(p, t, f);
-    if (values == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
-        if (frame == NULL || (values = PyObject_CallOneArg(p->entry, frame)) == NULL)
-            return NULL;
-    }
-    PyObject *key = frame_key(f);
-    int r = -1;
-    if (key != NULL) {
-        if (PyDict_GET_SIZE(p->active) >= p->maxactive && !PyDict_Contains(p->active, key)) {
-            Py_ssize_t pos = 0;
-            PyObject *oldest, *v;
-            if (PyDict_Next(p->active, &pos, &oldest, &v)) {     /* insertion order */
-                Py_INCREF(oldest);
-                PyDict_DelItem(p->active, oldest);
-                Py_DECREF(oldest);
-                p->nmissed++;
-            }
-        }
-        r = PyDict_SetItem(p->active, key, values);
-        Py_DECREF(key);
-    }
-    Py_DECREF(values);
-    if (r < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
 /* A return's (event, site): site is (caller code, call offset, code, the
  * exception's type name or None), or (None, 0, code, ...) with no caller. */
 static PyObject *
@@ -536,6 +415,98 @@ drop(Cell *cells, int *tags, int n)
         if (tags[i] == T_OBJ)
             Py_DECREF(cells[i].obj);
 }
+
+/* -- a return probe's entry store (the kernel's kretprobe instance with its
+ * entry data, store_trace_entry_data): at PY_START the values of the $argN
+ * fetchargs, fetched whole (events/fetch.py's AT_ENTRY says why), kept
+ * under the interpreter frame's address until the PY_RETURN or PY_UNWIND
+ * of that activation takes them -- exactly the events that fire the return
+ * probe.  A frame's address is its own while it runs (a generator's is
+ * inside the generator), so recursion and threads each find their own, and
+ * an activation that was running before the probe (attached mid-call) finds
+ * none: no event, as the kernel has no instance for it.  At most maxactive
+ * are kept (a generator CPython 3.13 closes with no event leaves its values
+ * behind): the oldest one goes, and its return is a miss. */
+
+/* A stored value back into a cell, as convert() made it. */
+static inline void
+stored_cell(PyObject *v, Cell *cell, int *tag)
+{
+    if (PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        cell->i = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+        *tag = T_INT;
+    } else if (PyFloat_CheckExact(v)) {
+        cell->d = PyFloat_AS_DOUBLE(v);
+        *tag = T_FLOAT;
+    } else {
+        cell->obj = Py_NewRef(v);
+        *tag = T_OBJ;
+    }
+}
+
+/* The R_ARG fetchargs' values, fetched in C into cells; FETCH_BAIL (nothing
+ * kept): the Python path must fetch them. */
+static int
+entry_cells(ProbeTrace *p, Tramp *t, _PyInterpreterFrame *f, Cell *cells, int *tags)
+{
+    for (int i = 0, k = 0; i < p->nargs; i++) {
+        Fetch *fs = &p->fetch[i];
+        if (fs->root != R_ARG)
+            continue;
+        int r = fetch_arg(p, fs, t->slots[i], f, NULL, &cells[k], &tags[k]);
+        if (r == FETCH_BAIL) {
+            drop(cells, tags, k);
+            return FETCH_BAIL;
+        }
+        if (r == FETCH_FAULT) {
+            cells[k].obj = Py_NewRef(p->fault);
+            tags[k] = T_OBJ;
+        }
+        k++;
+    }
+    return FETCH_OK;
+}
+
+PyObject *
+probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    if (tramp_nargs(nargsf, kwnames) < 0)
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
+    _PyInterpreterFrame *f = current_frame(PyThreadState_Get());
+    if (f == NULL || p->entry == Py_None)
+        Py_RETURN_NONE;
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS];
+    PyObject *values = NULL;
+    if (t->slots == NULL || frame_code(f) != args[0]
+        || entry_cells(p, t, f, cells, tags) == FETCH_BAIL) {
+        PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
+        if (frame == NULL || (values = PyObject_CallOneArg(p->entry, frame)) == NULL)
+            return NULL;
+    }
+    int r = entries_put(&p->entries, f, values, cells, tags);
+    if (r < 0)
+        return NULL;
+    p->nmissed += r;                        /* the oldest activation's entry went */
+    Py_RETURN_NONE;
+}
+
+/* probe_slow at a return, with its entry values (has_entry) as the Python
+ * path takes them: a tuple, made of C's cells if it stored those. */
+static PyObject *
+probe_slow_entered(ProbeTrace *p, Tramp *t, PyObject *value, int has_entry, PyObject *entered,
+                   Cell *ecells, int *etags)
+{
+    if (has_entry && entered == NULL) {
+        entered = values_tuple(ecells, etags, p->nentry);
+        drop(ecells, etags, p->nentry);
+        if (entered == NULL)
+            return NULL;
+    }
+    return probe_slow(p, t, value, entered);
+}
 PyObject *
 probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
 {
@@ -551,23 +522,34 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     PyObject *retval = t->raised ? NULL : value;
     PyThreadState *ts = PyThreadState_Get();
     _PyInterpreterFrame *f = current_frame(ts);
-    PyObject *entered = NULL;               /* a return's values fetched at its entry */
-    if (t->kind == K_PROBE_EXIT && p->active != NULL) {
-        if (f == NULL || (entered = take_entered(p, f)) == NULL)
-            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);     /* not seen entering */
+    /* a return probe's entry values: the Python path's (a tuple), or C's cells */
+    PyObject *entered = NULL;
+    Cell ecells[PROBE_MAX_ARGS];
+    int etags[PROBE_MAX_ARGS], has_entry = 0;
+    if (t->kind == K_PROBE_EXIT && p->entry != Py_None) {
+        if (f == NULL || !entries_take(&p->entries, f, &entered, ecells, etags))
+            Py_RETURN_NONE;                 /* not seen entering: no instance, no event */
+        has_entry = 1;
     }
     if (t->slots == NULL || f == NULL || frame_code(f) != code
         || (entered != NULL && (!PyTuple_CheckExact(entered) || PyTuple_GET_SIZE(entered) != p->nentry)))
-        return probe_slow(p, t, value, entered);
+        return probe_slow_entered(p, t, value, has_entry, entered, ecells, etags);
     Cell cells[PROBE_MAX_ARGS];
     int tags[PROBE_MAX_ARGS];
     int n = p->nargs, faulted = 0;
     for (int i = 0, k = 0; i < n; i++) {
         Fetch *fs = &p->fetch[i];
-        if (entered != NULL && fs->root == R_ARG) {     
-            PyObject *v = PyTuple_GET_ITEM(entered, k++);
-            stored_cell(v, &cells[i], &tags[i]);
-            faulted |= v == p->fault;
+        if (has_entry && fs->root == R_ARG) {           /* fetched at entry */
+            if (entered != NULL) {
+                stored_cell(PyTuple_GET_ITEM(entered, k), &cells[i], &tags[i]);
+            } else {
+                cells[i] = ecells[k];
+                tags[i] = etags[k];
+                if (tags[i] == T_OBJ)
+                    Py_INCREF(cells[i].obj);
+            }
+            faulted |= tags[i] == T_OBJ && cells[i].obj == p->fault;
+            k++;
             continue;
         }
         if (fs->shape != S_OTHER) {             /* x, or x.attr from inline values */
@@ -583,7 +565,7 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
         int r = fetch_arg(p, fs, t->slots[i], f, retval, &cells[i], &tags[i]);
         if (r == FETCH_BAIL) {
             drop(cells, tags, i);
-            return probe_slow(p, t, value, entered);
+            return probe_slow_entered(p, t, value, has_entry, entered, ecells, etags);
         }
         if (r == FETCH_FAULT) {
             cells[i].obj = Py_NewRef(p->fault);
@@ -591,7 +573,10 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
             faulted = 1;
         }
     }
-    Py_XDECREF(entered);                    /* its values are in the cells */
+    if (entered != NULL)                    /* the entry values are in the cells now */
+        Py_DECREF(entered);
+    else if (has_entry)
+        drop(ecells, etags, p->nentry);
     p->nhit++;
     p->nmissed += faulted;
     if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */

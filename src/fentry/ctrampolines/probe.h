@@ -4,6 +4,7 @@
 #define FENTRY_PROBE_H
 
 #include "tramp.h"
+#include "entries.h"
 
 #define PROBE_MAX_ARGS 16       /* more fetchargs than this: the Python path */
 #define FILTER_MAX_STACK 64
@@ -65,12 +66,11 @@ typedef struct {
     Pred *preds;
     int *prog;                  /* NULL: the filter is the Python one */
     /* A return probe's entry store (see probe_start_call): entry(frame) is
-     * the Python fetch of its $argN fetchargs; active maps each activation
-     * entered (its interpreter frame's address) to those values. */
+     * the Python fetch of its $argN fetchargs, entries each activation's
+     * values (nentry cells: the R_ARG fetchargs' in C). */
     PyObject *entry;            /* None: nothing is fetched at entry */
-    PyObject *active;           /* a dict, or NULL */
-    Py_ssize_t maxactive;       /* activations active holds at most */
-    int nentry;                 /* fetchargs (R_ARG) fetched at entry, in C */
+    Entries entries;
+    int nentry;
     long long nhit, nmissed;
 } ProbeTrace;
 

@@ -133,15 +133,12 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->filter_slow = Py_NewRef(Py_None);
     p->filter_spec = Py_NewRef(Py_None);
     p->entry = Py_NewRef(entry);
-    p->maxactive = maxactive;
-    if (entry != Py_None && (p->active = PyDict_New()) == NULL) {
-        Py_DECREF(p);
-        return NULL;
-    }
     if (probe_compile(p, specs) < 0) {
         Py_DECREF(p);
         return NULL;
     }
+    p->entries.max = maxactive;
+    p->entries.nvalues = p->nentry;
     return (PyObject *)p;
 }
 
@@ -320,7 +317,7 @@ probe_start(ProbeTrace *p, PyObject *args)
     int depth;
     if (!PyArg_ParseTuple(args, "O!i", &PyCode_Type, &code, &depth))
         return NULL;
-    if (p->active == NULL)
+    if (p->entry == Py_None)
         return (PyObject *)tramp_new(K_NOP, nop_call);
     return probe_handler(p, code, K_PROBE_START, 0, NULL);
 }
@@ -342,18 +339,19 @@ probe_traverse(ProbeTrace *p, visitproc visit, void *arg)
     Py_VISIT(p->ring.ring); Py_VISIT(p->event); Py_VISIT(p->local); Py_VISIT(p->attach);
     Py_VISIT(p->onoff); Py_VISIT(p->snapshot); Py_VISIT(p->fault); Py_VISIT(p->slow);
     Py_VISIT(p->specs); Py_VISIT(p->filter_slow); Py_VISIT(p->filter_spec);
-    Py_VISIT(p->entry); Py_VISIT(p->active);
-    return 0;
+    Py_VISIT(p->entry);
+    return entries_traverse(&p->entries, visit, arg);
 }
 
 static int
 probe_clear(ProbeTrace *p)
 {
+    entries_clear(&p->entries);
     probe_free_compiled(p);     /* they borrow from specs and filter_spec */
     Py_CLEAR(p->ring.ring); Py_CLEAR(p->event); Py_CLEAR(p->local); Py_CLEAR(p->attach);
     Py_CLEAR(p->onoff); Py_CLEAR(p->snapshot); Py_CLEAR(p->fault); Py_CLEAR(p->slow);
     Py_CLEAR(p->specs); Py_CLEAR(p->filter_slow); Py_CLEAR(p->filter_spec);
-    Py_CLEAR(p->entry); Py_CLEAR(p->active);
+    Py_CLEAR(p->entry);
     return 0;
 }
 
