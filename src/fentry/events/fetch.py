@@ -229,7 +229,7 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
     parameter, see ``field_names``); a failed fetch stores FAULT.
     ``entry``: a return's values of its AT_ENTRY fetchargs, fetched at
     entry (``fetch_all`` of those alone), taken in their places."""
-    out = []
+    out: list[object] = []
     local_vars = frame.f_locals
     taken = iter(entry) if entry is not None else None
     for arg in args:
