@@ -71,11 +71,12 @@ def test_past_maxactive_the_oldest_calls_returns_are_misses(path):
     assert profile == ["down", "3", "7"]
 
 
-def test_a_generator_keeps_its_arguments_across_yields(path):
+def test_a_generator_or_coroutine_keeps_its_arguments_across_yields(path):
     events, seen = scenario("generators", path)
     assert seen == [[0, 0], [1, 1]]
     counters = [fields(e) for e in events if " counter: " in e]
     assert counters == ["arg1=2 arg2='b'", "arg1=3 arg2='a'"]      # interleaved: b ends first
+    assert [fields(e) for e in events if " task: " in e] == ["arg1='one'", "arg1='two'"]
     # A generator dropped while suspended: 3.12 unwinds it (GeneratorExit);
     # 3.13 closes it with no event (gen_close's fast path), so no return.
     endless = [e.split(" <- ", 1)[1] for e in events if " endless: " in e]

@@ -115,10 +115,33 @@ def endless(n):
         n += 1
 
 
+class Pause:
+    def __await__(self):
+        yield
+
+
+async def task(x):
+    await Pause()
+    x = None
+    return x
+
+
+def drive(coros):
+    """Step each coroutine in turn until all are done."""
+    while coros:
+        for c in list(coros):
+            try:
+                c.send(None)
+            except StopIteration:
+                coros.remove(c)
+
+
 def generators():
     probe(f"r:ea/counter {HERE}:counter $arg1 $arg2.v")
     probe(f"r:ea/endless {HERE}:endless $arg1")
+    probe(f"r:ea/task {HERE}:task $arg1")
     fs.write("events/enable", "1")
+    drive([task("one"), task("two")])
     a, b = counter(3, Box("a")), counter(2, Box("b"))
     got = []
     for pair in zip(a, b):              # interleaved: b finishes first, then a
