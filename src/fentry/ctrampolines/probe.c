@@ -493,13 +493,13 @@ probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     Py_RETURN_NONE;
 }
 
-/* probe_slow at a return, with its entry values (has_entry) as the Python
- * path takes them: a tuple, made of C's cells if it stored those. */
+/* probe_slow at a return, with its entry values as the Python path takes
+ * them: a tuple, made of C's cells if it stored those. */
 static PyObject *
-probe_slow_entered(ProbeTrace *p, Tramp *t, PyObject *value, int has_entry, PyObject *entered,
+probe_slow_entered(ProbeTrace *p, Tramp *t, PyObject *value, PyObject *entered,
                    Cell *ecells, int *etags)
 {
-    if (has_entry && entered == NULL) {
+    if (entered == NULL) {
         entered = values_tuple(ecells, etags, p->nentry);
         drop(ecells, etags, p->nentry);
         if (entered == NULL)
@@ -507,37 +507,16 @@ probe_slow_entered(ProbeTrace *p, Tramp *t, PyObject *value, int has_entry, PyOb
     }
     return probe_slow(p, t, value, entered);
 }
-PyObject *
-probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+/* Every fetcharg into cells: FETCH_OK, or FETCH_BAIL (the cells dropped):
+ * the Python path must do the hit.  With has_entry (a constant at each call
+ * site, so the copy that entry probes run has none of it), a return probe's
+ * R_ARG values are the ones stored at its entry: `entered`, the Python
+ * path's tuple, or else C's cells ecells (left to the caller). */
+static Py_ALWAYS_INLINE inline int
+fetch_cells(ProbeTrace *p, Tramp *t, _PyInterpreterFrame *f, PyObject *retval, Cell *cells,
+            int *tags, int *faulted, const int has_entry, PyObject *entered, Cell *ecells, int *etags)
 {
-    /* fetch, count, filter, record */
-    Tramp *t = (Tramp *)self;
-    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
-    if (nargs < 0)
-        return NULL;
-    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
-    PyObject *code = args[0];
-    /* a return: PY_RETURN's value, or PY_UNWIND's exception ($retval a fault) */
-    PyObject *value = t->kind == K_PROBE_EXIT && nargs > 2 ? args[2] : NULL;
-    PyObject *retval = t->raised ? NULL : value;
-    PyThreadState *ts = PyThreadState_Get();
-    _PyInterpreterFrame *f = current_frame(ts);
-    /* a return probe's entry values: the Python path's (a tuple), or C's cells */
-    PyObject *entered = NULL;
-    Cell ecells[PROBE_MAX_ARGS];
-    int etags[PROBE_MAX_ARGS], has_entry = 0;
-    if (t->kind == K_PROBE_EXIT && p->entry != Py_None) {
-        if (f == NULL || !entries_take(&p->entries, f, &entered, ecells, etags))
-            Py_RETURN_NONE;                 /* not seen entering: no instance, no event */
-        has_entry = 1;
-    }
-    if (t->slots == NULL || f == NULL || frame_code(f) != code
-        || (entered != NULL && (!PyTuple_CheckExact(entered) || PyTuple_GET_SIZE(entered) != p->nentry)))
-        return probe_slow_entered(p, t, value, has_entry, entered, ecells, etags);
-    Cell cells[PROBE_MAX_ARGS];
-    int tags[PROBE_MAX_ARGS];
-    int n = p->nargs, faulted = 0;
-    for (int i = 0, k = 0; i < n; i++) {
+    for (int i = 0, k = 0; i < p->nargs; i++) {
         Fetch *fs = &p->fetch[i];
         if (has_entry && fs->root == R_ARG) {           /* fetched at entry */
             if (entered != NULL) {
@@ -548,7 +527,7 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
                 if (tags[i] == T_OBJ)
                     Py_INCREF(cells[i].obj);
             }
-            faulted |= tags[i] == T_OBJ && cells[i].obj == p->fault;
+            *faulted |= tags[i] == T_OBJ && cells[i].obj == p->fault;
             k++;
             continue;
         }
@@ -565,18 +544,23 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
         int r = fetch_arg(p, fs, t->slots[i], f, retval, &cells[i], &tags[i]);
         if (r == FETCH_BAIL) {
             drop(cells, tags, i);
-            return probe_slow_entered(p, t, value, has_entry, entered, ecells, etags);
+            return FETCH_BAIL;
         }
         if (r == FETCH_FAULT) {
             cells[i].obj = Py_NewRef(p->fault);
             tags[i] = T_OBJ;
-            faulted = 1;
+            *faulted = 1;
         }
     }
-    if (entered != NULL)                    /* the entry values are in the cells now */
-        Py_DECREF(entered);
-    else if (has_entry)
-        drop(ecells, etags, p->nentry);
+    return FETCH_OK;
+}
+
+/* The fetched cells: count, filter, record (they are released). */
+static Py_ALWAYS_INLINE inline PyObject *
+probe_record(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObject *value,
+             Cell *cells, int *tags, int faulted)
+{
+    int n = p->nargs;
     p->nhit++;
     p->nmissed += faulted;
     if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */
@@ -611,4 +595,62 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     ring_write_event(ring, head, cells, tags, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
+}
+
+PyObject *
+probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    /* fetch, count, filter, record */
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
+    PyObject *code = args[0];
+    /* a return: PY_RETURN's value, or PY_UNWIND's exception ($retval a fault) */
+    PyObject *value = t->kind == K_PROBE_EXIT && nargs > 2 ? args[2] : NULL;
+    PyObject *retval = t->raised ? NULL : value;
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *f = current_frame(ts);
+    if (t->slots == NULL || f == NULL || frame_code(f) != code)
+        return probe_slow(p, t, value, NULL);
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS], faulted = 0;
+    if (fetch_cells(p, t, f, retval, cells, tags, &faulted, 0, NULL, NULL, NULL) == FETCH_BAIL)
+        return probe_slow(p, t, value, NULL);
+    return probe_record(p, t, ts, code, value, cells, tags, faulted);
+}
+
+/* A return probe's return with an entry store: probe_call, its R_ARG values
+ * taken from what its entry stored. */
+PyObject *
+probe_exit_entered_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
+    PyObject *code = args[0];
+    PyObject *value = nargs > 2 ? args[2] : NULL;
+    PyObject *retval = t->raised ? NULL : value;
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *f = current_frame(ts);
+    /* the entry's values: the Python path's (a tuple), or C's cells */
+    PyObject *entered = NULL;
+    Cell ecells[PROBE_MAX_ARGS];
+    int etags[PROBE_MAX_ARGS];
+    if (f == NULL || !entries_take(&p->entries, f, &entered, ecells, etags))
+        Py_RETURN_NONE;                     /* not seen entering: no instance, no event */
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS], faulted = 0;
+    if (t->slots == NULL || frame_code(f) != code
+        || (entered != NULL && (!PyTuple_CheckExact(entered) || PyTuple_GET_SIZE(entered) != p->nentry))
+        || fetch_cells(p, t, f, retval, cells, tags, &faulted, 1, entered, ecells, etags) == FETCH_BAIL)
+        return probe_slow_entered(p, t, value, entered, ecells, etags);
+    if (entered != NULL)                    /* the entry values are in the cells now */
+        Py_DECREF(entered);
+    else
+        drop(ecells, etags, p->nentry);
+    return probe_record(p, t, ts, code, value, cells, tags, faulted);
 }

@@ -237,7 +237,9 @@ fail:
 static PyObject *
 probe_handler(ProbeTrace *p, PyObject *code, int kind, int raised, PyObject *head)
 {
-    Tramp *t = tramp_new(kind, kind == K_PROBE_START ? probe_start_call : probe_call);
+    Tramp *t = tramp_new(kind, kind == K_PROBE_START ? probe_start_call
+                               : kind == K_PROBE_EXIT && p->entry != Py_None ? probe_exit_entered_call
+                               : probe_call);
     if (t == NULL)
         return NULL;
     t->o.probe.trace = Py_NewRef(p);

@@ -76,9 +76,11 @@ tramp_nargs(size_t nargsf, PyObject *kwnames)
 }
 
 /* The handlers of a probe event (probe.c): its hit, and a return probe's
- * entry; and one that does nothing (dispatch.c). */
+ * entry and return when it stores $argN at entry; and one that does nothing
+ * (dispatch.c). */
 PyObject *probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *probe_exit_entered_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *nop_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 #endif
