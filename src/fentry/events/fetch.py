@@ -234,8 +234,10 @@ def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MI
     taken = iter(entry) if entry is not None else None
     for arg in args:
         if taken is not None and arg.kind in AT_ENTRY:
-            n = len(parameters(frame.f_code)) if arg.kind == "args" else 1
-            out.extend(next(taken) for _ in range(n))
+            if arg.kind == "arg":
+                out.append(next(taken))
+            else:
+                out.extend([next(taken) for _ in parameters(frame.f_code)])
             continue
         if arg.kind == "args":
             for name in parameters(frame.f_code):
