@@ -19,6 +19,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -387,16 +388,19 @@ def _interpreter(program: list[str], command: str) -> tuple[str, list[str]] | No
     path = first if os.sep in first or os.path.exists(first) else shutil.which(first)
     try:
         with open(path or first, "rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return sys.executable, program      # a script (Python says if it is not)
+            binary = f.read(4) == b"\x7fELF"
     except OSError:
         return sys.executable, program              # (Python says it cannot open it)
+    # A script, unless it is a program, or named as an interpreter is (a
+    # wrapper script: pyenv's shims, which exec the Python they choose).
+    if not binary and not _INTERPRETER_NAME.fullmatch(os.path.basename(first)):
+        return sys.executable, program              # (Python says if it is not one)
     assert path is not None
     try:
         got = subprocess.run([path, "-c", "import sys; print(sys.implementation.name, "
-                              "*sys.version_info[:2])"],
+                              "*sys.version_info[:2], sys.executable)"],
                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-        name, major, minor = got.stdout.split()
+        name, major, minor, executable = got.stdout.rstrip("\n").split(" ", 3)
         version = (int(major), int(minor))
     except (OSError, subprocess.SubprocessError, ValueError):
         print(f"fentry {command}: {first} is a program, not a Python script: fentry traces "
@@ -407,7 +411,11 @@ def _interpreter(program: list[str], command: str) -> tuple[str, list[str]] | No
         print(f"fentry {command}: {first} is {name} {major}.{minor}: fentry needs CPython 3.12 "
               "or later (sys.monitoring)", file=sys.stderr)
         return None
-    return path, program[1:]
+    # The interpreter itself, not a wrapper that would choose again.
+    return executable or path, program[1:]
+
+
+_INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
 
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
