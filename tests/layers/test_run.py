@@ -516,6 +516,20 @@ def test_a_program_given_as_an_interpreter_runs_in_it(tmp_path):
     assert [(m["func"], m["parent"]) for m in function_lines(trace)] == [("hello", "<module>")]
 
 
+def test_an_interpreter_wrapper_is_asked_which_python_it_runs(tmp_path):
+    """pyenv's ``python`` shim is a shell script that execs the Python it
+    chooses: that Python runs the program (not fentry's, nor the script as
+    Python code)."""
+    shim = tmp_path / "python"
+    shim.write_text(f"#!/bin/sh\nexec {_other_python()} \"$@\"\n")
+    shim.chmod(0o755)
+    code = "import sys\ndef hello(): return sys.version_info[:2]\nprint(hello())"
+    want = subprocess.run([_other_python(), "-c", code], capture_output=True, timeout=60)
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "hello", program=(str(shim), "-c", code))
+    same_run(want, got)
+    assert [m["func"] for m in function_lines(trace)] == ["hello"]
+
+
 @pytest.mark.parametrize("program", ["/bin/true", "/usr/bin/python3.11"])
 def test_a_program_that_is_not_a_python_312_is_refused(tmp_path, program):
     if not os.access(program, os.X_OK):
