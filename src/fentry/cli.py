@@ -562,6 +562,7 @@ def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) 
     if faults:
         _say(f"fentry {command}: {faults} value{'s' if faults > 1 else ''} could not be printed "
              "(shown as (fault))")
+    _say_unselected(command, live.streams.streams)
     for stream in live.streams.streams.values():
         if stream.ended is None and stream.hello:
             _say(f"fentry {command}: the trace of process {stream.pid} stops at its last drain: "
@@ -663,6 +664,18 @@ def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
     return 0
 
 
+def _say_unselected(command: str, streams: dict[int, Any]) -> None:
+    """The filter words that selected no function that ran, in any process:
+    an empty trace says why (the kernel refuses such a word when written;
+    a program's functions do not exist yet then)."""
+    told = [s.unselected for s in streams.values() if s.unselected is not None]
+    if not told:
+        return
+    for word in sorted(set.intersection(*map(set, told))):
+        _say(f"fentry {command}: the filter {word!r} selected no function that ran (none it "
+             "names was called; names are MOD:QUALNAME, as available_filter_functions lists them)")
+
+
 def cmd_report(opts: argparse.Namespace) -> int:
     """``fentry report``: a recording, formatted."""
     from .report.datfile import DatFormatError, DatReader
@@ -715,6 +728,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     if reader.cut:
         _say(f"fentry report: {opts.input} ends {reader.cut} bytes into a frame: the recording "
              "was cut there (killed, or its disk full); the trace stops at the last whole frame")
+    _say_unselected("report", streams.streams)
     for stream in streams.streams.values():
         if stream.ended is None and stream.hello:
             _say(f"fentry report: the trace of process {stream.pid} stops at its last drain: "

@@ -57,10 +57,12 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 class _Glob:
     """One word of set_ftrace_filter: ``[!]GLOB``, ``[!]MOD:GLOB``, ``[!]GLOB:mod:MODGLOB``."""
-    __slots__ = ("negate", "func", "mod", "pos", "func_text", "mod_text")
+    __slots__ = ("negate", "func", "mod", "pos", "func_text", "mod_text", "word", "selected")
 
     def __init__(self, negate: bool, func: re.Pattern[str], mod: re.Pattern[str] | None,
-                 pos: int, func_text: str, mod_text: str) -> None:
+                 pos: int, func_text: str, mod_text: str, word: str = "") -> None:
+        self.word = word            # as written
+        self.selected = False       # it has selected a function that ran (discovery)
         self.negate = negate
         self.func = func
         self.mod = mod
@@ -126,7 +128,7 @@ def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
         fpos = bpos if mod is None or len(parts) != 2 else bpos + len(mod) + 1
         globs.append(_Glob(negate, _compile_glob(func, text, fpos),
                            None if mod is None else _compile_glob(mod, text, bpos),
-                           pos, func, mod or ""))
+                           pos, func, mod or "", word))
     return globs
 
 
@@ -157,8 +159,19 @@ class FilterHash:
                 if hit and g.matches(module, qualname):
                     hit = False
             elif not hit and g.matches(module, qualname):
-                hit = True
+                hit = g.selected = True
         return hit
+
+    def unselected(self) -> list[str]:
+        """The words that have selected no function that ran: none of the
+        functions they name was called (or there is none).  What ``fentry
+        run`` says at the end, where the kernel would have refused the write."""
+        words = [g for g in self.globs if not g.negate and not g.selected]
+        if not words:
+            return []
+        with _core.lock:
+            traced = [(module, code.co_qualname) for code, module, _ in _core.traced.values()]
+        return [g.word for g in words if not any(g.matches(m, q) for m, q in traced)]
 
     def text(self) -> str:
         """What reading the file shows, as the kernel's ``t_show``: the

@@ -108,7 +108,7 @@ def test_program_sees_what_plain_python_gives_it(tmp_path, form):
                "-c": ("-c", textwrap.dedent(PROBE), "a", "--b")}[form]
     kw = dict(input=b"some input\n", cwd=str(tmp_path))
     want = plain(*program, **kw)
-    got, _ = fentry_run(tmp_path, "-t", "function", "-l", "nothing_matches", program=program, **kw)
+    got, _ = fentry_run(tmp_path, "-t", "function", "-n", "*", program=program, **kw)
     assert want.returncode == 0, want.stderr
     seen, expected = json.loads(got.stdout), json.loads(want.stdout)
     for key in expected:
@@ -131,7 +131,7 @@ def test_the_programs_own_sitecustomize_still_runs_once(tmp_path):
     e = env()
     e["PYTHONPATH"] += os.pathsep + str(site)
     want = plain(script, env=e)
-    got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(script,), env=e)
+    got, _ = fentry_run(tmp_path, "-n", "*", program=(script,), env=e)
     assert want.stdout == f"1 {site / 'sitecustomize.py'}\n".encode()
     same_run(want, got)
 
@@ -169,7 +169,7 @@ def test_a_trace_that_cannot_be_written_is_said_once_and_the_status_stands():
 def test_missing_script_fails_as_plain_python_does(tmp_path):
     missing = str(tmp_path / "no_such_script.py")
     want = plain(missing)
-    got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(missing,))
+    got, _ = fentry_run(tmp_path, "-n", "*", program=(missing,))
     assert want.returncode == 2
     same_run(want, got)
 
@@ -468,7 +468,7 @@ def test_program_sees_the_default_signal_handlers(tmp_path):
         print(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     ''')
     want = plain(script)
-    got, _ = fentry_run(tmp_path, "-l", "nothing_matches", program=(script,))
+    got, _ = fentry_run(tmp_path, "-n", "*", program=(script,))
     same_run(want, got)
 
 
@@ -764,6 +764,20 @@ def test_traced_process_imports_nothing_outside_the_standard_library(tmp_path):
     fentry_dir = os.path.join(SRC, "fentry")
     want = plain("-c", code, fentry_dir)
     for tracer in ("function", "function_graph"):
-        got, _ = fentry_run(tmp_path, "-t", tracer, "-l", "nothing_matches", program=("-c", code, fentry_dir))
+        got, _ = fentry_run(tmp_path, "-t", tracer, "-n", "*", program=("-c", code, fentry_dir))
         assert got.returncode == 0, got.stderr
         assert got.stdout == want.stdout       # whatever plain python imports (.pth files), and no more
+
+
+def test_a_filter_that_selected_nothing_that_ran_is_said(tmp_path):
+    """The kernel refuses a filter word that matches nothing when written;
+    a program's functions do not exist yet then, so the word waits, and at
+    the end fentry says which selected no function that ran (an empty
+    trace otherwise looks like a program that did nothing)."""
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "__main__:fib", "-l", "no_such_function",
+                            "-l", "Cart.*", "-l", "!__main__:fib")
+    notes = [line for line in got.stderr.decode().splitlines() if line.startswith("fentry run:")]
+    assert notes == ["fentry run: the filter 'no_such_function' selected no function that ran "
+                     "(none it names was called; names are MOD:QUALNAME, as "
+                     "available_filter_functions lists them)"]
+    assert any(m["func"].startswith("Cart.") for m in function_lines(trace))

@@ -57,6 +57,7 @@ class ProcessStream:
         self.tracer = "nop"
         self.options: dict[str, bool] = {}
         self.ended: str | None = None       # END's reason; None: cut (the process was killed)
+        self.unselected: list[str] | None = None    # END's filter words that selected nothing
         self.batch: Batch = []
         self.lost = 0
 
@@ -116,7 +117,9 @@ class ProcessStream:
             self.tracer, self.options = t["tracer"], t["options"]
             sink.tracer(self)
         elif kind == msg.END:
-            self.ended = json.loads(bytes(body)).get("why", "end")
+            end = json.loads(bytes(body))
+            self.ended = end.get("why", "end")
+            self.unselected = list(end.get("unselected", ()))
             sink.end(self)
         # An unknown kind is skipped: a newer agent may say more than this reader knows.
 

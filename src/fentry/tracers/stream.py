@@ -107,7 +107,13 @@ class RawStream:
             "tracer": inst.tracer, "options": inst.options})
 
     def end(self, why: str) -> bytes:
-        return json_message(END, {"why": why})
+        """The stream's last message: why it ends, and the set_ftrace_filter
+        words that selected no function that ran (``fentry run`` says so)."""
+        try:
+            unselected = self.instance.filter.unselected()
+        except Exception:       # (END goes out whatever happens)
+            unselected = []
+        return json_message(END, {"why": why, "unselected": unselected})
 
     def flush(self) -> None:
         """Every thread's records into the page queue.  Every page goes
