@@ -33,6 +33,8 @@ OPTIONS = {
     "funcgraph-tail": False,
     "funcgraph-duration": True,
     "funcgraph-proc": True,
+    # The function profiler's Time: with the time of the calls made (on), or self time (off).
+    "graph-time": True,
 }
 
 

@@ -1,0 +1,176 @@
+"""The function profiler: ``function_profile_enabled`` and ``trace_stat/function<N>``.
+
+The kernel's profiler (``function_profile_call``, ``profile_graph_entry`` and
+``profile_graph_return`` in kernel/trace/ftrace.c) is an ftrace ops of its
+own, beside whatever tracer is current, on the functions set_ftrace_filter
+and set_ftrace_notrace select.  It counts in place, per CPU; here per thread
+(``hotpath.ProfileStat``, one entry per function the thread ran), and writes
+nothing to the ring buffer.  Enabling it starts a new profile, as the
+kernel's does; disabling it keeps the numbers for reading.
+
+What a call is, as function_graph sees it: a Hit is a PY_START (a call; for
+a generator or coroutine, its first run).  Its Time is that of its
+activations: from PY_START, PY_RESUME or PY_THROW to PY_RETURN, PY_YIELD or
+PY_UNWIND (an exception leaving the frame ends it too).  Time a generator or
+coroutine spends suspended is in no activation, so not in its Time: it is
+not on any thread's stack then.  Each activation counts on its own, as in
+the kernel: a recursive function's Time counts the inner calls inside the
+outer ones too (with ``graph-time``, the default).  With ``graph-time`` off,
+Time is self time: an activation's time less that of the profiled
+activations it made.  An exit whose start the profiler did not see (a frame
+under way when it was enabled) counts nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from types import CodeType
+
+from .. import arch, ftrace, hotpath
+from ..ftrace import FtraceOps, Handlers
+from ..symbols import SYMBOLS
+from .text import usecs
+
+E = arch.EVENTS
+START, RESUME, EXIT = 0, 1, 2       # hotpath.profile_event's kinds
+
+# One function's numbers: [hits, time, time_sq, self, self_sq] (ns, ns²).
+type Numbers = list[int]
+
+
+class ThreadProfile(hotpath.ProfileStat):
+    """One thread's profile, and which thread (its native id, the N of trace_stat/function<N>)."""
+    __slots__ = ("tid",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tid = threading.get_native_id()
+
+
+class ProfileOps(FtraceOps):
+    """The profiler's ops: counts and times each call of a traced function."""
+
+    local_events = E.PY_START | E.PY_RESUME | E.PY_RETURN | E.PY_YIELD
+    global_events = E.PY_UNWIND | E.PY_THROW
+
+    def __init__(self, profiler: FunctionProfiler) -> None:
+        super().__init__(self.function_profile_call)
+        self.profiler = profiler
+
+    def function_profile_call(self, ip: hotpath.Ip, parent_ip: hotpath.Ip | None, ops: FtraceOps,
+                              regs: object) -> None:
+        """The four-argument form, for callers of ``func`` itself: a hit, of no time."""
+        local, attach = self.profiler.local, self.profiler.attach
+        hotpath.profile_event(local, attach, START, 2)(ip.code, 0)
+        hotpath.profile_event(local, attach, EXIT, 3)(ip.code, 0, None)
+
+    def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
+        local, attach = self.profiler.local, self.profiler.attach
+        return {E.PY_START: hotpath.profile_event(local, attach, START, 2),
+                E.PY_RESUME: hotpath.profile_event(local, attach, RESUME, 2),
+                E.PY_THROW: hotpath.profile_event(local, attach, RESUME, 3),
+                E.PY_RETURN: hotpath.profile_event(local, attach, EXIT, 3),
+                E.PY_YIELD: hotpath.profile_event(local, attach, EXIT, 3),
+                E.PY_UNWIND: hotpath.profile_event(local, attach, EXIT, 3)}
+
+
+class FunctionProfiler:
+    """The process's profiler (the kernel's is global too: no instance has one)."""
+
+    def __init__(self, filter_: ftrace.FilterHash, notrace: ftrace.FilterHash) -> None:
+        self.filter, self.notrace = filter_, notrace
+        self.ops: ProfileOps | None = None
+        self.local = threading.local()
+        self.threads: list[ThreadProfile] = []
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.ops is not None
+
+    def attach(self) -> ThreadProfile:
+        """The calling thread's profile, made at its first profiled call (slow path)."""
+        st = ThreadProfile()
+        with self._lock:
+            self.threads.append(st)
+        self.local.ps = st
+        return st
+
+    def set_enabled(self, on: bool) -> None:
+        """On: a new profile starts (every thread's numbers from zero); off: it stops, kept."""
+        if on == self.enabled:
+            return
+        if on:
+            ftrace.check_tool_id()      # ToolIdBusy, before anything changes
+            # New tables, and a new ``local``: a handler of the old profile
+            # that is running now in another thread counts into the old ones.
+            self.local = threading.local()
+            with self._lock:
+                self.threads = []
+            ops = ProfileOps(self)
+            ops.filter, ops.notrace = self.filter, self.notrace
+            ftrace.register_ftrace_function(ops)
+            self.ops = ops
+        else:
+            ops, self.ops = self.ops, None
+            if ops is not None:
+                ftrace.unregister_ftrace_function(ops)
+
+    def per_thread(self) -> dict[int, dict[CodeType, Numbers]]:
+        """tid -> code -> numbers (two profiles of one tid, a reused one, are summed)."""
+        with self._lock:
+            threads = list(self.threads)
+        out: dict[int, dict[CodeType, Numbers]] = {}
+        for st in threads:
+            _add(out.setdefault(st.tid, {}), st.stats())
+        return out
+
+    def merged(self) -> dict[CodeType, Numbers]:
+        """code -> numbers, over every thread."""
+        out: dict[CodeType, Numbers] = {}
+        for functions in self.per_thread().values():
+            _add(out, ((code, *n) for code, n in functions.items()))
+        return out
+
+
+def _add(into: dict[CodeType, Numbers], rows: Iterable[tuple[object, ...]]) -> None:
+    for code, *numbers in rows:
+        have = into.get(code)       # type: ignore[call-overload]
+        if have is None:
+            into[code] = [int(x) for x in numbers]    # type: ignore[index, call-overload]
+        else:
+            for i, x in enumerate(numbers):
+                have[i] += int(x)       # type: ignore[call-overload]
+
+
+def rows(functions: dict[CodeType, Numbers]) -> list[tuple[str, Numbers]]:
+    """(name, numbers) per function, its name as set_ftrace_filter takes it."""
+    return [(SYMBOLS.name_of(code), n) for code, n in functions.items()]
+
+
+# -- trace_stat/function<N>: the kernel's function_stat_headers and function_stat_show
+
+HEADER = ("  Function                               Hit    Time            Avg             s^2\n"
+          "  --------                               ---    ----            ---             ---\n")
+
+
+def stat_text(named: Iterable[tuple[str, Numbers]], graph_time: bool) -> str:
+    """The stat file: a line per function, most time first.  ``graph_time``
+    off: Time (and Avg, s^2) are self time."""
+    lines = []
+    for name, (hits, time, time_sq, own, own_sq) in named:
+        if not hits:
+            continue        # (only returns seen: the kernel shows no record with counter 0)
+        t, sq = (time, time_sq) if graph_time else (own, own_sq)
+        lines.append((t, name, hits, sq))
+    lines.sort(key=lambda line: (-line[0], line[1]))
+    return HEADER + "".join(_line(name, hits, t, sq) for t, name, hits, sq in lines)
+
+
+def _line(name: str, hits: int, time: int, time_sq: int) -> str:
+    # s^2: the sample variance (n Σx² - (Σx)²) / (n (n-1)), shown in us² with
+    # the duration's "us" (the kernel divides ns² by 1000, and the duration
+    # printer by 1000 again).
+    var = max(0, hits * time_sq - time * time) // (hits * (hits - 1) * 1000) if hits > 1 else 0
+    return f"  {name:<30}  {hits:10d}    {usecs(time)}    {usecs(time // hits)}    {usecs(var)}\n"
