@@ -614,3 +614,60 @@ def test_probe_trace_hands_what_it_does_not_fetch_to_slow(impl, monitor):
     assert entry.f_code is exit.f_code is code_of(f) and (value, raised) == (3, False)
     assert regs == ("regs",)
     assert (trace.event, trace.nhit, trace.nmissed) == ("event", 0, 0)
+
+
+# -- the function profiler's handlers
+
+class Profiles:
+    """A profiler's ``local`` and ``attach``: one ProfileStat per thread."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.local = threading.local()
+
+    def attach(self):
+        self.local.ps = self.impl.ProfileStat()
+        return self.local.ps
+
+
+def outer_p():
+    inner_p()
+    inner_p()
+
+
+def inner_p():
+    time.sleep(0.002)
+
+
+def test_profile_events_count_hits_and_time_each_activation(impl, monitor):
+    p = Profiles(impl)
+    starts, returns = impl.CodeTable(), impl.CodeTable()
+    for f in (outer_p, inner_p):
+        starts[id(f.__code__)] = impl.profile_event(p.local, p.attach, 0, 2)
+        returns[id(f.__code__)] = impl.profile_event(p.local, p.attach, 2, 3)
+    monitor(E.PY_START, impl.entry_dispatcher(starts, Calls(), Calls()), outer_p.__code__, inner_p.__code__)
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), outer_p.__code__, inner_p.__code__)
+    outer_p()
+    stats = {code.co_name: rest for code, *rest in p.local.ps.stats()}
+    (oh, ot, otsq, oself, oselfsq), (ih, it, itsq, iself, iselfsq) = stats["outer_p"], stats["inner_p"]
+    assert (oh, ih) == (1, 2) and p.local.ps.depth == 0
+    assert it >= 4_000_000 and ot >= it and iself == it           # inner is a leaf
+    assert abs(oself - (ot - it)) <= 2          # outer's own: less inner's (C: rounded ticks)
+    assert otsq == ot * ot or abs(otsq - ot * ot) <= ot * ot // 1000    # (C: floating point)
+    assert itsq >= it * it // 2                                     # Σx² ≥ (Σx)²/n
+
+
+def test_a_profile_exit_whose_start_was_not_seen_counts_nothing(impl):
+    p = Profiles(impl)
+    end = impl.profile_event(p.local, p.attach, 2, 3)
+    end(outer_p.__code__, 0, None)          # no ProfileStat in this thread yet
+    begin = impl.profile_event(p.local, p.attach, 0, 2)
+    resume = impl.profile_event(p.local, p.attach, 1, 2)
+    begin(outer_p.__code__, 0)
+    end(inner_p.__code__, 0, None)          # inner never began: nothing
+    assert p.local.ps.depth == 1
+    resume(inner_p.__code__, 0)             # a resume: an activation, not a hit
+    end(outer_p.__code__, 0, None)          # outer ends; inner's exit was not seen: dropped
+    assert p.local.ps.depth == 0
+    stats = {code.co_name: rest for code, *rest in p.local.ps.stats()}
+    assert stats["outer_p"][0] == 1 and "inner_p" not in stats     # no hit, no time: no row

@@ -56,6 +56,7 @@ class ProcessStream:
         self.tracer = "nop"
         self.options: dict[str, bool] = {}
         self.ended: str | None = None       # END's reason; None: cut (the process was killed)
+        self.profile: dict[str, Any] | None = None     # PROFILE, as sent
         self.batch: Batch = []
         self.lost = 0
 
@@ -114,6 +115,8 @@ class ProcessStream:
             t = json.loads(bytes(body))
             self.tracer, self.options = t["tracer"], t["options"]
             sink.tracer(self)
+        elif kind == msg.PROFILE:
+            self.profile = json.loads(bytes(body))
         elif kind == msg.END:
             self.ended = json.loads(bytes(body)).get("why", "end")
             sink.end(self)

@@ -151,13 +151,10 @@ def rows(functions: dict[CodeType, Numbers]) -> list[tuple[str, Numbers]]:
 
 # -- trace_stat/function<N>: the kernel's function_stat_headers and function_stat_show
 
-HEADER = ("  Function                               Hit    Time            Avg             s^2\n"
-          "  --------                               ---    ----            ---             ---\n")
-
-
 def stat_text(named: Iterable[tuple[str, Numbers]], graph_time: bool) -> str:
     """The stat file: a line per function, most time first.  ``graph_time``
-    off: Time (and Avg, s^2) are self time."""
+    off: Time (and Avg, s^2) are self time.  The Function column is the
+    kernel's 30 characters, wider when a name is longer (the kernel cuts it)."""
     lines = []
     for name, (hits, time, time_sq, own, own_sq) in named:
         if not hits:
@@ -165,12 +162,15 @@ def stat_text(named: Iterable[tuple[str, Numbers]], graph_time: bool) -> str:
         t, sq = (time, time_sq) if graph_time else (own, own_sq)
         lines.append((t, name, hits, sq))
     lines.sort(key=lambda line: (-line[0], line[1]))
-    return HEADER + "".join(_line(name, hits, t, sq) for t, name, hits, sq in lines)
+    width = max([30] + [len(line[1]) for line in lines])
+    header = (f"  {'Function':<{width}}         Hit    Time            Avg             s^2\n"
+              f"  {'--------':<{width}}         ---    ----            ---             ---\n")
+    return header + "".join(_line(name, width, hits, t, sq) for t, name, hits, sq in lines)
 
 
-def _line(name: str, hits: int, time: int, time_sq: int) -> str:
+def _line(name: str, width: int, hits: int, time: int, time_sq: int) -> str:
     # s^2: the sample variance (n Σx² - (Σx)²) / (n (n-1)), shown in us² with
     # the duration's "us" (the kernel divides ns² by 1000, and the duration
     # printer by 1000 again).
     var = max(0, hits * time_sq - time * time) // (hits * (hits - 1) * 1000) if hits > 1 else 0
-    return f"  {name:<30}  {hits:10d}    {usecs(time)}    {usecs(time // hits)}    {usecs(var)}\n"
+    return f"  {name:<{width}}  {hits:10d}    {usecs(time)}    {usecs(time // hits)}    {usecs(var)}\n"
