@@ -569,8 +569,9 @@ def profile_event(local, attach, kind: int, nargs: int):
     (an activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (it ends).
     The thread's ProfileStat is ``local.ps``, made by ``attach()``.  Exactly
     ``nargs`` parameters, as graph_event's."""
-    cache = (None, None)        # (the ProfileStat last used, this code's entry in it): one
-                                # assignment, so that threads cannot mix its halves
+    # (the ProfileStat last used, this code's entry in it): one assignment,
+    # so that threads cannot mix its halves
+    cache: tuple[ProfileStat | None, list] = (None, [])
 
     # The bodies are repeated inline: a helper would be a frame more (see the dispatchers).
     if kind != 2:

@@ -649,7 +649,7 @@ def test_profile_events_count_hits_and_time_each_activation(impl, monitor):
     monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), outer_p.__code__, inner_p.__code__)
     outer_p()
     stats = {code.co_name: rest for code, *rest in p.local.ps.stats()}
-    (oh, ot, otsq, oself, oselfsq), (ih, it, itsq, iself, iselfsq) = stats["outer_p"], stats["inner_p"]
+    (oh, ot, otsq, oself, _), (ih, it, itsq, iself, _) = stats["outer_p"], stats["inner_p"]
     assert (oh, ih) == (1, 2) and p.local.ps.depth == 0
     assert it >= 4_000_000 and ot >= it and iself == it           # inner is a leaf
     assert abs(oself - (ot - it)) <= 2          # outer's own: less inner's (C: rounded ticks)

@@ -181,7 +181,7 @@ SLEEPS = """
 
 
 def test_time_with_graph_time_includes_the_calls_made(tmp_path):
-    proc, title, table = run_profile(tmp_path, SLEEPS, "-l", "inner", "-l", "outer", "-l", "raiser",
+    proc, _, table = run_profile(tmp_path, SLEEPS, "-l", "inner", "-l", "outer", "-l", "raiser",
                                      "-l", "catcher", "-l", "gen", "-l", "consume")
     assert proc.returncode == 0, proc.stderr
     rows = {k.split(":")[1]: v for k, v in stat(table).items()}
@@ -239,7 +239,7 @@ def test_run_profile_prints_the_kernels_columns_after_the_trace(tmp_path):
             f()
         print("out")
     """
-    proc, title, table = run_profile(tmp_path, source, "-t", "function", "-l", "f")
+    proc, title, _ = run_profile(tmp_path, source, "-t", "function", "-l", "f")
     assert proc.returncode == 0 and proc.stdout == "out\n"
     assert title == "# tracer: function"        # the trace first ...
     text = (tmp_path / "profile.txt").read_text()
@@ -276,8 +276,8 @@ def test_a_running_program_is_profiled_live(tmp_path):
         time.sleep(0.2)
         second = stat(fentry("-p", pid, "read", f"trace_stat/function{pid}").stdout)
         # main was running before the profiler: it is not counted; add is, more and more.
-        assert list(first) == ["__main__:add"], first
-        assert 0 < list(first.values())[0][0] < list(second.values())[0][0]
+        assert list(first) == list(second) == ["__main__:add"], first
+        assert 0 < first["__main__:add"][0] < second["__main__:add"][0]
         assert fentry("-p", pid, "write", "function_profile_enabled", "0").returncode == 0
         stop.touch()
         stdout, stderr = run.communicate(timeout=30)

@@ -23,8 +23,7 @@ from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..symbols import SYMBOLS
-from ..tracers.profile import FunctionProfiler, stat_text
-from ..tracers.profile import rows as profile_rows
+from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
 from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
 

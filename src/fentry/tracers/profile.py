@@ -49,24 +49,34 @@ class ThreadProfile(hotpath.ProfileStat):
 
 
 class ProfileOps(FtraceOps):
-    """The profiler's ops: counts and times each call of a traced function."""
+    """The profiler's ops: counts and times each call of a traced function,
+    into a profile of its own (``threads``: each thread's, made at its first call)."""
 
     local_events = E.PY_START | E.PY_RESUME | E.PY_RETURN | E.PY_YIELD
     global_events = E.PY_UNWIND | E.PY_THROW
 
-    def __init__(self, profiler: FunctionProfiler) -> None:
+    def __init__(self) -> None:
         super().__init__(self.function_profile_call)
-        self.profiler = profiler
+        self.local = threading.local()
+        self.threads: list[ThreadProfile] = []
+        self._lock = threading.Lock()
+
+    def attach(self) -> ThreadProfile:
+        """The calling thread's profile, made at its first profiled call (slow path)."""
+        st = ThreadProfile()
+        with self._lock:
+            self.threads.append(st)
+        self.local.ps = st
+        return st
 
     def function_profile_call(self, ip: hotpath.Ip, parent_ip: hotpath.Ip | None, ops: FtraceOps,
                               regs: object) -> None:
         """The four-argument form, for callers of ``func`` itself: a hit, of no time."""
-        local, attach = self.profiler.local, self.profiler.attach
-        hotpath.profile_event(local, attach, START, 2)(ip.code, 0)
-        hotpath.profile_event(local, attach, EXIT, 3)(ip.code, 0, None)
+        hotpath.profile_event(self.local, self.attach, START, 2)(ip.code, 0)
+        hotpath.profile_event(self.local, self.attach, EXIT, 3)(ip.code, 0, None)
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
-        local, attach = self.profiler.local, self.profiler.attach
+        local, attach = self.local, self.attach
         return {E.PY_START: hotpath.profile_event(local, attach, START, 2),
                 E.PY_RESUME: hotpath.profile_event(local, attach, RESUME, 2),
                 E.PY_THROW: hotpath.profile_event(local, attach, RESUME, 3),
@@ -80,22 +90,9 @@ class FunctionProfiler:
 
     def __init__(self, filter_: ftrace.FilterHash, notrace: ftrace.FilterHash) -> None:
         self.filter, self.notrace = filter_, notrace
-        self.ops: ProfileOps | None = None
-        self.local = threading.local()
-        self.threads: list[ThreadProfile] = []
-        self._lock = threading.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self.ops is not None
-
-    def attach(self) -> ThreadProfile:
-        """The calling thread's profile, made at its first profiled call (slow path)."""
-        st = ThreadProfile()
-        with self._lock:
-            self.threads.append(st)
-        self.local.ps = st
-        return st
+        self.enabled = False
+        # The ops of the last profile: running while enabled, read after.
+        self.last: ProfileOps | None = None
 
     def set_enabled(self, on: bool) -> None:
         """On: a new profile starts (every thread's numbers from zero); off: it stops, kept."""
@@ -103,45 +100,45 @@ class FunctionProfiler:
             return
         if on:
             ftrace.check_tool_id()      # ToolIdBusy, before anything changes
-            # New tables, and a new ``local``: a handler of the old profile
-            # that is running now in another thread counts into the old ones.
-            self.local = threading.local()
-            with self._lock:
-                self.threads = []
-            ops = ProfileOps(self)
+            # A new ops, with new tables: a handler of the old one that is
+            # running now in another thread counts into the old profile.
+            ops = ProfileOps()
             ops.filter, ops.notrace = self.filter, self.notrace
             ftrace.register_ftrace_function(ops)
-            self.ops = ops
-        else:
-            ops, self.ops = self.ops, None
-            if ops is not None:
-                ftrace.unregister_ftrace_function(ops)
+            self.last, self.enabled = ops, True
+        elif self.last is not None:
+            self.enabled = False
+            ftrace.unregister_ftrace_function(self.last)
 
     def per_thread(self) -> dict[int, dict[CodeType, Numbers]]:
         """tid -> code -> numbers (two profiles of one tid, a reused one, are summed)."""
-        with self._lock:
-            threads = list(self.threads)
         out: dict[int, dict[CodeType, Numbers]] = {}
+        if self.last is None:
+            return out
+        with self.last._lock:
+            threads = list(self.last.threads)
         for st in threads:
-            _add(out.setdefault(st.tid, {}), st.stats())
+            functions = out.setdefault(st.tid, {})
+            for code, *numbers in st.stats():
+                _add(functions, code, numbers)
         return out
 
     def merged(self) -> dict[CodeType, Numbers]:
         """code -> numbers, over every thread."""
         out: dict[CodeType, Numbers] = {}
         for functions in self.per_thread().values():
-            _add(out, ((code, *n) for code, n in functions.items()))
+            for code, numbers in functions.items():
+                _add(out, code, numbers)
         return out
 
 
-def _add(into: dict[CodeType, Numbers], rows: Iterable[tuple[object, ...]]) -> None:
-    for code, *numbers in rows:
-        have = into.get(code)       # type: ignore[call-overload]
-        if have is None:
-            into[code] = [int(x) for x in numbers]    # type: ignore[index, call-overload]
-        else:
-            for i, x in enumerate(numbers):
-                have[i] += int(x)       # type: ignore[call-overload]
+def _add(into: dict[CodeType, Numbers], code: CodeType, numbers: Iterable[int]) -> None:
+    have = into.get(code)
+    if have is None:
+        into[code] = [int(x) for x in numbers]      # (C's are from doubles: ints already)
+    else:
+        for i, x in enumerate(numbers):
+            have[i] += int(x)
 
 
 def rows(functions: dict[CodeType, Numbers]) -> list[tuple[str, Numbers]]:
