@@ -229,6 +229,42 @@ def test_recursion_counts_each_activation(fs):
     assert 60_000 <= total < 60_000 + 60_000 and 30_000 <= own < 30_000 + 30_000
 
 
+def test_generators_and_coroutines_count_one_call_each_and_close_every_activation(fs):
+    import asyncio
+
+    def gen():
+        yield 1
+        yield 2
+
+    async def sub():
+        await asyncio.sleep(0.01)
+
+    async def main():
+        await asyncio.gather(sub(), sub())
+        try:
+            await asyncio.wait_for(asyncio.sleep(1), 0.01)      # cancelled: a throw, then an unwind
+        except TimeoutError:
+            pass
+    fs.write("set_ftrace_filter", "*.gen *.sub *.main")
+    fs.write("function_profile_enabled", "1")
+    g = gen()
+    next(g)
+    g.close()                   # a throw into it, then GeneratorExit leaves it
+    g = gen()
+    next(g)
+    with pytest.raises(ValueError):
+        g.throw(ValueError)
+    gen().close()               # never run: never called
+    list(gen())
+    asyncio.run(main())
+    fs.write("function_profile_enabled", "0")
+    rows = stat(fs.read(f"trace_stat/function{threading.get_native_id()}"))
+    assert {name.rsplit(".", 1)[-1]: hits for name, (hits, _) in rows.items()} == {
+        "gen": 3, "sub": 2, "main": 1}
+    assert rows[next(n for n in rows if n.endswith(".sub"))][1] < 5_000     # not their 2 x 10 ms asleep
+    assert [st.depth for st in fs.profiler.last.threads] == [0]     # no activation left open
+
+
 # -- fentry run --profile, and a running program
 
 def test_run_profile_prints_the_kernels_columns_after_the_trace(tmp_path):
