@@ -21,8 +21,8 @@ HEADER = ("  Function                               Hit    Time            Avg  
           "  --------                               ---    ----            ---             ---\n")
 ROW = re.compile(r"^  (?P<name>\S+) +(?P<hit>\d+)    (?P<time>\d+(?:\.\d+)?) us +"
                  r"(?P<avg>\d+(?:\.\d+)?) us +(?P<s2>\d+(?:\.\d+)?) us +$")
-TITLE = re.compile(r"^# function profile of (?P<prog>\S+) \(pid \d+\), (?P<threads>\d+) threads? "
-                   r"together; Time: (?P<what>.*)$")
+TITLE = re.compile(r"^# function profile of (?P<prog>\S+) \(pid \d+\), "
+                   r"(?:1 thread|(?P<threads>\d+) threads together); Time: (?P<what>.*)$")
 
 
 def stat(text: str) -> dict[str, tuple[int, float]]:

@@ -9,7 +9,8 @@ As the kernel's ``instances/``, ``mkdir("instances/NAME")`` makes a tracing
 instance with its own buffer, tracer, filters, options and event enables,
 under ``instances/NAME/``; ``rmdir`` removes it.  Probe event definitions
 (``kprobe_events``), ``kprobe_profile``, ``available_*`` and ``error_log``
-are the top level's, shared.
+are the top level's, shared; so is the function profiler
+(``function_profile_enabled``, ``trace_stat/``), as the kernel's.
 """
 
 from __future__ import annotations

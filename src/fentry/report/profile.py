@@ -24,6 +24,6 @@ def profile_text(stream: ProcessStream) -> str:
                 have[i] += x
     graph_time = profile.get("graph_time", True)
     what = "time with the calls made (graph-time)" if graph_time else "self time (nograph-time)"
-    title = (f"# function profile of {process_name(stream)} (pid {stream.pid}), {len(threads)} "
-             f"thread{'s' if len(threads) != 1 else ''} together; Time: {what}\n")
+    who = "1 thread" if len(threads) == 1 else f"{len(threads)} threads together"
+    title = f"# function profile of {process_name(stream)} (pid {stream.pid}), {who}; Time: {what}\n"
     return title + stat_text(merged.items(), graph_time)
