@@ -12,7 +12,21 @@ _API = {
     "register_kretprobe": "kprobes", "unregister_kretprobe": "kprobes",
 }
 
-__all__ = [*_API, "tracefs"]
+__all__ = [*_API, "tracefs", "trace_marker"]
+
+# Set while fentry's tracefs lives in this process (control/tracefs.py).
+_marker: "Callable[[object], None] | None" = None
+
+
+def trace_marker(text: object) -> None:
+    """Write ``text`` into the trace, as writing the ``trace_marker`` file
+    does: ``tracing_mark_write: text``, an event of the calling thread, in
+    every tracing instance whose ``markers`` option is on.  Where fentry
+    does not trace the process it does nothing, at the cost of a call: a
+    program may leave its markers in."""
+    mark = _marker
+    if mark is not None:
+        mark(text)
 
 
 def __getattr__(name: str) -> object:
@@ -31,6 +45,8 @@ def __dir__() -> list[str]:
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .control.tracefs import Tracefs
 
 

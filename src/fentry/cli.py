@@ -19,6 +19,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,7 +84,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
               "                  [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
-              "                  [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
+              "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
     _tracing_options(p, "function", DEFAULT_SIZE_KB, "before the program starts")
@@ -97,7 +98,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
                         "multiprocessing, os.fork), each under its own agent, into one trace")
     p.add_argument("-m", dest="module", metavar="MODULE", help="run library module as a script")
     p.add_argument("-c", dest="code", metavar="CODE", help="program passed in as string")
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="[PYTHON] SCRIPT [ARGS...]")
     return p
 
 
@@ -106,7 +107,7 @@ def _record_parser(sub: _Subparsers) -> None:
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
         usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
               "                     [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow]\n"
-              "                     [--] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
+              "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
                     f"FILE (default {DEFAULT_RECORDING}), as trace-cmd record does: nothing is "
@@ -119,7 +120,7 @@ def _record_parser(sub: _Subparsers) -> None:
     _attach_only_options(p)
     p.add_argument("-m", dest="module", metavar="MODULE", help="run library module as a script")
     p.add_argument("-c", dest="code", metavar="CODE", help="program passed in as string")
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...]")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="[PYTHON] SCRIPT [ARGS...]")
 
 
 def _report_parser(sub: _Subparsers) -> None:
@@ -380,6 +381,41 @@ def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
         return None, False
 
 
+def _interpreter(program: list[str], command: str) -> tuple[str, list[str]] | None:
+    """The Python to run the program in, and its arguments.  The program is
+    run by fentry's own Python, unless it is given as an interpreter and its
+    arguments (``fentry run -- python3 -m test``, ``-- .venv/bin/python
+    app.py``, as ``py-spy record -- python app.py``): then in that one, if it
+    is a Python 3.12 or later.  None, said why, for a program that is not."""
+    first = program[0]
+    if first in ("-m", "-c"):
+        return sys.executable, program
+    path = first if os.sep in first or os.path.exists(first) else shutil.which(first)
+    try:
+        with open(path or first, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return sys.executable, program      # a script (Python says if it is not)
+    except OSError:
+        return sys.executable, program              # (Python says it cannot open it)
+    assert path is not None
+    try:
+        got = subprocess.run([path, "-c", "import sys; print(sys.implementation.name, "
+                              "*sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        name, major, minor = got.stdout.split()
+        version = (int(major), int(minor))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        print(f"fentry {command}: {first} is a program, not a Python script: fentry traces "
+              "Python (SCRIPT, -m MODULE, -c CODE, or a Python interpreter and its arguments)",
+              file=sys.stderr)
+        return None
+    if name != "cpython" or version < (3, 12):
+        print(f"fentry {command}: {first} is {name} {major}.{minor}: fentry needs CPython 3.12 "
+              "or later (sys.monitoring)", file=sys.stderr)
+        return None
+    return path, program[1:]
+
+
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
     command = "record" if record else "run"
     if not program or (program[0] in ("-m", "-c") and len(program) < 2):
@@ -387,8 +423,16 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         return 2
     if not _check_tracing_options(opts, command):
         return 2
+    found = _interpreter(program, command)
+    if found is None:
+        return 2
+    python, program = found
+    if not program:
+        print(f"fentry {command}: no program given to {python} (SCRIPT, -m MODULE or -c CODE)",
+              file=sys.stderr)
+        return 2
     # stderr: stdout is the program's
-    live = _output(opts, command, record, sys.stderr.buffer, [sys.executable, *program])
+    live = _output(opts, command, record, sys.stderr.buffer, [python, *program])
     if live is None:
         return 2
 
@@ -417,9 +461,9 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         # close_fds=False: every descriptor the program inherits from whoever
         # started fentry (``3<file``) reaches it, as it would from plain
         # python.  fentry's own are close-on-exec, but for write_fd.
-        child = subprocess.Popen([sys.executable, *program], env=env, close_fds=False)
+        child = subprocess.Popen([python, *program], env=env, close_fds=False)
     except OSError as e:
-        print(f"fentry run: cannot start {sys.executable}: {e.strerror}", file=sys.stderr)
+        print(f"fentry run: cannot start {python}: {e.strerror}", file=sys.stderr)
         return 2
     finally:
         os.close(write_fd)
@@ -663,10 +707,13 @@ def cmd_report(opts: argparse.Namespace) -> int:
     except OSError as e:
         sink.error = sink.error or e
     if sink.error is not None:
+        # The reading stopped at the error: nothing more is known.  A closed
+        # pipe (fentry report | head) is the reader's choice, not a failure.
         _quiet_stdout()
-        if not isinstance(sink.error, BrokenPipeError):
-            _say(f"fentry report: writing {opts.output or 'stdout'} failed: {sink.error.strerror}")
-            return 1
+        if isinstance(sink.error, BrokenPipeError):
+            return 0
+        _say(f"fentry report: writing {opts.output or 'stdout'} failed: {sink.error.strerror}")
+        return 1
     faults = sink.faults(streams.streams)
     if faults:
         _say(f"fentry report: {faults} value{'s' if faults > 1 else ''} could not be printed "

@@ -26,6 +26,8 @@ ERRORS: dict[str, str] = {
     "INSTANCE_EXISTS": "File exists: there is an instance of that name already",
     "BAD_INSTANCE_NAME": "Invalid instance name (letters, digits and _ . - only)",
     "INSTANCE_BUSY": "Device or resource busy: the instance's trace is being read",
+    "MARKERS_OFF": "Invalid argument: the markers option is off",
+    "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",
@@ -41,6 +43,7 @@ ERRORS: dict[str, str] = {
     "BAD_MAXACT": "Invalid maxactive number",
     "MAXACT_TOO_BIG": "Maxactive is too big",
     "BAD_PROBE_ADDR": "Invalid probed address or symbol",
+    "NON_UNIQ_SYMBOL": "The symbol is not unique",
     "BAD_RETPROBE": "Retprobe address must be an function entry",
     "BAD_ADDR_SUFFIX": "Invalid probed address suffix",
     "NO_GROUP_NAME": "Group name is not specified",
@@ -88,7 +91,7 @@ ERRORS: dict[str, str] = {
     "BAD_LINE_NUM": "Invalid line number",
     "BAD_GLOBAL": "Invalid module global (expected @MOD:NAME)",
     "KERNEL_DEREF": "Offset dereference is not available; use attributes and items (item.sku, lines[0])",
-    "BAD_REMOVE": "Removal takes only -:[GRP/]EVENT",
+    "BAD_REMOVE": "Removal takes -:[GRP/]EVENT or -:GRP/, then what to match: [POINT [FETCHARGS]]",
     "BUSY": "Device or resource busy: the event is enabled (disable it first)",
     "NO_SUCH_EVENT": "No such event",
     "NO_MODULE_YET": "Module not found yet; the probe is pending until it is imported",   # info
@@ -121,12 +124,22 @@ class TraceError(ValueError):
         self.code = code
         self.level = level          # "info": logged for a command that was applied
         self.message = ERRORS[code] + (f": {detail}" if detail else "")
+        self.subsystem = subsystem
+        self.timestamp = time.monotonic()
+        self.place(command, pos)
+        super().__init__(code, command, self.pos)
+
+    def place(self, command: str, pos: int) -> None:
+        """The command the error is in, and where: a layer that knows the
+        whole command (the line written) places an error raised below it."""
         self.command = command
         # The kernel may point one past the end (a value missing at the end).
         self.pos = max(0, min(pos, len(command) + 1))
-        self.subsystem = subsystem
-        self.timestamp = time.monotonic()
-        super().__init__(self.render())
+
+    def __str__(self) -> str:
+        # Rendered when shown, not when raised: the command, its caret and the
+        # subsystem may be set after (by ``place``), and str() must agree with error_log.
+        return self.render()
 
     def caret(self) -> str:
         return " " * self.pos + "^"

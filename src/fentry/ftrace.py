@@ -434,6 +434,20 @@ def reinit_after_fork() -> None:
     _core.lock._at_fork_reinit()      # type: ignore[attr-defined]  # (threading's own way)
 
 
+def enabled_functions() -> str:
+    """The ``enabled_functions`` file: each function traced now, with how
+    many ops trace it, and `` R`` when one of them saves regs (the frame),
+    as the kernel's ``func [mod] (N) R``."""
+    with _core.lock:
+        traced = list(_core.traced.values())
+    lines = []
+    for code, module, ops in traced:
+        regs = any(o.flags & FTRACE_OPS_FL_SAVE_REGS for o in ops)
+        lines.append((module, code.co_qualname, f"{code.co_qualname} [{module}] ({len(ops)})"
+                      f"{' R' if regs else ''}\n"))
+    return "".join(line for _, _, line in sorted(lines))
+
+
 def traced_codes() -> list[CodeType]:
     """Code objects that have fentry's local events set now."""
     return _core.monitor.traced_codes()

@@ -13,12 +13,15 @@ The kernel's kprobes, on the ftrace core:
   return value).  A generator or coroutine fires once, when it finishes, not
   at every ``yield``.
 
-Symbols are resolved when the code first runs, as the ftrace filter is, so a
-probe on a module that is not imported yet takes effect once it is.  The
-symbol and its offset are checked at once all the same (the decoder, the
-blacklist): in the loaded code, or for a module not imported yet (or a
-script's function not defined yet) in its source, compiled and not run.  Only
-a module that cannot be found leaves the probe unchecked, pending.
+A symbol is checked when the probe is registered, by the kernel's rule: a
+bare ``QUALNAME`` must name a loaded function (or one of the script about to
+run) in exactly one module, and the probe stays on that module's.
+``MOD:QUALNAME`` is checked in MOD's loaded code or, for a module not imported
+yet (or a script's function not defined yet), in its source, compiled and
+not run; only a module that cannot be found leaves the probe unchecked,
+pending.  The offset is checked as well (the decoder, the blacklist).  Code
+objects are matched when they first run, as the ftrace filter is, so a probe
+on a module imported later takes effect once it is.
 """
 
 from __future__ import annotations
@@ -185,11 +188,14 @@ def split_symbol(name: str) -> tuple[str | None, str]:
 class _ProbeOps(FtraceOps):
     """The ftrace_ops a kprobe rides: its filter is the probed symbol or site."""
 
-    def __init__(self, kp: Kprobe) -> None:
+    def __init__(self, kp: Kprobe, module: str | None) -> None:
         super().__init__(self._entry, flags=0)
         self.kp = kp
+        # The module its symbol was found in when registered: a bare symbol
+        # names that function, not one of the same name imported since.
+        self.module = module
         if kp.symbol_name is not None:
-            self.module, self.qualname = split_symbol(kp.symbol_name)
+            self.qualname = split_symbol(kp.symbol_name)[1]
         self.local_events = E.PY_START if self._at_entry() else E.INSTRUCTION
 
     def _at_entry(self) -> bool:
@@ -203,7 +209,7 @@ class _ProbeOps(FtraceOps):
             return code is kp.code
         if kp.path is not None:
             return kp.line is not None and same_file(code, kp.path) and covers_line(code, kp.line)
-        return code.co_qualname == self.qualname and (self.module is None or module == self.module)
+        return code.co_qualname == self.qualname and module == self.module
 
     def _entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType) -> None:
         if self.kp.pre_handler is not None:
@@ -240,11 +246,12 @@ class _RetprobeOps(FtraceOps):
     local_events = E.PY_START | E.PY_RETURN
     global_events = E.PY_UNWIND
 
-    def __init__(self, rp: Kretprobe) -> None:
+    def __init__(self, rp: Kretprobe, module: str | None) -> None:
         super().__init__(None)
         self.rp = rp
+        self.module = module            # as _ProbeOps'
         if rp.symbol_name is not None:
-            self.module, self.qualname = split_symbol(rp.symbol_name)
+            self.qualname = split_symbol(rp.symbol_name)[1]
         self.active: dict[int, KretprobeInstance] = {}     # id(frame) -> its instance
 
     def wants(self, module: str, code: CodeType) -> bool:
@@ -253,7 +260,7 @@ class _RetprobeOps(FtraceOps):
             return False
         if rp.code is not None:
             return code is rp.code
-        return code.co_qualname == self.qualname and (self.module is None or module == self.module)
+        return code.co_qualname == self.qualname and module == self.module
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         rp, active = self.rp, self.active
@@ -295,39 +302,63 @@ class _RetprobeOps(FtraceOps):
 
 # ---------------------------------------------------------------- registration
 
-def check_symbol(symbol_name: str | None, offset: int, retprobe: bool) -> str | None:
-    """What can be checked now: the symbol and its offset, the blacklist.
+def check_symbol(symbol_name: str, offset: int, retprobe: bool) -> tuple[str, bool]:
+    """What can be checked now, as the kernel's ``validate_probe_symbol`` and
+    registration: the symbol, its offset, the blacklist.  Returns (the module
+    of the probed function, whether the probe is pending).
 
-    Returns the module's name if it cannot be found (yet): the probe is
-    pending, unchecked, until the module is imported."""
-    if symbol_name is None:
-        return None
+    A bare ``QUALNAME`` must name a function loaded now (the script about to
+    run counts), in one module: else "Invalid probed address or symbol", or
+    "The symbol is not unique" (``MOD:QUALNAME`` says which).  Several code
+    objects of one module under one name (a property's getter and setter)
+    are one symbol.  ``MOD:QUALNAME`` must be in MOD once MOD is imported or
+    can be found; only while it cannot is the probe pending, unchecked."""
     module, qualname = split_symbol(symbol_name)
     if module is not None and is_fentry_module(module):
         raise TraceError("BLACKLISTED", symbol_name, 0, subsystem="trace_kprobe")
     if retprobe and offset:
         raise TraceError("BAD_RETPROBE", symbol_name, 0, subsystem="trace_kprobe")
-    if module is not None and module not in sys.modules:
+    found: list[CodeType] | None
+    if module is None:
+        module, found = _loaded_function(symbol_name, qualname)
+    elif module in sys.modules:
+        found = [s.code for s in SYMBOLS.named(qualname, module)]
+        if not found and module == MAIN:
+            found = source_functions(MAIN, qualname)    # a function the script defines later
+    else:
         try:
             found = source_functions(module, qualname)
         except ModuleNotFoundError:
-            return module
-    else:
-        SYMBOLS.refresh()
-        found = [s.code for s in SYMBOLS.symbols()
-                 if s.qualname == qualname and (module is None or s.module == module)]
-        if not found and module == MAIN:
-            found = source_functions(MAIN, qualname)    # a function the script defines later
+            return module, True
     if found is None:
-        return None                     # no source to check it against: resolved when it runs
+        return module, False            # no source to check it against: resolved when it runs
     if not found:
-        if module is not None:
-            raise TraceError("BAD_PROBE_ADDR", symbol_name, 0, subsystem="trace_kprobe")
-        return None                     # maybe defined later, in some module
+        raise TraceError("BAD_PROBE_ADDR", symbol_name, 0, subsystem="trace_kprobe")
     for code in found:
         if offset:
-            check_offset(code, offset, symbol_name, len(symbol_name))
-    return None
+            check_offset(code, offset, symbol_name)
+    return module, False
+
+
+def _loaded_function(symbol_name: str, qualname: str) -> tuple[str, list[CodeType]]:
+    """The one module whose loaded functions (or, for the script, its
+    source) have a bare symbol's name, and those functions."""
+    by_module: dict[str, list[CodeType]] = {}
+    for sym in SYMBOLS.named(qualname):
+        by_module.setdefault(sym.module, []).append(sym.code)
+    if MAIN not in by_module:
+        script = source_functions(MAIN, qualname)
+        if script:
+            by_module[MAIN] = script
+    if not by_module:
+        raise TraceError("BAD_PROBE_ADDR", symbol_name, 0, subsystem="trace_kprobe")
+    if len(by_module) > 1:
+        names = sorted(by_module)
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        raise TraceError("NON_UNIQ_SYMBOL", symbol_name, 0, subsystem="trace_kprobe",
+                         detail=f"in {', '.join(names[:4])}{more}; give MOD:{qualname}")
+    ((module, codes),) = by_module.items()
+    return module, codes
 
 
 def register_kprobe(kp: Kprobe) -> None:
@@ -339,9 +370,10 @@ def register_kprobe(kp: Kprobe) -> None:
             raise TraceError("BLACKLISTED", kp.code.co_qualname, 0, subsystem="trace_kprobe")
         if kp.offset:
             check_offset(kp.code, kp.offset)
-    else:
-        check_symbol(kp.symbol_name, kp.offset, retprobe=False)
-    ops = _ProbeOps(kp)
+    module = None
+    if kp.symbol_name is not None:
+        module, _ = check_symbol(kp.symbol_name, kp.offset, retprobe=False)
+    ops = _ProbeOps(kp, module)
     register_ftrace_function(ops)
     kp._ops = ops
 
@@ -359,8 +391,10 @@ def register_kretprobe(rp: Kretprobe) -> None:
         raise ValueError("kretprobe already registered")
     if rp.code is not None and blacklisted(rp.code):
         raise TraceError("BLACKLISTED", rp.code.co_qualname, 0, subsystem="trace_kprobe")
-    check_symbol(rp.symbol_name, 0, retprobe=True)
-    ops = _RetprobeOps(rp)
+    module = None
+    if rp.symbol_name is not None:
+        module, _ = check_symbol(rp.symbol_name, 0, retprobe=True)
+    ops = _RetprobeOps(rp, module)
     register_ftrace_function(ops)
     rp._ops = ops
 

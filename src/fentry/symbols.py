@@ -192,6 +192,12 @@ class SymbolTable:
                 sym = s
         return sym if sym is not None else self._by_code.get(id(code))
 
+    def named(self, qualname: str, module: str | None = None) -> list[Symbol]:
+        """The loaded functions named ``qualname`` (in ``module``, if given)."""
+        self.refresh()
+        return [s for s in self._by_code.values()
+                if s.qualname == qualname and (module is None or s.module == module)]
+
     def lookup(self, code: CodeType) -> Symbol | None:
         return self._by_code.get(id(code))
 

@@ -177,3 +177,33 @@ def test_a_pool_ended_by_terminate_never_hangs_and_leaves_nothing(tmp_path, meth
         assert len(tids) > 4
         left = [tid for tid in tids if os.path.exists(f"/tmp/fentry-{tid}")]
         assert not left, left
+
+
+KILLED_CHILD = """
+import os, signal
+def work(i):
+    return i
+pid = os.fork()
+if pid == 0:
+    for i in range(1000):
+        work(i)
+    os.kill(os.getpid(), signal.SIGKILL)
+os.waitpid(pid, 0)
+print("child", pid)
+"""
+
+
+def test_a_child_killed_before_its_first_drain_is_said(tmp_path):
+    """A forked child SIGKILLed a moment after its fork, before its stream's
+    first drain: its records are gone with it, and fentry run says so (it
+    said nothing: the child had not even said who it was)."""
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_CHILD)
+    for _ in range(3):
+        got = subprocess.run([sys.executable, "-m", "fentry", "run", "--follow", "-t", "function",
+                              "-l", "work", "-o", str(tmp_path / "t.txt"), str(script)],
+                             capture_output=True, text=True, timeout=60, env=env())
+        assert got.returncode == 0, got.stderr
+        pid = int(got.stdout.split()[1])
+        assert got.stderr == (f"fentry run: the trace of process {pid} stops at its last drain: "
+                              "the process was killed before it could send the rest\n")

@@ -408,3 +408,73 @@ def test_the_messages_are_the_kernels(tracefs, args, code):
     if _uprobe_target() is None:
         pytest.skip("no ELF executable to put the oracle's uprobe on")
     assert kernel_probe(tracefs, f"p:{GROUP}/ev", args).message == ERRORS[code]
+
+
+# -- removal: -:GRP/EVENT [POINT [ARGS]] (dyn_event_release) ---------------------
+
+# The event both sides define, then what each removal gives after the name:
+# the probe point (the event's, another, or none) and the arguments.
+REMOVED_ARGS = "x=$comm \\0x10:u8 y=$stack3"
+REMOVALS = [
+    (f"{GROUP}/ev", None, ""),
+    (f"{GROUP}/ev", "its", ""),
+    (f"{GROUP}/ev", "its", "x=$comm"),
+    (f"{GROUP}/ev", "its", "x=$comm arg2=\\0x10:u8"),
+    (f"{GROUP}/ev", "its", "x=$comm  arg2=\\0x10:u8\ty=$stack3"),
+    (f"{GROUP}/ev", "its", "x=$comm arg2=\\16:u8"),
+    (f"{GROUP}/ev", "its", "x=$comm \\0x10:u8"),
+    (f"{GROUP}/ev", "its", "arg2=\\0x10:u8"),
+    (f"{GROUP}/ev", "its", "x=$comm arg2=\\0x10:u8 y=$stack3 z=$comm"),
+    (f"{GROUP}/ev", "its", "x=$comm:string"),
+    (f"{GROUP}/ev", "another", ""),
+    (f"{GROUP}/ev", "another", "x=$comm"),
+    (f"{GROUP}/", None, ""),
+    (f"{GROUP}/", "its", "x=$comm"),
+    (f"{GROUP}/", "its", "y=$comm"),
+    (f"{GROUP}/ev2", None, ""),
+    (f"{GROUP}.ev", None, ""),
+]
+
+
+def _kernel_removal(tracefs: str, name: str, point: str | None, args: str) -> tuple[Verdict, bool]:
+    """(the verdict, whether the event is still there), on the kernel's uprobe_events."""
+    target = _uprobe_target()
+    assert target is not None
+    _kernel_write(tracefs, "uprobe_events", f"p:{GROUP}/ev {target} {REMOVED_ARGS}", "a")
+    with open(os.path.join(tracefs, "uprobe_events")) as f:
+        its = next(line.split()[1] for line in f if line.startswith(f"p:{GROUP}/ev "))
+    path, _, offset = its.rpartition(":")
+    where = {None: None, "its": its, "another": f"{path}:0x{int(offset, 16) + 1:016x}"}[point]
+    verdict = _kernel_write(tracefs, "uprobe_events", " ".join(
+        w for w in (f"-:{name}", where, args) if w), "a")
+    with open(os.path.join(tracefs, "uprobe_events")) as f:
+        there = any(line.startswith(f"p:{GROUP}/ev ") for line in f)
+    _kernel_write(tracefs, "uprobe_events", f"-:{GROUP}/ev", "a")
+    return verdict, there
+
+
+def _fentry_removal(name: str, point: str | None, args: str) -> tuple[Verdict, bool]:
+    fs = fentry.tracefs()
+    fs.write("kprobe_events", f"p:{GROUP}/ev {__name__}:_target {REMOVED_ARGS}")
+    where = {None: None, "its": f"{__name__}:_target", "another": f"{__name__}:_shown"}[point]
+    before = fs.read("error_log")
+    try:
+        fs.write("kprobe_events", " ".join(w for w in (f"-:{name}", where, args) if w), append=True)
+        verdict = Verdict(None, None)
+    except TraceError as e:
+        logged = fs.read("error_log") != before
+        errno_name = {"NO_SUCH_EVENT": "ENOENT", "BAD_REMOVE": "EINVAL"}.get(e.code, e.code)
+        verdict = Verdict(e.message if logged else f"({errno_name}, no error_log)", None)
+    there = f"p:{GROUP}/ev " in fs.read("kprobe_events")
+    fs.write("kprobe_events", "")
+    return verdict, there
+
+
+@pytest.mark.parametrize("name, point, args", REMOVALS)
+def test_removal_matches_as_the_kernels(tracefs, name, point, args):
+    """An event goes only when the rest of the line is its own (the probe
+    point, then the arguments given, as reading the file shows them); else
+    -ENOENT, and neither writes error_log."""
+    if _uprobe_target() is None:
+        pytest.skip("no ELF executable to put the oracle's uprobe on")
+    assert _fentry_removal(name, point, args) == _kernel_removal(tracefs, name, point, args)

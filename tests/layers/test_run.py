@@ -478,6 +478,40 @@ def test_dash_c_runs_code_with_its_arguments(tmp_path):
     assert [(m["func"], m["parent"]) for m in function_lines(trace)] == [("hello", "<module>")]
 
 
+def _other_python() -> str:
+    """A CPython 3.12+ other than this one, if the machine has one (pyenv's),
+    else this one by its own path."""
+    other = "3.12" if sys.version_info >= (3, 13) else "3.13"
+    root = os.path.expanduser("~/.pyenv/versions")
+    for version in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        exe = os.path.join(root, version, "bin", f"python{other}")
+        if version.startswith(other + ".") and os.access(exe, os.X_OK):
+            return exe
+    return sys.executable
+
+
+def test_a_program_given_as_an_interpreter_runs_in_it(tmp_path):
+    """``fentry run -- PYTHON ARGS``, as py-spy's ``record -- python app.py``:
+    the program runs in that Python, traced, with its arguments."""
+    python = _other_python()
+    code = "import sys\ndef hello(): return sys.version_info[:2]\nprint(hello(), sys.argv[1:])"
+    want = subprocess.run([python, "-c", code, "a"], capture_output=True, timeout=60)
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "hello",
+                            program=(python, "-c", code, "a"))
+    same_run(want, got)
+    assert [(m["func"], m["parent"]) for m in function_lines(trace)] == [("hello", "<module>")]
+
+
+@pytest.mark.parametrize("program", ["/bin/true", "/usr/bin/python3.11"])
+def test_a_program_that_is_not_a_python_312_is_refused(tmp_path, program):
+    if not os.access(program, os.X_OK):
+        pytest.skip(f"this machine has no {program}")
+    got, trace = fentry_run(tmp_path, program=(program, "-c", "print(1)"))
+    assert (got.returncode, got.stdout, trace) == (2, b"", "")
+    assert got.stderr.decode().startswith(f"fentry run: {program} is ")
+    assert b"fentry traces Python" in got.stderr or b"needs CPython 3.12 or later" in got.stderr
+
+
 def test_stdlib_functions_can_be_traced(tmp_path):
     code = "import json\nprint(json.dumps([1]), json.dumps({}))"
     got, trace = fentry_run(tmp_path, "-t", "function", "-l", "json:dumps", program=("-c", code))

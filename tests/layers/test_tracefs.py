@@ -9,6 +9,7 @@ import time
 import pytest
 from helpers import body, fentry_tool_ids, function_lines
 
+import fentry
 from fentry import TraceError
 
 HERE = __name__
@@ -268,6 +269,55 @@ def test_trace_options_read_and_toggle(fs):
     assert "funcgraph-tail" in fs.read("trace_options").split()
     fs.write("trace_options", "nofuncgraph-tail")
     assert "nofuncgraph-tail" in fs.read("trace_options").split()
+
+
+def test_options_files_are_the_trace_options_words(fs):
+    """options/NAME: one 0/1 file per trace_options word, either way round."""
+    words = [w.removeprefix("no") for w in fs.read("trace_options").split()]
+    assert fs.ls("options") == sorted(words)
+    for word in words:
+        on = fs.read("options/" + word)
+        assert on == ("0\n" if f"no{word}" in fs.read("trace_options").split() else "1\n")
+    fs.write("options/funcgraph-tail", "1")
+    assert "funcgraph-tail" in fs.read("trace_options").split()
+    fs.write("trace_options", "nofuncgraph-tail")
+    assert fs.read("options/funcgraph-tail") == "0\n"
+    with pytest.raises(TraceError):
+        fs.write("options/funcgraph-tail", "2")
+    assert fs.read("options/funcgraph-tail") == "0\n"
+    fs.mkdir("instances/opts")
+    fs.write("instances/opts/options/print-parent", "0")
+    assert fs.read("options/print-parent") == "1\n"
+
+
+def test_enabled_functions_counts_the_ops_on_each_function(fs):
+    start(fs, f"{HERE}:alpha {HERE}:beta")
+    call_all()
+    assert fs.read("enabled_functions") == f"alpha [{HERE}] (1)\nbeta [{HERE}] (1)\n"
+    ops = fentry.FtraceOps(lambda *a: None, flags=fentry.FTRACE_OPS_FL_SAVE_REGS)
+    ops.set_filter(f"{HERE}:beta {HERE}:gamma")
+    fentry.register_ftrace_function(ops)
+    try:
+        call_all()
+        assert fs.read("enabled_functions") == (f"alpha [{HERE}] (1)\nbeta [{HERE}] (2) R\n"
+                                                f"gamma [{HERE}] (1) R\n")
+    finally:
+        fentry.unregister_ftrace_function(ops)
+    fs.write("current_tracer", "nop")
+    assert fs.read("enabled_functions") == ""
+
+
+def test_saved_cmdlines_and_buffer_total_size_kb_know_the_threads(fs):
+    fs.write("buffer_size_kb", "64")
+    start(fs, f"{HERE}:alpha")
+    t = threading.Thread(target=alpha, name="cmdline-worker")
+    t.start()
+    t.join()
+    alpha()
+    lines = fs.read("saved_cmdlines").splitlines()
+    assert f"{t.native_id} cmdline-worker" in lines
+    assert f"{threading.get_native_id()} {threading.current_thread().name}" in lines
+    assert fs.read("buffer_total_size_kb") == f"{64 * len(lines)}\n"
 
 
 def test_buffer_size_kb_reads_back(fs):

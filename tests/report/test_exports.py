@@ -8,9 +8,11 @@ import collections
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
-from helpers import SHOPAPP
+from helpers import SHOPAPP, env
 
 from .exports import (
     BUSY,
@@ -278,3 +280,36 @@ def test_only_the_perfetto_export_imports_perfetto():
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(),
                          timeout=60)
     assert got.stdout == "[]\nTrue\n", got.stderr
+
+
+def test_folded_memory_does_not_grow_with_stack_depth(tmp_path):
+    """Twenty recursions 3000 deep: every depth is a stack of its own, and
+    the folded output (about 60 MB of names) is far larger than the tree of
+    stacks it comes from; the report's memory stays below the output's
+    size (a string per stack took four times it)."""
+    prog = tmp_path / "deep.py"
+    prog.write_text("import sys\nsys.setrecursionlimit(20000)\n"
+                    "def down(n):\n    if n:\n        down(n - 1)\n"
+                    "for i in range(20):\n    down(3000)\n")
+    dat = record(tmp_path, "deep.dat", "-t", "function_graph", str(prog))
+    out = str(tmp_path / "deep.folded")
+    # VmHWM, not ru_maxrss: that one carries over exec the peak of the
+    # forking process, pytest's own.
+    code = ("import sys\nfrom fentry.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nfinally:\n    print(open('/proc/self/status')"
+            ".read().split('VmHWM:')[1].split()[0], file=sys.stderr)\n")
+    got = subprocess.run([sys.executable, "-c", code, "report", "-i", dat, "--format", "folded",
+                          "-o", out, "--weight", "calls"], capture_output=True, text=True, env=env(),
+                         timeout=120)
+    assert got.returncode == 0, got.stderr
+    rss = int(got.stderr.split()[-1]) * 1024
+    with open(out) as f:
+        lines = [line.rsplit(" ", 1) for line in f]
+    # One line per depth of down (3001 of them), each ended 20 times, plus
+    # the module's frame and threading's _shutdown at exit.
+    assert len(lines) == 3001 + 2
+    assert sum(int(n) for _, n in lines) == 20 * 3001 + 2
+    assert max(stack.count(";") for stack, _ in lines) == 3001
+    size = os.path.getsize(out)
+    assert size > 50e6
+    assert rss < size, (rss, size)

@@ -3,10 +3,13 @@ exactly as fentry run formats it live."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -133,6 +136,7 @@ def test_record_a_running_program(tmp_path):
 
 DEEP = """
 import sys
+import threading
 import time
 sys.setrecursionlimit(30000)
 def r(n):
@@ -196,3 +200,45 @@ def test_a_signal_after_the_program_ended_stops_the_formatting(tmp_path):
     assert proc.returncode == -signal.SIGTERM
     assert err == ("fentry run: stopped by SIGTERM after the program ended (status 0); "
                    "the trace is incomplete\n")
+
+
+@pytest.mark.slow
+def test_a_recording_read_from_a_pipe_and_a_reader_that_goes(tmp_path):
+    """``fentry report -i <(zcat t.dat.gz) | head``: the recording comes
+    through a pipe and is read in turn, and when head goes the report stops
+    reading at once -- the pipe it reads breaks before the recording has all
+    gone through -- and exits 0, saying nothing."""
+    script = tmp_path / "deep.py"
+    script.write_text(DEEP.format(rounds=40, depth=10000))
+    dat = tmp_path / "deep.dat"
+    assert fentry("record", "-t", "function_graph", "-l", "__main__:r", "-o", str(dat),
+                  str(script)).returncode == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    small = tmp_path / "shop.dat"
+    assert fentry("record", "-t", "function_graph", "-o", str(small), SHOPAPP).returncode == 0
+    whole = fentry("report", "-i", str(small))
+    with open(small, "rb") as f:
+        fed = fentry("report", "-i", "/dev/stdin", stdin=f)
+    assert fed.returncode == 0 and fed.stderr == "" and fed.stdout == whole.stdout
+
+    rep = subprocess.Popen([sys.executable, "-m", "fentry", "report", "-i", str(fifo)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wrote = []
+
+    def feed() -> None:
+        try:
+            with open(fifo, "wb") as w, open(dat, "rb") as r:
+                shutil.copyfileobj(r, w)
+            wrote.append("all")
+        except BrokenPipeError:
+            wrote.append("broken")
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    assert rep.stdout.readline() == b"# tracer: function_graph\n"
+    rep.stdout.close()
+    assert rep.wait(timeout=60) == 0
+    feeder.join(timeout=60)
+    assert wrote == ["broken"]
+    assert rep.stderr.read() == b""

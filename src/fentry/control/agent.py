@@ -91,6 +91,7 @@ class Streamer:
         self.broken = False         # the reader is gone
         self.why = "detach"         # what END says
         self.ended = False
+        self.greeted = False        # HELLO sent
         self.profile = False        # END is preceded by the function profile (fentry run --profile)
         self.running = _thread.allocate_lock()     # held while run() runs
         # One drain at a time, whoever drains: messages must leave in the
@@ -161,10 +162,20 @@ class Streamer:
         self.raw.flush()
         with self.writing:
             data = self.raw.drain()
-            if first:
+            if first and not self.greeted:
                 data.insert(0, self.raw.hello(self.header))
+                self.greeted = True
             self._send(data)
             return sum(map(len, data))
+
+    def greet(self) -> None:
+        """Send HELLO now, before any drain: a process killed before its
+        first drain (SIGKILL, a moment after its fork) is then known to the
+        reader, which says its trace stops there, instead of nothing."""
+        with self.writing:
+            if not self.greeted:
+                self._send([self.raw.hello(self.header)])
+                self.greeted = True
 
     def close(self) -> None:
         """The last drain, and END: the stream is complete (once)."""
@@ -344,6 +355,8 @@ class Agent:
             name = self._new_instance_name(conn.peer_pid)
             try:
                 self.fs.mkdir(f"instances/{name}")
+                # The program's markers (fentry.trace_marker) reach the session.
+                self.fs.write(f"instances/{name}/trace_options", "copy_trace_marker")
                 with check_batch():
                     defined = apply_settings(self.fs, settings, instance=name)
             except TraceError as e:
@@ -871,6 +884,7 @@ def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_stream.profile = bool(cfg.get("profile"))
     agent.run_fd = fd
+    agent.run_stream.greet()
     agent.run_stream.start_thread()
     agent.start_server()
 

@@ -16,17 +16,21 @@ are the top level's, shared; so is the function profiler
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable
 
-from .. import arch
+import fentry
+
+from .. import arch, ftrace
 from ..arch import ToolIdBusy
 from ..errors import TraceError
+from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..symbols import SYMBOLS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
-from ..tracers.trace import OPTIONS, TRACERS, TraceInstance
+from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 
 EVENT_FILES = ("enable", "filter", "format", "id")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -65,15 +69,22 @@ def _resize(inst: TraceInstance, text: str) -> None:
         raise TraceError("NO_MEMORY", text.rstrip("\n"), 0, detail=str(e)) from None
 
 
+def _option_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
+    """``options/NAME``: 0 or 1, the ``trace_options`` word's state."""
+    return (lambda: f"{int(inst.options[name])}\n",
+            lambda text, append: inst.set_options(name if _parse_bool(text) else "no" + name))
+
+
 class Tracefs:
     """The files of the top-level instance and of every one under
     ``instances/``: ``ls``, ``read``, ``write``, ``mkdir``, ``rmdir``."""
 
     def __init__(self) -> None:
-        self.instance = TraceInstance()         # the top level
+        self.instance = TraceInstance(top=True)     # the top level
         self.instances: dict[str, TraceInstance] = {}
         self.probes = probes = ProbeEvents()
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
+        fentry._marker = self.program_marker
         self.lock = threading.RLock()
         # The function profiler is the top level's, on its filters, as the kernel's.
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
@@ -82,15 +93,43 @@ class Tracefs:
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
             "kprobe_profile": (probes.profile, None),
+            "enabled_functions": (ftrace.enabled_functions, None),
+            "saved_cmdlines": (self.saved_cmdlines, None),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
         }
 
+    def program_marker(self, text: object) -> None:
+        """``fentry.trace_marker(text)``: as a write to the top level's
+        ``trace_marker``, a marker in every instance whose
+        ``copy_trace_marker`` is on and that takes one now; the calling
+        thread's event, at the call.  Never raises into the program."""
+        try:
+            caller = sys._getframe(2)
+            site = (caller.f_code, caller.f_lasti)
+            text = marker_text(text)
+            for inst in (self.instance, *tuple(self.instances.values())):
+                if inst.options["copy_trace_marker"]:
+                    inst.mark(text, site)
+        except Exception:
+            pass
+
+    def saved_cmdlines(self) -> str:
+        """``TID NAME`` of every thread with a buffer, as the kernel's ``PID COMM``."""
+        seen: dict[int, str] = {}
+        for inst in (self.instance, *tuple(self.instances.values())):
+            for tb in inst.buffer.readable():
+                seen.setdefault(tb.tid, tb.task_name())
+        return "".join(f"{tid} {name}\n" for tid, name in sorted(seen.items()))
+
     def instance_files(self, inst: TraceInstance) -> dict[str, tuple[Reader, Writer]]:
         """The files every instance has (the top level too)."""
         probes = self.probes
         return {
+            **{f"options/{name}": _option_file(inst, name) for name in inst.options},
+            "buffer_total_size_kb": (lambda: f"{inst.buffer.size_kb * len(inst.buffer.readable())}\n",
+                                     None),
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
             "current_tracer": (lambda: inst.tracer + "\n",
                                lambda text, append: inst.set_tracer(text)),
@@ -105,6 +144,8 @@ class Tracefs:
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
+            "trace_marker": (None, lambda text, append: inst.write_marker(
+                text, (self.instance, *self.instances.values()) if inst is self.instance else ())),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
             "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
                               lambda text, append: probes.set_enable(list(probes.events.values()),
@@ -162,6 +203,8 @@ class Tracefs:
             if inst is self.instance:
                 names |= set(self.global_files) | {"instances", "trace_stat"}
             return sorted(names)
+        if parts == ["options"]:
+            return sorted(inst.options)
         if parts[0] == "events":
             probes = self.probes
             if len(parts) == 1:
@@ -233,7 +276,7 @@ class Tracefs:
         self.write("set_ftrace_filter", "")
         self.write("set_ftrace_notrace", "")
         self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
-        self.write("trace_options", " ".join(k if v else "no" + k for k, v in OPTIONS.items()))
+        self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))
         self.write("trace", "")
 
     def reinit_after_fork(self) -> None:
@@ -261,7 +304,7 @@ class Tracefs:
             # Not the command's fault but the process's state: error_log
             # says so, and who holds the ids, whichever file was written.
             if not e.command:
-                e.command = f"echo {text.strip()} > {path.strip('/')}"
+                e.place(f"echo {text.strip()} > {path.strip('/')}", e.pos)
             entry = e.render() + "\n"
             if self.probes.errors[-1:] != [entry]:      # (an event's enable logged it)
                 self.probes.log(e)
@@ -277,6 +320,7 @@ def forget() -> None:
     global _instance
     with _lock:
         _instance = None
+        fentry._marker = None
 
 
 def tracefs() -> Tracefs:

@@ -7,7 +7,7 @@ common: event names, fetchargs, types) and the parsing half of
     p[:[GRP/][EVENT]] [MOD:]SYM[+OFFS]|PATH:LINE [FETCHARGS]   entry, offset or line probe
     r[MAXACTIVE][:[GRP/][EVENT]] [MOD:]SYM[+0] [FETCHARGS]     return probe
     p[:[GRP/][EVENT]] [MOD:]SYM[+0]%return [FETCHARGS]        return probe, too
-    -:[GRP/]EVENT                                             remove
+    -:[GRP/][EVENT] [POINT [FETCHARGS]]                       remove
 
 Nothing is resolved here: no symbol lookup, no code object, no offset
 decoding (a later layer does that and reports ``BAD_PROBE_ADDR`` or
@@ -59,7 +59,8 @@ from fentry.errors import TraceError
 
 __all__ = [
     "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
-    "bitfield", "format_definition", "format_fetcharg", "parse_probe",
+    "bitfield", "definition_words", "format_definition", "format_fetcharg", "log_command",
+    "parse_probe",
     "KPROBE_EVENT_SYSTEM", "TYPES",
 ]
 
@@ -178,8 +179,12 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
         return f"{self.symbol_name}+{self.offset}" if self.offset else f"{self.symbol_name}"
 
 
-class ProbeRemoval(namedtuple("ProbeRemoval", "group event")):
-    """A ``-:[GRP/]EVENT`` line; ``group`` None matches the event in any group."""
+class ProbeRemoval(namedtuple("ProbeRemoval", "group event point args", defaults=(None, ()))):
+    """A ``-:[GRP/][EVENT] [POINT [FETCHARGS]]`` line, as the kernel's
+    ``dyn_event_release`` reads it: ``group`` None matches any group, an
+    empty ``event`` every event of the group; ``point`` (or None) and
+    ``args``, the words after it, must be the event's own as reading
+    ``kprobe_events`` shows them (the arguments a prefix of its own)."""
     __slots__ = ()
 
 
@@ -396,16 +401,19 @@ def _parse_symbol_point(point: str, is_return: bool, log: _Log) -> tuple[str | N
 
 
 def _parse_removal(argv: list[str], log: _Log) -> ProbeRemoval:
+    """The kernel's dyn_event_release: names are not checked (one that is no
+    event's matches none), a group is what comes before the first '/'."""
     head = argv[0]
     if head[1:2] != ":":
         log.err(1, "BAD_REMOVE")
-    if len(argv) > 1:
-        log.index = 1
-        log.err(0, "BAD_REMOVE")
-    group, event = _parse_event_name(head[2:], 2, log)
-    if event is None:
-        log.err(len(head), "NO_EVENT_NAME")
-    return ProbeRemoval(group=group, event=event)
+    group: str | None
+    group, slash, event = head[2:].partition("/")
+    if not slash:
+        group, event = None, head[2:]
+        if not event:
+            log.err(2, "BAD_REMOVE")
+    return ProbeRemoval(group=group, event=event, point=argv[1] if len(argv) > 1 else None,
+                        args=tuple(argv[2:]))
 
 
 def _parse_event_name(text: str, offset: int, log: _Log) -> tuple[str | None, str | None]:
@@ -735,8 +743,14 @@ def format_fetcharg(arg: FetchArg) -> str:
 def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
     """The line as reading ``kprobe_events`` shows it, as the kernel's
     trace_kprobe_show: ``p:kprobes/p_Cart_add_0 shop:Cart.add item=item:x64``."""
+    return " ".join(definition_words(defn))
+
+
+def definition_words(defn: ProbeDefinition | ProbeRemoval) -> list[str]:
+    """The words of ``format_definition``: what a removal's are compared with."""
     if isinstance(defn, ProbeRemoval):
-        return f"-:{defn.group}/{defn.event}" if defn.group else f"-:{defn.event}"
+        name = f"-:{defn.event}" if defn.group is None else f"-:{defn.group}/{defn.event}"
+        return [name, *([defn.point] if defn.point is not None else []), *defn.args]
     head = "p"
     if defn.is_return:
         head = f"r{defn.maxactive}" if defn.maxactive else "r"
@@ -746,4 +760,10 @@ def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
                      for a, w in zip(defn.args, defn.written, strict=True))
     else:
         words.extend(format_fetcharg(a) for a in defn.args)
-    return " ".join(words)
+    return words
+
+
+def log_command(line: str) -> str:
+    """A line as error_log shows it: its words joined by one space (the
+    command of every error in it, whichever layer finds the error)."""
+    return " ".join(_split_argv(line))

@@ -34,7 +34,9 @@ from .probe_parser import (
     ProbeDefinition,
     ProbeRemoval,
     bitfield,
+    definition_words,
     format_definition,
+    log_command,
     parse_probe,
 )
 
@@ -53,13 +55,17 @@ class ProbeEvent:
     ``trace_probe_link``s): each arms a probe that records into its
     instance's buffer, through its instance's filter."""
 
-    def __init__(self, defn: ProbeDefinition, events: ProbeEvents, event_id: int) -> None:
+    def __init__(self, defn: ProbeDefinition, events: ProbeEvents, event_id: int,
+                 module: str | None = None, pending: bool = False) -> None:
         self.defn = defn
         self.events = events
         self.id = event_id
         self.format = EventFormat(defn)
         self.files: dict[int, EventFile] = {}       # id(instance) -> its file
-        self.pending: str | None = None     # the module it waits for, not found when defined
+        # What it probes: MOD:QUALNAME, the module a bare symbol was found in
+        # when defined (as the kernel resolves it once); None for PATH:LINE.
+        self.symbol_name = None if module is None else f"{module}:{defn.symbol}"
+        self.pending = module if pending else None  # the module it waits for, not found when defined
         self._names = None if any(a.kind == "args" for a in defn.args) \
             else tuple(a.name for a in defn.args)
         self._nhit = 0              # hits of files no longer there
@@ -201,18 +207,19 @@ class EventFile:
         try:
             trace = self._make_trace()
             probe: kprobes.Kprobe | kprobes.Kretprobe
+            symbol_name = self.event.symbol_name
             if d.is_return:
-                probe = kprobes.Kretprobe(d.symbol_name, handler=trace)
+                probe = kprobes.Kretprobe(symbol_name, handler=trace)
                 kprobes.register_kretprobe(probe)
             else:
                 probe = (kprobes.Kprobe(path=d.path, line=d.line, pre_handler=trace)
                          if d.path is not None
-                         else kprobes.Kprobe(d.symbol_name, d.offset, pre_handler=trace))
+                         else kprobes.Kprobe(symbol_name, d.offset, pre_handler=trace))
                 kprobes.register_kprobe(probe)
             self.trace = trace
         except TraceError as e:
             # Point the caret at the probe point in the definition as written.
-            e.command, e.pos = command, command.find(" ") + 1
+            e.place(command, command.find(" ") + 1)
             raise
         self.probe = probe
 
@@ -369,6 +376,19 @@ def event_name_pos(line: str) -> int:
     return line.find(":") + 1 if ":" in line.split()[0] else 0
 
 
+def _removal_matches(removal: ProbeRemoval, key: tuple[str, str], defn: ProbeDefinition) -> bool:
+    """The kernel's trace_kprobe_match: the names, then the probe point and
+    each argument given, compared as reading ``kprobe_events`` shows them."""
+    group, name = key
+    if (removal.event and removal.event != name) or removal.group not in (None, group):
+        return False
+    if removal.point is None:
+        return True
+    words = definition_words(defn)
+    return (removal.point == words[1] and len(removal.args) <= len(words) - 2
+            and list(removal.args) == words[2:2 + len(removal.args)])
+
+
 def _filter_values(fields: dict[str, object]) -> dict[str, object]:
     """The event's fields, and the common ones the filter may name (the event's win)."""
     t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
@@ -416,37 +436,50 @@ class ProbeEvents:
         raise error
 
     def _apply(self, line: str) -> None:
+        if line[0] == "-":
+            self._remove(line)
+            return
         try:
             defn = parse_probe(line)
         except TraceError as e:
             self._fail(e)
-        if isinstance(defn, ProbeRemoval):
-            matches = [k for k in self.events
-                       if k[1] == defn.event and (defn.group is None or k[0] == defn.group)]
-            if not matches:
-                self._fail(TraceError("NO_SUCH_EVENT", line, 2, subsystem="trace_kprobe"))
-            for key in matches:
-                if self.events[key].enabled:
-                    self._fail(TraceError("BUSY", line, 0, subsystem="trace_kprobe"))
-                del self.events[key]
-            return
-        pending = None
+        assert isinstance(defn, ProbeDefinition)        # (a removal starts with '-')
+        command = log_command(line)
+        module, pending = None, False
         if defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
-                pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
+                module, pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
             except TraceError as e:
-                e.command, e.pos = line, line.find(" ") + 1
+                e.place(command, command.find(" ") + 1)     # on the symbol, as the kernel's
                 self._fail(e)
         if (defn.group, defn.event) in self.events:
             # Taken, enabled or not: disabling the other event would not free its name.
-            self._fail(TraceError("EVENT_EXIST", line, event_name_pos(line), subsystem="trace_kprobe"))
+            self._fail(TraceError("EVENT_EXIST", command, event_name_pos(command),
+                                  subsystem="trace_kprobe"))
         key = (defn.group, defn.event)
-        event = self.events[key] = ProbeEvent(defn, self, self._next_id)
+        self.events[key] = ProbeEvent(defn, self, self._next_id, module, pending)
         self._next_id += 1
-        if pending is not None:
-            event.pending = pending
-            self.log(TraceError("NO_MODULE_YET", line, line.find(" ") + 1,
+        if pending:
+            self.log(TraceError("NO_MODULE_YET", command, command.find(" ") + 1,
                                 subsystem="trace_kprobe", level="info"))
+
+    def _remove(self, line: str) -> None:
+        """``-:[GRP/][EVENT] [POINT [FETCHARGS]]``: every event it matches goes
+        (the kernel's dyn_event_release), and an enabled one stops it there.
+        The kernel logs none of its errors (-EINVAL, -ENOENT, -EBUSY): they
+        are raised, not logged."""
+        removal = parse_probe(line)
+        assert isinstance(removal, ProbeRemoval)
+        command = log_command(line)
+        removed = False
+        for key, event in list(self.events.items()):
+            if _removal_matches(removal, key, event.defn):
+                if event.enabled:
+                    raise TraceError("BUSY", command, 0, subsystem="trace_kprobe")
+                del self.events[key]
+                removed = True
+        if not removed:
+            raise TraceError("NO_SUCH_EVENT", command, 2, subsystem="trace_kprobe")
 
     def remove(self, keys: list[tuple[str, str]]) -> None:
         """Remove these events, where no instance has them enabled (the end of

@@ -110,6 +110,9 @@ class DatReader:
         """(stream, payload) of each whole frame, in order (waiting, when
         following, for the frames still to come)."""
         f = self.f
+        if self.follow is None and not f.seekable():
+            yield from self._piped_frames()
+            return
         pos = f.tell()
         size = os.fstat(f.fileno()).st_size
         closed = self.follow is None
@@ -124,6 +127,21 @@ class DatReader:
             stream, length = _FRAME.unpack(f.read(_FRAME.size))
             payload = f.read(length)
             pos += _FRAME.size + length
+            yield stream, payload
+
+    def _piped_frames(self) -> Iterator[tuple[int, bytes]]:
+        """The frames of a pipe (``-i <(zcat t.dat.gz)``, a FIFO), read in turn."""
+        f = self.f
+        while True:
+            head = f.read(_FRAME.size)
+            if len(head) < _FRAME.size:
+                self.cut = len(head)
+                return
+            stream, length = _FRAME.unpack(head)
+            payload = f.read(length)
+            if len(payload) < length:
+                self.cut = len(head) + len(payload)
+                return
             yield stream, payload
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..events.event_format import EventFormat
+from ..events.marker import MARKER
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
 
@@ -132,6 +133,8 @@ def _ref(desc: list[Any]) -> object:
     if kind == "code":
         module, qualname, filename, firstlineno, params = desc[1:6]
         return CodeInfo(module, qualname, filename, firstlineno, tuple(params))
+    if kind == "marker":
+        return MARKER
     if kind == "event":
         try:
             return EventFormat.from_definition(desc[3])
@@ -238,7 +241,10 @@ class Streams:
 
 def read_recording(reader: DatReader, sink: Sink) -> Streams:
     """Every frame of ``reader`` (a DatReader) decoded into ``sink``, then
-    its ``finish``; the streams, as decoded."""
+    its ``finish``; the streams, as decoded.  A sink whose output failed
+    (``error``: a full disk, a closed pipe, as ``fentry report | head``)
+    stops the reading: a recording, unlike a live stream, has no program
+    waiting to be drained."""
     streams = Streams(sink)
     # Millions of small objects come and go, none in a cycle: the cyclic
     # collector would only walk them, over and over.
@@ -246,6 +252,8 @@ def read_recording(reader: DatReader, sink: Sink) -> Streams:
     try:
         for number, payload in reader.frames():
             streams.frame(number, payload)
+            if getattr(sink, "error", None) is not None:
+                return streams
         sink.finish(streams.streams)
     finally:
         gc.enable()

@@ -13,6 +13,7 @@ import time
 
 from .. import ftrace
 from ..errors import TraceError
+from ..events.marker import MARKER, marker_text
 from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
@@ -33,21 +34,26 @@ OPTIONS = {
     "funcgraph-tail": False,
     "funcgraph-duration": True,
     "funcgraph-proc": True,
+    "markers": True,        # trace_marker takes writes (off: the kernel's EINVAL)
+    # The top level's trace_marker (and fentry.trace_marker) writes here too.
+    "copy_trace_marker": False,
     # The function profiler's Time: with the time of the calls made (on), or self time (off).
     "graph-time": True,
 }
+# The top level's: its own markers are copied to itself.
+TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
 
 
 class TraceInstance:
     """One tracing instance (the kernel's ``trace_array``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, top: bool = False) -> None:
         self.buffer = RingBuffer(DEFAULT_SIZE_KB)
         self.tracer = "nop"
         self.ops: FtraceOps | None = None
         self.filter = FilterHash()
         self.notrace = FilterHash()
-        self.options = dict(OPTIONS)
+        self.options = dict(TOP_OPTIONS if top else OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
 
@@ -124,6 +130,34 @@ class TraceInstance:
     def set_filter(self, text: str, append: bool, notrace: bool = False) -> None:
         with self.lock:
             ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
+
+    # -- trace_marker
+    def mark(self, text: str, site: tuple[object, int]) -> bool:
+        """One marker (``events.marker``) in the calling thread's buffer;
+        False if the instance takes none now (``markers`` off, or tracing off).
+        ``text`` is already a marker's text (``marker_text``)."""
+        if not (self.options["markers"] and self.tracing_on):
+            return False
+        buffer = self.buffer
+        try:
+            tb = buffer.local.tb
+        except AttributeError:
+            tb = buffer.attach()
+        tb.record((MARKER, site, (text,)))
+        return True
+
+    def write_marker(self, text: str, copies: tuple[TraceInstance, ...] = ()) -> None:
+        """A write to this instance's ``trace_marker`` file: the writer's
+        event (here the writing thread's: the agent's, for a write from
+        outside).  The top level's goes to ``copies`` instead, the instances
+        whose ``copy_trace_marker`` is on, as the kernel's."""
+        if not self.options["markers"]:
+            raise TraceError("MARKERS_OFF", text.rstrip("\n"), 0)
+        text = marker_text(text)
+        targets = [i for i in copies if i.options["copy_trace_marker"]] if copies else [self]
+        for inst in targets:
+            if not inst.mark(text, (None, 0)):
+                raise TraceError("TRACING_OFF", text, 0)
 
     # -- options
     def set_options(self, text: str) -> None:
