@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from control.live import Target
 from helpers import env, fentry
 
 from fentry.errors import TraceError
@@ -323,3 +324,25 @@ def test_a_running_program_is_profiled_live(tmp_path):
     assert run.returncode == 0, stderr
     orders = re.match(r"orders (\d+) total (\d+) expected (\d+)", stdout.splitlines()[0])
     assert orders and orders[2] == orders[3]
+
+
+@pytest.mark.ptrace
+@pytest.mark.slow
+def test_a_plain_python_program_is_profiled_live_and_left_as_it_was(tmp_path):
+    target = Target(tmp_path, pause=0.001)
+    try:
+        pid = str(target.pid)
+        got = fentry("-p", pid, "write", "set_ftrace_filter", "main add")     # starts the agent
+        assert got.returncode == 0, got.stderr
+        assert fentry("-p", pid, "write", "function_profile_enabled", "1").returncode == 0
+        deadline = time.monotonic() + 10
+        while fentry("-p", pid, "ls", "trace_stat").stdout.split() != [f"function{pid}"]:
+            assert time.monotonic() < deadline, "no profile"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        rows = stat(fentry("-p", pid, "read", f"trace_stat/function{pid}").stdout)
+        assert list(rows) == ["__main__:add"] and rows["__main__:add"][0] > 0     # main: under way
+        assert fentry("-p", pid, "detach").returncode == 0
+        target.finish_clean()       # its result, and nothing of fentry's left in it
+    finally:
+        target.kill()
