@@ -654,7 +654,7 @@ def test_profile_events_count_hits_and_time_each_activation(impl, monitor):
     assert it >= 4_000_000 and ot >= it and iself == it           # inner is a leaf
     assert abs(oself - (ot - it)) <= 2          # outer's own: less inner's (C: rounded ticks)
     assert otsq == ot * ot or abs(otsq - ot * ot) <= ot * ot // 1000    # (C: floating point)
-    assert itsq >= it * it // 2                                     # Σx² ≥ (Σx)²/n
+    assert itsq >= it * it // 2 * 0.999     # Σx² ≥ (Σx)²/n (C: floating point)
 
 
 def test_a_profile_exit_whose_start_was_not_seen_counts_nothing(impl):

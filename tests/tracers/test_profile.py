@@ -186,11 +186,12 @@ def test_time_with_graph_time_includes_the_calls_made(tmp_path):
                                      "-l", "catcher", "-l", "gen", "-l", "consume")
     assert proc.returncode == 0, proc.stderr
     rows = {k.split(":")[1]: v for k, v in stat(table).items()}
-    assert rows["outer"][1] >= 250_000 and rows["inner"][1] >= 200_000
-    assert rows["outer"][1] > rows["inner"][1]
-    assert rows["catcher"][1] >= 250_000 and 50_000 <= rows["raiser"][1] < 150_000
-    # Two generators started (one closed early): 2 hits, and only their running time.
-    assert rows["gen"][0] == 2 and rows["gen"][1] < 50_000
+    assert rows["inner"][1] >= 200_000 and rows["outer"][1] >= rows["inner"][1] + 50_000
+    # The exception ends raiser's time where it leaves: catcher's sleep after it is not in it.
+    assert rows["raiser"][1] >= 50_000 and rows["catcher"][1] >= rows["raiser"][1] + 200_000
+    # Two generators started (one closed early): 2 hits, and only their running
+    # time, not the 3 x 50 ms they spent suspended.
+    assert rows["gen"][0] == 2 and rows["gen"][1] < 100_000
     assert rows["consume"][1] >= 150_000
     assert {name: hits for name, (hits, _) in rows.items()} == {
         "inner": 1, "outer": 1, "raiser": 1, "catcher": 1, "gen": 2, "consume": 1}
@@ -203,10 +204,9 @@ def test_time_without_graph_time_is_self_time(tmp_path):
     assert title.endswith("Time: self time (nograph-time)")
     rows = {k.split(":")[1]: v for k, v in stat(table).items()}
     # outer: its own 50 ms, not inner's 200; an exception ends raiser's time
-    # where it leaves, so catcher's own is the 200 after it.
-    assert 50_000 <= rows["outer"][1] < 150_000 and rows["inner"][1] >= 200_000
-    assert 50_000 <= rows["raiser"][1] < 150_000
-    assert 200_000 <= rows["catcher"][1] < 250_000 + 100_000
+    # where it leaves, so catcher's own is the 200 after it, not raiser's 50.
+    assert 50_000 <= rows["outer"][1] < rows["inner"][1] and rows["inner"][1] >= 200_000
+    assert 50_000 <= rows["raiser"][1] < rows["catcher"][1] and rows["catcher"][1] >= 200_000
     assert list(rows)[:2] in (["inner", "catcher"], ["catcher", "inner"])
 
 
@@ -225,9 +225,10 @@ def test_recursion_counts_each_activation(fs):
     [(_, own)] = stat(fs.read(path)).values()
     fs.write("trace_options", "graph-time")
     # Activations of 30, 20, 10 and 0 ms: 60 ms with graph-time (the kernel's
-    # sum), and their self times, 10 ms each, 30 ms without.
+    # sum), and their self times, 10 ms each, 30 ms without: twice as much,
+    # however long the sleeps take.
     assert hits == 4
-    assert 60_000 <= total < 60_000 + 60_000 and 30_000 <= own < 30_000 + 30_000
+    assert total >= 60_000 and own >= 30_000 and 1.8 <= total / own <= 2.2
 
 
 def test_generators_and_coroutines_count_one_call_each_and_close_every_activation(fs):
