@@ -14,6 +14,9 @@ ERRORS: dict[str, str] = {
     "BAD_FILTER_CMD": "Unknown filter command (expected GLOB:mod:MODGLOB)",
     "BAD_GLOB": "Invalid glob pattern",
     "EMPTY_GLOB": "Empty glob pattern",
+    # the kernel's bare -EINVAL (ftrace filter writes have no error_log), said
+    "NO_MATCH": "Invalid argument: no function matches it",
+    "FILTER_CMD_UNSUPPORTED": "Invalid argument: fentry has no set_ftrace_filter commands yet",
     # tracefs files
     "NO_SUCH_FILE": "No such file",
     "NOT_WRITABLE": "File is not writable",

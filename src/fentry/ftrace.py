@@ -23,14 +23,15 @@ import fnmatch
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import CodeType, FrameType
 from typing import Any
 
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
-from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, is_function_code, is_main_module
+from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, is_function_code, is_main_module, module_name
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -47,16 +48,25 @@ LISTED = hotpath.LISTED
 
 # ---------------------------------------------------------------- filters
 
+# The kernel's set_ftrace_filter commands (FUNC:COMMAND[:ARGS]); fentry has
+# none of them yet, and must not read one as a MOD:GLOB.
+FTRACE_COMMANDS = ("traceon", "traceoff", "stacktrace", "snapshot", "enable_event",
+                   "disable_event", "dump", "cpudump")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
 class _Glob:
     """One word of set_ftrace_filter: ``[!]GLOB``, ``[!]MOD:GLOB``, ``[!]GLOB:mod:MODGLOB``."""
-    __slots__ = ("text", "negate", "func", "mod")
+    __slots__ = ("negate", "func", "mod", "pos", "func_text", "mod_text")
 
-    def __init__(self, text: str, negate: bool, func: re.Pattern[str], mod: re.Pattern[str] | None
-                 ) -> None:
-        self.text = text
+    def __init__(self, negate: bool, func: re.Pattern[str], mod: re.Pattern[str] | None,
+                 pos: int, func_text: str, mod_text: str) -> None:
         self.negate = negate
         self.func = func
         self.mod = mod
+        self.pos = pos              # where the word starts in the command written
+        self.func_text = func_text
+        self.mod_text = mod_text
 
     def matches(self, module: str, qualname: str) -> bool:
         if self.mod is not None:
@@ -66,6 +76,13 @@ class _Glob:
         # user would write: "Cart.add" and "shop.Cart.add" both select it.
         return (self.func.fullmatch(qualname) is not None
                 or self.func.fullmatch(f"{module}.{qualname}") is not None)
+
+    def pending_text(self) -> str:
+        """How read-back lists the word while it selects nothing yet: a
+        module's as the kernel lists a cached ``:mod:`` filter (``t_mod_show``)."""
+        if self.mod is None:
+            return self.func_text
+        return f"{self.func_text}:mod:{self.mod_text}"
 
 
 def _compile_glob(glob: str, command: str, pos: int) -> re.Pattern[str]:
@@ -87,6 +104,12 @@ def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
         body = word[1:] if negate else word
         bpos = pos + negate
         parts = body.split(":")
+        if len(parts) > 1 and parts[1] in FTRACE_COMMANDS:
+            # FUNC:COMMAND, even where it could be read as MOD:GLOB: a
+            # function of that name in a module is GLOB:mod:MOD.
+            raise TraceError("FILTER_CMD_UNSUPPORTED", text, bpos + len(parts[0]) + 1,
+                             detail=f"for a function named {parts[1]!r}, write "
+                                    f"{parts[1]}:mod:{parts[0] or 'MODULE'}")
         if len(parts) == 1:
             func, mod = parts[0], None
         elif len(parts) == 2:              # fentry's MOD:GLOB
@@ -97,11 +120,13 @@ def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
             func, _, mod = parts
             if not mod:
                 raise TraceError("EMPTY_GLOB", text, bpos + len(func) + 5)
+            func = func or "*"          # ":mod:M", as the kernel: every function of M
         else:
             raise TraceError("BAD_FILTER_CMD", text, bpos + len(parts[0]) + 1)
         fpos = bpos if mod is None or len(parts) != 2 else bpos + len(mod) + 1
-        globs.append(_Glob(word, negate, _compile_glob(func, text, fpos),
-                           None if mod is None else _compile_glob(mod, text, bpos)))
+        globs.append(_Glob(negate, _compile_glob(func, text, fpos),
+                           None if mod is None else _compile_glob(mod, text, bpos),
+                           pos, func, mod or ""))
     return globs
 
 
@@ -109,8 +134,11 @@ class FilterHash:
     """The functions an ops traces (or, as notrace, skips).
 
     Words apply in order, as writes to the kernel's hash do: a glob adds what
-    it matches, ``!glob`` removes it.  Sites added by ``set_filter_ip`` are
-    exact code objects.  ``empty`` means no word and no site.
+    it matches, ``!glob`` removes it.  Unlike the kernel's hash of the
+    functions there were at the write, a glob also selects functions that
+    appear later (Python code appears as it is imported).  Sites added by
+    ``set_filter_ip`` are exact code objects.  ``empty`` means no word and no
+    site.
     """
 
     def __init__(self) -> None:
@@ -133,14 +161,60 @@ class FilterHash:
         return hit
 
     def text(self) -> str:
-        words = [g.text for g in self.globs]
-        words += [SYMBOLS.name_of(c) for c in self.codes.values()]
-        return "".join(w + "\n" for w in words)
+        """What reading the file shows, as the kernel's ``t_show``: the
+        functions selected now, one a line, named as in
+        available_filter_functions; then each word that selects nothing yet
+        (its module not imported) as the kernel lists a cached ``:mod:``."""
+        symbols = SYMBOLS.symbols()
+        lines = [f"{s.qualname} [{s.module}]\n" for s in symbols if self.matches(s.module, s.code)]
+        known = {id(s.code) for s in symbols}
+        lines += [f"{c.co_qualname}\n" for key, c in self.codes.items() if key not in known]
+        lines += [g.pending_text() + "\n" for g in self.globs
+                  if not g.negate and not any(g.matches(s.module, s.qualname) for s in symbols)]
+        return "".join(lines)
+
+
+# While fentry run sets its filters up, the program has not started: none of
+# its code is there yet, so a word that selects nothing waits for it.
+_starting = False
+
+
+@contextmanager
+def program_starting() -> Iterator[None]:
+    """Within it, set_hash keeps a word that selects nothing, as pending."""
+    global _starting
+    old, _starting = _starting, True
+    try:
+        yield
+    finally:
+        _starting = old
+
+
+def _check_selects(globs: list[_Glob], command: str) -> None:
+    """A word that selects no function is refused (the kernel's -EINVAL from
+    ``match_records``), unless it waits for a module not imported yet (the
+    kernel's ``cache_mod``: for a module-glob too, as the kernel's
+    ``module_exists`` knows no globs)."""
+    if _starting or not globs:
+        return
+    symbols = SYMBOLS.symbols()
+    modules = {module_name(name) for name in list(sys.modules)}
+    for g in globs:
+        if any(g.matches(s.module, s.qualname) for s in symbols):
+            continue
+        if g.mod is not None and (_GLOB_CHARS.search(g.mod_text)
+                                  or not any(g.mod.fullmatch(m) for m in modules)):
+            continue        # pending: it waits for its module
+        hint = "" if g.mod is not None else "for a module not imported yet, write GLOB:mod:MODULE"
+        raise TraceError("NO_MATCH", command, g.pos, detail=hint)
 
 
 def set_hash(hash_: FilterHash, patterns: str | Iterable[str], reset: bool) -> None:
     """Write ``patterns`` to a filter hash (``>`` when ``reset``, else ``>>``); takes effect at once."""
+    if not isinstance(patterns, str):
+        patterns = " ".join(patterns)
     globs = parse_filter(patterns)      # raises before anything changes
+    _check_selects(globs, patterns)
     if reset:
         hash_.globs = globs
         hash_.codes.clear()

@@ -154,10 +154,19 @@ class ProbeTrace:
     filter and record.  The C one does it without a Python call when it can
     (``specs``: the fetchargs, or None) and calls ``slow`` for the rest; the
     Python one calls ``slow`` for every hit: ``slow(frame)`` at an entry,
-    offset or line, ``slow(frame, value, raised)`` at a return."""
+    offset or line, ``slow(frame, value, raised)`` at a return.
+
+    A return probe with ``entry`` (its ``$argN`` fetchargs, fetched at entry:
+    ``entry(frame)`` is their stored values, the ``"arg"`` specs' in C) keeps
+    them per activation from its PY_START to its PY_RETURN or PY_UNWIND, and
+    calls ``slow(frame, value, raised, entered)``; a return not seen entering
+    records nothing.  At most ``maxactive`` activations are kept: the oldest
+    goes, and its return counts in ``nmissed``."""
     def __init__(self, event: Any, specs: tuple[Any, ...] | None, local: threading.local,
                  attach: _Attach, switch: Switch, snapshot: Callable[[object], object],
-                 fault: object, slow: Callable[..., None]) -> None: ...
+                 fault: object, slow: Callable[..., None],
+                 entry: Callable[[FrameType], tuple[object, ...]] | None = None,
+                 maxactive: int = 0) -> None: ...
     @property
     def event(self) -> Any:
         """The probe event."""
@@ -166,7 +175,8 @@ class ProbeTrace:
         """Hits this object took itself (always 0 in Python)."""
     @property
     def nmissed(self) -> int:
-        """Of those, the ones where a fetch faulted."""
+        """Of those, the ones where a fetch faulted; and returns whose entry
+        values were dropped (``maxactive``)."""
     def set_filter(self, program: tuple[Any, ...] | None,
                    matches: Callable[[tuple[Any, ...]], bool] | None, /) -> None:
         """The event's filter: ``program`` for the C path (None: only
@@ -176,7 +186,8 @@ class ProbeTrace:
     def exit(self, code: CodeType, depth: int, raised: bool, /) -> _Handler:
         """The handler of the return probe on code: PY_RETURN, or PY_UNWIND if ``raised``."""
     def start(self, code: CodeType, depth: int, /) -> _Handler:
-        """A return probe's PY_START handler: nothing to do."""
+        """A return probe's PY_START handler: stores what ``entry`` fetches
+        (without ``entry``: nothing to do)."""
     def __call__(self, kp: object, regs: FrameType, /) -> None:
         """As a kprobe ``pre_handler(kp, regs)``."""
 
@@ -195,8 +206,9 @@ class ProfileStat:
         activations, ``self`` the same less the time of the profiled calls
         each made.  C counts in clock ticks, and its squares in floating point."""
 
-def quiet_thread(on: bool, /) -> None:
-    """Ignore (or stop ignoring) the calling thread's events."""
+
+def quiet_thread(on: bool, /) -> bool:
+    """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
 def quiet_until_program() -> None:
     """The calling thread is quiet until the program's module code starts."""
 def catch_sigterm(fd: int, standin: int = 0, /) -> None:

@@ -265,8 +265,8 @@ class _RetprobeOps(FtraceOps):
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         rp, active = self.rp, self.active
         if isinstance(rp.handler, hotpath.ProbeTrace) and rp.entry_handler is None:
-            # A return probe event: its hot-path handlers do the whole return;
-            # there is no instance to keep between entry and return.
+            # A return probe event: its hot-path handlers do the whole return,
+            # and keep what its entry stores ($argN values) themselves.
             trace = rp.handler
             return {E.PY_START: trace.start(code, depth),
                     E.PY_RETURN: trace.exit(code, depth, False),

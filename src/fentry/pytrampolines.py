@@ -254,12 +254,15 @@ LISTED = 3
 _quiet: set[int] = set()
 
 
-def quiet_thread(on: bool) -> None:
-    """Ignore (or stop ignoring) the calling thread's events."""
+def quiet_thread(on: bool) -> bool:
+    """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
+    ident = get_ident()
+    was = ident in _quiet
     if on:
-        _quiet.add(get_ident())
+        _quiet.add(ident)
     else:
-        _quiet.discard(get_ident())
+        _quiet.discard(ident)
+    return was
 
 
 # The thread that waits, quiet, for the interpreter to start the program
@@ -667,14 +670,34 @@ class ProbeTrace:
     when it can, and calls ``slow`` for the rest; here every hit is ``slow``:
     the event's own Python path, which does all of it -- ``slow(frame)`` at
     an entry, offset or line, ``slow(frame, value, raised)`` at a return.
-    So ``nhit`` and ``nmissed`` (the hits this object took itself) stay 0,
-    and ``specs`` and the filter program are not needed.
-    """
-    __slots__ = ("event", "_slow", "nhit", "nmissed")
+    So ``nhit`` (the hits this object took itself) stays 0, ``nmissed``
+    counts only returns whose entry values were dropped (``maxactive``), and
+    ``specs`` and the filter program are not needed.
 
-    def __init__(self, event, specs, local, attach, switch: Switch, snapshot, fault, slow) -> None:
+    A return probe given ``entry`` keeps, per activation, what
+    ``entry(frame)`` fetched at its PY_START, until the PY_RETURN or
+    PY_UNWIND of that activation takes it (exactly the events that fire the
+    probe): ``slow(frame, value, raised, entered)``.  Activations are told
+    apart by their frame, so recursion and threads each find their own; one
+    that was running before the probe (attached mid-call) finds none and
+    records nothing, as the kernel has no kretprobe instance for it.  At most
+    ``maxactive`` are kept (a generator that CPython 3.13 closes with no
+    event leaves its values behind): the oldest goes, its return a miss.
+    """
+    __slots__ = ("event", "_slow", "_entry", "_active", "_maxactive", "nhit", "nmissed")
+
+    def __init__(self, event, specs, local, attach, switch: Switch, snapshot, fault, slow,
+                 entry=None, maxactive: int = 0) -> None:
+        if entry is not None and maxactive < 1:
+            raise ValueError("ProbeTrace: an entry store needs maxactive >= 1")
         self.event = event
         self._slow = slow
+        self._entry = entry
+        # id(frame) -> (code, entered): the frame object lives as long as the
+        # activation (made at its PY_START), and the code guards against an
+        # id reused by a frame made later, for an activation not seen entering.
+        self._active: dict[int, tuple] = {}
+        self._maxactive = maxactive
         self.nhit = self.nmissed = 0
 
     def set_filter(self, program, matches) -> None:
@@ -691,14 +714,43 @@ class ProbeTrace:
     def exit(self, code: CodeType, depth: int, raised: bool):
         """The handler of the return probe on code: PY_RETURN, or PY_UNWIND if ``raised``."""
         slow = self._slow
+        if self._entry is None:
+            def probe_exit(code, offset, value):  # hot path
+                slow(_getframe(depth), value, raised)
+            return probe_exit
+        take = self._active.pop
 
-        def probe_exit(code, offset, value):  # hot path
-            slow(_getframe(depth), value, raised)
-        return probe_exit
+        def probe_exit_entered(code, offset, value):  # hot path
+            frame = _getframe(depth)
+            entered = take(id(frame), None)
+            if entered is not None and entered[0] is code:      # else: not seen entering
+                slow(frame, value, raised, entered[1])
+        return probe_exit_entered
 
     def start(self, code: CodeType, depth: int):
-        """A return probe's PY_START handler: nothing to do (the return does it all)."""
-        return _nothing
+        """A return probe's PY_START handler: with ``entry``, what stores the
+        values it fetches; else nothing to do (the return does it all)."""
+        entry = self._entry
+        if entry is None:
+            return _nothing
+        active, maxactive = self._active, self._maxactive
+
+        def probe_start(code, offset):  # hot path
+            frame = _getframe(depth)
+            key = id(frame)
+            if len(active) >= maxactive and key not in active:
+                self._drop_oldest()
+            active[key] = (code, entry(frame))
+        return probe_start
+
+    def _drop_oldest(self) -> None:
+        """The oldest activation's entry values go (its return will be a miss)."""
+        try:
+            active = self._active
+            active.pop(next(iter(active)), None)        # insertion order: the oldest
+            self.nmissed += 1
+        except (RuntimeError, StopIteration):           # another thread changed it meanwhile
+            pass
 
     def __call__(self, kp, regs) -> None:
         """As a kprobe pre_handler(kp, regs)."""

@@ -112,6 +112,94 @@ def test_fork_warning_is_the_programs_own(tmp_path, kind, follow):
     assert got.stdout == want.stdout == "forked\n"
 
 
+ALTERNATING_FORKS = """
+import os, threading, time
+ev = threading.Event()
+for i in range(6):
+    t = None
+    if i % 2:       # a thread of the program's own at every other fork
+        t = threading.Thread(target=ev.wait)
+        t.start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    if t is not None:
+        ev.set()
+        t.join()
+        ev.clear()
+    time.sleep(0.3)
+print("forked")
+"""
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_the_programs_fork_warning_is_shown_once_a_place(tmp_path, follow):
+    """Python shows a DeprecationWarning once a place: fentry's ignoring of
+    the warning its own threads would cause, at the forks in between, does
+    not make the program's show again (it did, once each: a new warnings
+    filter forgets the places warned)."""
+    script = tmp_path / "alternating.py"
+    script.write_text(ALTERNATING_FORKS)
+    want = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env=env())
+    got = subprocess.run([sys.executable, "-m", "fentry", "run", *follow, "-o", str(tmp_path / "t"),
+                          str(script)], capture_output=True, text=True, timeout=60, env=env())
+    strip = lambda text: re.sub(r"pid=\d+", "pid=N", text)      # noqa: E731
+    assert want.stderr.count("multi-threaded") == 1
+    assert strip(got.stderr) == strip(want.stderr)
+    assert got.stdout == want.stdout == "forked\n"
+
+
+FORK_WHILE_DISCOVERING = """
+import os, sys, threading, time
+funcs = []
+for i in range(20000):
+    ns = {}
+    exec(f"def f{i}(x):\\n    return x + {i}\\n", ns)
+    funcs.append(ns[f"f{i}"])
+stop = False
+def churn(k):
+    for f in funcs[k::4]:    # each first call: discovered, under fentry's lock
+        if stop:
+            break
+        f(1)
+sys.setswitchinterval(1e-6)
+for k in range(4):
+    threading.Thread(target=churn, args=(k,), daemon=True).start()
+time.sleep(0.02)
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+deadline = time.monotonic() + 10
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    if time.monotonic() > deadline:
+        print("the child hung")
+        os.kill(pid, 9)
+        break
+    time.sleep(0.001)
+else:
+    print("the child ended")
+stop = True
+"""
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_a_fork_while_another_thread_is_discovering_code(tmp_path, follow):
+    """A thread holds fentry's lock (discovering a function's first call)
+    at the instant of the fork: the child's first hooks (threading's) ran
+    traced before fentry's own could reset its locks, and hung on that
+    lock, held by a thread that does not exist there (CPython's
+    test_threading hung so).  The forking thread is quiet over the fork."""
+    script = tmp_path / "discovering.py"
+    script.write_text(FORK_WHILE_DISCOVERING)
+    for _ in range(8):
+        got = subprocess.run([sys.executable, "-m", "fentry", "run", *follow, "-t", "function",
+                              "-l", "__main__:nothing", "-o", os.devnull, str(script)],
+                             capture_output=True, text=True, timeout=60, env=env())
+        assert got.stdout == "the child ended\n", got.stderr
+
+
 def test_a_killed_program_leaves_no_control_socket(tmp_path):
     """SIGKILL gives the agent no chance to clean up: fentry run does it."""
     script = tmp_path / "killed.py"

@@ -270,7 +270,7 @@ def test_fetchargs_on_every_probe_kind():
 #
 # Skipped, having no Python meaning at parse time:
 #   p ^non_exist_func            BAD_PROBE_ADDR (enoent): resolved by the kprobes layer
-#   r vfs_read ^$arg1            BAD_VAR: old kernels only; fentry reads $argN at return
+#   r vfs_read ^$arg1            BAD_VAR: old kernels only; fentry stores $argN at entry
 #   p vfs_read ^$REG             BAD_VAR: fprobe's; registers are locals in fentry
 #   p vfs_read ^+0@0)            DEREF_NEED_BRACE: no brace in attribute/item steps
 #                                (fentry answers KERNEL_DEREF there, tested below)

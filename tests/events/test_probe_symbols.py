@@ -198,6 +198,9 @@ def test_removal_by_group_and_while_enabled(fs):
     with pytest.raises(TraceError) as info:
         fs.write("kprobe_events", f"-:rg/ {point} arg1=item", append=True)     # b's: busy
     assert info.value.code == "BUSY" and fs.read("error_log") == before     # -EBUSY alone
+    with pytest.raises(TraceError) as info:
+        fs.write("kprobe_events", "")        # `> kprobe_events` while one is enabled
+    assert info.value.code == "BUSY" and fs.read("error_log") == before     # -EBUSY alone too
     fs.write("kprobe_events", f"-:rg/ {point} x=item:u8", append=True)      # a's: removed
     assert fs.read("kprobe_events").splitlines() == [f"p:rg/b {point} arg1=item", f"p:keep/c {point}"]
     fs.write("events/rg/b/enable", "0")

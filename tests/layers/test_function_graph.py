@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import re
 import threading
 import time
 
@@ -422,37 +423,47 @@ def test_probe_events_sit_inside_the_call_whatever_was_set_up_first(fs, first):
     assert got[5:] == ["}"]
 
 
-def test_nofuncgraph_duration_drops_the_column(fs):
-    fs.write("set_ftrace_filter", f"{HERE}:branch {HERE}:leaf")
-    fs.write("trace_options", "nofuncgraph-duration")
-    fs.write("current_tracer", "function_graph")
-    branch(1)
-    fs.write("tracing_on", "0")
-    body = [line for line in fs.read("trace").splitlines() if line and not line.startswith("#")]
-    assert len(body) == 4
-    assert not any(" us " in line for line in body)
-    assert [line.split("|")[-1].strip() for line in body] == ["branch() {", "leaf();", "leaf();", "}"]
+# The kernel's graph columns (print_graph_prologue, print_graph_duration,
+# print_graph_headers_flags): each option drops its column whole, separator
+# and all, and the calls keep their indentation.
+TASK_COLUMN = re.compile(r"^ *\S+-\d+ *\| ")
+DURATION_COLUMN = re.compile(r"^[ +!#*@$] \d+\.\d+ us +\|  |^ {14}\|  ")
 
 
-@pytest.mark.parametrize("options", [("nofuncgraph-proc",),
+@pytest.mark.parametrize("options", [(), ("nofuncgraph-duration",), ("nofuncgraph-proc",),
                                      ("nofuncgraph-proc", "nofuncgraph-duration")])
-def test_nofuncgraph_proc_drops_the_thread_column(fs, options):
+def test_graph_options_drop_their_column_and_keep_the_layout(fs, options):
     fs.write("set_ftrace_filter", f"{HERE}:branch {HERE}:leaf")
     for o in options:
         fs.write("trace_options", o)
     fs.write("current_tracer", "function_graph")
     branch(1)
+    threading.Thread(target=branch, args=(2,), name="other").start()
+    time.sleep(0.2)
     fs.write("tracing_on", "0")
     lines = fs.read("trace").splitlines()
-    heads = [line for line in lines if line.startswith("#") and "FUNCTION CALLS" in line]
-    assert heads and "TASK/TID" not in heads[0]
-    assert ("DURATION" in heads[0]) == ("nofuncgraph-duration" not in options)
+    proc, dur = "nofuncgraph-proc" not in options, "nofuncgraph-duration" not in options
+    heads = [line for line in lines if line.startswith("#")]
+    assert heads[-2:] == [
+        "#" + ("           TASK/TID       " if proc else "") + ("  DURATION   " if dur else "")
+        + "               FUNCTION CALLS",
+        "#" + ("            |    |        " if proc else "") + ("   |   |      " if dur else "")
+        + "               |   |   |   |"]
     body = [line for line in lines if line and not line.startswith("#")]
-    assert not any("MainThread" in line for line in body)
-    calls = [line.split("|")[-1].strip() for line in body]
-    assert calls == ["branch() {", "leaf();", "leaf();", "}"]
-    assert [line.startswith(" ") and line.count("|") == (0 if len(options) == 2 else 1)
-            for line in body] == [True] * 4
+    calls = []
+    for line in body:
+        task = TASK_COLUMN.match(line)
+        assert (task is not None) == proc, line
+        if task:
+            assert len(task.group()) == 26, line          # one width, whatever the thread
+            line = line[26:]
+        duration = DURATION_COLUMN.match(line)
+        assert (duration is not None) == dur, line
+        if duration:
+            assert len(duration.group()) == 17, line
+            line = line[17:]
+        calls.append(line)
+    assert calls == ["branch() {", "  leaf();", "  leaf();", "}"] * 2
 
 
 # ---------------------------------------------------------------- shopapp, end to end

@@ -616,6 +616,45 @@ def test_probe_trace_hands_what_it_does_not_fetch_to_slow(impl, monitor):
     assert (trace.event, trace.nhit, trace.nmissed) == ("event", 0, 0)
 
 
+def h(x, inner=None):
+    x = x * 10
+    if inner is not None:
+        inner()
+    return x
+
+
+def test_probe_trace_keeps_entry_values_per_activation(impl, monitor):
+    """A return probe's entry store: ``entry(frame)`` at PY_START, handed
+    to ``slow`` by that activation's return, and nothing for a return not
+    seen entering; past ``maxactive`` the oldest goes, counted as a miss."""
+    hits, entries = Calls(), Calls()
+
+    def entry(frame):
+        entries.append(frame.f_locals["x"])
+        return ("at entry", frame.f_locals["x"])
+    buffers = Buffers(impl)
+    trace = impl.ProbeTrace("event", None, buffers.local, buffers.attach, impl.Switch(),
+                            lambda value: value, FAULT, hits, entry, 2)
+    starts, returns = impl.CodeTable(), impl.CodeTable()
+    starts[id(code_of(h))] = lambda code, offset: None
+    returns[id(code_of(h))] = trace.exit(code_of(h), impl.DIRECT, False)
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), code_of(h))
+    monitor(E.PY_START, impl.entry_dispatcher(starts, Calls(), Calls()), code_of(h))
+    h(1)                                        # not seen entering: nothing
+    starts[id(code_of(h))] = trace.start(code_of(h), impl.DIRECT)
+    h(2)
+    [(frame, value, raised, entered)] = hits
+    assert frame.f_code is code_of(h) and (value, raised, entered) == (20, False, ("at entry", 2))
+    hits.clear()
+    # Three activations at once, with room for two: the oldest one's goes.
+    assert h(3, lambda: h(4, lambda: h(5))) == 30
+    assert [hit[1:] for hit in hits] == [(50, False, ("at entry", 5)), (40, False, ("at entry", 4))]
+    assert trace.nmissed == 1 and entries == [2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        impl.ProbeTrace("event", None, buffers.local, buffers.attach, impl.Switch(),
+                        lambda value: value, FAULT, hits, entry, 0)
+
+
 # -- the function profiler's handlers
 
 class Profiles:

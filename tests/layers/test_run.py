@@ -66,6 +66,20 @@ def test_o_writes_the_trace_to_the_file(tmp_path):
     assert len(function_lines(trace)) == calls_printed(got.stdout)["fib"]
 
 
+@pytest.mark.parametrize("tracer", ["function", "function_graph"])
+def test_the_header_comes_once_and_nostream_header_drops_it(tmp_path, tracer):
+    """trace_pipe has no header, as the kernel's; fentry run's text starts
+    with one, once, which trace_options' stream-header controls."""
+    got, with_header = fentry_run(tmp_path, "-t", tracer, "-l", "fib")
+    heads = [line for line in with_header.splitlines() if line.startswith("#")]
+    assert with_header.startswith(f"# tracer: {tracer}\n") and heads
+    assert with_header.count("# tracer:") == 1
+    got, without = fentry_run(tmp_path, "-t", tracer, "-l", "fib", "-O", "nostream-header")
+    assert got.returncode == 0, got.stderr
+    assert not any(line.startswith("#") for line in without.splitlines())
+    assert len(body(without)) == len(body(with_header)) > 0
+
+
 PROBE = '''
     import json, os, sys, threading
     print(json.dumps({

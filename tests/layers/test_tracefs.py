@@ -119,12 +119,12 @@ def test_empty_filter_reads_as_all_functions_enabled(fs):
 def test_filter_write_replaces_and_append_adds(fs):
     fs.write("set_ftrace_filter", f"{HERE}:alpha")
     fs.write("set_ftrace_filter", f"{HERE}:beta", append=True)
-    assert fs.read("set_ftrace_filter") == f"{HERE}:alpha\n{HERE}:beta\n"
+    assert fs.read("set_ftrace_filter") == f"alpha [{HERE}]\nbeta [{HERE}]\n"
     fs.write("current_tracer", "function")
     call_all()
     assert traced(fs) == ["alpha", "beta"]
     fs.write("set_ftrace_filter", f"{HERE}:gamma")
-    assert fs.read("set_ftrace_filter") == f"{HERE}:gamma\n"
+    assert fs.read("set_ftrace_filter") == f"gamma [{HERE}]\n"
     call_all()
     assert traced(fs) == ["alpha", "beta", "gamma"]
 
@@ -141,13 +141,63 @@ def test_notrace_removes_and_wins_over_the_filter(fs):
     start(fs)
     fs.write("set_ftrace_notrace", f"{HERE}:beta")
     fs.write("set_ftrace_notrace", f"{HERE}:gamma", append=True)
-    assert fs.read("set_ftrace_notrace") == f"{HERE}:beta\n{HERE}:gamma\n"
+    assert fs.read("set_ftrace_notrace") == f"beta [{HERE}]\ngamma [{HERE}]\n"
     call_all()
     assert traced(fs) == ["call_all", "alpha"]
     fs.write("set_ftrace_notrace", "")
-    assert fs.read("set_ftrace_notrace") == ""
+    assert fs.read("set_ftrace_notrace") == "#### no functions disabled ####\n"
     call_all()
     assert traced(fs)[2:] == ["call_all", "alpha", "beta", "gamma"]
+
+
+def test_filter_reads_back_the_functions_it_selects(fs):
+    """As the kernel's t_show: one function a line, named as
+    available_filter_functions names it, whatever glob selected it."""
+    fs.write("set_ftrace_filter", f"{HERE}:[ab]*")
+    fs.write("set_ftrace_filter", f"!{HERE}:beta", append=True)
+    assert fs.read("set_ftrace_filter") == f"alpha [{HERE}]\n"
+    assert f"alpha [{HERE}]\n" in fs.read("available_filter_functions")
+    fs.write("set_ftrace_filter", "gamma:mod:" + HERE)
+    assert fs.read("set_ftrace_filter") == f"gamma [{HERE}]\n"
+
+
+def test_filter_on_a_module_not_imported_waits_and_reads_back_as_the_kernels_cached_mod(fs):
+    name = "fentry_never_imported_module"
+    assert name not in sys.modules
+    fs.write("set_ftrace_filter", f"{name}:Cart.*")
+    fs.write("set_ftrace_filter", f":mod:{name}", append=True)
+    fs.write("set_ftrace_filter", f"{HERE}:alpha", append=True)
+    assert fs.read("set_ftrace_filter") == (f"alpha [{HERE}]\n"
+                                            f"Cart.*:mod:{name}\n*:mod:{name}\n")
+    fs.write("set_ftrace_filter", f"*:mod:{name}")
+    assert fs.read("set_ftrace_filter") == f"*:mod:{name}\n"
+    fs.write("current_tracer", "function")
+    call_all()      # a pending filter is not empty: it traces nothing yet
+    assert traced(fs) == []
+
+
+def test_filter_that_selects_no_function_is_refused_as_the_kernel_refuses_it(fs):
+    start(fs, f"{HERE}:alpha")
+    for word, pos in [("no_such_function_anywhere", 0), (f"{HERE}:alpha {HERE}:nothing", len(f"{HERE}:alpha ")),
+                      ("!no_such_function_anywhere", 0), (f"nothing:mod:{HERE}", 0)]:
+        with pytest.raises(TraceError) as err:
+            fs.write("set_ftrace_filter", word, append=True)
+        assert err.value.code == "NO_MATCH" and err.value.message.startswith("Invalid argument")
+        assert err.value.pos == pos
+        assert fs.read("set_ftrace_filter") == f"alpha [{HERE}]\n"
+    assert fs.read("error_log") == ""       # as the kernel's: ftrace filters log nothing
+    call_all()
+    assert traced(fs) == ["alpha"]
+
+
+@pytest.mark.parametrize("word", ["leaf:traceoff", "leaf:traceoff:1", "json:dump",
+                                  f"{HERE}:enable_event:sched:sched_switch", "!alpha:snapshot"])
+def test_a_filter_command_is_refused_with_a_caret_never_read_as_mod_glob(fs, word):
+    with pytest.raises(TraceError) as err:
+        fs.write("set_ftrace_filter", word)
+    assert err.value.code == "FILTER_CMD_UNSUPPORTED"
+    assert err.value.pos == word.index(":") + 1
+    assert fs.read("set_ftrace_filter") == "#### all functions enabled ####\n"
 
 
 def test_filter_change_applies_to_the_running_tracer(fs):
@@ -264,6 +314,7 @@ def test_tracing_off_then_switching_tracer_starts_nothing(fs):
 
 def test_trace_options_read_and_toggle(fs):
     words = fs.read("trace_options").split()
+    assert "stream-header" in words
     assert "print-parent" in words and "nofuncgraph-tail" in words
     fs.write("trace_options", "funcgraph-tail")
     assert "funcgraph-tail" in fs.read("trace_options").split()

@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import re
 import select
 import signal
 import socket
@@ -687,6 +688,7 @@ def _install_fork_hook() -> None:
 # before the after-fork hooks run, 3.13 after them: there the filter goes a
 # moment later, from the agent's own thread.
 _FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+_FORK_WARNING_RE = re.compile(_FORK_WARNING, re.I)
 _WARNS_AFTER_HOOKS = sys.version_info >= (3, 13)
 FORK_FILTER_LINGER = 0.1        # seconds
 FORK_COUNT_SETTLE = 0.01        # seconds
@@ -694,8 +696,18 @@ _fork_filter: tuple[Any, ...] | None = None
 _fork_filter_since = 0.0
 
 
+# Forking threads: whether each was quiet before its fork.
+_quiet_over_fork: dict[int, bool] = {}
+
+
 def _before_fork() -> None:
     global _fork_filter, _fork_filter_since, _sigterm_held
+    # The forking thread is quiet over the fork, until fentry's after-fork
+    # hook: the hooks that run before it in the child (threading's, random's,
+    # logging's) would otherwise be traced while fentry's locks may be held
+    # by threads that do not exist there (a first call discovered in
+    # another thread at the instant of the fork), and hang the child.
+    _quiet_over_fork[_thread.get_ident()] = hotpath.quiet_thread(True)
     if _python_sigterm_handler() and threading.current_thread() is threading.main_thread():
         # Pure Python catches SIGTERM with a Python handler, which a child
         # inherits, and Python drops the signals a child gets before its
@@ -708,8 +720,12 @@ def _before_fork() -> None:
         _drop_fork_filter()         # the program's own threads: it gets its warning
     else:
         if _fork_filter is None:
-            warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
-            _fork_filter = warnings.filters[0]
+            _fork_filter = ("ignore", _FORK_WARNING_RE, DeprecationWarning, None, 0)
+            # Not filterwarnings(): that bumps the filters' version, and a new
+            # version forgets which warnings the program has been shown, so
+            # a "default" (once a place) warning would show again.  An ignored
+            # warning is not remembered: the list alone is enough.
+            warnings.filters.insert(0, _fork_filter)     # type: ignore[attr-defined]  # a list
         # Not stale while the fork runs: the agent's thread must not drop
         # it before the warning it is for (after_in_parent starts the clock).
         _fork_filter_since = math.inf
@@ -743,6 +759,7 @@ _sigterm_held = None        # our Python SIGTERM handler, set aside over a fork
 
 def _after_fork_in_parent() -> None:
     global _fork_filter_since, _sigterm_held
+    hotpath.quiet_thread(_quiet_over_fork.pop(_thread.get_ident(), False))
     if _sigterm_held is not None:
         signal.signal(signal.SIGTERM, _sigterm_held)
         _sigterm_held = None
@@ -765,24 +782,23 @@ def _drop_fork_filter() -> None:
             warnings.filters.remove(_fork_filter)     # type: ignore[attr-defined]  # a list
         except ValueError:
             pass
-        mutated = getattr(warnings, "_filters_mutated", None)
-        if mutated is not None:
-            mutated()
         _fork_filter = None
 
 
 def _after_fork_in_child() -> None:
     global _sigterm_held
-    _sigterm_held = None        # SIGTERM is the default here; the agent sets it if it follows
-    _drop_fork_filter()
-    agent = _agent
-    if agent is None:
-        return
-    # Nothing of the parent's agent goes on here: its threads did not survive
-    # the fork, and its socket, stream and SIGTERM pipe are the parent's.
-    follow = agent.follow
-    hotpath.quiet_thread(True)      # fentry's work here is not the program's
+    was_quiet = _quiet_over_fork.pop(_thread.get_ident(), False)
+    _quiet_over_fork.clear()        # (other threads' forks were the parent's)
     try:
+        _sigterm_held = None    # SIGTERM is the default here; the agent sets it if it follows
+        _drop_fork_filter()
+        agent = _agent
+        if agent is None:
+            return
+        # Nothing of the parent's agent goes on here: its threads did not
+        # survive the fork, and its socket, stream and SIGTERM pipe are the
+        # parent's.  (The thread is quiet: fentry's work here is not the program's.)
+        follow = agent.follow
         agent.forget_in_child(keep_tracing=follow is not None)
         if follow is not None:
             # --follow: this child is traced too, under an agent of its own,
@@ -795,7 +811,7 @@ def _after_fork_in_child() -> None:
             else:
                 _start_run_agent(follow, fd, header=False)
     finally:
-        hotpath.quiet_thread(False)
+        hotpath.quiet_thread(was_quiet)
 
 
 _once: set[str] = set()         # process-wide hooks installed (they survive fork)
@@ -847,7 +863,8 @@ def start_from_environment() -> None:
     program = cfg.get("fd") is not None         # not a followed child
     fs = tracefs()
     try:
-        with check_batch():
+        # (The program has yet to start: a filter word waits for its code.)
+        with check_batch(), ftrace.program_starting():
             apply_settings(fs, cfg, skip_refused_probes=not program)
     except TraceError as e:
         os.write(2, (e.render() + "\n").encode())

@@ -27,6 +27,7 @@ from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
+from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
@@ -73,6 +74,12 @@ def _option_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
     """``options/NAME``: 0 or 1, the ``trace_options`` word's state."""
     return (lambda: f"{int(inst.options[name])}\n",
             lambda text, append: inst.set_options(name if _parse_bool(text) else "no" + name))
+
+
+def _hash_text(hash_: FilterHash, empty: str) -> str:
+    """set_ftrace_filter / set_ftrace_notrace read back: the kernel's line for
+    an empty hash, else the functions it selects (``t_start``, ``t_show``)."""
+    return empty if hash_.empty else hash_.text()
 
 
 class Tracefs:
@@ -133,9 +140,9 @@ class Tracefs:
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
             "current_tracer": (lambda: inst.tracer + "\n",
                                lambda text, append: inst.set_tracer(text)),
-            "set_ftrace_filter": (lambda: inst.filter.text() or "#### all functions enabled ####\n",
+            "set_ftrace_filter": (lambda: _hash_text(inst.filter, "#### all functions enabled ####\n"),
                                   lambda text, append: inst.set_filter(text, append)),
-            "set_ftrace_notrace": (lambda: inst.notrace.text(),
+            "set_ftrace_notrace": (lambda: _hash_text(inst.notrace, "#### no functions disabled ####\n"),
                                    lambda text, append: inst.set_filter(text, append, notrace=True)),
             "tracing_on": (lambda: f"{int(inst.tracing_on)}\n",
                            lambda text, append: inst.set_tracing_on(_parse_bool(text))),

@@ -238,7 +238,7 @@ tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
                                   "function_entry", "graph_event", "offset_dispatcher",
-                                  "probe", "probe_exit", "nop"};
+                                  "probe", "probe_exit", "probe_start", "nop"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 

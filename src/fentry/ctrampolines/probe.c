@@ -354,17 +354,22 @@ filter_eval(ProbeTrace *p, Cell *cells, int *tags)
 
 /* The Python path does the whole hit, counting included: slow(frame) at an
  * entry, offset or line; slow(frame, value, raised) at a return (PY_RETURN's
- * value, or PY_UNWIND's exception). */
+ * value, or PY_UNWIND's exception), and slow(frame, value, raised, entered)
+ * when the return probe fetched values at entry.  `entered` is released. */
 static PyObject *
-probe_slow(ProbeTrace *p, Tramp *t, PyObject *value)
+probe_slow(ProbeTrace *p, Tramp *t, PyObject *value, PyObject *entered)
 {
     PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
-    if (frame == NULL)
+    if (frame == NULL) {
+        Py_XDECREF(entered);
         Py_RETURN_NONE;
+    }
     if (t->kind == K_PROBE)
         return PyObject_CallOneArg(p->slow, frame);
-    PyObject *argv[3] = {frame, value, t->raised ? Py_True : Py_False};
-    return PyObject_Vectorcall(p->slow, argv, 3, NULL);
+    PyObject *argv[4] = {frame, value, t->raised ? Py_True : Py_False, entered};
+    PyObject *r = PyObject_Vectorcall(p->slow, argv, entered != NULL ? 4 : 3, NULL);
+    Py_XDECREF(entered);
+    return r;
 }
 
 /* A return's (event, site): site is (caller code, call offset, code, the
@@ -410,28 +415,122 @@ drop(Cell *cells, int *tags, int n)
         if (tags[i] == T_OBJ)
             Py_DECREF(cells[i].obj);
 }
-PyObject *
-probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+
+/* -- a return probe's entry store (the kernel's kretprobe instance with its
+ * entry data, store_trace_entry_data): at PY_START the values of the $argN
+ * fetchargs, fetched whole (events/fetch.py's AT_ENTRY says why), kept
+ * under the interpreter frame's address until the PY_RETURN or PY_UNWIND
+ * of that activation takes them -- exactly the events that fire the return
+ * probe.  A frame's address is its own while it runs (a generator's is
+ * inside the generator), so recursion and threads each find their own, and
+ * an activation that was running before the probe (attached mid-call) finds
+ * none: no event, as the kernel has no instance for it.  At most maxactive
+ * are kept (a generator CPython 3.13 closes with no event leaves its values
+ * behind): the oldest one goes, and its return is a miss. */
+
+/* A stored value back into a cell, as convert() made it. */
+static inline void
+stored_cell(PyObject *v, Cell *cell, int *tag)
 {
-    /* fetch, count, filter, record */
+    if (PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        cell->i = (long long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+        *tag = T_INT;
+    } else if (PyFloat_CheckExact(v)) {
+        cell->d = PyFloat_AS_DOUBLE(v);
+        *tag = T_FLOAT;
+    } else {
+        cell->obj = Py_NewRef(v);
+        *tag = T_OBJ;
+    }
+}
+
+/* The R_ARG fetchargs' values, fetched in C into cells; FETCH_BAIL (nothing
+ * kept): the Python path must fetch them. */
+static int
+entry_cells(ProbeTrace *p, Tramp *t, _PyInterpreterFrame *f, Cell *cells, int *tags)
+{
+    for (int i = 0, k = 0; i < p->nargs; i++) {
+        Fetch *fs = &p->fetch[i];
+        if (fs->root != R_ARG)
+            continue;
+        int r = fetch_arg(p, fs, t->slots[i], f, NULL, &cells[k], &tags[k]);
+        if (r == FETCH_BAIL) {
+            drop(cells, tags, k);
+            return FETCH_BAIL;
+        }
+        if (r == FETCH_FAULT) {
+            cells[k].obj = Py_NewRef(p->fault);
+            tags[k] = T_OBJ;
+        }
+        k++;
+    }
+    return FETCH_OK;
+}
+
+PyObject *
+probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
     Tramp *t = (Tramp *)self;
-    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
-    if (nargs < 0)
+    if (tramp_nargs(nargsf, kwnames) < 0)
         return NULL;
     ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
-    PyObject *code = args[0];
-    /* a return: PY_RETURN's value, or PY_UNWIND's exception ($retval a fault) */
-    PyObject *value = t->kind == K_PROBE_EXIT && nargs > 2 ? args[2] : NULL;
-    PyObject *retval = t->raised ? NULL : value;
-    PyThreadState *ts = PyThreadState_Get();
-    _PyInterpreterFrame *f = current_frame(ts);
-    if (t->slots == NULL || f == NULL || frame_code(f) != code)
-        return probe_slow(p, t, value);
+    _PyInterpreterFrame *f = current_frame(PyThreadState_Get());
+    if (f == NULL || p->entry == Py_None)
+        Py_RETURN_NONE;
     Cell cells[PROBE_MAX_ARGS];
     int tags[PROBE_MAX_ARGS];
-    int n = p->nargs, faulted = 0;
-    for (int i = 0; i < n; i++) {
+    PyObject *values = NULL;
+    if (t->slots == NULL || frame_code(f) != args[0]
+        || entry_cells(p, t, f, cells, tags) == FETCH_BAIL) {
+        PyObject *frame = (PyObject *)PyEval_GetFrame();     /* borrowed: the probed frame */
+        if (frame == NULL || (values = PyObject_CallOneArg(p->entry, frame)) == NULL)
+            return NULL;
+    }
+    int r = entries_put(&p->entries, f, values, cells, tags);
+    if (r < 0)
+        return NULL;
+    p->nmissed += r;                        /* the oldest activation's entry went */
+    Py_RETURN_NONE;
+}
+
+/* probe_slow at a return, with its entry values as the Python path takes
+ * them: a tuple, made of C's cells if it stored those. */
+static PyObject *
+probe_slow_entered(ProbeTrace *p, Tramp *t, PyObject *value, PyObject *entered,
+                   Cell *ecells, int *etags)
+{
+    if (entered == NULL) {
+        entered = values_tuple(ecells, etags, p->nentry);
+        drop(ecells, etags, p->nentry);
+        if (entered == NULL)
+            return NULL;
+    }
+    return probe_slow(p, t, value, entered);
+}
+/* Every fetcharg into cells: FETCH_OK, or FETCH_BAIL (the cells dropped):
+ * the Python path must do the hit.  With has_entry (a constant at each call
+ * site, so the copy that entry probes run has none of it), a return probe's
+ * R_ARG values are the ones stored at its entry: `entered`, the Python
+ * path's tuple, or else C's cells ecells (left to the caller). */
+static Py_ALWAYS_INLINE inline int
+fetch_cells(ProbeTrace *p, Tramp *t, _PyInterpreterFrame *f, PyObject *retval, Cell *cells,
+            int *tags, int *faulted, const int has_entry, PyObject *entered, Cell *ecells, int *etags)
+{
+    for (int i = 0, k = 0; i < p->nargs; i++) {
         Fetch *fs = &p->fetch[i];
+        if (has_entry && fs->root == R_ARG) {           /* fetched at entry */
+            if (entered != NULL) {
+                stored_cell(PyTuple_GET_ITEM(entered, k), &cells[i], &tags[i]);
+            } else {
+                cells[i] = ecells[k];
+                tags[i] = etags[k];
+                if (tags[i] == T_OBJ)
+                    Py_INCREF(cells[i].obj);
+            }
+            *faulted |= tags[i] == T_OBJ && cells[i].obj == p->fault;
+            k++;
+            continue;
+        }
         if (fs->shape != S_OTHER) {             /* x, or x.attr from inline values */
             PyObject *v = frame_local(f, t->slots[i]);
             if (v != NULL && fs->shape == S_LOCAL_ATTR)
@@ -445,14 +544,23 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
         int r = fetch_arg(p, fs, t->slots[i], f, retval, &cells[i], &tags[i]);
         if (r == FETCH_BAIL) {
             drop(cells, tags, i);
-            return probe_slow(p, t, value);
+            return FETCH_BAIL;
         }
         if (r == FETCH_FAULT) {
             cells[i].obj = Py_NewRef(p->fault);
             tags[i] = T_OBJ;
-            faulted = 1;
+            *faulted = 1;
         }
     }
+    return FETCH_OK;
+}
+
+/* The fetched cells: count, filter, record (they are released). */
+static Py_ALWAYS_INLINE inline PyObject *
+probe_record(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObject *value,
+             Cell *cells, int *tags, int faulted)
+{
+    int n = p->nargs;
     p->nhit++;
     p->nmissed += faulted;
     if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */
@@ -487,4 +595,62 @@ probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     ring_write_event(ring, head, cells, tags, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
+}
+
+PyObject *
+probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    /* fetch, count, filter, record */
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
+    PyObject *code = args[0];
+    /* a return: PY_RETURN's value, or PY_UNWIND's exception ($retval a fault) */
+    PyObject *value = t->kind == K_PROBE_EXIT && nargs > 2 ? args[2] : NULL;
+    PyObject *retval = t->raised ? NULL : value;
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *f = current_frame(ts);
+    if (t->slots == NULL || f == NULL || frame_code(f) != code)
+        return probe_slow(p, t, value, NULL);
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS], faulted = 0;
+    if (fetch_cells(p, t, f, retval, cells, tags, &faulted, 0, NULL, NULL, NULL) == FETCH_BAIL)
+        return probe_slow(p, t, value, NULL);
+    return probe_record(p, t, ts, code, value, cells, tags, faulted);
+}
+
+/* A return probe's return with an entry store: probe_call, its R_ARG values
+ * taken from what its entry stored. */
+PyObject *
+probe_exit_entered_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    ProbeTrace *p = (ProbeTrace *)t->o.probe.trace;
+    PyObject *code = args[0];
+    PyObject *value = nargs > 2 ? args[2] : NULL;
+    PyObject *retval = t->raised ? NULL : value;
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *f = current_frame(ts);
+    /* the entry's values: the Python path's (a tuple), or C's cells */
+    PyObject *entered = NULL;
+    Cell ecells[PROBE_MAX_ARGS];
+    int etags[PROBE_MAX_ARGS];
+    if (f == NULL || !entries_take(&p->entries, f, &entered, ecells, etags))
+        Py_RETURN_NONE;                     /* not seen entering: no instance, no event */
+    Cell cells[PROBE_MAX_ARGS];
+    int tags[PROBE_MAX_ARGS], faulted = 0;
+    if (t->slots == NULL || frame_code(f) != code
+        || (entered != NULL && (!PyTuple_CheckExact(entered) || PyTuple_GET_SIZE(entered) != p->nentry))
+        || fetch_cells(p, t, f, retval, cells, tags, &faulted, 1, entered, ecells, etags) == FETCH_BAIL)
+        return probe_slow_entered(p, t, value, entered, ecells, etags);
+    if (entered != NULL)                    /* the entry values are in the cells now */
+        Py_DECREF(entered);
+    else
+        drop(ecells, etags, p->nentry);
+    return probe_record(p, t, ts, code, value, cells, tags, faulted);
 }

@@ -4,6 +4,7 @@
 #define FENTRY_PROBE_H
 
 #include "tramp.h"
+#include "entries.h"
 
 #define PROBE_MAX_ARGS 16       /* more fetchargs than this: the Python path */
 #define FILTER_MAX_STACK 64
@@ -64,6 +65,12 @@ typedef struct {
     int npreds, nprog;
     Pred *preds;
     int *prog;                  /* NULL: the filter is the Python one */
+    /* A return probe's entry store (see probe_start_call): entry(frame) is
+     * the Python fetch of its $argN fetchargs, entries each activation's
+     * values (nentry cells: the R_ARG fetchargs' in C). */
+    PyObject *entry;            /* None: nothing is fetched at entry */
+    Entries entries;
+    int nentry;
     long long nhit, nmissed;
 } ProbeTrace;
 

@@ -14,7 +14,7 @@ probe_free_compiled(ProbeTrace *p)
     p->fetch = NULL;
     p->preds = NULL;
     p->prog = NULL;
-    p->nargs = p->npreds = p->nprog = 0;
+    p->nargs = p->npreds = p->nprog = p->nentry = 0;
 }
 
 /* specs: per fetcharg (kind, root, path, type), kind "local" (root: name),
@@ -96,6 +96,7 @@ probe_compile(ProbeTrace *p, PyObject *specs)
             PyErr_Format(PyExc_ValueError, "ProbeTrace: type %s not known here", type);
             return -1;
         }
+        p->nentry += fs->root == R_ARG;
         if ((fs->root == R_LOCAL || fs->root == R_ARG) && fs->conv == V_RAW)
             fs->shape = fs->nsteps == 0 ? S_LOCAL
                       : fs->nsteps == 1 && !fs->steps[0].is_item ? S_LOCAL_ATTR : S_OTHER;
@@ -107,11 +108,17 @@ static PyObject *
 probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"event", "specs", "local", "attach", "switch", "snapshot", "fault",
-                             "slow", NULL};
-    PyObject *event, *specs, *local, *attach, *onoff, *snapshot, *fault, *slow;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!OOO", kwlist, &event, &specs, &local,
-                                     &attach, &SwitchType, &onoff, &snapshot, &fault, &slow))
+                             "slow", "entry", "maxactive", NULL};
+    PyObject *event, *specs, *local, *attach, *onoff, *snapshot, *fault, *slow, *entry = Py_None;
+    Py_ssize_t maxactive = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!OOO|On", kwlist, &event, &specs, &local,
+                                     &attach, &SwitchType, &onoff, &snapshot, &fault, &slow,
+                                     &entry, &maxactive))
         return NULL;
+    if (entry != Py_None && maxactive < 1) {
+        PyErr_SetString(PyExc_ValueError, "ProbeTrace: an entry store needs maxactive >= 1");
+        return NULL;
+    }
     ProbeTrace *p = (ProbeTrace *)type->tp_alloc(type, 0);
     if (p == NULL)
         return NULL;
@@ -125,10 +132,13 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->slow = Py_NewRef(slow);
     p->filter_slow = Py_NewRef(Py_None);
     p->filter_spec = Py_NewRef(Py_None);
+    p->entry = Py_NewRef(entry);
     if (probe_compile(p, specs) < 0) {
         Py_DECREF(p);
         return NULL;
     }
+    p->entries.max = maxactive;
+    p->entries.nvalues = p->nentry;
     return (PyObject *)p;
 }
 
@@ -227,7 +237,9 @@ fail:
 static PyObject *
 probe_handler(ProbeTrace *p, PyObject *code, int kind, int raised, PyObject *head)
 {
-    Tramp *t = tramp_new(kind, probe_call);
+    Tramp *t = tramp_new(kind, kind == K_PROBE_START ? probe_start_call
+                               : kind == K_PROBE_EXIT && p->entry != Py_None ? probe_exit_entered_call
+                               : probe_call);
     if (t == NULL)
         return NULL;
     t->o.probe.trace = Py_NewRef(p);
@@ -296,12 +308,20 @@ probe_exit(ProbeTrace *p, PyObject *args)
     return probe_handler(p, code, K_PROBE_EXIT, raised, NULL);
 }
 
-/* start(code, depth): a return probe's PY_START handler, which has nothing
- * to do (the return does it all) but keeps the code known to ftrace. */
+/* start(code, depth): a return probe's PY_START handler: with an entry
+ * store, what stores its $argN values (probe.c's probe_start_call); else
+ * nothing to do (the return does it all), but it keeps the code known to
+ * ftrace. */
 static PyObject *
 probe_start(ProbeTrace *p, PyObject *args)
 {
-    return (PyObject *)tramp_new(K_NOP, nop_call);
+    PyObject *code;
+    int depth;
+    if (!PyArg_ParseTuple(args, "O!i", &PyCode_Type, &code, &depth))
+        return NULL;
+    if (p->entry == Py_None)
+        return (PyObject *)tramp_new(K_NOP, nop_call);
+    return probe_handler(p, code, K_PROBE_START, 0, NULL);
 }
 
 /* As a pre_handler(kp, regs): the Python path. */
@@ -321,16 +341,19 @@ probe_traverse(ProbeTrace *p, visitproc visit, void *arg)
     Py_VISIT(p->ring.ring); Py_VISIT(p->event); Py_VISIT(p->local); Py_VISIT(p->attach);
     Py_VISIT(p->onoff); Py_VISIT(p->snapshot); Py_VISIT(p->fault); Py_VISIT(p->slow);
     Py_VISIT(p->specs); Py_VISIT(p->filter_slow); Py_VISIT(p->filter_spec);
-    return 0;
+    Py_VISIT(p->entry);
+    return entries_traverse(&p->entries, visit, arg);
 }
 
 static int
 probe_clear(ProbeTrace *p)
 {
+    entries_clear(&p->entries);
     probe_free_compiled(p);     /* they borrow from specs and filter_spec */
     Py_CLEAR(p->ring.ring); Py_CLEAR(p->event); Py_CLEAR(p->local); Py_CLEAR(p->attach);
     Py_CLEAR(p->onoff); Py_CLEAR(p->snapshot); Py_CLEAR(p->fault); Py_CLEAR(p->slow);
     Py_CLEAR(p->specs); Py_CLEAR(p->filter_slow); Py_CLEAR(p->filter_spec);
+    Py_CLEAR(p->entry);
     return 0;
 }
 
@@ -356,7 +379,7 @@ static PyMethodDef probe_methods[] = {
     {"exit", (PyCFunction)probe_exit, METH_VARARGS,
      "exit(code, depth, raised): the handler of the return probe on code (PY_RETURN / PY_UNWIND)"},
     {"start", (PyCFunction)probe_start, METH_VARARGS,
-     "start(code, depth): a return probe's PY_START handler: nothing to do"},
+     "start(code, depth): a return probe's PY_START handler (its entry store, if any)"},
     {"set_filter", (PyCFunction)probe_set_filter, METH_VARARGS,
      "set_filter(program, matches): the event's filter"},
     {NULL}

@@ -19,8 +19,9 @@ quiet_thread(PyObject *m, PyObject *arg)
     int on = PyObject_IsTrue(arg);
     if (on < 0)
         return NULL;
+    int was = thread_quiet;
     thread_quiet = on;
-    Py_RETURN_NONE;
+    return PyBool_FromLong(was);
 }
 
 /* The main thread of a program started by fentry run is quiet from fentry's

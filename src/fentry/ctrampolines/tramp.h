@@ -7,7 +7,7 @@
 #include "ring.h"
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
-            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_NOP };
+            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_PROBE_START, K_NOP };
 
 #define TRAMP_REFS 3
 
@@ -30,7 +30,7 @@ typedef union {
         PyObject *local;        /* where the thread's ThreadBuffer is kept ... */
         PyObject *attach;       /* ... and what makes it, at its first event */
     } rec;
-    struct {                    /* K_PROBE, K_PROBE_EXIT */
+    struct {                    /* K_PROBE, K_PROBE_EXIT, K_PROBE_START */
         PyObject *trace;        /* the ProbeTrace */
         PyObject *head;         /* K_PROBE: the record's (event, site), made once */
     } probe;
@@ -75,8 +75,12 @@ tramp_nargs(size_t nargsf, PyObject *kwnames)
     return nargs;
 }
 
-/* The handler of a probe event (probe.c), and one that does nothing (dispatch.c). */
+/* The handlers of a probe event (probe.c): its hit, and a return probe's
+ * entry and return when it stores $argN at entry; and one that does nothing
+ * (dispatch.c). */
 PyObject *probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *probe_exit_entered_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *nop_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 #endif

@@ -213,13 +213,32 @@ def _stack(frame: FrameType, n: int | None) -> object:
     return " <- ".join(names)
 
 
-def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MISSING
-              ) -> tuple[object, ...]:
+# What a return probe fetches at the function's entry: ``$argN`` and
+# ``$args``, the arguments as passed (the kernel's __store_entry_arg).  The
+# kernel stores the raw register and dereferences it at return; a Python
+# object cannot be held without keeping it alive (past a rebinding or a
+# ``del`` of the parameter, and past a generator that CPython 3.13 closes
+# with no event), so the whole fetcharg is fetched at entry, into what the
+# ring stores: immutable values or their text, which nothing can observe.
+AT_ENTRY = ("arg", "args")
+
+
+def fetch_all(args: tuple[FetchArg, ...], frame: FrameType, retval: object = _MISSING,
+              entry: tuple[object, ...] | None = None) -> tuple[object, ...]:
     """The stored value of every fetcharg, in order (``$args``: one per
-    parameter, see ``field_names``); a failed fetch stores FAULT."""
-    out = []
+    parameter, see ``field_names``); a failed fetch stores FAULT.
+    ``entry``: a return's values of its AT_ENTRY fetchargs, fetched at
+    entry (``fetch_all`` of those alone), taken in their places."""
+    out: list[object] = []
     local_vars = frame.f_locals
+    taken = iter(entry) if entry is not None else None
     for arg in args:
+        if taken is not None and arg.kind in AT_ENTRY:
+            if arg.kind == "arg":
+                out.append(next(taken))
+            else:
+                out.extend([next(taken) for _ in parameters(frame.f_code)])
+            continue
         if arg.kind == "args":
             for name in parameters(frame.f_code):
                 value = local_vars.get(name, _MISSING)

@@ -27,9 +27,10 @@ from .. import hotpath, kprobes
 from ..errors import TraceError
 from ..symbols import call_site, check_batch
 from .event_format import EventFormat
-from .fetch import FAULT, fast_specs, fetch_all, snapshot
+from .fetch import AT_ENTRY, FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
 from .probe_parser import (
+    KRETPROBE_MAXACTIVE_MAX,
     FetchArg,
     ProbeDefinition,
     ProbeRemoval,
@@ -183,6 +184,10 @@ class EventFile:
         self._nmissed = 0           # fetch or handler failures, as the kernel's misses
         self.probe: kprobes.Kprobe | kprobes.Kretprobe | None = None
         self.trace: hotpath.ProbeTrace | None = None    # the hot path's, while enabled
+        # A return probe's fetchargs taken at entry ($argN, $args): only a
+        # probe that has some pays for an entry store.
+        self.at_entry = tuple(a for a in event.defn.args if a.kind in AT_ENTRY) \
+            if event.defn.is_return else ()
 
     @property
     def enabled(self) -> bool:
@@ -227,9 +232,13 @@ class EventFile:
         """The hot path's handler for this probe."""
         specs = self._fast_specs()
         buffer = self.instance.buffer
+        d = self.event.defn
+        # Without rNN, as many activations as the kernel allows at most:
+        # a Python program recurses deeper than the kernel's default.
         trace = hotpath.ProbeTrace(self.event, specs, buffer.local, buffer.attach, buffer.recording,
-                                   snapshot, FAULT,
-                                   self._exit_hit if self.event.defn.is_return else self._hit)
+                                   snapshot, FAULT, self._exit_hit if d.is_return else self._hit,
+                                   self._entry_hit if self.at_entry else None,
+                                   d.maxactive or KRETPROBE_MAXACTIVE_MAX)
         self._arm_filter(trace)
         return trace
 
@@ -279,12 +288,20 @@ class EventFile:
         values = fetch_all(args, frame) if args else ()
         self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
 
-    def _exit_hit(self, frame: FrameType, value: object, raised: bool) -> None:
+    def _entry_hit(self, frame: FrameType) -> tuple[object, ...]:
+        """A return probe's entry, in Python: the stored values of its
+        ``$argN`` and ``$args``, the arguments as passed."""
+        return fetch_all(self.at_entry, frame)
+
+    def _exit_hit(self, frame: FrameType, value: object, raised: bool,
+                  entered: tuple[object, ...] | None = None) -> None:
         """A return probe's hit, in Python: ``value`` is the return value, or
-        the exception the frame is left by (then $retval is a fault)."""
+        the exception the frame is left by (then $retval is a fault);
+        ``entered``: what ``_entry_hit`` fetched at this activation's entry."""
         self._nhit += 1
         args = self.event.defn.args
-        values = fetch_all(args, frame) if raised else fetch_all(args, frame, value)
+        values = fetch_all(args, frame, entry=entered) if raised \
+            else fetch_all(args, frame, value, entered)
         caller = frame.f_back               # the return address: the call site
         if caller is not None:
             c = caller.f_code
@@ -423,8 +440,8 @@ class ProbeEvents:
         with self.lock, check_batch():
             if not append:
                 busy = [e for e in self.events.values() if e.enabled]
-                if busy:
-                    self._fail(TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe"))
+                if busy:        # (the kernel's -EBUSY, which it does not log)
+                    raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
                 self.events.clear()
             for line in text.splitlines():
                 line = line.strip()

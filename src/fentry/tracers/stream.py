@@ -100,9 +100,11 @@ class RawStream:
 
     def hello(self, header: bool) -> bytes:
         """The stream's first message; ``header``: the reader starts its text
-        with the tracer's header (``fentry run``, ``attach``; not a bare pipe)."""
+        with the tracer's header (``fentry run``, ``attach``; not a bare pipe,
+        which is trace_pipe), unless trace_options says ``nostream-header``."""
         inst = self.instance
         self.tracer = (inst.tracer, dict(inst.options))
+        header = header and inst.options.get("stream-header", True)
         return json_message(HELLO, {
             "format": FORMAT_VERSION, "header": header, "pid": os.getpid(), "ppid": os.getppid(),
             "argv": list(sys.orig_argv), "python": sys.version.split()[0],

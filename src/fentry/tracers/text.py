@@ -116,14 +116,16 @@ class FunctionReader:
         return []
 
 
-# The header's columns, each shown or not by its option: the thread
-# (funcgraph-proc), the duration (funcgraph-duration), the calls.
-_HEADER = (("       TASK/TID        ", " DURATION                 ", " FUNCTION CALLS"),
-           ("          |  |         ", "  |   |                   ", "  |   |   |   |"))
+# The header's columns, each shown or not by its option, as the kernel's
+# print_graph_headers_flags: the thread (funcgraph-proc; fentry's column is
+# the function tracer's TASK-PID, wider than the kernel's 14-character
+# comm-pid, so its head is too), the duration (funcgraph-duration), the calls.
+_HEADER = ((" " * 11 + "TASK/TID" + " " * 7, "  DURATION   ", "               FUNCTION CALLS"),
+           (" " * 12 + "|    |" + " " * 8, "   |   |      ", "               |   |   |   |"))
 
 _MARKS = ((1_000_000_000, "$"), (100_000_000, "@"), (10_000_000, "*"),
           (1_000_000, "#"), (100_000, "!"), (10_000, "+"))
-NO_DURATION = " " * 14
+NO_DURATION = " " * 14       # the duration column of a line that has none (FLAGS_FILL_FULL)
 
 
 def duration(ns: int) -> str:
@@ -182,10 +184,13 @@ class GraphReader:
         return st
 
     def _line(self, st: _ThreadState, dur: str, depth: int, text: str) -> str:
-        task = st.task + "| " if self.show_task else " "
+        # The kernel's columns (print_graph_prologue, print_graph_duration):
+        # each option drops its column whole, separator and all, so the
+        # calls' indentation is the same whichever are shown.
+        task = st.task + "| " if self.show_task else ""
         if self.show_duration:
             return f"{task}{dur}|  {'  ' * depth}{text}\n"
-        return f"{task} {'  ' * depth}{text}\n"
+        return f"{task}{'  ' * depth}{text}\n"
 
     def _thread_lines(self, st: _ThreadState, records: list[Record]) -> list[tuple[int, str]]:
         """(timestamp, line) for one thread's records, in order."""

@@ -37,6 +37,10 @@ OPTIONS = {
     "markers": True,        # trace_marker takes writes (off: the kernel's EINVAL)
     # The top level's trace_marker (and fentry.trace_marker) writes here too.
     "copy_trace_marker": False,
+    # fentry's own: the text of a stream that asks for it (fentry run,
+    # fentry record's report, attach) starts with the tracer's header, once.
+    # trace_pipe, like the kernel's, never has one.
+    "stream-header": True,
     # The function profiler's Time: with the time of the calls made (on), or self time (off).
     "graph-time": True,
 }
