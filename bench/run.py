@@ -22,6 +22,8 @@ Rows:
   8  an entry probe event with two fetchargs (an argument, an attribute), vs none
   9  a line probe event mid-function, vs an entry probe event on the same function
  10  a probe event its filter rejects, vs the same event unfiltered
+ 16  the function profiler (function_profile_enabled) on every call of a workload, vs cProfile
+     (rows 11-15 are bench/stream.py's)
  6b  fentry report --format perfetto / chrome of a function_graph recording of 1M
      calls, vs viztracer saving the same 1M calls (bench/stream.py's row 15 compares
      the same exports with viztracer's whole run)
@@ -150,6 +152,8 @@ def reset_fentry() -> None:
     t.write("set_ftrace_filter", "")
     t.write("set_ftrace_notrace", "")
     t.write("trace", "")
+    check(t.read("function_profile_enabled") == "0\n", "the function profiler still on after the row")
+    t.write("function_profile_enabled", "0")
     check(t.read("events/enable").strip() != "1", "probe events still enabled after the row")
     check(not t.read("kprobe_events"), "probe events still defined after the row")
     t.write("events/enable", "0")
@@ -439,6 +443,45 @@ def row4_whole_program(rounds: int, label: str, workload: Callable[[], object]) 
             base_name="cProfile", goal=None, note=f"{calls} calls/run")
     compare(name, f"{what}: viztracer vs cProfile", times, "viztracer", "cProfile", calls,
             "untraced", base_name="cProfile", goal=None, note=note)
+
+
+def row16_profiler(rounds: int, label: str, workload: Callable[[], object]) -> None:
+    """The function profiler on every call of a workload, vs cProfile.
+
+    As row 4: each timed from its start to its stop, the workload in between
+    -- fentry ``function_profile_enabled`` 1 .. 0 on ``workloads:*`` (the
+    first call of each code object, its discovery, inside), cProfile
+    ``enable()`` .. ``disable()`` (which also counts the C functions called).
+    Added time per Python call over the untraced workload.  Both count and
+    time every call; fentry's hits are checked against the real calls."""
+    t = tracefs()
+    calls = count_calls(workload)
+    prof: list[cProfile.Profile] = []
+
+    def fentry_on():
+        t.write("set_ftrace_filter", "workloads:*")
+
+    def fentry_run():
+        t.write("function_profile_enabled", "1")
+        workload()
+        t.write("function_profile_enabled", "0")
+
+    def fentry_off():
+        hits = sum(n[0] for n in t.profiler.merged().values())
+        check(hits == calls, f"row 16 {label}: the profiler counted {hits} hits for {calls} calls")
+
+    def prof_run():
+        p = prof[0]
+        p.enable()
+        workload()
+        p.disable()
+
+    times = interleave([Variant("untraced", workload),
+                        Variant("fentry", fentry_run, setup=fentry_on, teardown=fentry_off),
+                        Variant("cProfile", prof_run, setup=lambda: prof.append(cProfile.Profile()),
+                                teardown=prof.clear)], rounds)
+    compare(f"16{label}", f"{workload_name(label)}: profiler vs cProfile", times, "fentry", "cProfile",
+            calls, "untraced", base_name="cProfile", goal=0.6, note=f"{calls} calls/run")
 
 
 def workload_name(label: str) -> str:
@@ -831,7 +874,7 @@ def print_table() -> None:
     print(fmt.format(*("-" * wd for wd in widths)))
     for line in lines:
         print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
-    print("(ns: per call, or per event for row 6, per call exported for row 6b; rows 2-5, 7-10:"
+    print("(ns: per call, or per event for row 6, per call exported for row 6b; rows 2-5, 7-10, 16:"
           " time added over the untraced run."
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
@@ -878,6 +921,8 @@ def main(argv=None) -> int:
         ("8", lambda: row8_fetchargs(rounds, n)),
         ("9", lambda: row9_line_probe(rounds, n)),
         ("10", lambda: row10_filtered_out(rounds, n)),
+        ("16a", lambda: row16_profiler(rounds, "a", lambda: w.fib(FIB_N))),
+        ("16b", lambda: row16_profiler(rounds, "b", lambda: w.methods(METHOD_TICKS))),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))

@@ -84,11 +84,16 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
-              "                  [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                  [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
     _tracing_options(p, "function", DEFAULT_SIZE_KB, "before the program starts")
+    p.set_defaults(tracer=None)     # function, or nop with --profile (main)
+    p.add_argument("--profile", action="store_true",
+                   help="profile the traced functions (function_profile_enabled) and print the "
+                        "profile at exit, all threads together, to stderr or FILE; without -t, "
+                        "no trace (current_tracer nop)")
     p.add_argument("--follow", action="store_true",
                    help="trace the Python processes the program starts too (subprocess, "
                         "multiprocessing, os.fork), each under its own agent, into one trace")
@@ -361,7 +366,8 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
 def _settings(opts: argparse.Namespace) -> dict[str, Any]:
     """The tracing options, as ``agent.apply_settings`` takes them."""
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
-            "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes}
+            "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes,
+            "profile": getattr(opts, "profile", False)}
 
 
 def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
@@ -489,6 +495,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         if collector is not None:
             collector.close()
         live.finish()
+        if isinstance(live, Live):
+            _write_profiles(live)
     except _Interrupted as stop:
         _say(f"fentry {command}: stopped by {signal.Signals(stop.signum).name} after the program "
              f"ended (status {status}); the trace is incomplete")
@@ -528,6 +536,14 @@ def _output(opts: argparse.Namespace, command: str, record: bool, default: Binar
     if out is None:
         return None
     return Live(out, argv, close_out)
+
+
+def _write_profiles(live: Live) -> None:
+    """After the trace, each process's function profile (fentry run --profile)."""
+    from .report.profile import profile_text
+    for stream in live.streams.streams.values():
+        if stream.profile is not None:
+            live.report.write(profile_text(stream).encode())
 
 
 def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) -> None:
@@ -887,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         opts = parser.parse_args([argv[0], *own])
         if argv[0] == "run":
+            opts.tracer = opts.tracer or ("nop" if opts.profile else "function")
             return cmd_run(opts, program)
         if opts.record_pid is not None:
             if program:

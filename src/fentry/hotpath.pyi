@@ -192,6 +192,21 @@ class ProbeTrace:
         """As a kprobe ``pre_handler(kp, regs)``."""
 
 
+class ProfileStat:
+    """One thread's function profile (the kernel's per-CPU profile stat):
+    per traced function its hits and times, counted in place by the
+    ``profile_event`` handlers, and its activations under way."""
+    def __init__(self) -> None: ...
+    @property
+    def depth(self) -> int:
+        """Activations under way (begun and not yet ended)."""
+    def stats(self) -> list[tuple[CodeType, int, int, int, int, int]]:
+        """``[(code, hits, time, time_sq, self, self_sq)]`` per function
+        called, in nanoseconds (ns² for the squares): ``time`` sums its
+        activations, ``self`` the same less the time of the profiled calls
+        each made.  C counts in clock ticks, and its squares in floating point."""
+
+
 def quiet_thread(on: bool, /) -> bool:
     """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
 def quiet_until_program() -> None:
@@ -234,3 +249,10 @@ def graph_event(local: threading.local, attach: _Attach, kind: int, nargs: int =
     handler of ``nargs`` arguments (2: PY_START, PY_RESUME)."""
 def graph_exc_event(local: threading.local, attach: _Attach, kind: int, /) -> _Handler:
     """function_graph on unwind: records ``(seq, ts, kind, code, exception type)``."""
+def profile_event(local: threading.local, attach: Callable[[], ProfileStat], kind: int,
+                  nargs: int, /) -> _Handler:
+    """The function profiler's handler of one code object, on the thread's
+    ProfileStat (``local.ps``, made by ``attach()``): ``kind`` 0 at PY_START
+    (a hit, and an activation begins), 1 at PY_RESUME or PY_THROW (an
+    activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (the innermost
+    activation of that code ends; none seen: nothing).  ``nargs``: the event's."""

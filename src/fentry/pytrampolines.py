@@ -21,7 +21,8 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
            "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
-           "ops_entry", "function_entry", "graph_event", "graph_exc_event"]
+           "ops_entry", "function_entry", "graph_event", "graph_exc_event",
+           "ProfileStat", "profile_event"]
 
 import itertools
 from collections import deque
@@ -533,6 +534,110 @@ def graph_exc_event(local, attach, kind: int):
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
 
+
+
+# -- the function profiler (see ctrampolines/profile.c)
+
+class ProfileStat:
+    """One thread's function profile: per function, an entry
+    ``[hits, time, time_sq, self, self_sq, code]`` (nanoseconds), and the
+    stack of activations under way, ``[entry, start, sub]`` (``sub``: the
+    time of the profiled calls it made)."""
+    __slots__ = ("_entries", "_stack")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, list] = {}
+        self._stack: list[list] = []
+
+    @property
+    def depth(self) -> int:
+        """Activations under way."""
+        return len(self._stack)
+
+    def stats(self) -> list[tuple]:
+        """``[(code, hits, time, time_sq, self, self_sq)]``: per function called, in nanoseconds."""
+        return [(e[5], e[0], e[1], e[2], e[3], e[4]) for e in list(self._entries.values())
+                if e[0] or e[1]]
+
+    def _entry(self, code: CodeType) -> list:
+        e = self._entries.get(id(code))
+        if e is None:
+            e = self._entries[id(code)] = [0, 0, 0, 0, 0, code]
+        return e
+
+
+def profile_event(local, attach, kind: int, nargs: int):
+    """The function profiler's handler of one code object: ``kind`` 0 at
+    PY_START (a hit, and an activation begins), 1 at PY_RESUME or PY_THROW
+    (an activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (it ends).
+    The thread's ProfileStat is ``local.ps``, made by ``attach()``.  Exactly
+    ``nargs`` parameters, as graph_event's."""
+    # (the ProfileStat last used, this code's entry in it): one assignment,
+    # so that threads cannot mix its halves
+    cache: tuple[ProfileStat | None, list] = (None, [])
+
+    # The bodies are repeated inline: a helper would be a frame more (see the dispatchers).
+    if kind != 2:
+        hit = kind == 0
+        if nargs == 2:
+            def profile_begin(code, offset):  # hot path
+                nonlocal cache
+                try:
+                    st = local.ps
+                except AttributeError:
+                    st = attach()
+                c = cache
+                if c[0] is st:
+                    e = c[1]
+                else:
+                    e = st._entry(code)
+                    cache = (st, e)
+                if hit:
+                    e[0] += 1
+                st._stack.append([e, perf_counter_ns(), 0])     # last: this handler's time is not the call's
+            return profile_begin
+
+        def profile_begin3(code, offset, arg):  # hot path
+            nonlocal cache
+            try:
+                st = local.ps
+            except AttributeError:
+                st = attach()
+            c = cache
+            if c[0] is st:
+                e = c[1]
+            else:
+                e = st._entry(code)
+                cache = (st, e)
+            if hit:
+                e[0] += 1
+            st._stack.append([e, perf_counter_ns(), 0])
+        return profile_begin3
+
+    def profile_end(code, offset, arg):  # hot path
+        now = perf_counter_ns()
+        try:
+            stack = local.ps._stack
+        except AttributeError:
+            return              # nothing began in this thread
+        # An exit whose activation was not seen counts nothing; activations
+        # above it whose exits were not seen are dropped with it.
+        d = len(stack)
+        while d and stack[d - 1][0][5] is not code:
+            d -= 1
+        if not d:
+            return
+        e, start, sub = stack[d - 1]
+        del stack[d - 1:]
+        dt = now - start
+        own = dt - sub if dt > sub else 0
+        e[1] += dt
+        e[2] += dt * dt
+        e[3] += own
+        e[4] += own * own
+        if d > 1:
+            stack[d - 2][2] += dt
+    return profile_end
 
 
 # -- probe events

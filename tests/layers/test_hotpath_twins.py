@@ -653,3 +653,60 @@ def test_probe_trace_keeps_entry_values_per_activation(impl, monitor):
     with pytest.raises(ValueError):
         impl.ProbeTrace("event", None, buffers.local, buffers.attach, impl.Switch(),
                         lambda value: value, FAULT, hits, entry, 0)
+
+
+# -- the function profiler's handlers
+
+class Profiles:
+    """A profiler's ``local`` and ``attach``: one ProfileStat per thread."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.local = threading.local()
+
+    def attach(self):
+        self.local.ps = self.impl.ProfileStat()
+        return self.local.ps
+
+
+def outer_p():
+    inner_p()
+    inner_p()
+
+
+def inner_p():
+    time.sleep(0.002)
+
+
+def test_profile_events_count_hits_and_time_each_activation(impl, monitor):
+    p = Profiles(impl)
+    starts, returns = impl.CodeTable(), impl.CodeTable()
+    for f in (outer_p, inner_p):
+        starts[id(f.__code__)] = impl.profile_event(p.local, p.attach, 0, 2)
+        returns[id(f.__code__)] = impl.profile_event(p.local, p.attach, 2, 3)
+    monitor(E.PY_START, impl.entry_dispatcher(starts, Calls(), Calls()), outer_p.__code__, inner_p.__code__)
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), outer_p.__code__, inner_p.__code__)
+    outer_p()
+    stats = {code.co_name: rest for code, *rest in p.local.ps.stats()}
+    (oh, ot, otsq, oself, _), (ih, it, itsq, iself, _) = stats["outer_p"], stats["inner_p"]
+    assert (oh, ih) == (1, 2) and p.local.ps.depth == 0
+    assert it >= 4_000_000 and ot >= it and iself == it           # inner is a leaf
+    assert abs(oself - (ot - it)) <= 2          # outer's own: less inner's (C: rounded ticks)
+    assert otsq == ot * ot or abs(otsq - ot * ot) <= ot * ot // 1000    # (C: floating point)
+    assert itsq >= it * it // 2 * 0.999     # Σx² ≥ (Σx)²/n (C: floating point)
+
+
+def test_a_profile_exit_whose_start_was_not_seen_counts_nothing(impl):
+    p = Profiles(impl)
+    end = impl.profile_event(p.local, p.attach, 2, 3)
+    end(outer_p.__code__, 0, None)          # no ProfileStat in this thread yet
+    begin = impl.profile_event(p.local, p.attach, 0, 2)
+    resume = impl.profile_event(p.local, p.attach, 1, 2)
+    begin(outer_p.__code__, 0)
+    end(inner_p.__code__, 0, None)          # inner never began: nothing
+    assert p.local.ps.depth == 1
+    resume(inner_p.__code__, 0)             # a resume: an activation, not a hit
+    end(outer_p.__code__, 0, None)          # outer ends; inner's exit was not seen: dropped
+    assert p.local.ps.depth == 0
+    stats = {code.co_name: rest for code, *rest in p.local.ps.stats()}
+    assert stats["outer_p"][0] == 1 and "inner_p" not in stats     # no hit, no time: no row

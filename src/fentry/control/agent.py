@@ -93,6 +93,7 @@ class Streamer:
         self.why = "detach"         # what END says
         self.ended = False
         self.greeted = False        # HELLO sent
+        self.profile = False        # END is preceded by the function profile (fentry run --profile)
         self.running = _thread.allocate_lock()     # held while run() runs
         # One drain at a time, whoever drains: messages must leave in the
         # order they were made.  An RLock knows its owner atomically: a drain
@@ -184,7 +185,8 @@ class Streamer:
         self.raw.flush()
         with self.writing:
             if not self.ended:
-                self._send(self.raw.drain() + [self.raw.end(self.why)])
+                last = [self.raw.profile(tracefs().profiler)] if self.profile else []
+                self._send(self.raw.drain() + last + [self.raw.end(self.why)])
                 self.ended = True
 
     def _send(self, data: list[bytes]) -> None:
@@ -478,9 +480,9 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
                    skip_refused_probes: bool = False) -> list[tuple[str, str]]:
     """Set tracing up as ``fentry run`` / ``fentry attach`` options say, by
     writes to tracefs ``fs``, in the top level or in ``instances/INSTANCE``.
-    ``settings``: buffer_size_kb, options, filter, notrace, tracer, and
-    probes, a list of [definition, filter or None], each defined (in the
-    shared kprobe_events), filtered and enabled.  A definition the same as
+    ``settings``: buffer_size_kb, options, filter, notrace, tracer, profile
+    (function_profile_enabled), and probes, a list of [definition, filter or
+    None], each defined (in the shared kprobe_events), filtered and enabled.  A definition the same as
     one there already is that one.  Returns the events it defined.
 
     ``skip_refused_probes``: a probe the Tracefs refuses is left out, its
@@ -492,6 +494,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     fs.write(at + "set_ftrace_filter", " ".join(settings.get("filter", [])))
     fs.write(at + "set_ftrace_notrace", " ".join(settings.get("notrace", [])))
     fs.write(at + "current_tracer", settings["tracer"])
+    if settings.get("profile"):         # (the profiler is the top level's only)
+        fs.write("function_profile_enabled", "1")
     probes = settings.get("probes", [])
     if probes:
         from ..events.probe_parser import format_definition, parse_probe
@@ -895,6 +899,7 @@ def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
     _install_fork_hook()
     agent.run_stream = Streamer(_fd_sink(fd), header, _sigterm_pipe[0], _sigterm_in_stream,
                                 on_end=lambda: _run_stream_ended(fd))
+    agent.run_stream.profile = bool(cfg.get("profile"))
     agent.run_fd = fd
     agent.run_stream.greet()
     agent.run_stream.start_thread()

@@ -9,7 +9,8 @@ As the kernel's ``instances/``, ``mkdir("instances/NAME")`` makes a tracing
 instance with its own buffer, tracer, filters, options and event enables,
 under ``instances/NAME/``; ``rmdir`` removes it.  Probe event definitions
 (``kprobe_events``), ``kprobe_profile``, ``available_*`` and ``error_log``
-are the top level's, shared.
+are the top level's, shared; so is the function profiler
+(``function_profile_enabled``, ``trace_stat/``), as the kernel's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
+from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 
@@ -50,6 +52,14 @@ def _parse_size(text: str) -> int:
     if not t.isdigit() or int(t) <= 0:
         raise TraceError("BAD_SIZE", text.rstrip("\n"), 0)
     return int(t)
+
+
+def _parse_number_bool(text: str) -> bool:
+    """A number, any non-zero one true (the kernel's ``val = !!val``)."""
+    t = text.strip()
+    if not t.isdigit():
+        raise TraceError("BAD_BOOL", text.rstrip("\n"), 0)
+    return int(t) != 0
 
 
 def _resize(inst: TraceInstance, text: str) -> None:
@@ -83,6 +93,8 @@ class Tracefs:
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
         fentry._marker = self.program_marker
         self.lock = threading.RLock()
+        # The function profiler is the top level's, on its filters, as the kernel's.
+        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
@@ -90,6 +102,9 @@ class Tracefs:
             "kprobe_profile": (probes.profile, None),
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
+            "function_profile_enabled": (
+                lambda: f"{int(self.profiler.enabled)}\n",
+                lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
         }
 
     def program_marker(self, text: object) -> None:
@@ -187,11 +202,13 @@ class Tracefs:
         top = [p for p in path.split("/") if p]
         if top == ["instances"]:
             return sorted(self.instances)
+        if top == ["trace_stat"]:
+            return [f"function{tid}" for tid in sorted(self.profiler.per_thread())]
         inst, parts = self._split(path)
         if not parts:
             names = {name.split("/", 1)[0] for name in self.instance_files(inst)}
             if inst is self.instance:
-                names |= set(self.global_files) | {"instances"}
+                names |= set(self.global_files) | {"instances", "trace_stat"}
             return sorted(names)
         if parts == ["options"]:
             return sorted(inst.options)
@@ -213,6 +230,8 @@ class Tracefs:
             entry = self.global_files.get(name)
         if entry is None and parts[:1] == ["events"]:
             entry = self._event_file(inst, parts[1:])
+        if entry is None and inst is self.instance and len(parts) == 2 and parts[0] == "trace_stat":
+            entry = self._stat_file(parts[1])
         if entry is None:
             raise TraceError("NO_SUCH_FILE", path, 0)
         return entry
@@ -238,12 +257,25 @@ class Tracefs:
             "id": (lambda: f"{event.id}\n", None),
         }[parts[2]]
 
+    def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
+        """trace_stat/function<TID>: a thread's profile, as the kernel's per-CPU one."""
+        tid = name.removeprefix("function")
+        if not tid.isdigit() or int(tid) not in self.profiler.per_thread():
+            return None
+
+        def read() -> str:
+            functions = self.profiler.per_thread().get(int(tid), {})
+            return stat_text(profile_rows(functions), self.instance.options["graph-time"])
+        return read, None
+
     def reset(self) -> None:
         """Every file back to its default: no instance, no probe event, no
         tracer, no filter, default options and size, empty buffers and error_log."""
         for name in list(self.instances):
             self.rmdir(f"instances/{name}")
         self.write("events/enable", "0")
+        self.write("function_profile_enabled", "0")
+        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
         self.write("kprobe_events", "")
         self.write("error_log", "")
         self.write("current_tracer", "nop")

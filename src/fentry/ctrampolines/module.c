@@ -23,7 +23,8 @@ PyInit__ctrampolines(void)
     if (PyType_Ready(&TrampType) < 0 || PyType_Ready(&IpType) < 0
         || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
         || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0
-        || PyType_Ready(&EncoderType) < 0 || PyType_Ready(&PageQueueType) < 0)
+        || PyType_Ready(&EncoderType) < 0 || PyType_Ready(&PageQueueType) < 0
+        || PyType_Ready(&ProfileStatType) < 0 || PyType_Ready(&ProfHandlerType) < 0)
         return NULL;
     if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
         || !(mon = PyObject_GetAttrString(sys, "monitoring"))
@@ -40,7 +41,8 @@ PyInit__ctrampolines(void)
         goto fail;
     if (PyModule_AddFunctions(m, dispatch_functions) < 0 || PyModule_AddFunctions(m, quiet_functions) < 0
         || PyModule_AddFunctions(m, sigterm_functions) < 0
-        || PyModule_AddFunctions(m, tool_id_functions) < 0)
+        || PyModule_AddFunctions(m, tool_id_functions) < 0
+        || PyModule_AddFunctions(m, profile_functions) < 0)
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
@@ -49,6 +51,7 @@ PyInit__ctrampolines(void)
         || PyModule_AddObjectRef(m, "ProbeTrace", (PyObject *)&ProbeTraceType) < 0
         || PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0
         || PyModule_AddObjectRef(m, "PageQueue", (PyObject *)&PageQueueType) < 0
+        || PyModule_AddObjectRef(m, "ProfileStat", (PyObject *)&ProfileStatType) < 0
         || PyModule_AddIntConstant(m, "PROBE_MAX_ARGS", PROBE_MAX_ARGS) < 0)
         goto fail;
     /* A Python handler called by a C dispatcher (or C list function) finds
@@ -56,7 +59,7 @@ PyInit__ctrampolines(void)
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
@@ -64,7 +67,7 @@ PyInit__ctrampolines(void)
                                   "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
                                   "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
-                                  "graph_event", "graph_exc_event");
+                                  "graph_event", "graph_exc_event", "ProfileStat", "profile_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
         goto fail;
     Py_DECREF(sys);

@@ -14,10 +14,12 @@ extern PyObject *int0, *int1;       /* sys._getframe's arguments, and 1 */
 extern PyObject *s_tb, *s_errors, *s_co_qualname, *s_original, *s_hook;   /* interned names */
 
 extern PyTypeObject IpType, CodeTableType, RingType, EncoderType, PageQueueType, SwitchType,
-                    ProbeTraceType, TrampType;
+                    ProbeTraceType, TrampType,
+                    ProfileStatType, ProfHandlerType;
 
 /* The module's functions, each table in the file of its concern. */
-extern PyMethodDef dispatch_functions[], quiet_functions[], sigterm_functions[], tool_id_functions[];
+extern PyMethodDef dispatch_functions[], quiet_functions[], sigterm_functions[], tool_id_functions[],
+                   profile_functions[];
 
 /* fentry's own threads (the agent's), whose events are ignored (quiet.c). */
 #if defined(__GNUC__)

@@ -58,6 +58,7 @@ class ProcessStream:
         self.options: dict[str, bool] = {}
         self.ended: str | None = None       # END's reason; None: cut (the process was killed)
         self.unselected: list[str] | None = None    # END's filter words that selected nothing
+        self.profile: dict[str, Any] | None = None     # PROFILE, as sent
         self.batch: Batch = []
         self.lost = 0
 
@@ -116,6 +117,8 @@ class ProcessStream:
             t = json.loads(bytes(body))
             self.tracer, self.options = t["tracer"], t["options"]
             sink.tracer(self)
+        elif kind == msg.PROFILE:
+            self.profile = json.loads(bytes(body))
         elif kind == msg.END:
             end = json.loads(bytes(body))
             self.ended = end.get("why", "end")

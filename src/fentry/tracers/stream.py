@@ -19,6 +19,9 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
                    overwritten before they could be read (here, in order)
     BATCH    -     the end of one drain: a reader may merge what came by time
     TRACER   JSON  {"tracer", "options"}: the tracer or its options changed
+    PROFILE  JSON  {"graph_time", "threads": [{"tid", "functions": [[name, hit, time,
+                   time_sq, self, self_sq], ...]}]}: the function profile (ns), at the
+                   end of ``fentry run --profile``
     END      JSON  {"why"}: the stream is complete (a stream without it was cut)
 
 Every description (REFS, THREAD) comes before the first record that needs it.
@@ -35,15 +38,17 @@ from types import CodeType
 
 from ..raw import MSG_LOST, MSG_RECORDS
 from ..symbols import SYMBOLS
+from .profile import rows as profile_rows
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..hotpath import Encoder
+    from .profile import FunctionProfiler
     from .trace import TraceInstance
 
-HELLO, REFS, THREAD, BATCH, TRACER, END = 1, 2, 3, 6, 7, 8
+HELLO, REFS, THREAD, BATCH, TRACER, END, PROFILE = 1, 2, 3, 6, 7, 8, 9
 RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)
 FORMAT_VERSION = 1
 
@@ -114,6 +119,13 @@ class RawStream:
         except Exception:       # (END goes out whatever happens)
             unselected = []
         return json_message(END, {"why": why, "unselected": unselected})
+
+    def profile(self, profiler: FunctionProfiler) -> bytes:
+        """The function profile as it is now, per thread: numbers and names, not text."""
+        threads = [{"tid": tid, "functions": [[name, *n] for name, n in profile_rows(functions)]}
+                   for tid, functions in sorted(profiler.per_thread().items())]
+        return json_message(PROFILE, {"graph_time": self.instance.options.get("graph-time", True),
+                                      "threads": threads})
 
     def flush(self) -> None:
         """Every thread's records into the page queue.  Every page goes

@@ -135,11 +135,16 @@ def duration(ns: int) -> str:
         if ns > limit:
             mark = m
             break
-    usecs = str(ns // 1000)
-    text = usecs
-    if len(usecs) < 7:
-        text += "." + f"{ns % 1000:03d}"[:7 - len(usecs)]
-    return f"{mark} {text} us " + " " * max(0, 8 - len(text))
+    return f"{mark} {usecs(ns)}"
+
+
+def usecs(ns: int) -> str:
+    """The kernel's trace_print_graph_duration: usecs with up to 7 digits, `` us ``, padding."""
+    whole = str(ns // 1000)
+    text = whole
+    if len(whole) < 7:
+        text += "." + f"{ns % 1000:03d}"[:7 - len(whole)]
+    return f"{text} us " + " " * max(0, 8 - len(text))
 
 
 class _ThreadState:

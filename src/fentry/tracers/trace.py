@@ -41,6 +41,8 @@ OPTIONS = {
     # fentry record's report, attach) starts with the tracer's header, once.
     # trace_pipe, like the kernel's, never has one.
     "stream-header": True,
+    # The function profiler's Time: with the time of the calls made (on), or self time (off).
+    "graph-time": True,
 }
 # The top level's: its own markers are copied to itself.
 TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
