@@ -684,10 +684,10 @@ def _say_unselected(command: str, streams: dict[int, Any]) -> None:
     """The filter words that selected no function that ran, in any process:
     an empty trace says why (the kernel refuses such a word when written;
     a program's functions do not exist yet then)."""
-    told = [s.unselected for s in streams.values() if s.unselected is not None]
-    if not told:
-        return
-    for word in sorted(set.intersection(*map(set, told))):
+    told = [s.unselected for s in streams.values() if s.hello]
+    if not told or None in told:
+        return          # a process cut short (killed) may have run them: nothing is known
+    for word in sorted(set.intersection(*(set(t or ()) for t in told))):
         _say(f"fentry {command}: the filter {word!r} selected no function that ran (none it "
              "names was called; names are MOD:QUALNAME, as available_filter_functions lists them)")
 
