@@ -79,10 +79,15 @@ class CodeTable:
 class Encoder:
     """Ids for what raw records point at (code objects, events, types):
     ``fault`` is the value of a failed fetch, ``shown`` the type of a value
-    kept as its safe text, ``fallback(value) -> str`` any other value's text."""
+    kept as its safe text, ``fallback(value) -> str`` any other value's text.
+
+    An id never names two objects: an object given an id is kept alive until
+    ``take_refs`` hands it out, then held weakly (if it can be: code objects,
+    events and types can), and its id is forgotten when it dies, so an object
+    later at its address gets a new id (and is described anew)."""
     def __init__(self, fault: object, shown: type, fallback: Callable[[object], str], /) -> None: ...
-    def refs(self, start: int, /) -> list[tuple[int, object]]:
-        """``[(id, object)]``: what ids ``start + 1``, ``start + 2``, ... name."""
+    def take_refs(self) -> list[tuple[int, object]]:
+        """``[(id, object)]``: the objects given ids since the last call, in id order."""
 
 
 class PageQueue:

@@ -278,7 +278,7 @@ def test_a_ring_can_be_subclassed_with_slots(impl):
 def read_page(data: bytes, encoder) -> tuple[int, list[tuple]]:
     """A page's LOST count and its records, decoded by the reader's decoder."""
     lost, recs, pos = 0, [], 0
-    refs = dict(encoder.refs(0))
+    refs = dict(encoder.take_refs())
     while pos < len(data):
         size, kind = struct.unpack_from("<IB", data, pos)
         body = data[pos + 5:pos + 4 + size]

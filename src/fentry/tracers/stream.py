@@ -88,7 +88,6 @@ class RawStream:
         self.instance = instance
         self.buffer = instance.buffer
         self.queue, self.wake = self.buffer.start_raw(make_encoder)
-        self.refs_told = 0
         self.names: dict[int, str] = {}         # thread key -> the name last told
         self.tracer: tuple[str, dict[str, bool]] | None = None
         self.closed = False
@@ -135,9 +134,8 @@ class RawStream:
                 if self.names.get(tb.key) != name:
                     self.names[tb.key] = name
                     out.append(json_message(THREAD, {"key": tb.key, "tid": tb.tid, "name": name}))
-            refs = self.queue.encoder.refs(self.refs_told)
+            refs = self.queue.encoder.take_refs()
             if refs:
-                self.refs_told += len(refs)
                 out.append(json_message(REFS, [[i, *describe(o)] for i, o in refs]))
             out.extend(pages)
             out.append(message(BATCH))
