@@ -284,7 +284,7 @@ class FtraceOps:
         save_regs = bool(self.flags & FTRACE_OPS_FL_SAVE_REGS)
         # (A func of None is called, and its fault counted, as the kernel's would crash.)
         return {E.PY_START: hotpath.ops_entry(self.func,  # type: ignore[arg-type]
-                                              Ip(code, 0), self, save_regs, depth)}
+                                              self, save_regs, depth)}
 
 
 # event -> its handler; for INSTRUCTION, {offset: handler}.

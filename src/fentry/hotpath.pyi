@@ -217,9 +217,9 @@ def list_func(pairs: list[tuple[Any, _Handler]], nargs: int, /) -> _Handler:
 
 # -- handlers (trampolines)
 
-def ops_entry(func: Callable[..., object], ip: Ip,
-              ops: Any, save_regs: bool, depth: int, /) -> _Handler:
-    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``, regs the
+def ops_entry(func: Callable[..., object], ops: Any, save_regs: bool, depth: int, /) -> _Handler:
+    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``, ``ip`` the
+    code's entry (made per call: no handler keeps its code alive), regs the
     traced frame if ``save_regs`` else None."""
 def function_entry(local: threading.local, attach: _Attach, depth: int, /) -> _Handler:
     """The function tracer: records ``(seq, ts, code, caller_code)``."""

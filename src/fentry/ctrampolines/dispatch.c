@@ -138,15 +138,22 @@ ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
     Tramp *t = (Tramp *)self;
     if (tramp_nargs(nargsf, kwnames) < 0)
         return NULL;
-    PyObject *frame = NULL, *parent, *r;
+    PyObject *frame = NULL, *parent, *ip, *r;
     if (t->save_regs && !(frame = frame_at(int0)))       /* regs: the traced frame */
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     if (!(parent = caller_ip())) {
         Py_XDECREF(frame);
         return NULL;
     }
-    PyObject *argv[4] = {t->o.ops.ip, parent, t->o.ops.ops, frame ? frame : Py_None};
+    /* ip is made per call: a handler kept in a table must not keep its code alive. */
+    if (!(ip = ip_make(args[0], int0))) {
+        Py_DECREF(parent);
+        Py_XDECREF(frame);
+        return NULL;
+    }
+    PyObject *argv[4] = {ip, parent, t->o.ops.ops, frame ? frame : Py_None};
     r = PyObject_Vectorcall(t->o.ops.func, argv, 4, NULL);
+    Py_DECREF(ip);
     Py_DECREF(parent);
     Py_XDECREF(frame);
     return r;
@@ -347,15 +354,14 @@ list_func(PyObject *m, PyObject *args)
 static PyObject *
 ops_entry(PyObject *m, PyObject *args)
 {
-    PyObject *func, *ip, *ops;
+    PyObject *func, *ops;
     int save_regs, depth;
-    if (!PyArg_ParseTuple(args, "OOOpi", &func, &ip, &ops, &save_regs, &depth))
+    if (!PyArg_ParseTuple(args, "OOpi", &func, &ops, &save_regs, &depth))
         return NULL;
     Tramp *t = tramp_new(K_OPS_ENTRY, ops_entry_call);
     if (t == NULL)
         return NULL;
     t->o.ops.func = Py_NewRef(func);
-    t->o.ops.ip = Py_NewRef(ip);
     t->o.ops.ops = Py_NewRef(ops);
     t->save_regs = save_regs;
     return (PyObject *)t;
