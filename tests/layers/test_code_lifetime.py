@@ -105,16 +105,24 @@ def test_a_code_born_at_a_dead_codes_address_is_traced_as_itself(fs):
 
 
 def test_an_ops_callback_keeps_no_code_alive(register):
-    """An FtraceOps' handler gets its ``ip`` made per call: not kept in the table."""
-    ips = []
-    ops = FtraceOps(lambda ip, parent_ip, ops, regs: ips.append(ip))
+    """An FtraceOps' handler holds its ``ip`` (the code's) only during a call:
+    an ip the callback keeps is its own, one it does not is emptied."""
+    ips, seen = [], []
+
+    def callback(ip, parent_ip, ops, regs):
+        seen.append((ip.code.co_qualname, ip.offset))
+        if len(seen) == 2:
+            ips.append(ip)
+    ops = FtraceOps(callback)
     ops.set_filter("dyn_*")
     register(ops)
     func = make(2)
     code = weakref.ref(func.__code__)
     key = id(func.__code__)
-    func(1)
-    assert [(ip.code.co_qualname, ip.offset) for ip in ips] == [("dyn_2", 0)]
+    for _ in range(3):
+        func(1)
+    assert seen == [("dyn_2", 0)] * 3
+    assert ips[0].code is func.__code__
     del func, ips[:]
     gc.collect()
     assert code() is None

@@ -145,15 +145,29 @@ ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
         Py_XDECREF(frame);
         return NULL;
     }
-    /* ip is made per call: a handler kept in a table must not keep its code alive. */
-    if (!(ip = ip_make(args[0], int0))) {
+    /* A handler kept in a table must not keep its code alive: ip holds the
+     * code only during the call.  The tramp keeps one spare Ip (of None)
+     * that no one else holds, filled in for the call and emptied after it
+     * unless func kept it: no Ip is made per call. */
+    IpObject *spare = (IpObject *)t->o.ops.ip;
+    if (spare != NULL && Py_REFCNT(spare) == 1) {
+        t->o.ops.ip = NULL;         /* ours during the call (a nested call makes its own) */
+        Py_SETREF(spare->code, Py_NewRef(args[0]));
+        ip = (PyObject *)spare;
+    }
+    else if (!(ip = ip_make(args[0], int0))) {
         Py_DECREF(parent);
         Py_XDECREF(frame);
         return NULL;
     }
     PyObject *argv[4] = {ip, parent, t->o.ops.ops, frame ? frame : Py_None};
     r = PyObject_Vectorcall(t->o.ops.func, argv, 4, NULL);
-    Py_DECREF(ip);
+    if (Py_REFCNT(ip) == 1 && t->o.ops.ip == NULL) {
+        Py_SETREF(((IpObject *)ip)->code, Py_NewRef(Py_None));  /* (the code is running: alive) */
+        t->o.ops.ip = ip;
+    }
+    else
+        Py_DECREF(ip);
     Py_DECREF(parent);
     Py_XDECREF(frame);
     return r;
@@ -363,6 +377,8 @@ ops_entry(PyObject *m, PyObject *args)
         return NULL;
     t->o.ops.func = Py_NewRef(func);
     t->o.ops.ops = Py_NewRef(ops);
+    t->o.ops.ip = ip_make(Py_None, int0);       /* the spare (NULL: made at each call) */
+    PyErr_Clear();
     t->save_regs = save_regs;
     return (PyObject *)t;
 }
