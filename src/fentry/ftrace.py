@@ -31,7 +31,15 @@ from typing import Any
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
-from .symbols import SYMBOLS, CodeRef, is_fentry_code, is_fentry_module, is_function_code, is_main_module, module_name
+from .symbols import (
+    SYMBOLS,
+    CodeRef,
+    is_fentry_code,
+    is_fentry_module,
+    is_function_code,
+    is_main_module,
+    module_name,
+)
 
 E = arch.EVENTS
 _getframe = sys._getframe

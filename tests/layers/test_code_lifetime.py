@@ -86,12 +86,14 @@ def test_a_code_born_at_a_dead_codes_address_is_traced_as_itself(fs):
         gc.collect()
         assert held_by_fentry(key) == []
         # Functions of the same shape, each dropped, until one's code is at the same address.
+        again = None
         for i in range(1, 100_000):
-            again = make(i)
-            if id(again.__code__) == key:
+            candidate = make(i)
+            if id(candidate.__code__) == key:
+                again = candidate
                 break
-            del again
-        else:
+            del candidate
+        if again is None:
             pytest.skip("no code object was born at the dead one's address")
         again(1)
         assert SYMBOLS.name_of(again.__code__) == f"?:dyn_{i}"
