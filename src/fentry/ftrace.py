@@ -346,6 +346,9 @@ class _Core:
         # id(code) -> (code, weakly; module; ops tuple) for every code traced
         # now: a code that dies leaves it, and every table (_forget).
         self.traced: dict[int, tuple[CodeRef, str, tuple[FtraceOps, ...]]] = {}
+        # (_forget's own reference: at interpreter exit, module globals are
+        # None by the time the last codes die.)
+        self.tables = tuple(TABLES.values())
         self.faults = 0
 
     # -- registration
@@ -463,7 +466,7 @@ class _Core:
         state = self.traced.get(key)
         if state is None or state[0] is not ref:
             return
-        for table in TABLES.values():
+        for table in self.tables:
             table.pop(key, None)
         self.traced.pop(key, None)
         self.monitor.forget(key)
