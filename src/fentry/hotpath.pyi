@@ -88,6 +88,8 @@ class Encoder:
     def __init__(self, fault: object, shown: type, fallback: Callable[[object], str], /) -> None: ...
     def take_refs(self) -> list[tuple[int, object]]:
         """``[(id, object)]``: the objects given ids since the last call, in id order."""
+    def take_forgotten(self) -> list[int]:
+        """The ids forgotten since the last call: their objects died."""
 
 
 class PageQueue:

@@ -118,7 +118,8 @@ class Encoder:
     until ``take_refs`` hands it out to be described, then held weakly (if it
     can be), and when it dies its id is forgotten, before its address can
     be another object's, which gets an id of its own."""
-    __slots__ = ("_fault", "_shown", "_fallback", "_ids", "_new", "_told", "_alive", "_kept")
+    __slots__ = ("_fault", "_shown", "_fallback", "_ids", "_new", "_told", "_alive", "_kept",
+                 "_forgotten")
 
     def __init__(self, fault: object, shown: type, fallback: Callable[[object], object]) -> None:
         self._fault = fault
@@ -129,6 +130,7 @@ class Encoder:
         self._told = 0
         self._alive: dict[int, weakref.ref[Any]] = {}   # id(object) -> what forgets it
         self._kept: list[object] = []                   # described, with no weak reference
+        self._forgotten: list[int] = []                 # ids whose objects died since take_forgotten
 
     def _ref(self, obj: object) -> int:
         if obj is None:
@@ -144,7 +146,7 @@ class Encoder:
         new, self._new = self._new, []
         out = [(i, o) for i, o in enumerate(new, self._told + 1)]
         self._told += len(new)
-        ids, alive = self._ids, self._alive
+        ids, alive, forgotten = self._ids, self._alive, self._forgotten
         for _, obj in out:
             key = id(obj)
 
@@ -152,11 +154,19 @@ class Encoder:
                 # At the object's dealloc, in any thread (CodeRef's rules): dict pops.
                 if alive.get(key) is ref:
                     del alive[key]
-                    ids.pop(key, None)
+                    i = ids.pop(key, None)
+                    if i is not None:
+                        forgotten.append(i)
             try:
                 alive[key] = weakref.ref(obj, forget)
             except TypeError:   # (a str: a return's exception type name)
                 self._kept.append(obj)
+        return out
+
+    def take_forgotten(self) -> list[int]:
+        """The ids forgotten since the last call: their objects died."""
+        out = self._forgotten[:]
+        del self._forgotten[:len(out)]      # (the list the callbacks append to stays)
         return out
 
     def _record(self, out: bytearray, rec: Record) -> None:

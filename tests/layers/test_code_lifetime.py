@@ -106,6 +106,35 @@ def test_a_code_born_at_a_dead_codes_address_is_traced_as_itself(fs):
     assert got == [("dyn_0", "<dyn0>"), (f"dyn_{i}", f"<dyn{i}>")]
 
 
+def test_readers_of_one_queue_are_each_told_and_dead_codes_leave_their_descriptions(fs):
+    """Readers share the page queue and its ids: one that comes later is
+    told what the earlier one was; a dead code's description goes two
+    drains after its death (a page made before may still wait)."""
+    fs.write("set_ftrace_filter", "dyn_*")
+    fs.write("current_tracer", "function")
+    first, second = (stream.RawStream(fs.instance, _make_encoder) for _ in range(2))
+    readers = [Reader(), Reader()]
+    try:
+        dead, alive = make(0), make(1)
+        dead(1)
+        first.flush()
+        readers[0].feed(first.drain())
+        [(_, _, code, _)] = readers[0].records
+        dead_id = next(i for i, c in readers[0].refs.items() if c is code)
+        del dead, code
+        gc.collect()
+        for r, reader in ((second, readers[1]), (first, readers[0]), (second, readers[1])):
+            alive(1)
+            r.flush()
+            reader.feed(r.drain())
+        assert dead_id not in first.descriptions.known
+        assert [c.co_qualname for _, _, c, _ in readers[1].records] == ["dyn_1", "dyn_1"]
+        assert [c.co_qualname for _, _, c, _ in readers[0].records] == ["dyn_0", "dyn_1"]
+    finally:
+        first.close()
+        second.close()
+
+
 def test_an_ops_callback_keeps_no_code_alive(register):
     """An FtraceOps' handler holds its ``ip`` (the code's) only during a call:
     an ip the callback keeps is its own, one it does not is emptied."""

@@ -135,21 +135,23 @@ enc_ref(Encoder *e, PyObject *obj)
 }
 
 /* obj's id is forgotten: out of the table (backward-shift deletion, which
- * leaves every other key findable) and out of the cache. */
-static void
+ * leaves every other key findable) and out of the cache.  Returns the id
+ * (0: it had none). */
+static uint32_t
 enc_forget_ptr(Encoder *e, void *obj)
 {
     size_t slot = ((uintptr_t)obj >> 4) & (ENC_CACHE - 1);
     if (e->cache_keys[slot] == obj)
         e->cache_keys[slot] = NULL;
     if (e->cap == 0)
-        return;
+        return 0;
     size_t mask = (size_t)e->cap - 1, i = enc_hash(obj, e->cap), j;
     while (e->keys[i] != obj) {
         if (e->keys[i] == NULL)
-            return;
+            return 0;
         i = (i + 1) & mask;
     }
+    uint32_t id = e->ids[i];
     for (j = (i + 1) & mask; e->keys[j] != NULL; j = (j + 1) & mask) {
         size_t h = enc_hash(e->keys[j], e->cap);
         /* The key at j stays where it is if its home lies in (i, j], cyclically. */
@@ -161,6 +163,7 @@ enc_forget_ptr(Encoder *e, void *obj)
     }
     e->keys[i] = NULL;
     e->used--;
+    return id;
 }
 
 static int
@@ -515,7 +518,8 @@ encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     e->fresh = PyList_New(0);
     e->alive = PyDict_New();
     e->kept = PyList_New(0);
-    if (e->fresh == NULL || e->alive == NULL || e->kept == NULL) {
+    e->forgotten = PyList_New(0);
+    if (e->fresh == NULL || e->alive == NULL || e->kept == NULL || e->forgotten == NULL) {
         Py_DECREF(e);
         return NULL;
     }
@@ -531,6 +535,7 @@ encoder_traverse(Encoder *e, visitproc visit, void *arg)
     Py_VISIT(e->fresh);
     Py_VISIT(e->alive);
     Py_VISIT(e->kept);
+    Py_VISIT(e->forgotten);
     Py_VISIT(e->fault);
     Py_VISIT(e->shown);
     Py_VISIT(e->fallback);
@@ -543,6 +548,7 @@ encoder_clear(Encoder *e)
     Py_CLEAR(e->fresh);
     Py_CLEAR(e->alive);
     Py_CLEAR(e->kept);
+    Py_CLEAR(e->forgotten);
     Py_CLEAR(e->fault);
     Py_CLEAR(e->shown);
     Py_CLEAR(e->fallback);
@@ -572,7 +578,11 @@ encoder_forget(PyObject *self, PyObject *ref)
         PyErr_Clear();
         Py_RETURN_NONE;             /* not (or no longer) this object's entry */
     }
-    enc_forget_ptr(e, PyLong_AsVoidPtr(addr));
+    uint32_t id = enc_forget_ptr(e, PyLong_AsVoidPtr(addr));
+    PyObject *n = id ? PyLong_FromUnsignedLong(id) : NULL;
+    if (n == NULL || e->forgotten == NULL || PyList_Append(e->forgotten, n) < 0)
+        PyErr_Clear();              /* (then its description stays with the reader: harmless) */
+    Py_XDECREF(n);
     Py_INCREF(ref);                 /* (the dict held the only reference) */
     if (PyDict_DelItem(e->alive, addr) < 0)
         PyErr_Clear();
@@ -632,9 +642,22 @@ encoder_take_refs(Encoder *e, PyObject *unused)
     return out;
 }
 
+static PyObject *
+encoder_take_forgotten(Encoder *e, PyObject *unused)
+{
+    PyObject *empty = PyList_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *out = e->forgotten;
+    e->forgotten = empty;
+    return out;
+}
+
 static PyMethodDef encoder_methods[] = {
     {"take_refs", (PyCFunction)encoder_take_refs, METH_NOARGS,
      "take_refs() -> [(id, object)]: the objects given ids since the last call, in order"},
+    {"take_forgotten", (PyCFunction)encoder_take_forgotten, METH_NOARGS,
+     "take_forgotten() -> [id]: the ids forgotten since the last call (their objects died)"},
     {NULL}
 };
 

@@ -17,6 +17,7 @@ typedef struct {
     uint32_t told;              /* ids handed out by take_refs */
     PyObject *alive;            /* dict: address -> weakref whose callback forgets it */
     PyObject *kept;             /* list: described objects with no weak references */
+    PyObject *forgotten;        /* list: ids whose objects died since take_forgotten */
     PyObject *cache_keys[ENC_CACHE];    /* a direct-mapped cache of enc_ref */
     uint32_t cache_ids[ENC_CACHE];
     PyObject *fault;            /* fetch.FAULT: a value that could not be fetched */
