@@ -153,7 +153,7 @@ class Encoder:
             def forget(ref: weakref.ref[Any], key: int = key) -> None:
                 # At the object's dealloc, in any thread (CodeRef's rules): dict pops.
                 if alive.get(key) is ref:
-                    del alive[key]
+                    alive.pop(key, None)
                     i = ids.pop(key, None)
                     if i is not None:
                         forgotten.append(i)

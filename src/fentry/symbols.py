@@ -223,7 +223,7 @@ class SymbolTable:
     def _forget(self, ref: CodeRef) -> None:
         """A named code object died (at its dealloc: see CodeRef)."""
         if self._by_code.get(ref.key) is ref:
-            del self._by_code[ref.key]
+            self._by_code.pop(ref.key, None)
 
     def _live(self) -> list[Symbol]:
         """Every symbol, as (module, qualname, code)."""
