@@ -145,14 +145,16 @@ ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
         Py_XDECREF(frame);
         return NULL;
     }
-    /* A handler kept in a table must not keep its code alive: ip holds the
-     * code only during the call.  The tramp keeps one spare Ip (of None)
-     * that no one else holds, filled in for the call and emptied after it
-     * unless func kept it: no Ip is made per call. */
+    /* A handler kept in a table must not keep its code alive: ip names the
+     * code only during the call.  The tramp keeps one spare Ip, of None,
+     * that no one else holds: for the call it borrows the code (the running
+     * frame holds it); after it, it is None again, unless func kept it,
+     * which then gets its own reference to the code.  No Ip is made per
+     * call, no reference count moves. */
     IpObject *spare = (IpObject *)t->o.ops.ip;
     if (spare != NULL && Py_REFCNT(spare) == 1) {
         t->o.ops.ip = NULL;         /* ours during the call (a nested call makes its own) */
-        Py_SETREF(spare->code, Py_NewRef(args[0]));
+        spare->code = args[0];
         ip = (PyObject *)spare;
     }
     else if (!(ip = ip_make(args[0], int0))) {
@@ -160,14 +162,22 @@ ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
         Py_XDECREF(frame);
         return NULL;
     }
+    else
+        spare = NULL;
     PyObject *argv[4] = {ip, parent, t->o.ops.ops, frame ? frame : Py_None};
     r = PyObject_Vectorcall(t->o.ops.func, argv, 4, NULL);
-    if (Py_REFCNT(ip) == 1 && t->o.ops.ip == NULL) {
-        Py_SETREF(((IpObject *)ip)->code, Py_NewRef(Py_None));  /* (the code is running: alive) */
-        t->o.ops.ip = ip;
+    if (spare != NULL) {
+        if (Py_REFCNT(spare) == 1 && t->o.ops.ip == NULL) {
+            spare->code = Py_None;  /* (immortal: no reference to own) */
+            t->o.ops.ip = ip;
+            ip = NULL;
+        }
+        else if (Py_REFCNT(spare) == 1)
+            spare->code = Py_None;  /* (a nested call's spare went back first) */
+        else
+            Py_INCREF(args[0]);     /* func kept it: the code reference becomes its own */
     }
-    else
-        Py_DECREF(ip);
+    Py_XDECREF(ip);
     Py_DECREF(parent);
     Py_XDECREF(frame);
     return r;
@@ -377,7 +387,7 @@ ops_entry(PyObject *m, PyObject *args)
         return NULL;
     t->o.ops.func = Py_NewRef(func);
     t->o.ops.ops = Py_NewRef(ops);
-    t->o.ops.ip = ip_make(Py_None, int0);       /* the spare (NULL: made at each call) */
+    t->o.ops.ip = ip_make(Py_None, int0);       /* the spare (NULL: one is made at each call) */
     PyErr_Clear();
     t->save_regs = save_regs;
     return (PyObject *)t;
