@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from itertools import starmap
@@ -91,7 +92,9 @@ class Monitor:
         self.tool_id: int | None = None
         self.lock = lock if lock is not None else threading.RLock()
         self._callbacks: dict[int, Callable[..., object]] = {}
-        self._local: dict[int, CodeType] = {}   # id(code) -> code with events set
+        # id(code) -> code with events set, weakly: the ftrace core forgets a
+        # code that dies (its events die with it).
+        self._local: dict[int, weakref.ref[CodeType]] = {}
         self._global = 0
         self._wrapper: Callable[[int, str], None] | None = None    # our use_tool_id, while installed
         self._wrapped: Callable[[int, str], None] | None = None    # what it replaced
@@ -141,7 +144,7 @@ class Monitor:
             # Ours still (a tool that evicts with free_tool_id, as viztracer
             # does when its id is in use, owns it now: left alone).
             if _mon.get_tool(tool_id) == TOOL_NAME:
-                for code in self._local.values():
+                for code in self.traced_codes():
                     _mon.set_local_events(tool_id, code, 0)
                 _mon.set_events(tool_id, 0)
                 for event in self._callbacks:
@@ -180,7 +183,7 @@ class Monitor:
         One C-level loop over sys.monitoring calls runs no bytecode, so no
         other thread runs between its steps: no event of traced code is
         lost or seen twice while both ids are set up."""
-        local = [(code, _mon.get_local_events(old, code)) for code in self._local.values()]
+        local = [(code, _mon.get_local_events(old, code)) for code in self.traced_codes()]
         # (callable, *args) steps, of calls of several signatures.
         steps: list[tuple[Any, ...]] = [
             (_mon.register_callback, new, event, func) for event, func in self._callbacks.items()]
@@ -226,15 +229,19 @@ class Monitor:
         assert self.tool_id is not None
         key = id(code)
         if events:
-            self._local[key] = code
+            self._local[key] = weakref.ref(code)
         elif key in self._local:
             del self._local[key]
         else:
             return
         _mon.set_local_events(self.tool_id, code, events)
 
+    def forget(self, key: int) -> None:
+        """The code of id ``key`` died (called at its dealloc: a dict pop only)."""
+        self._local.pop(key, None)
+
     def traced_codes(self) -> list[CodeType]:
-        return list(self._local.values())
+        return [code for code in (ref() for ref in list(self._local.values())) if code is not None]
 
     @staticmethod
     def restart_events() -> None:

@@ -31,7 +31,15 @@ from typing import Any
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
-from .symbols import SYMBOLS, is_fentry_code, is_fentry_module, is_function_code, is_main_module, module_name
+from .symbols import (
+    SYMBOLS,
+    CodeRef,
+    is_fentry_code,
+    is_fentry_module,
+    is_function_code,
+    is_main_module,
+    module_name,
+)
 
 E = arch.EVENTS
 _getframe = sys._getframe
@@ -297,7 +305,7 @@ class FtraceOps:
         save_regs = bool(self.flags & FTRACE_OPS_FL_SAVE_REGS)
         # (A func of None is called, and its fault counted, as the kernel's would crash.)
         return {E.PY_START: hotpath.ops_entry(self.func,  # type: ignore[arg-type]
-                                              Ip(code, 0), self, save_regs, depth)}
+                                              self, save_regs, depth)}
 
 
 # event -> its handler; for INSTRUCTION, {offset: handler}.
@@ -348,8 +356,12 @@ class _Core:
         self.lock = threading.RLock()
         self.monitor = arch.Monitor(self.lock)
         self.ops: list[FtraceOps] = []
-        # id(code) -> (code, module, ops tuple) for every code traced now
-        self.traced: dict[int, tuple[CodeType, str, tuple[FtraceOps, ...]]] = {}
+        # id(code) -> (code, weakly; module; ops tuple) for every code traced
+        # now: a code that dies leaves it, and every table (_forget).
+        self.traced: dict[int, tuple[CodeRef, str, tuple[FtraceOps, ...]]] = {}
+        # (_forget's own reference: at interpreter exit, module globals are
+        # None by the time the last codes die.)
+        self.tables = tuple(TABLES.values())
         self.faults = 0
 
     # -- registration
@@ -411,7 +423,10 @@ class _Core:
             for o in self.ops:
                 glob |= o.global_events
             self.monitor.set_global_events(glob)
-            for code, module, old in list(self.traced.values()):
+            for ref, module, old in list(self.traced.values()):
+                code = ref()
+                if code is None:
+                    continue        # died meanwhile: _forget has it
                 new = self._ops_for(code, module)
                 if new != old:
                     self._uninstall(code)
@@ -445,7 +460,7 @@ class _Core:
                 TABLES[E.INSTRUCTION][key] = {
                     offset: hotpath.list_func(sorted(pairs, key=_nesting_in), 2)
                     for offset, pairs in per_offset.items()}
-        self.traced[key] = (code, module, ops)
+        self.traced[key] = (CodeRef(code, self._forget), module, ops)
         self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
 
     def _uninstall(self, code: CodeType) -> None:
@@ -455,9 +470,25 @@ class _Core:
         self.traced.pop(key, None)
         self.monitor.set_code_events(code, 0)
 
+    def _forget(self, ref: CodeRef) -> None:
+        """A traced code object died: its id may name a new code next, which
+        must not find the dead one's handlers.  Runs at the code's dealloc
+        (see CodeRef): dict pops, no lock, no monitoring call (the code's
+        events die with it)."""
+        key = ref.key
+        state = self.traced.get(key)
+        if state is None or state[0] is not ref:
+            return
+        for table in self.tables:
+            table.pop(key, None)
+        self.traced.pop(key, None)
+        self.monitor.forget(key)
+
     def _clear(self) -> None:
-        for code, _, _ in list(self.traced.values()):
-            self._uninstall(code)
+        for ref, _, _ in list(self.traced.values()):
+            code = ref()
+            if code is not None:
+                self._uninstall(code)
 
     def fault(self, code: CodeType) -> None:
         """A handler raised: count it on its ops; the traced program never sees it."""
@@ -528,7 +559,10 @@ def enabled_functions() -> str:
     with _core.lock:
         traced = list(_core.traced.values())
     lines = []
-    for code, module, ops in traced:
+    for ref, module, ops in traced:
+        code = ref()
+        if code is None:
+            continue
         regs = any(o.flags & FTRACE_OPS_FL_SAVE_REGS for o in ops)
         lines.append((module, code.co_qualname, f"{code.co_qualname} [{module}] ({len(ops)})"
                       f"{' R' if regs else ''}\n"))

@@ -79,10 +79,17 @@ class CodeTable:
 class Encoder:
     """Ids for what raw records point at (code objects, events, types):
     ``fault`` is the value of a failed fetch, ``shown`` the type of a value
-    kept as its safe text, ``fallback(value) -> str`` any other value's text."""
+    kept as its safe text, ``fallback(value) -> str`` any other value's text.
+
+    An id never names two objects: an object given an id is kept alive until
+    ``take_refs`` hands it out, then held weakly (if it can be: code objects,
+    events and types can), and its id is forgotten when it dies, so an object
+    later at its address gets a new id (and is described anew)."""
     def __init__(self, fault: object, shown: type, fallback: Callable[[object], str], /) -> None: ...
-    def refs(self, start: int, /) -> list[tuple[int, object]]:
-        """``[(id, object)]``: what ids ``start + 1``, ``start + 2``, ... name."""
+    def take_refs(self) -> list[tuple[int, object]]:
+        """``[(id, object)]``: the objects given ids since the last call, in id order."""
+    def take_forgotten(self) -> list[int]:
+        """The ids forgotten since the last call: their objects died."""
 
 
 class PageQueue:
@@ -238,9 +245,9 @@ def list_func(pairs: list[tuple[Any, _Handler]], nargs: int, /) -> _Handler:
 
 # -- handlers (trampolines)
 
-def ops_entry(func: Callable[..., object], ip: Ip,
-              ops: Any, save_regs: bool, depth: int, /) -> _Handler:
-    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``, regs the
+def ops_entry(func: Callable[..., object], ops: Any, save_regs: bool, depth: int, /) -> _Handler:
+    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``, ``ip`` the
+    code's entry (made per call: no handler keeps its code alive), regs the
     traced frame if ``save_regs`` else None."""
 def function_entry(local: threading.local, attach: _Attach, depth: int, /) -> _Handler:
     """The function tracer: records ``(seq, ts, code, caller_code)``."""

@@ -223,7 +223,7 @@ class _ProbeOps(FtraceOps):
         if self._at_entry():
             if trace is not None:
                 return {E.PY_START: trace.entry(code, 0, depth)}
-            return {E.PY_START: hotpath.ops_entry(self._entry, Ip(code, 0), self, True, depth)}
+            return {E.PY_START: hotpath.ops_entry(self._entry, self, True, depth)}
         offset = (line_offset(code, kp.line) if kp.path is not None and kp.line is not None
                   else kp.offset)
         if offset is None or offset not in instruction_boundaries(code):

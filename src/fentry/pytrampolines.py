@@ -458,16 +458,17 @@ def list_func(pairs: list, nargs: int):
 
 # -- handlers
 
-def ops_entry(func, ip: Ip, ops, save_regs: bool, depth: int):
-    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``."""
+def ops_entry(func, ops, save_regs: bool, depth: int):
+    """An FtraceOps entry: ``func(ip, parent_ip, ops, regs)``; ``ip`` is made
+    per call (a handler kept in a table must not keep its code alive)."""
     if save_regs:
         def ops_entry_regs(code, offset):  # hot path
             frame = _getframe(depth)
             caller = frame.f_back
             if caller is None:
-                return func(ip, None, ops, frame)
+                return func(Ip(code, 0), None, ops, frame)
             c = caller.f_code
-            func(ip, Ip(c, call_site(c, caller.f_lasti)), ops, frame)
+            func(Ip(code, 0), Ip(c, call_site(c, caller.f_lasti)), ops, frame)
         return ops_entry_regs
     cdepth = depth + 1
 
@@ -475,9 +476,9 @@ def ops_entry(func, ip: Ip, ops, save_regs: bool, depth: int):
         try:
             caller = _getframe(cdepth)
         except ValueError:
-            return func(ip, None, ops, None)
+            return func(Ip(code, 0), None, ops, None)
         c = caller.f_code
-        func(ip, Ip(c, call_site(c, caller.f_lasti)), ops, None)
+        func(Ip(code, 0), Ip(c, call_site(c, caller.f_lasti)), ops, None)
     return ops_entry_noregs
 
 

@@ -41,6 +41,7 @@ object at fetch time).
 from __future__ import annotations
 
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 from itertools import count
 from types import CodeType
@@ -110,29 +111,63 @@ class Encoder:
 
     ``fault`` is the value of a fetch that failed, ``shown`` the type of a
     value kept as its safe text, ``fallback(value) -> str`` the text of any
-    other kind of value.  Only ``refs`` is shared with the C one; the rest is
-    this twin's own (``Ring.page`` calls ``_record``)."""
-    __slots__ = ("_fault", "_shown", "_fallback", "_ids", "_objs")
+    other kind of value.  Only ``take_refs`` is shared with the C one; the
+    rest is this twin's own (``Ring.page`` calls ``_record``).
+
+    An id never names two objects: an object with a new id is kept alive
+    until ``take_refs`` hands it out to be described, then held weakly (if it
+    can be), and when it dies its id is forgotten, before its address can
+    be another object's, which gets an id of its own."""
+    __slots__ = ("_fault", "_shown", "_fallback", "_ids", "_new", "_told", "_alive", "_kept",
+                 "_forgotten")
 
     def __init__(self, fault: object, shown: type, fallback: Callable[[object], object]) -> None:
         self._fault = fault
         self._shown = shown
         self._fallback = fallback
-        self._ids: dict[int, int] = {}
-        self._objs: list[object] = []       # kept alive: an id never names two objects
+        self._ids: dict[int, int] = {}                  # id(object) -> its id, while it lives
+        self._new: list[object] = []                    # ids _told + 1, ...: not described yet
+        self._told = 0
+        self._alive: dict[int, weakref.ref[Any]] = {}   # id(object) -> what forgets it
+        self._kept: list[object] = []                   # described, with no weak reference
+        self._forgotten: list[int] = []                 # ids whose objects died since take_forgotten
 
     def _ref(self, obj: object) -> int:
         if obj is None:
             return 0
         i = self._ids.get(id(obj))
         if i is None:
-            self._objs.append(obj)
-            i = self._ids[id(obj)] = len(self._objs)
+            self._new.append(obj)
+            i = self._ids[id(obj)] = self._told + len(self._new)
         return i
 
-    def refs(self, start: int) -> list[tuple[int, object]]:
-        """[(id, object)]: what ids start+1, start+2, ... name."""
-        return [(i + 1, o) for i, o in enumerate(self._objs[start:], start)]
+    def take_refs(self) -> list[tuple[int, object]]:
+        """[(id, object)]: the objects given ids since the last call, in order."""
+        new, self._new = self._new, []
+        out = [(i, o) for i, o in enumerate(new, self._told + 1)]
+        self._told += len(new)
+        ids, alive, forgotten = self._ids, self._alive, self._forgotten
+        for _, obj in out:
+            key = id(obj)
+
+            def forget(ref: weakref.ref[Any], key: int = key) -> None:
+                # At the object's dealloc, in any thread (CodeRef's rules): dict pops.
+                if alive.get(key) is ref:
+                    alive.pop(key, None)
+                    i = ids.pop(key, None)
+                    if i is not None:
+                        forgotten.append(i)
+            try:
+                alive[key] = weakref.ref(obj, forget)
+            except TypeError:   # (a str: a return's exception type name)
+                self._kept.append(obj)
+        return out
+
+    def take_forgotten(self) -> list[int]:
+        """The ids forgotten since the last call: their objects died."""
+        out = self._forgotten[:]
+        del self._forgotten[:len(out)]      # (the list the callbacks append to stays)
+        return out
 
     def _record(self, out: bytearray, rec: Record) -> None:
         """Append one record, in the Python ring's tuple form (``seq, ts, ...``)."""

@@ -19,8 +19,9 @@ import re
 import sys
 import threading
 import warnings
+import weakref
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,32 @@ MP_MAIN = "__mp_main__"
 
 # fentry's own code is never traced (the NOKPROBE_SYMBOL of fentry).
 FENTRY_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class CodeRef(weakref.ref):  # type: ignore[type-arg]  # (a ref to a CodeType)
+    """A weak reference to a code object that still knows, once the code is
+    gone, its ``key`` (its id: its key in fentry's tables).
+
+    fentry keeps no code object alive: a program that makes code as it runs
+    (``exec`` in a loop) would grow without bound.  Each table keyed by
+    id(code) holds a CodeRef whose callback removes the entry when the code
+    dies, before its address can name another object.  The callback runs at
+    the code's dealloc, in any thread, maybe inside fentry's hot path or
+    under its lock: it only pops from dicts (atomic under the GIL), and checks
+    that the entry is still its own."""
+    __slots__ = ("key",)
+    key: int
+
+    def __new__(cls, code: CodeType, callback: Callable[[CodeRef], object]) -> CodeRef:
+        self = super().__new__(cls, code, callback)
+        self.key = id(code)
+        return self
+
+
+class _SymbolRef(CodeRef):
+    """A symbol as the table keeps it: its code, weakly, and its module."""
+    __slots__ = ("module",)
+    module: str
 
 
 class Symbol(namedtuple("Symbol", "module qualname code")):
@@ -152,10 +179,11 @@ class SymbolTable:
 
     Cheap to keep: a module is walked once, the first time a listing or a
     lookup needs it; modules imported later are walked when next asked.
+    A code object is held weakly: its symbol goes when it dies.
     """
 
     def __init__(self) -> None:
-        self._by_code: dict[int, Symbol] = {}
+        self._by_code: dict[int, _SymbolRef] = {}
         self._scanned: dict[str, int] = {}   # module name -> id(module) walked
 
     def refresh(self) -> None:
@@ -185,30 +213,47 @@ class SymbolTable:
                 continue
             # The code object whose co_qualname is the name wins: a wrapper made
             # by functools.wraps carries its wrapped function's __qualname__.
-            name = c.co_qualname
-            s = Symbol(module, name, c)
-            self._by_code[id(c)] = s
+            ref = _SymbolRef(c, self._forget)
+            ref.module = module
+            self._by_code[id(c)] = ref
             if c is code:
-                sym = s
-        return sym if sym is not None else self._by_code.get(id(code))
+                sym = Symbol(module, c.co_qualname, c)
+        return sym if sym is not None else self.lookup(code)
+
+    def _forget(self, ref: CodeRef) -> None:
+        """A named code object died (at its dealloc: see CodeRef)."""
+        if self._by_code.get(ref.key) is ref:
+            self._by_code.pop(ref.key, None)
+
+    def _live(self) -> list[Symbol]:
+        """Every symbol, as (module, qualname, code)."""
+        out = []
+        for ref in list(self._by_code.values()):
+            code = ref()
+            if code is not None:
+                out.append(Symbol(ref.module, code.co_qualname, code))
+        return out
 
     def named(self, qualname: str, module: str | None = None) -> list[Symbol]:
         """The loaded functions named ``qualname`` (in ``module``, if given)."""
         self.refresh()
-        return [s for s in self._by_code.values()
+        return [s for s in self._live()
                 if s.qualname == qualname and (module is None or s.module == module)]
 
     def lookup(self, code: CodeType) -> Symbol | None:
-        return self._by_code.get(id(code))
+        ref = self._by_code.get(id(code))
+        # (ref() is code: the entry of a dead code is gone before its address is reused.)
+        return Symbol(ref.module, code.co_qualname, code) if ref is not None and ref() is code \
+            else None
 
     def name_of(self, code: CodeType) -> str:
         """``MOD:QUALNAME`` of a symbol; just the qualified name of other code."""
-        sym = self._by_code.get(id(code))
+        sym = self.lookup(code)
         return sym.name if sym is not None else code.co_qualname
 
     def symbols(self) -> list[Symbol]:
         self.refresh()
-        return sorted(self._by_code.values(), key=lambda s: (s.module, s.qualname))
+        return sorted(self._live(), key=lambda s: (s.module, s.qualname))
 
     def available_filter_functions(self) -> str:
         """One ``QUALNAME [MOD]`` per line, as the kernel's ``func [module]``."""

@@ -278,7 +278,7 @@ def test_a_ring_can_be_subclassed_with_slots(impl):
 def read_page(data: bytes, encoder) -> tuple[int, list[tuple]]:
     """A page's LOST count and its records, decoded by the reader's decoder."""
     lost, recs, pos = 0, [], 0
-    refs = dict(encoder.refs(0))
+    refs = dict(encoder.take_refs())
     while pos < len(data):
         size, kind = struct.unpack_from("<IB", data, pos)
         body = data[pos + 5:pos + 4 + size]
@@ -571,15 +571,14 @@ def test_graph_events_record_entry_and_return(impl, monitor):
 def test_ops_entry_passes_ip_parent_ip_ops_and_regs(impl, monitor):
     calls = Calls()
     ops = object()
-    ip = impl.Ip(code_of(f), 0)
     table = impl.CodeTable()
-    table[id(code_of(f))] = impl.ops_entry(calls, ip, ops, True, impl.DIRECT)
+    table[id(code_of(f))] = impl.ops_entry(calls, ops, True, impl.DIRECT)
     monitor(E.PY_START, impl.entry_dispatcher(table, Calls(), Calls()), code_of(f))
     g()
-    table[id(code_of(f))] = impl.ops_entry(calls, ip, ops, False, impl.DIRECT)
+    table[id(code_of(f))] = impl.ops_entry(calls, ops, False, impl.DIRECT)
     g()
     [(ip1, parent1, ops1, regs1), (ip2, parent2, ops2, regs2)] = calls
-    assert ip1 is ip2 is ip and ops1 is ops2 is ops
+    assert ip1 == ip2 == impl.Ip(code_of(f), 0) and ops1 is ops2 is ops
     assert regs1 is not None and regs1.f_code is code_of(f) and regs2 is None
     assert parent1.code is code_of(g) and parent1 == parent2
     at = {i.offset: i.opname for i in dis.get_instructions(code_of(g))}

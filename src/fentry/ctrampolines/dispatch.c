@@ -138,15 +138,46 @@ ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
     Tramp *t = (Tramp *)self;
     if (tramp_nargs(nargsf, kwnames) < 0)
         return NULL;
-    PyObject *frame = NULL, *parent, *r;
+    PyObject *frame = NULL, *parent, *ip, *r;
     if (t->save_regs && !(frame = frame_at(int0)))       /* regs: the traced frame */
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     if (!(parent = caller_ip())) {
         Py_XDECREF(frame);
         return NULL;
     }
-    PyObject *argv[4] = {t->o.ops.ip, parent, t->o.ops.ops, frame ? frame : Py_None};
+    /* A handler kept in a table must not keep its code alive: ip names the
+     * code only during the call.  The tramp keeps one spare Ip, of None,
+     * that no one else holds: for the call it borrows the code (the running
+     * frame holds it); after it, it is None again, unless func kept it,
+     * which then gets its own reference to the code.  No Ip is made per
+     * call, no reference count moves. */
+    IpObject *spare = (IpObject *)t->o.ops.ip;
+    if (spare != NULL && Py_REFCNT(spare) == 1) {
+        t->o.ops.ip = NULL;         /* ours during the call (a nested call makes its own) */
+        spare->code = args[0];
+        ip = (PyObject *)spare;
+    }
+    else if (!(ip = ip_make(args[0], int0))) {
+        Py_DECREF(parent);
+        Py_XDECREF(frame);
+        return NULL;
+    }
+    else
+        spare = NULL;
+    PyObject *argv[4] = {ip, parent, t->o.ops.ops, frame ? frame : Py_None};
     r = PyObject_Vectorcall(t->o.ops.func, argv, 4, NULL);
+    if (spare != NULL) {
+        if (Py_REFCNT(spare) == 1 && t->o.ops.ip == NULL) {
+            spare->code = Py_None;  /* (immortal: no reference to own) */
+            t->o.ops.ip = ip;
+            ip = NULL;
+        }
+        else if (Py_REFCNT(spare) == 1)
+            spare->code = Py_None;  /* (a nested call's spare went back first) */
+        else
+            Py_INCREF(args[0]);     /* func kept it: the code reference becomes its own */
+    }
+    Py_XDECREF(ip);
     Py_DECREF(parent);
     Py_XDECREF(frame);
     return r;
@@ -347,16 +378,17 @@ list_func(PyObject *m, PyObject *args)
 static PyObject *
 ops_entry(PyObject *m, PyObject *args)
 {
-    PyObject *func, *ip, *ops;
+    PyObject *func, *ops;
     int save_regs, depth;
-    if (!PyArg_ParseTuple(args, "OOOpi", &func, &ip, &ops, &save_regs, &depth))
+    if (!PyArg_ParseTuple(args, "OOpi", &func, &ops, &save_regs, &depth))
         return NULL;
     Tramp *t = tramp_new(K_OPS_ENTRY, ops_entry_call);
     if (t == NULL)
         return NULL;
     t->o.ops.func = Py_NewRef(func);
-    t->o.ops.ip = Py_NewRef(ip);
     t->o.ops.ops = Py_NewRef(ops);
+    t->o.ops.ip = ip_make(Py_None, int0);       /* the spare (NULL: one is made at each call) */
+    PyErr_Clear();
     t->save_regs = save_regs;
     return (PyObject *)t;
 }

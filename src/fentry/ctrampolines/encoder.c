@@ -3,8 +3,11 @@
  * bytes the agent ships to its reader, which formats them in another
  * process.  Objects a record points at (code objects, probe events,
  * exception types) go as small ids, handed out by the Encoder; the Python
- * side describes each new one once (Encoder.refs()).  The Encoder keeps
- * them alive, so an id never names two objects. */
+ * side describes each new one once (Encoder.take_refs()).  An id never
+ * names two objects: the Encoder keeps a new one alive until it is handed
+ * out, then holds it weakly, and forgets it (its slot, its cache entry) at
+ * its dealloc, before another object can be at its address.  So a program
+ * that makes code as it runs leaves fentry nothing of its dead code. */
 #include "encoder.h"
 
 enum { RAW_FUNC = 1, RAW_GRAPH = 2, RAW_EVENT = 3, RAW_EVENT_RETURN = 4 };
@@ -119,15 +122,47 @@ enc_ref(Encoder *e, PyObject *obj)
     }
     if ((e->used + 1) * 2 > e->cap && enc_rehash(e, e->cap ? e->cap * 2 : 256) < 0)
         return 0;
-    if (PyList_Append(e->objs, obj) < 0)
+    if (PyList_Append(e->fresh, obj) < 0)
         return 0;
-    uint32_t id = (uint32_t)PyList_GET_SIZE(e->objs);
+    uint32_t id = e->told + (uint32_t)PyList_GET_SIZE(e->fresh);
     size_t j = enc_hash(obj, e->cap);
     while (e->keys[j] != NULL)
         j = (j + 1) & (e->cap - 1);
     e->keys[j] = obj;
     e->ids[j] = id;
     e->used++;
+    return id;
+}
+
+/* obj's id is forgotten: out of the table (backward-shift deletion, which
+ * leaves every other key findable) and out of the cache.  Returns the id
+ * (0: it had none). */
+static uint32_t
+enc_forget_ptr(Encoder *e, void *obj)
+{
+    size_t slot = ((uintptr_t)obj >> 4) & (ENC_CACHE - 1);
+    if (e->cache_keys[slot] == obj)
+        e->cache_keys[slot] = NULL;
+    if (e->cap == 0)
+        return 0;
+    size_t mask = (size_t)e->cap - 1, i = enc_hash(obj, e->cap), j;
+    while (e->keys[i] != obj) {
+        if (e->keys[i] == NULL)
+            return 0;
+        i = (i + 1) & mask;
+    }
+    uint32_t id = e->ids[i];
+    for (j = (i + 1) & mask; e->keys[j] != NULL; j = (j + 1) & mask) {
+        size_t h = enc_hash(e->keys[j], e->cap);
+        /* The key at j stays where it is if its home lies in (i, j], cyclically. */
+        if (i <= j ? (i < h && h <= j) : (i < h || h <= j))
+            continue;
+        e->keys[i] = e->keys[j];
+        e->ids[i] = e->ids[j];
+        i = j;
+    }
+    e->keys[i] = NULL;
+    e->used--;
     return id;
 }
 
@@ -317,8 +352,8 @@ put_tuple_record(Encoder *e, Buf *b, long long ts, PyObject *f)
 }
 
 /* The id of obj, through the Encoder's small direct-mapped cache: a page
- * is runs of records of the same few code objects.  (What has an id is
- * kept alive by the Encoder: a cached address always names its object.)
+ * is runs of records of the same few code objects.  (An object's entry
+ * goes at its dealloc: a cached address always names its object.)
  * 0 for NULL or None. */
 static inline uint32_t
 ref_cached(Encoder *e, PyObject *obj)
@@ -480,8 +515,11 @@ encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Encoder *e = (Encoder *)type->tp_alloc(type, 0);
     if (e == NULL)
         return NULL;
-    e->objs = PyList_New(0);
-    if (e->objs == NULL) {
+    e->fresh = PyList_New(0);
+    e->alive = PyDict_New();
+    e->kept = PyList_New(0);
+    e->forgotten = PyList_New(0);
+    if (e->fresh == NULL || e->alive == NULL || e->kept == NULL || e->forgotten == NULL) {
         Py_DECREF(e);
         return NULL;
     }
@@ -494,7 +532,10 @@ encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 encoder_traverse(Encoder *e, visitproc visit, void *arg)
 {
-    Py_VISIT(e->objs);
+    Py_VISIT(e->fresh);
+    Py_VISIT(e->alive);
+    Py_VISIT(e->kept);
+    Py_VISIT(e->forgotten);
     Py_VISIT(e->fault);
     Py_VISIT(e->shown);
     Py_VISIT(e->fallback);
@@ -504,7 +545,10 @@ encoder_traverse(Encoder *e, visitproc visit, void *arg)
 static int
 encoder_clear(Encoder *e)
 {
-    Py_CLEAR(e->objs);
+    Py_CLEAR(e->fresh);
+    Py_CLEAR(e->alive);
+    Py_CLEAR(e->kept);
+    Py_CLEAR(e->forgotten);
     Py_CLEAR(e->fault);
     Py_CLEAR(e->shown);
     Py_CLEAR(e->fallback);
@@ -521,31 +565,99 @@ encoder_dealloc(Encoder *e)
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
+/* A described object died: its id is forgotten.  The weakref callback, run
+ * at the object's dealloc, in any thread, maybe inside a page being made
+ * or a lock held: it only edits the Encoder's tables, never raises.  self
+ * is (encoder, address). */
 static PyObject *
-encoder_refs(Encoder *e, PyObject *arg)
+encoder_forget(PyObject *self, PyObject *ref)
 {
-    Py_ssize_t start = PyLong_AsSsize_t(arg);
-    if (start == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(e->objs);
-    if (start < 0)
-        start = 0;
-    if (start > n)
-        start = n;
-    PyObject *out = PyList_New(n - start);
-    for (Py_ssize_t k = start; out && k < n; k++) {
-        PyObject *pair = Py_BuildValue("(nO)", k + 1, PyList_GET_ITEM(e->objs, k));
+    Encoder *e = (Encoder *)PyTuple_GET_ITEM(self, 0);
+    PyObject *addr = PyTuple_GET_ITEM(self, 1);
+    if (e->alive == NULL || PyDict_GetItemWithError(e->alive, addr) != ref) {
+        PyErr_Clear();
+        Py_RETURN_NONE;             /* not (or no longer) this object's entry */
+    }
+    uint32_t id = enc_forget_ptr(e, PyLong_AsVoidPtr(addr));
+    PyObject *n = id ? PyLong_FromUnsignedLong(id) : NULL;
+    if (n == NULL || e->forgotten == NULL || PyList_Append(e->forgotten, n) < 0)
+        PyErr_Clear();              /* (then its description stays with the reader: harmless) */
+    Py_XDECREF(n);
+    Py_INCREF(ref);                 /* (the dict held the only reference) */
+    if (PyDict_DelItem(e->alive, addr) < 0)
+        PyErr_Clear();
+    Py_DECREF(ref);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef forget_def = {"forget", encoder_forget, METH_O, "forget a dead object's id"};
+
+/* A described object: held weakly from now on, or kept alive if it cannot
+ * be (a str).  Out of memory, its id is forgotten instead: it would be
+ * described again, never mistaken. */
+static void
+encoder_watch(Encoder *e, PyObject *obj)
+{
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) {
+        if (PyList_Append(e->kept, obj) < 0)
+            goto forget;
+        return;
+    }
+    PyObject *addr = PyLong_FromVoidPtr(obj), *self = NULL, *cb = NULL, *ref = NULL;
+    int rc = -1;
+    if (addr && (self = PyTuple_Pack(2, (PyObject *)e, addr)) && (cb = PyCFunction_New(&forget_def, self))
+        && (ref = PyWeakref_NewRef(obj, cb)))
+        rc = PyDict_SetItem(e->alive, addr, ref);
+    Py_XDECREF(addr); Py_XDECREF(self); Py_XDECREF(cb); Py_XDECREF(ref);
+    if (rc == 0)
+        return;
+forget:
+    PyErr_Clear();
+    enc_forget_ptr(e, obj);
+}
+
+static PyObject *
+encoder_take_refs(Encoder *e, PyObject *unused)
+{
+    PyObject *fresh = e->fresh, *empty = PyList_New(0);
+    Py_ssize_t n = PyList_GET_SIZE(fresh);
+    PyObject *out = empty ? PyList_New(n) : NULL;
+    for (Py_ssize_t k = 0; out && k < n; k++) {
+        PyObject *pair = Py_BuildValue("(kO)", (unsigned long)e->told + 1 + k,
+                                       PyList_GET_ITEM(fresh, k));
         if (pair == NULL)
             Py_CLEAR(out);
         else
-            PyList_SET_ITEM(out, k - start, pair);
+            PyList_SET_ITEM(out, k, pair);
     }
+    if (out == NULL) {
+        Py_XDECREF(empty);
+        return NULL;            /* nothing taken */
+    }
+    e->fresh = empty;
+    e->told += (uint32_t)n;
+    for (Py_ssize_t k = 0; k < n; k++)
+        encoder_watch(e, PyList_GET_ITEM(fresh, k));
+    Py_DECREF(fresh);
+    return out;
+}
+
+static PyObject *
+encoder_take_forgotten(Encoder *e, PyObject *unused)
+{
+    PyObject *empty = PyList_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *out = e->forgotten;
+    e->forgotten = empty;
     return out;
 }
 
 static PyMethodDef encoder_methods[] = {
-    {"refs", (PyCFunction)encoder_refs, METH_O,
-     "refs(start) -> [(id, object)]: what ids start+1, start+2, ... name"},
+    {"take_refs", (PyCFunction)encoder_take_refs, METH_NOARGS,
+     "take_refs() -> [(id, object)]: the objects given ids since the last call, in order"},
+    {"take_forgotten", (PyCFunction)encoder_take_forgotten, METH_NOARGS,
+     "take_forgotten() -> [id]: the ids forgotten since the last call (their objects died)"},
     {NULL}
 };
 

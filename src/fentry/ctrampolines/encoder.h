@@ -10,10 +10,14 @@
 
 typedef struct {
     PyObject_HEAD
-    void **keys;                /* open addressing: object pointer -> ids[slot] */
+    void **keys;                /* open addressing: object pointer -> ids[slot], while it lives */
     uint32_t *ids;
     Py_ssize_t cap, used;
-    PyObject *objs;             /* list: objs[id - 1] is the object of id */
+    PyObject *fresh;            /* list: the objects of ids told + 1, ..., not described yet */
+    uint32_t told;              /* ids handed out by take_refs */
+    PyObject *alive;            /* dict: address -> weakref whose callback forgets it */
+    PyObject *kept;             /* list: described objects with no weak references */
+    PyObject *forgotten;        /* list: ids whose objects died since take_forgotten */
     PyObject *cache_keys[ENC_CACHE];    /* a direct-mapped cache of enc_ref */
     uint32_t cache_ids[ENC_CACHE];
     PyObject *fault;            /* fetch.FAULT: a value that could not be fetched */

@@ -24,7 +24,7 @@ typedef union {
         PyObject *pairs;        /* [(ops, handler)] */
     } list;
     struct {                    /* K_OPS_ENTRY: func(ip, parent_ip, ops, regs) */
-        PyObject *func, *ip, *ops;
+        PyObject *func, *ops, *ip;     /* ip: a spare Ip, of None between calls */
     } ops;
     struct {                    /* the recorders (K_FUNCTION, K_GRAPH) */
         PyObject *local;        /* where the thread's ThreadBuffer is kept ... */

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ..hotpath import Encoder
     from ..raw import Record
+    from .stream import Descriptions
 
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
@@ -109,6 +110,7 @@ class RingBuffer:
         self._lock = threading.Lock()
         self.keys = 0               # thread keys handed out (a buffer's key in raw streams)
         self.queue: PageQueue | None = None     # while raw readers read
+        self.descriptions: Descriptions | None = None   # of the queue's ids, to its readers
         self.raw_readers = 0
         self.wake = (-1, -1)        # the queue's pipe: a byte when a page waits
 
@@ -129,12 +131,15 @@ class RingBuffer:
         return tb
 
     # -- raw readers (tracers/stream.py)
-    def start_raw(self, make_encoder: Callable[[], Encoder]) -> tuple[PageQueue, int]:
+    def start_raw(self, make_encoder: Callable[[], Encoder],
+                  make_descriptions: Callable[[Encoder], Descriptions]
+                  ) -> tuple[PageQueue, int, Descriptions]:
         """A raw reader comes: from now on a thread whose buffer is half full
         moves its records into the queue itself (the reader's thread cannot
         drain while busy threads hold the GIL).  Returns the queue, shared by
-        every raw reader of these buffers, and a descriptor that is readable
-        when a page waits."""
+        every raw reader of these buffers, a descriptor that is readable
+        when a page waits, and what describes the queue's ids to its readers
+        (``make_descriptions(encoder)``, shared as the queue is)."""
         with self._lock:
             if self.queue is None:
                 read_end, write_end = os.pipe()
@@ -143,10 +148,12 @@ class RingBuffer:
                     os.set_blocking(fd, False)
                 self.queue = PageQueue(make_encoder(), 0, self.wake[1])
                 self.queue.cap = self._queue_cap()
+                self.descriptions = make_descriptions(self.queue.encoder)
                 for tb in self.buffers:
                     tb.set_queue(self.queue, tb.key, self.maxlen // 2)
             self.raw_readers += 1
-            return self.queue, self.wake[0]
+            assert self.descriptions is not None
+            return self.queue, self.wake[0], self.descriptions
 
     def stop_raw(self) -> None:
         """A raw reader is gone (it drained what it wanted); with the last
@@ -157,7 +164,7 @@ class RingBuffer:
                 return
             for tb in self.buffers:
                 tb.set_queue(None, tb.key, 0)
-            self.queue = None
+            self.queue = self.descriptions = None
             for fd in self.wake:
                 os.close(fd)
             self.wake = (-1, -1)
@@ -195,7 +202,7 @@ class RingBuffer:
             tb.after_fork()
             tb.set_queue(None, tb.key, 0)
         # The parent's raw readers are the parent's.
-        self.queue = None
+        self.queue = self.descriptions = None
         self.raw_readers = 0
         for fd in self.wake:
             if fd >= 0:

@@ -25,6 +25,8 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
     END      JSON  {"why"}: the stream is complete (a stream without it was cut)
 
 Every description (REFS, THREAD) comes before the first record that needs it.
+The readers of an instance share its page queue, and so its ids: each is
+told every description it has not been told (``Descriptions``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import json
 import os
 import struct
 import sys
+import threading
 import time
 from types import CodeType
 
@@ -79,6 +82,42 @@ def describe(obj: object) -> list[object]:
     return ["name", str(obj)]
 
 
+class Descriptions:
+    """What the ids of one page queue name, described, for every reader of it.
+
+    The Encoder hands out each new object once (``take_refs``) and holds it
+    weakly after that: its description is kept here, for readers that come
+    later, while the object lives.  When it has died (``take_forgotten``),
+    no page made after can hold its id, but one made before may still wait
+    in the queue: its description goes at the second drain after, by when
+    the queue has been taken since (by a reader that was told it).
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.lock = threading.RLock()
+        self.known: dict[int, list[object]] = {}    # id -> [id, *description], in id order
+        self.dying: list[int] = []                  # died before the last drain: go at the next
+
+    def since(self, told: int) -> list[list[object]]:
+        """Every description of an id above ``told``, in id order; at a
+        drain, after the queue was taken."""
+        with self.lock:
+            known = self.known
+            for i in self.dying:
+                known.pop(i, None)
+            self.dying = self.encoder.take_forgotten()
+            for i, obj in self.encoder.take_refs():
+                known[i] = [i, *describe(obj)]
+            new = []
+            for i in reversed(known):
+                if i <= told:
+                    break
+                new.append(known[i])
+            new.reverse()
+            return new
+
+
 class RawStream:
     """One reader's stream of an instance's records.
 
@@ -92,8 +131,8 @@ class RawStream:
     def __init__(self, instance: TraceInstance, make_encoder: Callable[[], Encoder]) -> None:
         self.instance = instance
         self.buffer = instance.buffer
-        self.queue, self.wake = self.buffer.start_raw(make_encoder)
-        self.refs_told = 0
+        self.queue, self.wake, self.descriptions = self.buffer.start_raw(make_encoder, Descriptions)
+        self.told = 0                           # the last id described to this reader
         self.names: dict[int, str] = {}         # thread key -> the name last told
         self.tracer: tuple[str, dict[str, bool]] | None = None
         self.closed = False
@@ -153,10 +192,10 @@ class RawStream:
                 if self.names.get(tb.key) != name:
                     self.names[tb.key] = name
                     out.append(json_message(THREAD, {"key": tb.key, "tid": tb.tid, "name": name}))
-            refs = self.queue.encoder.refs(self.refs_told)
+            refs = self.descriptions.since(self.told)
             if refs:
-                self.refs_told += len(refs)
-                out.append(json_message(REFS, [[i, *describe(o)] for i, o in refs]))
+                self.told = refs[-1][0]         # type: ignore[assignment]  # (an id: int)
+                out.append(json_message(REFS, refs))
             out.extend(pages)
             out.append(message(BATCH))
         self.buffer.release_ended()
