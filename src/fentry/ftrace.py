@@ -178,7 +178,8 @@ class FilterHash:
         if not words:
             return []
         with _core.lock:
-            traced = [(module, code.co_qualname) for code, module, _ in _core.traced.values()]
+            codes = [(ref(), module) for ref, module, _ in _core.traced.values()]
+        traced = [(module, code.co_qualname) for code, module in codes if code is not None]
         return [g.word for g in words if not any(g.matches(m, q) for m, q in traced)]
 
     def text(self) -> str:
