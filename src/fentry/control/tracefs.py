@@ -116,11 +116,16 @@ class Tracefs:
             caller = sys._getframe(2)
             site = (caller.f_code, caller.f_lasti)
             text = marker_text(text)
-            for inst in (self.instance, *tuple(self.instances.values())):
-                if inst.options["copy_trace_marker"]:
-                    inst.mark(text, site)
+            for inst in self.marker_copies():
+                inst.mark(text, site)
         except Exception:
             pass
+
+    def marker_copies(self) -> list[TraceInstance]:
+        """Where the top level's markers go: every instance (the top level
+        too) whose ``copy_trace_marker`` is on."""
+        return [inst for inst in (self.instance, *tuple(self.instances.values()))
+                if inst.options["copy_trace_marker"]]
 
     def saved_cmdlines(self) -> str:
         """``TID NAME`` of every thread with a buffer, as the kernel's ``PID COMM``."""
@@ -152,7 +157,7 @@ class Tracefs:
             "trace_pipe": (inst.wait_pipe, None),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
             "trace_marker": (None, lambda text, append: inst.write_marker(
-                text, (self.instance, *self.instances.values()) if inst is self.instance else ())),
+                text, self.marker_copies() if inst is self.instance else [inst])),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
             "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
                               lambda text, append: probes.set_enable(list(probes.events.values()),

@@ -325,12 +325,7 @@ class EventFile:
             return
         if self.filtered and not self._matches(values, code):
             return
-        buffer = self.instance.buffer
-        try:
-            tb = buffer.local.tb
-        except AttributeError:
-            tb = buffer.attach()
-        tb.record((self.event, site, values))
+        self.instance.buffer.current().record((self.event, site, values))
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.event.defn.args)

@@ -27,9 +27,7 @@ class FunctionOps(FtraceOps):
         self._record(ip.code, None if parent_ip is None else parent_ip.code)
 
     def _record(self, code: CodeType, caller: CodeType | None) -> None:
-        local = self.buffer.local
-        tb = getattr(local, "tb", None) or self.buffer.attach()
-        tb.record((code, caller))
+        self.buffer.current().record((code, caller))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         return {PY_START: hotpath.function_entry(self.buffer.local, self.buffer.attach, depth)}

@@ -34,8 +34,7 @@ class GraphOps(FtraceOps):
 
     def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
-        tb = getattr(self.buffer.local, "tb", None) or self.buffer.attach()
-        tb.record((ENTRY, ip.code))
+        self.buffer.current().record((ENTRY, ip.code))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.buffer.local, self.buffer.attach

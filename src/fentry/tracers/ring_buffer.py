@@ -130,6 +130,12 @@ class RingBuffer:
         self.local.tb = tb
         return tb
 
+    def current(self) -> ThreadBuffer:
+        """The calling thread's buffer, made on its first use (not for the
+        hot path, whose handlers hold ``local`` and ``attach`` themselves)."""
+        tb: ThreadBuffer | None = getattr(self.local, "tb", None)
+        return tb if tb is not None else self.attach()
+
     # -- raw readers (tracers/stream.py)
     def start_raw(self, make_encoder: Callable[[], Encoder],
                   make_descriptions: Callable[[Encoder], Descriptions]

@@ -142,23 +142,18 @@ class TraceInstance:
         ``text`` is already a marker's text (``marker_text``)."""
         if not (self.options["markers"] and self.tracing_on):
             return False
-        buffer = self.buffer
-        try:
-            tb = buffer.local.tb
-        except AttributeError:
-            tb = buffer.attach()
-        tb.record((MARKER, site, (text,)))
+        self.buffer.current().record((MARKER, site, (text,)))
         return True
 
-    def write_marker(self, text: str, copies: tuple[TraceInstance, ...] = ()) -> None:
-        """A write to this instance's ``trace_marker`` file: the writer's
-        event (here the writing thread's: the agent's, for a write from
-        outside).  The top level's goes to ``copies`` instead, the instances
-        whose ``copy_trace_marker`` is on, as the kernel's."""
+    def write_marker(self, text: str, targets: list[TraceInstance]) -> None:
+        """A write to this instance's ``trace_marker`` file, into ``targets``:
+        the writer's event (here the writing thread's: the agent's, for a
+        write from outside).  An instance's own file writes to itself; the
+        top level's to the instances whose ``copy_trace_marker`` is on, as
+        the kernel's (``Tracefs.marker_copies``)."""
         if not self.options["markers"]:
             raise TraceError("MARKERS_OFF", text.rstrip("\n"), 0)
         text = marker_text(text)
-        targets = [i for i in copies if i.options["copy_trace_marker"]] if copies else [self]
         for inst in targets:
             if not inst.mark(text, (None, 0)):
                 raise TraceError("TRACING_OFF", text, 0)
