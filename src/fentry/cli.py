@@ -394,12 +394,14 @@ def _interpreter(program: list[str], command: str) -> tuple[str, list[str]] | No
     path = first if os.sep in first or os.path.exists(first) else shutil.which(first)
     try:
         with open(path or first, "rb") as f:
-            binary = f.read(4) == b"\x7fELF"
+            magic = f.read(4)
     except OSError:
         return sys.executable, program              # (Python says it cannot open it)
-    # A script, unless it is a program, or named as an interpreter is (a
-    # wrapper script: pyenv's shims, which exec the Python they choose).
-    if not binary and not _INTERPRETER_NAME.fullmatch(os.path.basename(first)):
+    # A script, unless it is a program, or an executable script named as an
+    # interpreter is (a wrapper: pyenv's shims, which exec the Python they choose).
+    wrapper = magic.startswith(b"#!") and _INTERPRETER_NAME.fullmatch(os.path.basename(first)) \
+        and os.access(path or first, os.X_OK)
+    if magic != b"\x7fELF" and not wrapper:
         return sys.executable, program              # (Python says if it is not one)
     assert path is not None
     try:
