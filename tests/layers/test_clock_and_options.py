@@ -200,6 +200,16 @@ def test_context_info_off_leaves_the_function_alone(fs):
     assert fs.read("trace") == "# tracer: function\n#\nleaf\n"
 
 
+def test_sym_offset_prints_the_function_with_its_entry_offset_and_size(fs):
+    start(fs)
+    caller()
+    fs.write("options/sym-offset", "1")
+    [m] = function_lines(fs.read("trace"))
+    assert m["func"] == f"leaf+0x0/0x{len(leaf.__code__.co_code):x}" and m["parent"] == "caller"
+    fs.write("trace_options", "nosym-offset")
+    assert function_lines(fs.read("trace"))[0]["func"] == "leaf"
+
+
 def test_readme_is_a_mini_howto_of_every_file(fs):
     text = fs.read("README")
     assert text.startswith("tracing mini-HOWTO")
@@ -259,7 +269,7 @@ def f(): pass
 def g():
     for _ in range(20000):
         f()
-threads = [threading.Thread(target=g) for _ in range(3)]
+threads = [threading.Thread(target=g, name=f"w{i}") for i in range(3)]
 for t in threads: t.start()
 for t in threads: t.join()
 """
@@ -280,6 +290,20 @@ def test_run_and_report_print_the_counter_clock_as_counts(tmp_path):
     assert rep.returncode == 0, rep.stderr
     per_thread = counts(rep.stdout)
     assert sorted(v for values in per_thread.values() for v in values) == list(range(1, 60_001))
+
+
+def test_report_prints_sym_offset_as_run_does(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM + "print(len(f.__code__.co_code))\n")
+    proc, trace = fentry_run(tmp_path, "-O", "sym-offset", "-l", "__main__:f", program=(str(script),))
+    assert proc.returncode == 0, proc.stderr
+    size = int(proc.stdout)
+    assert {m["func"] for m in function_lines(trace)} == {f"f+0x0/0x{size:x}"}
+    dat = tmp_path / "t.dat"
+    assert fentry("record", "-O", "sym-offset", "-l", "__main__:f", "-o", str(dat),
+                  str(script)).returncode == 0
+    rep = fentry("report", "-i", str(dat))
+    assert {m["func"] for m in function_lines(rep.stdout)} == {f"f+0x0/0x{size:x}"}
 
 
 def test_run_with_context_info_off_and_a_bad_clock(tmp_path):

@@ -138,7 +138,8 @@ def _ref(desc: list[Any]) -> object:
     kind = desc[0]
     if kind == "code":
         module, qualname, filename, firstlineno, params = desc[1:6]
-        return CodeInfo(module, qualname, filename, firstlineno, tuple(params))
+        size = desc[6] if len(desc) > 6 else 0      # (not told by an older agent)
+        return CodeInfo(module, qualname, filename, firstlineno, tuple(params), size)
     if kind == "marker":
         return MARKER
     if kind == "event":

@@ -12,7 +12,7 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
     HELLO    JSON  who is talking: format, pid, ppid, argv, python, clock (the
                    timestamps' clock_gettime clock, or "counter"), trace_clock (its
                    trace_clock name), wall_minus_clock_ns, tracer, options
-    REFS     JSON  [[id, "code", module, qualname, file, firstline, [params]],
+    REFS     JSON  [[id, "code", module, qualname, file, firstline, [params], size],
                     [id, "event", group, name, definition],
                     [id, "name", text], ...]: what record ids point at, once each
     THREAD   JSON  {"key", "tid", "name"}: a thread's buffer, first seen or renamed
@@ -81,7 +81,7 @@ def describe(obj: object) -> list[object]:
         n = obj.co_argcount + obj.co_kwonlyargcount + bool(obj.co_flags & 0x04) \
             + bool(obj.co_flags & 0x08)
         return ["code", sym.module if sym is not None else None, obj.co_qualname,
-                obj.co_filename, obj.co_firstlineno, list(obj.co_varnames[:n])]
+                obj.co_filename, obj.co_firstlineno, list(obj.co_varnames[:n]), len(obj.co_code)]
     described = getattr(obj, "raw_description", None)
     if described is not None:           # a probe event
         return list(described())

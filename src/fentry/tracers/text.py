@@ -110,8 +110,14 @@ class FunctionReader:
         self.parent = options.get("print-parent", True)
         # context-info off: no task, CPU, flags or timestamp, as the kernel's.
         self.context = options.get("context-info", True)
-        self.stamp = None if self.context and clock not in COUNT_CLOCKS \
-            else stamper(clock, self.context)
+        # sym-offset: the function as the kernel's %pS, func+0x0/0xSIZE (its
+        # entry, and its bytecode's size); the parent by its name alone, as
+        # the call's offset in it is not recorded.
+        self.sym_offset = options.get("sym-offset", False)
+        self.syms: dict[Any, str] = {}
+        self.stamp = stamper(clock, self.context)
+        # The fast path of lines(): the defaults' layout, formatted in place.
+        self.plain = self.context and clock not in COUNT_CLOCKS and not self.sym_offset
 
     def header(self) -> str:
         return FUNCTION_COLUMNS if self.context else ""
@@ -122,7 +128,7 @@ class FunctionReader:
         stamp = self.stamp
         for tb, records in per_thread:
             prefix = task(tb) + " [000] ....." if self.context else ""
-            if stamp is not None:       # (not the common case: a call more per line)
+            if not self.plain:      # (not the common case: a call more per line)
                 line = self._line
                 texts.append([line(prefix, r) if len(r) == 4 else event_line(prefix, r, stamp)
                               for r in records])
@@ -141,12 +147,21 @@ class FunctionReader:
         return merge_lines(stamps, texts)
 
     def _line(self, prefix: str, r: Record) -> str:
-        """A function record's line, with ``stamp``'s timestamp column."""
-        assert self.stamp is not None
+        """A function record's line, the options' way."""
         parent = ""
         if self.parent:
             parent = " <-" + ("<top>" if r[3] is None else r[3].co_qualname)
-        return f"{prefix}{self.stamp(r[1])}{r[2].co_qualname}{parent}\n"
+        func = self._sym(r[2]) if self.sym_offset else r[2].co_qualname
+        return f"{prefix}{self.stamp(r[1])}{func}{parent}\n"
+
+    def _sym(self, code: Any) -> str:
+        """``func+0x0/0xSIZE``: a code object's size is its bytecode's, in
+        bytes as dis's offsets (a reader's CodeInfo has it as co_size)."""
+        sym = self.syms.get(code)
+        if sym is None:
+            size = code.co_size if hasattr(code, "co_size") else len(code.co_code)
+            sym = self.syms[code] = f"{code.co_qualname}+0x0/0x{size:x}"
+        return sym
 
     def flush(self) -> list[str]:
         return []

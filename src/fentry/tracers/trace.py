@@ -49,6 +49,8 @@ OPTIONS = {
     "context-info": True,
     # On: writing free_buffer turns tracing off too.
     "disable_on_free": False,
+    # On: the function tracer's functions as func+0x0/0xSIZE (bytes of bytecode).
+    "sym-offset": False,
 }
 # The top level's: its own markers are copied to itself.
 TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
