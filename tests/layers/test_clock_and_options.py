@@ -4,14 +4,19 @@ through ``fentry run`` / ``fentry record`` + ``fentry report``."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from helpers import body, fentry, fentry_run, function_lines
+from helpers import PROGRAMS, body, env, fentry, fentry_run, function_lines
 
 from fentry import TraceError
+from fentry.control.agent import _make_encoder
+from fentry.tracers.stream import RawStream
 
 HERE = __name__
 CLOCKS = "local global counter uptime mono mono_raw boot tai"
@@ -246,8 +251,6 @@ def test_two_instances_trace_different_functions_of_threads_without_mixing(fs):
 
 
 def test_rmdir_is_refused_while_the_instance_is_read(fs):
-    from fentry.control.agent import _make_encoder
-    from fentry.tracers.stream import RawStream
     fs.mkdir("instances/busy")
     reader = RawStream(fs.instances["busy"], _make_encoder)
     try:
@@ -317,3 +320,31 @@ def test_run_with_context_info_off_and_a_bad_clock(tmp_path):
     proc, trace = fentry_run(tmp_path, "-C", "perf", program=(str(script),))
     assert proc.returncode != 0 and trace == ""
     assert b"no such trace clock" in proc.stderr and b"Command: perf" in proc.stderr
+
+
+def test_the_files_through_fentry_p_pid(tmp_path):
+    """trace_clock, free_buffer and README from outside, on a program run by fentry."""
+    stop = tmp_path / "stop"
+    run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(tmp_path / "t"),
+                            os.path.join(PROGRAMS, "longrun.py"), str(stop)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        pid = run.stdout.readline().split()[1]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"/tmp/fentry-{pid}/control") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fentry("-p", pid, "write", "trace_clock", "tai").returncode == 0
+        assert fentry("-p", pid, "read", "trace_clock").stdout == CLOCKS.replace("tai", "[tai]") + "\n"
+        bad = fentry("-p", pid, "write", "trace_clock", "perf")
+        assert bad.returncode != 0 and "no such trace clock" in bad.stderr and "^" in bad.stderr
+        assert fentry("-p", pid, "write", "free_buffer", "1").returncode == 0
+        assert fentry("-p", pid, "read", "buffer_size_kb").stdout == "1\n"
+        assert fentry("-p", pid, "read", "free_buffer").returncode != 0
+        assert fentry("-p", pid, "read", "README").stdout.startswith("tracing mini-HOWTO")
+        assert fentry("-p", pid, "detach").returncode == 0
+        stop.touch()
+        run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0
