@@ -166,7 +166,7 @@ class Ring:
             def append_record(rec, store=append_record):  # hot path
                 store((rec[0], clock(), *rec[2:]))
         if not self._overwrite:
-            maxlen = records.maxlen
+            maxlen = self.maxlen
 
             def append_record(rec, store=append_record):  # hot path
                 if len(records) < maxlen:

@@ -4,6 +4,7 @@ through ``fentry run`` / ``fentry record`` + ``fentry report``."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -99,7 +100,7 @@ def test_the_counter_clock_counts_every_record_once_across_threads(fs):
     per_thread = counts(fs.read(at + "trace"))
     assert len(per_thread) == 4
     for values in per_thread.values():
-        assert len(values) == 100_000 and all(a < b for a, b in zip(values, values[1:]))
+        assert len(values) == 100_000 and all(a < b for a, b in itertools.pairwise(values))
     assert sorted(v for values in per_thread.values() for v in values) == list(range(1, 400_001))
 
 

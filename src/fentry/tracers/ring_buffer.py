@@ -41,9 +41,9 @@ TRACE_CLOCKS = {
     "counter": -2,
     "uptime": 6,        # CLOCK_MONOTONIC_COARSE, in Linux's time.h (time does not name it)
     "mono": time.CLOCK_MONOTONIC,
-    "mono_raw": time.CLOCK_MONOTONIC_RAW,       # type: ignore[attr-defined]
-    "boot": time.CLOCK_BOOTTIME,                # type: ignore[attr-defined]
-    "tai": time.CLOCK_TAI,                      # type: ignore[attr-defined]
+    "mono_raw": time.CLOCK_MONOTONIC_RAW,
+    "boot": time.CLOCK_BOOTTIME,
+    "tai": time.CLOCK_TAI,
 }
 
 
