@@ -31,6 +31,8 @@ ERRORS: dict[str, str] = {
     "INSTANCE_BUSY": "Device or resource busy: the instance's trace is being read",
     "MARKERS_OFF": "Invalid argument: the markers option is off",
     "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
+    # set_ftrace_pid and the other pid lists: the kernel's bare -EINVAL, said
+    "BAD_PID": "Invalid argument: a pid is a native thread id, in decimal",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

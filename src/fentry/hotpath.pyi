@@ -116,6 +116,10 @@ class Ring:
     writes since the last clear, so what was lost is known when it is read."""
     lost_told: int
     """Lost records a consuming reader has been told of."""
+    skip: int
+    """The pid filters' verdict on this ring's thread: bit 1, the function
+    tracers record nothing of it (``set_ftrace_pid``); bit 2, probe events
+    (``set_event_pid``).  0 when made; the ring buffer sets it."""
     def __init__(self, maxlen: int, /) -> None:
         """``maxlen``: capacity in records (ValueError below 1)."""
     def __len__(self) -> int: ...

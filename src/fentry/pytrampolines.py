@@ -54,7 +54,7 @@ class Ring:
     and ``next(_seq)`` (the C ones write the C ring directly).
     """
     __slots__ = ("_records", "_append", "_seq", "_consumed", "_mark", "lost_told", "_queue", "key",
-                 "_flush_at", "_paging")
+                 "_flush_at", "_paging", "skip")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -69,6 +69,7 @@ class Ring:
         self.key = 0
         self._flush_at = 0
         self._paging = _thread.RLock()      # it knows its owner (atomically)
+        self.skip = 0           # the pid filters' verdict on this thread: 1 function tracers, 2 events
 
     def __len__(self) -> int:
         return len(self._records)
@@ -495,6 +496,8 @@ def function_entry(local, attach, depth: int):
             tb = local.tb
         except AttributeError:
             tb = attach()
+        if tb.skip & 1:         # set_ftrace_pid left this thread out
+            return
         tb._append((next(tb._seq), perf_counter_ns(), code, caller))
     return function_entry
 
@@ -513,6 +516,8 @@ def graph_event(local, attach, kind: int, nargs: int = 3):
                 tb = local.tb
             except AttributeError:
                 tb = attach()
+            if tb.skip & 1:
+                return
             tb._append((next(tb._seq), perf_counter_ns(), kind, code))
         return graph_event2
 
@@ -521,6 +526,8 @@ def graph_event(local, attach, kind: int, nargs: int = 3):
             tb = local.tb
         except AttributeError:
             tb = attach()
+        if tb.skip & 1:
+            return
         tb._append((next(tb._seq), perf_counter_ns(), kind, code))
     return graph_event
 
@@ -532,6 +539,8 @@ def graph_exc_event(local, attach, kind: int):
             tb = local.tb
         except AttributeError:
             tb = attach()
+        if tb.skip & 1:
+            return
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
 

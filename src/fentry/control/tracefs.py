@@ -30,7 +30,7 @@ from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
-from ..tracers.ring_buffer import DEFAULT_SIZE_KB
+from ..tracers.ring_buffer import DEFAULT_SIZE_KB, PID_FILES
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 
 EVENT_FILES = ("enable", "filter", "format", "id")
@@ -74,6 +74,12 @@ def _option_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
     """``options/NAME``: 0 or 1, the ``trace_options`` word's state."""
     return (lambda: f"{int(inst.options[name])}\n",
             lambda text, append: inst.set_options(name if _parse_bool(text) else "no" + name))
+
+
+def _pid_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
+    """``set_ftrace_pid`` and the other pid lists (``PID_FILES``)."""
+    return (lambda: inst.pids_text(name),
+            lambda text, append: inst.set_pids(name, text, append))
 
 
 def _hash_text(hash_: FilterHash, empty: str) -> str:
@@ -159,6 +165,7 @@ class Tracefs:
             "trace_marker": (None, lambda text, append: inst.write_marker(
                 text, self.marker_copies() if inst is self.instance else [inst])),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
+            **{name: _pid_file(inst, name) for name in PID_FILES},
             "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
                               lambda text, append: probes.set_enable(list(probes.events.values()),
                                                                      _parse_bool(text), inst)),
@@ -287,6 +294,8 @@ class Tracefs:
         self.write("tracing_on", "1")
         self.write("set_ftrace_filter", "")
         self.write("set_ftrace_notrace", "")
+        for name in PID_FILES:
+            self.write(name, "")
         self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
         self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))
         self.write("trace", "")

@@ -201,6 +201,10 @@ function_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
     Ring *ring = thread_ring(t);
     if (ring == NULL)
         return NULL;
+    if (ring->skip & RING_SKIP_FUNCTION) {       /* set_ftrace_pid left this thread out */
+        Py_DECREF(ring);
+        Py_RETURN_NONE;
+    }
     PyObject *ccode = f == NULL ? Py_NewRef(Py_None) : PyUnstable_InterpreterFrame_GetCode(f);
     ring_write(ring, L_FUNCTION, 0, Py_NewRef(args[0]), ccode);
     Py_DECREF(ring);
@@ -217,6 +221,10 @@ graph_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     Ring *ring = thread_ring(t);
     if (ring == NULL)
         return NULL;
+    if (ring->skip & RING_SKIP_FUNCTION) {
+        Py_DECREF(ring);
+        Py_RETURN_NONE;
+    }
     if (t->graph.exc)
         ring_write(ring, L_GRAPH_EXC, t->graph.rkind, Py_NewRef(args[0]),
                    Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None));

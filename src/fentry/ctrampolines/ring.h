@@ -65,7 +65,13 @@ typedef struct {
      * the same timestamps (a fresh "now" would move them by rounding). */
     ClockPoint seen;
     long long seen_seq;                 /* -1: no read to reuse */
+    /* The pid filters' verdict on this ring's thread (RING_SKIP_*), set by
+     * the ring buffer when the thread attaches and when the lists change:
+     * the recorders test it, no list is looked at per event. */
+    int skip;
 } Ring;
+
+enum { RING_SKIP_FUNCTION = 1, RING_SKIP_EVENT = 2 };
 
 /* An on/off flag the hot path reads without a Python call: a ring buffer's
  * tracing_on (switch.c). */

@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
 
+# A Ring's ``skip`` bits: what the pid filters leave out of its thread.
+SKIP_FUNCTION = 1           # set_ftrace_pid / set_ftrace_notrace_pid: function, function_graph
+SKIP_EVENT = 2              # set_event_pid / set_event_notrace_pid: probe events
+# The pid list files: name -> (the bit, whether listed threads are the ones traced).
+PID_FILES = {
+    "set_ftrace_pid": (SKIP_FUNCTION, True),
+    "set_ftrace_notrace_pid": (SKIP_FUNCTION, False),
+    "set_event_pid": (SKIP_EVENT, True),
+    "set_event_notrace_pid": (SKIP_EVENT, False),
+}
+
 
 def available_kb() -> int | None:
     """MemAvailable, in KB (None where /proc/meminfo does not say)."""
@@ -113,6 +124,9 @@ class RingBuffer:
         self.descriptions: Descriptions | None = None   # of the queue's ids, to its readers
         self.raw_readers = 0
         self.wake = (-1, -1)        # the queue's pipe: a byte when a page waits
+        # The pid filters (PID_FILES: name -> native thread ids), per instance
+        # as the kernel's; each ring holds its thread's verdict (``skip``).
+        self.pids: dict[str, frozenset[int]] = {name: frozenset() for name in PID_FILES}
 
     @property
     def maxlen(self) -> int:
@@ -122,6 +136,7 @@ class RingBuffer:
         """The calling thread's buffer, made on its first event (slow path)."""
         tb = ThreadBuffer(self.maxlen)
         with self._lock:
+            tb.skip = self.skip_of(tb.tid)
             self.keys += 1
             tb.set_queue(self.queue, self.keys, self.maxlen // 2)
             self.buffers.append(tb)
@@ -135,6 +150,27 @@ class RingBuffer:
         hot path, whose handlers hold ``local`` and ``attach`` themselves)."""
         tb: ThreadBuffer | None = getattr(self.local, "tb", None)
         return tb if tb is not None else self.attach()
+
+    # -- pid filters
+    def skip_of(self, tid: int) -> int:
+        """The ``skip`` bits of thread ``tid`` under the pid lists: left out
+        if a list of traced threads is set and it is not in it, or if it is
+        in the list of threads not traced (the kernel's, for each of
+        set_ftrace_pid and set_event_pid)."""
+        skip = 0
+        for name, (bit, traced) in PID_FILES.items():
+            pids = self.pids[name]
+            if pids and (tid not in pids) == traced:
+                skip |= bit
+        return skip
+
+    def set_pids(self, name: str, pids: frozenset[int]) -> None:
+        """Set one pid list (a ``PID_FILES`` name); every thread's ring gets
+        its new verdict at once."""
+        with self._lock:
+            self.pids[name] = pids
+            for tb in self.buffers:
+                tb.skip = self.skip_of(tb.tid)
 
     # -- raw readers (tracers/stream.py)
     def start_raw(self, make_encoder: Callable[[], Encoder],
@@ -205,6 +241,7 @@ class RingBuffer:
         self.buffers = [tb] if tb is not None else []
         if tb is not None:
             tb.tid = threading.get_native_id()
+            tb.skip = self.skip_of(tb.tid)
             tb.after_fork()
             tb.set_queue(None, tb.key, 0)
         # The parent's raw readers are the parent's.

@@ -18,7 +18,7 @@ from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
-from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
+from .ring_buffer import DEFAULT_SIZE_KB, PID_FILES, RingBuffer
 from .text import FunctionReader, GraphReader
 
 # name -> (ops class, reader class); nop has neither.
@@ -43,6 +43,11 @@ OPTIONS = {
     "stream-header": True,
     # The function profiler's Time: with the time of the calls made (on), or self time (off).
     "graph-time": True,
+    # Threads started by a thread of set_ftrace_pid / set_event_pid join the
+    # list, and any listed thread leaves it when it ends (the kernel's fork
+    # and exit hooks).
+    "function-fork": False,
+    "event-fork": False,
 }
 # The top level's: its own markers are copied to itself.
 TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
@@ -134,6 +139,28 @@ class TraceInstance:
     def set_filter(self, text: str, append: bool, notrace: bool = False) -> None:
         with self.lock:
             ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
+
+    # -- pid filters
+    def set_pids(self, name: str, text: str, append: bool) -> None:
+        """Write a pid list (``PID_FILES``): native thread ids, separated by
+        white space; ``append`` adds to the list, else it is replaced (an
+        empty write clears it).  Every word is checked before any is applied."""
+        pids = set(self.buffer.pids[name]) if append else set()
+        for m in re.finditer(r"\S+", text):
+            if not m.group().isdigit():
+                raise TraceError("BAD_PID", text.rstrip("\n"), m.start())
+            pids.add(int(m.group()))
+        with self.lock:
+            self.buffer.set_pids(name, frozenset(pids))
+
+    def pids_text(self, name: str) -> str:
+        """A pid list read back: one id a line, in order; set_ftrace_pid and
+        set_ftrace_notrace_pid say ``no pid`` when empty (the kernel's
+        fpid_show), the event ones nothing."""
+        pids = self.buffer.pids[name]
+        if not pids and name.startswith("set_ftrace"):
+            return "no pid\n"
+        return "".join(f"{pid}\n" for pid in sorted(pids))
 
     # -- trace_marker
     def mark(self, text: str, site: tuple[object, int]) -> bool:
