@@ -22,7 +22,7 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event",
-           "ProfileStat", "profile_event"]
+           "ProfileStat", "profile_event", "StackMax", "stack_check"]
 
 import itertools
 from collections import deque
@@ -769,3 +769,50 @@ class ProbeTrace:
 
 def _nothing(code, offset):  # hot path
     pass
+
+
+# -- the stack tracer (see ctrampolines/stack.c)
+
+class StackMax:
+    """The deepest Python stack seen: ``max`` frames, kept as ``[(code,
+    offset)]`` innermost first, and its thread (native id, and its Thread
+    in ``threads``, threading's ``{ident: Thread}``)."""
+    __slots__ = ("max", "tid", "thread", "_threads", "_frames")
+
+    def __init__(self, threads: dict) -> None:
+        self.max = 0
+        self.tid = 0
+        self.thread = None
+        self._threads = threads
+        self._frames: list[tuple[CodeType, int]] = []
+
+    def frames(self) -> list[tuple[CodeType, int]]:
+        """``[(code, offset)]`` of the deepest stack, innermost first."""
+        return list(self._frames)
+
+
+def stack_check(stack: StackMax, depth: int):
+    """The stack tracer's PY_START handler: the depth of the calling
+    thread's stack, in frames (the traced one is ``depth`` up), against
+    ``stack.max``; a new maximum keeps the stack.  C reads the depth from
+    CPython's recursion count; here f_back is walked, to the same number."""
+    def stack_check(code, offset):  # hot path
+        frame = _getframe(depth)
+        n = 0
+        f = frame
+        while f is not None:
+            n += 1
+            f = f.f_back
+        if n <= stack.max:
+            return
+        frames = [(code, 0)]
+        f = frame.f_back
+        while f is not None:
+            c = f.f_code
+            frames.append((c, call_site(c, f.f_lasti)))
+            f = f.f_back
+        stack._frames = frames
+        stack.tid = _thread.get_native_id()
+        stack.thread = stack._threads.get(get_ident())
+        stack.max = n
+    return stack_check

@@ -31,6 +31,7 @@ from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB, PID_FILES
+from ..tracers.stack import StackTracer, stack_text
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 
 EVENT_FILES = ("enable", "filter", "format", "id")
@@ -60,6 +61,14 @@ def _parse_number_bool(text: str) -> bool:
     if not t.isdigit():
         raise TraceError("BAD_BOOL", text.rstrip("\n"), 0)
     return int(t) != 0
+
+
+def _parse_frames(text: str) -> int:
+    """stack_max_size: a decimal number (the kernel's kstrtoul)."""
+    t = text.strip()
+    if not t.isdigit():
+        raise TraceError("BAD_STACK_SIZE", text.rstrip("\n"), 0)
+    return int(t)
 
 
 def _resize(inst: TraceInstance, text: str) -> None:
@@ -101,6 +110,7 @@ class Tracefs:
         self.lock = threading.RLock()
         # The function profiler is the top level's, on its filters, as the kernel's.
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.stack = StackTracer()      # the process's, as the kernel's is global
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
@@ -108,10 +118,24 @@ class Tracefs:
             "kprobe_profile": (probes.profile, None),
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
+            "stack_tracer_enabled": (
+                lambda: f"{int(self.stack.enabled)}\n",
+                lambda text, append: self.stack.set_enabled(_parse_number_bool(text))),
+            "stack_max_size": (lambda: f"{self.stack.stack.max}\n",
+                               lambda text, append: self.stack.set_max(_parse_frames(text))),
+            "stack_trace": (self.stack_trace, None),
+            "stack_trace_filter": (
+                lambda: _hash_text(self.stack.filter, "#### all functions enabled ####\n"),
+                lambda text, append: ftrace.set_hash(self.stack.filter, text, reset=not append)),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
         }
+
+    def stack_trace(self) -> str:
+        """``stack_trace``: the deepest stack seen, in the kernel's table."""
+        thread, locations = self.stack.rows()
+        return stack_text(thread, locations, self.stack.enabled, self.stack.stack.max)
 
     def program_marker(self, text: object) -> None:
         """``fentry.trace_marker(text)``: as a write to the top level's
@@ -288,6 +312,8 @@ class Tracefs:
         self.write("events/enable", "0")
         self.write("function_profile_enabled", "0")
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.write("stack_tracer_enabled", "0")
+        self.stack = StackTracer()
         self.write("kprobe_events", "")
         self.write("error_log", "")
         self.write("current_tracer", "nop")
