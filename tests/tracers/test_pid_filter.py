@@ -156,3 +156,87 @@ def test_set_event_notrace_pid_leaves_out_the_listed_threads(fs):
     fs.write("events/kprobes/leafp/enable", "0")
     lines = [line for line in fs.read("trace").splitlines() if "leafp:" in line]
     assert len(lines) == 1 and lines[0].endswith("=2")
+
+
+# -- function-fork, event-fork
+
+def spawn(target, *args) -> tuple[threading.Thread, list[int]]:
+    """Start a thread running target(*args); its native id is in the list once it runs."""
+    tid: list[int] = []
+
+    def run():
+        tid.append(threading.get_native_id())
+        target(*args)
+    t = threading.Thread(target=run, name="spawned")
+    t.start()
+    return t, tid
+
+
+def test_function_fork_threads_of_listed_threads_are_traced_and_leave_at_exit(fs):
+    fs.write("set_ftrace_filter", f"{HERE}:leaf")
+    # an unlisted thread, waiting to start one of its own
+    go = threading.Event()
+    grandchildren: list = []
+
+    def other():
+        go.wait()
+        grandchildren.append(spawn(loop, 100))
+    outsider, _ = spawn(other)
+    me = threading.get_native_id()
+    fs.write("options/function-fork", "1")
+    fs.write("set_ftrace_pid", str(me))
+    fs.write("current_tracer", "function")
+    nested: list = []
+    child, child_tid = spawn(lambda: (loop(100), nested.append(spawn(loop, 100))))
+    child.join()
+    nested[0][0].join()
+    go.set()
+    outsider.join()
+    grandchildren[0][0].join()
+    fs.write("tracing_on", "0")
+    counts = calls_per_tid(fs)
+    # the child and the child's child are traced; the outsider's child is not
+    assert counts == {child_tid[0]: 100, nested[0][1][0]: 100}
+    # each traced thread left the list when it ended: only this one stays
+    assert fs.read("set_ftrace_pid") == f"{me}\n"
+
+
+def test_function_fork_follows_set_ftrace_notrace_pid_too(fs):
+    fs.write("set_ftrace_filter", f"{HERE}:leaf")
+    fs.write("trace_options", "function-fork")
+    fs.write("set_ftrace_notrace_pid", str(threading.get_native_id()))
+    fs.write("current_tracer", "function")
+    seen: list[str] = []
+    child, _ = spawn(lambda: (loop(10), seen.append(fs.read("set_ftrace_notrace_pid"))))
+    child.join()
+    loop(10)
+    leaf(1)
+    assert calls_per_tid(fs) == {}
+    assert len(seen[0].split()) == 2            # it was in the list while it ran
+    assert fs.read("set_ftrace_notrace_pid") == f"{threading.get_native_id()}\n"
+
+
+def test_without_function_fork_new_threads_are_not_added(fs):
+    fs.write("set_ftrace_filter", f"{HERE}:leaf")
+    fs.write("set_ftrace_pid", str(threading.get_native_id()))
+    fs.write("current_tracer", "function")
+    child, tid = spawn(loop, 10)
+    child.join()
+    leaf(1)
+    assert calls_per_tid(fs) == {threading.get_native_id(): 1}
+    assert fs.read("options/function-fork") == "0\n"
+
+
+def test_event_fork_follows_set_event_pid(fs):
+    fs.write("kprobe_events", f"p:leafp {HERE}:leaf x")
+    fs.write("options/event-fork", "1")
+    fs.write("set_event_pid", str(threading.get_native_id()))
+    fs.write("events/kprobes/leafp/enable", "1")
+    seen: list[str] = []
+    child, tid = spawn(lambda: (loop(5), seen.append(fs.read("set_event_pid"))))
+    child.join()
+    fs.write("events/kprobes/leafp/enable", "0")
+    lines = [line for line in fs.read("trace").splitlines() if "leafp:" in line]
+    assert len(lines) == 5 and all(f"-{tid[0]} " in line for line in lines)
+    assert str(tid[0]) in seen[0].split()
+    assert fs.read("set_event_pid") == f"{threading.get_native_id()}\n"

@@ -230,6 +230,7 @@ class Tracefs:
             inst = self.instances.pop(parts[1])
         self.probes.forget_instance(inst)
         inst.set_tracer("nop")
+        inst.set_options("nofunction-fork noevent-fork")
         inst.set_filter("", append=False)
         inst.set_filter("", append=False, notrace=True)
 

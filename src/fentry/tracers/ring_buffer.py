@@ -167,7 +167,15 @@ class RingBuffer:
     def set_pids(self, name: str, pids: frozenset[int]) -> None:
         """Set one pid list (a ``PID_FILES`` name); every thread's ring gets
         its new verdict at once."""
+        self.update_pids(name, lambda _: pids)
+
+    def update_pids(self, name: str, change: Callable[[frozenset[int]], frozenset[int]]) -> None:
+        """``set_pids(name, change(the list now))``, atomically (threads
+        starting and ending at once each change the list)."""
         with self._lock:
+            pids = change(self.pids[name])
+            if pids == self.pids[name]:
+                return
             self.pids[name] = pids
             for tb in self.buffers:
                 tb.skip = self.skip_of(tb.tid)

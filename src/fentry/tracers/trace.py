@@ -18,6 +18,7 @@ from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
+from .pid_fork import OPTION_BITS, ForkOps
 from .ring_buffer import DEFAULT_SIZE_KB, PID_FILES, RingBuffer
 from .text import FunctionReader, GraphReader
 
@@ -65,6 +66,7 @@ class TraceInstance:
         self.options = dict(TOP_OPTIONS if top else OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
+        self._fork: ForkOps | None = None       # while function-fork or event-fork is on
 
     @property
     def tracing_on(self) -> bool:
@@ -197,8 +199,25 @@ class TraceInstance:
                 raise TraceError("BAD_OPTION", text, m.start())
             changes[key] = key == word
         with self.lock:
+            bits = sum(bit for name, bit in OPTION_BITS.items() if changes.get(name, self.options[name]))
+            if bits and self._fork is None:
+                ftrace.check_tool_id()      # ToolIdBusy, before anything changes
             self.options.update(changes)
             self._pipe_reader = None
+            self._follow(bits)
+
+    def _follow(self, bits: int) -> None:
+        """The pid lists follow threads starting and ending (``bits``: which
+        lists, by function-fork and event-fork), or not (0)."""
+        if bits and self._fork is None:
+            self._fork = ForkOps(self.buffer)
+            self._fork.bits = bits
+            ftrace.register_ftrace_function(self._fork)
+        elif self._fork is not None:
+            self._fork.bits = bits
+            if not bits:
+                ftrace.unregister_ftrace_function(self._fork)
+                self._fork = None
 
     def options_text(self) -> str:
         return "".join(f"{'' if v else 'no'}{k}\n" for k, v in self.options.items())
