@@ -189,3 +189,19 @@ def test_enabled_reads_back_and_disabled_keeps_the_maximum(fs):
     before = fs.read("stack_trace")
     rec(50)
     assert fs.read("stack_trace") == before and "Stack tracer disabled" not in before
+
+
+def test_deep_recursion_past_the_default_limit(fs):
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        fs.write("stack_trace_filter", f"{HERE}:rec")
+        fs.write("stack_tracer_enabled", "1")
+        base = frames_here()
+        rec(3000)
+        fs.write("stack_tracer_enabled", "0")
+    finally:
+        sys.setrecursionlimit(old)
+    assert fs.read("stack_max_size") == f"{base + 3000}\n"
+    table = rows(fs.read("stack_trace"))
+    assert len(table) == base + 3000 and int(table[0]["depth"]) == base + 3000

@@ -12,53 +12,62 @@
 typedef struct {
     PyObject_HEAD
     Py_ssize_t max;             /* stack_max_size: the deepest stack seen, in frames */
-    Py_ssize_t n, cap;          /* frames kept of it (n), room for them (cap) */
+    Py_ssize_t n;               /* frames kept of it */
     PyObject **codes;           /* owned: innermost first */
     int *offsets;               /* each frame's instruction (0: the entered function) */
-    unsigned long tid, ident;   /* its thread: native id, and get_ident() */
+    unsigned long tid;          /* its thread's native id */
     PyObject *threads;          /* owned: threading._active, {ident: Thread} */
     PyObject *thread;           /* owned: its Thread, or NULL (not one of threading's) */
 } StackMax;
 
-/* Keep the calling thread's stack, `depth` frames deep, as the new maximum. */
+/* Keep the calling thread's stack, `depth` frames deep, as the new maximum.
+ * The new frames go in new arrays, swapped in whole before the old ones are
+ * released: a release may run Python code (a code object's weakref
+ * callbacks, a Thread's finalizer), and so let another thread in here. */
 static int
 stack_keep(StackMax *s, PyThreadState *ts, Py_ssize_t depth)
 {
     Py_ssize_t n = 0;
     for (_PyInterpreterFrame *f = innermost_frame(ts); f != NULL; f = older_frame(f))
         n++;
-    if (n > s->cap) {
-        PyObject **codes = PyMem_Realloc(s->codes, n * sizeof(PyObject *));
-        if (codes != NULL)
-            s->codes = codes;
-        int *offsets = PyMem_Realloc(s->offsets, n * sizeof(int));
-        if (offsets != NULL)
-            s->offsets = offsets;
-        if (codes == NULL || offsets == NULL) {
+    PyObject **codes = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
+    int *offsets = PyMem_Malloc((n ? n : 1) * sizeof(int));
+    PyObject *key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (codes == NULL || offsets == NULL || key == NULL) {
+        PyMem_Free(codes);
+        PyMem_Free(offsets);
+        Py_XDECREF(key);
+        if (!PyErr_Occurred())
             PyErr_NoMemory();
-            return -1;
-        }
-        s->cap = n;
+        return -1;
     }
-    for (Py_ssize_t i = 0; i < s->n; i++)
-        Py_DECREF(s->codes[i]);     /* (code objects: no user code runs) */
+    /* Its Thread, for its name once it has ended: a dict lookup, no Python code. */
+    PyObject *thread = s->threads != NULL ? PyDict_GetItemWithError(s->threads, key) : NULL;
+    Py_DECREF(key);
+    if (thread == NULL && PyErr_Occurred()) {
+        PyMem_Free(codes);
+        PyMem_Free(offsets);
+        return -1;
+    }
     Py_ssize_t i = 0;
     for (_PyInterpreterFrame *f = innermost_frame(ts); f != NULL && i < n; f = older_frame(f), i++) {
         PyObject *code = frame_code(f);
-        s->codes[i] = Py_NewRef(code);
-        s->offsets[i] = i == 0 ? 0 : call_site(code, PyUnstable_InterpreterFrame_GetLasti(f));
+        codes[i] = Py_NewRef(code);
+        offsets[i] = i == 0 ? 0 : call_site(code, PyUnstable_InterpreterFrame_GetLasti(f));
     }
+    PyObject **old = s->codes, *old_thread = s->thread;
+    Py_ssize_t old_n = s->n;
+    PyMem_Free(s->offsets);
+    s->codes = codes;
+    s->offsets = offsets;
     s->n = i;
     s->max = depth;
     s->tid = PyThread_get_thread_native_id();
-    s->ident = PyThread_get_thread_ident();
-    /* Its Thread, for its name once it has ended: a dict lookup, no Python code. */
-    PyObject *key = PyLong_FromUnsignedLong(s->ident);
-    PyObject *thread = key != NULL && s->threads != NULL ? PyDict_GetItemWithError(s->threads, key) : NULL;
-    Py_XDECREF(key);
-    if (thread == NULL && PyErr_Occurred())
-        return -1;
-    Py_XSETREF(s->thread, Py_XNewRef(thread));
+    s->thread = Py_XNewRef(thread);
+    for (Py_ssize_t k = 0; k < old_n; k++)
+        Py_DECREF(old[k]);
+    PyMem_Free(old);
+    Py_XDECREF(old_thread);
     return 0;
 }
 
