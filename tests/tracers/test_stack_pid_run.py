@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from helpers import env, fentry
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "control"))
@@ -83,10 +84,14 @@ WORKERS = """
 """
 
 
-def test_set_ftrace_pid_written_live_to_a_running_program(tmp_path):
-    prog, out, go = tmp_path / "workers.py", tmp_path / "trace.txt", tmp_path / "go"
+@pytest.mark.parametrize("command", ["run", "record"])
+def test_set_ftrace_pid_written_live_to_a_running_program(tmp_path, command):
+    """fentry run streams the trace as text; fentry record keeps the raw
+    records, and fentry report formats them: the same threads, either way."""
+    prog, go = tmp_path / "workers.py", tmp_path / "go"
+    out = tmp_path / ("trace.txt" if command == "run" else "trace.dat")
     prog.write_text(textwrap.dedent(WORKERS))
-    run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "function", "-l", "__main__:leaf",
+    run = subprocess.Popen([sys.executable, "-m", "fentry", command, "-t", "function", "-l", "__main__:leaf",
                             "-o", str(out), str(prog), str(go)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     try:
@@ -104,6 +109,12 @@ def test_set_ftrace_pid_written_live_to_a_running_program(tmp_path):
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, stderr
-    per_tid = collections.Counter(m[1] for line in out.read_text().splitlines()
+    if command == "run":
+        text = out.read_text()
+    else:
+        rep = fentry("report", "-i", str(out))
+        assert rep.returncode == 0, rep.stderr
+        text = rep.stdout
+    per_tid = collections.Counter(m[1] for line in text.splitlines()
                                   if (m := re.match(r"^\s*w\d-(\d+) .*: leaf <-work$", line)))
     assert per_tid == {tids[1]: 20000}
