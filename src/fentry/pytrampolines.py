@@ -489,15 +489,15 @@ def function_entry(local, attach, depth: int):
 
     def function_entry(code, offset):  # hot path
         try:
-            caller = _getframe(cdepth).f_code
-        except ValueError:
-            caller = None
-        try:
             tb = local.tb
         except AttributeError:
             tb = attach()
         if tb.skip & 1:         # set_ftrace_pid left this thread out
             return
+        try:
+            caller = _getframe(cdepth).f_code
+        except ValueError:
+            caller = None
         tb._append((next(tb._seq), perf_counter_ns(), code, caller))
     return function_entry
 

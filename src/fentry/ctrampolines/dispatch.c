@@ -197,7 +197,6 @@ function_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
     Tramp *t = (Tramp *)self;
     if (tramp_nargs(nargsf, kwnames) < 0)
         return NULL;
-    _PyInterpreterFrame *f = caller_frame();
     Ring *ring = thread_ring(t);
     if (ring == NULL)
         return NULL;
@@ -205,6 +204,7 @@ function_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
         Py_DECREF(ring);
         Py_RETURN_NONE;
     }
+    _PyInterpreterFrame *f = caller_frame();
     PyObject *ccode = f == NULL ? Py_NewRef(Py_None) : PyUnstable_InterpreterFrame_GetCode(f);
     ring_write(ring, L_FUNCTION, 0, Py_NewRef(args[0]), ccode);
     Py_DECREF(ring);

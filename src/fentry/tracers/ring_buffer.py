@@ -164,14 +164,10 @@ class RingBuffer:
                 skip |= bit
         return skip
 
-    def set_pids(self, name: str, pids: frozenset[int]) -> None:
-        """Set one pid list (a ``PID_FILES`` name); every thread's ring gets
-        its new verdict at once."""
-        self.update_pids(name, lambda _: pids)
-
     def update_pids(self, name: str, change: Callable[[frozenset[int]], frozenset[int]]) -> None:
-        """``set_pids(name, change(the list now))``, atomically (threads
-        starting and ending at once each change the list)."""
+        """Set one pid list (a ``PID_FILES`` name) to ``change(the list
+        now)``, atomically (a write, and threads starting and ending, may
+        change it at once); every thread's ring gets its new verdict."""
         with self._lock:
             pids = change(self.pids[name])
             if pids == self.pids[name]:

@@ -19,7 +19,7 @@ from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
 from .pid_fork import OPTION_BITS, ForkOps
-from .ring_buffer import DEFAULT_SIZE_KB, PID_FILES, RingBuffer
+from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
 from .text import FunctionReader, GraphReader
 
 # name -> (ops class, reader class); nop has neither.
@@ -147,13 +147,13 @@ class TraceInstance:
         """Write a pid list (``PID_FILES``): native thread ids, separated by
         white space; ``append`` adds to the list, else it is replaced (an
         empty write clears it).  Every word is checked before any is applied."""
-        pids = set(self.buffer.pids[name]) if append else set()
+        pids: set[int] = set()
         for m in re.finditer(r"\S+", text):
             if not m.group().isdigit():
                 raise TraceError("BAD_PID", text.rstrip("\n"), m.start())
             pids.add(int(m.group()))
-        with self.lock:
-            self.buffer.set_pids(name, frozenset(pids))
+        new = frozenset(pids)
+        self.buffer.update_pids(name, lambda old: old | new if append else new)
 
     def pids_text(self, name: str) -> str:
         """A pid list read back: one id a line, in order; set_ftrace_pid and
