@@ -88,6 +88,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
+              "                  [--stack]\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
@@ -97,6 +98,10 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
                    help="profile the traced functions (function_profile_enabled) and print the "
                         "profile at exit, all threads together, to stderr or FILE; without -t, "
                         "no trace (current_tracer nop)")
+    p.add_argument("--stack", action="store_true",
+                   help="run the stack tracer (stack_tracer_enabled, on every function) and print "
+                        "the deepest Python stack at exit (stack_trace), like trace-cmd stack; "
+                        "without -t, no trace")
     p.add_argument("--follow", action="store_true",
                    help="trace the Python processes the program starts too (subprocess, "
                         "multiprocessing, os.fork), each under its own agent, into one trace")
@@ -376,7 +381,8 @@ def _settings(opts: argparse.Namespace) -> dict[str, Any]:
     """The tracing options, as ``agent.apply_settings`` takes them."""
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes,
-            "profile": getattr(opts, "profile", False), "clock": opts.clock}
+            "profile": getattr(opts, "profile", False), "clock": opts.clock,
+            "stack": getattr(opts, "stack", False)}
 
 
 def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
@@ -550,11 +556,14 @@ def _output(opts: argparse.Namespace, command: str, record: bool, default: Binar
 
 
 def _write_profiles(live: Live) -> None:
-    """After the trace, each process's function profile (fentry run --profile)."""
-    from .report.profile import profile_text
+    """After the trace, each process's function profile (fentry run
+    --profile) and deepest stack (--stack)."""
+    from .report.profile import profile_text, stack_report
     for stream in live.streams.streams.values():
         if stream.profile is not None:
             live.report.write(profile_text(stream).encode())
+        if stream.stack is not None:
+            live.report.write(stack_report(stream).encode())
 
 
 def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) -> None:
@@ -914,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         opts = parser.parse_args([argv[0], *own])
         if argv[0] == "run":
-            opts.tracer = opts.tracer or ("nop" if opts.profile else "function")
+            opts.tracer = opts.tracer or ("nop" if opts.profile or opts.stack else "function")
             return cmd_run(opts, program)
         if opts.record_pid is not None:
             if program:

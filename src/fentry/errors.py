@@ -32,6 +32,9 @@ ERRORS: dict[str, str] = {
     "MARKERS_OFF": "Invalid argument: the markers option is off",
     "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
     "BAD_CLOCK": "Invalid argument: no such trace clock",
+    # set_ftrace_pid and the other pid lists: the kernel's bare -EINVAL, said
+    "BAD_PID": "Invalid argument: a pid is a native thread id, in decimal",
+    "BAD_STACK_SIZE": "Invalid argument: stack_max_size is a number of frames",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

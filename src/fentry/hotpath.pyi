@@ -119,6 +119,10 @@ class Ring:
     overwrite: bool
     """Full: True (the default) overwrites the oldest record; False drops the
     new one, which takes no ``seq`` and counts in ``lost``."""
+    skip: int
+    """The pid filters' verdict on this ring's thread: bit 1, the function
+    tracers record nothing of it (``set_ftrace_pid``); bit 2, probe events
+    (``set_event_pid``).  0 when made; the ring buffer sets it."""
     def __init__(self, maxlen: int, /) -> None:
         """``maxlen``: capacity in records (ValueError below 1)."""
     def __len__(self) -> int: ...
@@ -224,6 +228,25 @@ class ProfileStat:
         each made.  C counts in clock ticks, and its squares in floating point."""
 
 
+class StackMax:
+    """The stack tracer's maximum: the deepest Python stack seen, in frames,
+    the frames of that moment, and its thread, found in ``threads``
+    (threading's ``{ident: Thread}``, ``threading._active``)."""
+    max: int
+    """The depth, in frames (``stack_max_size``); set it to 0 and the next
+    traced entry starts a new maximum."""
+    def __init__(self, threads: dict[int, threading.Thread], /) -> None: ...
+    @property
+    def tid(self) -> int:
+        """Its thread's native id (0: none yet)."""
+    @property
+    def thread(self) -> threading.Thread | None:
+        """Its Thread (None: a thread threading did not start)."""
+    def frames(self) -> list[tuple[CodeType, int]]:
+        """``[(code, offset)]`` of the deepest stack, innermost first: the
+        entered function at offset 0, then each caller at its call."""
+
+
 def quiet_thread(on: bool, /) -> bool:
     """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
 def quiet_until_program() -> None:
@@ -273,3 +296,8 @@ def profile_event(local: threading.local, attach: Callable[[], ProfileStat], kin
     (a hit, and an activation begins), 1 at PY_RESUME or PY_THROW (an
     activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (the innermost
     activation of that code ends; none seen: nothing).  ``nargs``: the event's."""
+def stack_check(stack: StackMax, depth: int, /) -> _Handler:
+    """The stack tracer's PY_START handler: if the calling thread's stack is
+    deeper than ``stack.max`` frames, it is the new maximum (the only case
+    that copies anything).  O(1) in C (CPython's own count of the thread's
+    frames); Python walks the frames from the traced one, ``depth`` up."""

@@ -23,7 +23,7 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event",
-           "ProfileStat", "profile_event"]
+           "ProfileStat", "profile_event", "StackMax", "stack_check"]
 
 import itertools
 from collections import deque
@@ -55,7 +55,7 @@ class Ring:
     and ``next(_seq)`` (the C ones write the C ring directly).
     """
     __slots__ = ("_records", "_append", "_seq", "_consumed", "_mark", "lost_told", "_queue", "key",
-                 "_flush_at", "_paging", "_overwrite", "_dropped", "_clock")
+                 "_flush_at", "_paging", "_overwrite", "_dropped", "_clock", "skip")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -73,6 +73,7 @@ class Ring:
         self._overwrite = True
         self._dropped = 0       # new records dropped when full, overwrite off
         self._clock: Callable[[], int] | None = None    # None: perf_counter_ns, the handlers'
+        self.skip = 0           # the pid filters' verdict on this thread: 1 function tracers, 2 events
 
     def __len__(self) -> int:
         return len(self._records)
@@ -529,13 +530,15 @@ def function_entry(local, attach, depth: int):
 
     def function_entry(code, offset):  # hot path
         try:
-            caller = _getframe(cdepth).f_code
-        except ValueError:
-            caller = None
-        try:
             tb = local.tb
         except AttributeError:
             tb = attach()
+        if tb.skip & 1:         # set_ftrace_pid left this thread out
+            return
+        try:
+            caller = _getframe(cdepth).f_code
+        except ValueError:
+            caller = None
         tb._append((next(tb._seq), perf_counter_ns(), code, caller))
     return function_entry
 
@@ -554,6 +557,8 @@ def graph_event(local, attach, kind: int, nargs: int = 3):
                 tb = local.tb
             except AttributeError:
                 tb = attach()
+            if tb.skip & 1:
+                return
             tb._append((next(tb._seq), perf_counter_ns(), kind, code))
         return graph_event2
 
@@ -562,6 +567,8 @@ def graph_event(local, attach, kind: int, nargs: int = 3):
             tb = local.tb
         except AttributeError:
             tb = attach()
+        if tb.skip & 1:
+            return
         tb._append((next(tb._seq), perf_counter_ns(), kind, code))
     return graph_event
 
@@ -573,6 +580,8 @@ def graph_exc_event(local, attach, kind: int):
             tb = local.tb
         except AttributeError:
             tb = attach()
+        if tb.skip & 1:
+            return
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
 
@@ -803,3 +812,50 @@ class ProbeTrace:
 
 def _nothing(code, offset):  # hot path
     pass
+
+
+# -- the stack tracer (see ctrampolines/stack.c)
+
+class StackMax:
+    """The deepest Python stack seen: ``max`` frames, kept as ``[(code,
+    offset)]`` innermost first, and its thread (native id, and its Thread
+    in ``threads``, threading's ``{ident: Thread}``)."""
+    __slots__ = ("max", "tid", "thread", "_threads", "_frames")
+
+    def __init__(self, threads: dict) -> None:
+        self.max = 0
+        self.tid = 0
+        self.thread = None
+        self._threads = threads
+        self._frames: list[tuple[CodeType, int]] = []
+
+    def frames(self) -> list[tuple[CodeType, int]]:
+        """``[(code, offset)]`` of the deepest stack, innermost first."""
+        return list(self._frames)
+
+
+def stack_check(stack: StackMax, depth: int):
+    """The stack tracer's PY_START handler: the depth of the calling
+    thread's stack, in frames (the traced one is ``depth`` up), against
+    ``stack.max``; a new maximum keeps the stack.  C reads the depth from
+    CPython's recursion count; here f_back is walked, to the same number."""
+    def stack_check(code, offset):  # hot path
+        frame = _getframe(depth)
+        n = 0
+        f = frame
+        while f is not None:
+            n += 1
+            f = f.f_back
+        if n <= stack.max:
+            return
+        frames = [(code, 0)]
+        f = frame.f_back
+        while f is not None:
+            c = f.f_code
+            frames.append((c, call_site(c, f.f_lasti)))
+            f = f.f_back
+        stack._frames = frames
+        stack.tid = _thread.get_native_id()
+        stack.thread = stack._threads.get(get_ident())
+        stack.max = n
+    return stack_check

@@ -94,6 +94,7 @@ class Streamer:
         self.ended = False
         self.greeted = False        # HELLO sent
         self.profile = False        # END is preceded by the function profile (fentry run --profile)
+        self.stack = False          # ... and by the deepest stack (fentry run --stack)
         self.running = _thread.allocate_lock()     # held while run() runs
         # One drain at a time, whoever drains: messages must leave in the
         # order they were made.  An RLock knows its owner atomically: a drain
@@ -186,6 +187,8 @@ class Streamer:
         with self.writing:
             if not self.ended:
                 last = [self.raw.profile(tracefs().profiler)] if self.profile else []
+                if self.stack:
+                    last.append(self.raw.stack(tracefs().stack))
                 self._send(self.raw.drain() + last + [self.raw.end(self.why)])
                 self.ended = True
 
@@ -498,6 +501,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     fs.write(at + "current_tracer", settings["tracer"])
     if settings.get("profile"):         # (the profiler is the top level's only)
         fs.write("function_profile_enabled", "1")
+    if settings.get("stack"):           # (so is the stack tracer)
+        fs.write("stack_tracer_enabled", "1")
     probes = settings.get("probes", [])
     if probes:
         from ..events.probe_parser import format_definition, parse_probe
@@ -902,6 +907,7 @@ def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
     agent.run_stream = Streamer(_fd_sink(fd), header, _sigterm_pipe[0], _sigterm_in_stream,
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_stream.profile = bool(cfg.get("profile"))
+    agent.run_stream.stack = bool(cfg.get("stack"))
     agent.run_fd = fd
     agent.run_stream.greet()
     agent.run_stream.start_thread()

@@ -30,7 +30,8 @@ from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
-from ..tracers.ring_buffer import DEFAULT_SIZE_KB
+from ..tracers.ring_buffer import DEFAULT_SIZE_KB, PID_FILES
+from ..tracers.stack import StackTracer, stack_text
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 from .readme import readme_text
 
@@ -63,6 +64,14 @@ def _parse_number_bool(text: str) -> bool:
     return int(t) != 0
 
 
+def _parse_frames(text: str) -> int:
+    """stack_max_size: a decimal number (the kernel's kstrtoul)."""
+    t = text.strip()
+    if not t.isdigit():
+        raise TraceError("BAD_STACK_SIZE", text.rstrip("\n"), 0)
+    return int(t)
+
+
 def _resize(inst: TraceInstance, text: str) -> None:
     size = _parse_size(text)
     try:
@@ -75,6 +84,12 @@ def _option_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
     """``options/NAME``: 0 or 1, the ``trace_options`` word's state."""
     return (lambda: f"{int(inst.options[name])}\n",
             lambda text, append: inst.set_options(name if _parse_bool(text) else "no" + name))
+
+
+def _pid_file(inst: TraceInstance, name: str) -> tuple[Reader, Writer]:
+    """``set_ftrace_pid`` and the other pid lists (``PID_FILES``)."""
+    return (lambda: inst.pids_text(name),
+            lambda text, append: inst.set_pids(name, text, append))
 
 
 def _hash_text(hash_: FilterHash, empty: str) -> str:
@@ -96,6 +111,7 @@ class Tracefs:
         self.lock = threading.RLock()
         # The function profiler is the top level's, on its filters, as the kernel's.
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.stack = StackTracer()      # the process's, as the kernel's is global
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
@@ -104,10 +120,24 @@ class Tracefs:
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
             "README": (lambda: readme_text(self.instance_files(self.instance), self.global_files), None),
+            "stack_tracer_enabled": (
+                lambda: f"{int(self.stack.enabled)}\n",
+                lambda text, append: self.stack.set_enabled(_parse_number_bool(text))),
+            "stack_max_size": (lambda: f"{self.stack.stack.max}\n",
+                               lambda text, append: self.stack.set_max(_parse_frames(text))),
+            "stack_trace": (self.stack_trace, None),
+            "stack_trace_filter": (
+                lambda: _hash_text(self.stack.filter, "#### all functions enabled ####\n"),
+                lambda text, append: ftrace.set_hash(self.stack.filter, text, reset=not append)),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
         }
+
+    def stack_trace(self) -> str:
+        """``stack_trace``: the deepest stack seen, in the kernel's table."""
+        thread, locations = self.stack.rows()
+        return stack_text(thread, locations, self.stack.enabled, self.stack.stack.max)
 
     def program_marker(self, text: object) -> None:
         """``fentry.trace_marker(text)``: as a write to the top level's
@@ -164,6 +194,7 @@ class Tracefs:
             "trace_marker": (None, lambda text, append: inst.write_marker(
                 text, self.marker_copies() if inst is self.instance else [inst])),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
+            **{name: _pid_file(inst, name) for name in PID_FILES},
             "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
                               lambda text, append: probes.set_enable(list(probes.events.values()),
                                                                      _parse_bool(text), inst)),
@@ -204,6 +235,7 @@ class Tracefs:
             inst = self.instances.pop(parts[1])
         self.probes.forget_instance(inst)
         inst.set_tracer("nop")
+        inst.set_options("nofunction-fork noevent-fork")
         inst.set_filter("", append=False)
         inst.set_filter("", append=False, notrace=True)
 
@@ -286,12 +318,16 @@ class Tracefs:
         self.write("events/enable", "0")
         self.write("function_profile_enabled", "0")
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.write("stack_tracer_enabled", "0")
+        self.stack = StackTracer()
         self.write("kprobe_events", "")
         self.write("error_log", "")
         self.write("current_tracer", "nop")
         self.write("tracing_on", "1")
         self.write("set_ftrace_filter", "")
         self.write("set_ftrace_notrace", "")
+        for name in PID_FILES:
+            self.write(name, "")
         self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
         self.write("trace_clock", "local")
         self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))

@@ -197,10 +197,14 @@ function_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
     Tramp *t = (Tramp *)self;
     if (tramp_nargs(nargsf, kwnames) < 0)
         return NULL;
-    _PyInterpreterFrame *f = caller_frame();
     Ring *ring = thread_ring(t);
     if (ring == NULL)
         return NULL;
+    if (ring->skip & RING_SKIP_FUNCTION) {       /* set_ftrace_pid left this thread out */
+        Py_DECREF(ring);
+        Py_RETURN_NONE;
+    }
+    _PyInterpreterFrame *f = caller_frame();
     PyObject *ccode = f == NULL ? Py_NewRef(Py_None) : PyUnstable_InterpreterFrame_GetCode(f);
     ring_write(ring, L_FUNCTION, 0, Py_NewRef(args[0]), ccode);
     Py_DECREF(ring);
@@ -217,6 +221,10 @@ graph_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     Ring *ring = thread_ring(t);
     if (ring == NULL)
         return NULL;
+    if (ring->skip & RING_SKIP_FUNCTION) {
+        Py_DECREF(ring);
+        Py_RETURN_NONE;
+    }
     if (t->graph.exc)
         ring_write(ring, L_GRAPH_EXC, t->graph.rkind, Py_NewRef(args[0]),
                    Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None));

@@ -52,6 +52,30 @@ caller_frame(void)
     return f == NULL ? NULL : _PyFrame_GetFirstComplete(f->previous);
 }
 
+/* The thread's innermost complete frame, or NULL (sys._getframe(0)'s). */
+static inline _PyInterpreterFrame *
+innermost_frame(PyThreadState *ts)
+{
+    return _PyFrame_GetFirstComplete(current_frame(ts));
+}
+
+/* The next older complete frame of f, or NULL (f_back's). */
+static inline _PyInterpreterFrame *
+older_frame(_PyInterpreterFrame *f)
+{
+    return _PyFrame_GetFirstComplete(f->previous);
+}
+
+/* The Python frames on the thread's stack: CPython counts them down for
+ * the recursion limit, one per frame it enters (a generator's at each
+ * resumption) and up as each leaves; sys.setrecursionlimit keeps the
+ * difference. */
+static inline Py_ssize_t
+py_depth(PyThreadState *ts)
+{
+    return (Py_ssize_t)ts->py_recursion_limit - ts->py_recursion_remaining;
+}
+
 /* A frame's code object (borrowed). */
 static inline PyObject *
 frame_code(_PyInterpreterFrame *f)

@@ -24,7 +24,8 @@ PyInit__ctrampolines(void)
         || PyType_Ready(&CodeTableType) < 0 || PyType_Ready(&RingType) < 0
         || PyType_Ready(&SwitchType) < 0 || PyType_Ready(&ProbeTraceType) < 0
         || PyType_Ready(&EncoderType) < 0 || PyType_Ready(&PageQueueType) < 0
-        || PyType_Ready(&ProfileStatType) < 0 || PyType_Ready(&ProfHandlerType) < 0)
+        || PyType_Ready(&ProfileStatType) < 0 || PyType_Ready(&ProfHandlerType) < 0
+        || PyType_Ready(&StackMaxType) < 0 || PyType_Ready(&StackCheckType) < 0)
         return NULL;
     if (!(sys = PyImport_ImportModule("sys")) || !(getframe = PyObject_GetAttrString(sys, "_getframe"))
         || !(mon = PyObject_GetAttrString(sys, "monitoring"))
@@ -42,7 +43,8 @@ PyInit__ctrampolines(void)
     if (PyModule_AddFunctions(m, dispatch_functions) < 0 || PyModule_AddFunctions(m, quiet_functions) < 0
         || PyModule_AddFunctions(m, sigterm_functions) < 0
         || PyModule_AddFunctions(m, tool_id_functions) < 0
-        || PyModule_AddFunctions(m, profile_functions) < 0)
+        || PyModule_AddFunctions(m, profile_functions) < 0
+        || PyModule_AddFunctions(m, stack_functions) < 0)
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
@@ -52,6 +54,7 @@ PyInit__ctrampolines(void)
         || PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0
         || PyModule_AddObjectRef(m, "PageQueue", (PyObject *)&PageQueueType) < 0
         || PyModule_AddObjectRef(m, "ProfileStat", (PyObject *)&ProfileStatType) < 0
+        || PyModule_AddObjectRef(m, "StackMax", (PyObject *)&StackMaxType) < 0
         || PyModule_AddIntConstant(m, "PROBE_MAX_ARGS", PROBE_MAX_ARGS) < 0)
         goto fail;
     /* A Python handler called by a C dispatcher (or C list function) finds
@@ -59,7 +62,7 @@ PyInit__ctrampolines(void)
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
@@ -67,7 +70,8 @@ PyInit__ctrampolines(void)
                                   "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
                                   "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
-                                  "graph_event", "graph_exc_event", "ProfileStat", "profile_event");
+                                  "graph_event", "graph_exc_event", "ProfileStat", "profile_event",
+                                  "StackMax", "stack_check");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
         goto fail;
     Py_DECREF(sys);

@@ -592,7 +592,12 @@ probe_record(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObjec
         Py_XDECREF(head);
         return drop(cells, tags, n), NULL;
     }
-    ring_write_event(ring, head, cells, tags, n);
+    if (ring->skip & RING_SKIP_EVENT) {             /* set_event_pid left this thread out */
+        Py_DECREF(head);
+        drop(cells, tags, n);
+    }
+    else
+        ring_write_event(ring, head, cells, tags, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
 }

@@ -381,6 +381,25 @@ ring_set_overwrite(Ring *ring, PyObject *value, void *closure)
 }
 
 static PyObject *
+ring_get_skip(Ring *ring, void *closure)
+{
+    return PyLong_FromLong(ring->skip);
+}
+
+static int
+ring_set_skip(Ring *ring, PyObject *value, void *closure)
+{
+    long v = value ? PyLong_AsLong(value) : -1;
+    if (v == -1 && (value == NULL || PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "skip cannot be deleted");
+        return -1;
+    }
+    ring->skip = (int)v;
+    return 0;
+}
+
+static PyObject *
 ring_get_key(Ring *ring, void *closure)
 {
     return PyLong_FromUnsignedLong(ring->key);
@@ -420,6 +439,8 @@ static PyGetSetDef ring_getset[] = {
     {"key", (getter)ring_get_key, NULL, "this ring's thread, in the raw stream", NULL},
     {"overwrite", (getter)ring_get_overwrite, (setter)ring_set_overwrite,
      "full: True overwrites the oldest record, False drops the new one", NULL},
+    {"skip", (getter)ring_get_skip, (setter)ring_set_skip,
+     "the pid filters' verdict on this ring's thread: 1 function tracers, 2 events", NULL},
     {NULL}
 };
 

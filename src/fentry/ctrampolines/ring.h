@@ -71,7 +71,13 @@ typedef struct {
     long long dropped;
     int clock;                          /* CLOCK_LOCAL, CLOCK_COUNTER or a clock_gettime id */
     PyObject *shared;                   /* the counter clock's Switch (owned), or NULL */
+    /* The pid filters' verdict on this ring's thread (RING_SKIP_*), set by
+     * the ring buffer when the thread attaches and when the lists change:
+     * the recorders test it, no list is looked at per event. */
+    int skip;
 } Ring;
+
+enum { RING_SKIP_FUNCTION = 1, RING_SKIP_EVENT = 2 };
 
 /* A ring buffer's shared state the hot path reads without a Python call
  * (switch.c): tracing_on, and the count of its counter clock. */

@@ -15,11 +15,11 @@ extern PyObject *s_tb, *s_errors, *s_co_qualname, *s_original, *s_hook;   /* int
 
 extern PyTypeObject IpType, CodeTableType, RingType, EncoderType, PageQueueType, SwitchType,
                     ProbeTraceType, TrampType,
-                    ProfileStatType, ProfHandlerType;
+                    ProfileStatType, ProfHandlerType, StackMaxType, StackCheckType;
 
 /* The module's functions, each table in the file of its concern. */
 extern PyMethodDef dispatch_functions[], quiet_functions[], sigterm_functions[], tool_id_functions[],
-                   profile_functions[];
+                   profile_functions[], stack_functions[];
 
 /* fentry's own threads (the agent's), whose events are ignored (quiet.c). */
 #if defined(__GNUC__)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .. import hotpath, kprobes
 from ..errors import TraceError
 from ..symbols import call_site, check_batch
+from ..tracers.ring_buffer import SKIP_EVENT
 from .event_format import EventFormat
 from .fetch import AT_ENTRY, FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
@@ -325,7 +326,10 @@ class EventFile:
             return
         if self.filtered and not self._matches(values, code):
             return
-        self.instance.buffer.current().record((self.event, site, values))
+        tb = self.instance.buffer.current()
+        if tb.skip & SKIP_EVENT:        # set_event_pid left this thread out
+            return
+        tb.record((self.event, site, values))
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.event.defn.args)

@@ -60,6 +60,7 @@ class ProcessStream:
         self.ended: str | None = None       # END's reason; None: cut (the process was killed)
         self.unselected: list[str] | None = None    # END's filter words that selected nothing
         self.profile: dict[str, Any] | None = None     # PROFILE, as sent
+        self.stack: dict[str, Any] | None = None       # STACK, as sent
         self.batch: Batch = []
         self.lost = 0
 
@@ -122,6 +123,8 @@ class ProcessStream:
             sink.tracer(self)
         elif kind == msg.PROFILE:
             self.profile = json.loads(bytes(body))
+        elif kind == msg.STACK:
+            self.stack = json.loads(bytes(body))
         elif kind == msg.END:
             end = json.loads(bytes(body))
             self.ended = end.get("why", "end")

@@ -8,7 +8,7 @@ from types import CodeType, FrameType
 from .. import arch, hotpath
 from ..ftrace import FtraceOps, Handlers
 from ..hotpath import Ip
-from .ring_buffer import RingBuffer
+from .ring_buffer import SKIP_FUNCTION, RingBuffer
 
 PY_START = arch.EVENTS.PY_START
 
@@ -27,7 +27,9 @@ class FunctionOps(FtraceOps):
         self._record(ip.code, None if parent_ip is None else parent_ip.code)
 
     def _record(self, code: CodeType, caller: CodeType | None) -> None:
-        self.buffer.current().record((code, caller))
+        tb = self.buffer.current()
+        if not tb.skip & SKIP_FUNCTION:
+            tb.record((code, caller))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         return {PY_START: hotpath.function_entry(self.buffer.local, self.buffer.attach, depth)}

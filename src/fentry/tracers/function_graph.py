@@ -16,7 +16,7 @@ from .. import arch, hotpath
 from ..ftrace import FtraceOps, Handlers
 from ..hotpath import Ip
 from ..raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD
-from .ring_buffer import RingBuffer
+from .ring_buffer import SKIP_FUNCTION, RingBuffer
 
 E = arch.EVENTS
 
@@ -34,7 +34,9 @@ class GraphOps(FtraceOps):
 
     def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
-        self.buffer.current().record((ENTRY, ip.code))
+        tb = self.buffer.current()
+        if not tb.skip & SKIP_FUNCTION:
+            tb.record((ENTRY, ip.code))
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.buffer.local, self.buffer.attach

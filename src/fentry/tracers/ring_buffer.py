@@ -46,6 +46,17 @@ TRACE_CLOCKS = {
     "tai": time.CLOCK_TAI,
 }
 
+# A Ring's ``skip`` bits: what the pid filters leave out of its thread.
+SKIP_FUNCTION = 1           # set_ftrace_pid / set_ftrace_notrace_pid: function, function_graph
+SKIP_EVENT = 2              # set_event_pid / set_event_notrace_pid: probe events
+# The pid list files: name -> (the bit, whether listed threads are the ones traced).
+PID_FILES = {
+    "set_ftrace_pid": (SKIP_FUNCTION, True),
+    "set_ftrace_notrace_pid": (SKIP_FUNCTION, False),
+    "set_event_pid": (SKIP_EVENT, True),
+    "set_event_notrace_pid": (SKIP_EVENT, False),
+}
+
 
 def available_kb() -> int | None:
     """MemAvailable, in KB (None where /proc/meminfo does not say)."""
@@ -135,6 +146,9 @@ class RingBuffer:
         self.wake = (-1, -1)        # the queue's pipe: a byte when a page waits
         self.overwrite = True       # options/overwrite: full buffers overwrite their oldest
         self.clock = "local"        # trace_clock
+        # The pid filters (PID_FILES: name -> native thread ids), per instance
+        # as the kernel's; each ring holds its thread's verdict (``skip``).
+        self.pids: dict[str, frozenset[int]] = {name: frozenset() for name in PID_FILES}
 
     @property
     def maxlen(self) -> int:
@@ -147,6 +161,7 @@ class RingBuffer:
         if self.clock != "local":
             tb.set_clock(TRACE_CLOCKS[self.clock], self.recording)
         with self._lock:
+            tb.skip = self.skip_of(tb.tid)
             self.keys += 1
             tb.set_queue(self.queue, self.keys, self.maxlen // 2)
             self.buffers.append(tb)
@@ -160,6 +175,31 @@ class RingBuffer:
         hot path, whose handlers hold ``local`` and ``attach`` themselves)."""
         tb: ThreadBuffer | None = getattr(self.local, "tb", None)
         return tb if tb is not None else self.attach()
+
+    # -- pid filters
+    def skip_of(self, tid: int) -> int:
+        """The ``skip`` bits of thread ``tid`` under the pid lists: left out
+        if a list of traced threads is set and it is not in it, or if it is
+        in the list of threads not traced (the kernel's, for each of
+        set_ftrace_pid and set_event_pid)."""
+        skip = 0
+        for name, (bit, traced) in PID_FILES.items():
+            pids = self.pids[name]
+            if pids and (tid not in pids) == traced:
+                skip |= bit
+        return skip
+
+    def update_pids(self, name: str, change: Callable[[frozenset[int]], frozenset[int]]) -> None:
+        """Set one pid list (a ``PID_FILES`` name) to ``change(the list
+        now)``, atomically (a write, and threads starting and ending, may
+        change it at once); every thread's ring gets its new verdict."""
+        with self._lock:
+            pids = change(self.pids[name])
+            if pids == self.pids[name]:
+                return
+            self.pids[name] = pids
+            for tb in self.buffers:
+                tb.skip = self.skip_of(tb.tid)
 
     # -- raw readers (tracers/stream.py)
     def start_raw(self, make_encoder: Callable[[], Encoder],
@@ -250,6 +290,7 @@ class RingBuffer:
         self.buffers = [tb] if tb is not None else []
         if tb is not None:
             tb.tid = threading.get_native_id()
+            tb.skip = self.skip_of(tb.tid)
             tb.after_fork()
             tb.set_queue(None, tb.key, 0)
         # The parent's raw readers are the parent's.

@@ -25,6 +25,8 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
     PROFILE  JSON  {"graph_time", "threads": [{"tid", "functions": [[name, hit, time,
                    time_sq, self, self_sq], ...]}]}: the function profile (ns), at the
                    end of ``fentry run --profile``
+    STACK    JSON  {"thread", "locations", "max", "enabled"}: the stack tracer's
+                   deepest stack (``stack_trace``), at the end of ``fentry run --stack``
     END      JSON  {"why"}: the stream is complete (a stream without it was cut)
 
 Every description (REFS, THREAD) comes before the first record that needs it.
@@ -53,9 +55,10 @@ if TYPE_CHECKING:
 
     from ..hotpath import Encoder
     from .profile import FunctionProfiler
+    from .stack import StackTracer
     from .trace import TraceInstance
 
-HELLO, REFS, THREAD, BATCH, TRACER, END, PROFILE = 1, 2, 3, 6, 7, 8, 9
+HELLO, REFS, THREAD, BATCH, TRACER, END, PROFILE, STACK = 1, 2, 3, 6, 7, 8, 9, 10
 RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)
 FORMAT_VERSION = 1
 # HELLO's clock: the clock_gettime ids of TRACE_CLOCKS by their C names.
@@ -181,6 +184,13 @@ class RawStream:
                    for tid, functions in sorted(profiler.per_thread().items())]
         return json_message(PROFILE, {"graph_time": self.instance.options.get("graph-time", True),
                                       "threads": threads})
+
+    def stack(self, tracer: StackTracer) -> bytes:
+        """The stack tracer's deepest stack as it is now: its thread and
+        frames' locations, not the table."""
+        thread, locations = tracer.rows()
+        return json_message(STACK, {"thread": thread, "locations": locations,
+                                    "max": tracer.stack.max, "enabled": tracer.enabled})
 
     def flush(self) -> None:
         """Every thread's records into the page queue.  Every page goes

@@ -18,6 +18,7 @@ from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
+from .pid_fork import OPTION_BITS, ForkOps
 from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer
 from .text import FunctionReader, GraphReader
 
@@ -51,6 +52,11 @@ OPTIONS = {
     "disable_on_free": False,
     # On: the function tracer's functions as func+0x0/0xSIZE (bytes of bytecode).
     "sym-offset": False,
+    # Threads started by a thread of set_ftrace_pid / set_event_pid join the
+    # list, and any listed thread leaves it when it ends (the kernel's fork
+    # and exit hooks).
+    "function-fork": False,
+    "event-fork": False,
 }
 # The top level's: its own markers are copied to itself.
 TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
@@ -68,6 +74,7 @@ class TraceInstance:
         self.options = dict(TOP_OPTIONS if top else OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
+        self._fork: ForkOps | None = None       # while function-fork or event-fork is on
 
     @property
     def tracing_on(self) -> bool:
@@ -143,6 +150,28 @@ class TraceInstance:
         with self.lock:
             ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
 
+    # -- pid filters
+    def set_pids(self, name: str, text: str, append: bool) -> None:
+        """Write a pid list (``PID_FILES``): native thread ids, separated by
+        white space; ``append`` adds to the list, else it is replaced (an
+        empty write clears it).  Every word is checked before any is applied."""
+        pids: set[int] = set()
+        for m in re.finditer(r"\S+", text):
+            if not m.group().isdigit():
+                raise TraceError("BAD_PID", text.rstrip("\n"), m.start())
+            pids.add(int(m.group()))
+        new = frozenset(pids)
+        self.buffer.update_pids(name, lambda old: old | new if append else new)
+
+    def pids_text(self, name: str) -> str:
+        """A pid list read back: one id a line, in order; set_ftrace_pid and
+        set_ftrace_notrace_pid say ``no pid`` when empty (the kernel's
+        fpid_show), the event ones nothing."""
+        pids = self.buffer.pids[name]
+        if not pids and name.startswith("set_ftrace"):
+            return "no pid\n"
+        return "".join(f"{pid}\n" for pid in sorted(pids))
+
     # -- trace_marker
     def mark(self, text: str, site: tuple[object, int]) -> bool:
         """One marker (``events.marker``) in the calling thread's buffer;
@@ -178,10 +207,27 @@ class TraceInstance:
                 raise TraceError("BAD_OPTION", text, m.start())
             changes[key] = key == word
         with self.lock:
+            bits = sum(bit for name, bit in OPTION_BITS.items() if changes.get(name, self.options[name]))
+            if bits and self._fork is None:
+                ftrace.check_tool_id()      # ToolIdBusy, before anything changes
             self.options.update(changes)
             self._pipe_reader = None
             if self.buffer.overwrite != self.options["overwrite"]:
                 self.buffer.set_overwrite(self.options["overwrite"])
+            self._follow(bits)
+
+    def _follow(self, bits: int) -> None:
+        """The pid lists follow threads starting and ending (``bits``: which
+        lists, by function-fork and event-fork), or not (0)."""
+        if bits and self._fork is None:
+            self._fork = ForkOps(self.buffer)
+            self._fork.bits = bits
+            ftrace.register_ftrace_function(self._fork)
+        elif self._fork is not None:
+            self._fork.bits = bits
+            if not bits:
+                ftrace.unregister_ftrace_function(self._fork)
+                self._fork = None
 
     def options_text(self) -> str:
         return "".join(f"{'' if v else 'no'}{k}\n" for k, v in self.options.items())
