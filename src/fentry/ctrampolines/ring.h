@@ -17,7 +17,9 @@
 #include "util.h"
 #include "clock.h"
 
-enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT };
+/* L_GRAPH_THRESH: a tracing_thresh return (graph.h): o1 the code, c0.i its
+ * duration in ns, c1.i its depth. */
+enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT, L_GRAPH_THRESH };
 enum { T_OBJ, T_INT, T_UINT, T_FLOAT };  /* what a value cell holds */
 #define CELLS 4                         /* value cells in a continuation slot */
 #define HEAD_CELLS 2                    /* value cells in an event's first slot */
@@ -46,6 +48,8 @@ typedef union {
     };
 } Rec;
 
+typedef struct GraphState GraphState;     /* graph.h */
+
 typedef struct {
     PyObject_HEAD
     Rec *recs;
@@ -65,6 +69,7 @@ typedef struct {
      * the same timestamps (a fresh "now" would move them by rounding). */
     ClockPoint seen;
     long long seen_seq;                 /* -1: no read to reuse */
+    GraphState *graph;                  /* function_graph's selection state, or NULL */
 } Ring;
 
 /* An on/off flag the hot path reads without a Python call: a ring buffer's
@@ -150,6 +155,10 @@ rec_clear_at(Ring *ring, Py_ssize_t i)
         r->kind = 0;
         r->layout = L_TUPLE;
         r->o2 = NULL;
+    }
+    else if (r->layout == L_GRAPH_THRESH) {
+        r->layout = L_GRAPH;
+        r->o2 = NULL;           /* (c0: a number) */
     }
     Py_CLEAR(r->o1);
     Py_CLEAR(r->o2);

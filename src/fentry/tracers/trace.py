@@ -57,6 +57,8 @@ class TraceInstance:
         self.ops: FtraceOps | None = None
         self.filter = FilterHash()
         self.notrace = FilterHash()
+        self.graph_filter = FilterHash()        # set_graph_function
+        self.graph_notrace = FilterHash()       # set_graph_notrace
         self.options = dict(TOP_OPTIONS if top else OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
@@ -104,6 +106,8 @@ class TraceInstance:
             return
         ops = ops_class(self.buffer)
         ops.filter, ops.notrace = self.filter, self.notrace
+        if isinstance(ops, GraphOps):
+            ops.graph, ops.graph_notrace = self.graph_filter, self.graph_notrace
         ftrace.register_ftrace_function(ops)
         self.ops = ops
 
@@ -134,6 +138,16 @@ class TraceInstance:
     def set_filter(self, text: str, append: bool, notrace: bool = False) -> None:
         with self.lock:
             ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
+
+    def set_graph_filter(self, text: str, append: bool, notrace: bool = False) -> None:
+        """``set_graph_function`` (``set_graph_notrace`` with ``notrace``):
+        the grammar of set_ftrace_filter; a running function_graph tracer
+        takes it at once."""
+        with self.lock:
+            ftrace.set_hash(self.graph_notrace if notrace else self.graph_filter, text,
+                            reset=not append)
+            if isinstance(self.ops, GraphOps):
+                self.ops.reselect()
 
     # -- trace_marker
     def mark(self, text: str, site: tuple[object, int]) -> bool:
