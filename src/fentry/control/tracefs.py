@@ -63,7 +63,7 @@ def _parse_number_bool(text: str) -> bool:
     return int(t) != 0
 
 
-def _parse_unsigned(text: str, limit: int) -> int:
+def parse_unsigned(text: str, limit: int) -> int:
     """A decimal number up to ``limit``, as the kernel's ``kstrtoul_from_user``
     reads one: a trailing newline, nothing else around it."""
     t = text[:-1] if text.endswith("\n") else text
@@ -123,10 +123,10 @@ class Tracefs:
             # function_graph's limits: the top level's, for every instance, as the kernel's
             "max_graph_depth": (lambda: f"{LIMITS.max_depth}\n",
                                 lambda text, append: LIMITS.set(
-                                    max_depth=_parse_unsigned(text, MAX_GRAPH_DEPTH))),
+                                    max_depth=parse_unsigned(text, MAX_GRAPH_DEPTH))),
             "tracing_thresh": (lambda: f"{LIMITS.thresh_us}\n",
                                lambda text, append: LIMITS.set(
-                                   thresh_us=_parse_unsigned(text, MAX_THRESH_US))),
+                                   thresh_us=parse_unsigned(text, MAX_THRESH_US))),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
