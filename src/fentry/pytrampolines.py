@@ -29,7 +29,8 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 
-from .raw import ENTER_KINDS, THRESH_RETURN, UNWIND, Encoder, page as raw_page
+from .raw import ENTER_KINDS as _ENTER_KINDS, THRESH_RETURN as _THRESH_RETURN, UNWIND as _UNWIND
+from .raw import Encoder, page as raw_page
 from .symbols import call_site
 
 # Dispatch tables map id(code) -> handler; a dict does it in Python.
@@ -70,7 +71,7 @@ class Ring:
         self.key = 0
         self._flush_at = 0
         self._paging = _thread.RLock()      # it knows its owner (atomically)
-        self._graph: GraphState | None = None  # graph_gated_event's
+        self._graph: _GraphState | None = None  # graph_gated_event's
 
     @property
     def graph_untimed(self) -> int:
@@ -550,7 +551,7 @@ GRAPH_STACK = 1024      # activations kept per thread (graph.h's)
 G_FUNC, G_NOTRACE, G_FILTERED = 1, 2, 4     # a code's role: graph.h's
 
 
-class GraphState:
+class _GraphState:
     """One thread's activations, for graph_gated_event (graph.h's GraphState)."""
     __slots__ = ("gen", "depth", "gate", "notrace", "untimed", "code", "start")
 
@@ -561,11 +562,11 @@ class GraphState:
         self.start = [0] * GRAPH_STACK
 
 
-def _graph_state(tb: Ring, gen: int) -> GraphState:
+def _graph_state(tb: Ring, gen: int) -> _GraphState:
     """The ring's state for selection ``gen``, started over if it followed another."""
     s = tb._graph
     if s is None:
-        s = tb._graph = GraphState()
+        s = tb._graph = _GraphState()
     s.gen = gen
     s.depth = 0
     s.gate = s.notrace = -1
@@ -583,7 +584,7 @@ def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thres
     is_func, is_notrace, filtered = role & G_FUNC, role & G_NOTRACE, role & G_FILTERED
 
     # The bodies are repeated inline: a helper would be a frame more (see the dispatchers).
-    if kind in ENTER_KINDS:
+    if kind in _ENTER_KINDS:
         if nargs == 2:
             def graph_enter2(code, offset):  # hot path
                 try:
@@ -641,7 +642,7 @@ def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thres
             tb._append((next(tb._seq), perf_counter_ns(), kind, code))
         return graph_enter3
 
-    exc = kind == UNWIND
+    exc = kind == _UNWIND
 
     def graph_leave(code, offset, arg):  # hot path
         now = perf_counter_ns() if thresh_ns else 0
@@ -685,7 +686,7 @@ def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thres
         elif start < 0:
             s.untimed += 1
         elif now - start >= thresh_ns:
-            tb._append((next(tb._seq), perf_counter_ns(), THRESH_RETURN, code, now - start, k))
+            tb._append((next(tb._seq), perf_counter_ns(), _THRESH_RETURN, code, now - start, k))
     return graph_leave
 
 
