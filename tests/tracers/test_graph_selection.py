@@ -214,3 +214,30 @@ def test_graph_function_in_a_thread_of_its_own_in_process(fs):
     t.join()
     texts = [m["text"] for m in graph_lines(fs.read("trace"))]
     assert texts == ["outer() {", "inner();", "inner();", "}"] * 1000
+
+
+@pytest.mark.ptrace
+def test_live_write_of_set_graph_function_reselects_without_losing_the_tracer(tmp_path):
+    from control.live import Target, wait_for
+    target = Target(tmp_path)
+    try:
+        pid = str(target.pid)
+        for path, text in (("set_ftrace_filter", "__main__:*"), ("set_graph_function", "add"),
+                           ("current_tracer", "function_graph")):
+            got = fentry("-p", pid, "write", path, text)
+            assert got.returncode == 0, got.stderr
+
+        def calls():
+            trace = fentry("-p", pid, "read", "trace").stdout
+            return {m["text"] for m in graph_lines(trace)}
+        assert wait_for(lambda: calls() == {"add();"} and calls(), what="add() alone")
+        assert fentry("-p", pid, "write", "set_graph_function", "Item.__init__").returncode == 0
+        assert fentry("-p", pid, "write", "trace", "").returncode == 0
+        assert wait_for(lambda: calls() == {"Item.__init__();"} and calls(), what="Item.__init__ alone")
+        assert fentry("-p", pid, "read", "current_tracer").stdout == "function_graph\n"
+        bad = fentry("-p", pid, "write", "max_graph_depth", "-1")
+        assert bad.returncode == 1 and "expected a decimal number" in bad.stderr and "^" in bad.stderr
+        assert fentry("-p", pid, "detach").returncode == 0
+        target.finish_clean()
+    finally:
+        target.kill()
