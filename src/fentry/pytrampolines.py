@@ -29,8 +29,13 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 
-from .raw import ENTER_KINDS as _ENTER_KINDS, THRESH_RETURN as _THRESH_RETURN, UNWIND as _UNWIND
-from .raw import Encoder, page as raw_page
+from .raw import (
+    ENTER_KINDS as _ENTER_KINDS,
+    THRESH_RETURN as _THRESH_RETURN,
+    UNWIND as _UNWIND,
+    Encoder,
+    page as raw_page,
+)
 from .symbols import call_site
 
 # Dispatch tables map id(code) -> handler; a dict does it in Python.
@@ -557,6 +562,8 @@ class _GraphState:
 
     def __init__(self) -> None:
         self.gen = -1
+        self.depth = 0
+        self.gate = self.notrace = -1
         self.untimed = 0
         self.code: list[CodeType | None] = [None] * GRAPH_STACK
         self.start = [0] * GRAPH_STACK

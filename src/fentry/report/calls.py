@@ -35,8 +35,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..raw import (ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THRESH_RETURN, THROW, UNWIND,
-                   YIELD, FaultValue)
+from ..raw import (
+    ENTRY,
+    FUNC_RECORD,
+    GRAPH,
+    GRAPH_RECORD,
+    RESUME,
+    RETURN,
+    THRESH_RETURN,
+    THROW,
+    UNWIND,
+    YIELD,
+    FaultValue,
+)
 from .decode import FileSink, ProcessStream, ThreadInfo
 
 if TYPE_CHECKING:
