@@ -241,3 +241,26 @@ def test_live_write_of_set_graph_function_reselects_without_losing_the_tracer(tm
         target.finish_clean()
     finally:
         target.kill()
+
+
+def down(n):
+    return 0 if n == 0 else down(n - 1)
+
+
+def test_tracing_thresh_past_its_stack_counts_what_it_cannot_time(fs):
+    import sys
+
+    from fentry.hotpath import GRAPH_STACK
+    fs.write("set_ftrace_filter", f"{__name__}:down")
+    fs.write("tracing_thresh", "1")
+    fs.write("current_tracer", "function_graph")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(GRAPH_STACK + 500)
+    try:
+        down(GRAPH_STACK + 99)         # GRAPH_STACK + 100 calls
+    finally:
+        sys.setrecursionlimit(limit)
+    trace = fs.read("trace")
+    assert f"[100 CALLS DEEPER THAN {GRAPH_STACK} NOT TIMED]" in trace
+    depths = [len(m["indent"]) // 2 for m in graph_lines(trace)]
+    assert max(depths) < GRAPH_STACK and all(THRESH_CLOSE.match(m["text"]) for m in graph_lines(trace))

@@ -15,6 +15,7 @@ from .. import ftrace
 from ..errors import TraceError
 from ..events.marker import MARKER, marker_text
 from ..ftrace import FilterHash, FtraceOps
+from ..hotpath import GRAPH_STACK
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
@@ -208,6 +209,9 @@ class TraceInstance:
             lost = tb.lost()
             if lost:
                 parts.append("# " + output.lost_line(tb, lost))
+            untimed = tb.graph_untimed
+            if untimed:     # (tracing_thresh: calls deeper than the thread's stack of them)
+                parts.append(f"# TID:{tb.tid} [{untimed} CALLS DEEPER THAN {GRAPH_STACK} NOT TIMED]\n")
         parts.extend(reader.lines(per_thread))
         parts.extend(reader.flush())
         return "".join(parts)
