@@ -94,7 +94,9 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
 def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
-        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-g GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
+              "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
@@ -117,7 +119,9 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
 def _record_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
-        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-g GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
+              "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow]\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
@@ -198,6 +202,7 @@ def _attach_parser(sub: _Subparsers) -> None:
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
     _tracing_options(p, "nop", DEFAULT_SIZE_KB, "as soon as fentry is attached")
+    p.set_defaults(tracer=None)     # nop, or function_graph with a graph option (main)
     _attach_only_options(p)
 
 
@@ -951,6 +956,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
     if opts.command == "attach":
+        opts.tracer = opts.tracer or ("function_graph" if _graph_selected(opts) else "nop")
         return cmd_attach(opts)
     if opts.command == "report":
         return cmd_report(opts)
