@@ -264,3 +264,17 @@ def test_tracing_thresh_past_its_stack_counts_what_it_cannot_time(fs):
     assert f"[100 CALLS DEEPER THAN {GRAPH_STACK} NOT TIMED]" in trace
     depths = [len(m["indent"]) // 2 for m in graph_lines(trace)]
     assert max(depths) < GRAPH_STACK and all(THRESH_CLOSE.match(m["text"]) for m in graph_lines(trace))
+
+
+def test_each_instance_has_its_own_graph_function(fs):
+    fs.mkdir("instances/sel")
+    for at in ("", "instances/sel/"):
+        fs.write(at + "set_ftrace_filter", f"{__name__}:*")
+        fs.write(at + "current_tracer", "function_graph")
+    fs.write("instances/sel/set_graph_function", "inner")
+    outer()
+    top = [m["indent"] + m["text"] for m in graph_lines(fs.read("trace"))]
+    sel = [m["indent"] + m["text"] for m in graph_lines(fs.read("instances/sel/trace"))]
+    assert top == ["outer() {", "  inner();", "  inner();", "}"]
+    assert sel == ["inner();", "inner();"]
+    assert fs.read("set_graph_function") == "#### all functions enabled ####\n"
