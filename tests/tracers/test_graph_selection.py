@@ -151,6 +151,11 @@ def test_graph_files_read_back_and_refuse_bad_input_as_the_kernel(fs):
     assert fs.read("set_graph_function") == "#### all functions enabled ####\n"
     assert fs.read("set_graph_notrace") == "#### no functions disabled ####\n"
     assert fs.read("max_graph_depth") == "0\n" and fs.read("tracing_thresh") == "0\n"
+    fs.write("set_ftrace_filter", f"{__name__}:*")
+    fs.write("current_tracer", "function_graph")
+    fs.write("max_graph_depth", "4294967295")      # the largest: no limit
+    outer()
+    assert len(graph_lines(fs.read("trace"))) == 4
     fs.write("set_graph_function", "test_graph_files_read_back_and_refuse_bad_input_as_the_kernel")
     assert fs.read("set_graph_function").startswith(
         "test_graph_files_read_back_and_refuse_bad_input_as_the_kernel [")

@@ -28,6 +28,7 @@ E = arch.EVENTS
 # Each set of gated handlers is made for one selection: a thread's state
 # kept for another starts over (hotpath.graph_gated_event).
 _generations = itertools.count(1)
+_NO_LIMIT = 2**31 - 1
 
 
 class GraphLimits:
@@ -86,7 +87,8 @@ class GraphOps(FtraceOps):
             role = ((G_FUNC if self.graph.matches(module, code) else 0)
                     | (G_NOTRACE if self.graph_notrace.matches(module, code) else 0)
                     | (0 if self.graph.empty else G_FILTERED))
-            sel = (role, limits.max_depth, limits.thresh_us * 1000, self.gen)
+            # (a depth past a C int is no limit: no stack gets that deep)
+            sel = (role, min(limits.max_depth, _NO_LIMIT), limits.thresh_us * 1000, self.gen)
             g = hotpath.graph_gated_event
             # Exits first: while handlers are replaced (reselect), an entry
             # kept by new ones always has its exit seen by new ones.
