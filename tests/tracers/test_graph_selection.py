@@ -291,3 +291,9 @@ def test_each_instance_has_its_own_graph_function(fs):
     assert top == ["outer() {", "  inner();", "  inner();", "}"]
     assert sel == ["inner();", "inner();"]
     assert fs.read("set_graph_function") == "#### all functions enabled ####\n"
+
+
+def test_a_graph_function_that_selects_nothing_is_said(tmp_path):
+    proc, lines = run(tmp_path, "-g", "no_such_function", scenario="gen")
+    assert lines == []
+    assert "the filter 'no_such_function' selected no function that ran" in proc.stderr.decode()
