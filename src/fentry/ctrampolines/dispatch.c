@@ -245,23 +245,20 @@ graph_gated_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
         return PyErr_NoMemory();
     }
     PyObject *code = args[0];
-    int kind = t->graph.rkind;
-    long long now = sel->thresh_ns ? mono_ns() : 0;
+    int kind = t->graph.rkind, depth;
+    long long now = sel->thresh_ns ? mono_ns() : 0, start;
     if (kind == GRAPH_ENTRY || kind == GRAPH_RESUME || kind == GRAPH_THROW) {
         if (graph_enter(s, sel, code, now) && !sel->thresh_ns)
             ring_write(ring, L_GRAPH, kind, Py_NewRef(code), NULL);
     }
-    else {
-        int depth;
-        long long start;
-        if (!graph_leave(s, sel, code, &depth, &start))
-            ;
-        else if (!sel->thresh_ns)
-            ring_write(ring, t->graph.exc ? L_GRAPH_EXC : L_GRAPH, kind, Py_NewRef(code),
-                       t->graph.exc ? Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None)
-                                    : NULL);
+    else if (graph_leave(s, sel, code, &depth, &start)) {
+        if (!sel->thresh_ns) {
+            PyObject *exc = !t->graph.exc ? NULL
+                            : Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None);
+            ring_write(ring, t->graph.exc ? L_GRAPH_EXC : L_GRAPH, kind, Py_NewRef(code), exc);
+        }
         else if (start < 0)
-            s->untimed++;
+            s->untimed++;       /* beyond GRAPH_STACK: not timed */
         else if (now - start >= sel->thresh_ns)
             ring_write_thresh(ring, code, now - start, depth);
     }
