@@ -23,6 +23,7 @@ Rows:
   9  a line probe event mid-function, vs an entry probe event on the same function
  10  a probe event its filter rejects, vs the same event unfiltered
  16  the function profiler (function_profile_enabled) on every call of a workload, vs cProfile
+ 17  function_graph with set_graph_function on one small function, vs function_graph on all
      (rows 11-15 are bench/stream.py's)
  6b  fentry report --format perfetto / chrome of a function_graph recording of 1M
      calls, vs viztracer saving the same 1M calls (bench/stream.py's row 15 compares
@@ -151,6 +152,7 @@ def reset_fentry() -> None:
     t.write("tracing_on", "1")
     t.write("set_ftrace_filter", "")
     t.write("set_ftrace_notrace", "")
+    t.write("set_graph_function", "")
     t.write("trace", "")
     check(t.read("function_profile_enabled") == "0\n", "the function profiler still on after the row")
     t.write("function_profile_enabled", "0")
@@ -482,6 +484,52 @@ def row16_profiler(rounds: int, label: str, workload: Callable[[], object]) -> N
                                 teardown=prof.clear)], rounds)
     compare(f"16{label}", f"{workload_name(label)}: profiler vs cProfile", times, "fentry", "cProfile",
             calls, "untraced", base_name="cProfile", goal=0.6, note=f"{calls} calls/run")
+
+
+def row17_graph_function(rounds: int) -> None:
+    """function_graph with ``set_graph_function`` on one small function
+    (``Vec.dot``, one call in ten of the workload) vs function_graph recording
+    every call, the same workload, timed as row 4 (``tracing_on`` 1 .. 0).
+    Added time per Python call over the untraced workload: outside the
+    selected subtrees a call costs the selection's check, not a record."""
+    t = tracefs()
+    workload = lambda: w.methods(METHOD_TICKS)  # noqa: E731
+    calls = count_calls(workload)
+    dots = METHOD_TICKS * 50                    # Vec.dot: once per particle per tick (energy)
+
+    def start(selected: bool) -> Callable[[], None]:
+        def on():
+            t.write("tracing_on", "0")
+            t.write("buffer_size_kb", BUFFER_KB)
+            t.write("set_ftrace_filter", "workloads:*")
+            t.write("set_graph_function", "Vec.dot" if selected else "")
+            t.write("current_tracer", "function_graph")
+            t.write("trace", "")
+        return on
+
+    def run():
+        t.write("tracing_on", "1")
+        workload()
+        t.write("tracing_on", "0")
+
+    def stop(selected: bool) -> Callable[[], None]:
+        def off():
+            in_buf, written = buffer_stats()
+            want = 2 * (dots if selected else calls)
+            check(in_buf == written == want,
+                  f"row 17: function_graph {'on Vec.dot ' if selected else ''}has "
+                  f"{in_buf}/{written} records, not {want}")
+            t.write("current_tracer", "nop")
+            t.write("set_graph_function", "")
+            t.write("tracing_on", "1")
+        return off
+
+    times = interleave([Variant("untraced", workload),
+                        Variant("selected", run, setup=start(True), teardown=stop(True)),
+                        Variant("full", run, setup=start(False), teardown=stop(False))], rounds)
+    compare("17", f"{workload_name('b')}: function_graph, set_graph_function Vec.dot vs all",
+            times, "selected", "full", calls, "untraced", base_name="function_graph, all",
+            goal=1.0, strict=True, note=f"{calls} calls/run, {dots} selected")
 
 
 def workload_name(label: str) -> str:
@@ -874,7 +922,7 @@ def print_table() -> None:
     print(fmt.format(*("-" * wd for wd in widths)))
     for line in lines:
         print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
-    print("(ns: per call, or per event for row 6, per call exported for row 6b; rows 2-5, 7-10, 16:"
+    print("(ns: per call, or per event for row 6, per call exported for row 6b; rows 2-5, 7-10, 16, 17:"
           " time added over the untraced run."
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
@@ -923,6 +971,7 @@ def main(argv=None) -> int:
         ("10", lambda: row10_filtered_out(rounds, n)),
         ("16a", lambda: row16_profiler(rounds, "a", lambda: w.fib(FIB_N))),
         ("16b", lambda: row16_profiler(rounds, "b", lambda: w.methods(METHOD_TICKS))),
+        ("17", lambda: row17_graph_function(rounds)),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))

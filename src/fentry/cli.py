@@ -69,6 +69,17 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help="trace only matching functions (set_ftrace_filter); repeatable")
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="GLOB",
                    help="do not trace matching functions (set_ftrace_notrace); repeatable")
+    p.add_argument("-g", "--graph-function", action="append", default=[], metavar="GLOB",
+                   help="function_graph: only these functions and what they call "
+                        "(set_graph_function); repeatable; without -t, the tracer is function_graph")
+    p.add_argument("--graph-notrace", action="append", default=[], metavar="GLOB",
+                   help="function_graph: not these functions nor what they call (set_graph_notrace); "
+                        "repeatable")
+    p.add_argument("--max-graph-depth", default="0", metavar="N",
+                   help="function_graph: only calls less than N deep (max_graph_depth; 0: any)")
+    p.add_argument("--tracing-thresh", default="0", metavar="USECS",
+                   help="function_graph: only calls that last USECS or more, at their end, "
+                        "as funcslower (tracing_thresh; 0: all)")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
                    help=f"add a probe event (a kprobe_events line), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
@@ -87,6 +98,8 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
+              "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
               "                  [--stack]\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
@@ -115,6 +128,8 @@ def _record_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
         usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+              "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
+              "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
@@ -195,6 +210,7 @@ def _attach_parser(sub: _Subparsers) -> None:
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
     _tracing_options(p, "nop", DEFAULT_SIZE_KB, "as soon as fentry is attached")
+    p.set_defaults(tracer=None)     # nop, or function_graph with a graph option (main)
     _attach_only_options(p)
 
 
@@ -285,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """fentry's options, and the program's command line (from SCRIPT, -m or -c on)."""
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
+                   "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
                    "-C", "--clock",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
@@ -351,6 +368,16 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
     try:
         _check_filters(opts.filter, "-l")
         _check_filters(opts.notrace, "-n")
+        _check_filters(opts.graph_function, "-g")
+        _check_filters(opts.graph_notrace, "--graph-notrace")
+        from .control.tracefs import MAX_GRAPH_DEPTH, MAX_THRESH_US, parse_unsigned
+        for value, name, limit in ((opts.max_graph_depth, "--max-graph-depth", MAX_GRAPH_DEPTH),
+                                   (opts.tracing_thresh, "--tracing-thresh", MAX_THRESH_US)):
+            try:
+                parse_unsigned(value, limit)
+            except TraceError as e:
+                e.subsystem = f"fentry {command} {name}"
+                raise
         if opts.option:
             from .tracers.trace import OPTIONS
         for o in opts.option:
@@ -381,6 +408,8 @@ def _settings(opts: argparse.Namespace) -> dict[str, Any]:
     """The tracing options, as ``agent.apply_settings`` takes them."""
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes,
+            "graph_function": opts.graph_function, "graph_notrace": opts.graph_notrace,
+            "max_graph_depth": opts.max_graph_depth, "tracing_thresh": opts.tracing_thresh,
             "profile": getattr(opts, "profile", False), "clock": opts.clock,
             "stack": getattr(opts, "stack", False)}
 
@@ -916,12 +945,21 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _graph_selected(opts: argparse.Namespace) -> bool:
+    """Whether a function_graph option was given (-g and the others)."""
+    return bool(opts.graph_function or opts.graph_notrace
+                or opts.max_graph_depth.strip() not in ("", "0")
+                or opts.tracing_thresh.strip() not in ("", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("run", "record"):
         own, program = _split_run_argv(argv[1:])
         parser = build_parser()
         opts = parser.parse_args([argv[0], *own])
+        if opts.tracer is None and _graph_selected(opts):
+            opts.tracer = "function_graph"
         if argv[0] == "run":
             opts.tracer = opts.tracer or ("nop" if opts.profile or opts.stack else "function")
             return cmd_run(opts, program)
@@ -936,6 +974,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
     if opts.command == "attach":
+        opts.tracer = opts.tracer or ("function_graph" if _graph_selected(opts) else "nop")
         return cmd_attach(opts)
     if opts.command == "report":
         return cmd_report(opts)

@@ -25,6 +25,9 @@ ERRORS: dict[str, str] = {
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
+    # max_graph_depth, tracing_thresh: the kernel's kstrtoul -EINVAL and -ERANGE
+    "BAD_NUMBER": "Invalid argument: expected a decimal number",
+    "NUMBER_RANGE": "Numerical result out of range",
     "NO_MEMORY": "Cannot allocate memory",
     "INSTANCE_EXISTS": "File exists: there is an instance of that name already",
     "BAD_INSTANCE_NAME": "Invalid instance name (letters, digits and _ . - only)",
@@ -34,7 +37,6 @@ ERRORS: dict[str, str] = {
     "BAD_CLOCK": "Invalid argument: no such trace clock",
     # set_ftrace_pid and the other pid lists: the kernel's bare -EINVAL, said
     "BAD_PID": "Invalid argument: a pid is a native thread id, in decimal",
-    "BAD_STACK_SIZE": "Invalid argument: stack_max_size is a number of frames",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

@@ -436,6 +436,16 @@ class _Core:
             # Codes DISABLEd under the old filters get decided again.
             self.monitor.restart_events()
 
+    def refresh(self, ops: FtraceOps) -> None:
+        """Make ``ops``' handlers again on every code it traces: their choice
+        changed, not the codes.  Each table entry is replaced, never removed,
+        so no event of a running code finds none (and DISABLEs itself)."""
+        with self.lock:
+            for ref, module, all_ops in list(self.traced.values()):
+                code = ref()
+                if code is not None and ops in all_ops:
+                    self._install(code, module, all_ops)
+
     def _install(self, code: CodeType, module: str, ops: tuple[FtraceOps, ...]) -> None:
         key = id(code)
         events = 0
@@ -528,6 +538,12 @@ _core = _Core()
 def register_ftrace_function(ops: FtraceOps) -> None:
     """Start calling ``ops.func`` on entry of the functions its filter selects."""
     _core.register(ops)
+
+
+def refresh_handlers(ops: FtraceOps) -> None:
+    """Make a registered ``ops``' handlers again, where it traces (its
+    ``handlers`` would choose others now), without stopping it."""
+    _core.refresh(ops)
 
 
 def check_tool_id() -> None:

@@ -43,6 +43,14 @@ DIRECT: Final[int]
 1 in C (a C dispatcher adds no frame), 2 in Python (the dispatcher's)."""
 LISTED: Final[int]
 """The same, called by a list function: 1 in C, 3 in Python."""
+GRAPH_STACK: Final[int]
+"""function_graph activations ``graph_gated_event`` keeps per thread."""
+G_FUNC: Final[int]
+"""A code's role for ``graph_gated_event``: in set_graph_function ..."""
+G_NOTRACE: Final[int]
+"""... in set_graph_notrace ..."""
+G_FILTERED: Final[int]
+"""... set_graph_function is set, so only its subtrees are recorded."""
 
 
 class Ip:
@@ -132,6 +140,10 @@ class Ring:
     @property
     def key(self) -> int:
         """This ring's thread, in the raw stream (``set_queue``)."""
+    @property
+    def graph_untimed(self) -> int:
+        """function_graph exits under tracing_thresh deeper than ``GRAPH_STACK``
+        activations: not timed, so not recorded (``graph_gated_event``)."""
     def written(self) -> int:
         """Records written since the last clear (the kernel's entries-written)."""
     def lost(self) -> int:
@@ -289,6 +301,17 @@ def graph_event(local: threading.local, attach: _Attach, kind: int, nargs: int =
     handler of ``nargs`` arguments (2: PY_START, PY_RESUME)."""
 def graph_exc_event(local: threading.local, attach: _Attach, kind: int, /) -> _Handler:
     """function_graph on unwind: records ``(seq, ts, kind, code, exception type)``."""
+def graph_gated_event(local: threading.local, attach: _Attach, kind: int, role: int, max_depth: int,
+                      thresh_ns: int, gen: int, nargs: int = 3, /) -> _Handler:
+    """graph_event (graph_exc_event for UNWIND) under a selection: records
+    only the activations selected -- under a code whose ``role`` has
+    ``G_FUNC`` when ``G_FILTERED`` (set_graph_function), not under a
+    ``G_NOTRACE`` one, at a depth below ``max_depth`` (0: any).  The
+    thread's open activations are kept in its Ring (``GRAPH_STACK`` of them;
+    deeper ones are counted, not matched), for selection ``gen``: one made
+    for another starts over.  With ``thresh_ns`` no entry is recorded, and
+    an exit only when the call lasted that long, as ``(seq, ts,
+    THRESH_RETURN, code, duration_ns, depth)``."""
 def profile_event(local: threading.local, attach: Callable[[], ProfileStat], kind: int,
                   nargs: int, /) -> _Handler:
     """The function profiler's handler of one code object, on the thread's

@@ -22,14 +22,21 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
            "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
-           "ops_entry", "function_entry", "graph_event", "graph_exc_event",
+           "ops_entry", "function_entry", "graph_event", "graph_exc_event", "graph_gated_event",
+           "GRAPH_STACK", "G_FUNC", "G_NOTRACE", "G_FILTERED",
            "ProfileStat", "profile_event", "StackMax", "stack_check"]
 
 import itertools
 from collections import deque
 from collections.abc import Callable
 
-from .raw import Encoder, page as raw_page
+from .raw import (
+    ENTER_KINDS as _ENTER_KINDS,
+    THRESH_RETURN as _THRESH_RETURN,
+    UNWIND as _UNWIND,
+    Encoder,
+    page as raw_page,
+)
 from .symbols import call_site
 
 # Dispatch tables map id(code) -> handler; a dict does it in Python.
@@ -55,7 +62,8 @@ class Ring:
     and ``next(_seq)`` (the C ones write the C ring directly).
     """
     __slots__ = ("_records", "_append", "_seq", "_consumed", "_mark", "lost_told", "_queue", "key",
-                 "_flush_at", "_paging", "_overwrite", "_dropped", "_clock", "skip")
+                 "_flush_at", "_paging", "_overwrite", "_dropped", "_clock", "skip",
+                 "_graph")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -74,6 +82,12 @@ class Ring:
         self._dropped = 0       # new records dropped when full, overwrite off
         self._clock: Callable[[], int] | None = None    # None: perf_counter_ns, the handlers'
         self.skip = 0           # the pid filters' verdict on this thread: 1 function tracers, 2 events
+        self._graph: _GraphState | None = None  # graph_gated_event's
+
+    @property
+    def graph_untimed(self) -> int:
+        """function_graph exits under tracing_thresh deeper than GRAPH_STACK: not timed."""
+        return self._graph.untimed if self._graph is not None else 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -585,6 +599,159 @@ def graph_exc_event(local, attach, kind: int):
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
 
+
+
+# -- function_graph's selection (see ctrampolines/graph.h)
+
+GRAPH_STACK = 1024      # activations kept per thread (graph.h's)
+G_FUNC, G_NOTRACE, G_FILTERED = 1, 2, 4     # a code's role: graph.h's
+
+
+class _GraphState:
+    """One thread's activations, for graph_gated_event (graph.h's GraphState)."""
+    __slots__ = ("gen", "depth", "gate", "notrace", "untimed", "code", "start")
+
+    def __init__(self) -> None:
+        self.gen = -1
+        self.depth = 0
+        self.gate = self.notrace = -1
+        self.untimed = 0
+        self.code: list[CodeType | None] = [None] * GRAPH_STACK
+        self.start = [0] * GRAPH_STACK
+
+
+def _graph_state(tb: Ring, gen: int) -> _GraphState:
+    """The ring's state for selection ``gen``, started over if it followed another."""
+    s = tb._graph
+    if s is None:
+        s = tb._graph = _GraphState()
+    s.gen = gen
+    s.depth = 0
+    s.gate = s.notrace = -1
+    return s
+
+
+def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thresh_ns: int,
+                      gen: int, nargs: int = 3):
+    """graph_event (or graph_exc_event, for UNWIND) under a selection:
+    records only the selected activations -- under a ``G_FUNC`` code when
+    ``G_FILTERED``, not under a ``G_NOTRACE`` one, at depth below
+    ``max_depth`` (0: any) -- keeping the thread's open activations in its
+    ring.  With ``thresh_ns``, no entry is recorded, and an exit only when
+    the call lasted that long: ``(seq, ts, THRESH_RETURN, code, ns, depth)``."""
+    is_func, is_notrace, filtered = role & G_FUNC, role & G_NOTRACE, role & G_FILTERED
+
+    # The bodies are repeated inline: a helper would be a frame more (see the dispatchers).
+    if kind in _ENTER_KINDS:
+        if nargs == 2:
+            def graph_enter2(code, offset):  # hot path
+                try:
+                    tb = local.tb
+                except AttributeError:
+                    tb = attach()
+                if tb.skip & 1:         # set_ftrace_pid left this thread out
+                    return
+                s = tb._graph
+                if s is None or s.gen != gen:
+                    s = _graph_state(tb, gen)
+                d = s.depth
+                s.depth = d + 1
+                if d < GRAPH_STACK:
+                    s.code[d] = code
+                    s.start[d] = perf_counter_ns() if thresh_ns else 0
+                if s.notrace >= 0:
+                    return
+                if is_notrace:
+                    s.notrace = d
+                    return
+                if s.gate < 0:
+                    if is_func:
+                        s.gate = d
+                    elif filtered:
+                        return
+                if thresh_ns or (max_depth and d >= max_depth):
+                    return
+                tb._append((next(tb._seq), perf_counter_ns(), kind, code))
+            return graph_enter2
+
+        def graph_enter3(code, offset, arg):  # hot path
+            try:
+                tb = local.tb
+            except AttributeError:
+                tb = attach()
+            if tb.skip & 1:         # set_ftrace_pid left this thread out
+                return
+            s = tb._graph
+            if s is None or s.gen != gen:
+                s = _graph_state(tb, gen)
+            d = s.depth
+            s.depth = d + 1
+            if d < GRAPH_STACK:
+                s.code[d] = code
+                s.start[d] = perf_counter_ns() if thresh_ns else 0
+            if s.notrace >= 0:
+                return
+            if is_notrace:
+                s.notrace = d
+                return
+            if s.gate < 0:
+                if is_func:
+                    s.gate = d
+                elif filtered:
+                    return
+            if thresh_ns or (max_depth and d >= max_depth):
+                return
+            tb._append((next(tb._seq), perf_counter_ns(), kind, code))
+        return graph_enter3
+
+    exc = kind == _UNWIND
+
+    def graph_leave(code, offset, arg):  # hot path
+        now = perf_counter_ns() if thresh_ns else 0
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        if tb.skip & 1:         # set_ftrace_pid left this thread out
+            return
+        s = tb._graph
+        if s is None or s.gen != gen:
+            s = _graph_state(tb, gen)
+        k = s.depth - 1
+        if k < 0:
+            return                  # an exit never seen entering
+        if k < GRAPH_STACK:
+            stack = s.code
+            while k >= 0 and stack[k] is not code:
+                k -= 1
+            if k < 0:
+                return
+            start = s.start[k]
+        else:
+            start = -1              # beyond the stack: trusted, not timed
+        s.depth = k
+        if s.notrace >= k:
+            own = s.notrace == k
+            s.notrace = -1
+            if own:
+                return
+        elif s.notrace >= 0:
+            return
+        inside = not filtered or 0 <= s.gate <= k
+        if s.gate >= k:
+            s.gate = -1
+        if not inside or (max_depth and k >= max_depth):
+            return
+        if not thresh_ns:
+            if exc:
+                tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(arg)))
+            else:
+                tb._append((next(tb._seq), perf_counter_ns(), kind, code))
+        elif start < 0:
+            s.untimed += 1
+        elif now - start >= thresh_ns:
+            tb._append((next(tb._seq), perf_counter_ns(), _THRESH_RETURN, code, now - start, k))
+    return graph_leave
 
 
 # -- the function profiler (see ctrampolines/profile.c)

@@ -14,7 +14,8 @@ Every number is little-endian.  A record::
     u8 type, u8 kind, i64 timestamp (ns, CLOCK_MONOTONIC)
     FUNC          u32 code, u32 caller (0: none)                  the function tracer
     GRAPH         u32 code [, u32 exception type if kind=UNWIND]   function_graph; kind
-                                                                  is ENTRY ... THROW
+                  [, i64 duration (ns), u32 depth                 is ENTRY ... THRESH_RETURN
+                     if kind=THRESH_RETURN]
     EVENT         u32 event, u32 code, u32 offset, u32 n, n VALUEs a probe hit
     EVENT_RETURN  u32 event, u32 caller (0: none), u32 offset,     a return probe hit
                   u32 code, u32 raised (0: returned), u32 n, n VALUEs
@@ -66,7 +67,8 @@ FUNC, GRAPH, EVENT, EVENT_RETURN = 1, 2, 3, 4
 (FAULT, NONE, TRUE, FALSE, INT, UINT, BIGINT, FLOAT, COMPLEX, STR, SHOWN, BYTES, REF, TUPLE,
  TOOBIG) = range(15)
 # A GRAPH record's kind: function_graph's events (tracers.function_graph).
-ENTRY, RESUME, RETURN, YIELD, UNWIND, THROW = range(6)
+# THRESH_RETURN: a call that lasted tracing_thresh, recorded at its exit only.
+ENTRY, RESUME, RETURN, YIELD, UNWIND, THROW, THRESH_RETURN = range(7)
 ENTER_KINDS = (ENTRY, RESUME, THROW)        # those that (re)enter a frame
 MAX_STRING = 4096
 MAX_INT_BYTES = 1024
@@ -75,6 +77,7 @@ MAX_NESTED = 4
 _HEAD = struct.Struct("<BBq")
 _U32 = struct.Struct("<I")
 _U32X2 = struct.Struct("<II")
+_THRESH = struct.Struct("<qI")     # a THRESH_RETURN's duration and depth
 _U32X3 = struct.Struct("<III")
 _U32X4 = struct.Struct("<IIII")
 _U32X5 = struct.Struct("<IIIII")
@@ -176,7 +179,9 @@ class Encoder:
             out += _HEAD.pack(FUNC, 0, ts) + _U32X2.pack(self._ref(a), self._ref(rec[3]))
         elif a.__class__ is int:
             out += _HEAD.pack(GRAPH, a, ts) + _U32.pack(self._ref(rec[3]))
-            if len(rec) > 4:
+            if a == THRESH_RETURN:
+                out += _THRESH.pack(rec[4], rec[5])
+            elif len(rec) > 4:
                 out += _U32.pack(self._ref(rec[4]))
         else:
             site, values = rec[3], rec[4]
@@ -315,7 +320,8 @@ def record_chunks(data: bytes | memoryview, refs: dict[int, object], first_seq: 
                   ) -> Iterator[tuple[int | None, int, Any]]:
     """The records of ``data``, in order, in chunks ``(type, first seq, part)``:
     a run of fixed-size records (the common case), left for the reader to
-    unpack in C -- ``GRAPH``: function_graph records but UNWIND's, each
+    unpack in C -- ``GRAPH``: function_graph records but UNWIND's and
+    THRESH_RETURN's, each
     ``GRAPH_RECORD`` (type, kind, ts, code id); ``FUNC``: function tracer
     records, each ``FUNC_RECORD`` (type, kind, ts, code id, caller id) --
     or ``None``: any other records, decoded as ``decode_records`` does."""
@@ -347,7 +353,7 @@ def _decode_until_run(data: bytes | memoryview, pos: int, refs: dict[int, object
     head, u2, u4, u6 = _HEAD.unpack_from, _U32X2.unpack_from, _U32X4.unpack_from, _U32X6.unpack_from
     while pos < end:
         rtype, kind, ts = head(data, pos)
-        if out and ((rtype == GRAPH and kind != UNWIND) or (rtype == FUNC and kind == 0)):
+        if out and ((rtype == GRAPH and kind not in _SIZED_KINDS) or (rtype == FUNC and kind == 0)):
             break
         pos += 10
         if rtype == FUNC:
@@ -360,6 +366,9 @@ def _decode_until_run(data: bytes | memoryview, pos: int, refs: dict[int, object
             if kind == UNWIND:
                 out.append((seq, ts, kind, code, get(_U32.unpack_from(data, pos)[0])))
                 pos += 4
+            elif kind == THRESH_RETURN:
+                out.append((seq, ts, kind, code, *_THRESH.unpack_from(data, pos)))
+                pos += _THRESH.size
             else:
                 out.append((seq, ts, kind, code))
         elif rtype == EVENT:
@@ -378,7 +387,8 @@ def _decode_until_run(data: bytes | memoryview, pos: int, refs: dict[int, object
     return out, pos
 
 
-# Records of one fixed size: a GRAPH record of any kind but UNWIND, a FUNC record.
+# Records of one fixed size: a GRAPH record of any kind but these, a FUNC record.
+_SIZED_KINDS = (UNWIND, THRESH_RETURN)
 GRAPH_RECORD = struct.Struct("<BBqI")
 FUNC_RECORD = struct.Struct("<BBqII")
 _RUNS: tuple[RunMatch, RunMatch] | None = None
@@ -389,7 +399,7 @@ def _run_patterns() -> tuple[RunMatch, RunMatch]:
     traced process, which only encodes, never needs them)."""
     global _RUNS
     import re
-    kinds = bytes(k for k in range(256) if k != UNWIND)
+    kinds = bytes(k for k in range(256) if k not in _SIZED_KINDS)
     graph = re.compile(b"(?:" + re.escape(bytes([GRAPH])) + b"[" + re.escape(kinds) + b"].{"
                        + str(GRAPH_RECORD.size - 2).encode() + b"})+", re.S)
     func = re.compile(b"(?:" + re.escape(bytes([FUNC, 0])) + b".{"

@@ -568,6 +568,124 @@ def test_graph_events_record_entry_and_return(impl, monitor):
     assert buffers.local.tb.snapshot()[-1][2:] == (raw.UNWIND, code_of(f), KeyError)
 
 
+class Gated:
+    """graph_gated_event's handlers of one role, called as sys.monitoring would."""
+
+    def __init__(self, impl, buffers, role, max_depth=0, thresh_ns=0, gen=1):
+        def make(kind, *nargs):
+            return impl.graph_gated_event(buffers.local, buffers.attach, kind, role, max_depth,
+                                          thresh_ns, gen, *nargs)
+        self._enter, self._resume = make(raw.ENTRY, 2), make(raw.RESUME, 2)
+        self._return, self._yield, self._unwind = make(raw.RETURN), make(raw.YIELD), make(raw.UNWIND)
+
+    def enter(self, code):
+        self._enter(code, 0)
+
+    def resume(self, code):
+        self._resume(code, 0)
+
+    def leave(self, code, how="return"):
+        {"return": self._return, "yield": self._yield}.get(how, self._unwind)(code, 0, KeyError("k"))
+
+
+def _codes(n):
+    return [compile("pass", f"<c{i}>", "exec") for i in range(n)]
+
+
+def _recorded(buffers):
+    return [rec[2:4] for rec in buffers.local.tb.snapshot()]
+
+
+def test_graph_gated_records_the_subtrees_of_a_graph_function(impl):
+    buffers = Buffers(impl)
+    a, b, c = _codes(3)
+    plain = Gated(impl, buffers, impl.G_FILTERED)
+    func = Gated(impl, buffers, impl.G_FILTERED | impl.G_FUNC)
+    plain.leave(a)                  # an exit never seen entering: nothing, and no harm
+    plain.enter(a)                  # outside: not recorded
+    func.enter(b)                   # the graph function ...
+    plain.enter(c)                  # ... and what it calls
+    plain.leave(c)
+    func.enter(b)                   # recursion stays inside
+    func.leave(b)
+    func.leave(b)
+    plain.enter(c)                  # outside again
+    plain.leave(c)
+    plain.leave(a)
+    assert _recorded(buffers) == [(raw.ENTRY, b), (raw.ENTRY, c), (raw.RETURN, c), (raw.ENTRY, b),
+                                  (raw.RETURN, b), (raw.RETURN, b)]
+
+
+def test_graph_gated_notrace_drops_the_subtree_and_generators_reenter(impl):
+    buffers = Buffers(impl)
+    a, b, c = _codes(3)
+    plain = Gated(impl, buffers, 0)
+    notrace = Gated(impl, buffers, impl.G_NOTRACE)
+    plain.enter(a)
+    notrace.enter(b)
+    plain.enter(c)
+    plain.leave(c)
+    notrace.leave(b, "yield")       # a generator leaves ...
+    plain.resume(c)                 # (c is a generator too, resumed outside b)
+    plain.leave(c, "unwind")
+    notrace.resume(b)               # ... and re-enters: still not recorded
+    notrace.leave(b)
+    plain.leave(a)
+    assert _recorded(buffers) == [(raw.ENTRY, a), (raw.RESUME, c), (raw.UNWIND, c), (raw.RETURN, a)]
+    assert buffers.local.tb.snapshot()[2][4] is KeyError
+
+
+def test_graph_gated_max_depth_and_a_new_selection_starts_over(impl):
+    buffers = Buffers(impl)
+    a, b, c = _codes(3)
+    h = Gated(impl, buffers, 0, max_depth=2)
+    for code in (a, b, c):
+        h.enter(code)
+    for code in (c, b, a):
+        h.leave(code)
+    assert _recorded(buffers) == [(raw.ENTRY, a), (raw.ENTRY, b), (raw.RETURN, b), (raw.RETURN, a)]
+    h.enter(a)
+    h.enter(b)                      # open when the selection changes
+    again = Gated(impl, buffers, 0, max_depth=1, gen=2)
+    again.leave(b)                  # exits of the old selection's activations: not seen entering
+    again.leave(a)
+    again.enter(c)
+    again.leave(c)
+    assert _recorded(buffers)[-2:] == [(raw.ENTRY, c), (raw.RETURN, c)]
+    assert len(_recorded(buffers)) == 8
+
+
+def test_graph_gated_thresh_records_long_calls_at_their_exit(impl):
+    buffers = Buffers(impl)
+    a, b, c = _codes(3)
+    h = Gated(impl, buffers, 0, thresh_ns=5_000_000)
+    h.enter(a)
+    h.enter(b)
+    h.leave(b)                      # quick: nothing
+    h.enter(c)
+    time.sleep(0.01)
+    h.leave(c)
+    h.leave(a)
+    recs = buffers.local.tb.snapshot()
+    assert [r[2:4] + (r[5],) for r in recs] == [(raw.THRESH_RETURN, c, 1), (raw.THRESH_RETURN, a, 0)]
+    assert 10_000_000 <= recs[0][4] <= recs[1][4] and buffers.local.tb.graph_untimed == 0
+
+
+def test_graph_gated_beyond_its_stack_counts_what_it_cannot_time(impl):
+    buffers = Buffers(impl)
+    [a] = _codes(1)
+    h = Gated(impl, buffers, 0, thresh_ns=1)
+    deep = impl.GRAPH_STACK + 10
+    for _ in range(deep):
+        h.enter(a)
+    for _ in range(deep):
+        h.leave(a)
+    recs = buffers.local.tb.snapshot()
+    assert buffers.local.tb.graph_untimed == 10
+    assert len(recs) == min(impl.GRAPH_STACK, buffers.local.tb.maxlen)
+    assert recs[-1][5] == 0 and all(r[2] == raw.THRESH_RETURN for r in recs)
+
+
 def test_ops_entry_passes_ip_parent_ip_ops_and_regs(impl, monitor):
     calls = Calls()
     ops = object()

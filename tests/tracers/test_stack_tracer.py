@@ -176,7 +176,7 @@ def test_writing_stack_max_size(fs):
     fs.write("stack_tracer_enabled", "0")
     with pytest.raises(TraceError) as e:
         fs.write("stack_max_size", "-1")
-    assert e.value.code == "BAD_STACK_SIZE"
+    assert e.value.code == "BAD_NUMBER"
     assert fs.read("stack_max_size") == "1000\n"
 
 

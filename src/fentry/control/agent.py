@@ -483,8 +483,10 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
                    skip_refused_probes: bool = False) -> list[tuple[str, str]]:
     """Set tracing up as ``fentry run`` / ``fentry attach`` options say, by
     writes to tracefs ``fs``, in the top level or in ``instances/INSTANCE``.
-    ``settings``: buffer_size_kb, options, filter, notrace, tracer, profile
-    (function_profile_enabled), clock (trace_clock, None: as it is), and probes, a list of [definition, filter or
+    ``settings``: buffer_size_kb, options, filter, notrace, graph_function,
+    graph_notrace, max_graph_depth, tracing_thresh, tracer, profile
+    (function_profile_enabled), stack (stack_tracer_enabled), clock
+    (trace_clock, None: as it is), and probes, a list of [definition, filter or
     None], each defined (in the shared kprobe_events), filtered and enabled.  A definition the same as
     one there already is that one.  Returns the events it defined.
 
@@ -498,6 +500,11 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         fs.write(at + "trace_clock", settings["clock"])
     fs.write(at + "set_ftrace_filter", " ".join(settings.get("filter", [])))
     fs.write(at + "set_ftrace_notrace", " ".join(settings.get("notrace", [])))
+    fs.write(at + "set_graph_function", " ".join(settings.get("graph_function", [])))
+    fs.write(at + "set_graph_notrace", " ".join(settings.get("graph_notrace", [])))
+    for name in ("max_graph_depth", "tracing_thresh"):     # (the top level's only, as the kernel's)
+        if settings.get(name, "0").strip() != "0":
+            fs.write(name, settings[name])
     fs.write(at + "current_tracer", settings["tracer"])
     if settings.get("profile"):         # (the profiler is the top level's only)
         fs.write("function_profile_enabled", "1")

@@ -29,6 +29,7 @@ from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
+from ..tracers.function_graph import LIMITS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB, PID_FILES
 from ..tracers.stack import StackTracer, stack_text
@@ -64,12 +65,22 @@ def _parse_number_bool(text: str) -> bool:
     return int(t) != 0
 
 
-def _parse_frames(text: str) -> int:
-    """stack_max_size: a decimal number (the kernel's kstrtoul)."""
-    t = text.strip()
-    if not t.isdigit():
-        raise TraceError("BAD_STACK_SIZE", text.rstrip("\n"), 0)
+def parse_unsigned(text: str, limit: int) -> int:
+    """A decimal number up to ``limit``, as the kernel's ``kstrtoul_from_user``
+    reads one: a trailing newline, nothing else around it."""
+    t = text[:-1] if text.endswith("\n") else text
+    if not re.fullmatch(r"\+?[0-9]+", t):
+        raise TraceError("BAD_NUMBER", text.rstrip("\n"), 0)
+    if int(t) > limit:
+        raise TraceError("NUMBER_RANGE", text.rstrip("\n"), 0)
     return int(t)
+
+
+# max_graph_depth is an unsigned int; tracing_thresh's microseconds must
+# fit in the nanoseconds the hot path compares (the kernel's wrap around).
+MAX_GRAPH_DEPTH = 2**32 - 1
+MAX_THRESH_US = (2**63 - 1) // 1000
+MAX_STACK_SIZE = 2**64 - 1     # stack_max_size: an unsigned long
 
 
 def _resize(inst: TraceInstance, text: str) -> None:
@@ -124,11 +135,18 @@ class Tracefs:
                 lambda: f"{int(self.stack.enabled)}\n",
                 lambda text, append: self.stack.set_enabled(_parse_number_bool(text))),
             "stack_max_size": (lambda: f"{self.stack.stack.max}\n",
-                               lambda text, append: self.stack.set_max(_parse_frames(text))),
+                               lambda text, append: self.stack.set_max(parse_unsigned(text, MAX_STACK_SIZE))),
             "stack_trace": (self.stack_trace, None),
             "stack_trace_filter": (
                 lambda: _hash_text(self.stack.filter, "#### all functions enabled ####\n"),
                 lambda text, append: ftrace.set_hash(self.stack.filter, text, reset=not append)),
+            # function_graph's limits: the top level's, for every instance, as the kernel's
+            "max_graph_depth": (lambda: f"{LIMITS.max_depth}\n",
+                                lambda text, append: LIMITS.set(
+                                    max_depth=parse_unsigned(text, MAX_GRAPH_DEPTH))),
+            "tracing_thresh": (lambda: f"{LIMITS.thresh_us}\n",
+                               lambda text, append: LIMITS.set(
+                                   thresh_us=parse_unsigned(text, MAX_THRESH_US))),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
@@ -181,6 +199,10 @@ class Tracefs:
                                   lambda text, append: inst.set_filter(text, append)),
             "set_ftrace_notrace": (lambda: _hash_text(inst.notrace, "#### no functions disabled ####\n"),
                                    lambda text, append: inst.set_filter(text, append, notrace=True)),
+            "set_graph_function": (lambda: _hash_text(inst.graph_filter, "#### all functions enabled ####\n"),
+                                   lambda text, append: inst.set_graph_filter(text, append)),
+            "set_graph_notrace": (lambda: _hash_text(inst.graph_notrace, "#### no functions disabled ####\n"),
+                                  lambda text, append: inst.set_graph_filter(text, append, notrace=True)),
             "tracing_on": (lambda: f"{int(inst.tracing_on)}\n",
                            lambda text, append: inst.set_tracing_on(_parse_bool(text))),
             "buffer_size_kb": (lambda: f"{inst.buffer.size_kb}\n",
@@ -238,6 +260,8 @@ class Tracefs:
         inst.set_options("nofunction-fork noevent-fork")
         inst.set_filter("", append=False)
         inst.set_filter("", append=False, notrace=True)
+        inst.set_graph_filter("", append=False)
+        inst.set_graph_filter("", append=False, notrace=True)
 
     def ls(self, path: str = "") -> list[str]:
         """The names in a directory of tracefs (the top one by default)."""
@@ -328,6 +352,10 @@ class Tracefs:
         self.write("set_ftrace_notrace", "")
         for name in PID_FILES:
             self.write(name, "")
+        self.write("set_graph_function", "")
+        self.write("set_graph_notrace", "")
+        self.write("max_graph_depth", "0")
+        self.write("tracing_thresh", "0")
         self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
         self.write("trace_clock", "local")
         self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))

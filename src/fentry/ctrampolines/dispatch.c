@@ -234,6 +234,50 @@ graph_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     Py_RETURN_NONE;
 }
 
+/* graph_call under a selection (graph.h): an entry or an exit, recorded
+ * only when selected; with tracing_thresh, only a long call's exit, alone. */
+static PyObject *
+graph_gated_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
+{
+    Tramp *t = (Tramp *)self;
+    Py_ssize_t nargs = tramp_nargs(nargsf, kwnames);
+    if (nargs < 0)
+        return NULL;
+    Ring *ring = thread_ring(t);
+    if (ring == NULL)
+        return NULL;
+    if (ring->skip & RING_SKIP_FUNCTION) {       /* set_ftrace_pid left this thread out */
+        Py_DECREF(ring);
+        Py_RETURN_NONE;
+    }
+    const GraphSel *sel = &t->graph.sel;
+    GraphState *s = graph_state(ring, sel->gen);
+    if (s == NULL) {
+        Py_DECREF(ring);
+        return PyErr_NoMemory();
+    }
+    PyObject *code = args[0];
+    int kind = t->graph.rkind, depth;
+    long long now = sel->thresh_ns ? mono_ns() : 0, start;
+    if (kind == GRAPH_ENTRY || kind == GRAPH_RESUME || kind == GRAPH_THROW) {
+        if (graph_enter(s, sel, code, now) && !sel->thresh_ns)
+            ring_write(ring, L_GRAPH, kind, Py_NewRef(code), NULL);
+    }
+    else if (graph_leave(s, sel, code, &depth, &start)) {
+        if (!sel->thresh_ns) {
+            PyObject *exc = !t->graph.exc ? NULL
+                            : Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None);
+            ring_write(ring, t->graph.exc ? L_GRAPH_EXC : L_GRAPH, kind, Py_NewRef(code), exc);
+        }
+        else if (start < 0)
+            s->untimed++;       /* beyond GRAPH_STACK: not timed */
+        else if (now - start >= sel->thresh_ns)
+            ring_write_thresh(ring, code, now - start, depth);
+    }
+    Py_DECREF(ring);
+    Py_RETURN_NONE;
+}
+
 PyObject *
 nop_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -277,7 +321,7 @@ tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
                                   "function_entry", "graph_event", "offset_dispatcher",
-                                  "probe", "probe_exit", "probe_start", "nop"};
+                                  "probe", "probe_exit", "probe_start", "nop", "graph_gated_event"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 
@@ -450,6 +494,24 @@ graph_exc_event(PyObject *m, PyObject *args)
     return graph_make(args, 1);
 }
 
+static PyObject *
+graph_gated_event(PyObject *m, PyObject *args)
+{
+    PyObject *local, *attach;
+    int kind, nargs = 3;    /* (as graph_event's) */
+    GraphSel sel;
+    if (!PyArg_ParseTuple(args, "OOiiiLL|i", &local, &attach, &kind, &sel.role, &sel.max_depth,
+                          &sel.thresh_ns, &sel.gen, &nargs))
+        return NULL;
+    Tramp *t = (Tramp *)recorder_new(K_GRAPH_GATED, graph_gated_call, local, attach);
+    if (t != NULL) {
+        t->graph.rkind = kind;
+        t->graph.exc = kind == GRAPH_UNWIND;
+        t->graph.sel = sel;
+    }
+    return (PyObject *)t;
+}
+
 PyMethodDef dispatch_functions[] = {
     {"entry_dispatcher", entry_dispatcher, METH_VARARGS, "PY_START dispatcher: handler or discovery."},
     {"offset_dispatcher", offset_dispatcher, METH_VARARGS, "INSTRUCTION dispatcher: probed offsets only."},
@@ -459,5 +521,7 @@ PyMethodDef dispatch_functions[] = {
     {"function_entry", function_entry, METH_VARARGS, "The function tracer's entry handler."},
     {"graph_event", graph_event, METH_VARARGS, "The function_graph tracer's handler."},
     {"graph_exc_event", graph_exc_event, METH_VARARGS, "The function_graph tracer's unwind handler."},
+    {"graph_gated_event", graph_gated_event, METH_VARARGS,
+     "The function_graph tracer's handler under a selection (set_graph_function ...)."},
     {NULL}
 };

@@ -408,6 +408,9 @@ put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, ClockPoint now)
     case L_GRAPH:
     case L_GRAPH_EXC:
         return put_tracer_record(e, b, r, ts);
+    case L_GRAPH_THRESH:            /* code, i64 duration, u32 depth */
+        return put_head(b, RAW_GRAPH, r->kind, ts) || put_ref(e, b, r->o1)
+               || put_i64(b, r->c0.i) || put_u32(b, (uint32_t)r->c1.i) ? -1 : 0;
     case L_EVENT: {
         int n = event_n(r);
         if (put_event_head(e, b, ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0

@@ -7,6 +7,7 @@
 #include "util.h"
 #include "clock.h"
 #include "probe.h"
+#include "graph.h"
 
 PyObject *DISABLE, *getframe, *int0, *int1;
 PyObject *s_tb, *s_errors, *s_co_qualname, *s_original, *s_hook;
@@ -60,18 +61,22 @@ PyInit__ctrampolines(void)
     /* A Python handler called by a C dispatcher (or C list function) finds
      * the traced frame one up: no C callable adds a frame. */
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
-        || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
+        || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0
+        || PyModule_AddIntConstant(m, "GRAPH_STACK", GRAPH_STACK) < 0
+        || PyModule_AddIntConstant(m, "G_FUNC", G_FUNC) < 0
+        || PyModule_AddIntConstant(m, "G_NOTRACE", G_NOTRACE) < 0
+        || PyModule_AddIntConstant(m, "G_FILTERED", G_FILTERED) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[ssssssssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
-                                  "RECORD_BYTES",
+                                  "RECORD_BYTES", "GRAPH_STACK", "G_FUNC", "G_NOTRACE", "G_FILTERED",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
                                   "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
                                   "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
-                                  "graph_event", "graph_exc_event", "ProfileStat", "profile_event",
-                                  "StackMax", "stack_check");
+                                  "graph_event", "graph_exc_event", "graph_gated_event", "ProfileStat",
+                                  "profile_event", "StackMax", "stack_check");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
         goto fail;
     Py_DECREF(sys);

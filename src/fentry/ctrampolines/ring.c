@@ -1,6 +1,6 @@
 /* Ring: one thread's ring of raw records (see ring.h, which writes them):
  * reading them back, as tuples or as raw pages, and the type. */
-#include "ring.h"
+#include "graph.h"
 #include "encoder.h"
 
 /* The calling thread's ThreadBuffer.  The Python side keeps it in `local.tb`;
@@ -72,6 +72,8 @@ rec_tuple(Ring *ring, Py_ssize_t i, long long seq, ClockPoint now)
         return Py_BuildValue("(LLiO)", seq, ts, r->kind, r->o1);
     case L_GRAPH_EXC:
         return Py_BuildValue("(LLiOO)", seq, ts, r->kind, r->o1, r->o2);
+    case L_GRAPH_THRESH:
+        return Py_BuildValue("(LLiOLi)", seq, ts, r->kind, r->o1, r->c0.i, (int)r->c1.i);
     case L_EVENT: {
         PyObject *values = event_values(ring, i);
         if (values == NULL)
@@ -138,7 +140,7 @@ ring_traverse(Ring *ring, visitproc visit, void *arg)
         Py_ssize_t i = (ring->head + pos) % ring->cap;
         Rec *r = &ring->recs[i];
         Py_VISIT(r->o1);
-        if (r->layout != L_EVENT) {
+        if (r->layout != L_EVENT && r->layout != L_GRAPH_THRESH) {
             Py_VISIT(r->o2);
         }
         for (int j = 0; r->layout == L_EVENT && j < event_n(r); j++) {
@@ -169,6 +171,7 @@ ring_dealloc(Ring *ring)
     Py_CLEAR(ring->queue);
     Py_CLEAR(ring->shared);
     PyMem_Free(ring->recs);
+    PyMem_Free(ring->graph);
     Py_TYPE(ring)->tp_free((PyObject *)ring);
 }
 
@@ -410,6 +413,12 @@ ring_maxlen(Ring *ring, void *closure)
     return PyLong_FromSsize_t(ring->cap);
 }
 
+static PyObject *
+ring_graph_untimed(Ring *ring, void *closure)
+{
+    return PyLong_FromLongLong(ring->graph ? ring->graph->untimed : 0);
+}
+
 static PyMethodDef ring_methods[] = {
     {"snapshot", (PyCFunction)ring_snapshot, METH_NOARGS, "the records, not consumed"},
     {"consume", (PyCFunction)ring_consume, METH_NOARGS, "take the records"},
@@ -441,6 +450,8 @@ static PyGetSetDef ring_getset[] = {
      "full: True overwrites the oldest record, False drops the new one", NULL},
     {"skip", (getter)ring_get_skip, (setter)ring_set_skip,
      "the pid filters' verdict on this ring's thread: 1 function tracers, 2 events", NULL},
+    {"graph_untimed", (getter)ring_graph_untimed, NULL,
+     "function_graph exits under tracing_thresh deeper than GRAPH_STACK: not timed", NULL},
     {NULL}
 };
 

@@ -17,7 +17,9 @@
 #include "util.h"
 #include "clock.h"
 
-enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT };
+/* L_GRAPH_THRESH: a tracing_thresh return (graph.h): o1 the code, c0.i its
+ * duration in ns, c1.i its depth. */
+enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT, L_GRAPH_THRESH };
 enum { T_OBJ, T_INT, T_UINT, T_FLOAT };  /* what a value cell holds */
 #define CELLS 4                         /* value cells in a continuation slot */
 #define HEAD_CELLS 2                    /* value cells in an event's first slot */
@@ -45,6 +47,8 @@ typedef union {
         unsigned char tag[CELLS];
     };
 } Rec;
+
+typedef struct GraphState GraphState;     /* graph.h */
 
 typedef struct {
     PyObject_HEAD
@@ -75,6 +79,7 @@ typedef struct {
      * the ring buffer when the thread attaches and when the lists change:
      * the recorders test it, no list is looked at per event. */
     int skip;
+    GraphState *graph;                  /* function_graph's selection state, or NULL */
 } Ring;
 
 enum { RING_SKIP_FUNCTION = 1, RING_SKIP_EVENT = 2 };
@@ -176,6 +181,10 @@ rec_clear_at(Ring *ring, Py_ssize_t i)
         r->kind = 0;
         r->layout = L_TUPLE;
         r->o2 = NULL;
+    }
+    else if (r->layout == L_GRAPH_THRESH) {
+        r->layout = L_GRAPH;
+        r->o2 = NULL;           /* (c0: a number) */
     }
     Py_CLEAR(r->o1);
     Py_CLEAR(r->o2);

@@ -4,10 +4,10 @@
 #ifndef FENTRY_TRAMP_H
 #define FENTRY_TRAMP_H
 
-#include "ring.h"
+#include "graph.h"
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
-            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_PROBE_START, K_NOP };
+            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_PROBE_START, K_NOP, K_GRAPH_GATED };
 
 #define TRAMP_REFS 3
 
@@ -47,6 +47,7 @@ typedef struct {
         struct {
             int rkind;          /* K_GRAPH: the record's kind */
             int exc;            /* ... and whether it records the exception's type */
+            GraphSel sel;       /* K_GRAPH_GATED: the selection (graph.h) */
         } graph;
         int raised;             /* K_PROBE_EXIT: at PY_UNWIND */
     };

@@ -35,7 +35,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..raw import ENTRY, FUNC_RECORD, GRAPH, GRAPH_RECORD, RESUME, RETURN, THROW, UNWIND, YIELD, FaultValue
+from ..raw import (
+    ENTRY,
+    FUNC_RECORD,
+    GRAPH,
+    GRAPH_RECORD,
+    RESUME,
+    RETURN,
+    THRESH_RETURN,
+    THROW,
+    UNWIND,
+    YIELD,
+    FaultValue,
+)
 from .decode import FileSink, ProcessStream, ThreadInfo
 
 if TYPE_CHECKING:
@@ -122,6 +134,8 @@ def _walk_records(st: ThreadCalls, records: list[Record], ops: list[Op]) -> None
         kind = rec[2]
         if kind.__class__ is int:       # function_graph
             code = rec[3]
+            if kind == THRESH_RETURN:
+                continue                # tracing_thresh's lone exit: its call has no start here
             if kind in enters:
                 app((BEGIN, rec[1], code, len(stack), kind))
                 push((code, rec[1], kind))

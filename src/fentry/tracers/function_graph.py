@@ -6,19 +6,52 @@ re-enters it), and PY_UNWIND (a frame left by an exception; global-only in
 CPython, so it costs a callback per unwound frame while this tracer runs).
 PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 ``text.GraphReader`` reads the records as the kernel's function_graph text.
+
+set_graph_function, set_graph_notrace, max_graph_depth and tracing_thresh
+select what is recorded, in the hot path (``hotpath.graph_gated_event``);
+with none of them set the handlers are the plain ones, which keep no state.
 """
 
 from __future__ import annotations
 
+import itertools
 from types import CodeType, FrameType
 
-from .. import arch, hotpath
-from ..ftrace import FtraceOps, Handlers
-from ..hotpath import Ip
+from .. import arch, ftrace, hotpath
+from ..ftrace import FilterHash, FtraceOps, Handlers
+from ..hotpath import G_FILTERED, G_FUNC, G_NOTRACE, Ip
 from ..raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD
 from .ring_buffer import SKIP_FUNCTION, RingBuffer
 
 E = arch.EVENTS
+
+# Each set of gated handlers is made for one selection: a thread's state
+# kept for another starts over (hotpath.graph_gated_event).
+_generations = itertools.count(1)
+_NO_LIMIT = 2**31 - 1
+
+
+class GraphLimits:
+    """``max_graph_depth`` and ``tracing_thresh``: the top level's, for every
+    instance's function_graph, as the kernel's ``fgraph_max_depth`` and
+    ``tracing_thresh`` are global."""
+
+    def __init__(self) -> None:
+        self.max_depth = 0      # 0: unlimited
+        self.thresh_us = 0      # 0: off
+
+    def set(self, max_depth: int | None = None, thresh_us: int | None = None) -> None:
+        """Change them; every function_graph tracer running makes its handlers again."""
+        if max_depth is not None:
+            self.max_depth = max_depth
+        if thresh_us is not None:
+            self.thresh_us = thresh_us
+        for ops in ftrace.registered_ops():
+            if isinstance(ops, GraphOps):
+                ops.reselect()
+
+
+LIMITS = GraphLimits()
 
 
 class GraphOps(FtraceOps):
@@ -31,6 +64,16 @@ class GraphOps(FtraceOps):
     def __init__(self, buffer: RingBuffer) -> None:
         super().__init__(self.graph_entry)
         self.buffer = buffer
+        # set_graph_function and set_graph_notrace (the instance's, once started)
+        self.graph = FilterHash()
+        self.graph_notrace = FilterHash()
+        self.gen = next(_generations)
+
+    def reselect(self) -> None:
+        """The selection changed: make the handlers again, on every code traced."""
+        self.gen = next(_generations)
+        if self.registered:
+            ftrace.refresh_handlers(self)
 
     def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
@@ -40,6 +83,23 @@ class GraphOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.buffer.local, self.buffer.attach
+        limits = LIMITS
+        if not (self.graph.empty and self.graph_notrace.empty and not limits.max_depth
+                and not limits.thresh_us):
+            role = ((G_FUNC if self.graph.matches(module, code) else 0)
+                    | (G_NOTRACE if self.graph_notrace.matches(module, code) else 0)
+                    | (0 if self.graph.empty else G_FILTERED))
+            # (a depth past a C int is no limit: no stack gets that deep)
+            sel = (role, min(limits.max_depth, _NO_LIMIT), limits.thresh_us * 1000, self.gen)
+            g = hotpath.graph_gated_event
+            # Exits first: while handlers are replaced (reselect), an entry
+            # kept by new ones always has its exit seen by new ones.
+            return {E.PY_RETURN: g(local, attach, RETURN, *sel),
+                    E.PY_YIELD: g(local, attach, YIELD, *sel),
+                    E.PY_UNWIND: g(local, attach, UNWIND, *sel),
+                    E.PY_START: g(local, attach, ENTRY, *sel, 2),
+                    E.PY_RESUME: g(local, attach, RESUME, *sel, 2),
+                    E.PY_THROW: g(local, attach, THROW, *sel)}
         return {E.PY_START: hotpath.graph_event(local, attach, ENTRY, 2),
                 E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),
                 E.PY_RETURN: hotpath.graph_event(local, attach, RETURN),

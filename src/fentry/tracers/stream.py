@@ -171,9 +171,10 @@ class RawStream:
 
     def end(self, why: str) -> bytes:
         """The stream's last message: why it ends, and the set_ftrace_filter
-        words that selected no function that ran (``fentry run`` says so)."""
+        and set_graph_function words that selected no function that ran
+        (``fentry run`` says so)."""
         try:
-            unselected = self.instance.filter.unselected()
+            unselected = self.instance.filter.unselected() + self.instance.graph_filter.unselected()
         except Exception:       # (END goes out whatever happens)
             unselected = []
         return json_message(END, {"why": why, "unselected": unselected})

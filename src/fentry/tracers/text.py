@@ -11,7 +11,7 @@ object or the reader's ``raw.CodeInfo``; its thread is a ring buffer's
 
 from __future__ import annotations
 
-from ..raw import ENTER_KINDS, UNWIND, YIELD
+from ..raw import ENTER_KINDS, THRESH_RETURN, UNWIND, YIELD
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
@@ -258,6 +258,11 @@ class GraphReader:
             if is_event(rec):     # a probe event: a comment where it happened
                 out.append((ts, self._line(st, NO_DURATION, len(stack),
                                            f"/* {kind.line(rec[3], rec[4])} */")))
+            elif kind == THRESH_RETURN:
+                # tracing_thresh: a long call's exit alone, as the kernel
+                # prints a return with no entry (print_graph_return).
+                out.append((ts, self._line(st, duration(rec[4]), rec[5],
+                                           f"}} /* {code.co_qualname} */")))
             elif kind in ENTER_KINDS:
                 nxt = records[i + 1] if i + 1 < n else None
                 if nxt is None:

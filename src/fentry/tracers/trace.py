@@ -15,6 +15,7 @@ from .. import ftrace
 from ..errors import TraceError
 from ..events.marker import MARKER, marker_text
 from ..ftrace import FilterHash, FtraceOps
+from ..hotpath import GRAPH_STACK
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
@@ -71,6 +72,8 @@ class TraceInstance:
         self.ops: FtraceOps | None = None
         self.filter = FilterHash()
         self.notrace = FilterHash()
+        self.graph_filter = FilterHash()        # set_graph_function
+        self.graph_notrace = FilterHash()       # set_graph_notrace
         self.options = dict(TOP_OPTIONS if top else OPTIONS)
         self.lock = threading.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
@@ -119,6 +122,8 @@ class TraceInstance:
             return
         ops = ops_class(self.buffer)
         ops.filter, ops.notrace = self.filter, self.notrace
+        if isinstance(ops, GraphOps):
+            ops.graph, ops.graph_notrace = self.graph_filter, self.graph_notrace
         ftrace.register_ftrace_function(ops)
         self.ops = ops
 
@@ -171,6 +176,16 @@ class TraceInstance:
         if not pids and name.startswith("set_ftrace"):
             return "no pid\n"
         return "".join(f"{pid}\n" for pid in sorted(pids))
+
+    def set_graph_filter(self, text: str, append: bool, notrace: bool = False) -> None:
+        """``set_graph_function`` (``set_graph_notrace`` with ``notrace``):
+        the grammar of set_ftrace_filter; a running function_graph tracer
+        takes it at once."""
+        with self.lock:
+            ftrace.set_hash(self.graph_notrace if notrace else self.graph_filter, text,
+                            reset=not append)
+            if isinstance(self.ops, GraphOps):
+                self.ops.reselect()
 
     # -- trace_marker
     def mark(self, text: str, site: tuple[object, int]) -> bool:
@@ -276,6 +291,9 @@ class TraceInstance:
             lost = tb.lost()
             if lost:
                 parts.append("# " + output.lost_line(tb, lost))
+            untimed = tb.graph_untimed
+            if untimed:     # (tracing_thresh: calls deeper than the thread's stack of them)
+                parts.append(f"# TID:{tb.tid} [{untimed} CALLS DEEPER THAN {GRAPH_STACK} NOT TIMED]\n")
         parts.extend(reader.lines(per_thread))
         parts.extend(reader.flush())
         return "".join(parts)
