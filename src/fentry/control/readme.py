@@ -57,6 +57,25 @@ HELP: dict[str, str] = {
                          "   Format: :mod:<module-name>",
     "set_ftrace_notrace": "echo function name in here to never trace.\n"
                           "  accepts: func_full_name, *func_end, func_begin*, *func_middle*",
+    "set_ftrace_pid": "Write native thread id(s) to only function trace those threads\n"
+                      "(function, function_graph)",
+    "set_ftrace_notrace_pid": "Write native thread id(s) to not function trace those threads\n"
+                              "(function, function_graph)",
+    "set_event_pid": "Write native thread id(s) to only record events of those threads",
+    "set_event_notrace_pid": "Write native thread id(s) to not record events of those threads",
+    "set_graph_function": "Trace the nested calls of a function (function_graph)",
+    "set_graph_notrace": "Do not trace the nested calls of a function (function_graph)",
+    "max_graph_depth": "Trace a limited depth of nested calls (0 is unlimited)",
+    "tracing_thresh": "function_graph: record only calls that take at least this many usecs\n"
+                      "(0 records all)",
+    "stack_tracer_enabled": "1 turns the stack tracer on (the kernel's\n"
+                            "/proc/sys/kernel/stack_tracer_enabled)",
+    "stack_trace": "Shows the max stack trace when active",
+    "stack_max_size": "Shows current max stack size that was traced, in frames\n"
+                      "Write into this file to reset the max size (trigger a\n"
+                      "new trace)",
+    "stack_trace_filter": "Like set_ftrace_filter but limits what stack_trace\n"
+                          "traces",
     "kprobe_events": "Create/append/remove/show the Python dynamic events\n"
                      "  accepts: event-definitions (one definition per line)\n"
                      "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
