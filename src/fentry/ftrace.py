@@ -133,7 +133,7 @@ def parse_filter_words(text: str | Iterable[str]) -> tuple[list[_Glob], list[Fil
         body = word[1:] if negate else word
         bpos = pos + negate
         parts = body.split(":")
-        if len(parts) > 1 and parts[1] in FTRACE_COMMANDS:
+        if is_command_word(body):
             # FUNC:COMMAND, even where it could be read as MOD:GLOB: a
             # function of that name in a module is GLOB:mod:MOD.
             glob = _Glob(False, _compile_glob(parts[0], text, bpos), None, pos, parts[0], "",
@@ -159,6 +159,12 @@ def parse_filter_words(text: str | Iterable[str]) -> tuple[list[_Glob], list[Fil
                            None if mod is None else _compile_glob(mod, text, bpos),
                            pos, func, mod or "", word))
     return globs, commands
+
+
+def is_command_word(word: str) -> bool:
+    """Whether a set_ftrace_filter word is a command (``[!]FUNC:COMMAND...``)."""
+    parts = word.split(":")
+    return len(parts) > 1 and parts[1] in FTRACE_COMMANDS
 
 
 def parse_filter(text: str | Iterable[str]) -> list[_Glob]:

@@ -491,7 +491,10 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     at = f"instances/{instance}/" if instance else ""
     fs.write(at + "buffer_size_kb", str(settings["buffer_size_kb"]))
     fs.write(at + "trace_options", " ".join(settings.get("options", [])))
-    fs.write(at + "set_ftrace_filter", " ".join(settings.get("filter", [])))
+    # Commands (FUNC:COMMAND) after the probe events, which enable_event names.
+    words = " ".join(settings.get("filter", [])).split()
+    commands = [w for w in words if ftrace.is_command_word(w)]
+    fs.write(at + "set_ftrace_filter", " ".join(w for w in words if w not in commands))
     fs.write(at + "set_ftrace_notrace", " ".join(settings.get("notrace", [])))
     fs.write(at + "current_tracer", settings["tracer"])
     if settings.get("profile"):         # (the profiler is the top level's only)
@@ -516,6 +519,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         if filter_text is not None:
             fs.write(f"{path}/filter", filter_text)
         fs.write(f"{path}/enable", "1")
+    if commands:
+        fs.write(at + "set_ftrace_filter", " ".join(commands), append=True)
     return defined
 
 
