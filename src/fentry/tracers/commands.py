@@ -23,8 +23,16 @@ from typing import Any
 from .. import arch, hotpath
 from ..errors import TraceError
 from ..events.stack import record_stack
-from ..ftrace import FilterCommand, FilterHash, FtraceOps, Handlers, check_selects, register_ftrace_function, \
-    unregister_ftrace_function
+from ..ftrace import (
+    FTRACE_OPS_FL_SAVE_REGS,
+    FilterCommand,
+    FilterHash,
+    FtraceOps,
+    Handlers,
+    check_selects,
+    register_ftrace_function,
+    unregister_ftrace_function,
+)
 from ..symbols import SYMBOLS
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
@@ -93,7 +101,8 @@ class CommandOps(FtraceOps):
     runs those commands (a Python one: commands are the slow path)."""
 
     def __init__(self, commands: FuncCommands, probes: list[FuncProbe]) -> None:
-        super().__init__(None, 0)
+        # The frame: a stacktrace's first (enabled_functions shows the R).
+        super().__init__(None, FTRACE_OPS_FL_SAVE_REGS)
         self.commands = commands
         self.probes = probes
         self.dead = False       # replaced: its handlers do nothing more
