@@ -295,7 +295,7 @@ def test_dump_writes_the_buffer_to_stderr_once(tmp_path):
     prog = tmp_path / "prog.py"
     prog.write_text("def leaf(i): return i\ndef other(): pass\n"
                     "for i in range(3): leaf(i)\nother()\nother()\n")
-    proc, trace = fentry_run(tmp_path, "-t", "function", "-l", "leaf", "-l", "other:dump",
+    proc, _ = fentry_run(tmp_path, "-t", "function", "-l", "leaf", "-l", "other:dump",
                              program=(str(prog),))
     err = proc.stderr.decode()
     assert proc.returncode == 0, err

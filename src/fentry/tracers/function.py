@@ -7,9 +7,9 @@ import sys
 from types import CodeType, FrameType
 
 from .. import arch, hotpath
+from ..events.stack import record_stack
 from ..ftrace import FtraceOps, Handlers
 from ..hotpath import Ip
-from ..events.stack import record_stack
 from .ring_buffer import RingBuffer
 
 _getframe = sys._getframe
