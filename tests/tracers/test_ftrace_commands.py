@@ -303,6 +303,20 @@ def test_dump_writes_the_buffer_to_stderr_once(tmp_path):
     assert err.count(" leaf <-<module>") == 3
 
 
+def test_cpudump_writes_the_calling_threads_buffer_only(fs, capfd):
+    fs.write("set_ftrace_filter", f"{HERE}:leaf")
+    fs.write("set_ftrace_filter", "other:cpudump", append=True)
+    fs.write("current_tracer", "function")
+    in_threads(10, target=work)
+    leaf(1)
+    other(0)
+    other(1)
+    err = capfd.readouterr().err
+    assert err.startswith("Dumping ftrace buffer:\n---------------------------------\n")
+    assert err.count(" leaf <-") == 1 and err.endswith("---------------------------------\n")
+    assert fs.read("set_ftrace_filter").splitlines()[-1] == "other:cpudump:count=0"
+
+
 # ---------------------------------------------------------------- through fentry run / record
 
 PROGRAM = """\
