@@ -337,6 +337,7 @@ def test_fentry_run_l_traceoff(tmp_path):
     proc, trace = fentry_run(tmp_path, "-t", "function", "-l", "leaf", "-l", "mid", "-l", "mid:traceoff:1",
                              program=(str(prog),))
     assert proc.returncode == 0, proc.stderr
+    assert b"selected no function" not in proc.stderr     # leaf ran, untraced after the traceoff
     lines = function_lines(trace)
     assert lines[0]["func"] == "mid"
     assert [m for m in lines[1:] if m["tid"] == lines[0]["tid"]] == []

@@ -132,6 +132,7 @@ class FuncCommands:
         # What enable_event / disable_event name (the shared ProbeEvents):
         # find(group, name), set_enable(events, on, instance).
         self.events: Any = None
+        self.traced_off = False     # a traceoff command has turned tracing off
 
     # -- writing
     def write(self, commands: list[FilterCommand], text: str) -> None:
@@ -210,6 +211,7 @@ class FuncCommands:
             on = name == "traceon"
             # The count goes down only when the state changes (update_traceon_count).
             if inst.tracing_on != on and p.take(key):
+                self.traced_off = self.traced_off or not on
                 inst.set_tracing_on(on)
         elif name == "stacktrace":
             if inst.tracing_on and p.take(key):

@@ -154,7 +154,10 @@ class RawStream:
         """The stream's last message: why it ends, and the set_ftrace_filter
         words that selected no function that ran (``fentry run`` says so)."""
         try:
-            unselected = self.instance.filter.unselected()
+            # After a traceoff command a word's functions may well have run
+            # untraced: nothing to say of them.
+            inst = self.instance
+            unselected = [] if inst.commands.traced_off else inst.filter.unselected()
         except Exception:       # (END goes out whatever happens)
             unselected = []
         return json_message(END, {"why": why, "unselected": unselected})
