@@ -158,6 +158,18 @@ def test_a_command_in_set_ftrace_notrace_is_refused(fs):
     assert err.value.code == "FILTER_CMD_NOTRACE" and err.value.pos == 4
 
 
+def test_a_command_acts_on_its_own_instance(fs):
+    fs.mkdir("instances/side")
+    fs.write("instances/side/set_ftrace_filter", "other:traceoff:1 other:snapshot")
+    other(0)
+    assert (fs.read("tracing_on"), fs.read("instances/side/tracing_on")) == ("1\n", "0\n")
+    assert "* Snapshot is allocated *" in fs.read("instances/side/snapshot")
+    assert "* Snapshot is freed *" in fs.read("snapshot")
+    assert fs.read("set_ftrace_filter") == "#### all functions enabled ####\n"
+    fs.rmdir("instances/side")
+    assert fs.read("enabled_functions") == ""
+
+
 def test_counts_in_the_kernels_bases(fs):
     fs.write("set_ftrace_filter", "mid:traceoff:0x10 other:traceoff:010")
     assert fs.read("set_ftrace_filter").splitlines()[1:] == ["mid:traceoff:count=16",
