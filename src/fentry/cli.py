@@ -323,10 +323,10 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _check_filters(globs: list[str], what: str) -> None:
-    from .ftrace import parse_filter
+    from .ftrace import parse_filter, parse_filter_words
     for g in globs:
         try:
-            parse_filter(g)
+            parse_filter_words(g) if what == "-l" else parse_filter(g)
         except TraceError as e:
             e.subsystem = f"fentry run {what}"
             raise

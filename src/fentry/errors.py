@@ -16,7 +16,13 @@ ERRORS: dict[str, str] = {
     "EMPTY_GLOB": "Empty glob pattern",
     # the kernel's bare -EINVAL (ftrace filter writes have no error_log), said
     "NO_MATCH": "Invalid argument: no function matches it",
-    "FILTER_CMD_UNSUPPORTED": "Invalid argument: fentry has no set_ftrace_filter commands yet",
+    # set_ftrace_filter commands (FUNC:COMMAND[:PARAM]): ftrace.c, trace_functions.c, trace_events.c
+    "FILTER_CMD_NOTRACE": "Invalid argument: commands only work with set_ftrace_filter",
+    "BAD_CMD_COUNT": "Invalid argument: the count must be a number",
+    "BAD_CMD_PARAM": "Invalid argument: too many parameters for the command",
+    "CMD_NEEDS_EVENT": "Invalid argument: expected SYSTEM:EVENT",
+    "CMD_NO_EVENT": "Invalid argument: no such event",
+    "CMD_NOT_SET": "No such device: no such command is set on those functions",
     # tracefs files
     "NO_SUCH_FILE": "No such file",
     "NOT_WRITABLE": "File is not writable",
@@ -25,8 +31,8 @@ ERRORS: dict[str, str] = {
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
-    # max_graph_depth, tracing_thresh: the kernel's kstrtoul -EINVAL and -ERANGE
-    "BAD_NUMBER": "Invalid argument: expected a decimal number",
+    # max_graph_depth, tracing_thresh, command counts: the kernel's kstrtoul -EINVAL and -ERANGE
+    "BAD_NUMBER": "Invalid argument: expected a number",
     "NUMBER_RANGE": "Numerical result out of range",
     "NO_MEMORY": "Cannot allocate memory",
     "INSTANCE_EXISTS": "File exists: there is an instance of that name already",

@@ -56,8 +56,9 @@ LISTED = hotpath.LISTED
 
 # ---------------------------------------------------------------- filters
 
-# The kernel's set_ftrace_filter commands (FUNC:COMMAND[:ARGS]); fentry has
-# none of them yet, and must not read one as a MOD:GLOB.
+# The kernel's set_ftrace_filter commands (FUNC:COMMAND[:PARAM...]), never
+# read as a MOD:GLOB (ftrace_process_regex: the word after the first ':' is
+# looked up in the registered commands).
 FTRACE_COMMANDS = ("traceon", "traceoff", "stacktrace", "snapshot", "enable_event",
                    "disable_event", "dump", "cpudump")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -103,23 +104,43 @@ def _compile_glob(glob: str, command: str, pos: int) -> re.Pattern[str]:
     return re.compile(fnmatch.translate(glob))
 
 
-def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
-    """Parse set_ftrace_filter words; raise TraceError (with position) on bad input."""
+class FilterCommand:
+    """One command word of set_ftrace_filter: ``[!]GLOB:COMMAND[:PARAM...]``
+    (what the command does is its owner's: ``tracers.commands``)."""
+    __slots__ = ("negate", "glob", "name", "params", "pos", "params_pos", "word")
+
+    def __init__(self, negate: bool, glob: _Glob, name: str, params: list[str], pos: int,
+                 params_pos: int, word: str) -> None:
+        self.negate = negate
+        self.glob = glob            # the functions it is on
+        self.name = name
+        self.params = params        # the words after the command, split at ':'
+        self.pos = pos              # where the word starts in the command written
+        self.params_pos = params_pos    # where its first parameter starts
+        self.word = word
+
+
+def parse_filter_words(text: str | Iterable[str]) -> tuple[list[_Glob], list[FilterCommand]]:
+    """Parse set_ftrace_filter words into filter globs and commands; raise
+    TraceError (with position) on bad input."""
     if not isinstance(text, str):
         text = " ".join(text)
-    globs = []
+    globs: list[_Glob] = []
+    commands: list[FilterCommand] = []
     for m in re.finditer(r"\S+", text):
         word, pos = m.group(), m.start()
         negate = word.startswith("!")
         body = word[1:] if negate else word
         bpos = pos + negate
         parts = body.split(":")
-        if len(parts) > 1 and parts[1] in FTRACE_COMMANDS:
+        if is_command_word(body):
             # FUNC:COMMAND, even where it could be read as MOD:GLOB: a
             # function of that name in a module is GLOB:mod:MOD.
-            raise TraceError("FILTER_CMD_UNSUPPORTED", text, bpos + len(parts[0]) + 1,
-                             detail=f"for a function named {parts[1]!r}, write "
-                                    f"{parts[1]}:mod:{parts[0] or 'MODULE'}")
+            glob = _Glob(False, _compile_glob(parts[0], text, bpos), None, pos, parts[0], "",
+                         parts[0])
+            commands.append(FilterCommand(negate, glob, parts[1], parts[2:], pos,
+                                          bpos + len(parts[0]) + len(parts[1]) + 2, word))
+            continue
         if len(parts) == 1:
             func, mod = parts[0], None
         elif len(parts) == 2:              # fentry's MOD:GLOB
@@ -137,6 +158,24 @@ def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
         globs.append(_Glob(negate, _compile_glob(func, text, fpos),
                            None if mod is None else _compile_glob(mod, text, bpos),
                            pos, func, mod or "", word))
+    return globs, commands
+
+
+def is_command_word(word: str) -> bool:
+    """Whether a set_ftrace_filter word is a command (``[!]FUNC:COMMAND...``)."""
+    parts = word.split(":")
+    return len(parts) > 1 and parts[1] in FTRACE_COMMANDS
+
+
+def parse_filter(text: str | Iterable[str]) -> list[_Glob]:
+    """Parse filter words that may not be commands (set_ftrace_notrace, an
+    ops' own filter): a command is refused, as the kernel's ``!enable``."""
+    if not isinstance(text, str):
+        text = " ".join(text)
+    globs, commands = parse_filter_words(text)
+    if commands:
+        c = commands[0]
+        raise TraceError("FILTER_CMD_NOTRACE", text, c.params_pos - len(c.name) - 1)
     return globs
 
 
@@ -212,7 +251,7 @@ def program_starting() -> Iterator[None]:
         _starting = old
 
 
-def _check_selects(globs: list[_Glob], command: str) -> None:
+def check_selects(globs: list[_Glob], command: str) -> None:
     """A word that selects no function is refused (the kernel's -EINVAL from
     ``match_records``), unless it waits for a module not imported yet (the
     kernel's ``cache_mod``: for a module-glob too, as the kernel's
@@ -231,12 +270,15 @@ def _check_selects(globs: list[_Glob], command: str) -> None:
         raise TraceError("NO_MATCH", command, g.pos, detail=hint)
 
 
-def set_hash(hash_: FilterHash, patterns: str | Iterable[str], reset: bool) -> None:
-    """Write ``patterns`` to a filter hash (``>`` when ``reset``, else ``>>``); takes effect at once."""
+def set_hash(hash_: FilterHash, patterns: str | Iterable[str], reset: bool,
+             globs: list[_Glob] | None = None) -> None:
+    """Write ``patterns`` to a filter hash (``>`` when ``reset``, else ``>>``);
+    takes effect at once.  ``globs``: the words already parsed (and checked)."""
     if not isinstance(patterns, str):
         patterns = " ".join(patterns)
-    globs = parse_filter(patterns)      # raises before anything changes
-    _check_selects(globs, patterns)
+    if globs is None:
+        globs = parse_filter(patterns)      # raises before anything changes
+        check_selects(globs, patterns)
     if reset:
         hash_.globs = globs
         hash_.codes.clear()

@@ -498,7 +498,10 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     fs.write(at + "trace_options", " ".join(settings.get("options", [])))
     if settings.get("clock"):
         fs.write(at + "trace_clock", settings["clock"])
-    fs.write(at + "set_ftrace_filter", " ".join(settings.get("filter", [])))
+    # Commands (FUNC:COMMAND) after the probe events, which enable_event names.
+    words = " ".join(settings.get("filter", [])).split()
+    commands = [w for w in words if ftrace.is_command_word(w)]
+    fs.write(at + "set_ftrace_filter", " ".join(w for w in words if w not in commands))
     fs.write(at + "set_ftrace_notrace", " ".join(settings.get("notrace", [])))
     fs.write(at + "set_graph_function", " ".join(settings.get("graph_function", [])))
     fs.write(at + "set_graph_notrace", " ".join(settings.get("graph_notrace", [])))
@@ -530,6 +533,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         if filter_text is not None:
             fs.write(f"{path}/filter", filter_text)
         fs.write(f"{path}/enable", "1")
+    if commands:
+        fs.write(at + "set_ftrace_filter", " ".join(commands), append=True)
     return defined
 
 

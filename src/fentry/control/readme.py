@@ -40,6 +40,9 @@ HELP: dict[str, str] = {
                    "      boot:   CLOCK_BOOTTIME\n"
                    "       tai:   CLOCK_TAI",
     "trace_marker": "Writes into this file writes into the trace buffer",
+    "snapshot": "Like 'trace' but shows the content of the static\n"
+                "snapshot buffer. Read the contents for more\n"
+                "information",
     "instances": "Make sub-buffers with: mkdir instances/foo\n"
                  "Remove sub-buffer with rmdir",
     "trace_options": "Set format or modify how tracing happens\n"
@@ -54,7 +57,19 @@ HELP: dict[str, str] = {
                          "functions\n"
                          "  accepts: func_full_name or glob-matching-pattern\n"
                          "  modules: Can select a group via module\n"
-                         "   Format: :mod:<module-name>",
+                         "   Format: :mod:<module-name>\n"
+                         " triggers: a command to perform when function is hit\n"
+                         "   Format: <function>:<trigger>[:count]\n"
+                         "  trigger: traceon, traceoff\n"
+                         "           enable_event:<system>:<event>\n"
+                         "           disable_event:<system>:<event>\n"
+                         "           stacktrace\n"
+                         "           snapshot\n"
+                         "           dump\n"
+                         "           cpudump\n"
+                         "  example: echo do_fault:traceoff > set_ftrace_filter\n"
+                         "           echo do_trap:traceoff:3 > set_ftrace_filter\n"
+                         "  To remove trigger: echo '!<function>:<trigger>' >> set_ftrace_filter",
     "set_ftrace_notrace": "echo function name in here to never trace.\n"
                           "  accepts: func_full_name, *func_end, func_begin*, *func_middle*",
     "set_ftrace_pid": "Write native thread id(s) to only function trace those threads\n"

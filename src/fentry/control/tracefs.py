@@ -114,9 +114,9 @@ class Tracefs:
     ``instances/``: ``ls``, ``read``, ``write``, ``mkdir``, ``rmdir``."""
 
     def __init__(self) -> None:
-        self.instance = TraceInstance(top=True)     # the top level
-        self.instances: dict[str, TraceInstance] = {}
         self.probes = probes = ProbeEvents()
+        self.instance = self._wire(TraceInstance(top=True))     # the top level
+        self.instances: dict[str, TraceInstance] = {}
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
         fentry._marker = self.program_marker
         self.lock = threading.RLock()
@@ -156,6 +156,16 @@ class Tracefs:
         """``stack_trace``: the deepest stack seen, in the kernel's table."""
         thread, locations = self.stack.rows()
         return stack_text(thread, locations, self.stack.enabled, self.stack.stack.max)
+    def _wire(self, inst: TraceInstance) -> TraceInstance:
+        """What an instance needs of the shared probe events: its
+        enable_event commands name them, its stacktrace option re-arms them."""
+        inst.commands.events = self.probes
+
+        def on_options(changed: set[str]) -> None:
+            if "stacktrace" in changed:
+                self.probes.rearm(inst)
+        inst.option_hooks.append(on_options)
+        return inst
 
     def program_marker(self, text: object) -> None:
         """``fentry.trace_marker(text)``: as a write to the top level's
@@ -195,8 +205,7 @@ class Tracefs:
             "available_tracers": (lambda: " ".join(TRACERS) + "\n", None),
             "current_tracer": (lambda: inst.tracer + "\n",
                                lambda text, append: inst.set_tracer(text)),
-            "set_ftrace_filter": (lambda: _hash_text(inst.filter, "#### all functions enabled ####\n"),
-                                  lambda text, append: inst.set_filter(text, append)),
+            "set_ftrace_filter": (inst.filter_text, lambda text, append: inst.set_filter(text, append)),
             "set_ftrace_notrace": (lambda: _hash_text(inst.notrace, "#### no functions disabled ####\n"),
                                    lambda text, append: inst.set_filter(text, append, notrace=True)),
             "set_graph_function": (lambda: _hash_text(inst.graph_filter, "#### all functions enabled ####\n"),
@@ -208,6 +217,7 @@ class Tracefs:
             "buffer_size_kb": (lambda: f"{inst.buffer.size_kb}\n",
                                lambda text, append: _resize(inst, text)),
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
+            "snapshot": (inst.read_snapshot, lambda text, append: inst.write_snapshot(text)),
             "trace_pipe": (inst.wait_pipe, None),
             "trace_clock": (inst.clock_text, lambda text, append: inst.set_clock(text)),
             # Write-only, any text: the kernel frees at the close, fentry at the write.
@@ -244,7 +254,7 @@ class Tracefs:
         with self.lock:
             if name in self.instances:
                 raise TraceError("INSTANCE_EXISTS", path, len("instances/"))
-            self.instances[name] = TraceInstance()
+            self.instances[name] = self._wire(TraceInstance())
 
     def rmdir(self, path: str) -> None:
         """``rmdir instances/NAME``: the instance and all it traced, gone."""
@@ -255,6 +265,7 @@ class Tracefs:
             if self.instances[parts[1]].buffer.raw_readers:
                 raise TraceError("INSTANCE_BUSY", path, len("instances/"))
             inst = self.instances.pop(parts[1])
+        inst.commands.clear()
         self.probes.forget_instance(inst)
         inst.set_tracer("nop")
         inst.set_options("nofunction-fork noevent-fork")
@@ -349,6 +360,7 @@ class Tracefs:
         self.write("current_tracer", "nop")
         self.write("tracing_on", "1")
         self.write("set_ftrace_filter", "")
+        self.instance.commands.clear()
         self.write("set_ftrace_notrace", "")
         for name in PID_FILES:
             self.write(name, "")

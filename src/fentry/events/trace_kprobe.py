@@ -41,6 +41,7 @@ from .probe_parser import (
     log_command,
     parse_probe,
 )
+from .stack import record_stack
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -244,7 +245,10 @@ class EventFile:
         return trace
 
     def _fast_specs(self) -> tuple[Any, ...] | None:
-        """The fetchargs for the C path, or None: every hit takes the Python path."""
+        """The fetchargs for the C path, or None: every hit takes the Python
+        path (so with the ``stacktrace`` option, which records the stack there)."""
+        if self.instance.options["stacktrace"]:
+            return None
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
 
@@ -287,7 +291,7 @@ class EventFile:
         self._nhit += 1
         args = self.event.defn.args
         values = fetch_all(args, frame) if args else ()
-        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame.f_code)
+        self._record((frame.f_code, frame.f_lasti if self.at_offset else 0), values, frame)
 
     def _entry_hit(self, frame: FrameType) -> tuple[object, ...]:
         """A return probe's entry, in Python: the stored values of its
@@ -310,26 +314,29 @@ class EventFile:
                                      type(value).__name__ if raised else None)
         else:
             site = (None, 0, frame.f_code, type(value).__name__ if raised else None)
-        self._record(site, values, frame.f_code)
+        self._record(site, values, frame)
 
     def _matches(self, values: tuple[object, ...], code: CodeType | None = None) -> bool:
         """The filter, on a record's values (``code``: the probed code, for ``$args``)."""
         fields = dict(zip(self.event.field_names(code), values))
         return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
 
-    def _record(self, site: tuple[Any, ...], values: tuple[object, ...], code: CodeType) -> None:
+    def _record(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
         for v in values:
             if v is FAULT:
                 self._nmissed += 1
                 break
-        if not self.instance.tracing_on:
+        instance = self.instance
+        if not instance.tracing_on:
             return
-        if self.filtered and not self._matches(values, code):
+        if self.filtered and not self._matches(values, frame.f_code):
             return
-        tb = self.instance.buffer.current()
+        tb = instance.buffer.current()
         if tb.skip & SKIP_EVENT:        # set_event_pid left this thread out
             return
         tb.record((self.event, site, values))
+        if instance.options["stacktrace"]:
+            record_stack(tb, frame)
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.event.defn.args)
@@ -550,6 +557,16 @@ class ProbeEvents:
         except TraceError as e:
             e.subsystem = "event filter parse error"
             self._fail(e)
+
+    def rearm(self, instance: TraceInstance) -> None:
+        """The events enabled in ``instance``, enabled anew: its
+        ``stacktrace`` option changed, and with it which path their hits take."""
+        with self.lock:
+            for e in self.events.values():
+                f = e.file(instance)
+                if f.enabled:
+                    f.disable()
+                    f.enable()
 
     def forget_instance(self, instance: TraceInstance) -> None:
         """``instance`` is removed: every event's file there goes, disabled."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..events.event_format import EventFormat
 from ..events.marker import MARKER
+from ..events.stack import STACK
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
 
@@ -145,6 +146,8 @@ def _ref(desc: list[Any]) -> object:
         return CodeInfo(module, qualname, filename, firstlineno, tuple(params), size)
     if kind == "marker":
         return MARKER
+    if kind == "stack":
+        return STACK
     if kind == "event":
         try:
             return EventFormat.from_definition(desc[3])

@@ -61,7 +61,7 @@ class GraphOps(FtraceOps):
     global_events = E.PY_UNWIND | E.PY_THROW
     outermost = True
 
-    def __init__(self, buffer: RingBuffer) -> None:
+    def __init__(self, buffer: RingBuffer, options: dict[str, bool] | None = None) -> None:
         super().__init__(self.graph_entry)
         self.buffer = buffer
         # set_graph_function and set_graph_notrace (the instance's, once started)

@@ -174,7 +174,11 @@ class RawStream:
         and set_graph_function words that selected no function that ran
         (``fentry run`` says so)."""
         try:
-            unselected = self.instance.filter.unselected() + self.instance.graph_filter.unselected()
+            # After a traceoff command a word's functions may well have run
+            # untraced: nothing to say of them.
+            inst = self.instance
+            unselected = ([] if inst.commands.traced_off
+                          else inst.filter.unselected() + inst.graph_filter.unselected())
         except Exception:       # (END goes out whatever happens)
             unselected = []
         return json_message(END, {"why": why, "unselected": unselected})

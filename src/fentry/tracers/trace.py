@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 
 from .. import ftrace
 from ..errors import TraceError
@@ -17,11 +18,16 @@ from ..events.marker import MARKER, marker_text
 from ..ftrace import FilterHash, FtraceOps
 from ..hotpath import GRAPH_STACK
 from . import text as output
+from .commands import FuncCommands
 from .function import FunctionOps
 from .function_graph import GraphOps
 from .pid_fork import OPTION_BITS, ForkOps
-from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer
+from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer, ThreadBuffer
 from .text import FunctionReader, GraphReader
+
+TYPE_CHECKING = False       # (typing's, without importing typing at run time)
+if TYPE_CHECKING:
+    from ..raw import Record
 
 # name -> (ops class, reader class); nop has neither.
 TRACERS: dict[str, tuple[type[FunctionOps | GraphOps] | None, type[FunctionReader | GraphReader] | None]] = {
@@ -58,7 +64,22 @@ OPTIONS = {
     # and exit hooks).
     "function-fork": False,
     "event-fork": False,
+    # A stack record after each probe event (the kernel's: after each event).
+    "stacktrace": False,
+    # A stack record after each function tracer entry.
+    "func_stack_trace": False,
 }
+# What reading an empty snapshot says (trace.c, print_snapshot_help and
+# show_snapshot_main_help), word for word.
+SNAPSHOT_HELP = ("#\n# * Snapshot is {} *\n#\n"
+                 "# Snapshot commands:\n"
+                 "# echo 0 > snapshot : Clears and frees snapshot buffer\n"
+                 "# echo 1 > snapshot : Allocates snapshot buffer, if not already allocated.\n"
+                 "#                      Takes a snapshot of the main buffer.\n"
+                 "# echo 2 > snapshot : Clears snapshot buffer (but does not allocate or free)\n"
+                 "#                      (Doesn't have to be '2' works with any number that\n"
+                 "#                       is not a '0' or '1')\n")
+
 # The top level's: its own markers are copied to itself.
 TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
 
@@ -78,6 +99,12 @@ class TraceInstance:
         self.lock = threading.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
         self._fork: ForkOps | None = None       # while function-fork or event-fork is on
+        # The snapshot buffer: every thread's records at the last swap; None: freed.
+        self.spare: list[tuple[ThreadBuffer, list[Record]]] | None = None
+        # Called with the names of the options a write changed (the probe
+        # events' stacktrace needs their slow path).
+        self.option_hooks: list[Callable[[set[str]], None]] = []
+        self.commands = FuncCommands(self)
 
     @property
     def tracing_on(self) -> bool:
@@ -120,7 +147,7 @@ class TraceInstance:
         ops_class = TRACERS[tracer][0]
         if ops_class is None or not self.tracing_on:
             return
-        ops = ops_class(self.buffer)
+        ops = ops_class(self.buffer, self.options)
         ops.filter, ops.notrace = self.filter, self.notrace
         if isinstance(ops, GraphOps):
             ops.graph, ops.graph_notrace = self.graph_filter, self.graph_notrace
@@ -134,26 +161,45 @@ class TraceInstance:
 
     def set_tracing_on(self, on: bool) -> None:
         """Off switches the events off (not filtered); on switches them back."""
+        if not on:
+            # The switch first, without the lock: a traceoff command stops
+            # the probe events of every thread at once, the tracer's just after.
+            self.tracing_on = False
         with self.lock:
-            if on == self.tracing_on:
-                return
-            if on:
-                if TRACERS[self.tracer][0] is not None:
-                    ftrace.check_tool_id()  # ToolIdBusy: still off
-                self.tracing_on = True
-                try:
-                    self._start(self.tracer)
-                except TraceError:          # (the id went in the moment between)
-                    self.tracing_on = False
-                    raise
-            else:
-                self.tracing_on = False
+            if not on:
                 self._stop_ops()
+                return
+            if self.tracing_on:
+                return
+            if TRACERS[self.tracer][0] is not None:
+                ftrace.check_tool_id()      # ToolIdBusy: still off
+            self.tracing_on = True
+            try:
+                self._start(self.tracer)
+            except TraceError:              # (the id went in the moment between)
+                self.tracing_on = False
+                raise
 
     # -- filters
     def set_filter(self, text: str, append: bool, notrace: bool = False) -> None:
+        """A write to set_ftrace_filter (or set_ftrace_notrace): its words
+        to the hash, its commands (FUNC:COMMAND) to the commands.  ``>``
+        empties the hash, never the commands (as the kernel's O_TRUNC)."""
         with self.lock:
-            ftrace.set_hash(self.notrace if notrace else self.filter, text, reset=not append)
+            if notrace:
+                ftrace.set_hash(self.notrace, text, reset=not append)
+                return
+            globs, commands = ftrace.parse_filter_words(text)
+            ftrace.check_selects(globs, text)
+            if commands:
+                self.commands.write(commands, text)     # checks all, then applies
+            ftrace.set_hash(self.filter, text, reset=not append, globs=globs)
+
+    def filter_text(self) -> str:
+        """set_ftrace_filter read back: the functions (the kernel's line
+        when none is selected), then the commands (``t_probe_show``)."""
+        hash_text = "#### all functions enabled ####\n" if self.filter.empty else self.filter.text()
+        return hash_text + self.commands.text()
 
     # -- pid filters
     def set_pids(self, name: str, text: str, append: bool) -> None:
@@ -225,11 +271,19 @@ class TraceInstance:
             bits = sum(bit for name, bit in OPTION_BITS.items() if changes.get(name, self.options[name]))
             if bits and self._fork is None:
                 ftrace.check_tool_id()      # ToolIdBusy, before anything changes
+            changed = {k for k, v in changes.items() if self.options[k] != v}
             self.options.update(changes)
             self._pipe_reader = None
             if self.buffer.overwrite != self.options["overwrite"]:
                 self.buffer.set_overwrite(self.options["overwrite"])
             self._follow(bits)
+            if "func_stack_trace" in changed and self.ops is not None:
+                # The function tracer's handlers, with or without the stack, anew.
+                self._stop_ops()
+                self._start(self.tracer)
+        if changed:
+            for hook in list(self.option_hooks):
+                hook(changed)
 
     def _follow(self, bits: int) -> None:
         """The pid lists follow threads starting and ending (``bits``: which
@@ -295,6 +349,47 @@ class TraceInstance:
             if untimed:     # (tracing_thresh: calls deeper than the thread's stack of them)
                 parts.append(f"# TID:{tb.tid} [{untimed} CALLS DEEPER THAN {GRAPH_STACK} NOT TIMED]\n")
         parts.extend(reader.lines(per_thread))
+        parts.extend(reader.flush())
+        return "".join(parts)
+
+    # -- snapshot (the kernel's spare buffer)
+    def take_snapshot(self) -> None:
+        """``echo 1 > snapshot``: every thread's records move to the spare
+        buffer, the main one goes on empty.  Copy-and-clear, not a swap of
+        the rings: the hot path holds each thread's ring (its thread-local),
+        and one ``consume`` per ring, a single call under the GIL, takes each
+        record whole, into the snapshot or left for after it.  Unlike the
+        kernel's swap, the spare's old records are dropped, not handed to
+        the main buffer."""
+        with self.lock:
+            self.spare = [(tb, records) for tb in self.buffer.readable()
+                          if (records := tb.consume())]
+
+    def write_snapshot(self, text: str) -> None:
+        """The ``snapshot`` file: 0 frees, 1 takes a snapshot, any other number clears."""
+        t = text.strip()
+        if not t.isdigit():     # the kernel's kstrtoul: -EINVAL
+            raise TraceError("BAD_NUMBER", text.rstrip("\n"), 0)
+        with self.lock:
+            val = int(t)
+            if val == 0:
+                self.spare = None
+            elif val == 1:
+                self.take_snapshot()
+            elif self.spare is not None:
+                self.spare = []
+
+    def read_snapshot(self) -> str:
+        """The ``snapshot`` file: the spare buffer as ``trace`` reads, or,
+        empty, the kernel's help (``print_snapshot_help``)."""
+        with self.lock:
+            spare, tracer, reader = self.spare, self.tracer, self.reader()
+        if not spare:
+            state = "allocated" if spare is not None else "freed"
+            return f"# tracer: {tracer}\n#\n" + SNAPSHOT_HELP.format(state)
+        in_buf = sum(len(r) for _, r in spare)
+        parts = [output.buffer_header(tracer, in_buf, in_buf, len(spare)), reader.header()]
+        parts.extend(reader.lines(spare))
         parts.extend(reader.flush())
         return "".join(parts)
 
