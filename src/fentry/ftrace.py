@@ -464,6 +464,16 @@ class _Core:
         self.traced[key] = (CodeRef(code, self._forget), module, ops)
         self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
 
+    def refresh(self, ops: FtraceOps) -> None:
+        """Make ``ops``' handlers anew for every code it traces, in place
+        (what its ``handlers`` returns has changed; its events have not): no
+        event of a traced code is missed meanwhile."""
+        with self.lock:
+            for ref, module, traced_by in list(self.traced.values()):
+                code = ref()
+                if code is not None and ops in traced_by:
+                    self._install(code, module, traced_by)
+
     def _uninstall(self, code: CodeType) -> None:
         key = id(code)
         for table in TABLES.values():
@@ -540,6 +550,12 @@ def check_tool_id() -> None:
 def unregister_ftrace_function(ops: FtraceOps) -> None:
     """Stop ``ops``; the last unregister releases the sys.monitoring tool id."""
     _core.unregister(ops)
+
+
+def refresh_ftrace_function(ops: FtraceOps) -> None:
+    """A registered ``ops`` whose ``handlers`` now make other handlers (an
+    option changed): its traced codes get them, and it stays registered."""
+    _core.refresh(ops)
 
 
 def registered_ops() -> list[FtraceOps]:

@@ -256,6 +256,19 @@ def graph_event(local: threading.local, attach: _Attach, kind: int, nargs: int =
     handler of ``nargs`` arguments (2: PY_START, PY_RESUME)."""
 def graph_exc_event(local: threading.local, attach: _Attach, kind: int, /) -> _Handler:
     """function_graph on unwind: records ``(seq, ts, kind, code, exception type)``."""
+def graph_retval_event(local: threading.local, attach: _Attach, kind: int,
+                       shown: Callable[[object], object], fault: object, /) -> _Handler:
+    """function_graph at PY_RETURN with ``funcgraph-retval``: records
+    ``(seq, ts, kind, code, (value,))``: an int of 64 bits, a float, None or
+    a bool as it is, anything else ``shown(value)`` (its safe text), so a
+    record never keeps the returned object alive."""
+def graph_args_event(local: threading.local, attach: _Attach, kind: int,
+                     shown: Callable[[object], object], fault: object, count: int, depth: int,
+                     /) -> _Handler:
+    """function_graph at PY_START with ``funcgraph-args``: records
+    ``(seq, ts, kind, code, values)``, the traced frame's first ``count``
+    fast locals (its parameters), each kept as ``graph_retval_event`` keeps
+    a value; ``fault`` for an unbound one.  ``depth``: the traced frame's."""
 def profile_event(local: threading.local, attach: Callable[[], ProfileStat], kind: int,
                   nargs: int, /) -> _Handler:
     """The function profiler's handler of one code object, on the thread's

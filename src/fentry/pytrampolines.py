@@ -21,7 +21,8 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
            "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
-           "ops_entry", "function_entry", "graph_event", "graph_exc_event",
+           "ops_entry", "function_entry", "graph_event", "graph_exc_event", "graph_retval_event",
+           "graph_args_event",
            "ProfileStat", "profile_event"]
 
 import itertools
@@ -534,6 +535,53 @@ def graph_exc_event(local, attach, kind: int):
             tb = attach()
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
+
+
+# -- function_graph's values (funcgraph-retval, funcgraph-args; see ctrampolines/graph_values.c)
+
+def graph_retval_event(local, attach, kind: int, shown, fault):
+    """function_graph at PY_RETURN with ``funcgraph-retval``: records
+    ``(seq, ts, kind, code, (value,))``, the value kept as the C twin keeps
+    it (an int of 64 bits, a float, None, a bool) or ``shown(value)``, its
+    safe text (``fault`` if even that fails): a record never keeps the
+    returned object alive."""
+    def graph_retval_event(code, offset, retval):  # hot path
+        t = retval.__class__
+        if not (t is float or t is bool or retval is None or (t is int and _I64_MIN <= retval <= _I64_MAX)):
+            retval = shown(retval)
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb._append((next(tb._seq), perf_counter_ns(), kind, code, (retval,)))
+    return graph_retval_event
+
+
+def graph_args_event(local, attach, kind: int, shown, fault, count: int, depth: int):
+    """function_graph at PY_START with ``funcgraph-args``: records
+    ``(seq, ts, kind, code, values)``, the values of the frame's first
+    ``count`` fast locals (its parameters, ``*args`` and ``**kwargs`` too),
+    each kept as ``graph_retval_event`` keeps a value; ``fault`` for an
+    unbound one."""
+    def graph_args_event(code, offset):  # hot path
+        f_locals = _getframe(depth).f_locals
+        values = []
+        for name in code.co_varnames[:count]:
+            v = f_locals.get(name, fault)
+            t = v.__class__
+            if not (v is fault or t is float or t is bool or v is None
+                    or (t is int and _I64_MIN <= v <= _I64_MAX)):
+                v = shown(v)
+            values.append(v)
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb._append((next(tb._seq), perf_counter_ns(), kind, code, tuple(values)))
+    return graph_args_event
+
+
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 

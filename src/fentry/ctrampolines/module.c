@@ -42,7 +42,8 @@ PyInit__ctrampolines(void)
     if (PyModule_AddFunctions(m, dispatch_functions) < 0 || PyModule_AddFunctions(m, quiet_functions) < 0
         || PyModule_AddFunctions(m, sigterm_functions) < 0
         || PyModule_AddFunctions(m, tool_id_functions) < 0
-        || PyModule_AddFunctions(m, profile_functions) < 0)
+        || PyModule_AddFunctions(m, profile_functions) < 0
+        || PyModule_AddFunctions(m, graph_values_functions) < 0)
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
@@ -59,7 +60,7 @@ PyInit__ctrampolines(void)
     if (PyModule_AddIntConstant(m, "RECORD_BYTES", (long)sizeof(Rec)) < 0
         || PyModule_AddIntConstant(m, "DIRECT", 1) < 0 || PyModule_AddIntConstant(m, "LISTED", 1) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
@@ -67,7 +68,8 @@ PyInit__ctrampolines(void)
                                   "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
                                   "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
-                                  "graph_event", "graph_exc_event", "ProfileStat", "profile_event");
+                                  "graph_event", "graph_exc_event", "graph_retval_event",
+                                  "graph_args_event", "ProfileStat", "profile_event");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
         goto fail;
     Py_DECREF(sys);

@@ -6,6 +6,11 @@ re-enters it), and PY_UNWIND (a frame left by an exception; global-only in
 CPython, so it costs a callback per unwound frame while this tracer runs).
 PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 ``text.GraphReader`` reads the records as the kernel's function_graph text.
+
+With ``funcgraph-retval`` a return's record carries the value returned, and
+with ``funcgraph-args`` an entry's the arguments (the kernel's graph entry
+and return records with args and retval): other handlers, picked here only
+when the option is on, so with the options off nothing differs.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 from types import CodeType, FrameType
 
 from .. import arch, hotpath
+from ..events.fetch import FAULT, parameters, shown
 from ..ftrace import FtraceOps, Handlers
 from ..hotpath import Ip
 from ..raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD
 from .ring_buffer import RingBuffer
 
 E = arch.EVENTS
+# The parameters funcgraph-args keeps of a call (ctrampolines/graph_values.c's
+# GRAPH_MAX_ARGS); the line shows ``...`` for the rest.
+MAX_ARGS = 32
 
 
 class GraphOps(FtraceOps):
@@ -28,9 +37,11 @@ class GraphOps(FtraceOps):
     global_events = E.PY_UNWIND | E.PY_THROW
     outermost = True
 
-    def __init__(self, buffer: RingBuffer) -> None:
+    def __init__(self, buffer: RingBuffer, retval: bool = False, args: bool = False) -> None:
         super().__init__(self.graph_entry)
         self.buffer = buffer
+        self.retval = retval        # funcgraph-retval
+        self.args = args            # funcgraph-args
 
     def graph_entry(self, ip: Ip, parent_ip: Ip | None, ops: FtraceOps, regs: FrameType | None) -> None:
         """The four-argument form, for callers of ``func`` itself."""
@@ -38,9 +49,12 @@ class GraphOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.buffer.local, self.buffer.attach
-        return {E.PY_START: hotpath.graph_event(local, attach, ENTRY, 2),
+        return {E.PY_START: hotpath.graph_args_event(local, attach, ENTRY, shown, FAULT,
+                                                     min(len(parameters(code)), MAX_ARGS), depth)
+                if self.args else hotpath.graph_event(local, attach, ENTRY, 2),
                 E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),
-                E.PY_RETURN: hotpath.graph_event(local, attach, RETURN),
+                E.PY_RETURN: hotpath.graph_retval_event(local, attach, RETURN, shown, FAULT)
+                if self.retval else hotpath.graph_event(local, attach, RETURN),
                 E.PY_YIELD: hotpath.graph_event(local, attach, YIELD),
                 E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),
                 E.PY_THROW: hotpath.graph_event(local, attach, THROW)}

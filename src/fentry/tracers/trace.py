@@ -34,6 +34,11 @@ OPTIONS = {
     "funcgraph-tail": False,
     "funcgraph-duration": True,
     "funcgraph-proc": True,
+    "funcgraph-abstime": False,
+    "funcgraph-overhead": True,
+    # Recorded, not only printed: the tracer's handlers change with them.
+    "funcgraph-retval": False,
+    "funcgraph-args": False,
     "markers": True,        # trace_marker takes writes (off: the kernel's EINVAL)
     # The top level's trace_marker (and fentry.trace_marker) writes here too.
     "copy_trace_marker": False,
@@ -103,6 +108,8 @@ class TraceInstance:
         if ops_class is None or not self.tracing_on:
             return
         ops = ops_class(self.buffer)
+        if isinstance(ops, GraphOps):
+            ops.retval, ops.args = self.options["funcgraph-retval"], self.options["funcgraph-args"]
         ops.filter, ops.notrace = self.filter, self.notrace
         ftrace.register_ftrace_function(ops)
         self.ops = ops
@@ -172,6 +179,11 @@ class TraceInstance:
         with self.lock:
             self.options.update(changes)
             self._pipe_reader = None
+            if isinstance(self.ops, GraphOps):      # the tracer goes on, with the handlers asked for
+                retval, args = self.options["funcgraph-retval"], self.options["funcgraph-args"]
+                if (retval, args) != (self.ops.retval, self.ops.args):
+                    self.ops.retval, self.ops.args = retval, args
+                    ftrace.refresh_ftrace_function(self.ops)
 
     def options_text(self) -> str:
         return "".join(f"{'' if v else 'no'}{k}\n" for k, v in self.options.items())
@@ -194,6 +206,7 @@ class TraceInstance:
             lost = tb.lost()
             if lost:
                 parts.append("# " + output.lost_line(tb, lost))
+                reader.lost(tb)
         parts.extend(reader.lines(per_thread))
         parts.extend(reader.flush())
         return "".join(parts)
@@ -215,6 +228,7 @@ class TraceInstance:
                 lost = tb.lost() - tb.lost_told
                 if lost > 0:
                     parts.append(output.lost_line(tb, lost))
+                    reader.lost(tb)
                     tb.lost_told += lost
             parts.extend(reader.lines(per_thread))
             if final:
