@@ -61,10 +61,11 @@ class TextReport(FileSink):
         reader = self.readers.get(stream.number)
         if reader is None:          # no HELLO: a stream read from its middle
             reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
-        parts = [lost_line(thread, lost) for thread, lost, _ in items if lost]
+        parts = []
         for thread, lost, _ in items:
             if lost:
-                reader.lost(thread)
+                parts.extend(reader.lost(thread))
+                parts.append(lost_line(thread, lost))
         per_thread: dict[ThreadInfo, list[Record]] = {}
         for thread, _, records in items:
             if records and isinstance(records, list):     # (this sink takes lists)

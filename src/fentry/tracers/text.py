@@ -94,8 +94,9 @@ class FunctionReader:
     def header(self) -> str:
         return FUNCTION_COLUMNS
 
-    def lost(self, tb: Task) -> None:
+    def lost(self, tb: Task) -> list[str]:
         """Records of ``tb`` were overwritten: nothing here depends on them."""
+        return []
 
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         texts: list[list[str]] = []
@@ -191,11 +192,20 @@ class GraphReader:
                          + (dur if self.show_duration else "") + func + "\n")
         return "".join(heads)
 
-    def lost(self, tb: Task) -> None:
-        """Records of ``tb`` were overwritten before the next ones: an exit
+    def lost(self, tb: Task) -> list[str]:
+        """Records of ``tb`` were overwritten before its next ones: an exit
         whose entry is not known may be one whose entry was lost, and says
-        which function it closes, as the kernel's does."""
-        self._state(tb).lost = True
+        which function it closes, as the kernel's does.  The calls open
+        before the loss may have ended in it, and others begun: with no
+        depth in the records (the kernel's has one), an exit cannot be told
+        to be theirs, so they are forgotten (their exits are named, with no
+        duration) and nesting starts again from the left.  Returns the
+        lines of what was waiting (an entry, known now not to be a leaf)."""
+        st = self._state(tb)
+        st.lost = True
+        out = self._open(st)
+        st.stack.clear()
+        return [line for _, line in out]
 
     def _state(self, tb: Task) -> _ThreadState:
         st = self.threads.get(id(tb))
