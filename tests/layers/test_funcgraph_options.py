@@ -6,16 +6,21 @@ entry was lost; in process, through ``fentry run``, and ``fentry record`` +
 from __future__ import annotations
 
 import gc
+import os
 import re
+import signal
+import subprocess
 import sys
-import textwrap
 import threading
+import time
 import weakref
 
 import pytest
-from helpers import DURATION, GRAPH_LINE, fentry, fentry_run, graph_lines
+from helpers import DURATION, GRAPH_LINE, env, fentry, fentry_run, graph_lines
 
-from fentry import TraceError
+from fentry import TraceError, hotpath
+from fentry.arch import EVENTS as E
+from fentry.ftrace import TABLES
 
 HERE = __name__
 
@@ -185,9 +190,6 @@ def handler_kind(h) -> str:
 
 
 def test_with_the_options_off_the_handlers_are_the_plain_ones(fs):
-    from fentry import hotpath
-    from fentry.ftrace import TABLES
-    from fentry.arch import EVENTS as E
     fs.write("set_ftrace_filter", f"{HERE}:ident")
     fs.write("current_tracer", "function_graph")
     ident(1)
@@ -478,12 +480,6 @@ def test_lost_entries_through_fentry_run_with_a_stalled_reader(tmp_path):
     the program's small ring overwrites its oldest records, and the exits
     of the calls whose entries went say which function they close, with no
     duration; once the reader reads again, the graph is whole."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from helpers import env
     script = tmp_path / "deep.py"
     script.write_text(DEEP_PROGRAM)
     out = tmp_path / "trace.txt"

@@ -269,9 +269,9 @@ class GraphReader:
 
     def _exit(self, st: _ThreadState, rec: Record) -> str | None:
         """The exit's line; None for the exit of a call whose entry was never
-        seen (traced from inside it, or its entry lost): as the kernel's
-        return hook exists only for entries it saw."""
-        kind, code, ts = rec[2], rec[3], rec[1]
+        seen, nothing lost (traced from inside it), as the kernel's return
+        hook exists only for entries it saw."""
+        code, ts = rec[3], rec[1]
         stack = st.stack
         if not stack or stack[-1][0] is not code:
             if not any(c is code for c, _ in stack):
