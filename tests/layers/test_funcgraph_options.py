@@ -129,6 +129,7 @@ SHOWN_BIG = repr(BIG[:124])[:124] + "...'"          # probe fetchargs' bound (MA
 @pytest.mark.parametrize("value,shown", [
     (42, "42"), (-7, "-7"), (2**63 - 1, str(2**63 - 1)), (2**70, str(2**70)), (0, "0"),
     (1.5, "1.5"), (True, "True"), (None, "None"), ("x", "'x'"), (b"ab", "b'ab'"),
+    (10**5000, "(fault)"),      # (past int's str digits limit: no text, as a probe's too-big int)
     ([1, [2, [3, [4]]]], "[1, [2, [3, [...]]]]"), ((1,), "(1,)"), ({"k": (1, 2)}, "{'k': (1, 2)}"),
     (list(range(100)), "[0, 1, 2, 3, 4, 5, 6, 7, ...]"),
     (BIG, SHOWN_BIG), (Hostile(), f"<{HERE}.Hostile>"), (HostileStr("s"), f"<{HERE}.HostileStr>"),
@@ -151,6 +152,16 @@ def test_the_exit_of_a_call_that_made_calls_names_it_with_its_value(fs):
 def test_an_argument_a_closure_captured_shows_its_value(fs):
     lines = traced(fs, lambda: captures(9), "captures")
     assert lines == ["captures(v=9); /* ret=9 */"]
+
+
+def test_values_where_a_probe_shares_the_function(fs):
+    """A code traced by the tracer and a probe event is called through the
+    list function: the values are the same."""
+    fs.write("kprobe_events", f"p:in {HERE}:pair a")
+    fs.write("events/kprobes/enable", "1")
+    lines = traced(fs, lambda: pair(4, "z"), "pair", "ident")
+    assert lines == ["pair(a=4, b='z', key=None, rest=(), kw={}) {", "  /* in: (pair+0x0) arg1=4 */",
+                     "  ident(x=4); /* ret=4 */", "} /* pair ret=4 */"]
 
 
 def test_a_raised_exit_and_a_yield_keep_their_comments(fs):
