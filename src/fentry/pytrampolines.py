@@ -547,13 +547,19 @@ def graph_retval_event(local, attach, kind: int, shown, fault):
     returned object alive."""
     def graph_retval_event(code, offset, retval):  # hot path
         t = retval.__class__
+        raised = None
         if not (t is float or t is bool or retval is None or (t is int and _I64_MIN <= retval <= _I64_MAX)):
-            retval = shown(retval)
+            try:
+                retval = shown(retval)
+            except BaseException as e:      # (KeyboardInterrupt: recorded first, as the C twin does)
+                retval, raised = fault, e
         try:
             tb = local.tb
         except AttributeError:
             tb = attach()
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, (retval,)))
+        if raised is not None:
+            raise raised
     return graph_retval_event
 
 
@@ -566,18 +572,26 @@ def graph_args_event(local, attach, kind: int, shown, fault, count: int, depth: 
     def graph_args_event(code, offset):  # hot path
         f_locals = _getframe(depth).f_locals
         values = []
+        raised = None
         for name in code.co_varnames[:count]:
             v = f_locals.get(name, fault)
             t = v.__class__
             if not (v is fault or t is float or t is bool or v is None
                     or (t is int and _I64_MIN <= v <= _I64_MAX)):
-                v = shown(v)
+                try:
+                    v = shown(v)
+                except BaseException as e:  # (KeyboardInterrupt: recorded first, as the C twin does)
+                    values.append(fault)
+                    raised = e
+                    break
             values.append(v)
         try:
             tb = local.tb
         except AttributeError:
             tb = attach()
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, tuple(values)))
+        if raised is not None:
+            raise raised
     return graph_args_event
 
 
