@@ -371,6 +371,38 @@ def test_an_exit_whose_entry_was_lost_is_named_without_a_duration(fs):
     assert all(DURATION.match(m["duration"]) for m in lines[-3:])
 
 
+class Thread:
+    """A thread as the readers name it."""
+    tid = 7
+
+    def task_name(self) -> str:
+        return "t"
+
+
+def test_a_loss_inside_a_batch_is_placed_by_the_seq_numbers():
+    """A reader given one batch with a gap in its seq numbers (a drain of
+    several pages, records lost between two): the calls open before the
+    gap are forgotten there, not at the batch's start."""
+    from fentry.raw import ENTRY, RETURN
+    from fentry.tracers.text import GraphReader
+    main, d = outer.__code__, deep.__code__
+    records = [(0, 1000, ENTRY, main), (1, 2000, ENTRY, d), (2, 3000, ENTRY, d), (3, 4000, RETURN, d),
+               # seqs 4 .. 9 lost
+               (10, 9000, RETURN, d), (11, 9500, RETURN, d), (12, 9600, ENTRY, d), (13, 9700, RETURN, d),
+               (14, 9900, RETURN, main)]
+    reader = GraphReader({})
+    tb = Thread()
+    reader.lost(tb)
+    lines = [line.split("|", 2)[1:] for line in reader.lines([(tb, records)]) + reader.flush()]
+    assert [(dur.strip() != "", text.rstrip("\n")[2:]) for dur, text in lines] == [
+        (False, "outer() {"), (False, "  deep() {"), (True, "    deep();"),
+        (False, "} /* deep */"), (False, "} /* deep */"), (True, "deep();"), (False, "} /* outer */")]
+
+
+def outer():
+    pass
+
+
 def test_an_exit_whose_entry_was_never_seen_prints_nothing(fs):
     """Tracing switched on mid-call, nothing lost: the exit prints nothing."""
     def outer():
@@ -472,35 +504,39 @@ def test_abstime_through_fentry_run(tmp_path):
 
 DEEP_PROGRAM = '''
 import sys, time
-sys.setrecursionlimit(10_000)
 
 def deep(n):
     return 0 if n == 0 else deep(n - 1) + 1
 
-end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    deep(200)
-    time.sleep(0.005)
-deep(2)
+def main(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        deep(50)
+        time.sleep(0.001)
+    deep(2)
+
+main(float(sys.argv[1]))
 print("done")
 '''
 
 
 def test_lost_entries_through_fentry_run_with_a_stalled_reader(tmp_path):
     """``fentry run`` stopped for a while (the reader that does not read):
-    the program's small ring overwrites its oldest records, and the exits
-    of the calls whose entries went say which function they close, with no
-    duration; once the reader reads again, the graph is whole."""
+    the program's small ring overwrites its oldest records.  The calls open
+    at the loss are forgotten, so ``main``'s exit, at the end, says which
+    function it closes, with no duration, as does every exit whose entry
+    went; once the reader reads again, new calls nest as before."""
     script = tmp_path / "deep.py"
     script.write_text(DEEP_PROGRAM)
     out = tmp_path / "trace.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "function_graph", "-l", "__main__:deep",
-                             "--buffer-size-kb", "4", "-o", str(out), str(script), "4"],
+    proc = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "function_graph",
+                             "-l", "__main__:deep", "-l", "__main__:main",
+                             "--buffer-size-kb", "4", "-o", str(out), str(script), "5"],
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         time.sleep(1)
         os.kill(proc.pid, signal.SIGSTOP)
-        time.sleep(2)
+        time.sleep(3)           # some 280,000 records: more than the pipe holds
         os.kill(proc.pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=300)
     finally:
@@ -509,7 +545,11 @@ def test_lost_entries_through_fentry_run_with_a_stalled_reader(tmp_path):
     text = out.read_text()
     assert re.search(r"^TID:\d+ \[LOST \d+ EVENTS\]$", text, re.M), "the reader never fell behind"
     lines = graph_lines(text)
-    orphans = [m for m in lines if m["text"] == "} /* deep */"]
-    assert orphans and all(m["duration"] == " " * 14 for m in orphans)
+    assert lines[0]["text"] == "main() {"
+    named = [m for m in lines if m["text"] in ("} /* deep */", "} /* main */")]
+    assert named and all(m["duration"] == " " * 14 for m in named)
+    assert lines[-1]["text"] == "} /* main */"
     assert all(DURATION.match(m["duration"]) for m in lines if m["text"] in ("}", "deep();"))
-    assert [m["indent"] + m["text"] for m in lines[-5:]] == ["deep() {", "  deep() {", "    deep();", "  }", "}"]
+    # after the loss, nesting starts again from the left
+    assert [m["indent"] + m["text"] for m in lines[-6:-1]] == [
+        "deep() {", "  deep() {", "    deep();", "  }", "}"]

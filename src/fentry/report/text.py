@@ -61,11 +61,10 @@ class TextReport(FileSink):
         reader = self.readers.get(stream.number)
         if reader is None:          # no HELLO: a stream read from its middle
             reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
-        parts = []
+        parts = [lost_line(thread, lost) for thread, lost, _ in items if lost]
         for thread, lost, _ in items:
             if lost:
-                parts.extend(reader.lost(thread))
-                parts.append(lost_line(thread, lost))
+                reader.lost(thread)
         per_thread: dict[ThreadInfo, list[Record]] = {}
         for thread, _, records in items:
             if records and isinstance(records, list):     # (this sink takes lists)

@@ -94,9 +94,8 @@ class FunctionReader:
     def header(self) -> str:
         return FUNCTION_COLUMNS
 
-    def lost(self, tb: Task) -> list[str]:
+    def lost(self, tb: Task) -> None:
         """Records of ``tb`` were overwritten: nothing here depends on them."""
-        return []
 
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         texts: list[list[str]] = []
@@ -158,13 +157,14 @@ def usecs(ns: int) -> str:
 
 
 class _ThreadState:
-    __slots__ = ("stack", "pending", "task", "lost")
+    __slots__ = ("stack", "pending", "task", "lost", "next_seq")
 
     def __init__(self, tb: Task) -> None:
         self.stack: list[tuple[Any, int]] = []          # (code, entry timestamp)
         self.pending: Record | None = None    # a trailing entry: leaf or not, not known yet
         self.task = task(tb)
         self.lost = False       # records of this thread were overwritten: entries may be missing
+        self.next_seq: int | None = None      # the seq of the record after the last one read
 
 
 class GraphReader:
@@ -192,20 +192,16 @@ class GraphReader:
                          + (dur if self.show_duration else "") + func + "\n")
         return "".join(heads)
 
-    def lost(self, tb: Task) -> list[str]:
-        """Records of ``tb`` were overwritten before its next ones: an exit
-        whose entry is not known may be one whose entry was lost, and says
-        which function it closes, as the kernel's does.  The calls open
-        before the loss may have ended in it, and others begun: with no
-        depth in the records (the kernel's has one), an exit cannot be told
-        to be theirs, so they are forgotten (their exits are named, with no
-        duration) and nesting starts again from the left.  Returns the
-        lines of what was waiting (an entry, known now not to be a leaf)."""
-        st = self._state(tb)
-        st.lost = True
-        out = self._open(st)
-        st.stack.clear()
-        return [line for _, line in out]
+    def lost(self, tb: Task) -> None:
+        """Records of ``tb`` were overwritten: from now on an exit whose
+        entry is not known may be one whose entry was lost, and says which
+        function it closes, as the kernel's does.  Where the loss is (the
+        gap in the records' seq numbers), the calls open before it are
+        forgotten: they may have ended in it, and others begun, and with no
+        depth in the records (the kernel's has one) an exit cannot be told
+        to be theirs; their exits are named, with no duration, and nesting
+        starts again from the left."""
+        self._state(tb).lost = True
 
     def _state(self, tb: Task) -> _ThreadState:
         st = self.threads.get(id(tb))
@@ -236,6 +232,10 @@ class GraphReader:
         while i < n:
             rec = records[i]
             kind, code, ts = rec[2], rec[3], rec[1]
+            if rec[0] != st.next_seq and st.next_seq is not None:       # records lost here
+                stack.clear()
+                st.lost = True
+            st.next_seq = rec[0] + 1
             if is_event(rec):     # a probe event: a comment where it happened
                 out.append((ts, self._line(st, ts, NO_DURATION, len(stack),
                                            f"/* {kind.line(rec[3], rec[4])} */")))
@@ -243,9 +243,11 @@ class GraphReader:
                 nxt = records[i + 1] if i + 1 < n else None
                 if nxt is None:
                     st.pending = rec
+                    st.next_seq = rec[0]        # (read again, first, with the next records)
                     break
-                if nxt[3] is code and nxt[2] not in ENTER_KINDS:
+                if nxt[3] is code and nxt[2] not in ENTER_KINDS and nxt[0] == st.next_seq:
                     out.append((ts, self._leaf(st, rec, nxt)))
+                    st.next_seq += 1
                     i += 2
                     continue
                 out.append((ts, self._line(st, ts, NO_DURATION, len(stack), f"{_call(rec)} {{")))
@@ -313,6 +315,7 @@ class GraphReader:
             return []
         line = self._line(st, rec[1], NO_DURATION, len(st.stack), f"{_call(rec)} {{")
         st.stack.append((rec[3], rec[1]))
+        st.next_seq = rec[0] + 1
         return [(rec[1], line)]
 
     def flush(self) -> list[str]:

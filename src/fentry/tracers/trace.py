@@ -206,7 +206,7 @@ class TraceInstance:
             lost = tb.lost()
             if lost:
                 parts.append("# " + output.lost_line(tb, lost))
-                reader.lost(tb)     # (a new reader: nothing waits in it)
+                reader.lost(tb)
         parts.extend(reader.lines(per_thread))
         parts.extend(reader.flush())
         return "".join(parts)
@@ -227,8 +227,8 @@ class TraceInstance:
             for tb in self.buffer.buffers:
                 lost = tb.lost() - tb.lost_told
                 if lost > 0:
-                    parts.extend(reader.lost(tb))
                     parts.append(output.lost_line(tb, lost))
+                    reader.lost(tb)
                     tb.lost_told += lost
             parts.extend(reader.lines(per_thread))
             if final:
