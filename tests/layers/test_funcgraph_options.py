@@ -461,11 +461,15 @@ def check_values(text: str, n: int) -> None:
     big = repr("y" * 124)[:124] + "...'"
     assert lines[4] == f"ident(x={big}); /* ret={big} */"
     workers = lines[5:]
-    assert len(workers) == 2 * n
-    assert sum(" /* ret=" in line for line in workers) == 2 * n
+    assert sum(" ret=" in line for line in workers) == 2 * n
     for k in range(2):
+        # (A call whose return came in the drain after its entry's, with no
+        # other record of its thread between, is printed open and closed:
+        # `ident(x=5) {`, `} /* ident ret=5 */`.)
         mine = [m["text"] for m in graph_lines(text) if m["task"] == f"w{k}"]
-        assert mine == [f"ident(x={i}); /* ret={i} */" for i in range(n)]
+        assert [int(re.search(r" ret=(\d+) \*/$", t)[1]) for t in mine if " ret=" in t] == list(range(n))
+        assert [int(re.match(r"ident\(x=(\d+)\)", t)[1]) for t in mine if t.startswith("ident(")] \
+            == list(range(n))
 
 
 def test_values_through_fentry_run(tmp_path):
