@@ -78,13 +78,16 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE")
     p.add_argument("--buffer-size-kb", type=int, default=buffer_kb, metavar="N",
                    help=f"per-thread ring buffer size (default {buffer_kb})")
+    p.add_argument("-C", "--clock", metavar="CLOCK",
+                   help="the trace clock (trace_clock): local (default), global, counter, uptime, "
+                        "mono, mono_raw, boot or tai")
 
 
 def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
         usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
-              "                  [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
+              "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
@@ -107,7 +110,7 @@ def _record_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
         usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
-              "                     [-O OPTION]... [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
@@ -278,6 +281,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """fentry's options, and the program's command line (from SCRIPT, -m or -c on)."""
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
+                   "-C", "--clock",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
@@ -347,6 +351,11 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
         for o in opts.option:
             if o.removeprefix("no") not in OPTIONS:
                 raise TraceError("BAD_OPTION", o, 0, subsystem=f"fentry {command} -O")
+        if opts.clock is not None:
+            from .tracers.ring_buffer import TRACE_CLOCKS
+            if opts.clock not in TRACE_CLOCKS:
+                raise TraceError("BAD_CLOCK", opts.clock, 0, subsystem=f"fentry {command} -C",
+                                 detail=f"available: {' '.join(TRACE_CLOCKS)}")
         if opts.buffer_size_kb <= 0:
             raise TraceError("BAD_SIZE", str(opts.buffer_size_kb), 0, subsystem=f"fentry {command}")
         from .tracers.ring_buffer import available_kb
@@ -367,7 +376,7 @@ def _settings(opts: argparse.Namespace) -> dict[str, Any]:
     """The tracing options, as ``agent.apply_settings`` takes them."""
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes,
-            "profile": getattr(opts, "profile", False)}
+            "profile": getattr(opts, "profile", False), "clock": opts.clock}
 
 
 def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO

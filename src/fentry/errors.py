@@ -31,6 +31,7 @@ ERRORS: dict[str, str] = {
     "INSTANCE_BUSY": "Device or resource busy: the instance's trace is being read",
     "MARKERS_OFF": "Invalid argument: the markers option is off",
     "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
+    "BAD_CLOCK": "Invalid argument: no such trace clock",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",
     "NO_CONTROL_SOCKET": "Cannot open the control socket",

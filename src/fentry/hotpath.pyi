@@ -116,6 +116,9 @@ class Ring:
     writes since the last clear, so what was lost is known when it is read."""
     lost_told: int
     """Lost records a consuming reader has been told of."""
+    overwrite: bool
+    """Full: True (the default) overwrites the oldest record; False drops the
+    new one, which takes no ``seq`` and counts in ``lost``."""
     def __init__(self, maxlen: int, /) -> None:
         """``maxlen``: capacity in records (ValueError below 1)."""
     def __len__(self) -> int: ...
@@ -128,7 +131,13 @@ class Ring:
     def written(self) -> int:
         """Records written since the last clear (the kernel's entries-written)."""
     def lost(self) -> int:
-        """Records overwritten before anyone read them."""
+        """Records overwritten (or dropped) before anyone read them."""
+    def set_clock(self, clock: int, shared: Switch, /) -> None:
+        """The clock of the records' ``ts`` (empty the ring after: records of
+        two clocks do not compare): -1 the default (CLOCK_MONOTONIC ns, read
+        from the TSC in C where it is the kernel's clocksource), -2 the counter
+        of ``shared`` (1, 2, ... across every ring sharing it), else a
+        ``time.CLOCK_*`` id, read with clock_gettime."""
     def snapshot(self) -> list[tuple[Any, ...]]:
         """The records, not consumed."""
     def consume(self) -> list[tuple[Any, ...]]:
@@ -151,7 +160,8 @@ class Ring:
 
 
 class Switch:
-    """An on/off flag the hot path reads (a ring buffer's tracing_on)."""
+    """A ring buffer's shared state the hot path reads: tracing_on, and the
+    count of its counter clock (``Ring.set_clock``)."""
     on: bool
     def __init__(self, on: bool = True) -> None: ...
 

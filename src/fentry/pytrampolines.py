@@ -14,7 +14,8 @@ import _thread
 import os
 import sys
 from _thread import get_ident
-from time import perf_counter_ns, sleep
+from functools import partial
+from time import clock_gettime_ns, perf_counter_ns, sleep
 from types import CodeType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
@@ -55,7 +56,7 @@ class Ring:
     and ``next(_seq)`` (the C ones write the C ring directly).
     """
     __slots__ = ("_records", "_append", "_seq", "_consumed", "_mark", "lost_told", "_queue", "key",
-                 "_flush_at", "_paging")
+                 "_flush_at", "_paging", "_overwrite", "_dropped", "_clock")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen < 1:
@@ -70,6 +71,9 @@ class Ring:
         self.key = 0
         self._flush_at = 0
         self._paging = _thread.RLock()      # it knows its owner (atomically)
+        self._overwrite = True
+        self._dropped = 0       # new records dropped when full, overwrite off
+        self._clock: Callable[[], int] | None = None    # None: perf_counter_ns, the handlers'
 
     def __len__(self) -> int:
         return len(self._records)
@@ -84,8 +88,30 @@ class Ring:
         return records[-1][0] + 1 if records else self._mark
 
     def lost(self) -> int:
-        """Records overwritten before anyone read them."""
-        return self.written() - self._consumed - len(self._records)
+        """Records overwritten (or dropped) before anyone read them."""
+        return self.written() - self._consumed - len(self._records) + self._dropped
+
+    @property
+    def overwrite(self) -> bool:
+        """Full: True overwrites the oldest record, False drops the new one."""
+        return self._overwrite
+
+    @overwrite.setter
+    def overwrite(self, on: bool) -> None:
+        self._overwrite = bool(on)
+        self.set_queue(self._queue, self.key, self._flush_at)
+
+    def set_clock(self, clock: int, shared: Switch) -> None:
+        """-1: the default clock; -2: ``shared``'s counter; else a clock_gettime id."""
+        if clock < -2:
+            raise ValueError("set_clock() takes -1, -2 or a clock id")
+        if clock == -1:
+            self._clock = None
+        elif clock == -2:
+            self._clock = shared._count.__next__
+        else:
+            self._clock = partial(clock_gettime_ns, clock)
+        self.set_queue(self._queue, self.key, self._flush_at)
 
     def snapshot(self) -> list:
         return list(self._records)
@@ -107,7 +133,7 @@ class Ring:
     def clear(self) -> None:
         self._records.clear()
         self._seq = itertools.count()
-        self._consumed = self._mark = self.lost_told = 0
+        self._consumed = self._mark = self.lost_told = self._dropped = 0
 
     def page(self, encoder: Encoder) -> bytes:
         """Every record, taken, as raw stream messages (raw.page)."""
@@ -133,10 +159,25 @@ class Ring:
         self._queue, self.key = queue, key
         self._flush_at = max(1, flush_at) if queue is not None else 0
         records = self._records
-        if queue is None:
-            self._append = records.append
-            return
+        # What a record goes through, innermost first; each only when on, so
+        # the defaults cost nothing (the C ring_reserve's order).
         append_record = records.append
+        clock = self._clock
+        if clock is not None:
+            def append_record(rec, store=append_record):  # hot path
+                store((rec[0], clock(), *rec[2:]))
+        if not self._overwrite:
+            maxlen = self.maxlen
+
+            def append_record(rec, store=append_record):  # hot path
+                if len(records) < maxlen:
+                    store(rec)
+                else:       # dropped: it takes no sequence number (the next one has it)
+                    self._dropped += 1
+                    self._seq = itertools.count(rec[0])
+        if queue is None:
+            self._append = append_record
+            return
         mark = self._flush_at
 
         def append(rec):  # hot path
@@ -706,11 +747,13 @@ def profile_event(local, attach, kind: int, nargs: int):
 # -- probe events
 
 class Switch:
-    """An on/off flag the hot path reads (a ring buffer's tracing_on)."""
-    __slots__ = ("_on",)
+    """A ring buffer's shared state the hot path reads: tracing_on, and the
+    count of its counter clock."""
+    __slots__ = ("_on", "_count")
 
     def __init__(self, on: bool = True) -> None:
         self._on = bool(on)
+        self._count = itertools.count(1)    # (next() on it is atomic under the GIL)
 
     @property
     def on(self) -> bool:

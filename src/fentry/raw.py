@@ -284,15 +284,16 @@ class CodeInfo:
     """What a reader knows of a code object of the traced process, under the
     code object's own attribute names where it has them (the tracers' readers
     format either)."""
-    __slots__ = ("module", "co_qualname", "co_filename", "co_firstlineno", "params")
+    __slots__ = ("module", "co_qualname", "co_filename", "co_firstlineno", "params", "co_size")
 
     def __init__(self, module: str | None, qualname: str, filename: str, firstlineno: int,
-                 params: tuple[str, ...]) -> None:
+                 params: tuple[str, ...], size: int = 0) -> None:
         self.module = module
         self.co_qualname = qualname
         self.co_filename = filename
         self.co_firstlineno = firstlineno
         self.params = params
+        self.co_size = size         # len(co_code): bytes of bytecode (0: not told)
 
     @property
     def name(self) -> str:

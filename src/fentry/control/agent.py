@@ -481,7 +481,7 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     """Set tracing up as ``fentry run`` / ``fentry attach`` options say, by
     writes to tracefs ``fs``, in the top level or in ``instances/INSTANCE``.
     ``settings``: buffer_size_kb, options, filter, notrace, tracer, profile
-    (function_profile_enabled), and probes, a list of [definition, filter or
+    (function_profile_enabled), clock (trace_clock, None: as it is), and probes, a list of [definition, filter or
     None], each defined (in the shared kprobe_events), filtered and enabled.  A definition the same as
     one there already is that one.  Returns the events it defined.
 
@@ -491,6 +491,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     at = f"instances/{instance}/" if instance else ""
     fs.write(at + "buffer_size_kb", str(settings["buffer_size_kb"]))
     fs.write(at + "trace_options", " ".join(settings.get("options", [])))
+    if settings.get("clock"):
+        fs.write(at + "trace_clock", settings["clock"])
     fs.write(at + "set_ftrace_filter", " ".join(settings.get("filter", [])))
     fs.write(at + "set_ftrace_notrace", " ".join(settings.get("notrace", [])))
     fs.write(at + "current_tracer", settings["tracer"])

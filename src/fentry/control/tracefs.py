@@ -32,6 +32,7 @@ from ..symbols import SYMBOLS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
+from .readme import readme_text
 
 EVENT_FILES = ("enable", "filter", "format", "id")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -102,6 +103,7 @@ class Tracefs:
             "kprobe_profile": (probes.profile, None),
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
+            "README": (lambda: readme_text(self.instance_files(self.instance), self.global_files), None),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
@@ -155,6 +157,9 @@ class Tracefs:
                                lambda text, append: _resize(inst, text)),
             "trace": (inst.read_trace, lambda text, append: None if append else inst.clear()),
             "trace_pipe": (inst.wait_pipe, None),
+            "trace_clock": (inst.clock_text, lambda text, append: inst.set_clock(text)),
+            # Write-only, any text: the kernel frees at the close, fentry at the write.
+            "free_buffer": (None, lambda text, append: inst.free_buffer()),
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
             "trace_marker": (None, lambda text, append: inst.write_marker(
                 text, self.marker_copies() if inst is self.instance else [inst])),
@@ -288,6 +293,7 @@ class Tracefs:
         self.write("set_ftrace_filter", "")
         self.write("set_ftrace_notrace", "")
         self.write("buffer_size_kb", str(DEFAULT_SIZE_KB))
+        self.write("trace_clock", "local")
         self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))
         self.write("trace", "")
 

@@ -414,7 +414,7 @@ static int
 put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, ClockPoint now)
 {
     Rec *r = &ring->recs[i];
-    long long ts = to_ns(r->ts, ring->cal, now);
+    long long ts = rec_ts(ring, r->ts, now);
     switch (r->layout) {
     case L_FUNCTION:
     case L_GRAPH:
@@ -462,7 +462,7 @@ static PyObject *
 ring_page_unguarded(Ring *ring, Encoder *e)
 {
     Buf b = {NULL, NULL, 0, 0};
-    long long lost = ring->next_seq - ring->consumed - ring->nrec - ring->lost_told;
+    long long lost = ring_lost_since(ring, ring->lost_told);
     long long first = ring->next_seq - ring->nrec;
     Py_ssize_t n = ring->nrec, pos = 0, written = 0;
     if (lost > 0 && (put_u32(&b, 13) < 0 || put_u8(&b, MSG_LOST) < 0

@@ -64,7 +64,7 @@ static PyObject *
 rec_tuple(Ring *ring, Py_ssize_t i, long long seq, ClockPoint now)
 {
     Rec *r = &ring->recs[i];
-    long long ts = to_ns(r->ts, ring->cal, now);
+    long long ts = rec_ts(ring, r->ts, now);
     switch (r->layout) {
     case L_FUNCTION:
         return Py_BuildValue("(LLOO)", seq, ts, r->o1, r->o2 ? r->o2 : Py_None);
@@ -116,6 +116,7 @@ ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ring->cap = maxlen;
     ring->cal = clock_point();
     ring->seen_seq = -1;
+    ring->clock = CLOCK_LOCAL;
     return (PyObject *)ring;
 }
 
@@ -137,6 +138,7 @@ static int
 ring_traverse(Ring *ring, visitproc visit, void *arg)
 {
     Py_VISIT(ring->queue);
+    Py_VISIT(ring->shared);
     Py_ssize_t pos = 0;
     for (Py_ssize_t k = 0; k < ring->nrec; k++) {
         Py_ssize_t i = (ring->head + pos) % ring->cap;
@@ -161,6 +163,7 @@ ring_gc_clear(Ring *ring)
 {
     ring_drop(ring);
     Py_CLEAR(ring->queue);
+    Py_CLEAR(ring->shared);
     return 0;
 }
 
@@ -170,6 +173,7 @@ ring_dealloc(Ring *ring)
     PyObject_GC_UnTrack(ring);
     ring_drop(ring);
     Py_CLEAR(ring->queue);
+    Py_CLEAR(ring->shared);
     PyMem_Free(ring->recs);
     Py_TYPE(ring)->tp_free((PyObject *)ring);
 }
@@ -227,7 +231,7 @@ static PyObject *
 ring_clear_method(Ring *ring, PyObject *unused)
 {
     ring_drop(ring);
-    ring->next_seq = ring->consumed = ring->lost_told = 0;
+    ring->next_seq = ring->consumed = ring->lost_told = ring->dropped = 0;
     ring->cal = clock_point();
     ring->seen_seq = -1;
     Py_RETURN_NONE;
@@ -242,7 +246,25 @@ ring_written(Ring *ring, PyObject *unused)
 static PyObject *
 ring_lost(Ring *ring, PyObject *unused)
 {
-    return PyLong_FromLongLong(ring->next_seq - ring->consumed - ring->nrec);
+    return PyLong_FromLongLong(ring_lost_since(ring, 0));
+}
+
+static PyObject *
+ring_set_clock(Ring *ring, PyObject *args)
+{
+    int clock;
+    PyObject *shared;
+    if (!PyArg_ParseTuple(args, "iO!", &clock, &SwitchType, &shared))
+        return NULL;
+    if (clock < CLOCK_COUNTER) {
+        PyErr_SetString(PyExc_ValueError, "set_clock() takes -1, -2 or a clock id");
+        return NULL;
+    }
+    ring->clock = clock;
+    Py_XSETREF(ring->shared, Py_NewRef(shared));
+    ring->cal = clock_point();          /* (the default clock's records start from here) */
+    ring->seen_seq = -1;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -346,6 +368,25 @@ ring_set_lost_told(Ring *ring, PyObject *value, void *closure)
 }
 
 static PyObject *
+ring_get_overwrite(Ring *ring, void *closure)
+{
+    return PyBool_FromLong(!ring->drop_new);
+}
+
+static int
+ring_set_overwrite(Ring *ring, PyObject *value, void *closure)
+{
+    int on = value ? PyObject_IsTrue(value) : -1;
+    if (on < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "overwrite cannot be deleted");
+        return -1;
+    }
+    ring->drop_new = !on;
+    return 0;
+}
+
+static PyObject *
 ring_get_key(Ring *ring, void *closure)
 {
     return PyLong_FromUnsignedLong(ring->key);
@@ -361,7 +402,10 @@ static PyMethodDef ring_methods[] = {
     {"consume", (PyCFunction)ring_consume, METH_NOARGS, "take the records"},
     {"clear", (PyCFunction)ring_clear_method, METH_NOARGS, "empty the ring, counts too"},
     {"written", (PyCFunction)ring_written, METH_NOARGS, "records written since the last clear"},
-    {"lost", (PyCFunction)ring_lost, METH_NOARGS, "records overwritten before anyone read them"},
+    {"lost", (PyCFunction)ring_lost, METH_NOARGS,
+     "records overwritten (or dropped) before anyone read them"},
+    {"set_clock", (PyCFunction)ring_set_clock, METH_VARARGS,
+     "set_clock(clock, shared): -1 the default clock, -2 shared's counter, else a clock_gettime id"},
     {"resize", (PyCFunction)ring_resize, METH_O, "keep the newest records that fit"},
     {"record", (PyCFunction)ring_record, METH_O, "write a record: (seq, ts, *fields)"},
     {"page", (PyCFunction)ring_page_method, METH_O,
@@ -380,6 +424,8 @@ static PyGetSetDef ring_getset[] = {
     {"lost_told", (getter)ring_get_lost_told, (setter)ring_set_lost_told,
      "lost records a consuming reader has been told of", NULL},
     {"key", (getter)ring_get_key, NULL, "this ring's thread, in the raw stream", NULL},
+    {"overwrite", (getter)ring_get_overwrite, (setter)ring_set_overwrite,
+     "full: True overwrites the oldest record, False drops the new one", NULL},
     {NULL}
 };
 

@@ -68,14 +68,34 @@ typedef struct {
      * the same timestamps (a fresh "now" would move them by rounding). */
     ClockPoint seen;
     long long seen_seq;                 /* -1: no read to reuse */
+    /* The overwrite option off: when full, a new record is dropped (and
+     * counted in dropped, with the lost ones) instead of the oldest. */
+    int drop_new;
+    long long dropped;
+    int clock;                          /* CLOCK_LOCAL, CLOCK_COUNTER or a clock_gettime id */
+    PyObject *shared;                   /* the counter clock's Switch (owned), or NULL */
 } Ring;
 
-/* An on/off flag the hot path reads without a Python call: a ring buffer's
- * tracing_on (switch.c). */
+/* A ring buffer's shared state the hot path reads without a Python call
+ * (switch.c): tracing_on, and the count of its counter clock. */
 typedef struct {
     PyObject_HEAD
     int on;
+    long long count;                    /* the counter clock's last value */
 } Switch;
+
+/* Ring.clock: the default clock (raw_clock: TSC or CLOCK_MONOTONIC, turned
+ * into nanoseconds when read), the counter, or a clock_gettime id as is. */
+#define CLOCK_LOCAL (-1)
+#define CLOCK_COUNTER (-2)
+
+/* Records lost: overwritten or dropped, and not yet told to a consuming reader
+ * (lost_told); or since the last clear (told 0). */
+static inline long long
+ring_lost_since(Ring *ring, long long told)
+{
+    return ring->next_seq - ring->consumed - ring->nrec + ring->dropped - told;
+}
 
 /* Move the ring's records into its queue, as a page (pagequeue.c). */
 void ring_flush(Ring *ring, int force);
@@ -169,12 +189,36 @@ ring_pop_oldest(Ring *ring)
     ring->nrec--;
 }
 
+/* A record's timestamp as read: the default clock's in nanoseconds (see
+ * clock.h; `now` is the other end of the interpolation), any other as is. */
+static inline long long
+rec_ts(Ring *ring, long long raw, ClockPoint now)
+{
+    return ring->clock == CLOCK_LOCAL ? to_ns(raw, ring->cal, now) : raw;
+}
+
+/* The ring's clock when it is not the default one. */
+static inline long long
+other_clock(Ring *ring)
+{
+    if (ring->clock == CLOCK_COUNTER)   /* shared by the threads: atomic */
+        return __atomic_add_fetch(&((Switch *)ring->shared)->count, 1, __ATOMIC_RELAXED);
+    struct timespec ts;
+    clock_gettime((clockid_t)ring->clock, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* Room for a record of k slots at the tail, the oldest records overwritten
  * as needed: its first slot, with ts set; -1 if it cannot fit at all (then
- * it and every record before it count as lost). */
+ * it and every record before it count as lost), or if the ring is full and
+ * drops new records (it alone counts as lost: it takes no sequence number). */
 static inline Py_ssize_t
 ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
 {
+    if (ring->drop_new && ring->cap - ring->len < k) {
+        ring->dropped++;
+        return -1;
+    }
     ring->next_seq++;
     if (k > ring->cap) {
         while (ring->nrec > 0)
@@ -186,7 +230,7 @@ ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
     Py_ssize_t i = wrap(ring, ring->head, ring->len);
     ring->len += k;
     ring->nrec++;
-    ring->recs[i].ts = raw_clock();
+    ring->recs[i].ts = ring->clock == CLOCK_LOCAL ? raw_clock() : other_clock(ring);
     return i;
 }
 
@@ -194,7 +238,13 @@ ring_reserve(Ring *ring, Py_ssize_t k)   /* hot path */
 static inline void
 ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* hot path */
 {
-    Rec *r = &ring->recs[ring_reserve(ring, 1)];      /* cap >= 1: always fits */
+    Py_ssize_t i = ring_reserve(ring, 1);
+    if (i < 0) {                        /* full, and dropping new records */
+        Py_DECREF(o1);
+        Py_XDECREF(o2);
+        return;
+    }
+    Rec *r = &ring->recs[i];
     r->o1 = o1;
     r->o2 = o2;
     r->kind = kind;

@@ -56,6 +56,7 @@ class ProcessStream:
         self.threads: dict[int, ThreadInfo] = {}
         self.tracer = "nop"
         self.options: dict[str, bool] = {}
+        self.clock = "local"        # trace_clock: how the timestamps print
         self.ended: str | None = None       # END's reason; None: cut (the process was killed)
         self.unselected: list[str] | None = None    # END's filter words that selected nothing
         self.profile: dict[str, Any] | None = None     # PROFILE, as sent
@@ -112,10 +113,12 @@ class ProcessStream:
         elif kind == msg.HELLO:
             self.hello = json.loads(bytes(body))
             self.tracer, self.options = self.hello["tracer"], self.hello["options"]
+            self.clock = self.hello.get("trace_clock", "local")
             sink.start(self)
         elif kind == msg.TRACER:
             t = json.loads(bytes(body))
             self.tracer, self.options = t["tracer"], t["options"]
+            self.clock = t.get("trace_clock", self.clock)
             sink.tracer(self)
         elif kind == msg.PROFILE:
             self.profile = json.loads(bytes(body))
@@ -135,7 +138,8 @@ def _ref(desc: list[Any]) -> object:
     kind = desc[0]
     if kind == "code":
         module, qualname, filename, firstlineno, params = desc[1:6]
-        return CodeInfo(module, qualname, filename, firstlineno, tuple(params))
+        size = desc[6] if len(desc) > 6 else 0      # (not told by an older agent)
+        return CodeInfo(module, qualname, filename, firstlineno, tuple(params), size)
     if kind == "marker":
         return MARKER
     if kind == "event":

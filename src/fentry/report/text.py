@@ -29,8 +29,11 @@ def _stamp(rec: Record) -> int:
 
 
 
-def make_reader(tracer: str, options: dict[str, bool]) -> FunctionReader | GraphReader:
-    return (GraphReader if tracer == "function_graph" else FunctionReader)(options)
+def make_reader(stream: ProcessStream) -> FunctionReader | GraphReader:
+    """The reader of a stream's tracer, options and clock, as it is now."""
+    if stream.tracer == "function_graph":
+        return GraphReader(stream.options)
+    return FunctionReader(stream.options, stream.clock)
 
 
 class TextReport(FileSink):
@@ -49,18 +52,18 @@ class TextReport(FileSink):
             self.write("".join(parts).encode("utf-8", "backslashreplace"))
 
     def start(self, stream: ProcessStream) -> None:
-        reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
+        reader = self.readers[stream.number] = make_reader(stream)
         if stream.hello.get("header"):
             self._write([f"# tracer: {stream.tracer}\n#\n", reader.header()])
 
     def tracer(self, stream: ProcessStream) -> None:
         self._write(self._flush(stream))
-        self.readers[stream.number] = make_reader(stream.tracer, stream.options)
+        self.readers[stream.number] = make_reader(stream)
 
     def batch(self, stream: ProcessStream, items: Batch) -> None:
         reader = self.readers.get(stream.number)
         if reader is None:          # no HELLO: a stream read from its middle
-            reader = self.readers[stream.number] = make_reader(stream.tracer, stream.options)
+            reader = self.readers[stream.number] = make_reader(stream)
         parts = [lost_line(thread, lost) for thread, lost, _ in items if lost]
         for thread, lost, _ in items:
             if lost:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from ..fds import high_fd
 from ..hotpath import RECORD_BYTES, PageQueue, Ring, Switch
@@ -25,6 +26,25 @@ if TYPE_CHECKING:
     from .stream import Descriptions
 
 DEFAULT_SIZE_KB = 1408      # the kernel's default per-CPU size
+
+# trace_clock: name -> Ring.set_clock's clock, in the kernel's order (its
+# perf and x86-tsc are left out: see the README).  local and global are one
+# clock here, CLOCK_MONOTONIC (time.perf_counter_ns), read from the TSC in C
+# where it is the kernel's clocksource: the rings' default, and as cheap as
+# a clock gets.  mono and the others are clock_gettime readings as they are;
+# uptime is the kernel's jiffies clock, CLOCK_MONOTONIC_COARSE (tick
+# resolution); counter counts the instance's records, 1, 2, ..., across
+# its threads.
+TRACE_CLOCKS = {
+    "local": -1,
+    "global": -1,
+    "counter": -2,
+    "uptime": 6,        # CLOCK_MONOTONIC_COARSE, in Linux's time.h (time does not name it)
+    "mono": time.CLOCK_MONOTONIC,
+    "mono_raw": time.CLOCK_MONOTONIC_RAW,
+    "boot": time.CLOCK_BOOTTIME,
+    "tai": time.CLOCK_TAI,
+}
 
 
 def available_kb() -> int | None:
@@ -113,6 +133,8 @@ class RingBuffer:
         self.descriptions: Descriptions | None = None   # of the queue's ids, to its readers
         self.raw_readers = 0
         self.wake = (-1, -1)        # the queue's pipe: a byte when a page waits
+        self.overwrite = True       # options/overwrite: full buffers overwrite their oldest
+        self.clock = "local"        # trace_clock
 
     @property
     def maxlen(self) -> int:
@@ -121,6 +143,9 @@ class RingBuffer:
     def attach(self) -> ThreadBuffer:
         """The calling thread's buffer, made on its first event (slow path)."""
         tb = ThreadBuffer(self.maxlen)
+        tb.overwrite = self.overwrite
+        if self.clock != "local":
+            tb.set_clock(TRACE_CLOCKS[self.clock], self.recording)
         with self._lock:
             self.keys += 1
             tb.set_queue(self.queue, self.keys, self.maxlen // 2)
@@ -196,6 +221,26 @@ class RingBuffer:
                 tb.set_queue(self.queue, tb.key, self.maxlen // 2)
             if self.queue is not None:
                 self.queue.cap = self._queue_cap()
+
+    def set_overwrite(self, on: bool) -> None:
+        """options/overwrite: off, a full buffer drops new records (counted
+        as lost) instead of overwriting its oldest.  With a raw reader, it
+        applies when the page queue is full too (its pages are not the
+        ring's to overwrite)."""
+        with self._lock:
+            self.overwrite = on
+            for tb in self.buffers:
+                tb.overwrite = on
+
+    def set_clock(self, name: str) -> None:
+        """trace_clock: a clock of TRACE_CLOCKS for every buffer, which is
+        emptied (as the kernel's tracing_set_clock: timestamps of two clocks
+        do not compare)."""
+        with self._lock:
+            self.clock = name
+            for tb in self.buffers:
+                tb.set_clock(TRACE_CLOCKS[name], self.recording)
+        self.reset()
 
     def after_fork_in_child(self) -> None:
         """In a forked child only the forking thread exists: its buffer, now

@@ -9,8 +9,10 @@ formatted here; ``fentry/report`` turns it into text and other formats.
 A stream is a sequence of messages, each ``u32 length, u8 type, payload``
 (``length`` counts the type byte and the payload; little-endian)::
 
-    HELLO    JSON  who is talking: format, pid, ppid, argv, python, clock, tracer, options
-    REFS     JSON  [[id, "code", module, qualname, file, firstline, [params]],
+    HELLO    JSON  who is talking: format, pid, ppid, argv, python, clock (the
+                   timestamps' clock_gettime clock, or "counter"), trace_clock (its
+                   trace_clock name), wall_minus_clock_ns, tracer, options
+    REFS     JSON  [[id, "code", module, qualname, file, firstline, [params], size],
                     [id, "event", group, name, definition],
                     [id, "name", text], ...]: what record ids point at, once each
     THREAD   JSON  {"key", "tid", "name"}: a thread's buffer, first seen or renamed
@@ -18,7 +20,8 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
     LOST     bin   u32 key, i64 count: that many of the thread's records were
                    overwritten before they could be read (here, in order)
     BATCH    -     the end of one drain: a reader may merge what came by time
-    TRACER   JSON  {"tracer", "options"}: the tracer or its options changed
+    TRACER   JSON  {"tracer", "options", "trace_clock"}: the tracer, its options or
+                   the clock changed
     PROFILE  JSON  {"graph_time", "threads": [{"tid", "functions": [[name, hit, time,
                    time_sq, self, self_sq], ...]}]}: the function profile (ns), at the
                    end of ``fentry run --profile``
@@ -42,6 +45,7 @@ from types import CodeType
 from ..raw import MSG_LOST, MSG_RECORDS
 from ..symbols import SYMBOLS
 from .profile import rows as profile_rows
+from .ring_buffer import TRACE_CLOCKS
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
@@ -54,6 +58,10 @@ if TYPE_CHECKING:
 HELLO, REFS, THREAD, BATCH, TRACER, END, PROFILE = 1, 2, 3, 6, 7, 8, 9
 RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)
 FORMAT_VERSION = 1
+# HELLO's clock: the clock_gettime ids of TRACE_CLOCKS by their C names.
+CLOCK_NAMES = {time.CLOCK_MONOTONIC: "CLOCK_MONOTONIC", TRACE_CLOCKS["uptime"]: "CLOCK_MONOTONIC_COARSE",
+               TRACE_CLOCKS["mono_raw"]: "CLOCK_MONOTONIC_RAW", TRACE_CLOCKS["boot"]: "CLOCK_BOOTTIME",
+               TRACE_CLOCKS["tai"]: "CLOCK_TAI"}
 
 _MSG = struct.Struct("<IB")
 
@@ -73,7 +81,7 @@ def describe(obj: object) -> list[object]:
         n = obj.co_argcount + obj.co_kwonlyargcount + bool(obj.co_flags & 0x04) \
             + bool(obj.co_flags & 0x08)
         return ["code", sym.module if sym is not None else None, obj.co_qualname,
-                obj.co_filename, obj.co_firstlineno, list(obj.co_varnames[:n])]
+                obj.co_filename, obj.co_firstlineno, list(obj.co_varnames[:n]), len(obj.co_code)]
     described = getattr(obj, "raw_description", None)
     if described is not None:           # a probe event
         return list(described())
@@ -134,7 +142,7 @@ class RawStream:
         self.queue, self.wake, self.descriptions = self.buffer.start_raw(make_encoder, Descriptions)
         self.told = 0                           # the last id described to this reader
         self.names: dict[int, str] = {}         # thread key -> the name last told
-        self.tracer: tuple[str, dict[str, bool]] | None = None
+        self.tracer: tuple[str, dict[str, bool], str] | None = None
         self.closed = False
 
     def hello(self, header: bool) -> bytes:
@@ -142,12 +150,20 @@ class RawStream:
         with the tracer's header (``fentry run``, ``attach``; not a bare pipe,
         which is trace_pipe), unless trace_options says ``nostream-header``."""
         inst = self.instance
-        self.tracer = (inst.tracer, dict(inst.options))
+        self.tracer = (inst.tracer, dict(inst.options), inst.buffer.clock)
         header = header and inst.options.get("stream-header", True)
+        clock = inst.buffer.clock
+        clock_id = TRACE_CLOCKS[clock]
+        if clock_id == -2:
+            clock_name, wall = "counter", 0
+        else:
+            clock_id = time.CLOCK_MONOTONIC if clock_id == -1 else clock_id
+            clock_name = CLOCK_NAMES.get(clock_id, str(clock_id))
+            wall = time.time_ns() - time.clock_gettime_ns(clock_id)
         return json_message(HELLO, {
             "format": FORMAT_VERSION, "header": header, "pid": os.getpid(), "ppid": os.getppid(),
             "argv": list(sys.orig_argv), "python": sys.version.split()[0],
-            "clock": "CLOCK_MONOTONIC", "wall_minus_clock_ns": time.time_ns() - time.perf_counter_ns(),
+            "clock": clock_name, "trace_clock": clock, "wall_minus_clock_ns": wall,
             "tracer": inst.tracer, "options": inst.options})
 
     def end(self, why: str) -> bytes:
@@ -180,10 +196,11 @@ class RawStream:
         out before the next takes): the caller's lock; ``flush`` needs none."""
         inst = self.instance
         out: list[bytes] = []
-        tracer = (inst.tracer, dict(inst.options))
+        tracer = (inst.tracer, dict(inst.options), inst.buffer.clock)
         if tracer != self.tracer:
             self.tracer = tracer
-            out.append(json_message(TRACER, {"tracer": tracer[0], "options": tracer[1]}))
+            out.append(json_message(TRACER, {"tracer": tracer[0], "options": tracer[1],
+                                             "trace_clock": tracer[2]}))
         pages = self.queue.take()
         if pages:
             # (Read again: a thread that came since may have a page there.)

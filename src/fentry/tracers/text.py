@@ -16,7 +16,7 @@ from ..raw import ENTER_KINDS, UNWIND, YIELD
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, Protocol
 
     from ..raw import Record
@@ -33,11 +33,30 @@ def task(tb: Task) -> str:
     return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
 
 
-def event_line(prefix: str, rec: Record) -> str:
+def event_line(prefix: str, rec: Record, stamp: Callable[[int], str] | None = None) -> str:
     """A probe event's record, ``(seq, ts, event, site, values)``: the event
-    formats its own part (its print fmt), after the usual prefix."""
+    formats its own part (its print fmt), after the usual prefix and the
+    timestamp (``stamp(ts)``; None: in nanoseconds)."""
     ts = rec[1]
+    if stamp is not None:
+        return f"{prefix}{stamp(ts)}{rec[2].line(rec[3], rec[4])}\n"
     return f"{prefix} {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: {rec[2].line(rec[3], rec[4])}\n"
+
+
+# trace_clock's clocks that are not in nanoseconds (the kernel's in_ns 0):
+# their timestamps print as a plain count.
+COUNT_CLOCKS = ("counter",)
+
+
+def stamper(clock: str, context: bool = True) -> Callable[[int], str]:
+    """The timestamp column, as the kernel's trace_print_time: seconds and
+    microseconds, or a plain count for a clock that is not in nanoseconds;
+    nothing at all with ``context-info`` off."""
+    if not context:
+        return lambda ts: ""
+    if clock in COUNT_CLOCKS:
+        return lambda ts: f" {ts:12d}: "
+    return lambda ts: f" {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: "
 
 
 def is_event(rec: Record) -> bool:
@@ -88,11 +107,21 @@ class FunctionReader:
     format string per thread, one comprehension per thread's records.
     """
 
-    def __init__(self, options: dict[str, bool]) -> None:
+    def __init__(self, options: dict[str, bool], clock: str = "local") -> None:
         self.parent = options.get("print-parent", True)
+        # context-info off: no task, CPU, flags or timestamp, as the kernel's.
+        self.context = options.get("context-info", True)
+        # sym-offset: the function as the kernel's %pS, func+0x0/0xSIZE (its
+        # entry, and its bytecode's size); the parent by its name alone, as
+        # the call's offset in it is not recorded.
+        self.sym_offset = options.get("sym-offset", False)
+        self.syms: dict[Any, str] = {}
+        self.stamp = stamper(clock, self.context)
+        # The fast path of lines(): the defaults' layout, formatted in place.
+        self.plain = self.context and clock not in COUNT_CLOCKS and not self.sym_offset
 
     def header(self) -> str:
-        return FUNCTION_COLUMNS
+        return FUNCTION_COLUMNS if self.context else ""
 
     def lost(self, tb: Task) -> None:
         """Records of ``tb`` were overwritten: nothing here depends on them."""
@@ -100,9 +129,14 @@ class FunctionReader:
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         texts: list[list[str]] = []
         stamps: list[list[int]] = []
+        stamp = self.stamp
         for tb, records in per_thread:
-            prefix = task(tb) + " [000] ....."
-            if self.parent:
+            prefix = task(tb) + " [000] ....." if self.context else ""
+            if not self.plain:      # (not the common case: a call more per line)
+                line = self._line
+                texts.append([line(prefix, r) if len(r) == 4 else event_line(prefix, r, stamp)
+                              for r in records])
+            elif self.parent:
                 fmt = prefix + " %5d.%06d: %s <-%s\n"
                 texts.append([fmt % (r[1] // 1_000_000_000, r[1] // 1000 % 1_000_000, r[2].co_qualname,
                                      "<top>" if r[3] is None else r[3].co_qualname)
@@ -115,6 +149,23 @@ class FunctionReader:
                               for r in records])
             stamps.append([rec[1] for rec in records])
         return merge_lines(stamps, texts)
+
+    def _line(self, prefix: str, r: Record) -> str:
+        """A function record's line, the options' way."""
+        parent = ""
+        if self.parent:
+            parent = " <-" + ("<top>" if r[3] is None else r[3].co_qualname)
+        func = self._sym(r[2]) if self.sym_offset else r[2].co_qualname
+        return f"{prefix}{self.stamp(r[1])}{func}{parent}\n"
+
+    def _sym(self, code: Any) -> str:
+        """``func+0x0/0xSIZE``: a code object's size is its bytecode's, in
+        bytes as dis's offsets (a reader's CodeInfo has it as co_size)."""
+        sym = self.syms.get(code)
+        if sym is None:
+            size = code.co_size if hasattr(code, "co_size") else len(code.co_code)
+            sym = self.syms[code] = f"{code.co_qualname}+0x0/0x{size:x}"
+        return sym
 
     def flush(self) -> list[str]:
         return []

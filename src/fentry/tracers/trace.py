@@ -18,7 +18,7 @@ from ..ftrace import FilterHash, FtraceOps
 from . import text as output
 from .function import FunctionOps
 from .function_graph import GraphOps
-from .ring_buffer import DEFAULT_SIZE_KB, RingBuffer
+from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer
 from .text import FunctionReader, GraphReader
 
 # name -> (ops class, reader class); nop has neither.
@@ -48,6 +48,14 @@ OPTIONS = {
     "stream-header": True,
     # The function profiler's Time: with the time of the calls made (on), or self time (off).
     "graph-time": True,
+    # Off: a full buffer drops new events (counted as lost) instead of its oldest.
+    "overwrite": True,
+    # Off: the function tracer's lines are the function alone, and trace has no column heads.
+    "context-info": True,
+    # On: writing free_buffer turns tracing off too.
+    "disable_on_free": False,
+    # On: the function tracer's functions as func+0x0/0xSIZE (bytes of bytecode).
+    "sym-offset": False,
 }
 # The top level's: its own markers are copied to itself.
 TOP_OPTIONS = {**OPTIONS, "copy_trace_marker": True}
@@ -179,6 +187,8 @@ class TraceInstance:
         with self.lock:
             self.options.update(changes)
             self._pipe_reader = None
+            if self.buffer.overwrite != self.options["overwrite"]:
+                self.buffer.set_overwrite(self.options["overwrite"])
             if isinstance(self.ops, GraphOps):      # the tracer goes on, with the handlers asked for
                 retval, args = self.options["funcgraph-retval"], self.options["funcgraph-args"]
                 if (retval, args) != (self.ops.retval, self.ops.args):
@@ -188,10 +198,33 @@ class TraceInstance:
     def options_text(self) -> str:
         return "".join(f"{'' if v else 'no'}{k}\n" for k, v in self.options.items())
 
+    # -- trace_clock, free_buffer
+    def clock_text(self) -> str:
+        """``trace_clock``: the clocks, the current one in brackets."""
+        return " ".join(f"[{c}]" if c == self.buffer.clock else c for c in TRACE_CLOCKS) + "\n"
+
+    def set_clock(self, text: str) -> None:
+        """A write to ``trace_clock``: one clock's name (the buffer is emptied)."""
+        name = text.strip()
+        if name not in TRACE_CLOCKS:
+            raise TraceError("BAD_CLOCK", text.rstrip("\n"), 0, detail=f"available: {' '.join(TRACE_CLOCKS)}")
+        with self.lock:
+            self.buffer.set_clock(name)
+            self._pipe_reader = None
+
+    def free_buffer(self) -> None:
+        """``free_buffer`` written (the kernel acts at its close): the buffer
+        shrinks to its least, and with ``disable_on_free`` tracing goes off."""
+        with self.lock:
+            if self.options["disable_on_free"]:
+                self.set_tracing_on(False)
+            self.buffer.resize(1)
+
     # -- reading
     def reader(self) -> FunctionReader | GraphReader:
-        reader_class = TRACERS[self.tracer][1] or FunctionReader
-        return reader_class(self.options)
+        if TRACERS[self.tracer][1] is GraphReader:
+            return GraphReader(self.options)
+        return FunctionReader(self.options, self.buffer.clock)
 
     def read_trace(self) -> str:
         """The ``trace`` file: a snapshot, with the kernel's header."""
@@ -200,8 +233,11 @@ class TraceInstance:
             tracer, reader = self.tracer, self.reader()
         in_buf = sum(len(r) for _, r in per_thread)
         written = sum(tb.written() for tb, _ in per_thread)
-        parts = [output.buffer_header(tracer, in_buf, written, len(per_thread)),
-                 reader.header()]
+        if self.options["context-info"]:
+            parts = [output.buffer_header(tracer, in_buf, written, len(per_thread)),
+                     reader.header()]
+        else:       # the kernel's trace_default_header prints nothing more
+            parts = [f"# tracer: {tracer}\n#\n", reader.header()]
         for tb, _ in per_thread:
             lost = tb.lost()
             if lost:

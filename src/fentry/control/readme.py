@@ -1,0 +1,92 @@
+"""The ``README`` file: a mini-HOWTO in the kernel's style, made from the file
+table when it is read, so every file tracefs has is in it (a file with no
+line in HELP yet is listed by name alone)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+HEAD = """tracing mini-HOWTO (fentry: ftrace for Python programs):
+
+In process: fentry.tracefs().read(FILE), .write(FILE, TEXT), .ls(DIR).
+From outside: fentry -p PID read FILE, fentry -p PID write FILE TEXT.
+
+# echo 0 > tracing_on : quick way to disable tracing
+# echo 1 > tracing_on : quick way to re-enable tracing
+
+ Important files:
+"""
+
+# name -> what it is, in the kernel's words where the file is the kernel's;
+# continuation lines are indented under the first.
+HELP: dict[str, str] = {
+    "trace": "The static contents of the buffer\n"
+             "To clear the buffer write into this file: echo > trace",
+    "trace_pipe": "A consuming read to see the contents of the buffer",
+    "current_tracer": "function and function_graph tracers (nop: none)",
+    "available_tracers": "list of configured tracers for current_tracer",
+    "error_log": "error log for failed commands (that support it)",
+    "buffer_size_kb": "view and modify size of per thread buffer",
+    "buffer_total_size_kb": "view total size of all thread buffers",
+    "free_buffer": "write anything: shrink the buffer to its least\n"
+                   "(with options/disable_on_free, tracing is turned off too)",
+    "trace_clock": "change the clock used to order events\n"
+                   "     local:   CLOCK_MONOTONIC (the default; from the TSC where the kernel uses it)\n"
+                   "    global:   the same clock as local (one clock for all threads already)\n"
+                   "   counter:   Not a clock, but just an increment\n"
+                   "    uptime:   Jiffy clock from boot (CLOCK_MONOTONIC_COARSE)\n"
+                   "      mono:   CLOCK_MONOTONIC, read with clock_gettime\n"
+                   "  mono_raw:   CLOCK_MONOTONIC_RAW\n"
+                   "      boot:   CLOCK_BOOTTIME\n"
+                   "       tai:   CLOCK_TAI",
+    "trace_marker": "Writes into this file writes into the trace buffer",
+    "instances": "Make sub-buffers with: mkdir instances/foo\n"
+                 "Remove sub-buffer with rmdir",
+    "trace_options": "Set format or modify how tracing happens\n"
+                     "Disable an option by prefixing 'no' to the\n"
+                     "option name",
+    "options": "One 0/1 file per trace_options word",
+    "tracing_on": "0 stops writing into the buffer, 1 starts again",
+    "saved_cmdlines": "TID and name of every thread with a buffer",
+    "available_filter_functions": "list of functions that can be filtered on",
+    "enabled_functions": "the functions being traced now, and by what",
+    "set_ftrace_filter": "echo function name in here to only trace these\n"
+                         "functions\n"
+                         "  accepts: func_full_name or glob-matching-pattern\n"
+                         "  modules: Can select a group via module\n"
+                         "   Format: :mod:<module-name>",
+    "set_ftrace_notrace": "echo function name in here to never trace.\n"
+                          "  accepts: func_full_name, *func_end, func_begin*, *func_middle*",
+    "kprobe_events": "Create/append/remove/show the Python dynamic events\n"
+                     "  accepts: event-definitions (one definition per line)\n"
+                     "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
+                     "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
+                     "           -:[<group>/][<event>]\n"
+                     "    place: [<module>:]<qualname>[+<offset>][%return], <path>:<line>",
+    "kprobe_profile": "hits and misses of every probe event",
+    "function_profile_enabled": "1 counts calls and time per function, in trace_stat/",
+    "trace_stat": "trace_stat/function<TID>: one thread's function profile",
+    "events": "Directory containing all trace event subsystems:\n"
+              "    enable  - Write 0/1 to enable/disable tracing of all events",
+    "README": "this file",
+}
+
+
+def readme_text(*tables: Iterable[str]) -> str:
+    """The README: the files of ``tables`` (names, ``dir/name`` for a file
+    under a directory, which stands for the directory), HELP's order first."""
+    names: set[str] = {"instances", "trace_stat"}
+    for table in tables:
+        names |= {name.split("/", 1)[0] for name in table}
+    order = [n for n in HELP if n in names] + sorted(names - HELP.keys())
+    lines = [HEAD]
+    for name in order:
+        first, *rest = HELP.get(name, "").split("\n")
+        lines.append(f"  {name}{_tabs(name)}- {first}\n" if first else f"  {name}\n")
+        lines.extend(f"\t\t\t  {line}\n" for line in rest)
+    return "".join(lines)
+
+
+def _tabs(name: str) -> str:
+    """The kernel's alignment: tabs to the fourth stop, at least one."""
+    return "\t" * max(1, 3 - (len(name) + 2) // 8)
