@@ -312,6 +312,19 @@ def graph_gated_event(local: threading.local, attach: _Attach, kind: int, role: 
     for another starts over.  With ``thresh_ns`` no entry is recorded, and
     an exit only when the call lasted that long, as ``(seq, ts,
     THRESH_RETURN, code, duration_ns, depth)``."""
+def graph_retval_event(local: threading.local, attach: _Attach, kind: int,
+                       shown: Callable[[object], object], fault: object, /) -> _Handler:
+    """function_graph at PY_RETURN with ``funcgraph-retval``: records
+    ``(seq, ts, kind, code, (value,))``: an int of 64 bits, a float, None or
+    a bool as it is, anything else ``shown(value)`` (its safe text), so a
+    record never keeps the returned object alive."""
+def graph_args_event(local: threading.local, attach: _Attach, kind: int,
+                     shown: Callable[[object], object], fault: object, count: int, depth: int,
+                     /) -> _Handler:
+    """function_graph at PY_START with ``funcgraph-args``: records
+    ``(seq, ts, kind, code, values)``, the traced frame's first ``count``
+    fast locals (its parameters), each kept as ``graph_retval_event`` keeps
+    a value; ``fault`` for an unbound one.  ``depth``: the traced frame's."""
 def profile_event(local: threading.local, attach: Callable[[], ProfileStat], kind: int,
                   nargs: int, /) -> _Handler:
     """The function profiler's handler of one code object, on the thread's

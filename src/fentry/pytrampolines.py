@@ -16,13 +16,14 @@ import sys
 from _thread import get_ident
 from functools import partial
 from time import clock_gettime_ns, perf_counter_ns, sleep
-from types import CodeType
+from types import CodeType, FrameType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
            "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event", "graph_gated_event",
+           "graph_retval_event", "graph_args_event",
            "GRAPH_STACK", "G_FUNC", "G_NOTRACE", "G_FILTERED",
            "ProfileStat", "profile_event", "StackMax", "stack_check"]
 
@@ -600,6 +601,67 @@ def graph_exc_event(local, attach, kind: int):
     return graph_exc_event
 
 
+# -- function_graph's values (funcgraph-retval, funcgraph-args; see ctrampolines/graph_values.c)
+
+def graph_retval_event(local, attach, kind: int, shown, fault):
+    """function_graph at PY_RETURN with ``funcgraph-retval``: records
+    ``(seq, ts, kind, code, (value,))``, the value kept as the C twin keeps
+    it (an int of 64 bits, a float, None, a bool) or ``shown(value)``, its
+    safe text (``fault`` if even that fails): a record never keeps the
+    returned object alive."""
+    def graph_retval_event(code, offset, retval):  # hot path
+        t = retval.__class__
+        raised = None
+        if not (t is float or t is bool or retval is None or (t is int and _I64_MIN <= retval <= _I64_MAX)):
+            try:
+                retval = shown(retval)
+            except BaseException as e:      # (KeyboardInterrupt: recorded first, as the C twin does)
+                retval, raised = fault, e
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb._append((next(tb._seq), perf_counter_ns(), kind, code, (retval,)))
+        if raised is not None:
+            raise raised
+    return graph_retval_event
+
+
+def graph_args_event(local, attach, kind: int, shown, fault, count: int, depth: int):
+    """function_graph at PY_START with ``funcgraph-args``: records
+    ``(seq, ts, kind, code, values)``, the values of the frame's first
+    ``count`` fast locals (its parameters, ``*args`` and ``**kwargs`` too),
+    each kept as ``graph_retval_event`` keeps a value; ``fault`` for an
+    unbound one."""
+    def graph_args_event(code, offset):  # hot path
+        f_locals = _getframe(depth).f_locals
+        values = []
+        raised = None
+        for name in code.co_varnames[:count]:
+            v = f_locals.get(name, fault)
+            t = v.__class__
+            if not (v is fault or t is float or t is bool or v is None
+                    or (t is int and _I64_MIN <= v <= _I64_MAX)):
+                try:
+                    v = shown(v)
+                except BaseException as e:  # (KeyboardInterrupt: recorded first, as the C twin does)
+                    values.append(fault)
+                    raised = e
+                    break
+            values.append(v)
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        tb._append((next(tb._seq), perf_counter_ns(), kind, code, tuple(values)))
+        if raised is not None:
+            raise raised
+    return graph_args_event
+
+
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 
 # -- function_graph's selection (see ctrampolines/graph.h)
 
@@ -1009,7 +1071,7 @@ def stack_check(stack: StackMax, depth: int):
     def stack_check(code, offset):  # hot path
         frame = _getframe(depth)
         n = 0
-        f = frame
+        f: FrameType | None = frame
         while f is not None:
             n += 1
             f = f.f_back

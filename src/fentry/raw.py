@@ -16,6 +16,10 @@ Every number is little-endian.  A record::
     GRAPH         u32 code [, u32 exception type if kind=UNWIND]   function_graph; kind
                   [, i64 duration (ns), u32 depth                 is ENTRY ... THRESH_RETURN
                      if kind=THRESH_RETURN]
+    GRAPH_VALUES  u32 code, u32 n, n VALUEs                       function_graph with values:
+                                                                  ENTRY's arguments
+                                                                  (funcgraph-args), RETURN's
+                                                                  value (funcgraph-retval)
     EVENT         u32 event, u32 code, u32 offset, u32 n, n VALUEs a probe hit
     EVENT_RETURN  u32 event, u32 caller (0: none), u32 offset,     a return probe hit
                   u32 code, u32 raised (0: returned), u32 n, n VALUEs
@@ -63,7 +67,7 @@ class Shown(str):
     """A value kept as its safe text: it was not immutable when fetched."""
     __slots__ = ()
 
-FUNC, GRAPH, EVENT, EVENT_RETURN = 1, 2, 3, 4
+FUNC, GRAPH, EVENT, EVENT_RETURN, GRAPH_VALUES = 1, 2, 3, 4, 5
 (FAULT, NONE, TRUE, FALSE, INT, UINT, BIGINT, FLOAT, COMPLEX, STR, SHOWN, BYTES, REF, TUPLE,
  TOOBIG) = range(15)
 # A GRAPH record's kind: function_graph's events (tracers.function_graph).
@@ -178,6 +182,11 @@ class Encoder:
         if a.__class__ is CodeType:
             out += _HEAD.pack(FUNC, 0, ts) + _U32X2.pack(self._ref(a), self._ref(rec[3]))
         elif a.__class__ is int:
+            if len(rec) > 4 and rec[4].__class__ is tuple:     # (kind, code, values)
+                values = rec[4]
+                out += _HEAD.pack(GRAPH_VALUES, a, ts) + _U32X2.pack(self._ref(rec[3]), len(values))
+                self._values(out, values)
+                return
             out += _HEAD.pack(GRAPH, a, ts) + _U32.pack(self._ref(rec[3]))
             if a == THRESH_RETURN:
                 out += _THRESH.pack(rec[4], rec[5])
@@ -192,13 +201,16 @@ class Encoder:
             else:
                 out += _HEAD.pack(EVENT, 0, ts) + _U32X4.pack(
                     self._ref(a), self._ref(site[0]), site[1], len(values))
-            for v in values:
-                mark = len(out)
-                try:
-                    self._value(out, v, 0)
-                except Exception:
-                    del out[mark:]
-                    out.append(FAULT)
+            self._values(out, values)
+
+    def _values(self, out: bytearray, values: tuple[object, ...]) -> None:
+        for v in values:
+            mark = len(out)
+            try:
+                self._value(out, v, 0)
+            except Exception:
+                del out[mark:]
+                out.append(FAULT)
 
     def _value(self, out: bytearray, v: Any, depth: int) -> None:
         # (Any: ``v`` is told apart by its exact type, which mypy does not follow.)
@@ -300,7 +312,7 @@ class CodeInfo:
 def decode_records(data: bytes | memoryview, refs: dict[int, object], first_seq: int
                    ) -> list[Record]:
     """Records as the in-process rings give them: ``(seq, ts, code, caller)``,
-    ``(seq, ts, kind, code[, exception])`` or ``(seq, ts, event, site, values)``,
+    ``(seq, ts, kind, code[, exception | values])`` or ``(seq, ts, event, site, values)``,
     with every id replaced by what ``refs`` says it is (None for 0)."""
     out: list[Record] = []
     get = refs.get
@@ -371,6 +383,10 @@ def _decode_until_run(data: bytes | memoryview, pos: int, refs: dict[int, object
                 pos += _THRESH.size
             else:
                 out.append((seq, ts, kind, code))
+        elif rtype == GRAPH_VALUES:
+            code, n = u2(data, pos)
+            values, pos = _values(data, pos + 8, n, get)
+            out.append((seq, ts, kind, get(code), values))
         elif rtype == EVENT:
             event, code, offset, n = u4(data, pos)
             pos += 16

@@ -684,6 +684,34 @@ def test_graph_gated_beyond_its_stack_counts_what_it_cannot_time(impl):
     assert buffers.local.tb.graph_untimed == 10
     assert len(recs) == min(impl.GRAPH_STACK, buffers.local.tb.maxlen)
     assert recs[-1][5] == 0 and all(r[2] == raw.THRESH_RETURN for r in recs)
+def closure_args(a, b, *rest, **kw):
+    return lambda: a
+
+
+def test_graph_value_events_record_the_values_kept(impl, monitor):
+    """funcgraph-args / -retval: an int of 64 bits, a float, None, a bool kept
+    as is, anything else as ``shown(value)``, never the object; an argument
+    a closure captured read through its cell."""
+    buffers = Buffers(impl)
+    entries, returns = impl.CodeTable(), impl.CodeTable()
+    code = code_of(closure_args)
+    shown = "shown:{}".format
+    entries[id(code)] = impl.graph_args_event(buffers.local, buffers.attach, raw.ENTRY, shown, FAULT, 4,
+                                              impl.DIRECT)
+    returns[id(code)] = impl.graph_retval_event(buffers.local, buffers.attach, raw.RETURN, shown, FAULT)
+    monitor(E.PY_START, impl.entry_dispatcher(entries, Calls(), Calls()), code)
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), code)
+    closure_args(2**63, 1.5, None, k=True)
+    [(_, entry), (_, ret)] = [(rec[2], rec[3:]) for rec in buffers.local.tb.snapshot()]
+    assert entry == (code, (f"shown:{2**63}", 1.5, "shown:(None,)", "shown:{'k': True}"))
+    assert ret[0] is code and ret[1][0].startswith("shown:<function closure_args.<locals>.<lambda>")
+
+    def interrupted(value):
+        raise KeyboardInterrupt
+    retval = impl.graph_retval_event(buffers.local, buffers.attach, raw.RETURN, interrupted, FAULT)
+    with pytest.raises(KeyboardInterrupt):      # the program's, after the record
+        retval(code, 0, object())
+    assert buffers.local.tb.snapshot()[-1][2:] == (raw.RETURN, code, (FAULT,))
 
 
 def test_ops_entry_passes_ip_parent_ip_ops_and_regs(impl, monitor):

@@ -297,3 +297,23 @@ def test_a_graph_function_that_selects_nothing_is_said(tmp_path):
     proc, lines = run(tmp_path, "-g", "no_such_function", scenario="gen")
     assert lines == []
     assert "the filter 'no_such_function' selected no function that ran" in proc.stderr.decode()
+
+
+def test_values_and_a_selection_are_refused_together_whichever_comes_second(fs):
+    """funcgraph-retval/-args do not work under a selection yet: refused,
+    with nothing applied, never silently dropped."""
+    fs.write("set_graph_function", "outer")
+    with pytest.raises(TraceError) as e:
+        fs.write("trace_options", "funcgraph-tail funcgraph-retval")
+    assert e.value.code == "GRAPH_VALUES_SELECTED" and e.value.pos == len("funcgraph-tail ")
+    assert fs.read("options/funcgraph-retval") == "0\n" and fs.read("options/funcgraph-tail") == "0\n"
+    fs.write("set_graph_function", "")
+    fs.write("options/funcgraph-args", "1")
+    for name, text in (("set_graph_function", "outer"), ("set_graph_notrace", "inner"),
+                       ("max_graph_depth", "2"), ("tracing_thresh", "10")):
+        with pytest.raises(TraceError) as e:
+            fs.write(name, text)
+        assert e.value.code == "GRAPH_VALUES_SELECTED"
+    assert fs.read("set_graph_function") == "#### all functions enabled ####\n"
+    assert fs.read("max_graph_depth") == "0\n" and fs.read("tracing_thresh") == "0\n"
+    fs.write("max_graph_depth", "0")        # no selection: taken

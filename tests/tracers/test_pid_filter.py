@@ -220,7 +220,7 @@ def test_without_function_fork_new_threads_are_not_added(fs):
     fs.write("set_ftrace_filter", f"{HERE}:leaf")
     fs.write("set_ftrace_pid", str(threading.get_native_id()))
     fs.write("current_tracer", "function")
-    child, tid = spawn(loop, 10)
+    child, _tid = spawn(loop, 10)
     child.join()
     leaf(1)
     assert calls_per_tid(fs) == {threading.get_native_id(): 1}

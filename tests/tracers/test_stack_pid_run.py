@@ -15,7 +15,7 @@ import pytest
 from helpers import env, fentry
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "control"))
-from live import wait_for  # noqa: E402
+from live import wait_for
 
 DEEP = """
     import sys
@@ -49,7 +49,7 @@ def test_fentry_run_stack_prints_the_deepest_stack_at_exit(tmp_path):
     base = int(proc.stdout.split()[1])      # main's frames: rec(1) is base + 200 deep
     lines = out.read_text().splitlines()
     title = next(i for i, line in enumerate(lines) if line.startswith("# stack trace of"))
-    assert f"(pid " in lines[title]
+    assert "(pid " in lines[title]
     assert re.fullmatch(r"# MainThread-\d+", lines[title + 1])
     assert lines[title + 2] == f"        Depth    Size   Location    ({base + 200} entries)"
     assert lines[title + 3] == "        -----    ----   --------"

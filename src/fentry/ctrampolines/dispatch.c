@@ -183,12 +183,6 @@ ops_entry_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
     return r;
 }
 
-/* The calling thread's Ring, for a recorder. */
-static inline Ring *
-thread_ring(Tramp *t)
-{
-    return cached_ring(&t->ring, t->o.rec.local, t->o.rec.attach, PyThreadState_Get()->id);
-}
 
 static PyObject *
 function_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
@@ -321,7 +315,8 @@ tramp_repr(Tramp *t)
 {
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
                                   "function_entry", "graph_event", "offset_dispatcher",
-                                  "probe", "probe_exit", "probe_start", "nop", "graph_gated_event"};
+                                  "probe", "probe_exit", "probe_start", "nop", "graph_gated_event",
+                                  "graph_values"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 

@@ -10,7 +10,7 @@
  * that makes code as it runs leaves fentry nothing of its dead code. */
 #include "encoder.h"
 
-enum { RAW_FUNC = 1, RAW_GRAPH = 2, RAW_EVENT = 3, RAW_EVENT_RETURN = 4 };
+enum { RAW_FUNC = 1, RAW_GRAPH = 2, RAW_EVENT = 3, RAW_EVENT_RETURN = 4, RAW_GRAPH_VALUES = 5 };
 enum { W_FAULT, W_NONE, W_TRUE, W_FALSE, W_INT, W_UINT, W_BIGINT, W_FLOAT, W_COMPLEX,
        W_STR, W_SHOWN, W_BYTES, W_REF, W_TUPLE, W_TOOBIG };
 #define MAX_STRING 4096         /* characters of a string value kept (the kernel's MAX_STRING_SIZE) */
@@ -330,6 +330,18 @@ put_tuple_record(Encoder *e, Buf *b, long long ts, PyObject *f)
     if (n >= 2 && PyCode_Check(PyTuple_GET_ITEM(f, 0)))
         return put_head(b, RAW_FUNC, 0, ts) || put_ref(e, b, PyTuple_GET_ITEM(f, 0))
                || put_ref(e, b, PyTuple_GET_ITEM(f, 1)) ? -1 : 0;
+    if (n == 3 && PyLong_CheckExact(PyTuple_GET_ITEM(f, 0)) && PyTuple_CheckExact(PyTuple_GET_ITEM(f, 2))) {
+        /* (kind, code, values): function_graph with its values */
+        PyObject *values = PyTuple_GET_ITEM(f, 2);
+        Py_ssize_t nv = PyTuple_GET_SIZE(values);
+        if (put_head(b, RAW_GRAPH_VALUES, (int)PyLong_AsLong(PyTuple_GET_ITEM(f, 0)), ts) < 0
+            || put_ref(e, b, PyTuple_GET_ITEM(f, 1)) < 0 || put_u32(b, (uint32_t)nv) < 0)
+            return -1;
+        for (Py_ssize_t k = 0; k < nv; k++)
+            if (put_value_or_fault(e, b, PyTuple_GET_ITEM(values, k)) < 0)
+                return -1;
+        return 0;
+    }
     if (n >= 2 && PyLong_CheckExact(PyTuple_GET_ITEM(f, 0))) {
         int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, 0));
         if (put_head(b, RAW_GRAPH, kind, ts) < 0 || put_ref(e, b, PyTuple_GET_ITEM(f, 1)) < 0)
@@ -411,10 +423,14 @@ put_record(Encoder *e, Buf *b, Ring *ring, Py_ssize_t i, ClockPoint now)
     case L_GRAPH_THRESH:            /* code, i64 duration, u32 depth */
         return put_head(b, RAW_GRAPH, r->kind, ts) || put_ref(e, b, r->o1)
                || put_i64(b, r->c0.i) || put_u32(b, (uint32_t)r->c1.i) ? -1 : 0;
-    case L_EVENT: {
+    case L_EVENT:
+    case L_GRAPH_VALUES: {
         int n = event_n(r);
-        if (put_event_head(e, b, ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0
-            || put_u32(b, (uint32_t)n) < 0)
+        if (r->layout == L_EVENT
+            ? put_event_head(e, b, ts, PyTuple_GET_ITEM(r->o1, 0), PyTuple_GET_ITEM(r->o1, 1)) < 0
+            : put_head(b, RAW_GRAPH_VALUES, r->kind >> 16, ts) < 0 || put_ref(e, b, r->o1) < 0)
+            return -1;
+        if (put_u32(b, (uint32_t)n) < 0)
             return -1;
         for (int j = 0; j < n; j++) {
             int tag;

@@ -197,6 +197,18 @@ is_plain_local(PyCodeObject *co, int j)
     return (PyBytes_AS_STRING(co->co_localspluskinds)[j] & 0xff) == CO_FAST_LOCAL;
 }
 
+/* Parameter i of the running frame f of code co (borrowed; NULL: unbound):
+ * fast local i, through its cell when a closure captured it (MAKE_CELL
+ * has run by PY_START). */
+static inline PyObject *
+frame_param(_PyInterpreterFrame *f, PyCodeObject *co, int i)
+{
+    PyObject *v = f->localsplus[i];
+    if (v != NULL && (PyBytes_AS_STRING(co->co_localspluskinds)[i] & CO_FAST_CELL) && PyCell_Check(v))
+        v = PyCell_GET(v);
+    return v;
+}
+
 /* v as n bytes of little-endian two's complement; -1 and an exception on failure. */
 static inline int
 long_to_bytes(PyObject *v, unsigned char *out, Py_ssize_t n)

@@ -81,6 +81,12 @@ rec_tuple(Ring *ring, Py_ssize_t i, long long seq, ClockPoint now)
         return Py_BuildValue("(LLOON)", seq, ts, PyTuple_GET_ITEM(r->o1, 0),
                              PyTuple_GET_ITEM(r->o1, 1), values);
     }
+    case L_GRAPH_VALUES: {
+        PyObject *values = event_values(ring, i);
+        if (values == NULL)
+            return NULL;
+        return Py_BuildValue("(LLiON)", seq, ts, r->kind >> 16, r->o1, values);
+    }
     default: {    /* L_TUPLE: recorded from Python; o1 holds the fields after ts */
         PyObject *head = Py_BuildValue("(LL)", seq, ts);
         PyObject *t = head ? PySequence_Concat(head, r->o1) : NULL;
@@ -140,10 +146,10 @@ ring_traverse(Ring *ring, visitproc visit, void *arg)
         Py_ssize_t i = (ring->head + pos) % ring->cap;
         Rec *r = &ring->recs[i];
         Py_VISIT(r->o1);
-        if (r->layout != L_EVENT && r->layout != L_GRAPH_THRESH) {
+        if (r->layout < L_EVENT && r->layout != L_GRAPH_THRESH) {     /* (a thresh record holds a number there) */
             Py_VISIT(r->o2);
         }
-        for (int j = 0; r->layout == L_EVENT && j < event_n(r); j++) {
+        for (int j = 0; r->layout >= L_EVENT && j < event_n(r); j++) {
             int tag;
             Cell *c = event_cell(ring, i, j, &tag);
             if (tag == T_OBJ)

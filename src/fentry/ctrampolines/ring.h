@@ -18,8 +18,10 @@
 #include "clock.h"
 
 /* L_GRAPH_THRESH: a tracing_thresh return (graph.h): o1 the code, c0.i its
- * duration in ns, c1.i its depth. */
-enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_EVENT, L_GRAPH_THRESH };
+ * duration in ns, c1.i its depth.  L_EVENT and after hold value cells
+ * (event_cell): a probe event's, and a function_graph record's values
+ * (L_GRAPH_VALUES: o1 the code, the graph kind in kind's bits 16 and up). */
+enum layout { L_FUNCTION, L_GRAPH, L_GRAPH_EXC, L_TUPLE, L_GRAPH_THRESH, L_EVENT, L_GRAPH_VALUES };
 enum { T_OBJ, T_INT, T_UINT, T_FLOAT };  /* what a value cell holds */
 #define CELLS 4                         /* value cells in a continuation slot */
 #define HEAD_CELLS 2                    /* value cells in an event's first slot */
@@ -123,7 +125,7 @@ event_slots(int n)
 static inline Py_ssize_t
 rec_slots(Rec *r)
 {
-    return r->layout == L_EVENT ? event_slots(event_n(r)) : 1;
+    return r->layout >= L_EVENT ? event_slots(event_n(r)) : 1;
 }
 
 /* Slot index i + k (k <= cap), wrapped: no division in the hot path. */
@@ -171,7 +173,7 @@ static inline void
 rec_clear_at(Ring *ring, Py_ssize_t i)
 {
     Rec *r = &ring->recs[i];
-    if (r->layout == L_EVENT) {
+    if (r->layout >= L_EVENT) {
         for (int j = 0; j < event_n(r); j++) {
             int tag;
             Cell *c = event_cell(ring, i, j, &tag);
@@ -265,10 +267,11 @@ ring_write(Ring *ring, int layout, int kind, PyObject *o1, PyObject *o2)   /* ho
         ring_flush(ring, 0);
 }
 
-/* Write a probe event's record: head (event, site) and n values, as cells
- * (the references in them, and head, are stolen). */
+/* Write a record of n values, as cells: a probe event's (L_EVENT, head its
+ * (event, site)) or function_graph's (L_GRAPH_VALUES, head its code, kind
+ * the graph kind).  The references in the cells, and head, are stolen. */
 static inline void
-ring_write_event(Ring *ring, PyObject *head, Cell *cells, int *tags, int n)   /* hot path */
+ring_write_cells(Ring *ring, int layout, int kind, PyObject *head, Cell *cells, int *tags, int n)   /* hot path */
 {
     Py_ssize_t i = ring_reserve(ring, event_slots(n));
     if (i < 0) {
@@ -280,12 +283,18 @@ ring_write_event(Ring *ring, PyObject *head, Cell *cells, int *tags, int n)   /*
     }
     Rec *r = &ring->recs[i];
     r->o1 = head;
-    r->kind = n;
-    r->layout = L_EVENT;
+    r->kind = n | kind << 16;
+    r->layout = layout;
     for (int j = 0; j < n; j++)
         event_set(ring, i, j, cells[j], tags[j]);
     if (ring->flush_at && ring->len >= ring->flush_at)
         ring_flush(ring, 0);
+}
+
+static inline void
+ring_write_event(Ring *ring, PyObject *head, Cell *cells, int *tags, int n)   /* hot path */
+{
+    ring_write_cells(ring, L_EVENT, 0, head, cells, tags, n);
 }
 
 /* A value cell as an object (a new reference). */

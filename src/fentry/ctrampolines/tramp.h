@@ -7,9 +7,10 @@
 #include "graph.h"
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
-            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_PROBE_START, K_NOP, K_GRAPH_GATED };
+            K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_PROBE_START, K_NOP, K_GRAPH_GATED,
+            K_GRAPH_VALUES };
 
-#define TRAMP_REFS 3
+#define TRAMP_REFS 4
 
 /* The objects a trampoline holds, named by kind; all owned, all visited
  * and cleared as refs[]. */
@@ -30,6 +31,11 @@ typedef union {
         PyObject *local;        /* where the thread's ThreadBuffer is kept ... */
         PyObject *attach;       /* ... and what makes it, at its first event */
     } rec;
+    struct {                    /* K_GRAPH_VALUES (graph_values.c): rec's two, then */
+        PyObject *local, *attach;
+        PyObject *shown;        /* shown(value): the safe text a record keeps */
+        PyObject *fault;        /* the value of an unbound argument */
+    } graphval;
     struct {                    /* K_PROBE, K_PROBE_EXIT, K_PROBE_START */
         PyObject *trace;        /* the ProbeTrace */
         PyObject *head;         /* K_PROBE: the record's (event, site), made once */
@@ -50,6 +56,10 @@ typedef struct {
             GraphSel sel;       /* K_GRAPH_GATED: the selection (graph.h) */
         } graph;
         int raised;             /* K_PROBE_EXIT: at PY_UNWIND */
+        struct {
+            int rkind;          /* K_GRAPH_VALUES: the record's kind */
+            int count;          /* ... and at an entry, the parameters to keep */
+        } graphval;
     };
     TrampRefs o;
     int *slots;                 /* probes: per fetcharg, the fast-locals index it starts from */
@@ -83,5 +93,12 @@ PyObject *probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObj
 PyObject *probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *probe_exit_entered_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *nop_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+/* The calling thread's Ring, for a recorder (K_FUNCTION, K_GRAPH, K_GRAPH_VALUES). */
+static inline Ring *
+thread_ring(Tramp *t)
+{
+    return cached_ring(&t->ring, t->o.rec.local, t->o.rec.attach, PyThreadState_Get()->id);
+}
 
 #endif

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Mapping
+from itertools import islice
 from types import CodeType, FrameType, FunctionType, MemberDescriptorType, MethodType, ModuleType
 
 from ..raw import CodeInfo, FaultValue, Shown
@@ -50,16 +51,17 @@ def safe_repr(value: Any, depth: int = MAX_DEPTH) -> str:
     if t in (int, float, bool, type(None), complex):
         return repr(value)
     if t in (str, bytes):
-        text = repr(value)
+        # Only what can show is repr'd: a 1 MB string costs what a short one does.
+        text = repr(value if len(value) <= MAX_REPR else value[:MAX_REPR + 1])
         return text if len(text) <= MAX_REPR else text[:MAX_REPR - 4] + "...'"
     if t in (list, tuple, set, frozenset, dict):
         if depth <= 0:
             return "[...]" if t is list else "(...)" if t is tuple else "{...}"
         if t is dict:
             items = [f"{safe_repr(k, depth - 1)}: {safe_repr(v, depth - 1)}"
-                     for k, v in list(dict.items(value))[:MAX_ITEMS]]
+                     for k, v in islice(dict.items(value), MAX_ITEMS)]
         else:
-            items = [safe_repr(v, depth - 1) for v in list(value)[:MAX_ITEMS]]
+            items = [safe_repr(v, depth - 1) for v in islice(value, MAX_ITEMS)]
         if len(value) > MAX_ITEMS:
             items.append("...")
         body = ", ".join(items)
@@ -77,12 +79,28 @@ def safe_repr(value: Any, depth: int = MAX_DEPTH) -> str:
         return f"<{SYMBOLS.name_of(code)}>"
     if t is CodeInfo:           # a code object, as a reader outside the process knows it
         return f"<{value.name}>"
-    return f"<{t.__module__}.{t.__qualname__}>"
+    # type's own slots, read as stored: a metaclass's __getattribute__ or a
+    # class's non-str __module__ (whose __format__ would run) never runs.
+    module = type.__getattribute__(t, "__module__")
+    qualname = type.__getattribute__(t, "__qualname__")
+    return f"<{module if type(module) is str else '?'}.{qualname}>"
 
 
 def snapshot(value: object) -> object:
     """What is stored in the ring buffer: the value if immutable, else its text."""
     return value if type(value) in _RAW or type(value) is CodeType else Shown(safe_repr(value))
+
+
+def shown(value: object) -> object:
+    """A function_graph value (``funcgraph-retval``, ``funcgraph-args``) as
+    its record keeps it: its safe text, bounded, or FAULT -- never the value
+    itself, which a record must not keep alive.  (The hot path keeps ints
+    that fit in 64 bits, floats, None and bools itself, unboxed or immortal,
+    and asks this for the rest.)"""
+    try:
+        return Shown(safe_repr(value))
+    except Exception:
+        return FAULT
 
 
 def type_lookup(t: type, name: str) -> object:

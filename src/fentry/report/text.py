@@ -65,6 +65,9 @@ class TextReport(FileSink):
         if reader is None:          # no HELLO: a stream read from its middle
             reader = self.readers[stream.number] = make_reader(stream)
         parts = [lost_line(thread, lost) for thread, lost, _ in items if lost]
+        for thread, lost, _ in items:
+            if lost:
+                reader.lost(thread)
         per_thread: dict[ThreadInfo, list[Record]] = {}
         for thread, _, records in items:
             if records and isinstance(records, list):     # (this sink takes lists)

@@ -10,6 +10,12 @@ PY_THROW (``gen.throw()``, ``close()``, cancellation) re-enters like a resume.
 set_graph_function, set_graph_notrace, max_graph_depth and tracing_thresh
 select what is recorded, in the hot path (``hotpath.graph_gated_event``);
 with none of them set the handlers are the plain ones, which keep no state.
+
+With ``funcgraph-retval`` a return's record carries the value returned, and
+with ``funcgraph-args`` an entry's the arguments (the kernel's graph entry
+and return records with args and retval): other handlers, picked here only
+when the option is on, so with the options off nothing differs.  (Not yet
+with a selection: ``TraceInstance`` refuses the two together.)
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ import itertools
 from types import CodeType, FrameType
 
 from .. import arch, ftrace, hotpath
+from ..events.fetch import FAULT, parameters, shown
 from ..ftrace import FilterHash, FtraceOps, Handlers
 from ..hotpath import G_FILTERED, G_FUNC, G_NOTRACE, Ip
 from ..raw import ENTRY, RESUME, RETURN, THROW, UNWIND, YIELD
 from .ring_buffer import SKIP_FUNCTION, RingBuffer
 
 E = arch.EVENTS
+# The parameters funcgraph-args keeps of a call (ctrampolines/graph_values.c's
+# GRAPH_MAX_ARGS); the line shows ``...`` for the rest.
+MAX_ARGS = 32
 
 # Each set of gated handlers is made for one selection: a thread's state
 # kept for another starts over (hotpath.graph_gated_event).
@@ -68,6 +78,15 @@ class GraphOps(FtraceOps):
         self.graph = FilterHash()
         self.graph_notrace = FilterHash()
         self.gen = next(_generations)
+        options = options or {}
+        self.retval = options.get("funcgraph-retval", False)
+        self.args = options.get("funcgraph-args", False)
+
+    def selecting(self) -> bool:
+        """Whether a selection is set (set_graph_function, set_graph_notrace,
+        max_graph_depth, tracing_thresh): the gated handlers are in use."""
+        return not (self.graph.empty and self.graph_notrace.empty and not LIMITS.max_depth
+                    and not LIMITS.thresh_us)
 
     def reselect(self) -> None:
         """The selection changed: make the handlers again, on every code traced."""
@@ -84,8 +103,7 @@ class GraphOps(FtraceOps):
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.buffer.local, self.buffer.attach
         limits = LIMITS
-        if not (self.graph.empty and self.graph_notrace.empty and not limits.max_depth
-                and not limits.thresh_us):
+        if self.selecting():
             role = ((G_FUNC if self.graph.matches(module, code) else 0)
                     | (G_NOTRACE if self.graph_notrace.matches(module, code) else 0)
                     | (0 if self.graph.empty else G_FILTERED))
@@ -100,9 +118,12 @@ class GraphOps(FtraceOps):
                     E.PY_START: g(local, attach, ENTRY, *sel, 2),
                     E.PY_RESUME: g(local, attach, RESUME, *sel, 2),
                     E.PY_THROW: g(local, attach, THROW, *sel)}
-        return {E.PY_START: hotpath.graph_event(local, attach, ENTRY, 2),
+        return {E.PY_START: hotpath.graph_args_event(local, attach, ENTRY, shown, FAULT,
+                                                     min(len(parameters(code)), MAX_ARGS), depth)
+                if self.args else hotpath.graph_event(local, attach, ENTRY, 2),
                 E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),
-                E.PY_RETURN: hotpath.graph_event(local, attach, RETURN),
+                E.PY_RETURN: hotpath.graph_retval_event(local, attach, RETURN, shown, FAULT)
+                if self.retval else hotpath.graph_event(local, attach, RETURN),
                 E.PY_YIELD: hotpath.graph_event(local, attach, YIELD),
                 E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),
                 E.PY_THROW: hotpath.graph_event(local, attach, THROW)}

@@ -11,6 +11,7 @@ object or the reader's ``raw.CodeInfo``; its thread is a ring buffer's
 
 from __future__ import annotations
 
+from ..events.fetch import parameters, render
 from ..raw import ENTER_KINDS, THRESH_RETURN, UNWIND, YIELD
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
@@ -122,6 +123,9 @@ class FunctionReader:
     def header(self) -> str:
         return FUNCTION_COLUMNS if self.context else ""
 
+    def lost(self, tb: Task) -> None:
+        """Records of ``tb`` were overwritten: nothing here depends on them."""
+
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         texts: list[list[str]] = []
         stamps: list[list[int]] = []
@@ -168,24 +172,29 @@ class FunctionReader:
 
 
 # The header's columns, each shown or not by its option, as the kernel's
-# print_graph_headers_flags: the thread (funcgraph-proc; fentry's column is
-# the function tracer's TASK-PID, wider than the kernel's 14-character
-# comm-pid, so its head is too), the duration (funcgraph-duration), the calls.
-_HEADER = ((" " * 11 + "TASK/TID" + " " * 7, "  DURATION   ", "               FUNCTION CALLS"),
-           (" " * 12 + "|    |" + " " * 8, "   |   |      ", "               |   |   |   |"))
+# print_graph_headers_flags: the time (funcgraph-abstime), the thread
+# (funcgraph-proc; fentry's column is the function tracer's TASK-PID, wider
+# than the kernel's 14-character comm-pid, so its head is too), the duration
+# (funcgraph-duration), the calls.
+_HEADER = (("     TIME       ", " " * 11 + "TASK/TID" + " " * 7, "  DURATION   ",
+            "               FUNCTION CALLS"),
+           ("      |         ", " " * 12 + "|    |" + " " * 8, "   |   |      ",
+            "               |   |   |   |"))
 
 _MARKS = ((1_000_000_000, "$"), (100_000_000, "@"), (10_000_000, "*"),
           (1_000_000, "#"), (100_000, "!"), (10_000, "+"))
 NO_DURATION = " " * 14       # the duration column of a line that has none (FLAGS_FILL_FULL)
 
 
-def duration(ns: int) -> str:
-    """The kernel's duration column: mark, usecs with up to 7 digits, `` us ``, padding."""
+def duration(ns: int, overhead: bool = True) -> str:
+    """The kernel's duration column: mark (``funcgraph-overhead``; a blank
+    without it), usecs with up to 7 digits, `` us ``, padding."""
     mark = " "
-    for limit, m in _MARKS:
-        if ns > limit:
-            mark = m
-            break
+    if overhead:
+        for limit, m in _MARKS:
+            if ns > limit:
+                mark = m
+                break
     return f"{mark} {usecs(ns)}"
 
 
@@ -199,12 +208,14 @@ def usecs(ns: int) -> str:
 
 
 class _ThreadState:
-    __slots__ = ("stack", "pending", "task")
+    __slots__ = ("stack", "pending", "task", "lost", "next_seq")
 
     def __init__(self, tb: Task) -> None:
         self.stack: list[tuple[Any, int]] = []          # (code, entry timestamp)
         self.pending: Record | None = None    # a trailing entry: leaf or not, not known yet
         self.task = task(tb)
+        self.lost = False       # records of this thread were overwritten: entries may be missing
+        self.next_seq: int | None = None      # the seq of the record after the last one read
 
 
 class GraphReader:
@@ -212,21 +223,36 @@ class GraphReader:
 
     Keeps per-thread nesting across reads, so trace_pipe can feed it batch by
     batch; an entry whose next record is not there yet waits one read.
+    A record that carries values (``funcgraph-args``, ``funcgraph-retval``
+    on when it was recorded) shows them.
     """
 
     def __init__(self, options: dict[str, bool]) -> None:
         self.tail = options.get("funcgraph-tail", False)
         self.show_duration = options.get("funcgraph-duration", True)
         self.show_task = options.get("funcgraph-proc", True)
+        self.abstime = options.get("funcgraph-abstime", False)
+        self.overhead = options.get("funcgraph-overhead", True)
         self.threads: dict[int, _ThreadState] = {}
 
     def header(self) -> str:
         """The column heads, of the columns the options show."""
         heads = []
-        for task, dur, func in _HEADER:
-            heads.append("#" + (task if self.show_task else "")
+        for abstime, task, dur, func in _HEADER:
+            heads.append("#" + (abstime if self.abstime else "") + (task if self.show_task else "")
                          + (dur if self.show_duration else "") + func + "\n")
         return "".join(heads)
+
+    def lost(self, tb: Task) -> None:
+        """Records of ``tb`` were overwritten: from now on an exit whose
+        entry is not known may be one whose entry was lost, and says which
+        function it closes, as the kernel's does.  Where the loss is (the
+        gap in the records' seq numbers), the calls open before it are
+        forgotten: they may have ended in it, and others begun, and with no
+        depth in the records (the kernel's has one) an exit cannot be told
+        to be theirs; their exits are named, with no duration, and nesting
+        starts again from the left."""
+        self._state(tb).lost = True
 
     def _state(self, tb: Task) -> _ThreadState:
         st = self.threads.get(id(tb))
@@ -234,11 +260,13 @@ class GraphReader:
             st = self.threads[id(tb)] = _ThreadState(tb)
         return st
 
-    def _line(self, st: _ThreadState, dur: str, depth: int, text: str) -> str:
+    def _line(self, st: _ThreadState, ts: int, dur: str, depth: int, text: str) -> str:
         # The kernel's columns (print_graph_prologue, print_graph_duration):
         # each option drops its column whole, separator and all, so the
         # calls' indentation is the same whichever are shown.
         task = st.task + "| " if self.show_task else ""
+        if self.abstime:        # print_graph_abs_time
+            task = f"{ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d} |  " + task
         if self.show_duration:
             return f"{task}{dur}|  {'  ' * depth}{text}\n"
         return f"{task}{'  ' * depth}{text}\n"
@@ -255,24 +283,30 @@ class GraphReader:
         while i < n:
             rec = records[i]
             kind, code, ts = rec[2], rec[3], rec[1]
+            if rec[0] != st.next_seq and st.next_seq is not None:       # records lost here
+                stack.clear()
+                st.lost = True
+            st.next_seq = rec[0] + 1
             if is_event(rec):     # a probe event: a comment where it happened
-                out.append((ts, self._line(st, NO_DURATION, len(stack),
+                out.append((ts, self._line(st, ts, NO_DURATION, len(stack),
                                            f"/* {kind.line(rec[3], rec[4])} */")))
             elif kind == THRESH_RETURN:
                 # tracing_thresh: a long call's exit alone, as the kernel
                 # prints a return with no entry (print_graph_return).
-                out.append((ts, self._line(st, duration(rec[4]), rec[5],
+                out.append((ts, self._line(st, ts, duration(rec[4], self.overhead), rec[5],
                                            f"}} /* {code.co_qualname} */")))
             elif kind in ENTER_KINDS:
                 nxt = records[i + 1] if i + 1 < n else None
                 if nxt is None:
                     st.pending = rec
+                    st.next_seq = rec[0]        # (read again, first, with the next records)
                     break
-                if nxt[3] is code and nxt[2] not in ENTER_KINDS:
-                    out.append((ts, self._leaf(st, len(stack), code, nxt, nxt[1] - ts)))
+                if nxt[3] is code and nxt[2] not in ENTER_KINDS and nxt[0] == st.next_seq:
+                    out.append((ts, self._leaf(st, rec, nxt)))
+                    st.next_seq += 1
                     i += 2
                     continue
-                out.append((ts, self._line(st, NO_DURATION, len(stack), f"{code.co_qualname}() {{")))
+                out.append((ts, self._line(st, ts, NO_DURATION, len(stack), f"{_call(rec)} {{")))
                 stack.append((code, ts))
             else:
                 line = self._exit(st, rec)
@@ -281,36 +315,46 @@ class GraphReader:
             i += 1
         return out
 
-    def _leaf(self, st: _ThreadState, depth: int, code: Any, exit_rec: Record, ns: int) -> str:
-        text = f"{code.co_qualname}();"
+    def _leaf(self, st: _ThreadState, rec: Record, exit_rec: Record) -> str:
+        text = f"{_call(rec)};"
         if exit_rec[2] == UNWIND:
             text += f" /* raised {_name(exit_rec[4])} */"
         elif exit_rec[2] == YIELD:
             text += " /* yield */"
-        return self._line(st, duration(ns), depth, text)
+        elif len(exit_rec) > 4:         # print_graph_retval, at a leaf
+            text += f" /* ret={render(exit_rec[4][0], None)} */"
+        return self._line(st, rec[1], duration(exit_rec[1] - rec[1], self.overhead), len(st.stack), text)
 
     def _exit(self, st: _ThreadState, rec: Record) -> str | None:
         """The exit's line; None for the exit of a call whose entry was never
-        seen (traced from inside it, or its entry lost): as the kernel's
-        return hook exists only for entries it saw."""
-        kind, code, ts = rec[2], rec[3], rec[1]
+        seen, nothing lost (traced from inside it), as the kernel's return
+        hook exists only for entries it saw."""
+        code, ts = rec[3], rec[1]
         stack = st.stack
         if not stack or stack[-1][0] is not code:
             if not any(c is code for c, _ in stack):
-                return None
+                if not st.lost:
+                    return None
+                # Its entry was lost (print_graph_return's func_match): named, with no duration.
+                return self._line(st, ts, NO_DURATION, len(stack), self._closing(rec, True))
             # Frames above this one whose exits we never saw (lost events) are closed with it.
             while stack[-1][0] is not code:
                 stack.pop()
         _, start = stack.pop()
-        dur = duration(ts - start)
-        text = "}"
+        return self._line(st, ts, duration(ts - start, self.overhead), len(stack),
+                          self._closing(rec, self.tail))
+
+    def _closing(self, rec: Record, named: bool) -> str:
+        """An exit's ``}`` and its comment: the function's name if ``named``,
+        what left it, and its value (print_graph_retval names it always)."""
+        kind, code = rec[2], rec[3]
         if kind == UNWIND:
-            text += f" /* {code.co_qualname} raised {_name(rec[4])} */"
-        elif kind == YIELD:
-            text += f" /* {code.co_qualname} yield */" if self.tail else " /* yield */"
-        elif self.tail:
-            text += f" /* {code.co_qualname} */"
-        return self._line(st, dur, len(stack), text)
+            return f"}} /* {code.co_qualname} raised {_name(rec[4])} */"
+        if kind == YIELD:
+            return f"}} /* {code.co_qualname} yield */" if named else "} /* yield */"
+        if len(rec) > 4:
+            return f"}} /* {code.co_qualname} ret={render(rec[4][0], None)} */"
+        return f"}} /* {code.co_qualname} */" if named else "}"
 
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
         streams = [self._thread_lines(self._state(tb), records) for tb, records in per_thread]
@@ -325,8 +369,9 @@ class GraphReader:
         rec, st.pending = st.pending, None
         if rec is None:
             return []
-        line = self._line(st, NO_DURATION, len(st.stack), f"{rec[3].co_qualname}() {{")
+        line = self._line(st, rec[1], NO_DURATION, len(st.stack), f"{_call(rec)} {{")
         st.stack.append((rec[3], rec[1]))
+        st.next_seq = rec[0] + 1
         return [(rec[1], line)]
 
     def flush(self) -> list[str]:
@@ -336,6 +381,21 @@ class GraphReader:
 def _merge(streams: list[list[tuple[int, str]]]) -> list[str]:
     return merge_lines([[ts for ts, _ in s] for s in streams],
                               [[line for _, line in s] for s in streams])
+
+
+def _call(rec: Record) -> str:
+    """An entry's ``func()``, or with its arguments ``func(a=1, b='x')``
+    (funcgraph-args: print_function_args' ``name=value``, by the code's
+    parameter names)."""
+    code = rec[3]
+    if len(rec) < 5:
+        return f"{code.co_qualname}()"
+    values = rec[4]
+    names = parameters(code)
+    args = [f"{name}={render(v, None)}" for name, v in zip(names, values)]
+    if len(names) > len(values):
+        args.append("...")
+    return f"{code.co_qualname}({', '.join(args)})"
 
 
 def _name(exc_type: object) -> str:

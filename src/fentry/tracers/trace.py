@@ -20,7 +20,7 @@ from ..hotpath import GRAPH_STACK
 from . import text as output
 from .commands import FuncCommands
 from .function import FunctionOps
-from .function_graph import GraphOps
+from .function_graph import LIMITS, GraphOps
 from .pid_fork import OPTION_BITS, ForkOps
 from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer, ThreadBuffer
 from .text import FunctionReader, GraphReader
@@ -36,12 +36,20 @@ TRACERS: dict[str, tuple[type[FunctionOps | GraphOps] | None, type[FunctionReade
     "nop": (None, None),
 }
 
+# The function_graph options whose handlers record values (not yet under a selection).
+GRAPH_VALUE_OPTIONS = ("funcgraph-retval", "funcgraph-args")
+
 # trace_options: name -> default
 OPTIONS = {
     "print-parent": True,
     "funcgraph-tail": False,
     "funcgraph-duration": True,
     "funcgraph-proc": True,
+    "funcgraph-abstime": False,
+    "funcgraph-overhead": True,
+    # Recorded, not only printed: the tracer's handlers change with them.
+    "funcgraph-retval": False,
+    "funcgraph-args": False,
     "markers": True,        # trace_marker takes writes (off: the kernel's EINVAL)
     # The top level's trace_marker (and fentry.trace_marker) writes here too.
     "copy_trace_marker": False,
@@ -223,10 +231,22 @@ class TraceInstance:
             return "no pid\n"
         return "".join(f"{pid}\n" for pid in sorted(pids))
 
+    def graph_selected(self) -> bool:
+        """Whether function_graph selects (set_graph_function, set_graph_notrace,
+        or the top level's max_graph_depth, tracing_thresh)."""
+        return not (self.graph_filter.empty and self.graph_notrace.empty
+                    and not LIMITS.max_depth and not LIMITS.thresh_us)
+
+    def graph_values_on(self) -> bool:
+        """Whether funcgraph-retval or funcgraph-args is on."""
+        return any(self.options[name] for name in GRAPH_VALUE_OPTIONS)
+
     def set_graph_filter(self, text: str, append: bool, notrace: bool = False) -> None:
         """``set_graph_function`` (``set_graph_notrace`` with ``notrace``):
         the grammar of set_ftrace_filter; a running function_graph tracer
         takes it at once."""
+        if text.strip() and self.graph_values_on():
+            raise TraceError("GRAPH_VALUES_SELECTED", text.rstrip("\n"), 0)
         with self.lock:
             ftrace.set_hash(self.graph_notrace if notrace else self.graph_filter, text,
                             reset=not append)
@@ -267,6 +287,8 @@ class TraceInstance:
             if key not in self.options:
                 raise TraceError("BAD_OPTION", text, m.start())
             changes[key] = key == word
+            if changes[key] and key in GRAPH_VALUE_OPTIONS and self.graph_selected():
+                raise TraceError("GRAPH_VALUES_SELECTED", text, m.start())
         with self.lock:
             bits = sum(bit for name, bit in OPTION_BITS.items() if changes.get(name, self.options[name]))
             if bits and self._fork is None:
@@ -281,6 +303,11 @@ class TraceInstance:
                 # The function tracer's handlers, with or without the stack, anew.
                 self._stop_ops()
                 self._start(self.tracer)
+            if isinstance(self.ops, GraphOps):      # the tracer goes on, with the handlers asked for
+                retval, args = self.options["funcgraph-retval"], self.options["funcgraph-args"]
+                if (retval, args) != (self.ops.retval, self.ops.args):
+                    self.ops.retval, self.ops.args = retval, args
+                    ftrace.refresh_handlers(self.ops)
         if changed:
             for hook in list(self.option_hooks):
                 hook(changed)
@@ -345,6 +372,7 @@ class TraceInstance:
             lost = tb.lost()
             if lost:
                 parts.append("# " + output.lost_line(tb, lost))
+                reader.lost(tb)
             untimed = tb.graph_untimed
             if untimed:     # (tracing_thresh: calls deeper than the thread's stack of them)
                 parts.append(f"# TID:{tb.tid} [{untimed} CALLS DEEPER THAN {GRAPH_STACK} NOT TIMED]\n")
@@ -410,6 +438,7 @@ class TraceInstance:
                 lost = tb.lost() - tb.lost_told
                 if lost > 0:
                     parts.append(output.lost_line(tb, lost))
+                    reader.lost(tb)
                     tb.lost_told += lost
             parts.extend(reader.lines(per_thread))
             if final:
