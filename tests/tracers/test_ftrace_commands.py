@@ -329,6 +329,22 @@ def test_cpudump_writes_the_calling_threads_buffer_only(fs, capfd):
     assert fs.read("set_ftrace_filter").splitlines()[-1] == "c_other:cpudump:count=0"
 
 
+def test_dump_turns_tracing_off_as_the_kernels_ftrace_dump(fs, capfd):
+    fs.write("set_ftrace_filter", f"{HERE}:c_leaf")
+    fs.write("set_ftrace_filter", "c_other:dump", append=True)
+    fs.write("current_tracer", "function")
+    c_leaf(1)
+    c_other(0)                    # dumps, then tracing_on is 0 (tracer_tracing_off)
+    c_leaf(2)
+    err = capfd.readouterr().err
+    assert err.count(" c_leaf <-") == 1
+    assert fs.read("tracing_on") == "0\n"
+    assert [t for _, _, t in events(fs.read("trace"))] == ["c_leaf <-test_dump_turns_tracing_off_as_the_kernels_ftrace_dump"]
+    fs.write("tracing_on", "1")
+    c_leaf(3)
+    assert len(events(fs.read("trace"))) == 2
+
+
 # ---------------------------------------------------------------- through fentry run / record
 
 PROGRAM = """\

@@ -225,6 +225,10 @@ class FuncCommands:
                 self.events.set_enable([p.event], on, inst)
         elif p.take(key):       # dump, cpudump
             os.write(2, self.dump_text(only_caller=name == "cpudump").encode("utf-8", "replace"))
+            # The kernel's ftrace_dump_one: "Always turn off tracing when we
+            # dump" (tracer_tracing_off); echo 1 > tracing_on turns it back on.
+            self.traced_off = True
+            inst.set_tracing_on(False)
 
     def dump_text(self, only_caller: bool = False) -> str:
         """What ``dump`` writes: the kernel's ftrace_dump lines around the trace."""
