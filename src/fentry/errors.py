@@ -16,6 +16,8 @@ ERRORS: dict[str, str] = {
     "EMPTY_GLOB": "Empty glob pattern",
     # the kernel's bare -EINVAL (ftrace filter writes have no error_log), said
     "NO_MATCH": "Invalid argument: no function matches it",
+    # FUNC:WORD where FUNC is a function and WORD no command (ftrace_process_regex's -EINVAL)
+    "NO_SUCH_COMMAND": "Invalid argument: no such command",
     # set_ftrace_filter commands (FUNC:COMMAND[:PARAM]): ftrace.c, trace_functions.c, trace_events.c
     "FILTER_CMD_NOTRACE": "Invalid argument: commands only work with set_ftrace_filter",
     "BAD_CMD_COUNT": "Invalid argument: the count must be a number",

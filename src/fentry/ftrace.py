@@ -265,6 +265,12 @@ def check_selects(globs: list[_Glob], command: str) -> None:
             continue
         if g.mod is not None and (_GLOB_CHARS.search(g.mod_text)
                                   or not any(g.mod.fullmatch(m) for m in modules)):
+            if g.word.lstrip("!").count(":") == 1 and any(
+                    _Glob(False, g.mod, None, 0, "", "").matches(s.module, s.qualname) for s in symbols):
+                # FUNC:WORD, FUNC a function, no module: a mistyped command,
+                # never a filter waiting for ever (the kernel: -EINVAL).
+                raise TraceError("NO_SUCH_COMMAND", command, g.pos + len(g.mod_text) + 1
+                                 + g.word.startswith("!"), detail="commands: " + " ".join(FTRACE_COMMANDS))
             continue        # pending: it waits for its module
         hint = "" if g.mod is not None else "for a module not imported yet, write GLOB:mod:MODULE"
         raise TraceError("NO_MATCH", command, g.pos, detail=hint)

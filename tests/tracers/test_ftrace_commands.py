@@ -143,6 +143,9 @@ def test_a_write_with_greater_than_keeps_the_commands_and_resets_the_filter(fs):
     ("c_other:enable_event:kprobes:nothere", "CMD_NO_EVENT", len("c_other:enable_event:")),
     (f"{HERE}:c_leaf c_other:nosuch:1", "BAD_FILTER_CMD", len(f"{HERE}:c_leaf c_other:")),
     ("!c_mid:snapshot", "CMD_NOT_SET", 0),
+    # a mistyped command on a function: refused, never a MOD:GLOB waiting for module c_other
+    ("c_other:stacktrac", "NO_SUCH_COMMAND", len("c_other:")),
+    ("!c_other:bogus", "NO_SUCH_COMMAND", len("!c_other:")),
 ])
 def test_bad_commands_are_refused_with_a_caret_and_nothing_applies(fs, word, code, pos):
     fs.write("set_ftrace_filter", "c_mid:traceoff")
