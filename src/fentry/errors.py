@@ -32,9 +32,6 @@ ERRORS: dict[str, str] = {
     "BAD_TRACER": "No such tracer",
     "BAD_BOOL": "Value must be 0 or 1",
     "BAD_OPTION": "Unknown trace option",
-    # Not yet: the values handlers and the selection's are apart (function_graph.py)
-    "GRAPH_VALUES_SELECTED": "Invalid argument: funcgraph-retval and funcgraph-args do not work with "
-                             "set_graph_function, set_graph_notrace, max_graph_depth or tracing_thresh yet",
     "BAD_SIZE": "Buffer size must be a positive number of KB",
     # max_graph_depth, tracing_thresh, command counts: the kernel's kstrtoul -EINVAL and -ERANGE
     "BAD_NUMBER": "Invalid argument: expected a number",

@@ -302,7 +302,9 @@ def graph_event(local: threading.local, attach: _Attach, kind: int, nargs: int =
 def graph_exc_event(local: threading.local, attach: _Attach, kind: int, /) -> _Handler:
     """function_graph on unwind: records ``(seq, ts, kind, code, exception type)``."""
 def graph_gated_event(local: threading.local, attach: _Attach, kind: int, role: int, max_depth: int,
-                      thresh_ns: int, gen: int, nargs: int = 3, /) -> _Handler:
+                      thresh_ns: int, gen: int, nargs: int = 3,
+                      shown: Callable[[object], object] | None = None, fault: object = None,
+                      count: int = 0, depth: int = 0, /) -> _Handler:
     """graph_event (graph_exc_event for UNWIND) under a selection: records
     only the activations selected -- under a code whose ``role`` has
     ``G_FUNC`` when ``G_FILTERED`` (set_graph_function), not under a
@@ -311,7 +313,11 @@ def graph_gated_event(local: threading.local, attach: _Attach, kind: int, role: 
     deeper ones are counted, not matched), for selection ``gen``: one made
     for another starts over.  With ``thresh_ns`` no entry is recorded, and
     an exit only when the call lasted that long, as ``(seq, ts,
-    THRESH_RETURN, code, duration_ns, depth)``."""
+    THRESH_RETURN, code, duration_ns, depth)``.  With ``shown`` (not None),
+    a recorded ENTRY carries the traced frame's first ``count`` parameters
+    (``depth``: the traced frame's), as ``graph_args_event`` records them,
+    and a recorded RETURN its value, as ``graph_retval_event``; a thresh
+    record carries none."""
 def graph_retval_event(local: threading.local, attach: _Attach, kind: int,
                        shown: Callable[[object], object], fault: object, /) -> _Handler:
     """function_graph at PY_RETURN with ``funcgraph-retval``: records

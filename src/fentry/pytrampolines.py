@@ -33,6 +33,8 @@ from collections.abc import Callable
 
 from .raw import (
     ENTER_KINDS as _ENTER_KINDS,
+    ENTRY as _ENTRY,
+    RETURN as _RETURN,
     THRESH_RETURN as _THRESH_RETURN,
     UNWIND as _UNWIND,
     Encoder,
@@ -694,16 +696,70 @@ def _graph_state(tb: Ring, gen: int) -> _GraphState:
 
 
 def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thresh_ns: int,
-                      gen: int, nargs: int = 3):
+                      gen: int, nargs: int = 3, shown=None, fault=None, count: int = 0,
+                      depth: int = 0):
     """graph_event (or graph_exc_event, for UNWIND) under a selection:
     records only the selected activations -- under a ``G_FUNC`` code when
     ``G_FILTERED``, not under a ``G_NOTRACE`` one, at depth below
     ``max_depth`` (0: any) -- keeping the thread's open activations in its
-    ring.  With ``thresh_ns``, no entry is recorded, and an exit only when
-    the call lasted that long: ``(seq, ts, THRESH_RETURN, code, ns, depth)``."""
+    ring.  With ``shown`` (not None), a recorded ENTRY carries its arguments
+    and a RETURN its value, as graph_args_event and graph_retval_event
+    record them.  With ``thresh_ns``, no entry is recorded, and an exit only
+    when the call lasted that long: ``(seq, ts, THRESH_RETURN, code, ns,
+    depth)``, without values."""
     is_func, is_notrace, filtered = role & G_FUNC, role & G_NOTRACE, role & G_FILTERED
+    values = shown is not None
 
     # The bodies are repeated inline: a helper would be a frame more (see the dispatchers).
+    if kind == _ENTRY and values:
+        def graph_enter_args(code, offset):  # hot path
+            try:
+                tb = local.tb
+            except AttributeError:
+                tb = attach()
+            if tb.skip & 1:         # set_ftrace_pid left this thread out
+                return
+            s = tb._graph
+            if s is None or s.gen != gen:
+                s = _graph_state(tb, gen)
+            d = s.depth
+            s.depth = d + 1
+            if d < GRAPH_STACK:
+                s.code[d] = code
+                s.start[d] = perf_counter_ns() if thresh_ns else 0
+            if s.notrace >= 0:
+                return
+            if is_notrace:
+                s.notrace = d
+                return
+            if s.gate < 0:
+                if is_func:
+                    s.gate = d
+                elif filtered:
+                    return
+            if thresh_ns or (max_depth and d >= max_depth):
+                return
+            # graph_args_event's values
+            f_locals = _getframe(depth).f_locals
+            kept = []
+            raised = None
+            for name in code.co_varnames[:count]:
+                v = f_locals.get(name, fault)
+                t = v.__class__
+                if not (v is fault or t is float or t is bool or v is None
+                        or (t is int and _I64_MIN <= v <= _I64_MAX)):
+                    try:
+                        v = shown(v)
+                    except BaseException as e:  # (KeyboardInterrupt: recorded first, as the C twin does)
+                        kept.append(fault)
+                        raised = e
+                        break
+                kept.append(v)
+            tb._append((next(tb._seq), perf_counter_ns(), kind, code, tuple(kept)))
+            if raised is not None:
+                raise raised
+        return graph_enter_args
+
     if kind in _ENTER_KINDS:
         if nargs == 2:
             def graph_enter2(code, offset):  # hot path
@@ -767,6 +823,7 @@ def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thres
         return graph_enter3
 
     exc = kind == _UNWIND
+    retval = values and kind == _RETURN
 
     def graph_leave(code, offset, arg):  # hot path
         now = perf_counter_ns() if thresh_ns else 0
@@ -807,6 +864,18 @@ def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thres
         if not thresh_ns:
             if exc:
                 tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(arg)))
+            elif retval:            # graph_retval_event's value
+                t = arg.__class__
+                raised = None
+                if not (t is float or t is bool or arg is None
+                        or (t is int and _I64_MIN <= arg <= _I64_MAX)):
+                    try:
+                        arg = shown(arg)
+                    except BaseException as e:  # (KeyboardInterrupt: recorded first, as the C twin does)
+                        arg, raised = fault, e
+                tb._append((next(tb._seq), perf_counter_ns(), kind, code, (arg,)))
+                if raised is not None:
+                    raise raised
             else:
                 tb._append((next(tb._seq), perf_counter_ns(), kind, code))
         elif start < 0:

@@ -714,6 +714,46 @@ def test_graph_value_events_record_the_values_kept(impl, monitor):
     assert buffers.local.tb.snapshot()[-1][2:] == (raw.RETURN, code, (FAULT,))
 
 
+def test_graph_gated_with_values_records_them_as_the_value_events(impl, monitor):
+    """Under a selection, with funcgraph-args/-retval: a selected entry
+    carries its arguments and its return the value, exactly as
+    graph_args_event and graph_retval_event record them; a call not selected
+    records nothing; a tracing_thresh exit carries no values."""
+    buffers = Buffers(impl)
+    code = code_of(closure_args)
+    shown = "shown:{}".format
+    entries, returns = impl.CodeTable(), impl.CodeTable()
+
+    def select(role, thresh_ns=0, gen=1, how=shown, count=4):
+        sel = (role, 0, thresh_ns, gen)
+        entries[id(code)] = impl.graph_gated_event(buffers.local, buffers.attach, raw.ENTRY, *sel,
+                                                   2, how, FAULT, count, impl.DIRECT)
+        returns[id(code)] = impl.graph_gated_event(buffers.local, buffers.attach, raw.RETURN, *sel,
+                                                   3, how, FAULT)
+    select(impl.G_FILTERED | impl.G_FUNC)
+    monitor(E.PY_START, impl.entry_dispatcher(entries, Calls(), Calls()), code)
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), code)
+    closure_args(2**63, 1.5, None, k=True)
+    [(_, entry), (_, ret)] = [(rec[2], rec[3:]) for rec in buffers.local.tb.snapshot()]
+    assert entry == (code, (f"shown:{2**63}", 1.5, "shown:(None,)", "shown:{'k': True}"))
+    assert ret[0] is code and ret[1][0].startswith("shown:<function closure_args.<locals>.<lambda>")
+    select(impl.G_FILTERED, gen=2)              # not under a graph function: nothing
+    closure_args(1, 2)
+    select(0, thresh_ns=1, gen=3)               # the lone exit, with its duration and depth only
+    closure_args(1, 2)
+    recs = buffers.local.tb.snapshot()
+    assert len(recs) == 3 and recs[2][2:4] == (raw.THRESH_RETURN, code) and len(recs[2]) == 6
+
+    def interrupted(value):
+        raise KeyboardInterrupt
+    select(0, gen=4, how=interrupted, count=0)
+    entries[id(code)](code, 0)
+    with pytest.raises(KeyboardInterrupt):      # the program's, after the record
+        returns[id(code)](code, 0, object())
+    assert [rec[2:] for rec in buffers.local.tb.snapshot()[-2:]] == [
+        (raw.ENTRY, code, ()), (raw.RETURN, code, (FAULT,))]
+
+
 def test_ops_entry_passes_ip_parent_ip_ops_and_regs(impl, monitor):
     calls = Calls()
     ops = object()

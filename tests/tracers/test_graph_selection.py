@@ -10,7 +10,7 @@ import re
 import threading
 
 import pytest
-from helpers import DURATION, PROGRAMS, fentry, fentry_run, graph_lines
+from helpers import DURATION, PROGRAMS, env, fentry, fentry_run, graph_lines
 
 from fentry.errors import TraceError
 
@@ -299,21 +299,123 @@ def test_a_graph_function_that_selects_nothing_is_said(tmp_path):
     assert "the filter 'no_such_function' selected no function that ran" in proc.stderr.decode()
 
 
-def test_values_and_a_selection_are_refused_together_whichever_comes_second(fs):
-    """funcgraph-retval/-args do not work under a selection yet: refused,
-    with nothing applied, never silently dropped."""
+# ---------------------------------------------------------------- with the value options
+
+VALUES = ("-O", "funcgraph-retval", "-O", "funcgraph-args")
+
+
+def hot_path_env(pure: bool) -> dict:
+    """The environment of a child on the C hot path (where built) or the pure one."""
+    e = env()
+    e.pop("FENTRY_PURE_PYTHON", None)
+    if pure:
+        e["FENTRY_PURE_PYTHON"] = "1"
+    return e
+
+
+def uncut(texts: list[str]) -> list[str]:
+    """The lines with each leaf call cut by the stream (its entry read before
+    its exit was written: ``f(x=1) {`` then ``} /* f ret=1 */``, as the
+    kernel's trace_pipe prints it) joined back into its one line."""
+    out: list[str] = []
+    for t in texts:
+        prev = out[-1] if out else ""
+        indent = prev[:len(prev) - len(prev.lstrip(" "))]
+        if prev.endswith(" {") and t.startswith(indent + "}") and not t.startswith(indent + " "):
+            ret = re.search(r" (ret=.*) \*/$", t)
+            out[-1] = indent + prev.strip()[:-2] + ";" + (f" /* {ret[1]} */" if ret else "")
+        else:
+            out.append(t)
+    return out
+
+
+def handle_subtree(i: int) -> list[str]:
+    """handle(i)'s lines with funcgraph-args and funcgraph-retval."""
+    return [f"handle(i={i}) {{", f"  helper(x={i}) {{", f"    leaf(x={i}); /* ret={i} */",
+            f"  }} /* helper ret={i + 1} */", f"  leaf(x={i}); /* ret={i} */",
+            f"}} /* handle ret={2 * i + 1} */"]
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
+def test_graph_function_with_values_gives_exactly_its_subtrees_and_their_values(tmp_path, pure):
+    """-g with funcgraph-args and -retval: each thread's handle() subtrees,
+    every one of them (4 threads x 10^5 calls around them), each entry with
+    its arguments and each return with its value, as without a selection."""
+    proc, trace = fentry_run(tmp_path, "-g", "handle", *VALUES, program=(GRAPHSEL, "threads"),
+                             env=hot_path_env(pure))
+    assert proc.returncode == 0, proc.stderr.decode()
+    threads = per_thread(graph_lines(trace))
+    assert sorted(threads) == [f"worker{k}" for k in range(4)]
+    expected = [line for i in range(0, THREAD_CALLS, 100) for line in handle_subtree(i)]
+    for texts in threads.values():
+        assert uncut(texts) == expected
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
+def test_graph_function_with_values_on_recursion_and_generators(tmp_path, pure):
+    proc, trace = fentry_run(tmp_path, "-g", "deep", *VALUES, program=(GRAPHSEL, "deep"),
+                             env=hot_path_env(pure))
+    assert proc.returncode == 0, proc.stderr.decode()
+    texts = [m["indent"] + m["text"] for m in graph_lines(trace)]
+    check_balanced(texts)
+    assert texts == ([f"{'  ' * d}deep(n={499 - d}) {{" for d in range(499)]
+                     + [f"{'  ' * 499}deep(n=0); /* ret=0 */"]
+                     + [f"{'  ' * d}}} /* deep ret={499 - d} */" for d in reversed(range(499))])
+    proc, trace = fentry_run(tmp_path, "-g", "produce", *VALUES, program=(GRAPHSEL, "gen"),
+                             env=hot_path_env(pure))
+    assert proc.returncode == 0, proc.stderr.decode()
+    texts = [m["indent"] + m["text"] for m in graph_lines(trace)]
+    # an entry carries the arguments, a resume none; a yield no value, the return its own
+    assert texts == (["produce(n=3) {", "  leaf(x=0); /* ret=0 */", "} /* yield */"]
+                     + [line for i in (1, 2) for line in
+                        ("produce() {", f"  leaf(x={i}); /* ret={i} */", "} /* yield */")]
+                     + ["produce(); /* ret=None */"])
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
+def test_graph_selection_with_values_through_record_and_report(tmp_path, pure):
+    out = tmp_path / "rec.dat"
+    proc = fentry("record", "-o", str(out), "-g", "handle", "--graph-notrace", "helper", *VALUES,
+                  GRAPHSEL, "threads", "10000", env=hot_path_env(pure))
+    assert proc.returncode == 0, proc.stderr
+    report = fentry("report", "-i", str(out))
+    assert report.returncode == 0, report.stderr
+    threads = per_thread(graph_lines(report.stdout))
+    assert sorted(threads) == [f"worker{k}" for k in range(4)]
+    for texts in threads.values():
+        assert uncut(texts) == [line for i in range(0, 10_000, 100) for line in
+                         (f"handle(i={i}) {{", f"  leaf(x={i}); /* ret={i} */",
+                          f"}} /* handle ret={2 * i + 1} */")]
+
+
+def test_tracing_thresh_with_values_writes_the_lone_exits_only(tmp_path):
+    """As the kernel's trace_graph_thresh_return: no entry is recorded, so
+    no arguments; the exit line is the one tracing_thresh writes alone."""
+    proc, lines = run(tmp_path, "-l", "__main__:*", "--tracing-thresh", "10000", *VALUES,
+                      scenario="naps")
+    assert lines and all(THRESH_CLOSE.match(m["text"]) for m in lines)
+    assert [m["text"] for m in lines].count("} /* nap */") == slow_naps(proc) >= 3
+
+
+def test_values_and_a_selection_are_taken_together_whichever_comes_second(fs):
+    """Options then selection, or selection then options: both taken, and
+    the running tracer records the selected calls with their values."""
+    fs.write("set_ftrace_filter", f"{__name__}:*")
+    fs.write("current_tracer", "function_graph")
     fs.write("set_graph_function", "outer")
-    with pytest.raises(TraceError) as e:
-        fs.write("trace_options", "funcgraph-tail funcgraph-retval")
-    assert e.value.code == "GRAPH_VALUES_SELECTED" and e.value.pos == len("funcgraph-tail ")
-    assert fs.read("options/funcgraph-retval") == "0\n" and fs.read("options/funcgraph-tail") == "0\n"
+    fs.write("trace_options", "funcgraph-tail funcgraph-retval")
+    assert fs.read("options/funcgraph-retval") == "1\n" and fs.read("options/funcgraph-tail") == "1\n"
+    outer()
+    fs.write("trace_options", "nofuncgraph-retval nofuncgraph-tail")
     fs.write("set_graph_function", "")
     fs.write("options/funcgraph-args", "1")
-    for name, text in (("set_graph_function", "outer"), ("set_graph_notrace", "inner"),
-                       ("max_graph_depth", "2"), ("tracing_thresh", "10")):
-        with pytest.raises(TraceError) as e:
-            fs.write(name, text)
-        assert e.value.code == "GRAPH_VALUES_SELECTED"
-    assert fs.read("set_graph_function") == "#### all functions enabled ####\n"
-    assert fs.read("max_graph_depth") == "0\n" and fs.read("tracing_thresh") == "0\n"
-    fs.write("max_graph_depth", "0")        # no selection: taken
+    for name, text in (("set_graph_function", "down"), ("set_graph_notrace", "inner"),
+                       ("max_graph_depth", "100"), ("tracing_thresh", "0")):
+        fs.write(name, text)
+    assert fs.read("max_graph_depth") == "100\n"
+    down(2)
+    texts = [m["indent"] + m["text"] for m in graph_lines(fs.read("trace"))]
+    assert texts == ["outer() {", "  inner(); /* ret=1 */", "  inner(); /* ret=1 */",
+                     "} /* outer ret=2 */",
+                     "down(n=2) {", "  down(n=1) {", "    down(n=0);", "  }", "}"]
+    fs.write("max_graph_depth", "0")

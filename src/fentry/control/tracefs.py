@@ -143,22 +143,14 @@ class Tracefs:
             # function_graph's limits: the top level's, for every instance, as the kernel's
             "max_graph_depth": (lambda: f"{LIMITS.max_depth}\n",
                                 lambda text, append: LIMITS.set(
-                                    max_depth=self._graph_limit(text, MAX_GRAPH_DEPTH))),
+                                    max_depth=parse_unsigned(text, MAX_GRAPH_DEPTH))),
             "tracing_thresh": (lambda: f"{LIMITS.thresh_us}\n",
                                lambda text, append: LIMITS.set(
-                                   thresh_us=self._graph_limit(text, MAX_THRESH_US))),
+                                   thresh_us=parse_unsigned(text, MAX_THRESH_US))),
             "function_profile_enabled": (
                 lambda: f"{int(self.profiler.enabled)}\n",
                 lambda text, append: self.profiler.set_enabled(_parse_number_bool(text))),
         }
-
-    def _graph_limit(self, text: str, limit: int) -> int:
-        """max_graph_depth or tracing_thresh, as written; refused while an
-        instance's function_graph records values (GRAPH_VALUES_SELECTED)."""
-        n = parse_unsigned(text, limit)
-        if n and any(inst.graph_values_on() for inst in (self.instance, *self.instances.values())):
-            raise TraceError("GRAPH_VALUES_SELECTED", text.rstrip("\n"), 0)
-        return n
 
     def stack_trace(self) -> str:
         """``stack_trace``: the deepest stack seen, in the kernel's table."""

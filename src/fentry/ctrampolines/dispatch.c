@@ -9,6 +9,7 @@
  * Python side passes. */
 #include "tramp.h"
 #include "codetable.h"
+#include "graph_values.h"
 #include "ip.h"
 
 /* sys._getframe(depth), or NULL with no error set when the stack is not that deep. */
@@ -228,8 +229,25 @@ graph_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     Py_RETURN_NONE;
 }
 
+/* A selected ENTRY's (RETURN's) record with its values (graph_values.h),
+ * as the value handlers write it without a selection.  0, or -1 with an
+ * exception set (kept_cell's: the record is written first). */
+static int
+gated_values(Tramp *t, Ring *ring, int kind, PyObject *const *args, Py_ssize_t nargs)   /* hot path */
+{
+    Cell cells[GRAPH_MAX_ARGS];
+    int tags[GRAPH_MAX_ARGS], n = 1, failed;
+    PyObject *shown = t->o.graphval.shown, *fault = t->o.graphval.fault;
+    if (kind == GRAPH_ENTRY)
+        n = arg_cells(shown, fault, args[0], t->graph.count, cells, tags, &failed);
+    else
+        failed = retval_cell(shown, fault, args, nargs, cells, tags);
+    return write_values(ring, kind, args[0], cells, tags, n, failed);
+}
+
 /* graph_call under a selection (graph.h): an entry or an exit, recorded
- * only when selected; with tracing_thresh, only a long call's exit, alone. */
+ * only when selected, with its values when made with them; with
+ * tracing_thresh, only a long call's exit, alone (no values). */
 static PyObject *
 graph_gated_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
 {
@@ -251,24 +269,34 @@ graph_gated_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
         return PyErr_NoMemory();
     }
     PyObject *code = args[0];
-    int kind = t->graph.rkind, depth;
+    int kind = t->graph.rkind, depth, r = 0;
     long long now = sel->thresh_ns ? mono_ns() : 0, start;
     if (kind == GRAPH_ENTRY || kind == GRAPH_RESUME || kind == GRAPH_THROW) {
-        if (graph_enter(s, sel, code, now) && !sel->thresh_ns)
-            ring_write(ring, L_GRAPH, kind, Py_NewRef(code), NULL);
+        if (graph_enter(s, sel, code, now) && !sel->thresh_ns) {
+            if (t->graph.values)
+                r = gated_values(t, ring, kind, args, nargs);
+            else
+                ring_write(ring, L_GRAPH, kind, Py_NewRef(code), NULL);
+        }
     }
     else if (graph_leave(s, sel, code, &depth, &start)) {
-        if (!sel->thresh_ns) {
+        if (sel->thresh_ns) {
+            if (start < 0)
+                s->untimed++;       /* beyond GRAPH_STACK: not timed */
+            else if (now - start >= sel->thresh_ns)
+                ring_write_thresh(ring, code, now - start, depth);
+        }
+        else if (t->graph.values)
+            r = gated_values(t, ring, kind, args, nargs);
+        else {
             PyObject *exc = !t->graph.exc ? NULL
                             : Py_NewRef(nargs > 2 ? (PyObject *)Py_TYPE(args[2]) : Py_None);
             ring_write(ring, t->graph.exc ? L_GRAPH_EXC : L_GRAPH, kind, Py_NewRef(code), exc);
         }
-        else if (start < 0)
-            s->untimed++;       /* beyond GRAPH_STACK: not timed */
-        else if (now - start >= sel->thresh_ns)
-            ring_write_thresh(ring, code, now - start, depth);
     }
     Py_DECREF(ring);
+    if (r < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -489,20 +517,29 @@ graph_exc_event(PyObject *m, PyObject *args)
     return graph_make(args, 1);
 }
 
+/* graph_gated_event(local, attach, kind, role, max_depth, thresh_ns, gen
+ * [, nargs, shown, fault, count, depth]): with shown (not None), at ENTRY
+ * or RETURN, the values as graph_args_event and graph_retval_event take them. */
 static PyObject *
 graph_gated_event(PyObject *m, PyObject *args)
 {
-    PyObject *local, *attach;
-    int kind, nargs = 3;    /* (as graph_event's) */
+    PyObject *local, *attach, *shown = Py_None, *fault = Py_None;
+    int kind, nargs = 3, count = 0, depth = 0;     /* (nargs, depth: as graph_event's, graph_args_event's) */
     GraphSel sel;
-    if (!PyArg_ParseTuple(args, "OOiiiLL|i", &local, &attach, &kind, &sel.role, &sel.max_depth,
-                          &sel.thresh_ns, &sel.gen, &nargs))
+    if (!PyArg_ParseTuple(args, "OOiiiLL|iOOii", &local, &attach, &kind, &sel.role, &sel.max_depth,
+                          &sel.thresh_ns, &sel.gen, &nargs, &shown, &fault, &count, &depth))
         return NULL;
     Tramp *t = (Tramp *)recorder_new(K_GRAPH_GATED, graph_gated_call, local, attach);
     if (t != NULL) {
         t->graph.rkind = kind;
         t->graph.exc = kind == GRAPH_UNWIND;
         t->graph.sel = sel;
+        if (shown != Py_None && (kind == GRAPH_ENTRY || kind == GRAPH_RETURN)) {
+            t->graph.values = 1;
+            t->graph.count = count < 0 ? 0 : count > GRAPH_MAX_ARGS ? GRAPH_MAX_ARGS : count;
+            t->o.graphval.shown = Py_NewRef(shown);
+            t->o.graphval.fault = Py_NewRef(fault);
+        }
     }
     return (PyObject *)t;
 }

@@ -31,7 +31,8 @@ typedef union {
         PyObject *local;        /* where the thread's ThreadBuffer is kept ... */
         PyObject *attach;       /* ... and what makes it, at its first event */
     } rec;
-    struct {                    /* K_GRAPH_VALUES (graph_values.c): rec's two, then */
+    struct {                    /* K_GRAPH_VALUES (graph_values.c), and K_GRAPH_GATED
+                                 * with values: rec's two, then */
         PyObject *local, *attach;
         PyObject *shown;        /* shown(value): the safe text a record keeps */
         PyObject *fault;        /* the value of an unbound argument */
@@ -54,6 +55,9 @@ typedef struct {
             int rkind;          /* K_GRAPH: the record's kind */
             int exc;            /* ... and whether it records the exception's type */
             GraphSel sel;       /* K_GRAPH_GATED: the selection (graph.h) */
+            int values;         /* ... whether a recorded ENTRY (RETURN) carries its
+                                 * arguments (value returned), as K_GRAPH_VALUES */
+            int count;          /* ... and at an entry, the parameters to keep */
         } graph;
         int raised;             /* K_PROBE_EXIT: at PY_UNWIND */
         struct {

@@ -14,8 +14,10 @@ with none of them set the handlers are the plain ones, which keep no state.
 With ``funcgraph-retval`` a return's record carries the value returned, and
 with ``funcgraph-args`` an entry's the arguments (the kernel's graph entry
 and return records with args and retval): other handlers, picked here only
-when the option is on, so with the options off nothing differs.  (Not yet
-with a selection: ``TraceInstance`` refuses the two together.)
+when the option is on, so with the options off nothing differs.  Under a
+selection the gated handlers take the values too: a selected entry or
+return carries exactly what it would without one (with tracing_thresh the
+lone exit record carries none).
 """
 
 from __future__ import annotations
@@ -110,12 +112,16 @@ class GraphOps(FtraceOps):
             # (a depth past a C int is no limit: no stack gets that deep)
             sel = (role, min(limits.max_depth, _NO_LIMIT), limits.thresh_us * 1000, self.gen)
             g = hotpath.graph_gated_event
+            # With the value options, a selected entry (return) records what
+            # graph_args_event (graph_retval_event) would.
+            retval = (3, shown, FAULT) if self.retval else ()
+            args = (2, shown, FAULT, min(len(parameters(code)), MAX_ARGS), depth) if self.args else (2,)
             # Exits first: while handlers are replaced (reselect), an entry
             # kept by new ones always has its exit seen by new ones.
-            return {E.PY_RETURN: g(local, attach, RETURN, *sel),
+            return {E.PY_RETURN: g(local, attach, RETURN, *sel, *retval),
                     E.PY_YIELD: g(local, attach, YIELD, *sel),
                     E.PY_UNWIND: g(local, attach, UNWIND, *sel),
-                    E.PY_START: g(local, attach, ENTRY, *sel, 2),
+                    E.PY_START: g(local, attach, ENTRY, *sel, *args),
                     E.PY_RESUME: g(local, attach, RESUME, *sel, 2),
                     E.PY_THROW: g(local, attach, THROW, *sel)}
         return {E.PY_START: hotpath.graph_args_event(local, attach, ENTRY, shown, FAULT,

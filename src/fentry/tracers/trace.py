@@ -20,7 +20,7 @@ from ..hotpath import GRAPH_STACK
 from . import text as output
 from .commands import FuncCommands
 from .function import FunctionOps
-from .function_graph import LIMITS, GraphOps
+from .function_graph import GraphOps
 from .pid_fork import OPTION_BITS, ForkOps
 from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer, ThreadBuffer
 from .text import FunctionReader, GraphReader
@@ -35,9 +35,6 @@ TRACERS: dict[str, tuple[type[FunctionOps | GraphOps] | None, type[FunctionReade
     "function": (FunctionOps, FunctionReader),
     "nop": (None, None),
 }
-
-# The function_graph options whose handlers record values (not yet under a selection).
-GRAPH_VALUE_OPTIONS = ("funcgraph-retval", "funcgraph-args")
 
 # trace_options: name -> default
 OPTIONS = {
@@ -231,22 +228,10 @@ class TraceInstance:
             return "no pid\n"
         return "".join(f"{pid}\n" for pid in sorted(pids))
 
-    def graph_selected(self) -> bool:
-        """Whether function_graph selects (set_graph_function, set_graph_notrace,
-        or the top level's max_graph_depth, tracing_thresh)."""
-        return not (self.graph_filter.empty and self.graph_notrace.empty
-                    and not LIMITS.max_depth and not LIMITS.thresh_us)
-
-    def graph_values_on(self) -> bool:
-        """Whether funcgraph-retval or funcgraph-args is on."""
-        return any(self.options[name] for name in GRAPH_VALUE_OPTIONS)
-
     def set_graph_filter(self, text: str, append: bool, notrace: bool = False) -> None:
         """``set_graph_function`` (``set_graph_notrace`` with ``notrace``):
         the grammar of set_ftrace_filter; a running function_graph tracer
         takes it at once."""
-        if text.strip() and self.graph_values_on():
-            raise TraceError("GRAPH_VALUES_SELECTED", text.rstrip("\n"), 0)
         with self.lock:
             ftrace.set_hash(self.graph_notrace if notrace else self.graph_filter, text,
                             reset=not append)
@@ -287,8 +272,6 @@ class TraceInstance:
             if key not in self.options:
                 raise TraceError("BAD_OPTION", text, m.start())
             changes[key] = key == word
-            if changes[key] and key in GRAPH_VALUE_OPTIONS and self.graph_selected():
-                raise TraceError("GRAPH_VALUES_SELECTED", text, m.start())
         with self.lock:
             bits = sum(bit for name, bit in OPTION_BITS.items() if changes.get(name, self.options[name]))
             if bits and self._fork is None:
