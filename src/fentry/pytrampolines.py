@@ -151,6 +151,8 @@ class Ring:
         self._records.clear()
         self._seq = itertools.count()
         self._consumed = self._mark = self.lost_told = self._dropped = 0
+        if self._graph is not None:
+            self._graph.untimed = 0     # (counted with the records: a count of the trace's)
 
     def page(self, encoder: Encoder) -> bytes:
         """Every record, taken, as raw stream messages (raw.page)."""

@@ -342,7 +342,8 @@ def test_dump_turns_tracing_off_as_the_kernels_ftrace_dump(fs, capfd):
     err = capfd.readouterr().err
     assert err.count(" c_leaf <-") == 1
     assert fs.read("tracing_on") == "0\n"
-    assert [t for _, _, t in events(fs.read("trace"))] == ["c_leaf <-test_dump_turns_tracing_off_as_the_kernels_ftrace_dump"]
+    assert [t for _, _, t in events(fs.read("trace"))] == [
+        "c_leaf <-test_dump_turns_tracing_off_as_the_kernels_ftrace_dump"]
     fs.write("tracing_on", "1")
     c_leaf(3)
     assert len(events(fs.read("trace"))) == 2

@@ -237,6 +237,8 @@ ring_clear_method(Ring *ring, PyObject *unused)
     ring->next_seq = ring->consumed = ring->lost_told = ring->dropped = 0;
     ring->cal = clock_point();
     ring->seen_seq = -1;
+    if (ring->graph)
+        ring->graph->untimed = 0;       /* (counted with the records: a count of the trace's) */
     Py_RETURN_NONE;
 }
 
