@@ -374,6 +374,8 @@ def test_an_exit_whose_entry_was_lost_is_named_without_a_duration(fs):
 class Thread:
     """A thread as the readers name it."""
     tid = 7
+    read_name = "t"
+    renamed = 0
 
     def task_name(self) -> str:
         return "t"

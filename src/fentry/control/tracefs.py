@@ -29,6 +29,7 @@ from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
+from ..tracers import rename
 from ..tracers.function_graph import LIMITS
 from ..tracers.profile import FunctionProfiler, rows as profile_rows, stat_text
 from ..tracers.ring_buffer import DEFAULT_SIZE_KB, PID_FILES
@@ -415,6 +416,7 @@ def forget() -> None:
     with _lock:
         _instance = None
         fentry._marker = None
+        rename.unwatch()        # threading's Thread.name back
 
 
 def tracefs() -> Tracefs:

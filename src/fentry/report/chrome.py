@@ -27,6 +27,7 @@ import json
 from typing import Any, BinaryIO
 
 from ..raw import ENTRY, RETURN, UNWIND
+from ..tracers.rename import TASK_RENAME
 from .calls import BEGIN_WORDS, CALL, END, END_WORDS, EVENT, LOST, CallSink, Op, ThreadCalls, process_name
 from .decode import ProcessStream
 
@@ -93,6 +94,11 @@ class ChromeReport(CallSink):
                 app('%s"ts":%d.%03d,%s,"args":{"caller":%s}}'
                     % (instant, ts // 1000, ts % 1000, names[code],
                        _dumps(caller.co_qualname if caller is not None else "<top>")))
+            elif op[0] == EVENT and op[2] is TASK_RENAME:     # (thread_name is its last)
+                ts, values = op[1], op[4]
+                app('%s"ts":%d.%03d,"name":"task_rename","cat":"task","args":%s}'
+                    % (instant, ts // 1000, ts % 1000,
+                       _dumps({"oldcomm": values[1], "newcomm": values[2]})))
             elif op[0] == EVENT:
                 ts, event = op[1], op[2]
                 args = {"site": self.site_text(event, op[3])}

@@ -15,6 +15,7 @@ from ..events.marker import MARKER
 from ..events.stack import STACK
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
+from ..tracers.rename import TASK_RENAME
 
 if TYPE_CHECKING:
     from ..raw import Record
@@ -31,17 +32,26 @@ _LOST = struct.Struct("<Iq")
 
 
 class ThreadInfo:
-    """A thread of a traced process, as its stream describes it."""
-    __slots__ = ("key", "tid", "name", "process")
+    """A thread of a traced process, as its stream describes it: ``name``
+    as the last THREAD message said, the name its records end with unless a
+    rename record among them says otherwise (``tracers/text.named_runs``);
+    ``read_name`` the same, unless a reader that formats a drain in pieces
+    sets it to a piece's first name."""
+    __slots__ = ("key", "tid", "name", "read_name", "process")
 
     def __init__(self, key: int, tid: int, name: str, process: ProcessStream) -> None:
         self.key = key
         self.tid = tid
-        self.name = name
+        self.name = self.read_name = name
         self.process = process
 
     def task_name(self) -> str:
         return self.name
+
+    @property
+    def renamed(self) -> bool:
+        """Whether rename records may be among its records (its process has sent one)."""
+        return self.process.renames
 
 
 class ProcessStream:
@@ -64,6 +74,7 @@ class ProcessStream:
         self.stack: dict[str, Any] | None = None       # STACK, as sent
         self.batch: Batch = []
         self.lost = 0
+        self.renames = False        # a rename record's id was described
 
     @property
     def pid(self) -> int:
@@ -103,14 +114,17 @@ class ProcessStream:
             sink.batch(self, batch)
         elif kind == msg.REFS:
             for ref in json.loads(bytes(body)):
-                self.refs[ref[0]] = _ref(ref[1:])
+                self.refs[ref[0]] = obj = _ref(ref[1:])
+                if obj is TASK_RENAME:
+                    self.renames = True
         elif kind == msg.THREAD:
             t = json.loads(bytes(body))
             thread = self.threads.get(t["key"])
             if thread is None:
                 self.threads[t["key"]] = ThreadInfo(t["key"], t["tid"], t["name"], self)
             else:
-                thread.name = t["name"]     # renamed: its records from here on
+                # Renamed: its records from here on (or from its rename record, among them).
+                thread.name = thread.read_name = t["name"]
                 thread.tid = t["tid"]
         elif kind == msg.HELLO:
             self.hello = json.loads(bytes(body))
@@ -148,6 +162,8 @@ def _ref(desc: list[Any]) -> object:
         return MARKER
     if kind == "stack":
         return STACK
+    if kind == "rename":
+        return TASK_RENAME
     if kind == "event":
         try:
             return EventFormat.from_definition(desc[3])

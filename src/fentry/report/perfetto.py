@@ -52,6 +52,7 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
 )
 
 from ..raw import ENTRY, RETURN, UNWIND
+from ..tracers.rename import TASK_RENAME
 from .calls import (
     BEGIN,
     BEGIN_WORDS,
@@ -271,11 +272,27 @@ class PerfettoReport(CallSink):
             if stamps:
                 seq.singles(shape, stamps, app)
                 shape, stamps = [], []
-            app(self._op_packet(seq, op, iid))
+            app(self._rename_packets(st, op) if kind == EVENT and op[2] is TASK_RENAME
+                else self._op_packet(seq, op, iid))
         if stamps:
             seq.singles(shape, stamps, app)
         if out:
             self.write(b"".join(out))
+
+    def _rename_packets(self, st: ThreadCalls, op: Op) -> bytes:
+        """A rename record: the thread's track with its new name, from here
+        on (Perfetto names a thread by its last), and the kernel's
+        ``task_rename`` where it happened."""
+        seq: _Sequence = st.data
+        seq.named = op[4][2]
+        track = TracePacket(timestamp=op[1], trusted_packet_sequence_id=seq.id,
+                            track_descriptor=_thread_track(
+                                thread_uuid(st), process_uuid(st.stream), st.stream.pid,
+                                seq.tid, seq.named))
+        return Trace(packet=[track, seq.packet(op[1], track_event=TrackEvent(
+            type=INSTANT, name="task_rename", categories=["task"],
+            debug_annotations=[annotation("oldcomm", op[4][1]),
+                               annotation("newcomm", op[4][2])]))]).SerializeToString()
 
     def _op_packet(self, seq: _Sequence, op: Op, iid: int | None) -> bytes:
         """A Trace of the one packet of an op that is not part of a run

@@ -7,7 +7,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..raw import ENTER_KINDS
-from ..tracers.text import FunctionReader, GraphReader, lost_line
+from ..tracers.text import FunctionReader, GraphReader, first_name, last_name, lost_line
 from .decode import FileSink, ProcessStream, ThreadInfo
 
 if TYPE_CHECKING:
@@ -78,10 +78,21 @@ class TextReport(FileSink):
             self._write(parts)
             return
         self._write(parts)
-        for piece in _slices(threads):
-            if self.error is not None:
-                return
-            self._write(reader.lines(piece))
+        # A renamed thread's pieces: each starts with the name the last one ended with.
+        names = {thread: first_name(thread, records) for thread, records in threads
+                 if thread.renamed}
+        try:
+            for piece in _slices(threads):
+                if self.error is not None:
+                    return
+                for thread, records in piece:
+                    if thread in names:
+                        thread.read_name = names[thread]
+                        names[thread] = last_name(names[thread], records)
+                self._write(reader.lines(piece))
+        finally:
+            for thread in names:
+                thread.read_name = thread.name
 
     def end(self, stream: ProcessStream) -> None:
         self._write(self._flush(stream))

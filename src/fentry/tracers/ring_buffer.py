@@ -16,6 +16,7 @@ import time
 
 from ..fds import high_fd
 from ..hotpath import RECORD_BYTES, PageQueue, Ring, Switch
+from .rename import TASK_RENAME, watch, watching
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class ThreadBuffer(Ring):
     methods would be traced like any other code): names and liveness come
     from plain attributes and ``threading._active``.
     """
-    __slots__ = ("tid", "ident", "name", "thread", "ended", "starting")
+    __slots__ = ("tid", "ident", "name", "thread", "ended", "starting", "read_name", "renamed")
 
     def __init__(self, maxlen: int) -> None:
         super().__init__(maxlen)
@@ -88,10 +89,13 @@ class ThreadBuffer(Ring):
         # it would make a _DummyThread, and change what the program sees.
         self.thread: threading.Thread | None = None
         self.name = "python"
+        self.renamed = 0            # renames recorded (tracers/rename.py)
         # A new thread's first calls come before threading registers it: it
         # is one of the threads starting now, known once it has set its ident.
         self.starting = list(threading._limbo)    # type: ignore[attr-defined]
         self._find_thread()
+        # The name when its records were last taken, before them (``RingBuffer.snapshot``).
+        self.read_name = self.name
 
     def _find_thread(self) -> None:
         """The Thread of this buffer's thread, once threading knows it."""
@@ -120,12 +124,44 @@ class ThreadBuffer(Ring):
         return True
 
     def task_name(self) -> str:
-        """The thread's name now (its last name, once it has ended)."""
+        """The thread's name as of its last record (its last name, once it
+        has ended): while renames are caught (``tracers/rename.py``), the name it had
+        when found, then each rename's; else as it is now."""
         if self.thread is None:
             self._find_thread()
-        if self.thread is not None:
+        elif not watching():
             self.name = self.thread._name     # type: ignore[attr-defined]
         return self.name
+
+    def rename(self, thread: threading.Thread, old: str, new: str) -> None:
+        """The thread was renamed (by itself or another thread): a rename
+        record, in the page queue at once if a raw reader reads (before the
+        new name can be read), then the new name."""
+        if self.thread is None:
+            self.thread, self.starting = thread, []
+        self.record((TASK_RENAME, (None, 0), (self.tid, old, new)))
+        self.flush()
+        self.renamed += 1
+        self.name = new
+
+    def take_name(self) -> None:
+        """Before its records are taken: the name they end with, unless a
+        rename record among them says otherwise (``text.named_runs``)."""
+        self.read_name = self.task_name()
+
+
+class Taken:
+    """A thread as it was when its records were taken (the snapshot buffer
+    keeps its records for later reads, and their names with them)."""
+    __slots__ = ("tid", "read_name", "renamed")
+
+    def __init__(self, tb: ThreadBuffer) -> None:
+        self.tid = tb.tid
+        self.read_name = tb.read_name
+        self.renamed = tb.renamed
+
+    def task_name(self) -> str:
+        return self.read_name
 
 
 class RingBuffer:
@@ -156,6 +192,7 @@ class RingBuffer:
 
     def attach(self) -> ThreadBuffer:
         """The calling thread's buffer, made on its first event (slow path)."""
+        watch(self)          # (before its name is read)
         tb = ThreadBuffer(self.maxlen)
         tb.overwrite = self.overwrite
         if self.clock != "local":
@@ -175,6 +212,15 @@ class RingBuffer:
         hot path, whose handlers hold ``local`` and ``attach`` themselves)."""
         tb: ThreadBuffer | None = getattr(self.local, "tb", None)
         return tb if tb is not None else self.attach()
+
+    def renamed(self, thread: threading.Thread, old: str, new: str) -> None:
+        """``thread`` was renamed: its buffer, if it has one, records it."""
+        ident = getattr(thread, "_ident", None)
+        for tb in list(self.buffers):
+            if tb.thread is thread or (tb.thread is None and tb.ident == ident and not tb.ended
+                                       and getattr(thread, "_native_id", tb.tid) == tb.tid):
+                tb.rename(thread, old, new)
+                return
 
     # -- pid filters
     def skip_of(self, tid: int) -> int:
@@ -321,6 +367,8 @@ class RingBuffer:
         """Every thread's records as they are now, not consumed."""
         with self._lock:
             buffers = list(self.buffers)
+        for tb in buffers:
+            tb.take_name()
         return [(tb, tb.snapshot()) for tb in buffers]
 
     def readable(self) -> list[ThreadBuffer]:
@@ -347,4 +395,6 @@ class RingBuffer:
         """Take every record written so far (trace_pipe)."""
         with self._lock:
             buffers = list(self.buffers)
+        for tb in buffers:
+            tb.take_name()
         return [(tb, taken) for tb in buffers if (taken := tb.consume())]

@@ -16,6 +16,7 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
                     [id, "event", group, name, definition],
                     [id, "name", text], ...]: what record ids point at, once each
     THREAD   JSON  {"key", "tid", "name"}: a thread's buffer, first seen or renamed
+                   (its records say where: a rename record, ``tracers/rename.py``)
     RECORDS  bin   u32 key, i64 first seq, u32 count, then the records (raw.py)
     LOST     bin   u32 key, i64 count: that many of the thread's records were
                    overwritten before they could be read (here, in order)
@@ -216,11 +217,16 @@ class RawStream:
             self.tracer = tracer
             out.append(json_message(TRACER, {"tracer": tracer[0], "options": tracer[1],
                                              "trace_clock": tracer[2]}))
+        # Names before pages: a rename's record goes into the queue before
+        # its new name can be read, so pages taken after a new name hold it.
+        names = {tb.key: tb.task_name() for tb in self.buffer.readable()}
         pages = self.queue.take()
         if pages:
             # (Read again: a thread that came since may have a page there.)
             for tb in self.buffer.readable():
-                name = tb.task_name()
+                name = names.get(tb.key)
+                if name is None:
+                    name = tb.task_name()
                 if self.names.get(tb.key) != name:
                     self.names[tb.key] = name
                     out.append(json_message(THREAD, {"key": tb.key, "tid": tb.tid, "name": name}))

@@ -6,13 +6,16 @@ kernel's lines: ``FunctionReader`` for the function tracer (and probe events
 alone), ``GraphReader`` for function_graph.  Formatting happens here, when
 the trace is read, never when it is recorded.  A record's code is a code
 object or the reader's ``raw.CodeInfo``; its thread is a ring buffer's
-``ThreadBuffer`` or the reader's thread: both have ``tid`` and ``task_name()``.
+``ThreadBuffer`` or the reader's thread: both have ``tid``, ``read_name``
+(the name its records end with, as far as it knows) and ``renamed`` (whether
+rename records may be among them: ``named_runs``).
 """
 
 from __future__ import annotations
 
 from ..events.fetch import parameters, render
 from ..raw import ENTER_KINDS, THRESH_RETURN, UNWIND, YIELD
+from .rename import TASK_RENAME
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
@@ -25,12 +28,52 @@ if TYPE_CHECKING:
         """A thread, as the readers name it (a ThreadBuffer, or a reader's ThreadInfo)."""
         @property
         def tid(self) -> int: ...
-        def task_name(self) -> str: ...
+        @property
+        def read_name(self) -> str: ...
+        @property
+        def renamed(self) -> int: ...
 
 
-def task(tb: Task) -> str:
+def task(name: str, tid: int) -> str:
     """``<task>-<tid>``, right-aligned as the kernel's comm-pid column."""
-    return f"{tb.task_name()[:16]:>16}-{tb.tid:<7d}"
+    return f"{name[:16]:>16}-{tid:<7d}"
+
+
+def named_runs(tb: Task, records: list[Record]) -> list[tuple[str, list[Record]]]:
+    """A thread's records in runs of one name, ``(name, records)``, its
+    rename records (``tracers/rename.py``) left out: the records before a
+    rename have its old name, those after it its new one, and with no rename
+    among them the thread's ``read_name`` (read before they were taken, so
+    a rename that came after them has its record after them)."""
+    if not tb.renamed:
+        return [(tb.read_name, records)]
+    cuts = [i for i, r in enumerate(records) if r[2] is TASK_RENAME]
+    if not cuts:
+        return [(tb.read_name, records)]
+    runs = [(records[cuts[0]][4][1], records[:cuts[0]])]
+    for k, i in enumerate(cuts):
+        end = cuts[k + 1] if k + 1 < len(cuts) else len(records)
+        runs.append((records[i][4][2], records[i + 1:end]))
+    return [(name, run) for name, run in runs if run]
+
+
+def first_name(tb: Task, records: list[Record]) -> str:
+    """The name of the first of a thread's records (see ``named_runs``)."""
+    if tb.renamed:
+        for r in records:
+            if r[2] is TASK_RENAME:
+                name: str = r[4][1]
+                return name
+    return tb.read_name
+
+
+def last_name(name: str, records: list[Record]) -> str:
+    """The name after a thread's records, ``name`` before them."""
+    for r in reversed(records):
+        if r[2] is TASK_RENAME:
+            last: str = r[4][2]
+            return last
+    return name
 
 
 def event_line(prefix: str, rec: Record, stamp: Callable[[int], str] | None = None) -> str:
@@ -130,8 +173,11 @@ class FunctionReader:
         texts: list[list[str]] = []
         stamps: list[list[int]] = []
         stamp = self.stamp
-        for tb, records in per_thread:
-            prefix = task(tb) + " [000] ....." if self.context else ""
+        # (A thread renamed among its records: a run a name, each its own prefix.)
+        runs = [(tb.tid, name, records) for tb, all_records in per_thread
+                for name, records in named_runs(tb, all_records)]
+        for tid, name, records in runs:
+            prefix = task(name, tid) + " [000] ....." if self.context else ""
             if not self.plain:      # (not the common case: a call more per line)
                 line = self._line
                 texts.append([line(prefix, r) if len(r) == 4 else event_line(prefix, r, stamp)
@@ -213,7 +259,7 @@ class _ThreadState:
     def __init__(self, tb: Task) -> None:
         self.stack: list[tuple[Any, int]] = []          # (code, entry timestamp)
         self.pending: Record | None = None    # a trailing entry: leaf or not, not known yet
-        self.task = task(tb)
+        self.task = task(tb.read_name, tb.tid)    # (set anew for every read: _thread_lines)
         self.lost = False       # records of this thread were overwritten: entries may be missing
         self.next_seq: int | None = None      # the seq of the record after the last one read
 
@@ -271,13 +317,15 @@ class GraphReader:
             return f"{task}{dur}|  {'  ' * depth}{text}\n"
         return f"{task}{'  ' * depth}{text}\n"
 
-    def _thread_lines(self, st: _ThreadState, records: list[Record]) -> list[tuple[int, str]]:
+    def _thread_lines(self, st: _ThreadState, tb: Task, records: list[Record]
+                      ) -> list[tuple[int, str]]:
         """(timestamp, line) for one thread's records, in order."""
         out: list[tuple[int, str]] = []
         stack = st.stack
         if st.pending is not None:
             records = [st.pending] + records
             st.pending = None
+        st.task = task(first_name(tb, records), tb.tid)
         n = len(records)
         i = 0
         while i < n:
@@ -287,7 +335,9 @@ class GraphReader:
                 stack.clear()
                 st.lost = True
             st.next_seq = rec[0] + 1
-            if is_event(rec):     # a probe event: a comment where it happened
+            if kind is TASK_RENAME:       # the thread's name from here on (no line)
+                st.task = task(rec[4][2], tb.tid)
+            elif is_event(rec):     # a probe event: a comment where it happened
                 out.append((ts, self._line(st, ts, NO_DURATION, len(stack),
                                            f"/* {kind.line(rec[3], rec[4])} */")))
             elif kind == THRESH_RETURN:
@@ -357,7 +407,7 @@ class GraphReader:
         return f"}} /* {code.co_qualname} */" if named else "}"
 
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
-        streams = [self._thread_lines(self._state(tb), records) for tb, records in per_thread]
+        streams = [self._thread_lines(self._state(tb), tb, records) for tb, records in per_thread]
         seen = {id(tb) for tb, _ in per_thread}
         # A pending entry of a thread that wrote nothing since: not a leaf after all.
         for key, st in self.threads.items():

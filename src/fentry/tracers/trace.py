@@ -22,7 +22,7 @@ from .commands import FuncCommands
 from .function import FunctionOps
 from .function_graph import GraphOps
 from .pid_fork import OPTION_BITS, ForkOps
-from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer, ThreadBuffer
+from .ring_buffer import DEFAULT_SIZE_KB, TRACE_CLOCKS, RingBuffer, Taken
 from .text import FunctionReader, GraphReader
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
@@ -105,7 +105,7 @@ class TraceInstance:
         self._pipe_reader: FunctionReader | GraphReader | None = None
         self._fork: ForkOps | None = None       # while function-fork or event-fork is on
         # The snapshot buffer: every thread's records at the last swap; None: freed.
-        self.spare: list[tuple[ThreadBuffer, list[Record]]] | None = None
+        self.spare: list[tuple[Taken, list[Record]]] | None = None
         # Called with the names of the options a write changed (the probe
         # events' stacktrace needs their slow path).
         self.option_hooks: list[Callable[[set[str]], None]] = []
@@ -373,8 +373,13 @@ class TraceInstance:
         kernel's swap, the spare's old records are dropped, not handed to
         the main buffer."""
         with self.lock:
-            self.spare = [(tb, records) for tb in self.buffer.readable()
-                          if (records := tb.consume())]
+            spare = []
+            for tb in self.buffer.readable():
+                tb.take_name()
+                records = tb.consume()
+                if records:
+                    spare.append((Taken(tb), records))
+            self.spare = spare
 
     def write_snapshot(self, text: str) -> None:
         """The ``snapshot`` file: 0 frees, 1 takes a snapshot, any other number clears."""
