@@ -41,6 +41,7 @@ ERRORS: dict[str, str] = {
     "BAD_INSTANCE_NAME": "Invalid instance name (letters, digits and _ . - only)",
     "INSTANCE_BUSY": "Device or resource busy: the instance's trace is being read",
     "MARKERS_OFF": "Invalid argument: the markers option is off",
+    "RAW_MARKER_SIZE": "Invalid argument: a raw marker is a 4-byte id and at most 4060 bytes",
     "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
     "BAD_CLOCK": "Invalid argument: no such trace clock",
     # set_ftrace_pid and the other pid lists: the kernel's bare -EINVAL, said

@@ -4,6 +4,7 @@ markers go (the kernel's ``markers`` and ``copy_trace_marker`` options)."""
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import sys
 import threading
@@ -194,3 +195,51 @@ def test_a_program_marks_its_run_and_its_recording(tmp_path):
     lines = body(rep.stdout)
     assert sum(1 for line in lines if MARK.search(line)) == 3000
     assert sum(1 for line in lines if ": work <-worker" in line) == 3000
+
+
+def test_trace_marker_raw_prints_as_the_kernels_raw_data(fs):
+    """Checked on the 6.18 kernel: an int id and data, padded with zeros to
+    whole words, ``# ID buf: XX ...``; under 4 bytes or over 4064, EINVAL;
+    tracing off, EBADF; not readable."""
+    fs.write("trace_marker_raw", struct.pack("i", 42) + b"hello")
+    fs.write("trace_marker_raw", struct.pack("i", 7))
+    fs.write("trace_marker_raw", struct.pack("i", -1) + bytes(range(1, 10)))
+    fs.write("trace_marker_raw", struct.pack("i", 1) + b"y" * 4060)
+    for bad in (b"", b"ab", struct.pack("i", 1) + b"y" * 4061):
+        with pytest.raises(TraceError) as e:
+            fs.write("trace_marker_raw", bad)
+        assert e.value.code == "RAW_MARKER_SIZE"
+    lines = [line.split(": ", 1)[1] for line in fs.read("trace").splitlines() if "buf:" in line]
+    assert lines[:3] == ["# 2a buf: 68 65 6c 6c 6f 00 00 00", "# 7 buf:",
+                         "# ffffffff buf: 01 02 03 04 05 06 07 08 09 00 00 00"]
+    assert lines[3] == "# 1 buf:" + " 79" * 4060 and len(lines) == 4
+    with pytest.raises(TraceError):
+        fs.read("trace_marker_raw")
+    fs.write("tracing_on", "0")
+    with pytest.raises(TraceError) as e:
+        fs.write("trace_marker_raw", struct.pack("i", 5))
+    assert e.value.code == "TRACING_OFF"
+
+
+RAW_PROGRAM = """
+import struct, fentry
+def work(i):
+    return i
+for i in range(500):
+    work(i)
+    fentry.tracefs().write("trace_marker_raw", struct.pack("i", i) + b"ab")
+"""
+
+
+@pytest.mark.slow
+def test_raw_markers_go_through_run_and_record(tmp_path):
+    script = tmp_path / "raw.py"
+    script.write_text(RAW_PROGRAM)
+    want = [f"# {i:x} buf: 61 62 00 00" for i in range(500)]
+    run = fentry("run", "-t", "function", "-l", "work", str(script))
+    assert run.returncode == 0, run.stderr
+    assert [line.split(": ", 1)[1] for line in body(run.stderr) if "buf:" in line] == want
+    dat = tmp_path / "r.dat"
+    assert fentry("record", "-t", "function", "-l", "work", "-o", str(dat), str(script)).returncode == 0
+    rep = fentry("report", "-i", str(dat))
+    assert [line.split(": ", 1)[1] for line in body(rep.stdout) if "buf:" in line] == want

@@ -40,6 +40,7 @@ HELP: dict[str, str] = {
                    "      boot:   CLOCK_BOOTTIME\n"
                    "       tai:   CLOCK_TAI",
     "trace_marker": "Writes into this file writes into the trace buffer",
+    "trace_marker_raw": "Writes into this file writes binary data into the trace buffer",
     "snapshot": "Like 'trace' but shows the content of the static\n"
                 "snapshot buffer. Read the contents for more\n"
                 "information",

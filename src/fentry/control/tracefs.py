@@ -226,6 +226,8 @@ class Tracefs:
             "trace_options": (inst.options_text, lambda text, append: inst.set_options(text)),
             "trace_marker": (None, lambda text, append: inst.write_marker(
                 text, self.marker_copies() if inst is self.instance else [inst])),
+            "trace_marker_raw": (None, lambda data, append: inst.write_raw_marker(
+                data, self.marker_copies() if inst is self.instance else [inst])),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
             **{name: _pid_file(inst, name) for name in PID_FILES},
             "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
@@ -389,7 +391,11 @@ class Tracefs:
             raise TraceError("NOT_READABLE", path, 0)
         return reader()
 
-    def write(self, path: str, text: str, append: bool = False) -> None:
+    def write(self, path: str, text: str | bytes, append: bool = False) -> None:
+        """Write ``text`` to the file at ``path`` (``>``; ``>>`` with ``append``);
+        bytes for a binary file (``trace_marker_raw``)."""
+        if isinstance(text, bytes):     # (its writer takes them back: surrogateescape)
+            text = text.decode("utf-8", "surrogateescape")
         _, writer = self._file(path)
         if writer is None:
             raise TraceError("NOT_WRITABLE", path, 0)

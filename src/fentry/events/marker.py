@@ -16,6 +16,7 @@ the kernel cuts a write to ``TRACE_MARKER_MAX_SIZE``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .fetch import MAX_STRING, safe_repr
@@ -45,6 +46,45 @@ class Marker:
 
 
 MARKER = Marker()
+
+# trace_marker_raw (trace.c, ``tracing_mark_raw_write``): a write is an int
+# id (native order) and data, 4 bytes at least and, as this machine's 6.18
+# kernel takes, 4064 at most; the data is kept padded with zeros to whole
+# words, as the kernel's entry is, and printed as trace_raw_data prints it.
+RAW_MARKER_MIN, RAW_MARKER_MAX = 4, 4064
+
+
+class RawMarker:
+    """The raw marker event (the kernel's ``raw_data`` entry): its values
+    are the id and the data's bytes, as the hex text they print as."""
+    __slots__ = ()
+    name = "raw_data"
+    faults = 0
+
+    def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
+        """``# ID buf: XX XX ...``, as the kernel's ``trace_raw_data``."""
+        return f"# {values[0]} buf:{values[1]}"
+
+    @staticmethod
+    def raw_description() -> list[str]:
+        """The raw stream's description of it (``tracers/stream.describe``)."""
+        return ["raw_marker"]
+
+    def __repr__(self) -> str:
+        return "<trace_marker_raw>"
+
+
+RAW_MARKER = RawMarker()
+
+
+def raw_marker_values(data: bytes) -> tuple[str, str] | None:
+    """What a raw marker holds, ``(id, buf)`` as printed (``%x``, `` %02x``
+    a byte); None if ``data`` is no raw marker (too short, too long)."""
+    if not RAW_MARKER_MIN <= len(data) <= RAW_MARKER_MAX:
+        return None
+    ident = int.from_bytes(data[:4], sys.byteorder, signed=True) & 0xFFFFFFFF
+    buf = data[4:] + bytes(-(len(data) - 4) % 4)
+    return f"{ident:x}", "".join(f" {b:02x}" for b in buf)
 
 
 def marker_text(text: object) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..events.event_format import EventFormat
-from ..events.marker import MARKER
+from ..events.marker import MARKER, RAW_MARKER
 from ..events.stack import STACK
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
@@ -160,6 +160,8 @@ def _ref(desc: list[Any]) -> object:
         return CodeInfo(module, qualname, filename, firstlineno, tuple(params), size)
     if kind == "marker":
         return MARKER
+    if kind == "raw_marker":
+        return RAW_MARKER
     if kind == "stack":
         return STACK
     if kind == "rename":

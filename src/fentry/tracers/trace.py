@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .. import ftrace
 from ..errors import TraceError
-from ..events.marker import MARKER, marker_text
+from ..events.marker import MARKER, RAW_MARKER, marker_text, raw_marker_values
 from ..ftrace import FilterHash, FtraceOps
 from ..hotpath import GRAPH_STACK
 from . import text as output
@@ -260,6 +260,22 @@ class TraceInstance:
         for inst in targets:
             if not inst.mark(text, (None, 0)):
                 raise TraceError("TRACING_OFF", text, 0)
+
+    def write_raw_marker(self, data: str, targets: list[TraceInstance]) -> None:
+        """A write to ``trace_marker_raw``: binary, an int id and data (the
+        bytes written, as ``Tracefs.write`` passes them: UTF-8 with
+        surrogateescape), into ``targets`` as ``write_marker``."""
+        raw = data.encode("utf-8", "surrogateescape")
+        shown = raw[:16].hex(" ")
+        if not self.options["markers"]:
+            raise TraceError("MARKERS_OFF", shown, 0)
+        values = raw_marker_values(raw)
+        if values is None:
+            raise TraceError("RAW_MARKER_SIZE", shown, 0, detail=f"{len(raw)} bytes")
+        for inst in targets:
+            if not (inst.options["markers"] and inst.tracing_on):
+                raise TraceError("TRACING_OFF", shown, 0)
+            inst.buffer.current().record((RAW_MARKER, (None, 0), values))
 
     # -- options
     def set_options(self, text: str) -> None:
