@@ -7,6 +7,8 @@ comes for free from the position.
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 
 ERRORS: dict[str, str] = {
@@ -134,6 +136,10 @@ ERRORS: dict[str, str] = {
 }
 
 
+# errno texts as the C library words them, longest first (a text may start another)
+_ERRNO_TEXTS = sorted(((n, os.strerror(n)) for n in errno.errorcode), key=lambda nt: -len(nt[1]))
+
+
 class TraceError(ValueError):
     """A rejected command: what was wrong, and where in the command."""
 
@@ -158,6 +164,16 @@ class TraceError(ValueError):
         # Rendered when shown, not when raised: the command, its caret and the
         # subsystem may be set after (by ``place``), and str() must agree with error_log.
         return self.render()
+
+    @property
+    def errno(self) -> int:
+        """The errno the kernel's write would fail with: the one whose text
+        the message starts with ("Device or resource busy": EBUSY), else
+        EINVAL, the kernel's for a command it cannot parse."""
+        for number, text in _ERRNO_TEXTS:
+            if self.message.startswith(text):
+                return number
+        return errno.EINVAL
 
     def caret(self) -> str:
         return " " * self.pos + "^"

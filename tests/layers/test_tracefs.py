@@ -541,3 +541,18 @@ def test_instance_errors(fs):
     with pytest.raises(TraceError):
         fs.write("instances/a/current_tracer", "function")
     assert fs.ls("instances") == []
+
+
+def test_a_refusal_carries_the_kernels_errno(fs):
+    """What a write to the kernel's file fails with, as the README names it."""
+    import errno
+    cases = (("tracing_thresh", "abc", errno.EINVAL), ("max_graph_depth", "4294967296", errno.ERANGE),
+             ("current_tracer", "wakeup", errno.EINVAL), ("set_ftrace_filter", "!nothere:traceon", errno.ENODEV))
+    for path, text, number in cases:
+        with pytest.raises(TraceError) as e:
+            fs.write(path, text)
+        assert e.value.errno == number, (path, text, e.value.message)
+    fs.write("tracing_on", "0")
+    with pytest.raises(TraceError) as e:
+        fs.write("trace_marker", "x")
+    assert e.value.errno == errno.EBADF
