@@ -47,6 +47,7 @@ ERRORS: dict[str, str] = {
     "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
     "BAD_CLOCK": "Invalid argument: no such trace clock",
     # set_ftrace_pid and the other pid lists: the kernel's bare -EINVAL, said
+    "PID_RANGE": "Operation not permitted: a pid is below 1073741824 (the kernel's pid lists)",
     "BAD_PID": "Invalid argument: a pid is a native thread id, in decimal",
     # the agent's control socket
     "PEER_REFUSED": "Connection refused: only the same user or root may connect",

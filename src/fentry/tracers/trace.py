@@ -36,6 +36,9 @@ TRACERS: dict[str, tuple[type[FunctionOps | GraphOps] | None, type[FunctionReade
     "nop": (None, None),
 }
 
+# The kernel's trace_pid_list takes pids below 2**30 (the 6.18 kernel: EPERM above).
+PID_LIMIT = 1 << 30
+
 # trace_options: name -> default
 OPTIONS = {
     "print-parent": True,
@@ -215,6 +218,8 @@ class TraceInstance:
         for m in re.finditer(r"\S+", text):
             if not m.group().isdigit():
                 raise TraceError("BAD_PID", text.rstrip("\n"), m.start())
+            if int(m.group()) >= PID_LIMIT:
+                raise TraceError("PID_RANGE", text.rstrip("\n"), m.start())
             pids.add(int(m.group()))
         new = frozenset(pids)
         self.buffer.update_pids(name, lambda old: old | new if append else new)
