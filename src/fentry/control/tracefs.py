@@ -122,7 +122,8 @@ class Tracefs:
         fentry._marker = self.program_marker
         self.lock = threading.RLock()
         # The function profiler is the top level's, on its filters, as the kernel's.
-        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,
+                                         self.instance.options)
         self.stack = StackTracer()      # the process's, as the kernel's is global
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
@@ -355,7 +356,8 @@ class Tracefs:
             self.rmdir(f"instances/{name}")
         self.write("events/enable", "0")
         self.write("function_profile_enabled", "0")
-        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,
+                                         self.instance.options)
         self.write("stack_tracer_enabled", "0")
         self.stack = StackTracer()
         self.write("kprobe_events", "")
