@@ -19,6 +19,7 @@ from typing import Any
 
 from . import hotpath
 from .errors import TraceError
+from .lifetime import pop_at_death
 
 _mon = sys.monitoring
 EVENTS = _mon.events
@@ -92,8 +93,8 @@ class Monitor:
         self.tool_id: int | None = None
         self.lock = lock if lock is not None else threading.RLock()
         self._callbacks: dict[int, Callable[..., object]] = {}
-        # id(code) -> code with events set, weakly: the ftrace core forgets a
-        # code that dies (its events die with it).
+        # id(code) -> code with events set, weakly: a code that dies leaves
+        # it (its events die with it; see lifetime.py).
         self._local: dict[int, weakref.ref[CodeType]] = {}
         self._global = 0
         self._wrapper: Callable[[int, str], None] | None = None    # our use_tool_id, while installed
@@ -229,16 +230,12 @@ class Monitor:
         assert self.tool_id is not None
         key = id(code)
         if events:
-            self._local[key] = weakref.ref(code)
+            self._local[key] = pop_at_death(code, self._local, key)
         elif key in self._local:
             del self._local[key]
         else:
             return
         _mon.set_local_events(self.tool_id, code, events)
-
-    def forget(self, key: int) -> None:
-        """The code of id ``key`` died (called at its dealloc: a dict pop only)."""
-        self._local.pop(key, None)
 
     def traced_codes(self) -> list[CodeType]:
         return [code for code in (ref() for ref in list(self._local.values())) if code is not None]

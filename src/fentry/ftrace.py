@@ -23,6 +23,7 @@ import fnmatch
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import CodeType, FrameType
@@ -31,9 +32,9 @@ from typing import Any
 from . import arch, hotpath
 from .errors import TraceError
 from .hotpath import Ip
+from .lifetime import pop_at_death
 from .symbols import (
     SYMBOLS,
-    CodeRef,
     is_fentry_code,
     is_fentry_module,
     is_function_code,
@@ -398,6 +399,13 @@ CALLBACKS = {
 }
 
 
+class _TracedRef(weakref.ref):  # type: ignore[type-arg]  # (a ref to a CodeType)
+    """A traced code, weakly: its entry in ``_Core.traced`` and, through
+    ``guards``, its handlers in the event tables go when it dies."""
+    __slots__ = ("guards",)
+    guards: tuple[weakref.ref[CodeType], ...]
+
+
 class _Core:
     """The registry of live ops and the state of every traced code object."""
 
@@ -406,10 +414,8 @@ class _Core:
         self.monitor = arch.Monitor(self.lock)
         self.ops: list[FtraceOps] = []
         # id(code) -> (code, weakly; module; ops tuple) for every code traced
-        # now: a code that dies leaves it, and every table (_forget).
-        self.traced: dict[int, tuple[CodeRef, str, tuple[FtraceOps, ...]]] = {}
-        # (_forget's own reference: at interpreter exit, module globals are
-        # None by the time the last codes die.)
+        # now: a code that dies leaves it, and every table (_TracedRef).
+        self.traced: dict[int, tuple[_TracedRef, str, tuple[FtraceOps, ...]]] = {}
         self.tables = tuple(TABLES.values())
         self.faults = 0
 
@@ -475,7 +481,7 @@ class _Core:
             for ref, module, old in list(self.traced.values()):
                 code = ref()
                 if code is None:
-                    continue        # died meanwhile: _forget has it
+                    continue        # died meanwhile: its entries go with it
                 new = self._ops_for(code, module)
                 if new != old:
                     self._uninstall(code)
@@ -519,7 +525,10 @@ class _Core:
                 TABLES[E.INSTRUCTION][key] = {
                     offset: hotpath.list_func(sorted(pairs, key=_nesting_in), 2)
                     for offset, pairs in per_offset.items()}
-        self.traced[key] = (CodeRef(code, self._forget), module, ops)
+        ref = pop_at_death(code, self.traced, key, _TracedRef)
+        # Every table that has the code forgets it with it (see lifetime.py).
+        ref.guards = tuple(pop_at_death(code, table, key) for table in self.tables if key in table)
+        self.traced[key] = (ref, module, ops)
         self.monitor.set_code_events(code, events & arch.LOCAL_EVENTS)
 
     def _uninstall(self, code: CodeType) -> None:
@@ -528,20 +537,6 @@ class _Core:
             table.pop(key, None)
         self.traced.pop(key, None)
         self.monitor.set_code_events(code, 0)
-
-    def _forget(self, ref: CodeRef) -> None:
-        """A traced code object died: its id may name a new code next, which
-        must not find the dead one's handlers.  Runs at the code's dealloc
-        (see CodeRef): dict pops, no lock, no monitoring call (the code's
-        events die with it)."""
-        key = ref.key
-        state = self.traced.get(key)
-        if state is None or state[0] is not ref:
-            return
-        for table in self.tables:
-            table.pop(key, None)
-        self.traced.pop(key, None)
-        self.monitor.forget(key)
 
     def _clear(self) -> None:
         for ref, _, _ in list(self.traced.values()):

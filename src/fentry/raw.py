@@ -48,8 +48,11 @@ from __future__ import annotations
 import struct
 import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import count
 from types import CodeType
+
+from .lifetime import pop_at_death
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
@@ -135,9 +138,9 @@ class Encoder:
         self._ids: dict[int, int] = {}                  # id(object) -> its id, while it lives
         self._new: list[object] = []                    # ids _told + 1, ...: not described yet
         self._told = 0
-        self._alive: dict[int, weakref.ref[Any]] = {}   # id(object) -> what forgets it
+        self._alive: dict[int, tuple[weakref.ref[Any], ...]] = {}  # id -> what forgets it
         self._kept: list[object] = []                   # described, with no weak reference
-        self._forgotten: list[int] = []                 # ids whose objects died since take_forgotten
+        self._forgotten: dict[int, object] = {}         # ids whose objects died since take_forgotten
 
     def _ref(self, obj: object) -> int:
         if obj is None:
@@ -153,27 +156,24 @@ class Encoder:
         new, self._new = self._new, []
         out = [(i, o) for i, o in enumerate(new, self._told + 1)]
         self._told += len(new)
-        ids, alive, forgotten = self._ids, self._alive, self._forgotten
-        for _, obj in out:
-            key = id(obj)
-
-            def forget(ref: weakref.ref[Any], key: int = key) -> None:
-                # At the object's dealloc, in any thread (CodeRef's rules): dict pops.
-                if alive.get(key) is ref:
-                    alive.pop(key, None)
-                    i = ids.pop(key, None)
-                    if i is not None:
-                        forgotten.append(i)
+        for i, obj in out:
             try:
-                alive[key] = weakref.ref(obj, forget)
+                # At its death, its id is forgotten, and the id goes on the
+                # list for the reader: both by C callbacks (see lifetime.py).
+                self._alive[i] = (pop_at_death(obj, self._ids, id(obj)),
+                                  weakref.ref(obj, partial(self._forgotten.__setitem__, i)))
             except TypeError:   # (a str: a return's exception type name)
                 self._kept.append(obj)
         return out
 
     def take_forgotten(self) -> list[int]:
         """The ids forgotten since the last call: their objects died."""
-        out = self._forgotten[:]
-        del self._forgotten[:len(out)]      # (the list the callbacks append to stays)
+        forgotten, alive, out = self._forgotten, self._alive, []
+        while forgotten:        # (popitem: a death meanwhile only adds)
+            i = forgotten.popitem()[0]
+            alive.pop(i, None)
+            out.append(i)
+        out.sort()
         return out
 
     def _record(self, out: bytearray, rec: Record) -> None:

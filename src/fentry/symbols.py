@@ -21,10 +21,12 @@ import threading
 import warnings
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any
+
+from .lifetime import pop_at_death
 
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
@@ -40,28 +42,9 @@ MP_MAIN = "__mp_main__"
 FENTRY_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-class CodeRef(weakref.ref):  # type: ignore[type-arg]  # (a ref to a CodeType)
-    """A weak reference to a code object that still knows, once the code is
-    gone, its ``key`` (its id: its key in fentry's tables).
-
-    fentry keeps no code object alive: a program that makes code as it runs
-    (``exec`` in a loop) would grow without bound.  Each table keyed by
-    id(code) holds a CodeRef whose callback removes the entry when the code
-    dies, before its address can name another object.  The callback runs at
-    the code's dealloc, in any thread, maybe inside fentry's hot path or
-    under its lock: it only pops from dicts (atomic under the GIL), and checks
-    that the entry is still its own."""
-    __slots__ = ("key",)
-    key: int
-
-    def __new__(cls, code: CodeType, callback: Callable[[CodeRef], object]) -> CodeRef:
-        self = super().__new__(cls, code, callback)
-        self.key = id(code)
-        return self
-
-
-class _SymbolRef(CodeRef):
-    """A symbol as the table keeps it: its code, weakly, and its module."""
+class _SymbolRef(weakref.ref):  # type: ignore[type-arg]  # (a ref to a CodeType)
+    """A symbol as the table keeps it: its code, weakly (the entry goes when
+    the code dies: see lifetime.py), and its module."""
     __slots__ = ("module",)
     module: str
 
@@ -213,17 +196,12 @@ class SymbolTable:
                 continue
             # The code object whose co_qualname is the name wins: a wrapper made
             # by functools.wraps carries its wrapped function's __qualname__.
-            ref = _SymbolRef(c, self._forget)
+            ref = pop_at_death(c, self._by_code, id(c), _SymbolRef)
             ref.module = module
             self._by_code[id(c)] = ref
             if c is code:
                 sym = Symbol(module, c.co_qualname, c)
         return sym if sym is not None else self.lookup(code)
-
-    def _forget(self, ref: CodeRef) -> None:
-        """A named code object died (at its dealloc: see CodeRef)."""
-        if self._by_code.get(ref.key) is ref:
-            self._by_code.pop(ref.key, None)
 
     def _live(self) -> list[Symbol]:
         """Every symbol, as (module, qualname, code)."""

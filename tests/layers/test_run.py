@@ -255,6 +255,47 @@ def test_a_function_first_called_at_the_recursion_limit(tmp_path):
             check_graph_balanced(trace)
 
 
+CODE_DIES_AT_THE_LIMIT = '''
+    import gc
+    SOURCE = "def leaf(n):\\n    return n\\ndef other(n):\\n    return n\\n"
+    def make():
+        ns = {}
+        exec(SOURCE, ns)        # leaf and other live in a cycle with ns: only the gc frees them
+        ns["other"](2)
+        ns["leaf"](1)
+    def down(n):
+        try:
+            return down(n + 1)
+        except RecursionError:
+            gc.collect()        # at the limit: no Python frame fits here
+            return n
+    gc.disable()
+    for j in range(5):
+        make()
+    print(down(0) > 100)
+    for j in range(5):
+        make()                  # new codes, maybe at the dead ones' addresses
+    print("ok")
+'''
+
+
+@pytest.mark.parametrize("tracer", ["function", "function_graph"])
+def test_code_freed_by_the_gc_at_the_recursion_limit(tmp_path, tracer):
+    """fentry forgets a dead code object in C (lifetime.py): when the gc
+    frees traced and untraced code at the recursion limit, where no Python
+    callback can run, the program prints nothing more, and each call is
+    traced once, under its own name."""
+    script = write_script(tmp_path, "dies.py", CODE_DIES_AT_THE_LIMIT)
+    got, trace = fentry_run(tmp_path, "-t", tracer, "-l", "leaf", program=(script,))
+    assert (got.returncode, got.stdout, got.stderr) == (0, b"True\nok\n", b"")
+    lines = body(trace)
+    if tracer == "function":
+        assert [line.split()[-2:] for line in lines] == [["leaf", "<-make"]] * 10
+    else:
+        assert sum("leaf(" in line for line in lines) == 10, trace
+        assert not any("other" in line for line in lines)
+
+
 UNBOUNDED = '''
     import sys
     depth = 0

@@ -122,7 +122,7 @@ def test_tracing_thresh_keeps_exactly_the_calls_that_long(tmp_path):
     long_calls = collections.Counter(
         (re.sub(r"^} /\* (\S+) \*/$|^(\S+)\(\);$", r"\1\2", m["text"]), len(m["indent"]) // 2)
         for m in full if not m["text"].endswith("{") and usecs(m) >= 10_000)
-    assert long_calls[("nap", 3)] == slow_naps(proc) >= 3
+    assert long_calls[("nap", 3)] in slow_naps(proc)
     proc, lines = run(tmp_path, "-l", "__main__:*", "--tracing-thresh", "10000", scenario="naps")
     shown = collections.Counter()
     for m in lines:
@@ -130,15 +130,19 @@ def test_tracing_thresh_keeps_exactly_the_calls_that_long(tmp_path):
         assert close, m.group(0)
         assert usecs(m) >= 10_000, m.group(0)
         shown[close["name"], len(m["indent"]) // 2] += 1
-    assert shown[("nap", 3)] == slow_naps(proc) >= 3       # <module>, main, naps, nap
+    assert shown[("nap", 3)] in slow_naps(proc)       # <module>, main, naps, nap
     assert shown.keys() == long_calls.keys() == {("<module>", 0), ("main", 1), ("naps", 2), ("nap", 3)}
     assert all(n == 1 for key, n in shown.items() if key[0] != "nap")
 
 
-def slow_naps(proc) -> int:
-    """The program's own count of its naps that lasted 10 ms or more."""
+def slow_naps(proc) -> range:
+    """The program's own counts of its naps that lasted 10 ms or more: the
+    range a tracer's count must be in (timed inside the call, and around it;
+    the same number unless the machine paused the program)."""
     out = proc.stdout if isinstance(proc.stdout, str) else proc.stdout.decode()
-    return int(re.search(r"slow nap=(\d+)", out)[1])
+    m = re.search(r"slow nap=(\d+) (\d+)", out)
+    assert int(m[1]) >= 3
+    return range(int(m[1]), int(m[2]) + 1)
 
 
 def test_tracing_thresh_through_record_and_report(tmp_path):
@@ -149,7 +153,7 @@ def test_tracing_thresh_through_record_and_report(tmp_path):
     report = fentry("report", "-i", str(out))
     lines = graph_lines(report.stdout)
     texts = [m["indent"] + m["text"] for m in lines]
-    assert texts.count("      } /* nap */") == slow_naps(proc) >= 3
+    assert texts.count("      } /* nap */") in slow_naps(proc)
     assert texts[-1] == "} /* <module> */" and all(usecs(m) >= 10_000 for m in lines)
 
 
@@ -394,7 +398,7 @@ def test_tracing_thresh_with_values_writes_the_lone_exits_only(tmp_path):
     proc, lines = run(tmp_path, "-l", "__main__:*", "--tracing-thresh", "10000", *VALUES,
                       scenario="naps")
     assert lines and all(THRESH_CLOSE.match(m["text"]) for m in lines)
-    assert [m["text"] for m in lines].count("} /* nap */") == slow_naps(proc) >= 3
+    assert [m["text"] for m in lines].count("} /* nap */") in slow_naps(proc)
 
 
 def test_values_and_a_selection_are_taken_together_whichever_comes_second(fs):

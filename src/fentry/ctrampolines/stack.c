@@ -22,8 +22,8 @@ typedef struct {
 
 /* Keep the calling thread's stack, `depth` frames deep, as the new maximum.
  * The new frames go in new arrays, swapped in whole before the old ones are
- * released: a release may run Python code (a code object's weakref
- * callbacks, a Thread's finalizer), and so let another thread in here. */
+ * released: a release may run Python code (a Thread's finalizer, any
+ * __del__), and so let another thread in here. */
 static int
 stack_keep(StackMax *s, PyThreadState *ts, Py_ssize_t depth)
 {
