@@ -450,8 +450,8 @@ class MonitoringSource(Source):
 
 class GcSource(Source):
     """The gc group: one ``gc.callbacks`` entry while any is enabled.  A
-    collection is the interpreter's, whichever thread's allocation started
-    it: every one is an event."""
+    collection that fentry's own allocations set off (in its thread, in its
+    start-up) is not an event, as nothing fentry does is."""
 
     def __init__(self, lock: threading.RLock) -> None:
         super().__init__(lock)
@@ -478,14 +478,15 @@ class GcSource(Source):
                       info.get("uncollectable", 0))
         if not targets:
             return
-        was = quiet_thread(True)
+        if quiet_thread(True):
+            return          # set off by fentry's own allocations (its thread, its start-up)
         try:
             for f in targets:
                 f._record((None, 0), values)
         except Exception:       # (gc prints a callback's exception as unraisable: none here)
             self.nmissed += 1
         finally:
-            quiet_thread(was)
+            quiet_thread(False)
 
 
 # ---------------------------------------------------------------- the registry
