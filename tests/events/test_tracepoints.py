@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import os
 import re
 import subprocess
@@ -122,6 +123,11 @@ def test_python_raise_through_record_and_report(tmp_path):
     assert len(raised) == 4 * 20
     assert {(e["type"], e["func"], e["offset"]) for e in raised} == {
         ("ValueError", "__main__:inner", raised[0]["offset"])}
+    out = tmp_path / "t.json"
+    assert fentry("report", "-i", str(dat), "--format", "chrome", "-o", str(out)).returncode == 0
+    marks = [e for e in json.loads(out.read_text())["traceEvents"] if e.get("name") == "raise"]
+    assert len(marks) == 80
+    assert {(m["args"]["type"], m["args"]["func"]) for m in marks} == {("ValueError", "__main__:inner")}
 
 
 # -- the other python events ------------------------------------------------------
@@ -535,3 +541,42 @@ def test_tracing_does_not_change_the_program(tmp_path):
                          program=(prog, str(tmp_path / "t")), text=True)
     want = plain(prog, str(tmp_path / "t"), text=True)
     assert (proc.returncode, proc.stdout) == (want.returncode, want.stdout)
+
+
+def test_use_tool_id_is_cpythons_own_again_whatever_the_order(fs):
+    """The tracepoints' tool id and a tracer's, started and stopped in either order."""
+    own = sys.monitoring.use_tool_id
+    for first, second in ((("events/python/raise/enable", "1"), ("current_tracer", "function")),
+                          (("current_tracer", "function"), ("events/python/raise/enable", "1"))):
+        fs.write(*first)
+        fs.write(*second)
+        assert len(fentry_tool_ids()) == 2
+        fs.write("events/python/raise/enable", "0")
+        fs.write("current_tracer", "nop")
+        assert fentry_tool_ids() == [] and sys.monitoring.use_tool_id is own
+
+
+@pytest.mark.ptrace
+def test_set_event_live(tmp_path):
+    """``fentry -p PID``: a running program's tracepoints, on and off."""
+    from control.live import Target, wait_for
+    target = Target(tmp_path)
+    try:
+        pid = str(target.pid)
+        assert "python:call_c\n" in fentry("-p", pid, "read", "available_events").stdout
+        bad = fentry("-p", pid, "write", "set_event", "python:nosuch")
+        assert bad.returncode != 0 and "no event matches it" in bad.stderr and "^" in bad.stderr
+        for args in (("events/python/c_return/filter", 'callable == "list.append"'),
+                     ("set_event", "python:c_return")):
+            got = fentry("-p", pid, "write", *args)
+            assert got.returncode == 0, got.stderr
+        assert fentry("-p", pid, "read", "set_event").stdout == "python:c_return\n"
+        wait_for(lambda: len(events(fentry("-p", pid, "read", "trace").stdout, "c_return")) >= 3,
+                 what="c_return events")
+        got = events(fentry("-p", pid, "read", "trace").stdout, "c_return")
+        assert {(e["callable"], e["func"]) for e in got} == {("list.append", "__main__:add")}
+        assert fentry("-p", pid, "write", "set_event", "").returncode == 0
+        assert fentry("-p", pid, "detach").returncode == 0
+        target.finish_clean()
+    finally:
+        target.kill()

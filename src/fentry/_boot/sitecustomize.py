@@ -71,12 +71,11 @@ def _trace_from_the_program(hotpath: "ModuleType") -> None:
     from fentry import ftrace
     from fentry.control import tracefs
     fs = tracefs._instance
-    tracepoints = fs is not None and fs.tracepoints.any_enabled()     # python:raise, ...
     if ftrace.registered_ops():
         hotpath.quiet_until_program()
-    elif tracepoints:
+    elif fs is not None and fs.tracepoints.any_enabled():     # python:raise, ...
         hotpath.quiet_until_program()
-        fs.tracepoints.await_program()      # (type: ignore-free: fs is set when tracepoints is)
+        fs.tracepoints.await_program()
     else:
         hotpath.quiet_thread(False)
 

@@ -237,7 +237,8 @@ class Tracefs:
             "events/enable": (lambda: self.enable_text(self.all_events(), inst),
                               lambda text, append: self.set_enable(self.all_events(),
                                                                    _parse_bool(text), inst)),
-            "set_event": (lambda: set_event_text(self.all_events(), lambda e: e.file(inst).enabled),
+            "set_event": (lambda: set_event_text(self.all_events(),
+                                                 lambda e: bool(e.file(inst).enabled)),  # type: ignore[attr-defined]
                           lambda text, append: self.set_event(inst, text, append)),
             "available_events": (lambda: available_events_text(self.all_events()), None),
         }

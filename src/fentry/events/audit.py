@@ -160,10 +160,11 @@ def _argument(value: object) -> object:
     object as its path (pathlib's own method), else its safe text."""
     t = type(value)
     pathlib = sys.modules.get("pathlib")
-    if pathlib is not None and issubclass(t, pathlib.PurePath) \
-            and t.__fspath__ is pathlib.PurePath.__fspath__:
-        try:
-            return pathlib.PurePath.__fspath__(value)
+    if pathlib is not None and issubclass(t, pathlib.PurePath):
+        fspath: Any = pathlib.PurePath.__fspath__
+        try:        # (type's own lookup: a metaclass's __getattr__ never runs)
+            if type.__getattribute__(t, "__fspath__") is fspath:
+                return fspath(value)
         except Exception:
             pass
     return snapshot(value)

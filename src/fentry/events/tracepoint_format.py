@@ -27,7 +27,7 @@ def value_text(value: Any) -> str:
     if t is int:
         return str(value)
     if t is CodeType:
-        from ..symbols import SYMBOLS      # (in the traced process only)
+        from ..symbols import SYMBOLS  # (in the traced process only)
         return SYMBOLS.name_of(value)
     if t is CodeInfo:
         return str(value.name)

@@ -29,9 +29,17 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from types import (BuiltinFunctionType, ClassMethodDescriptorType, CodeType, FrameType,
-                   FunctionType, MethodDescriptorType, MethodType, MethodWrapperType,
-                   WrapperDescriptorType)
+from types import (
+    BuiltinFunctionType,
+    ClassMethodDescriptorType,
+    CodeType,
+    FrameType,
+    FunctionType,
+    MethodDescriptorType,
+    MethodType,
+    MethodWrapperType,
+    WrapperDescriptorType,
+)
 from typing import TYPE_CHECKING, Any
 
 from .. import arch
@@ -69,7 +77,7 @@ GC_EVENTS: dict[str, tuple[str, ...]] = {
     "gc_done": ("generation", "collected", "uncollectable"),
 }
 NUM_FIELDS = {"offset", "generation", "collected", "uncollectable"}
-# -e and set_event take GRP:EVENT of these groups as a tracepoint's name.
+# -e takes GRP:EVENT of these groups as a tracepoint's name (else a probe definition).
 TRACEPOINT_GROUPS = ("python", "gc", "audit")
 _NAME = re.compile(r"([A-Za-z_]\w*):([A-Za-z_]\w*)")
 
