@@ -49,13 +49,15 @@ def program(tmp_path, source: str, name: str = "prog.py") -> str:
 RAISES = """
     import sys, threading
     mon = sys.monitoring
-    TOOL = next(i for i in range(6) if mon.get_tool(i) is None)
+    TOOL = [i for i in range(6) if mon.get_tool(i) is None][0]     # (a closed genexpr raises)
     mon.use_tool_id(TOOL, "counter")
     seen = [0]
     lock = threading.Lock()
 
-    def on_raise(code, offset, exc):
-        if code.co_filename == __file__:
+    # (Only closure and default names: the callback runs in fentry's threads
+    # too, where 3.12 has been seen to fail the program's global lookups.)
+    def on_raise(code, offset, exc, here=__file__, seen=seen, lock=lock):
+        if code.co_filename == here:
             with lock:
                 seen[0] += 1
 
@@ -137,15 +139,17 @@ EXCEPTIONS = """
     from types import FunctionType
     mon = sys.monitoring
     E = mon.events
-    TOOL = next(i for i in range(6) if mon.get_tool(i) is None)
+    TOOL = [i for i in range(6) if mon.get_tool(i) is None][0]     # (a closed genexpr raises)
     mon.use_tool_id(TOOL, "counter")
     seen = {}
 
-    def count(name):
+    def count(name, here=__file__, seen=seen, length=len):
+        # (Only closure and default names: the callback runs in fentry's threads
+        # too, where 3.12 has been seen to fail the program's global lookups.)
         def callback(code, offset, *rest):
-            if code.co_filename != __file__:
+            if code.co_filename != here:
                 return
-            if name in ("call_c", "c_return") and rest[0] is not len:
+            if name in ("call_c", "c_return") and rest[0] is not length:
                 return
             seen[name] = seen.get(name, 0) + 1
         return callback

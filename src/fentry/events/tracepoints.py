@@ -439,7 +439,9 @@ class MonitoringSource(Source):
                 t = type(func)
                 if t is FunctionType or (t is MethodType and type(func.__func__) is FunctionType):  # type: ignore[attr-defined]
                     return
-            if code.co_filename.startswith(FENTRY_DIR) or quiet_thread(True):
+            if code.co_filename.startswith(FENTRY_DIR):
+                return
+            if quiet_thread(True):
                 return
             try:
                 frame = sys._getframe(1)
