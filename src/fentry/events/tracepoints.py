@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import (
     BuiltinFunctionType,
@@ -180,6 +181,7 @@ class TracepointFile:
         self.filter: Filter = NO_FILTER
         self.filtered = False
         self.filter_common = False
+        self.filter_fields: tuple[int, ...] = ()     # the values the filter reads, by index
         self.nhit = 0
 
     def enable(self) -> None:
@@ -196,16 +198,22 @@ class TracepointFile:
         self.filter = compile_tracepoint_filter(text, self.event)
         self.filtered = not self.filter.empty
         self.filter_common = bool(re.search(r"\b(comm|common_pid)\b", text))
+        # (the values it reads: only those are turned into text for it)
+        named = set(re.findall(r"[A-Za-z_]\w*", text))
+        self.filter_fields = tuple(i for i in range(16) if self.event.field_name(i) in named)
 
-    def _matches(self, values: tuple[object, ...]) -> bool:
+    def _matches(self, values: tuple[object, ...], code: CodeType | None = None) -> bool:
+        """The filter, on a hit's values (``code``: as EventFile's, unused here)."""
         event = self.event
         fields: dict[str, object] = {}
         if self.filter_common:
             t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
             fields["comm"] = t._name if t is not None else "python"
             fields["common_pid"] = threading.get_native_id()
-        for i, v in enumerate(values):
-            fields[event.field_name(i)] = v if type(v) is int else value_text(v)
+        for i in self.filter_fields:
+            if i < len(values):
+                v = values[i]
+                fields[event.field_name(i)] = v if type(v) is int or type(v) is str else value_text(v)
         return self.filter.matches(fields)
 
     # -- the hit (in the traced thread, on every hit of an enabled event)
@@ -270,13 +278,34 @@ def from_fentry(frame: FrameType | None) -> bool:
     return False
 
 
-def name_code(code: CodeType, frame: FrameType) -> None:
-    """Make sure ``code``, running in ``frame``, is named ``MOD:QUALNAME``
-    in the trace (as the function tracer names what it traces)."""
+# id(code) -> (a weak reference to it, its MOD:QUALNAME): named once per code.
+_names: dict[int, tuple[weakref.ref[CodeType], str]] = {}
+
+
+def code_name(code: CodeType, frame: FrameType) -> str:
+    """``MOD:QUALNAME`` of ``code``, running in ``frame`` (named in the
+    symbol table as the function tracer names what it traces)."""
+    entry = _names.get(id(code))
+    if entry is not None and entry[0]() is code:
+        return entry[1]
     if SYMBOLS.lookup(code) is None:
         module = frame.f_globals.get("__name__")
         if type(module) is str:
             SYMBOLS.add_code(code, module)
+    name = SYMBOLS.name_of(code)
+    key = id(code)
+
+    def forget(ref: weakref.ref[CodeType], key: int = key) -> None:
+        # (at the code's dealloc, in any thread: a dict pop)
+        if _names.get(key, (None, ""))[0] is ref:
+            _names.pop(key, None)
+    _names[key] = (weakref.ref(code, forget), name)
+    return name
+
+
+# BaseException's own args slot (a subclass's ``args`` property never runs).
+_exception_args: Callable[[BaseException], tuple[object, ...]] = \
+    BaseException.__dict__["args"].__get__
 
 
 def exception_text(exc: BaseException) -> str:
@@ -284,15 +313,19 @@ def exception_text(exc: BaseException) -> str:
     ``__repr__`` or ``__str__`` of the program's runs."""
     name = type_name(type(exc))
     try:
-        args = BaseException.args.__get__(exc)      # type: ignore[attr-defined]
-        text = f"{name}({', '.join(safe_repr(a) for a in args[:8])})"
+        args = _exception_args(exc)
+        if len(args) == 1:      # (the common case, without a join)
+            text = f"{name}({safe_repr(args[0])})"
+        else:
+            text = f"{name}({', '.join([safe_repr(a) for a in args[:8]])})"
     except Exception:
         text = f"{name}(?)"
     return text if len(text) <= MAX_REPR else text[:MAX_REPR - 4] + "...)"
 
 
 def type_name(t: type) -> str:
-    name = type.__getattribute__(t, "__name__")
+    # (a plain class's own slot; through type's lookup if it has a metaclass)
+    name = t.__name__ if type(t) is type else type.__getattribute__(t, "__name__")
     return name if type(name) is str else "?"
 
 
@@ -418,8 +451,7 @@ class MonitoringSource(Source):
                 frame = sys._getframe(1)
                 if code.co_filename.startswith(STDLIB_DIR) and from_fentry(frame):
                     return
-                name_code(code, frame)
-                values = (type_name(type(exc)), exception_text(exc), code, offset)
+                values = (type_name(type(exc)), exception_text(exc), code_name(code, frame), offset)
                 for f in targets:
                     f._record((None, 0), values)
             except Exception:       # (never into the program: counted, as a kprobe's miss)
@@ -447,8 +479,7 @@ class MonitoringSource(Source):
                 frame = sys._getframe(1)
                 if code.co_filename.startswith(STDLIB_DIR) and from_fentry(frame):
                     return
-                name_code(code, frame)
-                values = (callable_name(func), code, offset)
+                values = (callable_name(func), code_name(code, frame), offset)
                 for f in targets:
                     f._record((None, 0), values)
             except Exception:
