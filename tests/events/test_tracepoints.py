@@ -584,3 +584,19 @@ def test_set_event_live(tmp_path):
         target.finish_clean()
     finally:
         target.kill()
+
+
+def test_a_set_event_that_gets_no_tool_id_changes_nothing(fs):
+    fs.write("set_event", "gc:gc_done")
+    taken = [i for i in range(6) if sys.monitoring.get_tool(i) is None]
+    for i in taken:
+        sys.monitoring.use_tool_id(i, "someone else")
+    try:
+        with pytest.raises(TraceError) as e:
+            fs.write("set_event", "python:raise")
+        assert e.value.code == "TOOL_ID_BUSY"
+        assert fs.read("set_event") == "gc:gc_done\n"
+        assert "No free sys.monitoring tool id" in fs.read("error_log")
+    finally:
+        for i in taken:
+            sys.monitoring.free_tool_id(i)

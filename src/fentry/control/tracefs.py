@@ -274,8 +274,13 @@ class Tracefs:
         for on, selected in words:
             for e in selected:
                 want[id(e)] = on
+        before = [e for e in events if e.file(inst).enabled]
         self.set_enable([e for e in events if not want[id(e)]], False, inst)
-        self.set_enable([e for e in events if want[id(e)]], True, inst)
+        try:
+            self.set_enable([e for e in events if want[id(e)]], True, inst)
+        except BaseException:       # (no tool id free, say): as it was
+            self.set_enable(before, True, inst)
+            raise
 
     # -- instances/
     def _split(self, path: str) -> tuple[TraceInstance, list[str]]:
