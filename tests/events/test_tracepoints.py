@@ -600,3 +600,16 @@ def test_a_set_event_that_gets_no_tool_id_changes_nothing(fs):
     finally:
         for i in taken:
             sys.monitoring.free_tool_id(i)
+
+
+@pytest.mark.parametrize("how", ["-c", "script"])
+def test_the_trace_starts_with_the_program(tmp_path, how):
+    """The interpreter's start-up (site, loading the script, the exec of its
+    code) and fentry's are no events: a program that does nothing has none."""
+    prog = ("-c", "x = 1") if how == "-c" else (program(tmp_path, "x = 1\n"),)
+    proc, trace = fentry_run(tmp_path, "-t", "nop", "-e", "audit:exec", "-e", "audit:open",
+                             "-e", "audit:import", "-e", "audit:compile", "-e", "python:raise",
+                             "-e", "python:exception_handled", "-e", "gc:gc_start",
+                             program=prog, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert events(trace) == []

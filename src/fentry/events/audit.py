@@ -178,6 +178,10 @@ class AuditSource(Source):
         super().__init__(lock)
         self.tracepoints = tracepoints
         self.names: dict[str, Any] = {}    # audit name -> its Tracepoint (names seen)
+        # fentry run's start-up, on the C hot path: its audit hook ends the
+        # quiet at the exec of the program's code, an event that is still the
+        # start-up's (the pure path's ends it at the code's first line).
+        self.awaiting_exec = False
 
     def update(self) -> None:
         if self.files:
@@ -195,6 +199,10 @@ class AuditSource(Source):
             if event is None:
                 event = self._discover(raw, args)
             targets: tuple[TracepointFile, ...] | None = self.files.get(event.key)
+            if self.awaiting_exec:
+                self.awaiting_exec = False
+                if raw == "exec":
+                    return
             if not targets:
                 return
             # (the interpreter audits with no Python frame at all: opening the script)

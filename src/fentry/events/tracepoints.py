@@ -596,6 +596,8 @@ class Tracepoints:
         from .. import hotpath
         if hotpath.IMPLEMENTATION == "python":
             self.monitoring.await_program()
+        else:
+            self.audit.awaiting_exec = True
 
     def in_group(self, group: str) -> list[Tracepoint]:
         return [e for (g, _), e in self.events.items() if g == group]
