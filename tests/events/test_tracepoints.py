@@ -613,3 +613,12 @@ def test_the_trace_starts_with_the_program(tmp_path, how):
                              program=prog, text=True)
     assert proc.returncode == 0, proc.stderr
     assert events(trace) == []
+
+
+def test_available_events_is_the_top_levels_only(fs):
+    """As the 6.18 kernel's: an instance has set_event, not available_events."""
+    fs.mkdir("instances/b")
+    names = fs.ls("instances/b")
+    assert "set_event" in names and "available_events" not in names
+    assert "available_events" in fs.ls("")
+    fs.rmdir("instances/b")

@@ -133,6 +133,8 @@ class Tracefs:
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
             "kprobe_profile": (probes.profile, None),
+            # (the top level's only, as the kernel's: instances have set_event)
+            "available_events": (lambda: available_events_text(self.all_events()), None),
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
             "README": (lambda: readme_text(self.instance_files(self.instance), self.global_files), None),
@@ -240,7 +242,6 @@ class Tracefs:
             "set_event": (lambda: set_event_text(self.all_events(),
                                                  lambda e: bool(e.file(inst).enabled)),  # type: ignore[attr-defined]
                           lambda text, append: self.set_event(inst, text, append)),
-            "available_events": (lambda: available_events_text(self.all_events()), None),
         }
 
     # -- every event: tracepoints and probe events (events/enable, set_event)
