@@ -205,9 +205,9 @@ class AuditSource(Source):
                     return
             if not targets:
                 return
-            # (the interpreter audits with no Python frame at all: opening the script)
-            caller = sys._getframe(2) if sys._getframe(1).f_back is not None else None
-            if from_fentry(caller):
+            # The audited code's frame (None when the interpreter audits with no
+            # Python frame at all: opening the script); 1 is the hook's.
+            if from_fentry(sys._getframe(1).f_back):
                 return
             values = tuple(_argument(a) for a in args) if type(args) is tuple else ()
             for f in targets:
