@@ -401,14 +401,15 @@ class Tracefs:
         event = points.find(parts[0], parts[1]) if len(parts) == 3 else None
         if event is None or parts[2] not in EVENT_FILES:
             return None
-        return {
+        files: dict[str, tuple[Reader, Writer]] = {
             "enable": (lambda: self.enable_text([event], inst),
                        lambda text, append: points.set_enable([event], _parse_bool(text), inst)),
             "filter": (lambda: event.file(inst).filter.text + "\n",
                        lambda text, append: points.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
-        }[parts[2]]
+        }
+        return files.get(parts[2])
 
     def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
         """trace_stat/function<TID>: a thread's profile, as the kernel's per-CPU one."""
