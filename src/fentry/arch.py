@@ -66,6 +66,9 @@ class ToolIdBusy(TraceError, RuntimeError):
 # our wrapper while we hold an id.
 _use_tool_id = _mon.use_tool_id
 
+# The monitors holding an id, in the order they wrapped use_tool_id.
+_started: list[Monitor] = []
+
 # Where a refused request of the program's is reported (error_log).
 _error_log: Callable[[TraceError], None] | None = None
 
@@ -115,6 +118,7 @@ class Monitor:
             self._wrapped = wrapped = _mon.use_tool_id
             self._wrapper = wrapper = hotpath.use_tool_id_wrapper(_mon, wrapped, self._yield_id)
             _mon.use_tool_id = wrapper
+            _started.append(self)
             return tool_id
 
     def check_free(self) -> None:
@@ -140,7 +144,15 @@ class Monitor:
                 return
             if _mon.use_tool_id is self._wrapper and self._wrapped is not None:
                 _mon.use_tool_id = self._wrapped
-            # (else someone wrapped ours: it stays in their chain, passing through)
+            else:
+                # Someone wrapped ours: it stays in their chain, passing
+                # through.  If that is another of fentry's monitors (the
+                # tracepoints' own id), it puts back what ours wrapped.
+                for other in _started:
+                    if other._wrapped is self._wrapper:
+                        other._wrapped = self._wrapped
+            if self in _started:
+                _started.remove(self)
             self._wrapper = self._wrapped = None
             # Ours still (a tool that evicts with free_tool_id, as viztracer
             # does when its id is in use, owns it now: left alone).

@@ -81,7 +81,8 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help="function_graph: only calls that last USECS or more, at their end, "
                         "as funcslower (tracing_thresh; 0: all)")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
-                   help=f"add a probe event (a kprobe_events line), enabled {when}; repeatable")
+                   help=f"add a probe event (a kprobe_events line), or name a tracepoint "
+                        f"(python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
@@ -340,8 +341,12 @@ def _check_probes(probes: list[list[Any]]) -> None:
         return
     from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
     from .events.trace_kprobe import compile_event_filter, event_name_pos
+    from .events.tracepoints import check_tracepoint, tracepoint_name
     names: set[tuple[str, str]] = set()
     for definition, filter_text in probes:
+        if tracepoint_name(definition) is not None:       # python:raise, audit:open, ...
+            check_tracepoint(definition, filter_text)
+            continue
         defn = parse_probe(definition)
         if isinstance(defn, ProbeRemoval):
             raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")

@@ -46,6 +46,8 @@ ERRORS: dict[str, str] = {
     "RAW_MARKER_SIZE": "Invalid argument: a raw marker is a 4-byte id and at most 4060 bytes",
     "TRACING_OFF": "Bad file descriptor: tracing is off (tracing_on is 0)",
     "BAD_CLOCK": "Invalid argument: no such trace clock",
+    # set_event: the kernel's bare -EINVAL (no error_log entry), said
+    "SET_EVENT_NO_MATCH": "Invalid argument: no event matches it",
     # set_ftrace_pid and the other pid lists: the kernel's bare -EINVAL, said
     "PID_RANGE": "Operation not permitted: a pid is below 1073741824 (the kernel's pid lists)",
     "BAD_PID": "Invalid argument: a pid is a native thread id, in decimal",

@@ -105,7 +105,7 @@ def test_kprobe_profile_counts_the_calls(orders):
     fs = fentry.tracefs()
     fs.write("kprobe_events", "p orders:line_total item.nothing_here")
     fs.write("kprobe_events", "r orders:order_total $retval", append=True)
-    fs.write("events/enable", "1")
+    fs.write("events/kprobes/enable", "1")
     items = [orders.Item("x", 1, 1)] * 5
     orders.order_total(items, None)
     orders.order_total(items[:2], None)

@@ -67,7 +67,7 @@ def rebinding():
     probe(f"r:ea/forget {HERE}:forget $arg1 x=x")
     probe(f"r:ea/fill {HERE}:fill $arg1.v $arg2[0] v=box.v")
     probe(f"r:ea/all {HERE}:everything $args")
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
     seen = [bump(1, 10), bump(5, 1), forget("gone"), fill(Box("empty"), ["empty"]),
             everything(1, 2, 3, k=4)]
     fs.write("events/enable", "0")
@@ -86,7 +86,7 @@ def down(n, tag):
 def recursion():
     probe(f"r:ea/down {HERE}:down $arg1 $arg2")
     fs.write("buffer_size_kb", "64")
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
     down(499, 0)
     fs.write("events/enable", "0")
     return sys.getrecursionlimit()
@@ -94,7 +94,7 @@ def recursion():
 
 def maxactive():
     probe(f"r3:ea/down {HERE}:down $arg1")
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
     down(9, 0)                          # 10 calls at once, room for 3: the 7 oldest are missed
     fs.write("events/enable", "0")
     return fs.read("kprobe_profile").split()
@@ -140,7 +140,7 @@ def generators():
     probe(f"r:ea/counter {HERE}:counter $arg1 $arg2.v")
     probe(f"r:ea/endless {HERE}:endless $arg1")
     probe(f"r:ea/task {HERE}:task $arg1")
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
     drive([task("one"), task("two")])
     a, b = counter(3, Box("a")), counter(2, Box("b"))
     got = []
@@ -174,7 +174,7 @@ def catches(x):
 def exceptions():
     probe(f"r:ea/boom {HERE}:boom $arg1 x=x")
     probe(f"r:ea/catches {HERE}:catches $arg1")
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
     seen = catches(21)
     fs.write("events/enable", "0")
     return seen
@@ -195,7 +195,7 @@ def work(x):
 def threads():
     probe(f"r:ea/work {HERE}:work $arg1")
     fs.write("buffer_size_kb", str(CALLS * 40 // 1024 + 64))        # every event kept
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
 
     def worker(base):
         for i in range(CALLS):
@@ -238,7 +238,7 @@ def lifetimes():
     probe(f"r:ea/counter {HERE}:counter $arg1")
     thing = Thing()
     before = refcount(thing)
-    fs.write("events/enable", "1")
+    fs.write("events/ea/enable", "1")
     seen = {"freed at once": lets_go(Thing()), "refcount": refcount(thing) - before}
     suspended = counter(3, thing)
     next(suspended)                     # entered, suspended, probe still on
@@ -275,7 +275,7 @@ def attach():
     probe(f"r:ea/nested {HERE}:nested $arg1")
 
     def arm():
-        fs.write("events/enable", "1")
+        fs.write("events/ea/enable", "1")
     running("first", arm)               # entered before the probe: no event
     running("second", lambda: None)
     fs.write("events/enable", "0")

@@ -69,8 +69,13 @@ def _trace_from_the_program(hotpath: "ModuleType") -> None:
     start-up (site's imports, loading the script) is not the program.  When
     nothing is traced yet there is nothing to keep out."""
     from fentry import ftrace
+    from fentry.control import tracefs
+    fs = tracefs._instance
     if ftrace.registered_ops():
         hotpath.quiet_until_program()
+    elif fs is not None and fs.tracepoints.any_enabled():     # python:raise, ...
+        hotpath.quiet_until_program()
+        fs.tracepoints.await_program()
     else:
         hotpath.quiet_thread(False)
 

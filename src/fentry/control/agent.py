@@ -516,8 +516,17 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     probes = settings.get("probes", [])
     if probes:
         from ..events.probe_parser import format_definition, parse_probe
+        from ..events.tracepoints import tracepoint_name
     defined = []
     for definition, filter_text in probes:
+        point = tracepoint_name(definition)
+        if point is not None:           # a tracepoint (python:raise): nothing to define
+            fs.tracepoints.declare(*point)
+            path = f"{at}events/{point[0]}/{point[1]}"
+            if filter_text is not None:
+                fs.write(f"{path}/filter", filter_text)
+            fs.write(f"{path}/enable", "1")
+            continue
         defn = parse_probe(definition)
         key = (defn.group, defn.event)
         there = fs.probes.events.get(key)

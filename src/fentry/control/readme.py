@@ -77,6 +77,9 @@ HELP: dict[str, str] = {
                       "(function, function_graph)",
     "set_ftrace_notrace_pid": "Write native thread id(s) to not function trace those threads\n"
                               "(function, function_graph)",
+    "set_event": "Enables events by name written into it\n"
+                 "(GRP:EVENT, GRP:*, *:EVENT, !GRP:EVENT to disable)",
+    "available_events": "list of all events: python:*, gc:*, audit:*, probe events",
     "set_event_pid": "Write native thread id(s) to only record events of those threads",
     "set_event_notrace_pid": "Write native thread id(s) to not record events of those threads",
     "set_graph_function": "Trace the nested calls of a function (function_graph)",

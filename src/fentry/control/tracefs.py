@@ -19,6 +19,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import fentry
 
@@ -26,7 +27,9 @@ from .. import arch, ftrace
 from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.marker import marker_text
+from ..events.set_event import available_events_text, parse_set_event, set_event_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
+from ..events.tracepoints import Tracepoint, Tracepoints
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers import rename
@@ -116,6 +119,7 @@ class Tracefs:
 
     def __init__(self) -> None:
         self.probes = probes = ProbeEvents()
+        self.tracepoints = Tracepoints()        # Python's own events: python:*, gc:*, audit:*
         self.instance = self._wire(TraceInstance(top=True))     # the top level
         self.instances: dict[str, TraceInstance] = {}
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
@@ -130,6 +134,8 @@ class Tracefs:
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
             "kprobe_profile": (probes.profile, None),
+            # (the top level's only, as the kernel's: instances have set_event)
+            "available_events": (lambda: available_events_text(self.all_events()), None),
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
             "README": (lambda: readme_text(self.instance_files(self.instance), self.global_files), None),
@@ -231,10 +237,52 @@ class Tracefs:
                 data, self.marker_copies() if inst is self.instance else [inst])),
             "error_log": (probes.error_log, lambda text, append: probes.errors.clear()),
             **{name: _pid_file(inst, name) for name in PID_FILES},
-            "events/enable": (lambda: enable_text(list(probes.events.values()), inst),
-                              lambda text, append: probes.set_enable(list(probes.events.values()),
-                                                                     _parse_bool(text), inst)),
+            "events/enable": (lambda: self.enable_text(self.all_events(), inst),
+                              lambda text, append: self.set_enable(self.all_events(),
+                                                                   _parse_bool(text), inst)),
+            "set_event": (lambda: set_event_text(self.all_events(),
+                                                 lambda e: bool(e.file(inst).enabled)),  # type: ignore[attr-defined]
+                          lambda text, append: self.set_event(inst, text, append)),
         }
+
+    # -- every event: tracepoints and probe events (events/enable, set_event)
+    def all_events(self) -> list[Any]:
+        return [*self.tracepoints.events.values(), *self.probes.events.values()]
+
+    @staticmethod
+    def enable_text(events: list[Any], inst: TraceInstance) -> str:
+        """An ``enable`` file over any events: 1, 0, or X when mixed."""
+        states = {e.file(inst).enabled for e in events}
+        return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")
+
+    def set_enable(self, events: list[Any], on: bool, inst: TraceInstance) -> None:
+        """Enable (disable) tracepoints and probe events together: all, or none."""
+        points = [e for e in events if isinstance(e, Tracepoint)]
+        probes = [e for e in events if not isinstance(e, Tracepoint)]
+        was = [e for e in points if e.file(inst).enabled]
+        self.tracepoints.set_enable(points, on, inst)
+        try:
+            self.probes.set_enable(probes, on, inst)
+        except BaseException:
+            if on:
+                self.tracepoints.set_enable([e for e in points if e not in was], False, inst)
+            raise
+
+    def set_event(self, inst: TraceInstance, text: str, append: bool) -> None:
+        """A write to ``set_event`` (``events/set_event.py``): checked whole, then applied."""
+        events = self.all_events()
+        words = parse_set_event(text, events)
+        want = {id(e): e.file(inst).enabled and append for e in events}
+        for on, selected in words:
+            for e in selected:
+                want[id(e)] = on
+        before = [e for e in events if e.file(inst).enabled]
+        self.set_enable([e for e in events if not want[id(e)]], False, inst)
+        try:
+            self.set_enable([e for e in events if want[id(e)]], True, inst)
+        except BaseException:       # (no tool id free, say): as it was
+            self.set_enable(before, True, inst)
+            raise
 
     # -- instances/
     def _split(self, path: str) -> tuple[TraceInstance, list[str]]:
@@ -271,6 +319,7 @@ class Tracefs:
             inst = self.instances.pop(parts[1])
         inst.commands.clear()
         self.probes.forget_instance(inst)
+        self.tracepoints.forget_instance(inst)
         inst.set_tracer("nop")
         inst.set_options("nofunction-fork noevent-fork")
         inst.set_filter("", append=False)
@@ -294,12 +343,15 @@ class Tracefs:
         if parts == ["options"]:
             return sorted(inst.options)
         if parts[0] == "events":
-            probes = self.probes
+            probes, points = self.probes, self.tracepoints
             if len(parts) == 1:
-                return ["enable"] + probes.groups()
+                return ["enable"] + sorted({*probes.groups(), *points.groups()})
+            if len(parts) == 2 and parts[1] in points.groups():
+                return ["enable"] + sorted(e.name for e in points.in_group(parts[1]))
             if len(parts) == 2 and parts[1] in probes.groups():
                 return ["enable"] + sorted(e.name for e in probes.in_group(parts[1]))
-            if len(parts) == 3 and probes.find(parts[1], parts[2]):
+            if len(parts) == 3 and (probes.find(parts[1], parts[2])
+                                    or points.find(parts[1], parts[2])):
                 return list(EVENT_FILES)
         raise TraceError("NO_SUCH_FILE", path, 0)
 
@@ -320,6 +372,8 @@ class Tracefs:
     def _event_file(self, inst: TraceInstance, parts: list[str]) -> tuple[Reader, Writer] | None:
         """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,id}."""
         probes = self.probes
+        if parts and parts[0] in self.tracepoints.groups():
+            return self._tracepoint_file(inst, parts)
         if len(parts) == 2 and parts[1] == "enable" and parts[0] in probes.groups():
             group = probes.in_group(parts[0])
             return (lambda: enable_text(group, inst),
@@ -337,6 +391,26 @@ class Tracefs:
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
         }[parts[2]]
+
+    def _tracepoint_file(self, inst: TraceInstance, parts: list[str]) -> tuple[Reader, Writer] | None:
+        """The files of Python's tracepoints (events/python/, gc/, audit/)."""
+        points = self.tracepoints
+        if len(parts) == 2 and parts[1] == "enable":
+            group = points.in_group(parts[0])
+            return (lambda: self.enable_text(group, inst),
+                    lambda text, append: points.set_enable(group, _parse_bool(text), inst))
+        event = points.find(parts[0], parts[1]) if len(parts) == 3 else None
+        if event is None or parts[2] not in EVENT_FILES:
+            return None
+        files: dict[str, tuple[Reader, Writer]] = {
+            "enable": (lambda: self.enable_text([event], inst),
+                       lambda text, append: points.set_enable([event], _parse_bool(text), inst)),
+            "filter": (lambda: event.file(inst).filter.text + "\n",
+                       lambda text, append: points.set_filter(event, text, inst)),
+            "format": (event.format_text, None),
+            "id": (lambda: f"{event.id}\n", None),
+        }
+        return files.get(parts[2])
 
     def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
         """trace_stat/function<TID>: a thread's profile, as the kernel's per-CPU one."""
@@ -381,7 +455,7 @@ class Tracefs:
     def reinit_after_fork(self) -> None:
         """In a forked child: the locks anew (a thread of the parent may have
         held one at the fork, and that thread does not exist here)."""
-        for lock in (self.probes.lock, self.lock):
+        for lock in (self.probes.lock, self.tracepoints.lock, self.lock):
             lock._at_fork_reinit()      # type: ignore[attr-defined]  # (threading's own way)
         for inst in [self.instance, *self.instances.values()]:
             inst.lock._at_fork_reinit()     # type: ignore[attr-defined]

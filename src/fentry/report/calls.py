@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..events.tracepoint_format import TracepointFormat, value_text
 from ..raw import (
     ENTRY,
     FUNC_RECORD,
@@ -287,6 +288,9 @@ class CallSink(FileSink):
         cannot be rendered is ``(fault)``, counted in ``render_faults``; an event
         whose definition this reader could not parse has one field, ``line``."""
         defn = getattr(event, "defn", None)
+        if isinstance(event, TracepointFormat):         # python:raise, audit:open, ...
+            return [(event.field_name(i), value if value.__class__ is int else value_text(value),
+                     value_text(value)) for i, value in enumerate(values)]
         if defn is None:
             return [("line", *(2 * (_safe_line(event, site, values),)))]
         code = site[2] if defn.is_return else site[0]
@@ -325,6 +329,8 @@ class CallSink(FileSink):
     def site_text(event: Any, site: tuple[Any, ...]) -> str:
         """Where a probe event fired: ``SYM+0xOFF``, or ``CALLER+0xOFF <- SYM``."""
         defn = getattr(event, "defn", None)
+        if isinstance(event, TracepointFormat):
+            return f"{event.group}:{event.name}"        # (its fields say where)
         try:
             if defn is not None and defn.is_return:
                 caller, offset, code, raised = site
