@@ -369,18 +369,25 @@ def test_a_trigger_written_live(target):
     target.finish_clean()
 
 
-def test_an_event_without_triggers_keeps_its_hot_path(fs, mod):
-    """An event with no trigger keeps its hot path: the C one records
-    without calling the Python path (its hits count in the C object)."""
+def test_the_c_hot_path_runs_triggers_on_the_values_it_fetched(fs, mod):
+    """With the C hot path, a triggered event still fetches in C (its hits
+    count in the C object), and calls the triggers with the values; an
+    event with no trigger calls nothing in Python."""
     fs.write("events/trig/f/enable", "1")
-    f = mod.f
-    for i in range(10):
-        f(i)
     file = fs.probes.find("trig", "f").file(fs.instance)
-    if os.environ.get("FENTRY_PURE_PYTHON") != "1":
-        assert file.trace.nhit == 10
-    assert file._record == file._record_event
-    fs.write(T, "traceon")
+    c = os.environ.get("FENTRY_PURE_PYTHON") != "1"
+    for i in range(10):
+        mod.f(i)
+    assert file.trace.nhit == (10 if c else 0) and file._record == file._record_event
+    fs.write(T, "stacktrace:1 if x == 12")
+    fs.write(T, "traceoff:1 if x == 14")
     assert file._record == file._record_triggered
-    fs.write(T, "!traceon")
+    for i in range(10, 20):
+        mod.nested(i)
+    assert file.trace.nhit == (20 if c else 0)
+    trace = fs.read("trace")
+    assert xs(trace) == list(range(15)) and trace.count("<stack trace>") == 1
+    assert "x=12\n" in trace.split("<stack trace>\n => f (")[0]
+    fs.write(T, "!stacktrace")
+    fs.write(T, "!traceoff")
     assert file._record == file._record_event and fs.read("events/trig/f/enable") == "1\n"

@@ -51,7 +51,7 @@ class Hit:
     """One hit of a triggered event, as its triggers see it: the record's
     values, and its fields by name (``fields``, made on first use: a hist
     trigger's keys and values)."""
-    __slots__ = ("file", "values", "code", "frame", "_fields")
+    __slots__ = ("file", "values", "code", "frame", "_fields", "_own")
 
     def __init__(self, file: Triggered, values: tuple[object, ...], code: CodeType | None,
                  frame: FrameType) -> None:
@@ -60,6 +60,7 @@ class Hit:
         self.code = code            # the probed code (``$args`` names its parameters)
         self.frame = frame
         self._fields: dict[str, object] | None = None
+        self._own: dict[str, object] | None = None
 
     @property
     def fields(self) -> dict[str, object]:
@@ -67,6 +68,13 @@ class Hit:
         if self._fields is None:
             self._fields = self.file.trigger_fields(self.values, self.code, True)
         return self._fields
+
+    @property
+    def own_fields(self) -> dict[str, object]:
+        """The event's own fields only (what most filters name: no thread lookup)."""
+        if self._own is None:
+            self._own = self.file.trigger_fields(self.values, self.code, False)
+        return self._own
 
 
 class Trigger:
@@ -92,7 +100,7 @@ class Trigger:
         f = self.filter
         if f is None:
             return True
-        return f.matches(self.file.trigger_fields(hit.values, hit.code, self.filter_common))
+        return f.matches(hit.fields if self.filter_common else hit.own_fields)
 
     def take(self, hit: Hit) -> bool:
         """One use of the count (``event_trigger_count``): False once none is left."""
