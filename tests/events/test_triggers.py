@@ -387,7 +387,26 @@ def test_the_c_hot_path_runs_triggers_on_the_values_it_fetched(fs, mod):
     assert file.trace.nhit == (20 if c else 0)
     trace = fs.read("trace")
     assert xs(trace) == list(range(15)) and trace.count("<stack trace>") == 1
-    assert "x=12\n" in trace.split("<stack trace>\n => f (")[0]
+    lines = trace.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.endswith("<stack trace>"))
+    assert lines[at - 1].endswith(" x=12") and lines[at + 1].startswith(" => f (")
     fs.write(T, "!stacktrace")
     fs.write(T, "!traceoff")
     assert file._record == file._record_event and fs.read("events/trig/f/enable") == "1\n"
+
+
+def test_a_return_probe_s_trigger_sees_its_retval_and_entry_args(fs, mod):
+    fs.write("kprobe_events", f"r:trig/fr {mod.__name__}:f x=$retval a=$arg1", append=True)
+    fs.write("events/trig/fr/trigger", "stacktrace:1 if x == 8 && a == 7")
+    fs.write("events/trig/fr/trigger", "traceoff:1 if a >= 9")
+    fs.write("events/trig/fr/enable", "1")
+    for i in range(20):
+        mod.nested(i)
+    trace = fs.read("trace")
+    got = [(int(m["x"]), int(m["a"])) for m in re.finditer(r" fr: \([^)]*\) x=(?P<x>\d+) a=(?P<a>\d+)$",
+                                                            trace, re.M)]
+    assert got == [(i + 1, i) for i in range(10)]
+    assert trace.count("<stack trace>") == 1
+    lines = trace.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.endswith("<stack trace>"))
+    assert lines[at - 1].endswith(" x=8 a=7") and lines[at + 1].startswith(" => f (")
