@@ -9,7 +9,10 @@ The commands are a table (``register_trigger_command``): ``traceon``,
 ``traceoff``, ``snapshot``, ``stacktrace``, ``enable_event`` and
 ``disable_event`` are registered here, in the kernel's order; another module
 registers its own (``hist``) the same way, with a ``parse`` that builds a
-``Trigger`` and registers it on the event file (``register_trigger``).
+``Trigger`` and registers it on the event file (``register_trigger``), and
+``event_enable_command`` makes the commands that act on another event
+(``enable_hist``).  A trigger's ``run`` gets the ``Hit``: the event's field
+values by name (``hit.fields``), for each hit its filter passes.
 
 An event file that can carry triggers mixes in ``Triggered`` and calls
 ``call_triggers`` / ``call_post_triggers`` around its record on every hit of
@@ -547,9 +550,22 @@ class EventEnable(Trigger):
         self.target.enable_disable(False, soft=True)
 
 
+def event_enable_command(name: str, trigger_type: int,
+                         trigger_class: type[EventEnable] = EventEnable) -> TriggerCommand:
+    """A command ``NAME:GRP:EVENT[:N] [if FILTER]`` whose trigger acts on
+    another event (``event_enable_trigger_parse``): enable_event and
+    disable_event here; enable_hist and disable_hist (a ``trigger_class``
+    whose ``run`` pauses the target's hist triggers) the same way."""
+
+    def parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
+              ctx: TriggerContext) -> None:
+        event_enable_parse(command, file, glob, param, ctx, trigger_class)
+    return TriggerCommand(name, trigger_type, parse)
+
+
 def event_enable_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
-                       ctx: TriggerContext) -> None:
-    """``CMD:GRP:EVENT[:N] [if FILTER]`` (``event_enable_trigger_parse``)."""
+                       ctx: TriggerContext, trigger_class: type[EventEnable] = EventEnable) -> None:
+    """``CMD:GRP:EVENT[:N] [if FILTER]``: the target in soft mode while the trigger is there."""
     if param.text is None:
         raise ctx.error("CMD_NEEDS_EVENT", param.pos)
     p, ppos, filter_text, fpos = separate_filter(param, ctx, required=True)
@@ -561,7 +577,7 @@ def event_enable_parse(command: TriggerCommand, file: Triggered, glob: str, para
     target = ctx.find(system, event)
     if target is None:
         raise ctx.error("CMD_NO_EVENT", ppos)
-    trigger = EventEnable(command, file)
+    trigger = trigger_class(command, file)
     trigger.target = target
     if glob.startswith("!"):
         file.unregister_trigger(trigger)
@@ -582,8 +598,8 @@ register_trigger_command(TriggerCommand("traceoff", ETT_TRACE_ONOFF, event_trigg
 register_trigger_command(TriggerCommand("snapshot", ETT_SNAPSHOT, event_trigger_parse(Snapshot)))
 register_trigger_command(TriggerCommand("stacktrace", ETT_STACKTRACE, event_trigger_parse(StackTrace),
                                         post=True))
-register_trigger_command(TriggerCommand("enable_event", ETT_EVENT_ENABLE, event_enable_parse))
-register_trigger_command(TriggerCommand("disable_event", ETT_EVENT_ENABLE, event_enable_parse))
+register_trigger_command(event_enable_command("enable_event", ETT_EVENT_ENABLE))
+register_trigger_command(event_enable_command("disable_event", ETT_EVENT_ENABLE))
 
 
 def trigger_names() -> list[str]:
