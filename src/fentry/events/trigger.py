@@ -208,10 +208,10 @@ class Triggered:
     """Mixed into an event file (``struct trace_event_file``): its triggers
     and its soft mode.  The class provides ``instance``, ``group`` and
     ``name``, ``enabled`` and ``enable()`` / ``disable()`` (its probe armed
-    or not: the kernel's ``ENABLED`` flag and ``reg``), ``rearm()`` (to pick
-    its hot path anew: a file in soft mode takes the Python path, whose
-    record calls the triggers), ``compile_trigger_filter(text)`` and
-    ``trigger_fields(values, code, common)``."""
+    or not: the kernel's ``ENABLED`` flag and ``reg``), ``rearm()`` (in or
+    out of soft mode: whether its hits call ``call_triggers``),
+    ``compile_trigger_filter(text)`` and ``trigger_fields(values, code,
+    common)``, the fields by name (``common``: ``comm`` and ``common_pid`` too)."""
 
     instance: TraceInstance
     triggers: tuple[Trigger, ...]
@@ -271,7 +271,7 @@ class Triggered:
                 self.disable()
             self.soft_disabled = bool(self.sm_ref)
             if soft and self.enabled:
-                self.rearm()            # out of soft mode: its hot path again
+                self.rearm()            # out of soft mode: its hits call no trigger
             return
         if not soft:
             self.soft_disabled = False
@@ -290,7 +290,7 @@ class Triggered:
                     self.soft_disabled = False
                 raise
         elif soft:
-            self.rearm()                # into soft mode: the Python path
+            self.rearm()                # into soft mode: its hits call the triggers
 
     def enable_text(self) -> str:
         """The ``enable`` file: 1 if it records, else 0; ``*`` in soft mode."""
@@ -348,17 +348,20 @@ class Triggered:
         """Remove the first trigger that ``test`` matches (``!CMD``); False if none does."""
         for t in self.triggers:
             if t.same(test):
-                self.triggers = tuple(x for x in self.triggers if x is not t)
-                self._trigger_mode(False)
-                self._update_cond()
-                t.freed()
+                self._remove(t)
                 return True
         return False
+
+    def _remove(self, t: Trigger) -> None:
+        self.triggers = tuple(x for x in self.triggers if x is not t)
+        self._trigger_mode(False)
+        self._update_cond()
+        t.freed()
 
     def clear_triggers(self) -> None:
         """Every trigger off (``clear_event_triggers``: the instance is reset or goes)."""
         for t in self.triggers:
-            self.unregister_trigger(t)
+            self._remove(t)
 
     def _trigger_mode(self, on: bool) -> None:
         """``trace_event_trigger_enable_disable``: the first trigger takes a
