@@ -410,3 +410,14 @@ def test_a_return_probe_s_trigger_sees_its_retval_and_entry_args(fs, mod):
     lines = trace.splitlines()
     at = next(i for i, ln in enumerate(lines) if ln.endswith("<stack trace>"))
     assert lines[at - 1].endswith(" x=8 a=7") and lines[at + 1].startswith(" => f (")
+
+
+def test_a_soft_disabled_event_counts_its_hits_and_faults_on_both_hot_paths(fs, mod):
+    fs.write("kprobe_events", f"p:trig/fa {mod.__name__}:f y=x.nope", append=True)
+    fs.write("events/trig/fa/trigger", "traceoff:0")      # (a count of 0: never fires)
+    for i in range(7):
+        mod.f(i)
+    profile = {ln.split()[0]: ln.split()[1:] for ln in fs.read("kprobe_profile").splitlines()}
+    assert profile["fa"] == ["7", "7"]              # hits, misses: every fetch faulted
+    assert "fa:" not in fs.read("trace")
+    fs.write("events/trig/fa/trigger", "!traceoff")

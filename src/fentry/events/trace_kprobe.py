@@ -355,17 +355,22 @@ class EventFile(Triggered):
         """The record in soft mode, as the kernel's trace_trigger_soft_disabled
         and event_trigger_unlock_commit: the triggers run whatever the
         event's filter and ``tracing_on`` say; the event records unless soft
-        disabled.  Triggers with a condition see the record made (or not:
-        tracing was off) before they run, post triggers run after it."""
+        disabled.  With a conditional trigger, ``tracing_on`` as it was before
+        the triggers ran decides (the kernel reserves the record first), and
+        the post triggers run after the record.  A fault counts as a miss,
+        recorded or not (as the C path counts it)."""
         if not self.trigger_cond:
             self.call_triggers(values, frame.f_code, frame)
-            if not self.soft_disabled:
-                self._record_event(site, values, frame)
-            return
-        on = self.instance.tracing_on
-        post = self.call_triggers(values, frame.f_code, frame)
-        if on and not self.soft_disabled:
+            record = not self.soft_disabled
+            post = None
+        else:
+            on = self.instance.tracing_on
+            post = self.call_triggers(values, frame.f_code, frame)
+            record = on and not self.soft_disabled
+        if record:
             self._record_event(site, values, frame)
+        elif any(v is FAULT for v in values):      # (is: a fetched value's __eq__ is not called)
+            self._nmissed += 1
         if post:
             self.call_post_triggers(post, frame)
 
