@@ -352,21 +352,10 @@ class EventFile(Triggered):
 
     def _record_triggered(self, site: tuple[Any, ...], values: tuple[object, ...],
                           frame: FrameType) -> None:
-        """The record in soft mode, as the kernel's trace_trigger_soft_disabled
-        and event_trigger_unlock_commit: the triggers run whatever the
-        event's filter and ``tracing_on`` say; the event records unless soft
-        disabled.  With a conditional trigger, ``tracing_on`` as it was before
-        the triggers ran decides (the kernel reserves the record first), and
-        the post triggers run after the record.  A fault counts as a miss,
-        recorded or not (as the C path counts it)."""
-        if not self.trigger_cond:
-            self.call_triggers(values, frame.f_code, frame)
-            record = not self.soft_disabled
-            post = None
-        else:
-            on = self.instance.tracing_on
-            post = self.call_triggers(values, frame.f_code, frame)
-            record = on and not self.soft_disabled
+        """The record in soft mode (``soft_hit``): the triggers, then the
+        record if it is to be, then the post triggers.  A fault counts as a
+        miss, recorded or not (as the C path counts it)."""
+        record, post = self.soft_hit(values, frame.f_code, frame)
         if record:
             self._record_event(site, values, frame)
         elif any(v is FAULT for v in values):      # (is: a fetched value's __eq__ is not called)
@@ -377,13 +366,7 @@ class EventFile(Triggered):
     def _c_triggers(self, values: tuple[object, ...]) -> object:
         """The C path's hit in soft mode: the triggers, on the values it
         fetched; whether to record, as ``_record_triggered`` decides."""
-        frame = sys._getframe(1)            # the probed frame (the C caller has none)
-        if not self.trigger_cond:
-            self.call_triggers(values, None, frame)
-            return not self.soft_disabled
-        on = self.instance.tracing_on
-        post = self.call_triggers(values, None, frame)
-        record = on and not self.soft_disabled
+        record, post = self.soft_hit(values, None, sys._getframe(1))    # (the probed frame)
         return (record, post) if post else record
 
     def _c_post_triggers(self, post: list[Trigger]) -> None:

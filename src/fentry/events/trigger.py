@@ -14,9 +14,9 @@ registers its own (``hist``) the same way, with a ``parse`` that builds a
 (``enable_hist``).  A trigger's ``run`` gets the ``Hit``: the event's field
 values by name (``hit.fields``), for each hit its filter passes.
 
-An event file that can carry triggers mixes in ``Triggered`` and calls
-``call_triggers`` / ``call_post_triggers`` around its record on every hit of
-its Python path.  As in the kernel, the event's own filter does not gate its
+An event file that can carry triggers mixes in ``Triggered`` and, in soft
+mode, calls ``soft_hit`` before its record and ``call_post_triggers`` after
+it.  As in the kernel, the event's own filter does not gate its
 triggers (each has its own ``if``), and a triggered event is armed in soft
 mode: its triggers run while its ``enable`` is 0 (read back as ``0*``), and
 it records nothing then (the kernel's soft-disabled event).
@@ -384,6 +384,27 @@ class Triggered:
                                 for t in self.triggers)
 
     # -- the hit (in the traced thread; the list is replaced, never changed, so it can be read)
+    def soft_hit(self, values: tuple[object, ...], code: CodeType | None,
+                 frame: FrameType) -> tuple[bool, list[Trigger] | None]:
+        """A hit in soft mode, before its record (the kernel's
+        trace_trigger_soft_disabled and event_triggers_call): the triggers
+        run whatever the event's filter and ``tracing_on`` say; returns
+        whether to record (not if soft disabled; with a conditional trigger,
+        as ``tracing_on`` was before they ran: the kernel reserves the
+        record first) and the post triggers, for ``call_post_triggers``
+        after the record.  An event file's hook is::
+
+            record, post = self.soft_hit(values, code, frame)
+            if record: ...record as without triggers...
+            if post: self.call_post_triggers(post, frame)
+        """
+        if not self.trigger_cond:
+            self.call_triggers(values, code, frame)
+            return not self.soft_disabled, None
+        on = self.instance.tracing_on
+        post = self.call_triggers(values, code, frame)
+        return on and not self.soft_disabled, post
+
     def call_triggers(self, values: tuple[object, ...], code: CodeType | None,
                       frame: FrameType) -> list[Trigger] | None:
         """``event_triggers_call``: every trigger whose filter matches, before
