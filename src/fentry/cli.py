@@ -85,6 +85,9 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                         f"(python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
+    p.add_argument("-R", "--trigger", action=_ProbeAction, dest="probes", metavar="TRIGGER",
+                   help="a trigger (events/GRP/EVENT/trigger) on the probe event given by the "
+                        "preceding -e, e.g. 'traceoff:1 if x > 5' (trace-cmd's); repeatable")
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
                    help="a trace_options word, e.g. funcgraph-tail; repeatable")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE")
@@ -98,7 +101,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
 def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
-        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER] [-R TRIGGER]...]...\n"
               "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
@@ -128,7 +131,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
 def _record_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
-        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER] [-R TRIGGER]...]...\n"
               "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
@@ -237,7 +240,8 @@ def _control_parsers(sub: _Subparsers) -> None:
 
 
 class _ProbeAction(argparse.Action):
-    """-e adds [definition, filter]; -f fills in the filter of the -e before it (trace-cmd's way)."""
+    """-e adds [definition, filter]; -f fills in the filter of the -e before it, -R adds a
+    trigger to it (trace-cmd's way)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  value: object, option_string: str | None = None) -> None:
@@ -245,7 +249,10 @@ class _ProbeAction(argparse.Action):
         if option_string in ("-e", "--event"):
             probes.append([value, None])
         elif not probes:
-            parser.error(f"{option_string} {value!r}: no -e before it to filter")
+            parser.error(f"{option_string} {value!r}: no -e before it to "
+                         + ("filter" if option_string in ("-f", "--filter-event") else "trigger"))
+        elif option_string in ("-R", "--trigger"):
+            probes[-1].append(value)
         else:
             probes[-1][1] = value
         setattr(namespace, self.dest, probes)
@@ -304,6 +311,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
                    "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
+                   "-R", "--trigger",
                    "-C", "--clock",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
@@ -336,14 +344,14 @@ def _check_filters(globs: list[str], what: str) -> None:
 def _check_probes(probes: list[list[Any]]) -> None:
     """What can be checked before the program starts: the grammar of each -e,
     that no two name the same event, and each -f against the fields of its event.
-    ``probes``: [definition, filter or None] of each -e."""
+    ``probes``: [definition, filter or None, triggers...] of each -e."""
     if not probes:
         return
     from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
     from .events.trace_kprobe import compile_event_filter, event_name_pos
     from .events.tracepoints import check_tracepoint, tracepoint_name
     names: set[tuple[str, str]] = set()
-    for definition, filter_text in probes:
+    for definition, filter_text, *_ in probes:
         if tracepoint_name(definition) is not None:       # python:raise, audit:open, ...
             check_tracepoint(definition, filter_text)
             continue

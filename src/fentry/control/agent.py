@@ -487,7 +487,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     graph_notrace, max_graph_depth, tracing_thresh, tracer, profile
     (function_profile_enabled), stack (stack_tracer_enabled), clock
     (trace_clock, None: as it is), and probes, a list of [definition, filter or
-    None], each defined (in the shared kprobe_events), filtered and enabled.  A definition the same as
+    None, triggers...], each defined (in the shared kprobe_events), filtered and
+    enabled, then its triggers written (they may name any of the events).  A definition the same as
     one there already is that one.  Returns the events it defined.
 
     ``skip_refused_probes``: a probe the Tracefs refuses is left out, its
@@ -518,7 +519,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         from ..events.probe_parser import format_definition, parse_probe
         from ..events.tracepoints import tracepoint_name
     defined = []
-    for definition, filter_text in probes:
+    triggers = []
+    for definition, filter_text, *event_triggers in probes:
         point = tracepoint_name(definition)
         if point is not None:           # a tracepoint (python:raise): nothing to define
             fs.tracepoints.declare(*point)
@@ -526,6 +528,7 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
             if filter_text is not None:
                 fs.write(f"{path}/filter", filter_text)
             fs.write(f"{path}/enable", "1")
+            triggers += [(f"{path}/trigger", t) for t in event_triggers]
             continue
         defn = parse_probe(definition)
         key = (defn.group, defn.event)
@@ -542,6 +545,9 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         if filter_text is not None:
             fs.write(f"{path}/filter", filter_text)
         fs.write(f"{path}/enable", "1")
+        triggers += [(f"{path}/trigger", t) for t in event_triggers]
+    for path, trigger in triggers:
+        fs.write(path, trigger, append=True)
     if commands:
         fs.write(at + "set_ftrace_filter", " ".join(commands), append=True)
     return defined

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -42,6 +43,7 @@ from .probe_parser import (
     parse_probe,
 )
 from .stack import record_stack
+from .trigger import Trigger, Triggered
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -105,9 +107,10 @@ class ProbeEvent:
         return f
 
     def forget(self, instance: TraceInstance) -> None:
-        """``instance`` is removed: its file goes, disabled."""
+        """``instance`` is removed: its file goes, its triggers off, disabled."""
         f = self.files.pop(id(instance), None)
         if f is not None:
+            f.clear_triggers()
             f.disable()
             self._nhit += f.nhit
             self._nmissed += f.nmissed
@@ -170,10 +173,11 @@ class ProbeEvent:
         return {a.name: _filter_kind(a) for a in self.defn.args if a.kind != "args"}
 
 
-class EventFile:
+class EventFile(Triggered):
     """A probe event in one tracing instance (``struct trace_event_file``):
-    its ``enable`` and ``filter`` there, and while enabled the probe that
-    records into that instance's buffer."""
+    its ``enable``, ``filter`` and ``trigger`` there, and while enabled (or
+    in soft mode, for triggers) the probe that records into that instance's
+    buffer."""
 
     def __init__(self, event: ProbeEvent, instance: TraceInstance) -> None:
         self.event = event
@@ -190,6 +194,19 @@ class EventFile:
         # probe that has some pays for an entry store.
         self.at_entry = tuple(a for a in event.defn.args if a.kind in AT_ENTRY) \
             if event.defn.is_return else ()
+        self.init_triggers()
+        # What a hit of the Python path records with: in soft mode, the
+        # triggers' way (chosen when armed, so an event without any pays nothing).
+        self._record: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None] = \
+            self._record_event
+
+    @property
+    def group(self) -> str:
+        return self.event.group
+
+    @property
+    def name(self) -> str:
+        return self.event.name
 
     @property
     def enabled(self) -> bool:
@@ -242,7 +259,14 @@ class EventFile:
                                    self._entry_hit if self.at_entry else None,
                                    d.maxactive or KRETPROBE_MAXACTIVE_MAX)
         self._arm_filter(trace)
+        self._arm_triggers(trace)
         return trace
+
+    def _arm_triggers(self, trace: hotpath.ProbeTrace) -> None:
+        """Soft mode or not: which record the Python path makes, and what the C path calls."""
+        soft = bool(self.sm_ref)
+        self._record = self._record_triggered if soft else self._record_event
+        trace.set_triggers(self._c_triggers if soft else None, self._c_post_triggers if soft else None)
 
     def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python
@@ -285,6 +309,11 @@ class EventFile:
             self.trace = None
         self.probe = None
 
+    def rearm(self) -> None:
+        """In or out of soft mode: its hits run the triggers, or not."""
+        if self.trace is not None:
+            self._arm_triggers(self.trace)
+
     # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
     def _hit(self, frame: FrameType) -> None:
         """An entry, offset or line probe's hit, in Python (the C ProbeTrace's reference)."""
@@ -321,7 +350,29 @@ class EventFile:
         fields = dict(zip(self.event.field_names(code), values))
         return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
 
-    def _record(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
+    def _record_triggered(self, site: tuple[Any, ...], values: tuple[object, ...],
+                          frame: FrameType) -> None:
+        """The record in soft mode (``soft_hit``): the triggers, then the
+        record if it is to be, then the post triggers.  A fault counts as a
+        miss, recorded or not (as the C path counts it)."""
+        record, post = self.soft_hit(values, frame.f_code, frame)
+        if record:
+            self._record_event(site, values, frame)
+        elif any(v is FAULT for v in values):      # (is: a fetched value's __eq__ is not called)
+            self._nmissed += 1
+        if post:
+            self.call_post_triggers(post, frame)
+
+    def _c_triggers(self, values: tuple[object, ...]) -> object:
+        """The C path's hit in soft mode: the triggers, on the values it
+        fetched; whether to record, as ``_record_triggered`` decides."""
+        record, post = self.soft_hit(values, None, sys._getframe(1))    # (the probed frame)
+        return (record, post) if post else record
+
+    def _c_post_triggers(self, post: list[Trigger]) -> None:
+        self.call_post_triggers(post, sys._getframe(1))
+
+    def _record_event(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
         for v in values:
             if v is FAULT:
                 self._nmissed += 1
@@ -337,6 +388,15 @@ class EventFile:
         tb.record((self.event, site, values))
         if instance.options["stacktrace"]:
             record_stack(tb, frame)
+
+    def compile_trigger_filter(self, text: str) -> Filter:
+        return compile_event_filter(text, self.event.defn.args)
+
+    def trigger_fields(self, values: tuple[object, ...], code: CodeType | None,
+                       common: bool) -> dict[str, object]:
+        names = self.event._names          # (known once, unless $args names them per code)
+        fields = dict(zip(self.event.field_names(code) if names is None else names, values))
+        return _filter_values(fields) if common else fields
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.event.defn.args)
@@ -541,14 +601,14 @@ class ProbeEvents:
             try:
                 for e in events:
                     f = e.file(instance)
-                    if on and not f.enabled:
-                        f.enable()
+                    if on and (not f.enabled or f.soft_disabled):
+                        f.enable_disable(True)
                         done.append(f)
                     elif not on:
-                        f.disable()
+                        f.enable_disable(False)
             except TraceError as err:
                 for f in done:          # nothing half-applied
-                    f.disable()
+                    f.enable_disable(False)
                 self._fail(err)
 
     def set_filter(self, event: ProbeEvent, text: str, instance: TraceInstance) -> None:
@@ -567,6 +627,12 @@ class ProbeEvents:
                 if f.enabled:
                     f.disable()
                     f.enable()
+
+    def clear_triggers(self, instance: TraceInstance) -> None:
+        """Every trigger of ``instance``'s events off (the kernel's clear_event_triggers)."""
+        with self.lock:
+            for e in self.events.values():
+                e.file(instance).clear_triggers()
 
     def forget_instance(self, instance: TraceInstance) -> None:
         """``instance`` is removed: every event's file there goes, disabled."""
