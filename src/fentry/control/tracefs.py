@@ -37,8 +37,11 @@ from ..tracers.stack import StackTracer, stack_text
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 from .readme import readme_text
 
-EVENT_FILES = ("enable", "filter", "format", "id")
+EVENT_FILES = ("enable", "filter", "format", "hist", "id", "trigger")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+# An event's trigger file with none set (the kernel's, with the commands fentry has).
+_NO_TRIGGERS = "# Available triggers:\n# hist\n"
 
 Reader = Callable[[], str] | None
 Writer = Callable[[str, bool], None] | None
@@ -335,6 +338,9 @@ class Tracefs:
                        lambda text, append: probes.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
+            "hist": (lambda: event.file(inst).hists.text(), None),
+            "trigger": (lambda: event.file(inst).hists.infos() or _NO_TRIGGERS,
+                        lambda text, append: probes.write_trigger(event, text, append, inst)),
         }[parts[2]]
 
     def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
