@@ -84,6 +84,10 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help=f"add a probe event (a kprobe_events line), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
+    p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
+                   help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
+                        "[:size=N], as written after hist: to its trigger file), printed at the "
+                        "end; an -e event it names feeds the hist only; repeatable")
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
                    help="a trace_options word, e.g. funcgraph-tail; repeatable")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE")
@@ -303,7 +307,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
                    "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
-                   "-C", "--clock",
+                   "-C", "--clock", "--hist",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
@@ -330,6 +334,23 @@ def _check_filters(globs: list[str], what: str) -> None:
         except TraceError as e:
             e.subsystem = f"fentry run {what}"
             raise
+
+
+def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
+    """Each --hist against the -e it names (its fields), before the program starts."""
+    from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
+    from .events.probe_parser import parse_probe
+    from .events.trace_kprobe import _filter_kind
+    defns = [parse_probe(definition) for definition, _ in probes]
+    for text in hists:
+        group, name, param = split_hist_option(text)
+        found = [d for d in defns if d.event == name and group in (None, d.group)]
+        if len(found) != 1:
+            raise TraceError("HIST_NO_EVENT", text, 0, subsystem="fentry --hist",
+                             detail="give it as GRP:EVENT" if found else "define it with -e")
+        fields = {**COMMON_HIST_FIELDS, **{a.name: _filter_kind(a) for a in found[0].args
+                                          if a.kind != "args"}}
+        parse_hist(param, fields, f"hist:{found[0].group}:{found[0].event}")
 
 
 def _check_probes(probes: list[list[Any]]) -> None:
@@ -398,6 +419,7 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
                              detail=f"{opts.buffer_size_kb} KB per thread is more than the "
                                     f"{available} KB of memory available")
         _check_probes(opts.probes)
+        _check_hists(opts.hist, opts.probes)
     except TraceError as e:
         print(e.render(), file=sys.stderr)
         return False
@@ -411,7 +433,7 @@ def _settings(opts: argparse.Namespace) -> dict[str, Any]:
             "graph_function": opts.graph_function, "graph_notrace": opts.graph_notrace,
             "max_graph_depth": opts.max_graph_depth, "tracing_thresh": opts.tracing_thresh,
             "profile": getattr(opts, "profile", False), "clock": opts.clock,
-            "stack": getattr(opts, "stack", False)}
+            "stack": getattr(opts, "stack", False), "hists": opts.hist}
 
 
 def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
@@ -593,6 +615,13 @@ def _write_profiles(live: Live) -> None:
             live.report.write(profile_text(stream).encode())
         if stream.stack is not None:
             live.report.write(stack_report(stream).encode())
+        write_hists(live.report, stream)
+
+
+def write_hists(out: BinaryIO, stream: Any) -> None:
+    """A stream's hist files (fentry run --hist), each under its event's name."""
+    for h in stream.hists or ():
+        out.write(f"\n# events/{h['event']}/hist\n{h['text']}".encode())
 
 
 def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) -> None:
@@ -771,6 +800,12 @@ def cmd_report(opts: argparse.Namespace) -> int:
     sink = make_sink(out)
     streams = read_recording(reader, sink)
     reader.close()
+    if opts.format == "text" and sink.error is None:
+        try:
+            for stream in streams.streams.values():
+                write_hists(out, stream)
+        except OSError as e:
+            sink.error = e
     try:
         if close_out:
             out.close()

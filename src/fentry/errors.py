@@ -155,6 +155,8 @@ ERRORS: dict[str, str] = {
     "HIST_NO_VARS": "Variables are not supported in fentry's hist triggers (yet)",
     "HIST_NO_ACTIONS": "Actions (onmatch, onmax, onchange) are not supported in fentry's hist triggers (yet)",
     "HIST_NO_EXPR": "Expressions are not supported in fentry's hist triggers (yet)",
+    "HIST_BAD_OPTION": "Expected [GRP:]EVENT:keys=KEYS[:vals=...][:sort=...][:size=N]... (a hist trigger on EVENT)",
+    "HIST_NO_EVENT": "No such event for the hist trigger",
     # -- (end of hist triggers)
 }
 

@@ -591,3 +591,25 @@ def _with_common(fields: dict[str, object]) -> dict[str, object]:
     d: dict[str, object] = {"comm": _thread_name(), "common_pid": threading.get_native_id()}
     d.update(fields)
     return d
+
+
+_ATTR_WORDS = ("pause", "cont", "continue", "clear", "nohitcount", "NOHC")
+
+
+def split_hist_option(text: str) -> tuple[str | None, str, str]:
+    """``fentry run --hist [GRP:|GRP/]EVENT:[hist:]KEYS...``: (group or None,
+    event, the trigger after ``hist:``).  The event's words are those before
+    the first with ``=`` (or a bare attribute such as ``pause``)."""
+    words = text.split(":")
+    i = next((i for i, w in enumerate(words) if "=" in w or w in _ATTR_WORDS or w == "hist"),
+             len(words))
+    event = words[:i]
+    rest = words[i:]
+    if rest and rest[0] == "hist":
+        rest = rest[1:]
+    if len(event) == 1 and "/" in event[0]:
+        event = event[0].split("/", 1)
+    if not rest or not 1 <= len(event) <= 2 or not all(event):
+        raise TraceError("HIST_BAD_OPTION", text, 0, subsystem="fentry --hist")
+    group = event[0] if len(event) == 2 else None
+    return group, event[-1], ":".join(rest)
