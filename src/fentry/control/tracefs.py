@@ -37,11 +37,8 @@ from ..tracers.stack import StackTracer, stack_text
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 from .readme import readme_text
 
-EVENT_FILES = ("enable", "filter", "format", "hist", "id", "trigger")
+EVENT_FILES = ("enable", "filter", "format", "id")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-# An event's trigger file with none set (the kernel's, with the commands fentry has).
-_NO_TRIGGERS = "# Available triggers:\n# hist\n"
 
 Reader = Callable[[], str] | None
 Writer = Callable[[str, bool], None] | None
@@ -125,7 +122,8 @@ class Tracefs:
         fentry._marker = self.program_marker
         self.lock = threading.RLock()
         # The function profiler is the top level's, on its filters, as the kernel's.
-        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,
+                                         self.instance.options)
         self.stack = StackTracer()      # the process's, as the kernel's is global
         # Files only the top level has: name -> (reader, writer(text, append)).
         self.global_files: dict[str, tuple[Reader, Writer]] = {
@@ -338,9 +336,6 @@ class Tracefs:
                        lambda text, append: probes.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
-            "hist": (lambda: event.file(inst).hists.text(), None),
-            "trigger": (lambda: event.file(inst).hists.infos() or _NO_TRIGGERS,
-                        lambda text, append: probes.write_trigger(event, text, append, inst)),
         }[parts[2]]
 
     def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
@@ -361,7 +356,8 @@ class Tracefs:
             self.rmdir(f"instances/{name}")
         self.write("events/enable", "0")
         self.write("function_profile_enabled", "0")
-        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
+        self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,
+                                         self.instance.options)
         self.write("stack_tracer_enabled", "0")
         self.stack = StackTracer()
         self.write("kprobe_events", "")

@@ -30,7 +30,6 @@ from ..tracers.ring_buffer import SKIP_EVENT
 from .event_format import EventFormat
 from .fetch import AT_ENTRY, FAULT, fast_specs, fetch_all, snapshot
 from .filter import NO_FILTER, Filter, compile_filter
-from .hist import COMMON_HIST_FIELDS, HistFile, parse_hist
 from .probe_parser import (
     KRETPROBE_MAXACTIVE_MAX,
     FetchArg,
@@ -85,9 +84,8 @@ class ProbeEvent:
 
     @property
     def enabled(self) -> bool:
-        """Enabled in some instance, or armed for its triggers there (then
-        it cannot be removed: busy)."""
-        return any(f.armed for f in self.files.values())
+        """Enabled in some instance (then it cannot be removed: busy)."""
+        return any(f.enabled for f in self.files.values())
 
     @property
     def nhit(self) -> int:
@@ -110,8 +108,7 @@ class ProbeEvent:
         """``instance`` is removed: its file goes, disabled."""
         f = self.files.pop(id(instance), None)
         if f is not None:
-            f.hists.clear()
-            f.disable(keep_triggers=False)
+            f.disable()
             self._nhit += f.nhit
             self._nmissed += f.nmissed
 
@@ -193,22 +190,9 @@ class EventFile:
         # probe that has some pays for an entry store.
         self.at_entry = tuple(a for a in event.defn.args if a.kind in AT_ENTRY) \
             if event.defn.is_return else ()
-        # Its hist triggers (events/hist.py), fed on the Python path; with
-        # some, the probe stays armed while the event is disabled ("soft":
-        # hits feed them, the ring buffer gets nothing), as the kernel's
-        # SOFT_MODE.  The trigger framework is to own this hook.
-        self.hists = HistFile({**COMMON_HIST_FIELDS, **event.field_kinds()},
-                              f"hist:{event.group}:{event.name}")
-        self.soft = False
 
     @property
     def enabled(self) -> bool:
-        """Its ``enable`` is 1 (armed for its triggers only is not enabled)."""
-        return self.probe is not None and not self.soft
-
-    @property
-    def armed(self) -> bool:
-        """Its probe is in place: enabled, or fed to its triggers (then busy)."""
         return self.probe is not None
 
     @property
@@ -224,7 +208,6 @@ class EventFile:
     # -- enable / disable
     def enable(self) -> None:
         if self.probe is not None:
-            self.soft = False       # (armed for its triggers: from now on recorded too)
             return
         d = self.event.defn
         command = format_definition(d)
@@ -264,7 +247,7 @@ class EventFile:
     def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python
         path (so with the ``stacktrace`` option, which records the stack there)."""
-        if self.instance.options["stacktrace"] or self.hists.triggers:
+        if self.instance.options["stacktrace"]:
             return None
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
@@ -288,15 +271,9 @@ class EventFile:
             program = None
         trace.set_filter(program, self._matches)
 
-    def disable(self, keep_triggers: bool = True) -> None:
-        """``enable`` 0: the probe goes, unless hist triggers keep it armed
-        (``keep_triggers``), unrecorded."""
+    def disable(self) -> None:
         if self.probe is None:
             return
-        if keep_triggers and self.hists.triggers:
-            self.soft = True
-            return
-        self.soft = False
         if isinstance(self.probe, kprobes.Kretprobe):      # (the definition's is_return)
             kprobes.unregister_kretprobe(self.probe)
         else:
@@ -349,10 +326,6 @@ class EventFile:
             if v is FAULT:
                 self._nmissed += 1
                 break
-        if self.hists.triggers:     # before the event's filter and tracing_on, as the kernel's
-            self.hists.hit(dict(zip(self.event.field_names(frame.f_code), values)), frame)
-            if self.soft:
-                return
         instance = self.instance
         if not instance.tracing_on:
             return
@@ -364,20 +337,6 @@ class EventFile:
         tb.record((self.event, site, values))
         if instance.options["stacktrace"]:
             record_stack(tb, frame)
-
-    def hist_command(self, param: str, remove: bool) -> None:
-        """``hist:PARAM`` (``!hist:PARAM``) written to the event's ``trigger``
-        file.  A first trigger arms the probe (soft, if the event is not
-        enabled), the last one gone disarms it; the hot path is remade
-        whenever the triggers change, as they decide which path hits take."""
-        args = self.event.defn.args
-        if not self.hists.command(param, remove, lambda text: compile_event_filter(text, args)):
-            return
-        was_enabled = self.enabled
-        self.disable(keep_triggers=False)
-        if was_enabled or self.hists.triggers:
-            self.enable()
-            self.soft = not was_enabled
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.event.defn.args)
@@ -599,46 +558,6 @@ class ProbeEvents:
             e.subsystem = "event filter parse error"
             self._fail(e)
 
-    def write_trigger(self, event: ProbeEvent, text: str, append: bool,
-                      instance: TraceInstance) -> None:
-        """A write to the event's ``trigger`` file: ``hist:...`` or
-        ``!hist:...`` (the trigger framework is to take the other commands);
-        ``>`` removes its triggers first, as the kernel's O_TRUNC does, once
-        the command is known to be good."""
-        f = event.file(instance)
-        command = text.strip()
-        remove = command.startswith("!")
-        name, colon, param = command.removeprefix("!").partition(":")
-        with self.lock, check_batch():
-            if not command:
-                if not append:
-                    f.hists.clear()
-                    self._retrigger(f)
-                return
-            if name != "hist" or not colon:
-                raise TraceError("HIST_EINVAL", command, 0, subsystem=f.hists.location)
-            try:
-                if not append and not remove:
-                    parse_hist(param, f.hists.fields, f.hists.location)    # (raises before clearing)
-                    f.hists.clear()
-                    self._retrigger(f)
-                f.hist_command(param, remove)
-            except TraceError as e:
-                if getattr(e, "logged", True):
-                    self.log(e)
-                raise
-
-    @staticmethod
-    def _retrigger(f: EventFile) -> None:
-        """``f``'s probe remade as its enable and triggers now say: its
-        triggers gone, disarmed if not enabled, else back on the fast path."""
-        if f.probe is None:
-            return
-        was_enabled = f.enabled
-        f.disable(keep_triggers=False)
-        if was_enabled:
-            f.enable()
-
     def rearm(self, instance: TraceInstance) -> None:
         """The events enabled in ``instance``, enabled anew: its
         ``stacktrace`` option changed, and with it which path their hits take."""
@@ -646,7 +565,7 @@ class ProbeEvents:
             for e in self.events.values():
                 f = e.file(instance)
                 if f.enabled:
-                    f.disable(keep_triggers=False)
+                    f.disable()
                     f.enable()
 
     def forget_instance(self, instance: TraceInstance) -> None:
