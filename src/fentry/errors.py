@@ -27,6 +27,12 @@ ERRORS: dict[str, str] = {
     "CMD_NEEDS_EVENT": "Invalid argument: expected SYSTEM:EVENT",
     "CMD_NO_EVENT": "Invalid argument: no such event",
     "CMD_NOT_SET": "No such device: no such command is set on those functions",
+    # events/GRP/EVENT/trigger (trace_events_trigger.c): the kernel's bare -EINVAL and -EEXIST, said;
+    # with CMD_NEEDS_EVENT, CMD_NO_EVENT and BAD_CMD_COUNT above
+    "NO_SUCH_TRIGGER": "Invalid argument: no such trigger command",
+    "TRIGGER_EXISTS": "File exists: the event has a trigger of that kind already",
+    "TRIGGER_NEEDS_IF": "Invalid argument: expected a count, or if FILTER",
+    "TRIGGER_NO_FILTER": "Invalid argument: no filter after if",
     # tracefs files
     "NO_SUCH_FILE": "No such file",
     "NOT_WRITABLE": "File is not writable",

@@ -27,6 +27,7 @@ from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.marker import marker_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
+from ..events.trigger import TriggerContext, Triggered
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
 from ..tracers import rename
@@ -37,7 +38,7 @@ from ..tracers.stack import StackTracer, stack_text
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 from .readme import readme_text
 
-EVENT_FILES = ("enable", "filter", "format", "id")
+EVENT_FILES = ("enable", "filter", "format", "id", "trigger")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 Reader = Callable[[], str] | None
@@ -318,7 +319,7 @@ class Tracefs:
         return entry
 
     def _event_file(self, inst: TraceInstance, parts: list[str]) -> tuple[Reader, Writer] | None:
-        """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,id}."""
+        """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,id,trigger}."""
         probes = self.probes
         if len(parts) == 2 and parts[1] == "enable" and parts[0] in probes.groups():
             group = probes.in_group(parts[0])
@@ -330,13 +331,23 @@ class Tracefs:
         if event is None:
             return None
         return {
-            "enable": (lambda: enable_text([event], inst),
+            "enable": (lambda: event.file(inst).enable_text(),
                        lambda text, append: probes.set_enable([event], _parse_bool(text), inst)),
             "filter": (lambda: event.file(inst).filter.text + "\n",
                        lambda text, append: probes.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
+            "trigger": (lambda: event.file(inst).trigger_text(),
+                        lambda text, append: self._write_trigger(event.file(inst), text, append)),
         }[parts[2]]
+
+    def _write_trigger(self, file: Triggered, text: str, append: bool) -> None:
+        """A write to an event's ``trigger``: its commands name events of the same instance."""
+        def find(group: str, name: str) -> Triggered | None:
+            event = self.probes.find(group, name)
+            return event.file(file.instance) if event is not None else None
+        with self.probes.lock:
+            file.write_trigger(text, append, TriggerContext(text, find, self.probes.log))
 
     def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
         """trace_stat/function<TID>: a thread's profile, as the kernel's per-CPU one."""
@@ -354,6 +365,7 @@ class Tracefs:
         tracer, no filter, default options and size, empty buffers and error_log."""
         for name in list(self.instances):
             self.rmdir(f"instances/{name}")
+        self.probes.clear_triggers(self.instance)
         self.write("events/enable", "0")
         self.write("function_profile_enabled", "0")
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,

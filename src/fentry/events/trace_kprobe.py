@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -42,6 +43,7 @@ from .probe_parser import (
     parse_probe,
 )
 from .stack import record_stack
+from .trigger import Triggered
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -105,9 +107,10 @@ class ProbeEvent:
         return f
 
     def forget(self, instance: TraceInstance) -> None:
-        """``instance`` is removed: its file goes, disabled."""
+        """``instance`` is removed: its file goes, its triggers off, disabled."""
         f = self.files.pop(id(instance), None)
         if f is not None:
+            f.clear_triggers()
             f.disable()
             self._nhit += f.nhit
             self._nmissed += f.nmissed
@@ -170,10 +173,11 @@ class ProbeEvent:
         return {a.name: _filter_kind(a) for a in self.defn.args if a.kind != "args"}
 
 
-class EventFile:
+class EventFile(Triggered):
     """A probe event in one tracing instance (``struct trace_event_file``):
-    its ``enable`` and ``filter`` there, and while enabled the probe that
-    records into that instance's buffer."""
+    its ``enable``, ``filter`` and ``trigger`` there, and while enabled (or
+    in soft mode, for triggers) the probe that records into that instance's
+    buffer."""
 
     def __init__(self, event: ProbeEvent, instance: TraceInstance) -> None:
         self.event = event
@@ -190,6 +194,19 @@ class EventFile:
         # probe that has some pays for an entry store.
         self.at_entry = tuple(a for a in event.defn.args if a.kind in AT_ENTRY) \
             if event.defn.is_return else ()
+        self.init_triggers()
+        # What a hit of the Python path records with: in soft mode, the
+        # triggers' way (chosen when armed, so an event without any pays nothing).
+        self._record: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None] = \
+            self._record_event
+
+    @property
+    def group(self) -> str:
+        return self.event.group
+
+    @property
+    def name(self) -> str:
+        return self.event.name
 
     @property
     def enabled(self) -> bool:
@@ -233,6 +250,7 @@ class EventFile:
     def _make_trace(self) -> hotpath.ProbeTrace:
         """The hot path's handler for this probe."""
         specs = self._fast_specs()
+        self._record = self._record_triggered if self.sm_ref else self._record_event
         buffer = self.instance.buffer
         d = self.event.defn
         # Without rNN, as many activations as the kernel allows at most:
@@ -246,8 +264,9 @@ class EventFile:
 
     def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python
-        path (so with the ``stacktrace`` option, which records the stack there)."""
-        if self.instance.options["stacktrace"]:
+        path (so with the ``stacktrace`` option, which records the stack there,
+        and in soft mode, where the triggers run)."""
+        if self.instance.options["stacktrace"] or self.sm_ref:
             return None
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
@@ -285,6 +304,12 @@ class EventFile:
             self.trace = None
         self.probe = None
 
+    def rearm(self) -> None:
+        """Enabled anew, if enabled: which path its hits take has changed."""
+        if self.probe is not None:
+            self.disable()
+            self.enable()
+
     # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
     def _hit(self, frame: FrameType) -> None:
         """An entry, offset or line probe's hit, in Python (the C ProbeTrace's reference)."""
@@ -321,7 +346,26 @@ class EventFile:
         fields = dict(zip(self.event.field_names(code), values))
         return self.filter.matches(_filter_values(fields) if self.filter_common else fields)
 
-    def _record(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
+    def _record_triggered(self, site: tuple[Any, ...], values: tuple[object, ...],
+                          frame: FrameType) -> None:
+        """The record in soft mode, as the kernel's trace_trigger_soft_disabled
+        and event_trigger_unlock_commit: the triggers run whatever the
+        event's filter and ``tracing_on`` say; the event records unless soft
+        disabled.  Triggers with a condition see the record made (or not:
+        tracing was off) before they run, post triggers run after it."""
+        if not self.trigger_cond:
+            self.call_triggers(values, frame.f_code, frame)
+            if not self.soft_disabled:
+                self._record_event(site, values, frame)
+            return
+        on = self.instance.tracing_on
+        post = self.call_triggers(values, frame.f_code, frame)
+        if on and not self.soft_disabled:
+            self._record_event(site, values, frame)
+        if post:
+            self.call_post_triggers(post, frame)
+
+    def _record_event(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
         for v in values:
             if v is FAULT:
                 self._nmissed += 1
@@ -337,6 +381,14 @@ class EventFile:
         tb.record((self.event, site, values))
         if instance.options["stacktrace"]:
             record_stack(tb, frame)
+
+    def compile_trigger_filter(self, text: str) -> Filter:
+        return compile_event_filter(text, self.event.defn.args)
+
+    def trigger_fields(self, values: tuple[object, ...], code: CodeType | None,
+                       common: bool) -> dict[str, object]:
+        fields = dict(zip(self.event.field_names(code), values))
+        return _filter_values(fields) if common else fields
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_event_filter(text, self.event.defn.args)
@@ -541,14 +593,14 @@ class ProbeEvents:
             try:
                 for e in events:
                     f = e.file(instance)
-                    if on and not f.enabled:
-                        f.enable()
+                    if on and (not f.enabled or f.soft_disabled):
+                        f.enable_disable(True)
                         done.append(f)
                     elif not on:
-                        f.disable()
+                        f.enable_disable(False)
             except TraceError as err:
                 for f in done:          # nothing half-applied
-                    f.disable()
+                    f.enable_disable(False)
                 self._fail(err)
 
     def set_filter(self, event: ProbeEvent, text: str, instance: TraceInstance) -> None:
@@ -563,10 +615,13 @@ class ProbeEvents:
         ``stacktrace`` option changed, and with it which path their hits take."""
         with self.lock:
             for e in self.events.values():
-                f = e.file(instance)
-                if f.enabled:
-                    f.disable()
-                    f.enable()
+                e.file(instance).rearm()
+
+    def clear_triggers(self, instance: TraceInstance) -> None:
+        """Every trigger of ``instance``'s events off (the kernel's clear_event_triggers)."""
+        with self.lock:
+            for e in self.events.values():
+                e.file(instance).clear_triggers()
 
     def forget_instance(self, instance: TraceInstance) -> None:
         """``instance`` is removed: every event's file there goes, disabled."""
