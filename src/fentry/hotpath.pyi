@@ -332,12 +332,19 @@ def graph_args_event(local: threading.local, attach: _Attach, kind: int,
     fast locals (its parameters), each kept as ``graph_retval_event`` keeps
     a value; ``fault`` for an unbound one.  ``depth``: the traced frame's."""
 def profile_event(local: threading.local, attach: Callable[[], ProfileStat], kind: int,
-                  nargs: int, /) -> _Handler:
+                  nargs: int, depth: int = ..., /) -> _Handler:
     """The function profiler's handler of one code object, on the thread's
     ProfileStat (``local.ps``, made by ``attach()``): ``kind`` 0 at PY_START
     (a hit, and an activation begins), 1 at PY_RESUME or PY_THROW (an
     activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (the innermost
-    activation of that code ends; none seen: nothing).  ``nargs``: the event's."""
+    activation of that code ends; none seen: nothing).  With sleep-time, a
+    generator's or coroutine's: 3 at PY_START (a hit, and a call begins in
+    the traced frame, at most PROFILE_CALLS (64) of them followed per thread,
+    the oldest dropped), 4 at PY_YIELD (its activation ends, kept in the
+    call), 5 at PY_RETURN or PY_UNWIND (the call ends: its time is from its
+    first start, the time suspended in; a call not followed counts the
+    activation, as 2).  ``nargs``: the event's; ``depth``: the traced
+    frame's (C ignores it: a handler adds no frame)."""
 def stack_check(stack: StackMax, depth: int, /) -> _Handler:
     """The stack tracer's PY_START handler: if the calling thread's stack is
     deeper than ``stack.max`` frames, it is the new maximum (the only case

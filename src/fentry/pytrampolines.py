@@ -889,16 +889,23 @@ def graph_gated_event(local, attach, kind: int, role: int, max_depth: int, thres
 
 # -- the function profiler (see ctrampolines/profile.c)
 
+# How many generator or coroutine calls under way a thread follows with
+# sleep-time (see ctrampolines/profile.c's PROF_CALLS): the oldest is dropped.
+_PROFILE_CALLS = 64
+
+
 class ProfileStat:
     """One thread's function profile: per function, an entry
-    ``[hits, time, time_sq, self, self_sq, code]`` (nanoseconds), and the
+    ``[hits, time, time_sq, self, self_sq, code]`` (nanoseconds), the
     stack of activations under way, ``[entry, start, sub]`` (``sub``: the
-    time of the profiled calls it made)."""
-    __slots__ = ("_entries", "_stack")
+    time of the profiled calls it made), and with sleep-time the generator
+    calls under way, id(frame) -> ``[entry, start, sub]``, oldest first."""
+    __slots__ = ("_entries", "_stack", "_calls")
 
     def __init__(self) -> None:
         self._entries: dict[int, list] = {}
         self._stack: list[list] = []
+        self._calls: dict[int, list] = {}
 
     @property
     def depth(self) -> int:
@@ -917,18 +924,54 @@ class ProfileStat:
         return e
 
 
-def profile_event(local, attach, kind: int, nargs: int):
+def _entry_add(e: list, dt: int, sub: int) -> None:
+    own = dt - sub if dt > sub else 0
+    e[1] += dt
+    e[2] += dt * dt
+    e[3] += own
+    e[4] += own * own
+
+
+def profile_event(local, attach, kind: int, nargs: int, depth: int = DIRECT):
     """The function profiler's handler of one code object: ``kind`` 0 at
     PY_START (a hit, and an activation begins), 1 at PY_RESUME or PY_THROW
-    (an activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (it ends).
+    (an activation begins), 2 at PY_RETURN, PY_YIELD or PY_UNWIND (it ends);
+    with sleep-time, a generator's or coroutine's 3 at PY_START (a call
+    begins too), 4 at PY_YIELD (its activation ends, in the call) and 5 at
+    PY_RETURN or PY_UNWIND (the call ends: its time from its first start).
     The thread's ProfileStat is ``local.ps``, made by ``attach()``.  Exactly
-    ``nargs`` parameters, as graph_event's."""
+    ``nargs`` parameters, as graph_event's; the traced frame is
+    ``sys._getframe(depth)``."""
     # (the ProfileStat last used, this code's entry in it): one assignment,
     # so that threads cannot mix its halves
     cache: tuple[ProfileStat | None, list] = (None, [])
 
     # The bodies are repeated inline: a helper would be a frame more (see the dispatchers).
-    if kind != 2:
+    if kind == 3:
+        def profile_gen_begin(code, offset):  # hot path
+            nonlocal cache
+            try:
+                st = local.ps
+            except AttributeError:
+                st = attach()
+            c = cache
+            if c[0] is st:
+                e = c[1]
+            else:
+                e = st._entry(code)
+                cache = (st, e)
+            e[0] += 1
+            calls = st._calls
+            key = id(_getframe(depth))
+            calls.pop(key, None)        # (a generator closed suspended, its frame reused)
+            if len(calls) >= _PROFILE_CALLS:
+                del calls[next(iter(calls))]
+            now = perf_counter_ns()
+            calls[key] = [e, now, 0]
+            st._stack.append([e, now, 0])
+        return profile_gen_begin
+
+    if kind != 2 and kind < 4:
         hit = kind == 0
         if nargs == 2:
             def profile_begin(code, offset):  # hot path
@@ -964,6 +1007,37 @@ def profile_event(local, attach, kind: int, nargs: int):
                 e[0] += 1
             st._stack.append([e, perf_counter_ns(), 0])
         return profile_begin3
+
+    if kind != 2:
+        final = kind == 5
+
+        def profile_gen_end(code, offset, arg):  # hot path
+            now = perf_counter_ns()
+            try:
+                st = local.ps
+            except AttributeError:
+                return
+            stack = st._stack
+            d = len(stack)
+            while d and stack[d - 1][0][5] is not code:
+                d -= 1
+            if not d:
+                return
+            e, start, sub = stack[d - 1]
+            del stack[d - 1:]
+            dt = now - start
+            key = id(_getframe(depth))
+            call = st._calls.get(key)
+            if call is None or call[0] is not e:
+                _entry_add(e, dt, sub)
+            elif not final:
+                call[2] += sub
+            else:
+                del st._calls[key]
+                _entry_add(e, now - call[1], call[2] + sub)
+            if d > 1:
+                stack[d - 2][2] += dt
+        return profile_gen_end
 
     def profile_end(code, offset, arg):  # hot path
         now = perf_counter_ns()

@@ -40,7 +40,7 @@ def test_retval_and_args_written_live_and_toggled_while_tracing(target):
     assert got.returncode == 0, got.stderr
     assert fentry("-p", pid, "read", "current_tracer").stdout == "function_graph\n"
     wait_for(lambda: graph(pid)[-1:] == ["add();"], what="add's calls without values")
-    bad = fentry("-p", pid, "write", "trace_options", "funcgraph-retval sleep-time")
+    bad = fentry("-p", pid, "write", "trace_options", "funcgraph-retval funcgraph-irqs")
     assert bad.returncode == 1 and "^" in bad.stderr
     assert fentry("-p", pid, "read", "options/funcgraph-retval").stdout == "0\n"   # nothing half-applied
     got = fentry("-p", pid, "detach")

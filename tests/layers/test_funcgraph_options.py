@@ -241,7 +241,8 @@ def test_options_files_and_trace_options_agree(fs):
     assert fs.read("options/funcgraph-retval") == "1\n"
     assert "funcgraph-retval\n" in fs.read("trace_options")
     assert "nofuncgraph-args\n" in fs.read("trace_options")
-    for left_out in ("sleep-time", "funcgraph-irqs", "funcgraph-cpu"):
+    assert fs.read("options/sleep-time") == "1\n"       # (the profiler's)
+    for left_out in ("funcgraph-irqs", "funcgraph-cpu"):
         with pytest.raises(TraceError):
             fs.write("trace_options", left_out)
 

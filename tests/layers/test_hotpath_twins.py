@@ -895,3 +895,46 @@ def test_a_profile_exit_whose_start_was_not_seen_counts_nothing(impl):
     assert p.local.ps.depth == 0
     stats = {code.co_name: rest for code, *rest in p.local.ps.stats()}
     assert stats["outer_p"][0] == 1 and "inner_p" not in stats     # no hit, no time: no row
+
+
+def gen_p(n):
+    for i in range(n):
+        inner_p()
+        yield i
+
+
+def test_profile_generator_events_count_a_call_from_its_first_start_sleep_included(impl, monitor):
+    p = Profiles(impl)
+    code = gen_p.__code__
+    starts, resumes, yields, returns = impl.CodeTable(), impl.CodeTable(), impl.CodeTable(), impl.CodeTable()
+    starts[id(code)] = impl.profile_event(p.local, p.attach, 3, 2, impl.DIRECT)
+    resumes[id(code)] = impl.profile_event(p.local, p.attach, 1, 2)
+    yields[id(code)] = impl.profile_event(p.local, p.attach, 4, 3, impl.DIRECT)
+    returns[id(code)] = impl.profile_event(p.local, p.attach, 5, 3, impl.DIRECT)
+    starts[id(inner_p.__code__)] = impl.profile_event(p.local, p.attach, 0, 2)
+    returns[id(inner_p.__code__)] = impl.profile_event(p.local, p.attach, 2, 3)
+    monitor(E.PY_START, impl.entry_dispatcher(starts, Calls(), Calls()), code, inner_p.__code__)
+    monitor(E.PY_RESUME, impl.dispatcher(resumes, Calls(), 2, True), code)
+    monitor(E.PY_YIELD, impl.dispatcher(yields, Calls(), 3, True), code)
+    monitor(E.PY_RETURN, impl.dispatcher(returns, Calls(), 3, True), code, inner_p.__code__)
+    for _ in gen_p(3):
+        time.sleep(0.01)                # suspended: in its time, and in its self time
+    stats = {c.co_name: rest for c, *rest in p.local.ps.stats()}
+    hits, t, tsq, own, _ = stats["gen_p"]
+    assert hits == 1 and stats["inner_p"][0] == 3 and p.local.ps.depth == 0
+    assert t >= 36_000_000 and own >= 30_000_000
+    assert abs(own - (t - stats["inner_p"][1])) <= 2          # less inner's time only
+    assert tsq == t * t or abs(tsq - t * t) <= t * t // 1000  # one call: one sample
+    # Suspended and never ended, more than a thread follows: the oldest
+    # dropped, nothing left under way, and a call after them still counts whole.
+    left = [gen_p(1) for _ in range(70)]
+    for g in left:
+        next(g)
+    del left, g
+    assert p.local.ps.depth == 0
+    for _ in gen_p(1):
+        time.sleep(0.01)
+    hits2, t2, *_ = {c.co_name: rest for c, *rest in p.local.ps.stats()}["gen_p"]
+    assert hits2 == 72 and t2 - t >= 12_000_000
+    if impl is pytrampolines:
+        assert len(p.local.ps._calls) <= pytrampolines._PROFILE_CALLS

@@ -171,7 +171,7 @@ SLEEPS = """
     def consume():
         g = gen()
         for _ in g:
-            time.sleep(0.05)        # gen is suspended: not its time
+            time.sleep(0.05)        # gen is suspended: its time with sleep-time only
         g2 = gen()
         next(g2)
         g2.close()
@@ -189,12 +189,24 @@ def test_time_with_graph_time_includes_the_calls_made(tmp_path):
     assert rows["inner"][1] >= 200_000 and rows["outer"][1] >= rows["inner"][1] + 50_000
     # The exception ends raiser's time where it leaves: catcher's sleep after it is not in it.
     assert rows["raiser"][1] >= 50_000 and rows["catcher"][1] >= rows["raiser"][1] + 200_000
-    # Two generators started (one closed early): 2 hits, and only their running
-    # time, not the 3 x 50 ms they spent suspended.
-    assert rows["gen"][0] == 2 and rows["gen"][1] < 100_000
+    # Two generators started (one closed early): 2 hits, and with sleep-time
+    # (the default) the 3 x 50 ms the first spent suspended.
+    assert rows["gen"][0] == 2 and rows["gen"][1] >= 150_000
     assert rows["consume"][1] >= 150_000
     assert {name: hits for name, (hits, _) in rows.items()} == {
         "inner": 1, "outer": 1, "raiser": 1, "catcher": 1, "gen": 2, "consume": 1}
+
+
+@pytest.mark.parametrize("graph_time", ["graph-time", "nograph-time"])
+def test_run_profile_nosleep_time_counts_a_generators_activations_only(tmp_path, graph_time):
+    proc, _, table = run_profile(tmp_path, SLEEPS, "-O", "nosleep-time", "-O", graph_time,
+                                 "-l", "gen", "-l", "consume")
+    assert proc.returncode == 0, proc.stderr
+    rows = {k.split(":")[1]: v for k, v in stat(table).items()}
+    # 2 hits, and only their running time, not the 3 x 50 ms suspended
+    # (which is consume's own, in its self time too).
+    assert rows["gen"][0] == 2 and rows["gen"][1] < 100_000
+    assert rows["consume"][0] == 1 and rows["consume"][1] >= 150_000
 
 
 def test_time_without_graph_time_is_self_time(tmp_path):
@@ -231,8 +243,10 @@ def test_recursion_counts_each_activation(fs):
     assert total >= 60_000 and own >= 30_000 and 1.8 <= total / own <= 2.2
 
 
-def test_generators_and_coroutines_count_one_call_each_and_close_every_activation(fs):
+@pytest.mark.parametrize("sleep_time", ["sleep-time", "nosleep-time"])
+def test_generators_and_coroutines_count_one_call_each_and_close_every_activation(fs, sleep_time):
     import asyncio
+    fs.write("trace_options", sleep_time)
 
     def gen():
         yield 1
@@ -263,8 +277,99 @@ def test_generators_and_coroutines_count_one_call_each_and_close_every_activatio
     rows = stat(fs.read(f"trace_stat/function{threading.get_native_id()}"))
     assert {name.rsplit(".", 1)[-1]: hits for name, (hits, _) in rows.items()} == {
         "gen": 3, "sub": 2, "main": 1}
-    assert rows[next(n for n in rows if n.endswith(".sub"))][1] < 5_000     # not their 2 x 10 ms asleep
+    subs = rows[next(n for n in rows if n.endswith(".sub"))][1]
+    if sleep_time == "sleep-time":
+        assert subs >= 20_000       # their 2 x 10 ms asleep
+    else:
+        assert subs < 5_000         # not their 2 x 10 ms asleep
     assert [st.depth for st in fs.profiler.last.threads] == [0]     # no activation left open
+
+
+# -- sleep-time: a generator's or coroutine's time suspended
+
+def profile_of(fs, run, *options: str) -> dict[str, tuple[int, float]]:
+    """Profile ``run()`` with ``options`` set: name (last word) -> (hits, Time in us) of this thread."""
+    fs.write("trace_options", " ".join(options))
+    fs.write("function_profile_enabled", "1")
+    try:
+        run()
+    finally:
+        fs.write("function_profile_enabled", "0")
+        fs.write("trace_options", "sleep-time graph-time")
+    text = fs.read(f"trace_stat/function{threading.get_native_id()}")
+    return {name.rsplit(".", 1)[-1]: v for name, v in stat(text).items()}
+
+
+def test_sleep_time_is_an_option_on_by_default(fs):
+    assert fs.read("options/sleep-time") == "1\n"
+    assert "\nsleep-time\n" in fs.read("trace_options")
+    fs.write("options/sleep-time", "0")
+    assert "\nnosleep-time\n" in fs.read("trace_options")
+    fs.write("trace_options", "sleep-time")
+    assert fs.read("options/sleep-time") == "1\n"
+
+
+@pytest.mark.parametrize("graph_time", ["graph-time", "nograph-time"])
+def test_sleep_time_puts_a_coroutines_await_in_its_time(fs, graph_time):
+    import asyncio
+
+    async def napper():
+        await asyncio.sleep(0.05)
+
+    fs.write("set_ftrace_filter", "*.napper")
+    on = profile_of(fs, lambda: asyncio.run(napper()), "sleep-time", graph_time)
+    off = profile_of(fs, lambda: asyncio.run(napper()), "nosleep-time", graph_time)
+    # One call each; the 50 ms asleep in its Time (its self time too: it is
+    # in no profiled call it made, as the kernel's), or not at all.
+    assert on["napper"][0] == off["napper"][0] == 1
+    assert 50_000 <= on["napper"][1] < 1_000_000 and off["napper"][1] < 20_000
+
+
+def test_sleep_time_in_recursive_generators(fs):
+    def walk(n):
+        yield n
+        if n:
+            yield from walk(n - 1)
+
+    def consume():
+        for _ in walk(3):
+            time.sleep(0.01)
+
+    fs.write("set_ftrace_filter", "*.walk")
+    on = profile_of(fs, consume, "sleep-time")
+    off = profile_of(fs, consume, "nosleep-time")
+    # 4 calls; walk(3) is suspended for the 4 sleeps, walk(2) for 3, ...: 100 ms in all.
+    assert on["walk"][0] == off["walk"][0] == 4
+    assert on["walk"][1] >= 100_000 and off["walk"][1] < 10_000
+    self_on = profile_of(fs, consume, "sleep-time", "nograph-time")
+    # Self time: each call's less the inner walks' activations only, its
+    # sleep kept (the kernel's: sleep is in no call it made): 100 ms still.
+    assert self_on["walk"][0] == 4 and 100_000 <= self_on["walk"][1] < 1_000_000
+
+
+def test_sleep_time_per_thread(fs):
+    def gen():
+        yield 1
+        yield 2
+
+    def consume():
+        for _ in gen():
+            time.sleep(0.02)
+
+    fs.write("set_ftrace_filter", "*.gen")
+    fs.write("function_profile_enabled", "1")
+    threads = [threading.Thread(target=consume) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fs.write("function_profile_enabled", "0")
+    files = [f"trace_stat/function{tid}" for tid in fs.profiler.per_thread()]
+    assert len(files) == 3
+    for path in files:
+        [(hits, t)] = stat(fs.read(path)).values()
+        assert hits == 1 and 40_000 <= t < 1_000_000
+    assert all(st.depth == 0 for st in fs.profiler.last.threads)
 
 
 # -- fentry run --profile, and a running program

@@ -15,7 +15,14 @@
 #include "util.h"
 #include "clock.h"
 
-enum { P_START, P_RESUME, P_EXIT };     /* profile_event's kinds */
+enum { P_START, P_RESUME, P_EXIT,       /* profile_event's kinds */
+       G_START, G_YIELD, G_EXIT };      /* a generator's or coroutine's, with sleep-time */
+
+/* How many generator or coroutine calls under way (suspended or running) a
+ * thread follows with sleep-time: one closed while suspended fires no event
+ * (3.13), so its record is never freed; when the table is full the oldest
+ * call is dropped, and its later activations count as with nosleep-time. */
+#define PROF_CALLS 64
 
 typedef struct {
     PyObject *code;                     /* owned */
@@ -31,6 +38,14 @@ typedef struct {
 } ProfFrame;
 
 typedef struct {
+    const void *frame;                  /* its frame's address (no reference); NULL: free */
+    Py_ssize_t entry;
+    long long start;                    /* its first PY_START */
+    unsigned long long sub;             /* the time of the profiled calls its activations made */
+    uint64_t seq;                       /* when it began: the oldest goes first */
+} ProfCall;
+
+typedef struct {
     PyObject_HEAD
     ProfEntry *entries;
     Py_ssize_t n, cap;
@@ -39,6 +54,8 @@ typedef struct {
     ProfFrame *stack;
     Py_ssize_t depth, stack_cap;
     ClockPoint born;                    /* both clocks when it was made: the tick's length */
+    ProfCall calls[PROF_CALLS];         /* generator calls under way, with sleep-time */
+    uint64_t call_seq;
 } ProfileStat;
 
 static inline Py_ssize_t
@@ -132,12 +149,59 @@ stat_push(ProfileStat *s, Py_ssize_t entry)   /* hot path */
     return 0;
 }
 
+/* One activation's or one call's numbers go into entry `entry`. */
+static inline void
+entry_add(ProfileStat *s, Py_ssize_t entry, unsigned long long dt, unsigned long long sub)
+{
+    unsigned long long self = dt > sub ? dt - sub : 0;
+    ProfEntry *e = &s->entries[entry];
+    e->time += dt;
+    e->time_sq += (unsigned __int128)dt * dt;
+    e->self += self;
+    e->self_sq += (unsigned __int128)self * self;
+}
+
+/* The generator call running in `frame` (NULL: none followed). */
+static inline ProfCall *
+call_find(ProfileStat *s, const void *frame, Py_ssize_t entry)
+{
+    for (int i = 0; i < PROF_CALLS; i++)
+        if (s->calls[i].frame == frame && s->calls[i].entry == entry)
+            return &s->calls[i];
+    return NULL;
+}
+
+/* A generator call begins in `frame` at `start`: a free record, a stale one
+ * of the same frame (a generator closed suspended whose frame was reused),
+ * or the oldest. */
+static inline void
+call_begin(ProfileStat *s, const void *frame, Py_ssize_t entry, long long start)
+{
+    ProfCall *c = &s->calls[0];
+    for (int i = 0; i < PROF_CALLS; i++) {
+        ProfCall *x = &s->calls[i];
+        if (x->frame == NULL || x->frame == frame) {
+            c = x;
+            break;
+        }
+        if (x->seq < c->seq)
+            c = x;
+    }
+    c->frame = frame;
+    c->entry = entry;
+    c->start = start;
+    c->sub = 0;
+    c->seq = ++s->call_seq;
+}
+
 /* An activation of entry `entry` ends at `now`.  An exit whose activation
  * was not seen (under way when profiling began) counts nothing; activations
  * above it whose exits were not seen (their code stopped being profiled)
- * are dropped with it. */
+ * are dropped with it.  `frame` (sleep-time; else NULL): a generator's or
+ * coroutine's, whose activation is part of its call, counted when the call
+ * ends (`final`) from its first start, the time it was suspended in. */
 static inline void
-stat_pop(ProfileStat *s, Py_ssize_t entry, long long now)   /* hot path */
+stat_pop(ProfileStat *s, Py_ssize_t entry, long long now, const void *frame, int final)   /* hot path */
 {
     Py_ssize_t d = s->depth;
     while (d > 0 && s->stack[d - 1].entry != entry)
@@ -147,14 +211,17 @@ stat_pop(ProfileStat *s, Py_ssize_t entry, long long now)   /* hot path */
     ProfFrame *f = &s->stack[d - 1];
     s->depth = d - 1;
     unsigned long long dt = now > f->start ? (unsigned long long)(now - f->start) : 0;
-    unsigned long long self = dt > f->sub ? dt - f->sub : 0;
-    ProfEntry *e = &s->entries[entry];
-    e->time += dt;
-    e->time_sq += (unsigned __int128)dt * dt;
-    e->self += self;
-    e->self_sq += (unsigned __int128)self * self;
+    ProfCall *c = frame != NULL ? call_find(s, frame, entry) : NULL;
+    if (c == NULL)
+        entry_add(s, entry, dt, f->sub);
+    else if (!final)
+        c->sub += f->sub;
+    else {
+        entry_add(s, entry, now > c->start ? (unsigned long long)(now - c->start) : 0, c->sub + f->sub);
+        c->frame = NULL;
+    }
     if (d > 1)
-        s->stack[d - 2].sub += dt;
+        s->stack[d - 2].sub += dt;      /* the caller's: this activation only */
 }
 
 /* ------------------------------------------------------------------ reading */
@@ -220,6 +287,7 @@ stat_clear(ProfileStat *s)
     for (Py_ssize_t k = 0; k < s->n; k++)
         Py_CLEAR(s->entries[k].code);
     s->n = s->depth = 0;
+    memset(s->calls, 0, sizeof(s->calls));
     if (s->slots != NULL)
         memset(s->slots, 0, s->nslots * sizeof(Py_ssize_t));
     return 0;
@@ -337,14 +405,24 @@ profile_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwn
     ProfileStat *s = thread_stat(h, code, h->kind != P_EXIT);
     if (s == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    if (h->kind == P_EXIT) {
+    switch (h->kind) {
+    case P_EXIT:
+    case G_YIELD:
+    case G_EXIT:
         if (h->entry < 0 && (h->entry = stat_find(s, code)) < 0)
             Py_RETURN_NONE;     /* never entered in this thread */
-        stat_pop(s, h->entry, now);
+        if (h->kind == P_EXIT)
+            stat_pop(s, h->entry, now, NULL, 0);    /* (no generator: no frame looked up) */
+        else    /* the traced frame: a handler adds no Python frame */
+            stat_pop(s, h->entry, now, PyEval_GetFrame(), h->kind == G_EXIT);
         Py_RETURN_NONE;
-    }
-    if (h->kind == P_START)
+    case G_START:
+        call_begin(s, PyEval_GetFrame(), h->entry, now);
+        /* fall through */
+    case P_START:
         s->entries[h->entry].hits++;
+        break;
+    }
     if (stat_push(s, h->entry) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -379,7 +457,8 @@ handler_dealloc(ProfHandler *h)
 static PyObject *
 handler_repr(ProfHandler *h)
 {
-    static const char *names[] = {"start", "resume", "exit"};
+    static const char *names[] = {"start", "resume", "exit", "generator start",
+                                  "generator yield", "generator exit"};
     return PyUnicode_FromFormat("<fentry C profile handler (%s)>", names[h->kind]);
 }
 
@@ -400,10 +479,11 @@ static PyObject *
 profile_event(PyObject *m, PyObject *args)
 {
     PyObject *local, *attach;
-    int kind, nargs;        /* (the pure-Python twin needs the event's arity; this takes either) */
-    if (!PyArg_ParseTuple(args, "OOii", &local, &attach, &kind, &nargs))
+    int kind, nargs, depth = 0;     /* (the pure-Python twin needs the event's arity and the
+                                       traced frame's depth; this takes either) */
+    if (!PyArg_ParseTuple(args, "OOii|i", &local, &attach, &kind, &nargs, &depth))
         return NULL;
-    if (kind < P_START || kind > P_EXIT) {
+    if (kind < P_START || kind > G_EXIT) {
         PyErr_Format(PyExc_ValueError, "profile_event: no kind %d", kind);
         return NULL;
     }

@@ -11,9 +11,23 @@ kernel's does; disabling it keeps the numbers for reading.
 What a call is, as function_graph sees it: a Hit is a PY_START (a call; for
 a generator or coroutine, its first run).  Its Time is that of its
 activations: from PY_START, PY_RESUME or PY_THROW to PY_RETURN, PY_YIELD or
-PY_UNWIND (an exception leaving the frame ends it too).  Time a generator or
-coroutine spends suspended is in no activation, so not in its Time: it is
-not on any thread's stack then.  Each activation counts on its own, as in
+PY_UNWIND (an exception leaving the frame ends it too).
+
+``sleep-time`` (on, the default, as the kernel's): a call of a generator or
+coroutine function is one, from its first PY_START to its last PY_RETURN or
+PY_UNWIND, and its Time includes the time it spent suspended (``yield``,
+``await``), as the kernel's includes the time a task was scheduled out.
+With ``graph-time`` off too, that sleep stays in its self time, as the
+kernel's: it is time in no profiled call it made.  ``nosleep-time``: only its
+activations count, from PY_START, PY_RESUME or PY_THROW to PY_YIELD,
+PY_RETURN or PY_UNWIND; the time between is not on any thread's stack.  A
+caller's self time is less only the activation it ran, never the sleep.  The
+option is read when the profile starts.  A thread follows at most
+``PROFILE_CALLS`` (64) generator calls under way: one closed while suspended
+fires no event (3.13) and stays until it is the oldest and dropped; a call
+dropped (or begun before the profile) counts its activations as with
+nosleep-time.  Only generator and coroutine codes get these handlers:
+ordinary functions cost the same either way.  Each activation counts on its own, as in
 the kernel: a recursive function's Time counts the inner calls inside the
 outer ones too (with ``graph-time``, the default).  With ``graph-time`` off,
 Time is self time: an activation's time less that of the profiled
@@ -23,6 +37,7 @@ under way when it was enabled) counts nothing.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Iterable
 from types import CodeType
@@ -34,6 +49,10 @@ from .text import usecs
 
 E = arch.EVENTS
 START, RESUME, EXIT = 0, 1, 2       # hotpath.profile_event's kinds
+GEN_START, GEN_YIELD, GEN_EXIT = 3, 4, 5    # (a generator's or coroutine's, with sleep-time)
+# Generators, coroutines and async generators: the codes sleep-time applies to.
+SUSPENDS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | \
+    inspect.CO_ITERABLE_COROUTINE
 
 # One function's numbers: [hits, time, time_sq, self, self_sq] (ns, ns²).
 type Numbers = list[int]
@@ -55,8 +74,9 @@ class ProfileOps(FtraceOps):
     local_events = E.PY_START | E.PY_RESUME | E.PY_RETURN | E.PY_YIELD
     global_events = E.PY_UNWIND | E.PY_THROW
 
-    def __init__(self) -> None:
+    def __init__(self, sleep_time: bool = True) -> None:
         super().__init__(self.function_profile_call)
+        self.sleep_time = sleep_time
         self.local = threading.local()
         self.threads: list[ThreadProfile] = []
         self._lock = threading.Lock()
@@ -77,6 +97,13 @@ class ProfileOps(FtraceOps):
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         local, attach = self.local, self.attach
+        if self.sleep_time and code.co_flags & SUSPENDS:
+            return {E.PY_START: hotpath.profile_event(local, attach, GEN_START, 2, depth),
+                    E.PY_RESUME: hotpath.profile_event(local, attach, RESUME, 2),
+                    E.PY_THROW: hotpath.profile_event(local, attach, RESUME, 3),
+                    E.PY_RETURN: hotpath.profile_event(local, attach, GEN_EXIT, 3, depth),
+                    E.PY_YIELD: hotpath.profile_event(local, attach, GEN_YIELD, 3, depth),
+                    E.PY_UNWIND: hotpath.profile_event(local, attach, GEN_EXIT, 3, depth)}
         return {E.PY_START: hotpath.profile_event(local, attach, START, 2),
                 E.PY_RESUME: hotpath.profile_event(local, attach, RESUME, 2),
                 E.PY_THROW: hotpath.profile_event(local, attach, RESUME, 3),
@@ -88,8 +115,10 @@ class ProfileOps(FtraceOps):
 class FunctionProfiler:
     """The process's profiler (the kernel's is global too: no instance has one)."""
 
-    def __init__(self, filter_: ftrace.FilterHash, notrace: ftrace.FilterHash) -> None:
+    def __init__(self, filter_: ftrace.FilterHash, notrace: ftrace.FilterHash,
+                 options: dict[str, bool] | None = None) -> None:
         self.filter, self.notrace = filter_, notrace
+        self.options = options if options is not None else {}      # (sleep-time, read at enable)
         self.enabled = False
         # The ops of the last profile: running while enabled, read after.
         self.last: ProfileOps | None = None
@@ -102,7 +131,7 @@ class FunctionProfiler:
             ftrace.check_tool_id()      # ToolIdBusy, before anything changes
             # A new ops, with new tables: a handler of the old one that is
             # running now in another thread counts into the old profile.
-            ops = ProfileOps()
+            ops = ProfileOps(self.options.get("sleep-time", True))
             ops.filter, ops.notrace = self.filter, self.notrace
             ftrace.register_ftrace_function(ops)
             self.last, self.enabled = ops, True

@@ -59,6 +59,10 @@ OPTIONS = {
     "stream-header": True,
     # The function profiler's Time: with the time of the calls made (on), or self time (off).
     "graph-time": True,
+    # The function profiler's Time of a generator or coroutine call: with the
+    # time it spent suspended (on), or its activations only (off); read when
+    # the profile starts.
+    "sleep-time": True,
     # Off: a full buffer drops new events (counted as lost) instead of its oldest.
     "overwrite": True,
     # Off: the function tracer's lines are the function alone, and trace has no column heads.
