@@ -33,10 +33,23 @@ from typing import Any
 
 from ..errors import TraceError
 from ..symbols import FENTRY_DIR
-from .filter import NO_FILTER, Filter
 from .tracing_map import BITS_DEFAULT, BITS_MAX, BITS_MIN, TracingMap
+from .trigger import (
+    ETT_EVENT_HIST,
+    ETT_HIST_ENABLE,
+    EventEnable,
+    Hit,
+    Param,
+    Trigger,
+    TriggerCommand,
+    TriggerContext,
+    Triggered,
+    event_enable_parse,
+    register_trigger_command,
+    set_filter,
+)
 
-__all__ = ["HistFile", "HistSpec", "HistTrigger", "parse_hist", "COMMON_HIST_FIELDS"]
+__all__ = ["HistSpec", "HistTrigger", "parse_hist", "hist_text", "hist_triggers", "COMMON_HIST_FIELDS"]
 
 HIST_PREFIX = "hist:"
 U64 = (1 << 64) - 1
@@ -286,29 +299,47 @@ def _sort_keys(text: str | None, vals: list[HistField], keys: list[HistField],
 
 # -- the trigger
 
-class HistTrigger:
-    """One hist trigger on one event file: its spec, its map, paused or not,
-    its filter.  ``hit`` runs in the traced thread."""
+class HistTrigger(Trigger):
+    """One hist trigger on one event file (the kernel's event_trigger_data
+    with its hist_trigger_data): its spec, its map (a named one's is
+    shared), paused or not, its filter (the trigger framework's).  ``run``
+    runs in the traced thread, on each hit its filter passes."""
+    __slots__ = ("spec", "map", "_keys", "_vals", "_execname")
 
-    def __init__(self, spec: HistSpec, filter_: Filter = NO_FILTER,
+    def __init__(self, command: TriggerCommand, file: Triggered, spec: HistSpec,
                  shared_map: TracingMap | None = None) -> None:
+        super().__init__(command, file)
         self.spec = spec
-        self.filter = filter_
         self.paused = spec.pause
-        n_sums = len(spec.vals)
-        self.map = shared_map if shared_map is not None else TracingMap(spec.map_bits, n_sums)
+        self.map = shared_map if shared_map is not None else TracingMap(spec.map_bits, len(spec.vals))
         self._keys = tuple(spec.keys)
         self._vals = tuple(spec.vals)
         self._execname = any(f.flag == "execname" for f in spec.keys)
 
-    # -- the hit (hot for a histogram: as flat as it can be)
+    # -- the hit
+    def run(self, hit: Hit) -> None:
+        """One event (``event_hist_trigger``): its key and values into the map."""
+        self.hit(hit.fields.get, hit.frame)
+
     def hit(self, get: Callable[[str], object], frame: FrameType | None) -> None:
         """One event: ``get(name)`` gives a field's value."""
-        if self.paused:
-            return
         key = tuple([_key_value(f, get, frame) for f in self._keys])
         vals = [1 if f.kind == "hitcount" else _number(_value(f, get)) for f in self._vals]
         self.map.insert(key, vals, _thread_name if self._execname else None)
+
+    def same(self, other: Trigger) -> bool:
+        """``hist_trigger_match``: the same keys, values, sort, filter and name."""
+        return isinstance(other, HistTrigger) and other.spec.identity() == self.spec.identity()
+
+    def text(self) -> str:
+        return self.info()
+
+    def freed(self) -> None:
+        name = self.spec.name
+        if name is not None and self in NAMED.get(name, []):
+            NAMED[name].remove(self)
+            if not NAMED[name]:
+                del NAMED[name]
 
     # -- reading
     def info(self) -> str:
@@ -479,118 +510,106 @@ def _val_text(name: str, flag: str | None, val: int, stat: tuple[int, int]) -> s
 
 
 # Named hist triggers (``name=``), the process's, as the kernel's
-# named_triggers list: name -> the triggers that share that one map.
+# named_triggers list: name -> the triggers that share one map.
 NAMED: dict[str, list[HistTrigger]] = {}
 
 
-class HistFile:
-    """The hist triggers of one event in one instance, and applying a
-    ``hist:`` or ``!hist:`` command to them (register, remove, pause,
-    continue, clear), as event_hist_trigger_parse does."""
-
-    def __init__(self, fields: Mapping[str, str], location: str) -> None:
-        self.triggers: list[HistTrigger] = []
-        self.fields = fields            # the event's: name -> "num" or "str"
-        self.location = location       # hist:GRP:EVENT, error_log's
-
-    def command(self, param: str, remove: bool,
-                compile_filter: Callable[[str], Filter]) -> bool:
-        """Apply ``hist:PARAM`` (``!hist:PARAM`` with ``remove``); True if
-        the list of triggers changed.  A refused command raises, and
-        changes nothing."""
-        spec = parse_hist(param, self.fields, self.location)
-        filter_ = NO_FILTER
-        if spec.filter_text:
-            filter_ = compile_filter(spec.filter_text)
-            if filter_.empty:
-                filter_ = NO_FILTER
-        ident = spec.identity()
-        match = next((t for t in self.triggers if t.spec.identity() == ident), None)
-        if remove:
-            if match is None:       # (the kernel's: nothing to remove is no error)
-                return False
-            self._drop(match)
-            return True
-        if match is not None and (spec.pause or spec.cont or spec.clear):
-            if spec.pause:
-                match.paused = True
-            elif spec.cont:
-                match.paused = False
-            else:
-                match.map.clear()
-            return False
-        command = HIST_PREFIX + param
-        if match is not None:
-            raise TraceError("HIST_ERR_TRIGGER_EEXIST", command, 0, subsystem=self.location)
-        if spec.cont or spec.clear:
-            raise TraceError("HIST_ERR_TRIGGER_ENOENT_CLEAR", command, 0, subsystem=self.location)
-        shared = None
-        if spec.name is not None and NAMED.get(spec.name):
-            other = NAMED[spec.name][0]
-            if other.spec.identity()[:3] != ident[:3]:
-                raise TraceError("HIST_ERR_NAMED_MISMATCH", command, command.find(spec.name),
-                                 subsystem=self.location)
-            shared = other.map
-        trigger = HistTrigger(spec, filter_, shared)
-        if spec.name is not None:
-            NAMED.setdefault(spec.name, []).append(trigger)
-        self.triggers.append(trigger)
-        return True
-
-    def _drop(self, trigger: HistTrigger) -> None:
-        self.triggers.remove(trigger)
-        name = trigger.spec.name
-        if name is not None and trigger in NAMED.get(name, []):
-            NAMED[name].remove(trigger)
-            if not NAMED[name]:
-                del NAMED[name]
-
-    def clear(self) -> None:
-        """Every trigger gone (the event or its instance is)."""
-        for t in list(self.triggers):
-            self._drop(t)
-
-    def hit(self, fields: dict[str, object], frame: FrameType | None) -> None:
-        """One event, its fields by name: into each trigger whose filter it passes."""
-        get = _Fields(fields).get
-        for t in self.triggers:
-            if t.filter is NO_FILTER or t.filter.matches(_with_common(fields)):
-                t.hit(get, frame)
-
-    def text(self) -> str:
-        """The ``hist`` file."""
-        return "\n\n".join(t.show() for t in self.triggers)
-
-    def infos(self) -> str:
-        """The triggers as the ``trigger`` file lists them."""
-        return "".join(t.info() for t in self.triggers)
+def hist_triggers(file: Triggered) -> list[HistTrigger]:
+    """The event's hist triggers, in the order they were made."""
+    return [t for t in file.triggers if isinstance(t, HistTrigger)]
 
 
-class _Fields:
-    """An event's fields by name, and the common ones it does not have."""
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: dict[str, object]) -> None:
-        self.fields = fields
-
-    def get(self, name: str) -> object:
-        v = self.fields.get(name, _MISSING)
-        if v is not _MISSING:
-            return v
-        if name == "common_pid":
-            return threading.get_native_id()
-        if name in ("comm", "COMM"):
-            return _thread_name()
-        return 0
+def hist_text(file: Triggered) -> str:
+    """The event's ``hist`` file (``hist_show``)."""
+    return "\n\n".join(t.show() for t in hist_triggers(file))
 
 
-_MISSING = object()
+def hist_fields(file: Triggered) -> dict[str, str]:
+    """What a hist on ``file`` can name: its event's fields and the common ones."""
+    event = getattr(file, "event", None)      # (a probe event's file; others: the common ones)
+    kinds: dict[str, str] = event.field_kinds() if event is not None else {}
+    return {**COMMON_HIST_FIELDS, **kinds}
 
 
-def _with_common(fields: dict[str, object]) -> dict[str, object]:
-    d: dict[str, object] = {"comm": _thread_name(), "common_pid": threading.get_native_id()}
-    d.update(fields)
-    return d
+def _logged(e: TraceError, ctx: TriggerContext) -> TraceError:
+    if getattr(e, "logged", True):
+        ctx.log(e)
+    return e
+
+
+def hist_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
+               ctx: TriggerContext) -> None:
+    """``hist:...`` / ``!hist:...`` written to ``file``'s trigger file
+    (``event_hist_trigger_parse``).  A refused command changes nothing."""
+    text = param.text or ""
+    location = f"hist:{file.group}:{file.name}"
+    try:
+        spec = parse_hist(text, hist_fields(file), location)
+    except TraceError as e:
+        raise _logged(e, ctx) from None
+    shared = None
+    if spec.name is not None and NAMED.get(spec.name):
+        other = NAMED[spec.name][0]
+        if other.spec.identity()[:3] != spec.identity()[:3]:
+            raise _logged(TraceError("HIST_ERR_NAMED_MISMATCH", HIST_PREFIX + text,
+                                     len(HIST_PREFIX) + text.find(spec.name), subsystem=location), ctx)
+        shared = other.map
+    trigger = HistTrigger(command, file, spec, shared)
+    if spec.filter_text is not None:
+        at = text.rfind(spec.filter_text)
+        set_filter(trigger, "if " + spec.filter_text, param.pos + max(at - 3, 0), ctx)
+    if glob.startswith("!"):
+        file.unregister_trigger(trigger)        # (none that matches: no error, as the kernel's)
+        return
+    match = next((t for t in hist_triggers(file) if t.same(trigger)), None)
+    if match is not None and (spec.pause or spec.cont or spec.clear):
+        if spec.clear:
+            match.map.clear()
+        else:
+            match.paused = spec.pause
+        return
+    if match is not None:
+        raise _logged(TraceError("HIST_ERR_TRIGGER_EEXIST", HIST_PREFIX + text, 0,
+                                 subsystem=location), ctx)
+    if spec.cont or spec.clear:
+        raise _logged(TraceError("HIST_ERR_TRIGGER_ENOENT_CLEAR", HIST_PREFIX + text, 0,
+                                 subsystem=location), ctx)
+    file.register_trigger(trigger, ctx)
+    # The kernel's hist_trigger_enable adds a hist at the tail of the list.
+    file.triggers = tuple(t for t in file.triggers if t is not trigger) + (trigger,)
+    if spec.name is not None:
+        NAMED.setdefault(spec.name, []).append(trigger)
+
+
+def hist_unreg_all(file: Triggered) -> None:
+    """Every hist trigger off ``file`` (a ``>`` write to its trigger file)."""
+    for t in hist_triggers(file):
+        file.unregister_trigger(t)
+
+
+class HistEnable(EventEnable):
+    """``enable_hist:GRP:EVENT`` / ``disable_hist:GRP:EVENT``: the hist
+    triggers of the named event continue, or pause (``hist_enable_trigger``)."""
+    __slots__ = ()
+
+    def take(self, hit: Hit) -> bool:
+        return Trigger.take(self, hit)      # (counted every firing, as hist_enable_count_trigger)
+
+    def run(self, hit: Hit) -> None:
+        for t in hist_triggers(self.target):
+            t.paused = not self.enable
+
+
+def hist_enable_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
+                      ctx: TriggerContext) -> None:
+    """``enable_hist:GRP:EVENT[:N] [if FILTER]``, as enable_event's parse."""
+    event_enable_parse(command, file, glob, param, ctx, HistEnable)
+
+
+register_trigger_command(TriggerCommand("enable_hist", ETT_HIST_ENABLE, hist_enable_parse))
+register_trigger_command(TriggerCommand("disable_hist", ETT_HIST_ENABLE, hist_enable_parse))
+register_trigger_command(TriggerCommand("hist", ETT_EVENT_HIST, hist_parse, needs_rec=True,
+                                        unreg_all=hist_unreg_all))
 
 
 _ATTR_WORDS = ("pause", "cont", "continue", "clear", "nohitcount", "NOHC")

@@ -540,8 +540,9 @@ class EventEnable(Trigger):
 
 
 def event_enable_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
-                       ctx: TriggerContext) -> None:
-    """``CMD:GRP:EVENT[:N] [if FILTER]`` (``event_enable_trigger_parse``)."""
+                       ctx: TriggerContext, trigger_class: type[EventEnable] | None = None) -> None:
+    """``CMD:GRP:EVENT[:N] [if FILTER]`` (``event_enable_trigger_parse``);
+    ``trigger_class``: an EventEnable of another command (enable_hist's)."""
     if param.text is None:
         raise ctx.error("CMD_NEEDS_EVENT", param.pos)
     p, ppos, filter_text, fpos = separate_filter(param, ctx, required=True)
@@ -553,7 +554,7 @@ def event_enable_parse(command: TriggerCommand, file: Triggered, glob: str, para
     target = ctx.find(system, event)
     if target is None:
         raise ctx.error("CMD_NO_EVENT", ppos)
-    trigger = EventEnable(command, file)
+    trigger = (trigger_class or EventEnable)(command, file)
     trigger.target = target
     if glob.startswith("!"):
         file.unregister_trigger(trigger)

@@ -202,9 +202,10 @@ class RawStream:
     def hists(self, probes: ProbeEvents) -> bytes:
         """The ``hist`` file of every event of this instance that has hist
         triggers, as reading it now shows it (fentry run --hist)."""
-        hists = [{"event": f"{e.group}/{e.name}", "text": f.hists.text()}
+        from ..events.hist import hist_text, hist_triggers
+        hists = [{"event": f"{e.group}/{e.name}", "text": hist_text(f)}
                  for e in list(probes.events.values())
-                 for f in [e.files.get(id(self.instance))] if f is not None and f.hists.triggers]
+                 for f in [e.files.get(id(self.instance))] if f is not None and hist_triggers(f)]
         return json_message(HIST, {"hists": hists})
 
     def flush(self) -> None:
