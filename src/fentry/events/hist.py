@@ -606,8 +606,17 @@ def hist_enable_parse(command: TriggerCommand, file: Triggered, glob: str, param
     event_enable_parse(command, file, glob, param, ctx, HistEnable)
 
 
-register_trigger_command(TriggerCommand("enable_hist", ETT_HIST_ENABLE, hist_enable_parse))
-register_trigger_command(TriggerCommand("disable_hist", ETT_HIST_ENABLE, hist_enable_parse))
+def hist_enable_unreg_all(file: Triggered) -> None:
+    """Every enable_hist and disable_hist off ``file`` (a ``>`` write, as the kernel's)."""
+    for t in file.triggers:
+        if isinstance(t, HistEnable):
+            file.unregister_trigger(t)
+
+
+register_trigger_command(TriggerCommand("enable_hist", ETT_HIST_ENABLE, hist_enable_parse,
+                                        unreg_all=hist_enable_unreg_all))
+register_trigger_command(TriggerCommand("disable_hist", ETT_HIST_ENABLE, hist_enable_parse,
+                                        unreg_all=hist_enable_unreg_all))
 register_trigger_command(TriggerCommand("hist", ETT_EVENT_HIST, hist_parse, needs_rec=True,
                                         unreg_all=hist_unreg_all))
 
