@@ -84,6 +84,9 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help=f"add a probe event (a kprobe_events line), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
+    p.add_argument("-R", "--trigger", action=_ProbeAction, dest="probes", metavar="TRIGGER",
+                   help="a trigger (events/GRP/EVENT/trigger) on the probe event given by the "
+                        "preceding -e, e.g. 'traceoff:1 if x > 5' (trace-cmd's); repeatable")
     p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
                    help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
                         "[:size=N], as written after hist: to its trigger file), printed at the "
@@ -101,7 +104,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
 def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
-        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+        usage="fentry run [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER] [-R TRIGGER]...]...\n"
               "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
@@ -131,7 +134,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
 def _record_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "record", help="record a program's trace, raw, into a file (fentry report reads it)",
-        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER]]...\n"
+        usage="fentry record [-t TRACER] [-l GLOB]... [-n GLOB]... [-e PROBEDEF [-f FILTER] [-R TRIGGER]...]...\n"
               "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
@@ -240,7 +243,8 @@ def _control_parsers(sub: _Subparsers) -> None:
 
 
 class _ProbeAction(argparse.Action):
-    """-e adds [definition, filter]; -f fills in the filter of the -e before it (trace-cmd's way)."""
+    """-e adds [definition, filter]; -f fills in the filter of the -e before it, -R adds a
+    trigger to it (trace-cmd's way)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  value: object, option_string: str | None = None) -> None:
@@ -248,7 +252,10 @@ class _ProbeAction(argparse.Action):
         if option_string in ("-e", "--event"):
             probes.append([value, None])
         elif not probes:
-            parser.error(f"{option_string} {value!r}: no -e before it to filter")
+            parser.error(f"{option_string} {value!r}: no -e before it to "
+                         + ("filter" if option_string in ("-f", "--filter-event") else "trigger"))
+        elif option_string in ("-R", "--trigger"):
+            probes[-1].append(value)
         else:
             probes[-1][1] = value
         setattr(namespace, self.dest, probes)
@@ -307,6 +314,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     takes_value = {"-t", "--tracer", "-l", "--filter", "-n", "--notrace", "-o", "--output",
                    "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
+                   "-R", "--trigger",
                    "-C", "--clock", "--hist",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
@@ -341,7 +349,7 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
     from .events.probe_parser import parse_probe
     from .events.trace_kprobe import _filter_kind
-    defns = [parse_probe(definition) for definition, _ in probes]
+    defns = [parse_probe(p[0]) for p in probes]
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [d for d in defns if d.event == name and group in (None, d.group)]
@@ -356,13 +364,13 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
 def _check_probes(probes: list[list[Any]]) -> None:
     """What can be checked before the program starts: the grammar of each -e,
     that no two name the same event, and each -f against the fields of its event.
-    ``probes``: [definition, filter or None] of each -e."""
+    ``probes``: [definition, filter or None, triggers...] of each -e."""
     if not probes:
         return
     from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
     from .events.trace_kprobe import compile_event_filter, event_name_pos
     names: set[tuple[str, str]] = set()
-    for definition, filter_text in probes:
+    for definition, filter_text, *_ in probes:
         defn = parse_probe(definition)
         if isinstance(defn, ProbeRemoval):
             raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")

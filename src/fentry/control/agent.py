@@ -490,9 +490,10 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     graph_notrace, max_graph_depth, tracing_thresh, tracer, profile
     (function_profile_enabled), stack (stack_tracer_enabled), clock
     (trace_clock, None: as it is), probes, a list of [definition, filter or
-    None], each defined (in the shared kprobe_events), filtered and enabled,
-    and hists, ``--hist`` texts, each a hist trigger on its event (an event of
-    probes that a hist names is only triggered, not enabled: it feeds the hist).  A definition the same as
+    None, triggers...], each defined (in the shared kprobe_events), filtered and
+    enabled, then its triggers written (they may name any of the events), and
+    hists, ``--hist`` texts, each a hist trigger on its event (an event of
+    probes that a hist names is not enabled: it feeds the hist).  A definition the same as
     one there already is that one.  Returns the events it defined.
 
     ``skip_refused_probes``: a probe the Tracefs refuses is left out, its
@@ -523,7 +524,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     keys = [(d.group, d.event) for d in map(parse_probe, (p[0] for p in probes))]
     hists = [hist_target(fs, text, keys) for text in settings.get("hists", [])]
     defined = []
-    for definition, filter_text in probes:
+    triggers = []
+    for definition, filter_text, *event_triggers in probes:
         defn = parse_probe(definition)
         key = (defn.group, defn.event)
         there = fs.probes.events.get(key)
@@ -540,8 +542,10 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
             fs.write(f"{path}/filter", filter_text)
         if key not in [(group, name) for group, name, _ in hists]:
             fs.write(f"{path}/enable", "1")
-    for group, name, param in hists:
-        fs.write(f"{at}events/{group}/{name}/trigger", "hist:" + param, append=True)
+        triggers += [(f"{path}/trigger", t) for t in event_triggers]
+    triggers += [(f"{at}events/{group}/{name}/trigger", "hist:" + param) for group, name, param in hists]
+    for path, trigger in triggers:
+        fs.write(path, trigger, append=True)
     if commands:
         fs.write(at + "set_ftrace_filter", " ".join(commands), append=True)
     return defined
