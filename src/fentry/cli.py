@@ -623,13 +623,13 @@ def _write_profiles(live: Live) -> None:
             live.report.write(profile_text(stream).encode())
         if stream.stack is not None:
             live.report.write(stack_report(stream).encode())
-        write_hists(live.report, stream)
+        write_hists(live.report.write, stream)
 
 
-def write_hists(out: BinaryIO, stream: Any) -> None:
+def write_hists(write: Callable[[bytes], object], stream: Any) -> None:
     """A stream's hist files (fentry run --hist), each under its event's name."""
     for h in stream.hists or ():
-        out.write(f"\n# events/{h['event']}/hist\n{h['text']}".encode())
+        write(f"\n# events/{h['event']}/hist\n{h['text']}".encode())
 
 
 def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) -> None:
@@ -811,7 +811,7 @@ def cmd_report(opts: argparse.Namespace) -> int:
     if opts.format == "text" and sink.error is None:
         try:
             for stream in streams.streams.values():
-                write_hists(out, stream)
+                write_hists(out.write, stream)
         except OSError as e:
             sink.error = e
     try:

@@ -164,9 +164,8 @@ def _parse_field(text: str, fields: Mapping[str, str], key: bool, p: _Parse) -> 
     if "+" in text or "*" in text or "/" in text or text[:1] == "-" or "$" in text:
         raise p.err("HIST_NO_EXPR", text)
     if modifier:
-        if modifier in ("hex", "sym", "sym-offset", "log2", "usecs"):
-            flag = modifier
-        elif modifier == "execname" and name == "common_pid":
+        if modifier in ("hex", "sym", "sym-offset", "log2", "usecs") \
+                or (modifier == "execname" and name == "common_pid"):
             flag = modifier
         elif modifier.startswith("bucket"):
             rest = modifier[6:].removeprefix("s")
@@ -463,8 +462,11 @@ def _sortable(v: object) -> Any:
 
 
 def _symbol(v: object) -> str:
+    """``%ps`` of a value: a code object's name; a number no symbol has, as the kernel's, in hex."""
     if type(v) is CodeType:
         return v.co_qualname
+    if isinstance(v, int):
+        return f"0x{v & U64:x}"
     return str(v)
 
 
@@ -477,14 +479,14 @@ def _key_text(f: HistField, v: object, comm: object) -> str:
         addr = v & U64 if isinstance(v, int) else id(v)
         return f"{name}: [{addr:x}] {_symbol(v):<{45 if f.flag == 'sym' else 55}}"
     if f.flag == "execname":
-        return f"{name}: {str(comm):<16}[{_number(v) & U64:10d}]"
+        return f"{name}: {comm!s:<16}[{_number(v) & U64:10d}]"
     if f.flag == "log2":
         return f"{name}: ~ 2^{v:<2d}"
     if f.flag == "buckets":
         return f"{name}: ~ {v}-{v + f.buckets - 1}"      # type: ignore[operator]
     if isinstance(v, int):
         return f"{name}: {v:10d}"
-    return f"{name}: {str(v):<50}"
+    return f"{name}: {v!s:<50}"
 
 
 def _percentage(val: int, total: int) -> int | None:

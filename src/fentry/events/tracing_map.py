@@ -32,13 +32,13 @@ class TracingMap:
         self.map_bits = map_bits
         self.max_elts = 1 << map_bits
         self.n_vals = n_vals
-        self.entries: dict[object, list[int]] = {}
-        self.private: dict[object, object] = {}      # per entry, set when it is made (its comm)
+        self.entries: dict[tuple[object, ...], list[int]] = {}
+        self.private: dict[tuple[object, ...], object] = {}      # per entry, set when it is made (its comm)
         self.hits = 0
         self.drops = 0
         self.lock = threading.Lock()
 
-    def insert(self, key: object, vals: Sequence[int],
+    def insert(self, key: tuple[object, ...], vals: Sequence[int],
                on_new: Callable[[], object] | None = None) -> None:
         """Add ``vals`` to ``key``'s sums (a new entry if there is room);
         ``on_new``: what to keep with a new entry (the kernel's elt_init)."""
@@ -62,7 +62,7 @@ class TracingMap:
             self.private.clear()
             self.hits = self.drops = 0
 
-    def read(self) -> tuple[list[tuple[object, list[int]]], int, int]:
+    def read(self) -> tuple[list[tuple[tuple[object, ...], list[int]]], int, int]:
         """A copy of the entries, hits and drops, consistent with each other."""
         with self.lock:
             return ([(k, list(v)) for k, v in self.entries.items()], self.hits, self.drops)

@@ -54,8 +54,8 @@ TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..hotpath import Encoder
     from ..events.trace_kprobe import ProbeEvents
+    from ..hotpath import Encoder
     from .profile import FunctionProfiler
     from .stack import StackTracer
     from .trace import TraceInstance
