@@ -109,6 +109,9 @@ FIELDS = {"bytes_req": "num", "bytes_alloc": "num", "call_site": "num", "common_
      " if bytes_req > 10 [active]"),
     ("keys=stacktrace:vals=bytes_req.graph",
      "hist:keys=stacktrace:vals=hitcount,bytes_req.graph:sort=hitcount:size=2048 [active]"),
+    ("keys=common_pid:vals=common_timestamp.usecs",
+     "hist:keys=common_pid:vals=hitcount,common_timestamp.usecs:sort=hitcount:size=2048"
+     ":clock=global [active]"),
 ])
 def test_trigger_info_reads_back_as_the_kernels(fs, command, info):
     fs.write("kprobe_events", "p:kmalloc sender:send call_site=kind bytes_req=nbytes "

@@ -303,7 +303,7 @@ class HistTrigger(Trigger):
     with its hist_trigger_data): its spec, its map (a named one's is
     shared), paused or not, its filter (the trigger framework's).  ``run``
     runs in the traced thread, on each hit its filter passes."""
-    __slots__ = ("spec", "map", "_keys", "_vals", "_execname")
+    __slots__ = ("spec", "map", "_keys", "_vals", "_execname", "_plans")
 
     def __init__(self, command: TriggerCommand, file: Triggered, spec: HistSpec,
                  shared_map: TracingMap | None = None) -> None:
@@ -314,14 +314,38 @@ class HistTrigger(Trigger):
         self._keys = tuple(spec.keys)
         self._vals = tuple(spec.vals)
         self._execname = any(f.flag == "execname" for f in spec.keys)
+        # Per probed code (``$args`` names differ by code): how each key and
+        # value is read from a hit's values, worked out once (see _plan).
+        self._plans: dict[CodeType | None, tuple[tuple[Reader, ...], tuple[ValReader, ...]]] = {}
 
-    # -- the hit
+    # -- the hit (in the traced thread, on every hit: flat, no dict per hit)
     def run(self, hit: Hit) -> None:
         """One event (``event_hist_trigger``): its key and values into the map."""
-        self.hit(hit.fields.get, hit.frame)
+        plan = self._plans.get(hit.code)
+        if plan is None:
+            plan = self._plan(hit.code)
+        keys, vals = plan
+        values = hit.values
+        frame = hit.frame
+        self.map.insert(tuple([values[r] if type(r) is int else r(values, frame)  # type: ignore[operator]
+                               for r in keys]),
+                        [r(values, frame) for r in vals],
+                        _thread_name if self._execname else None)
+
+    def _plan(self, code: CodeType | None) -> tuple[tuple[Reader, ...], tuple[ValReader, ...]]:
+        """How each key and value is read from a hit's values: the field's
+        index when it is used as fetched (a key), else a function of
+        (values, frame)."""
+        event = getattr(self.file, "event", None)       # (a probe event's file)
+        names = event.field_names(code) if event is not None else ()
+        index = {name: i for i, name in enumerate(names)}
+        plan = (tuple(_reader(f, index.get(f.name)) for f in self._keys),
+                tuple(_val_reader(f, index.get(f.name)) for f in self._vals))
+        self._plans[code] = plan
+        return plan
 
     def hit(self, get: Callable[[str], object], frame: FrameType | None) -> None:
-        """One event: ``get(name)`` gives a field's value."""
+        """One event whose fields ``get(name)`` gives (what has no plan: tests, other event kinds)."""
         key = tuple([_key_value(f, get, frame) for f in self._keys])
         vals = [1 if f.kind == "hitcount" else _number(_value(f, get)) for f in self._vals]
         self.map.insert(key, vals, _thread_name if self._execname else None)
@@ -400,6 +424,53 @@ class HistTrigger(Trigger):
         return line + "\n"
 
 
+# How a key is read from a hit: an index into its values, or a function;
+# how a value is (a number: always a function).
+Reader = int | Callable[[tuple[object, ...], FrameType | None], object]
+ValReader = Callable[[tuple[object, ...], FrameType | None], int]
+
+
+def _one(values: tuple[object, ...], frame: FrameType | None) -> int:
+    return 1
+
+
+def _stack_reader(values: tuple[object, ...], frame: FrameType | None) -> object:
+    return _stack_key(frame)
+
+
+def _reader(f: HistField, i: int | None) -> Reader:
+    """The reader of key ``f``, the hit's value ``i`` (None: a common field)."""
+    if f.kind == "stacktrace":
+        return _stack_reader
+    if i is not None and f.kind == "field" and f.flag not in ("log2", "buckets"):
+        return i
+
+    def read(values: tuple[object, ...], frame: FrameType | None) -> object:
+        return _hashable(_value(f, _common_get if i is None else lambda name: values[i]))
+    return read
+
+
+def _val_reader(f: HistField, i: int | None) -> ValReader:
+    """The reader of value ``f``, the hit's value ``i`` (None: a common field)."""
+    if f.kind == "hitcount":
+        return _one
+    if i is not None and f.kind == "field" and f.flag not in ("log2", "buckets"):
+        return lambda values, frame: _number(values[i])
+
+    def read(values: tuple[object, ...], frame: FrameType | None) -> int:
+        return _number(_value(f, _common_get if i is None else lambda name: values[i]))
+    return read
+
+
+def _common_get(name: str) -> object:
+    """A field the event does not have: a common one."""
+    if name == "common_pid":
+        return threading.get_native_id()
+    if name in ("comm", "COMM"):
+        return _thread_name()
+    return 0
+
+
 def _thread_name() -> str:
     t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
     return t._name if t is not None else "python"
@@ -433,7 +504,10 @@ def _value(f: HistField, get: Callable[[str], object]) -> object:
 def _key_value(f: HistField, get: Callable[[str], object], frame: FrameType | None) -> object:
     if f.kind == "stacktrace":
         return _stack_key(frame)
-    v = _value(f, get)
+    return _hashable(_value(f, get))
+
+
+def _hashable(v: object) -> object:
     if type(v) in (int, str, bool, float, tuple, type(None)) or type(v) is CodeType:
         return v
     return str(v)           # (a value kept as its text; always hashable)
