@@ -306,6 +306,20 @@ def test_fentry_run_hist_prints_the_hist_at_exit(tmp_path, pure):
     assert totals(hist) == (THREADS * CALLS, 5, 0)
 
 
+def test_fentry_run_R_hist_prints_it_too(tmp_path):
+    """trace-cmd's spelling, -e EVENT -R 'hist:...': the event is enabled
+    (recorded) as well, and its hist printed at the end."""
+    proc, trace = fentry_run(tmp_path, "-t", "nop", "-e", "p:send __main__:send kind=kind",
+                             "-R", "hist:keys=kind:vals=hitcount.percent,hitcount.graph:sort=kind",
+                             program=(_program(tmp_path), "1", "500"), text=True)
+    assert proc.returncode == 0, proc.stderr
+    head, hist = trace.split("# events/kprobes/send/hist\n")
+    assert head.count(" send: (") == 500
+    assert rows(hist) == [(f"kind: {k:10d}", 100, "  hitcount (%):  20.00  hitcount: " + "#" * 20)
+                          for k in range(5)]
+    assert "trigger info: hist:keys=kind:vals=hitcount,hitcount.percent,hitcount.graph:sort=kind" in hist
+
+
 def test_fentry_run_hist_refuses_a_bad_one_before_the_program_starts(tmp_path):
     proc, _ = fentry_run(tmp_path, "-t", "nop", "-e", "p:send __main__:send kind=kind",
                          "--hist", "send:keys=kinds", program=(_program(tmp_path), "1", "1"), text=True)

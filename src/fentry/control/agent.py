@@ -949,7 +949,9 @@ def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_stream.profile = bool(cfg.get("profile"))
     agent.run_stream.stack = bool(cfg.get("stack"))
-    agent.run_stream.hist = bool(cfg.get("hists"))
+    # The hists at the end: --hist's, and those of -R hist:... (trace-cmd's spelling)
+    agent.run_stream.hist = bool(cfg.get("hists")) or any(
+        str(t).startswith("hist:") for p in cfg.get("probes", []) for t in p[2:])
     agent.run_fd = fd
     agent.run_stream.greet()
     agent.run_stream.start_thread()
