@@ -55,14 +55,18 @@ ROW = re.compile(r"^\{ (?P<key>.*?) *\} hitcount: +(?P<hits>\d+)(?P<vals>.*)$")
 TOTALS = re.compile(r"\nTotals:\n    Hits: (\d+)\n    Entries: (\d+)\n    Dropped: (\d+)\n?$")
 
 
-@pytest.fixture
-def sender(tmp_path, monkeypatch):
-    """The program, importable here as the module ``sender``."""
-    (tmp_path / "sender.py").write_text(PROGRAM)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("sender", None)
-    yield importlib.import_module("sender")
-    sys.modules.pop("sender", None)
+@pytest.fixture(scope="module")
+def sender(tmp_path_factory):
+    """The program, importable here as the module ``sender`` (once: fentry's
+    symbol table knows a module by its name)."""
+    where = tmp_path_factory.mktemp("sender")
+    (where / "sender.py").write_text(PROGRAM)
+    sys.path.insert(0, str(where))
+    try:
+        yield importlib.import_module("sender")
+    finally:
+        sys.path.remove(str(where))
+        sys.modules.pop("sender", None)
 
 
 @pytest.fixture
