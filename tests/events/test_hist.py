@@ -392,3 +392,17 @@ def test_hist_read_live_over_the_socket(tmp_path):
             run.kill()
     assert run.returncode == 0
 
+
+
+def test_a_named_hist_is_shared_by_the_events_that_name_it(fs, sender):
+    fs.write("kprobe_events", "p:work sender:worker kind=calls", append=True)
+    fs.write("events/kprobes/send/trigger", "hist:name=both:keys=kind:sort=kind")
+    fs.write("events/kprobes/work/trigger", "hist:name=both:keys=kind:sort=kind")
+    sender.main(1, 3)                   # work: kind=3 once; send: kinds 0, 1, 2
+    for event in ("send", "work"):
+        hist = fs.read(f"events/kprobes/{event}/hist")
+        assert "# trigger info: hist:name=both:keys=kind:vals=hitcount:sort=kind:size=2048 [active]\n" in hist
+        assert [(k, h) for k, h, _ in rows(hist)] == [(f"kind: {k:10d}", 1) for k in range(4)]
+    with pytest.raises(TraceError) as e:
+        fs.write("events/kprobes/work/trigger", "hist:name=both:keys=kind:vals=kind", append=True)
+    assert e.value.message.startswith("Named hist trigger doesn't match existing named trigger")
