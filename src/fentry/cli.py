@@ -87,10 +87,6 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
     p.add_argument("-R", "--trigger", action=_ProbeAction, dest="probes", metavar="TRIGGER",
                    help="a trigger (events/GRP/EVENT/trigger) on the probe event given by the "
                         "preceding -e, e.g. 'traceoff:1 if x > 5' (trace-cmd's); repeatable")
-    p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
-                   help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
-                        "[:size=N], as written after hist: to its trigger file), printed at the "
-                        "end; an -e event it names feeds the hist only; repeatable")
     p.add_argument("-O", "--option", action="append", default=[], metavar="OPTION",
                    help="a trace_options word, e.g. funcgraph-tail; repeatable")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE")
@@ -101,6 +97,14 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                         "mono, mono_raw, boot or tai")
 
 
+def _hist_option(p: argparse.ArgumentParser) -> None:
+    """--hist, for run and record (whose end prints or keeps the hists)."""
+    p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
+                   help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
+                        "[:size=N], as written after hist: to its trigger file), printed at the "
+                        "end; an -e event it names feeds the hist only; repeatable")
+
+
 def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
@@ -108,11 +112,12 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
               "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
-              "                  [--stack]\n"
+              "                  [--stack] [--hist [GRP:]EVENT:KEYS...]...\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
     _tracing_options(p, "function", DEFAULT_SIZE_KB, "before the program starts")
+    _hist_option(p)
     p.set_defaults(tracer=None)     # function, or nop with --profile (main)
     p.add_argument("--profile", action="store_true",
                    help="profile the traced functions (function_profile_enabled) and print the "
@@ -138,12 +143,14 @@ def _record_parser(sub: _Subparsers) -> None:
               "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                     [--hist [GRP:]EVENT:KEYS...]...\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
                     f"FILE (default {DEFAULT_RECORDING}), as trace-cmd record does: nothing is "
                     "formatted while the program runs.  fentry report formats it.")
     _tracing_options(p, None, DEFAULT_SIZE_KB, "before the program starts (or once attached)")
+    _hist_option(p)
     p.add_argument("-p", "--pid", dest="record_pid", type=int, metavar="PID",
                    help="record a running program (as fentry attach) instead of starting one")
     p.add_argument("--follow", action="store_true",
@@ -427,7 +434,7 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
                              detail=f"{opts.buffer_size_kb} KB per thread is more than the "
                                     f"{available} KB of memory available")
         _check_probes(opts.probes)
-        _check_hists(opts.hist, opts.probes)
+        _check_hists(getattr(opts, "hist", []), opts.probes)
     except TraceError as e:
         print(e.render(), file=sys.stderr)
         return False
@@ -441,7 +448,7 @@ def _settings(opts: argparse.Namespace) -> dict[str, Any]:
             "graph_function": opts.graph_function, "graph_notrace": opts.graph_notrace,
             "max_graph_depth": opts.max_graph_depth, "tracing_thresh": opts.tracing_thresh,
             "profile": getattr(opts, "profile", False), "clock": opts.clock,
-            "stack": getattr(opts, "stack", False), "hists": opts.hist}
+            "stack": getattr(opts, "stack", False), "hists": getattr(opts, "hist", [])}
 
 
 def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
