@@ -22,6 +22,7 @@ Rows:
   8  an entry probe event with two fetchargs (an argument, an attribute), vs none
   9  a line probe event mid-function, vs an entry probe event on the same function
  10  a probe event its filter rejects, vs the same event unfiltered
+ 10b a probe event with an armed trigger that never fires, vs the same event with none
  16  the function profiler (function_profile_enabled) on every call of a workload, vs cProfile
  17  function_graph with set_graph_function on one small function, vs function_graph on all
      (rows 11-15 are bench/stream.py's)
@@ -883,6 +884,46 @@ def row10_filtered_out(rounds: int, n: int) -> None:
             note=f"filtered: {written} entries written")
 
 
+class TriggeredProbe(Probe):
+    """A Probe with a trigger on its event (written after its enable,
+    removed before it goes)."""
+
+    def __init__(self, row: str, name: str, where: str, n: int, trigger: str) -> None:
+        super().__init__(row, name, where, n)
+        self.trigger = trigger
+
+    def define(self) -> None:
+        super().define()
+        tracefs().write(self.file("trigger"), self.trigger)
+
+    def remove(self) -> None:
+        tracefs().write(self.file("trigger"), "!" + self.trigger.split(":")[0].split()[0])
+        super().remove()
+
+
+def row10b_idle_trigger(rounds: int, n: int) -> None:
+    """A probe event with a trigger that never fires, vs the same event with none.
+
+    ``p:bench/e2 workloads:probed x=x attr=obj.attr`` with the trigger
+    ``traceoff if x < 0`` (``x`` is never negative) and without.  The
+    triggered event records every call as the other does, but each hit
+    also calls the triggers in Python with the values the hot path fetched
+    (soft mode); an event with no trigger is not slowed at all.  Added per
+    call; informative, no goal.
+    """
+    armed = TriggeredProbe("10b", "e2", f"workloads:probed {TWO_ARGS}", n, "traceoff if x < 0")
+    plain = Probe("10b", "e2", f"workloads:probed {TWO_ARGS}", n)
+    lines = probe_trace(armed, 2)
+    check(lines == [f"e2: (probed+0x0) x={i} attr={BOX.attr}" for i in range(2)],
+          f"row 10b: e2 with a trigger recorded {lines}")
+    run = lambda: w.call_probed(n, BOX)                       # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("trigger", run, setup=armed.on, teardown=armed.off),
+                        Variant("none", run, setup=plain.on, teardown=plain.off)], rounds)
+    compare("10b", "probe with an idle trigger (traceoff if x < 0)", times, "trigger", "none", n,
+            "untraced", base_name="no trigger", goal=None)
+
+
 # ---------------------------------------------------------------- main
 
 FIB_N = 20
@@ -969,6 +1010,7 @@ def main(argv=None) -> int:
         ("8", lambda: row8_fetchargs(rounds, n)),
         ("9", lambda: row9_line_probe(rounds, n)),
         ("10", lambda: row10_filtered_out(rounds, n)),
+        ("10b", lambda: row10b_idle_trigger(rounds, n)),
         ("16a", lambda: row16_profiler(rounds, "a", lambda: w.fib(FIB_N))),
         ("16b", lambda: row16_profiler(rounds, "b", lambda: w.methods(METHOD_TICKS))),
         ("17", lambda: row17_graph_function(rounds)),

@@ -214,6 +214,14 @@ class ProbeTrace:
                    matches: Callable[[tuple[Any, ...]], bool] | None, /) -> None:
         """The event's filter: ``program`` for the C path (None: only
         ``matches``, the Python filter over a record's values)."""
+    def set_triggers(self, triggers: Callable[[tuple[Any, ...]], object] | None,
+                     post: Callable[[Any], None] | None, /) -> None:
+        """Soft mode (the event has triggers; None: none): at each hit the C
+        path calls ``triggers(values)`` with the fetched values, whatever
+        ``tracing_on`` and the filter say, and records only if it answers
+        True, or ``(True, post_list)``, then calls ``post(post_list)``.  Both
+        find the probed frame as their caller's.  The Python one runs them
+        from the event's own Python path."""
     def entry(self, code: CodeType, offset: int, depth: int, /) -> _Handler:
         """The handler of the probe at (code, offset): PY_START or INSTRUCTION."""
     def exit(self, code: CodeType, depth: int, raised: bool, /) -> _Handler:

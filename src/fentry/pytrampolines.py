@@ -1130,6 +1130,9 @@ class ProbeTrace:
     def set_filter(self, program, matches) -> None:
         """The event's filter (the Python path reads it from the event)."""
 
+    def set_triggers(self, triggers, post) -> None:
+        """The event's triggers (the Python path runs them from the event)."""
+
     def entry(self, code: CodeType, offset: int, depth: int):
         """The handler of the probe at (code, offset): PY_START or INSTRUCTION."""
         slow = self._slow

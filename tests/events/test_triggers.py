@@ -371,18 +371,55 @@ def test_a_trigger_written_live(target):
     target.finish_clean()
 
 
-def test_an_event_without_triggers_keeps_its_hot_path(fs, mod):
-    """An event with no trigger keeps its hot path: the C one records
-    without calling the Python path (its hits count in the C object)."""
+def test_the_c_hot_path_runs_triggers_on_the_values_it_fetched(fs, mod):
+    """With the C hot path, a triggered event still fetches in C (its hits
+    count in the C object), and calls the triggers with the values; an
+    event with no trigger calls nothing in Python."""
     fs.write("events/trig/f/enable", "1")
-    f = mod.f
-    for i in range(10):
-        f(i)
     file = fs.probes.find("trig", "f").file(fs.instance)
-    if os.environ.get("FENTRY_PURE_PYTHON") != "1":
-        assert file.trace.nhit == 10
-    assert file._record == file._record_event
-    fs.write(T, "traceon")
+    c = os.environ.get("FENTRY_PURE_PYTHON") != "1"
+    for i in range(10):
+        mod.f(i)
+    assert file.trace.nhit == (10 if c else 0) and file._record == file._record_event
+    fs.write(T, "stacktrace:1 if x == 12")
+    fs.write(T, "traceoff:1 if x == 14")
     assert file._record == file._record_triggered
-    fs.write(T, "!traceon")
+    for i in range(10, 20):
+        mod.nested(i)
+    assert file.trace.nhit == (20 if c else 0)
+    trace = fs.read("trace")
+    assert xs(trace) == list(range(15)) and trace.count("<stack trace>") == 1
+    lines = trace.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.endswith("<stack trace>"))
+    assert lines[at - 1].endswith(" x=12") and lines[at + 1].startswith(" => f (")
+    fs.write(T, "!stacktrace")
+    fs.write(T, "!traceoff")
     assert file._record == file._record_event and fs.read("events/trig/f/enable") == "1\n"
+
+
+def test_a_return_probe_s_trigger_sees_its_retval_and_entry_args(fs, mod):
+    fs.write("kprobe_events", f"r:trig/fr {mod.__name__}:f x=$retval a=$arg1", append=True)
+    fs.write("events/trig/fr/trigger", "stacktrace:1 if x == 8 && a == 7")
+    fs.write("events/trig/fr/trigger", "traceoff:1 if a >= 9")
+    fs.write("events/trig/fr/enable", "1")
+    for i in range(20):
+        mod.nested(i)
+    trace = fs.read("trace")
+    got = [(int(m["x"]), int(m["a"])) for m in re.finditer(r" fr: \([^)]*\) x=(?P<x>\d+) a=(?P<a>\d+)$",
+                                                            trace, re.M)]
+    assert got == [(i + 1, i) for i in range(10)]
+    assert trace.count("<stack trace>") == 1
+    lines = trace.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.endswith("<stack trace>"))
+    assert lines[at - 1].endswith(" x=8 a=7") and lines[at + 1].startswith(" => f (")
+
+
+def test_a_soft_disabled_event_counts_its_hits_and_faults_on_both_hot_paths(fs, mod):
+    fs.write("kprobe_events", f"p:trig/fa {mod.__name__}:f y=x.nope", append=True)
+    fs.write("events/trig/fa/trigger", "traceoff:0")      # (a count of 0: never fires)
+    for i in range(7):
+        mod.f(i)
+    profile = {ln.split()[0]: ln.split()[1:] for ln in fs.read("kprobe_profile").splitlines()}
+    assert profile["fa"] == ["7", "7"]              # hits, misses: every fetch faulted
+    assert "fa:" not in fs.read("trace")
+    fs.write("events/trig/fa/trigger", "!traceoff")

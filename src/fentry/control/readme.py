@@ -102,7 +102,16 @@ HELP: dict[str, str] = {
     "function_profile_enabled": "1 counts calls and time per function, in trace_stat/",
     "trace_stat": "trace_stat/function<TID>: one thread's function profile",
     "events": "Directory containing all trace event subsystems:\n"
-              "    enable  - Write 0/1 to enable/disable tracing of all events",
+              "    enable  - Write 0/1 to enable/disable tracing of all events\n"
+              "events/<system>/<event>/trigger:\n"
+              "    If set, a command to perform when event is hit\n"
+              "    Format: <trigger>[:count][if <filter>]\n"
+              "   trigger: traceon, traceoff, snapshot, stacktrace\n"
+              "            enable_event:<system>:<event>\n"
+              "            disable_event:<system>:<event>\n"
+              "   example: echo 'traceoff:1 if x > 5' > events/kprobes/f/trigger\n"
+              "   To remove a trigger: echo '!<trigger>' >> <system>/<event>/trigger\n"
+              "   Filters and counts can be ignored when removing a trigger.",
     "README": "this file",
 }
 

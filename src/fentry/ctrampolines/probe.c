@@ -555,14 +555,12 @@ fetch_cells(ProbeTrace *p, Tramp *t, _PyInterpreterFrame *f, PyObject *retval, C
     return FETCH_OK;
 }
 
-/* The fetched cells: count, filter, record (they are released). */
+/* The fetched cells: filter, record (they are released). */
 static Py_ALWAYS_INLINE inline PyObject *
-probe_record(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObject *value,
-             Cell *cells, int *tags, int faulted)
+probe_commit(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObject *value,
+             Cell *cells, int *tags)
 {
     int n = p->nargs;
-    p->nhit++;
-    p->nmissed += faulted;
     if (!((Switch *)p->onoff)->on) {                     /* tracing_on 0 */
         drop(cells, tags, n);
         Py_RETURN_NONE;
@@ -600,6 +598,61 @@ probe_record(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObjec
         ring_write_event(ring, head, cells, tags, n);
     Py_DECREF(ring);
     Py_RETURN_NONE;
+}
+
+/* A hit in soft mode (events/trigger.py): triggers(values) runs the
+ * event's triggers, whatever tracing_on and the event's filter say, and
+ * answers whether to record -- True, False, or (record, post) -- and
+ * post_triggers(post) runs after the record, as the kernel's post triggers.
+ * Both find the probed frame as their caller's. */
+static PyObject *
+probe_triggered(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObject *value,
+                Cell *cells, int *tags)
+{
+    int n = p->nargs;
+    PyObject *values = values_tuple(cells, tags, n);
+    PyObject *r = values != NULL ? PyObject_CallOneArg(p->triggers, values) : NULL;
+    Py_XDECREF(values);
+    if (r == NULL)
+        return drop(cells, tags, n), NULL;
+    PyObject *post = NULL;
+    int record;
+    if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 2) {
+        record = PyObject_IsTrue(PyTuple_GET_ITEM(r, 0));
+        post = Py_NewRef(PyTuple_GET_ITEM(r, 1));
+    }
+    else
+        record = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    PyObject *res;
+    if (record > 0)
+        res = probe_commit(p, t, ts, code, value, cells, tags);
+    else {
+        drop(cells, tags, n);
+        res = record < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    if (post != NULL) {
+        if (res != NULL) {
+            PyObject *pr = PyObject_CallOneArg(p->post_triggers, post);
+            if (pr == NULL)
+                Py_CLEAR(res);
+            Py_XDECREF(pr);
+        }
+        Py_DECREF(post);
+    }
+    return res;
+}
+
+/* The fetched cells: count, then the record (or the triggers first, in soft mode). */
+static Py_ALWAYS_INLINE inline PyObject *
+probe_record(ProbeTrace *p, Tramp *t, PyThreadState *ts, PyObject *code, PyObject *value,
+             Cell *cells, int *tags, int faulted)
+{
+    p->nhit++;
+    p->nmissed += faulted;
+    if (p->triggers != Py_None)
+        return probe_triggered(p, t, ts, code, value, cells, tags);
+    return probe_commit(p, t, ts, code, value, cells, tags);
 }
 
 PyObject *

@@ -60,6 +60,9 @@ typedef struct {
     PyObject *specs;            /* as given; None: every hit takes the Python path */
     PyObject *filter_slow;      /* the Python filter, matches(values); None: no filter */
     PyObject *filter_spec;      /* as given (holds the predicates' strings) */
+    /* Soft mode (the event has triggers; see probe_triggered): None, or
+     * triggers(values) and post_triggers(post). */
+    PyObject *triggers, *post_triggers;
     int nargs;
     Fetch *fetch;
     int npreds, nprog;

@@ -132,6 +132,8 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->slow = Py_NewRef(slow);
     p->filter_slow = Py_NewRef(Py_None);
     p->filter_spec = Py_NewRef(Py_None);
+    p->triggers = Py_NewRef(Py_None);
+    p->post_triggers = Py_NewRef(Py_None);
     p->entry = Py_NewRef(entry);
     if (probe_compile(p, specs) < 0) {
         Py_DECREF(p);
@@ -334,6 +336,19 @@ probe_tp_call(ProbeTrace *p, PyObject *args, PyObject *kwds)
     return PyObject_CallOneArg(p->slow, regs);
 }
 
+/* set_triggers(triggers, post): the event's triggers, in soft mode (None:
+ * none, every hit as before); see probe_triggered. */
+static PyObject *
+probe_set_triggers(ProbeTrace *p, PyObject *args)
+{
+    PyObject *triggers, *post;
+    if (!PyArg_ParseTuple(args, "OO", &triggers, &post))
+        return NULL;
+    Py_SETREF(p->triggers, Py_NewRef(triggers));
+    Py_SETREF(p->post_triggers, Py_NewRef(post));
+    Py_RETURN_NONE;
+}
+
 /* The type's slots: CPython's boilerplate, alike in every type of this folder. */
 static int
 probe_traverse(ProbeTrace *p, visitproc visit, void *arg)
@@ -341,7 +356,7 @@ probe_traverse(ProbeTrace *p, visitproc visit, void *arg)
     Py_VISIT(p->ring.ring); Py_VISIT(p->event); Py_VISIT(p->local); Py_VISIT(p->attach);
     Py_VISIT(p->onoff); Py_VISIT(p->snapshot); Py_VISIT(p->fault); Py_VISIT(p->slow);
     Py_VISIT(p->specs); Py_VISIT(p->filter_slow); Py_VISIT(p->filter_spec);
-    Py_VISIT(p->entry);
+    Py_VISIT(p->triggers); Py_VISIT(p->post_triggers); Py_VISIT(p->entry);
     return entries_traverse(&p->entries, visit, arg);
 }
 
@@ -353,7 +368,7 @@ probe_clear(ProbeTrace *p)
     Py_CLEAR(p->ring.ring); Py_CLEAR(p->event); Py_CLEAR(p->local); Py_CLEAR(p->attach);
     Py_CLEAR(p->onoff); Py_CLEAR(p->snapshot); Py_CLEAR(p->fault); Py_CLEAR(p->slow);
     Py_CLEAR(p->specs); Py_CLEAR(p->filter_slow); Py_CLEAR(p->filter_spec);
-    Py_CLEAR(p->entry);
+    Py_CLEAR(p->triggers); Py_CLEAR(p->post_triggers); Py_CLEAR(p->entry);
     return 0;
 }
 
@@ -382,6 +397,8 @@ static PyMethodDef probe_methods[] = {
      "start(code, depth): a return probe's PY_START handler (its entry store, if any)"},
     {"set_filter", (PyCFunction)probe_set_filter, METH_VARARGS,
      "set_filter(program, matches): the event's filter"},
+    {"set_triggers", (PyCFunction)probe_set_triggers, METH_VARARGS,
+     "set_triggers(triggers, post): the event's triggers, in soft mode (None: none)"},
     {NULL}
 };
 

@@ -44,7 +44,7 @@ from .trigger import (
     TriggerCommand,
     TriggerContext,
     Triggered,
-    event_enable_parse,
+    event_enable_command,
     register_trigger_command,
     set_filter,
 )
@@ -676,12 +676,6 @@ class HistEnable(EventEnable):
             t.paused = not self.enable
 
 
-def hist_enable_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
-                      ctx: TriggerContext) -> None:
-    """``enable_hist:GRP:EVENT[:N] [if FILTER]``, as enable_event's parse."""
-    event_enable_parse(command, file, glob, param, ctx, HistEnable)
-
-
 def hist_enable_unreg_all(file: Triggered) -> None:
     """Every enable_hist and disable_hist off ``file`` (a ``>`` write, as the kernel's)."""
     for t in file.triggers:
@@ -689,10 +683,10 @@ def hist_enable_unreg_all(file: Triggered) -> None:
             file.unregister_trigger(t)
 
 
-register_trigger_command(TriggerCommand("enable_hist", ETT_HIST_ENABLE, hist_enable_parse,
-                                        unreg_all=hist_enable_unreg_all))
-register_trigger_command(TriggerCommand("disable_hist", ETT_HIST_ENABLE, hist_enable_parse,
-                                        unreg_all=hist_enable_unreg_all))
+for _name in ("enable_hist", "disable_hist"):
+    _command = event_enable_command(_name, ETT_HIST_ENABLE, HistEnable)
+    _command.unreg_all = hist_enable_unreg_all
+    register_trigger_command(_command)
 register_trigger_command(TriggerCommand("hist", ETT_EVENT_HIST, hist_parse, needs_rec=True,
                                         unreg_all=hist_unreg_all))
 

@@ -43,7 +43,7 @@ from .probe_parser import (
     parse_probe,
 )
 from .stack import record_stack
-from .trigger import Triggered
+from .trigger import Trigger, Triggered
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -250,7 +250,6 @@ class EventFile(Triggered):
     def _make_trace(self) -> hotpath.ProbeTrace:
         """The hot path's handler for this probe."""
         specs = self._fast_specs()
-        self._record = self._record_triggered if self.sm_ref else self._record_event
         buffer = self.instance.buffer
         d = self.event.defn
         # Without rNN, as many activations as the kernel allows at most:
@@ -260,13 +259,19 @@ class EventFile(Triggered):
                                    self._entry_hit if self.at_entry else None,
                                    d.maxactive or KRETPROBE_MAXACTIVE_MAX)
         self._arm_filter(trace)
+        self._arm_triggers(trace)
         return trace
+
+    def _arm_triggers(self, trace: hotpath.ProbeTrace) -> None:
+        """Soft mode or not: which record the Python path makes, and what the C path calls."""
+        soft = bool(self.sm_ref)
+        self._record = self._record_triggered if soft else self._record_event
+        trace.set_triggers(self._c_triggers if soft else None, self._c_post_triggers if soft else None)
 
     def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python
-        path (so with the ``stacktrace`` option, which records the stack there,
-        and in soft mode, where the triggers run)."""
-        if self.instance.options["stacktrace"] or self.sm_ref:
+        path (so with the ``stacktrace`` option, which records the stack there)."""
+        if self.instance.options["stacktrace"]:
             return None
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
@@ -305,10 +310,9 @@ class EventFile(Triggered):
         self.probe = None
 
     def rearm(self) -> None:
-        """Enabled anew, if enabled: which path its hits take has changed."""
-        if self.probe is not None:
-            self.disable()
-            self.enable()
+        """In or out of soft mode: its hits run the triggers, or not."""
+        if self.trace is not None:
+            self._arm_triggers(self.trace)
 
     # -- the hit: fetch, filter, record (runs in the traced thread, on every hit)
     def _hit(self, frame: FrameType) -> None:
@@ -348,22 +352,25 @@ class EventFile(Triggered):
 
     def _record_triggered(self, site: tuple[Any, ...], values: tuple[object, ...],
                           frame: FrameType) -> None:
-        """The record in soft mode, as the kernel's trace_trigger_soft_disabled
-        and event_trigger_unlock_commit: the triggers run whatever the
-        event's filter and ``tracing_on`` say; the event records unless soft
-        disabled.  Triggers with a condition see the record made (or not:
-        tracing was off) before they run, post triggers run after it."""
-        if not self.trigger_cond:
-            self.call_triggers(values, frame.f_code, frame)
-            if not self.soft_disabled:
-                self._record_event(site, values, frame)
-            return
-        on = self.instance.tracing_on
-        post = self.call_triggers(values, frame.f_code, frame)
-        if on and not self.soft_disabled:
+        """The record in soft mode (``soft_hit``): the triggers, then the
+        record if it is to be, then the post triggers.  A fault counts as a
+        miss, recorded or not (as the C path counts it)."""
+        record, post = self.soft_hit(values, frame.f_code, frame)
+        if record:
             self._record_event(site, values, frame)
+        elif any(v is FAULT for v in values):      # (is: a fetched value's __eq__ is not called)
+            self._nmissed += 1
         if post:
             self.call_post_triggers(post, frame)
+
+    def _c_triggers(self, values: tuple[object, ...]) -> object:
+        """The C path's hit in soft mode: the triggers, on the values it
+        fetched; whether to record, as ``_record_triggered`` decides."""
+        record, post = self.soft_hit(values, None, sys._getframe(1))    # (the probed frame)
+        return (record, post) if post else record
+
+    def _c_post_triggers(self, post: list[Trigger]) -> None:
+        self.call_post_triggers(post, sys._getframe(1))
 
     def _record_event(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
         for v in values:
@@ -387,7 +394,8 @@ class EventFile(Triggered):
 
     def trigger_fields(self, values: tuple[object, ...], code: CodeType | None,
                        common: bool) -> dict[str, object]:
-        fields = dict(zip(self.event.field_names(code), values))
+        names = self.event._names          # (known once, unless $args names them per code)
+        fields = dict(zip(self.event.field_names(code) if names is None else names, values))
         return _filter_values(fields) if common else fields
 
     def set_filter(self, text: str) -> None:
@@ -615,7 +623,10 @@ class ProbeEvents:
         ``stacktrace`` option changed, and with it which path their hits take."""
         with self.lock:
             for e in self.events.values():
-                e.file(instance).rearm()
+                f = e.file(instance)
+                if f.enabled:
+                    f.disable()
+                    f.enable()
 
     def clear_triggers(self, instance: TraceInstance) -> None:
         """Every trigger of ``instance``'s events off (the kernel's clear_event_triggers)."""

@@ -9,11 +9,14 @@ The commands are a table (``register_trigger_command``): ``traceon``,
 ``traceoff``, ``snapshot``, ``stacktrace``, ``enable_event`` and
 ``disable_event`` are registered here, in the kernel's order; another module
 registers its own (``hist``) the same way, with a ``parse`` that builds a
-``Trigger`` and registers it on the event file (``register_trigger``).
+``Trigger`` and registers it on the event file (``register_trigger``), and
+``event_enable_command`` makes the commands that act on another event
+(``enable_hist``).  A trigger's ``run`` gets the ``Hit``: the event's field
+values by name (``hit.fields``), for each hit its filter passes.
 
-An event file that can carry triggers mixes in ``Triggered`` and calls
-``call_triggers`` / ``call_post_triggers`` around its record on every hit of
-its Python path.  As in the kernel, the event's own filter does not gate its
+An event file that can carry triggers mixes in ``Triggered`` and, in soft
+mode, calls ``soft_hit`` before its record and ``call_post_triggers`` after
+it.  As in the kernel, the event's own filter does not gate its
 triggers (each has its own ``if``), and a triggered event is armed in soft
 mode: its triggers run while its ``enable`` is 0 (read back as ``0*``), and
 it records nothing then (the kernel's soft-disabled event).
@@ -51,7 +54,7 @@ class Hit:
     """One hit of a triggered event, as its triggers see it: the record's
     values, and its fields by name (``fields``, made on first use: a hist
     trigger's keys and values)."""
-    __slots__ = ("file", "values", "code", "frame", "_fields")
+    __slots__ = ("file", "values", "code", "frame", "_fields", "_own")
 
     def __init__(self, file: Triggered, values: tuple[object, ...], code: CodeType | None,
                  frame: FrameType) -> None:
@@ -60,6 +63,7 @@ class Hit:
         self.code = code            # the probed code (``$args`` names its parameters)
         self.frame = frame
         self._fields: dict[str, object] | None = None
+        self._own: dict[str, object] | None = None
 
     @property
     def fields(self) -> dict[str, object]:
@@ -67,6 +71,13 @@ class Hit:
         if self._fields is None:
             self._fields = self.file.trigger_fields(self.values, self.code, True)
         return self._fields
+
+    @property
+    def own_fields(self) -> dict[str, object]:
+        """The event's own fields only (what most filters name: no thread lookup)."""
+        if self._own is None:
+            self._own = self.file.trigger_fields(self.values, self.code, False)
+        return self._own
 
 
 class Trigger:
@@ -92,7 +103,7 @@ class Trigger:
         f = self.filter
         if f is None:
             return True
-        return f.matches(self.file.trigger_fields(hit.values, hit.code, self.filter_common))
+        return f.matches(hit.fields if self.filter_common else hit.own_fields)
 
     def take(self, hit: Hit) -> bool:
         """One use of the count (``event_trigger_count``): False once none is left."""
@@ -197,10 +208,10 @@ class Triggered:
     """Mixed into an event file (``struct trace_event_file``): its triggers
     and its soft mode.  The class provides ``instance``, ``group`` and
     ``name``, ``enabled`` and ``enable()`` / ``disable()`` (its probe armed
-    or not: the kernel's ``ENABLED`` flag and ``reg``), ``rearm()`` (to pick
-    its hot path anew: a file in soft mode takes the Python path, whose
-    record calls the triggers), ``compile_trigger_filter(text)`` and
-    ``trigger_fields(values, code, common)``."""
+    or not: the kernel's ``ENABLED`` flag and ``reg``), ``rearm()`` (in or
+    out of soft mode: whether its hits call ``call_triggers``),
+    ``compile_trigger_filter(text)`` and ``trigger_fields(values, code,
+    common)``, the fields by name (``common``: ``comm`` and ``common_pid`` too)."""
 
     instance: TraceInstance
     triggers: tuple[Trigger, ...]
@@ -260,7 +271,7 @@ class Triggered:
                 self.disable()
             self.soft_disabled = bool(self.sm_ref)
             if soft and self.enabled:
-                self.rearm()            # out of soft mode: its hot path again
+                self.rearm()            # out of soft mode: its hits call no trigger
             return
         if not soft:
             self.soft_disabled = False
@@ -279,7 +290,7 @@ class Triggered:
                     self.soft_disabled = False
                 raise
         elif soft:
-            self.rearm()                # into soft mode: the Python path
+            self.rearm()                # into soft mode: its hits call the triggers
 
     def enable_text(self) -> str:
         """The ``enable`` file: 1 if it records, else 0; ``*`` in soft mode."""
@@ -337,17 +348,20 @@ class Triggered:
         """Remove the first trigger that ``test`` matches (``!CMD``); False if none does."""
         for t in self.triggers:
             if t.same(test):
-                self.triggers = tuple(x for x in self.triggers if x is not t)
-                self._trigger_mode(False)
-                self._update_cond()
-                t.freed()
+                self._remove(t)
                 return True
         return False
+
+    def _remove(self, t: Trigger) -> None:
+        self.triggers = tuple(x for x in self.triggers if x is not t)
+        self._trigger_mode(False)
+        self._update_cond()
+        t.freed()
 
     def clear_triggers(self) -> None:
         """Every trigger off (``clear_event_triggers``: the instance is reset or goes)."""
         for t in self.triggers:
-            self.unregister_trigger(t)
+            self._remove(t)
 
     def _trigger_mode(self, on: bool) -> None:
         """``trace_event_trigger_enable_disable``: the first trigger takes a
@@ -370,6 +384,27 @@ class Triggered:
                                 for t in self.triggers)
 
     # -- the hit (in the traced thread; the list is replaced, never changed, so it can be read)
+    def soft_hit(self, values: tuple[object, ...], code: CodeType | None,
+                 frame: FrameType) -> tuple[bool, list[Trigger] | None]:
+        """A hit in soft mode, before its record (the kernel's
+        trace_trigger_soft_disabled and event_triggers_call): the triggers
+        run whatever the event's filter and ``tracing_on`` say; returns
+        whether to record (not if soft disabled; with a conditional trigger,
+        as ``tracing_on`` was before they ran: the kernel reserves the
+        record first) and the post triggers, for ``call_post_triggers``
+        after the record.  An event file's hook is::
+
+            record, post = self.soft_hit(values, code, frame)
+            if record: ...record as without triggers...
+            if post: self.call_post_triggers(post, frame)
+        """
+        if not self.trigger_cond:
+            self.call_triggers(values, code, frame)
+            return not self.soft_disabled, None
+        on = self.instance.tracing_on
+        post = self.call_triggers(values, code, frame)
+        return on and not self.soft_disabled, post
+
     def call_triggers(self, values: tuple[object, ...], code: CodeType | None,
                       frame: FrameType) -> list[Trigger] | None:
         """``event_triggers_call``: every trigger whose filter matches, before
@@ -539,10 +574,22 @@ class EventEnable(Trigger):
         self.target.enable_disable(False, soft=True)
 
 
+def event_enable_command(name: str, trigger_type: int,
+                         trigger_class: type[EventEnable] = EventEnable) -> TriggerCommand:
+    """A command ``NAME:GRP:EVENT[:N] [if FILTER]`` whose trigger acts on
+    another event (``event_enable_trigger_parse``): enable_event and
+    disable_event here; enable_hist and disable_hist (a ``trigger_class``
+    whose ``run`` pauses the target's hist triggers) the same way."""
+
+    def parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
+              ctx: TriggerContext) -> None:
+        event_enable_parse(command, file, glob, param, ctx, trigger_class)
+    return TriggerCommand(name, trigger_type, parse)
+
+
 def event_enable_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param,
-                       ctx: TriggerContext, trigger_class: type[EventEnable] | None = None) -> None:
-    """``CMD:GRP:EVENT[:N] [if FILTER]`` (``event_enable_trigger_parse``);
-    ``trigger_class``: an EventEnable of another command (enable_hist's)."""
+                       ctx: TriggerContext, trigger_class: type[EventEnable] = EventEnable) -> None:
+    """``CMD:GRP:EVENT[:N] [if FILTER]``: the target in soft mode while the trigger is there."""
     if param.text is None:
         raise ctx.error("CMD_NEEDS_EVENT", param.pos)
     p, ppos, filter_text, fpos = separate_filter(param, ctx, required=True)
@@ -554,7 +601,7 @@ def event_enable_parse(command: TriggerCommand, file: Triggered, glob: str, para
     target = ctx.find(system, event)
     if target is None:
         raise ctx.error("CMD_NO_EVENT", ppos)
-    trigger = (trigger_class or EventEnable)(command, file)
+    trigger = trigger_class(command, file)
     trigger.target = target
     if glob.startswith("!"):
         file.unregister_trigger(trigger)
@@ -575,8 +622,8 @@ register_trigger_command(TriggerCommand("traceoff", ETT_TRACE_ONOFF, event_trigg
 register_trigger_command(TriggerCommand("snapshot", ETT_SNAPSHOT, event_trigger_parse(Snapshot)))
 register_trigger_command(TriggerCommand("stacktrace", ETT_STACKTRACE, event_trigger_parse(StackTrace),
                                         post=True))
-register_trigger_command(TriggerCommand("enable_event", ETT_EVENT_ENABLE, event_enable_parse))
-register_trigger_command(TriggerCommand("disable_event", ETT_EVENT_ENABLE, event_enable_parse))
+register_trigger_command(event_enable_command("enable_event", ETT_EVENT_ENABLE))
+register_trigger_command(event_enable_command("disable_event", ETT_EVENT_ENABLE))
 
 
 def trigger_names() -> list[str]:
