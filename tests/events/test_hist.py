@@ -406,3 +406,14 @@ def test_a_named_hist_is_shared_by_the_events_that_name_it(fs, sender):
     with pytest.raises(TraceError) as e:
         fs.write("events/kprobes/work/trigger", "hist:name=both:keys=kind:vals=kind", append=True)
     assert e.value.message.startswith("Named hist trigger doesn't match existing named trigger")
+
+
+def test_an_event_file_without_per_code_names_is_read_by_field_name(fs, sender):
+    """(python:*, gc:*, audit:* files: their triggers get a hit's fields by name)"""
+    fs.write("events/kprobes/send/trigger", "hist:keys=kind.log2:vals=nbytes:sort=kind")
+    trigger, = fs.probes.find("kprobes", "send").file(fs.instance).triggers
+    for kind, nbytes in [(3, 10), (4, 20), (5, 30), (0, 1)]:
+        trigger.hit({"kind": kind, "nbytes": nbytes}.get, None)
+    assert [(k, h, v) for k, h, v in rows(fs.read("events/kprobes/send/hist"))] == [
+        ("kind: ~ 2^0", 1, "  nbytes:          1"), ("kind: ~ 2^2", 2, "  nbytes:         30"),
+        ("kind: ~ 2^3", 1, "  nbytes:         30")]

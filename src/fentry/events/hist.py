@@ -323,6 +323,9 @@ class HistTrigger(Trigger):
         """One event (``event_hist_trigger``): its key and values into the map."""
         plan = self._plans.get(hit.code)
         if plan is None:
+            if getattr(self.file, "event", None) is None:      # (no names per code: by name)
+                self.hit(hit.fields.get, hit.frame)
+                return
             plan = self._plan(hit.code)
         keys, vals = plan
         values = hit.values
@@ -336,8 +339,7 @@ class HistTrigger(Trigger):
         """How each key and value is read from a hit's values: the field's
         index when it is used as fetched (a key), else a function of
         (values, frame)."""
-        event = getattr(self.file, "event", None)       # (a probe event's file)
-        names = event.field_names(code) if event is not None else ()
+        names = self.file.event.field_names(code)      # type: ignore[attr-defined]  # (run checked)
         index = {name: i for i, name in enumerate(names)}
         plan = (tuple(_reader(f, index.get(f.name)) for f in self._keys),
                 tuple(_val_reader(f, index.get(f.name)) for f in self._vals))
@@ -345,7 +347,8 @@ class HistTrigger(Trigger):
         return plan
 
     def hit(self, get: Callable[[str], object], frame: FrameType | None) -> None:
-        """One event whose fields ``get(name)`` gives (what has no plan: tests, other event kinds)."""
+        """One event whose fields ``get(name)`` gives: an event file that is
+        not a probe event's (its fields by name, ``Hit.fields``)."""
         key = tuple([_key_value(f, get, frame) for f in self._keys])
         vals = [1 if f.kind == "hitcount" else _number(_value(f, get)) for f in self._vals]
         self.map.insert(key, vals, _thread_name if self._execname else None)
@@ -601,9 +604,12 @@ def hist_text(file: Triggered) -> str:
 
 
 def hist_fields(file: Triggered) -> dict[str, str]:
-    """What a hist on ``file`` can name: its event's fields and the common ones."""
-    event = getattr(file, "event", None)      # (a probe event's file; others: the common ones)
-    kinds: dict[str, str] = event.field_kinds() if event is not None else {}
+    """What a hist on ``file`` can name: its fields (name -> "num" or "str")
+    and the common ones.  A probe event's file has them from its event;
+    another kind of event file gives them with a ``field_kinds()`` of its own."""
+    source = getattr(file, "field_kinds", None) or getattr(getattr(file, "event", None),
+                                                          "field_kinds", None)
+    kinds: dict[str, str] = source() if source is not None else {}
     return {**COMMON_HIST_FIELDS, **kinds}
 
 
