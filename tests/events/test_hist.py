@@ -180,6 +180,7 @@ def test_size_rounds_up_to_a_power_of_two_within_the_kernels_bounds(size, ok):
 
 # -- counting: exact, from several threads, as the events arrive
 
+@pytest.mark.slow
 def test_counts_from_threads_are_exact_and_add_up(fs, sender):
     fs.write("events/kprobes/send/trigger", "hist:keys=kind:vals=nbytes:sort=kind")
     sender.main(THREADS, CALLS)
@@ -291,6 +292,7 @@ def _program(tmp_path):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pure", ["0", "1"])
 def test_fentry_run_hist_prints_the_hist_at_exit(tmp_path, pure):
     e = env()
