@@ -364,7 +364,7 @@ class Tracefs:
 
     def reset(self) -> None:
         """Every file back to its default: no instance, no probe event, no
-        tracer, no filter, default options and size, empty buffers and error_log."""
+        tracer, no filter, default options and size, empty buffers and error_log, no snapshot."""
         for name in list(self.instances):
             self.rmdir(f"instances/{name}")
         self.probes.clear_triggers(self.instance)
@@ -391,6 +391,7 @@ class Tracefs:
         self.write("trace_clock", "local")
         self.write("trace_options", " ".join(k if v else "no" + k for k, v in TOP_OPTIONS.items()))
         self.write("trace", "")
+        self.write("snapshot", "0")     # (a snapshot trigger or command may have taken one)
 
     def reinit_after_fork(self) -> None:
         """In a forked child: the locks anew (a thread of the parent may have
