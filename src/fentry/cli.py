@@ -98,6 +98,14 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                         "mono, mono_raw, boot or tai")
 
 
+def _hist_option(p: argparse.ArgumentParser) -> None:
+    """--hist, for run and record (whose end prints or keeps the hists)."""
+    p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
+                   help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
+                        "[:size=N], as written after hist: to its trigger file), printed at the "
+                        "end; an -e event it names feeds the hist only; repeatable")
+
+
 def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Python program under tracing",
@@ -105,11 +113,12 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
               "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
-              "                  [--stack]\n"
+              "                  [--stack] [--hist [GRP:]EVENT:KEYS...]...\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
     _tracing_options(p, "function", DEFAULT_SIZE_KB, "before the program starts")
+    _hist_option(p)
     p.set_defaults(tracer=None)     # function, or nop with --profile (main)
     p.add_argument("--profile", action="store_true",
                    help="profile the traced functions (function_profile_enabled) and print the "
@@ -135,12 +144,14 @@ def _record_parser(sub: _Subparsers) -> None:
               "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
+              "                     [--hist [GRP:]EVENT:KEYS...]...\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
                     f"FILE (default {DEFAULT_RECORDING}), as trace-cmd record does: nothing is "
                     "formatted while the program runs.  fentry report formats it.")
     _tracing_options(p, None, DEFAULT_SIZE_KB, "before the program starts (or once attached)")
+    _hist_option(p)
     p.add_argument("-p", "--pid", dest="record_pid", type=int, metavar="PID",
                    help="record a running program (as fentry attach) instead of starting one")
     p.add_argument("--follow", action="store_true",
@@ -312,7 +323,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
                    "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
                    "-R", "--trigger",
-                   "-C", "--clock",
+                   "-C", "--clock", "--hist",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
@@ -339,6 +350,23 @@ def _check_filters(globs: list[str], what: str) -> None:
         except TraceError as e:
             e.subsystem = f"fentry run {what}"
             raise
+
+
+def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
+    """Each --hist against the -e it names (its fields), before the program starts."""
+    from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
+    from .events.probe_parser import parse_probe
+    from .events.trace_kprobe import _filter_kind
+    defns = [parse_probe(p[0]) for p in probes]
+    for text in hists:
+        group, name, param = split_hist_option(text)
+        found = [d for d in defns if d.event == name and group in (None, d.group)]
+        if len(found) != 1:
+            raise TraceError("HIST_NO_EVENT", text, 0, subsystem="fentry --hist",
+                             detail="give it as GRP:EVENT" if found else "define it with -e")
+        fields = {**COMMON_HIST_FIELDS, **{a.name: _filter_kind(a) for a in found[0].args
+                                          if a.kind != "args"}}
+        parse_hist(param, fields, f"hist:{found[0].group}:{found[0].event}")
 
 
 def _check_probes(probes: list[list[Any]]) -> None:
@@ -411,6 +439,7 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
                              detail=f"{opts.buffer_size_kb} KB per thread is more than the "
                                     f"{available} KB of memory available")
         _check_probes(opts.probes)
+        _check_hists(getattr(opts, "hist", []), opts.probes)
     except TraceError as e:
         print(e.render(), file=sys.stderr)
         return False
@@ -424,7 +453,7 @@ def _settings(opts: argparse.Namespace) -> dict[str, Any]:
             "graph_function": opts.graph_function, "graph_notrace": opts.graph_notrace,
             "max_graph_depth": opts.max_graph_depth, "tracing_thresh": opts.tracing_thresh,
             "profile": getattr(opts, "profile", False), "clock": opts.clock,
-            "stack": getattr(opts, "stack", False)}
+            "stack": getattr(opts, "stack", False), "hists": getattr(opts, "hist", [])}
 
 
 def _open_output(opts: argparse.Namespace, command: str, default: BinaryIO
@@ -606,6 +635,13 @@ def _write_profiles(live: Live) -> None:
             live.report.write(profile_text(stream).encode())
         if stream.stack is not None:
             live.report.write(stack_report(stream).encode())
+        write_hists(live.report.write, stream)
+
+
+def write_hists(write: Callable[[bytes], object], stream: Any) -> None:
+    """A stream's hist files (fentry run --hist), each under its event's name."""
+    for h in stream.hists or ():
+        write(f"\n# events/{h['event']}/hist\n{h['text']}".encode())
 
 
 def _report_end(live: Live | Recording, opts: argparse.Namespace, command: str) -> None:
@@ -784,6 +820,12 @@ def cmd_report(opts: argparse.Namespace) -> int:
     sink = make_sink(out)
     streams = read_recording(reader, sink)
     reader.close()
+    if opts.format == "text" and sink.error is None:
+        try:
+            for stream in streams.streams.values():
+                write_hists(out.write, stream)
+        except OSError as e:
+            sink.error = e
     try:
         if close_out:
             out.close()

@@ -142,6 +142,30 @@ ERRORS: dict[str, str] = {
     # no field name where a term starts: the kernel's bare -EINVAL (FILT_ERR_ERRNO), caret at 0
     "FILT_ERR_EXPECT_FIELD": "Error",
     # -- (end of event filters)
+    # -- hist triggers: the kernel's trace_events_hist.c HIST_ERR_* messages
+    "HIST_ERR_NAMED_MISMATCH": "Named hist trigger doesn't match existing named trigger (includes variables)",
+    "HIST_ERR_TRIGGER_EEXIST": "Hist trigger already exists",
+    "HIST_ERR_TRIGGER_ENOENT_CLEAR": "Can't clear or continue a nonexistent hist trigger",
+    "HIST_ERR_SET_CLOCK_FAIL": "Couldn't set trace_clock",
+    "HIST_ERR_BAD_FIELD_MODIFIER": "Invalid field modifier",
+    "HIST_ERR_FIELD_NOT_FOUND": "Couldn't find field",
+    "HIST_ERR_EMPTY_ASSIGNMENT": "Empty assignment",
+    "HIST_ERR_INVALID_SORT_MODIFIER": "Invalid sort modifier",
+    "HIST_ERR_EMPTY_SORT_FIELD": "Empty sort field",
+    "HIST_ERR_TOO_MANY_SORT_FIELDS": "Too many sort fields (Max = 2)",
+    "HIST_ERR_INVALID_SORT_FIELD": "Sort field must be a key or a val",
+    "HIST_ERR_NEED_NOHC_VAL": "Non-hitcount value is required for 'nohitcount'",
+    # the kernel's bare -EINVAL of a hist command (not logged: it logs none), said
+    "HIST_EINVAL": "Invalid argument: hist:keys=KEYS[:vals=...][:sort=...][:size=N][:name=NAME]"
+                   "[:pause][:cont][:clear] [if FILTER], at most 3 keys and 2 values",
+    "HIST_BAD_SIZE": "Invalid argument: size= is from 128 to 131072 (rounded up to a power of two)",
+    # fentry's own: what the kernel has and fentry does not yet
+    "HIST_NO_VARS": "Variables are not supported in fentry's hist triggers (yet)",
+    "HIST_NO_ACTIONS": "Actions (onmatch, onmax, onchange) are not supported in fentry's hist triggers (yet)",
+    "HIST_NO_EXPR": "Expressions are not supported in fentry's hist triggers (yet)",
+    "HIST_BAD_OPTION": "Expected [GRP:]EVENT:keys=KEYS[:vals=...][:sort=...][:size=N]... (a hist trigger on EVENT)",
+    "HIST_NO_EVENT": "No such event for the hist trigger",
+    # -- (end of hist triggers)
 }
 
 

@@ -18,7 +18,9 @@ from helpers import fentry, fentry_run
 
 from fentry.errors import TraceError
 
-HEADER = "# Available triggers:\n# traceon traceoff snapshot stacktrace enable_event disable_event\n"
+# (with hist triggers: the kernel's list with CONFIG_HIST_TRIGGERS, in its order)
+HEADER = ("# Available triggers:\n# traceon traceoff snapshot stacktrace enable_event disable_event"
+          " enable_hist disable_hist hist\n")
 EVENT = re.compile(r"^\s*(?P<task>.+?)-(?P<tid>\d+)\s+\[000\] \.\.\.\.\. +(?P<ts>\d+\.\d{6}): "
                    r"(?P<event>\w+): \((?P<where>[^)]*)\) x=(?P<x>-?\d+)$", re.M)
 

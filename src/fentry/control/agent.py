@@ -95,6 +95,7 @@ class Streamer:
         self.greeted = False        # HELLO sent
         self.profile = False        # END is preceded by the function profile (fentry run --profile)
         self.stack = False          # ... and by the deepest stack (fentry run --stack)
+        self.hist = False           # ... and by the hist files (fentry run --hist)
         self.running = _thread.allocate_lock()     # held while run() runs
         # One drain at a time, whoever drains: messages must leave in the
         # order they were made.  An RLock knows its owner atomically: a drain
@@ -189,6 +190,8 @@ class Streamer:
                 last = [self.raw.profile(tracefs().profiler)] if self.profile else []
                 if self.stack:
                     last.append(self.raw.stack(tracefs().stack))
+                if self.hist:
+                    last.append(self.raw.hists(tracefs().probes))
                 self._send(self.raw.drain() + last + [self.raw.end(self.why)])
                 self.ended = True
 
@@ -486,9 +489,11 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     ``settings``: buffer_size_kb, options, filter, notrace, graph_function,
     graph_notrace, max_graph_depth, tracing_thresh, tracer, profile
     (function_profile_enabled), stack (stack_tracer_enabled), clock
-    (trace_clock, None: as it is), and probes, a list of [definition, filter or
+    (trace_clock, None: as it is), probes, a list of [definition, filter or
     None, triggers...], each defined (in the shared kprobe_events), filtered and
-    enabled, then its triggers written (they may name any of the events).  A definition the same as
+    enabled, then its triggers written (they may name any of the events), and
+    hists, ``--hist`` texts, each a hist trigger on its event (an event of
+    probes that a hist names is not enabled: it feeds the hist).  A definition the same as
     one there already is that one.  Returns the events it defined.
 
     ``skip_refused_probes``: a probe the Tracefs refuses is left out, its
@@ -515,9 +520,10 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     if settings.get("stack"):           # (so is the stack tracer)
         fs.write("stack_tracer_enabled", "1")
     probes = settings.get("probes", [])
-    if probes:
-        from ..events.probe_parser import format_definition, parse_probe
-        from ..events.tracepoints import tracepoint_name
+    from ..events.probe_parser import format_definition, parse_probe
+    from ..events.tracepoints import tracepoint_name
+    keys = [tracepoint_name(p[0]) or _event_key(p[0]) for p in probes]
+    hists = [hist_target(fs, text, keys) for text in settings.get("hists", [])]
     defined = []
     triggers = []
     for definition, filter_text, *event_triggers in probes:
@@ -544,13 +550,38 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         path = f"{at}events/{defn.group}/{defn.event}"
         if filter_text is not None:
             fs.write(f"{path}/filter", filter_text)
-        fs.write(f"{path}/enable", "1")
+        if key not in [(group, name) for group, name, _ in hists]:
+            fs.write(f"{path}/enable", "1")
         triggers += [(f"{path}/trigger", t) for t in event_triggers]
+    triggers += [(f"{at}events/{group}/{name}/trigger", "hist:" + param) for group, name, param in hists]
     for path, trigger in triggers:
         fs.write(path, trigger, append=True)
     if commands:
         fs.write(at + "set_ftrace_filter", " ".join(commands), append=True)
     return defined
+
+
+def _event_key(definition: str) -> tuple[str, str]:
+    """The (group, event) a probe definition defines."""
+    from ..events.probe_parser import parse_probe
+    defn = parse_probe(definition)
+    return defn.group, defn.event
+
+
+def hist_target(fs: Tracefs, text: str, keys: list[tuple[str, str]]) -> tuple[str, str, str]:
+    """A ``--hist`` text's event group and name, and its trigger (after
+    ``hist:``).  A bare event name is looked up by name, among the events
+    defined and ``keys``, those this run defines."""
+    from ..events.hist import split_hist_option
+    group, name, param = split_hist_option(text)
+    if group is None:
+        found = {g for g, n in keys if n == name} | \
+            {e.group for e in fs.probes.events.values() if e.name == name}
+        if len(found) != 1:
+            raise TraceError("HIST_NO_EVENT", text, 0, subsystem="fentry --hist",
+                             detail="give it as GRP:EVENT" if found else "define it with -e")
+        group = found.pop()
+    return group, name, param
 
 
 def release_tracing() -> None:
@@ -935,6 +966,9 @@ def _start_run_agent(cfg: dict[str, Any], fd: int, header: bool) -> None:
                                 on_end=lambda: _run_stream_ended(fd))
     agent.run_stream.profile = bool(cfg.get("profile"))
     agent.run_stream.stack = bool(cfg.get("stack"))
+    # The hists at the end: --hist's, and those of -R hist:... (trace-cmd's spelling)
+    agent.run_stream.hist = bool(cfg.get("hists")) or any(
+        str(t).startswith("hist:") for p in cfg.get("probes", []) for t in p[2:])
     agent.run_fd = fd
     agent.run_stream.greet()
     agent.run_stream.start_thread()

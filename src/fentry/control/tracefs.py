@@ -26,6 +26,7 @@ import fentry
 from .. import arch, ftrace
 from ..arch import ToolIdBusy
 from ..errors import TraceError
+from ..events.hist import hist_text
 from ..events.marker import marker_text
 from ..events.set_event import available_events_text, parse_set_event, set_event_text
 from ..events.trace_kprobe import ProbeEvents, enable_text
@@ -41,7 +42,7 @@ from ..tracers.stack import StackTracer, stack_text
 from ..tracers.trace import TOP_OPTIONS, TRACERS, TraceInstance
 from .readme import readme_text
 
-EVENT_FILES = ("enable", "filter", "format", "id", "trigger")
+EVENT_FILES = ("enable", "filter", "format", "hist", "id", "trigger")
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 Reader = Callable[[], str] | None
@@ -371,7 +372,7 @@ class Tracefs:
         return entry
 
     def _event_file(self, inst: TraceInstance, parts: list[str]) -> tuple[Reader, Writer] | None:
-        """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,id,trigger}."""
+        """events/GRP/enable and events/GRP/EVENT/{enable,filter,format,hist,id,trigger}."""
         probes = self.probes
         if parts and parts[0] in self.tracepoints.groups():
             return self._tracepoint_file(inst, parts)
@@ -391,6 +392,7 @@ class Tracefs:
                        lambda text, append: probes.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
+            "hist": (lambda: hist_text(event.file(inst)), None),
             "trigger": (lambda: event.file(inst).trigger_text(),
                         lambda text, append: self._write_trigger(event.file(inst), text, append)),
         }[parts[2]]

@@ -73,6 +73,7 @@ class ProcessStream:
         self.unselected: list[str] | None = None    # END's filter words that selected nothing
         self.profile: dict[str, Any] | None = None     # PROFILE, as sent
         self.stack: dict[str, Any] | None = None       # STACK, as sent
+        self.hists: list[dict[str, str]] | None = None  # HIST's hist files, as sent
         self.batch: Batch = []
         self.lost = 0
         self.renames = False        # a rename record's id was described
@@ -141,6 +142,8 @@ class ProcessStream:
             self.profile = json.loads(bytes(body))
         elif kind == msg.STACK:
             self.stack = json.loads(bytes(body))
+        elif kind == msg.HIST:
+            self.hists = json.loads(bytes(body))["hists"]
         elif kind == msg.END:
             end = json.loads(bytes(body))
             self.ended = end.get("why", "end")

@@ -54,12 +54,13 @@ TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..events.trace_kprobe import ProbeEvents
     from ..hotpath import Encoder
     from .profile import FunctionProfiler
     from .stack import StackTracer
     from .trace import TraceInstance
 
-HELLO, REFS, THREAD, BATCH, TRACER, END, PROFILE, STACK = 1, 2, 3, 6, 7, 8, 9, 10
+HELLO, REFS, THREAD, BATCH, TRACER, END, PROFILE, STACK, HIST = 1, 2, 3, 6, 7, 8, 9, 10, 11
 RECORDS, LOST = MSG_RECORDS, MSG_LOST       # the messages a ring's page holds (raw.page)
 FORMAT_VERSION = 1
 # HELLO's clock: the clock_gettime ids of TRACE_CLOCKS by their C names.
@@ -197,6 +198,15 @@ class RawStream:
         thread, locations = tracer.rows()
         return json_message(STACK, {"thread": thread, "locations": locations,
                                     "max": tracer.stack.max, "enabled": tracer.enabled})
+
+    def hists(self, probes: ProbeEvents) -> bytes:
+        """The ``hist`` file of every event of this instance that has hist
+        triggers, as reading it now shows it (fentry run --hist)."""
+        from ..events.hist import hist_text, hist_triggers
+        hists = [{"event": f"{e.group}/{e.name}", "text": hist_text(f)}
+                 for e in list(probes.events.values())
+                 for f in [e.files.get(id(self.instance))] if f is not None and hist_triggers(f)]
+        return json_message(HIST, {"hists": hists})
 
     def flush(self) -> None:
         """Every thread's records into the page queue.  Every page goes

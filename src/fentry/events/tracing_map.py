@@ -1,0 +1,68 @@
+"""events.tracing_map: the table a hist trigger aggregates into, as the
+kernel's ``kernel/trace/tracing_map.c``.
+
+A map holds at most ``1 << map_bits`` entries, each a key (a tuple) and
+its sums (a list of numbers, the hitcount first).  Every event either
+updates an entry (``hits``) or, when the key is new and the map is full,
+is dropped (``drops``): ``hits + drops`` is every event the map was given,
+as the kernel's ``__tracing_map_insert`` counts them.
+
+Updates come from the traced threads, each under the map's lock: a
+``+=`` on a shared list is not atomic across threads, and counts must be
+exact.  The lock is held for a dict lookup and a few additions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+__all__ = ["TracingMap", "BITS_DEFAULT", "BITS_MIN", "BITS_MAX"]
+
+# The kernel's TRACING_MAP_BITS_{DEFAULT,MIN,MAX}.
+BITS_DEFAULT = 11
+BITS_MIN = 7
+BITS_MAX = 17
+
+
+class TracingMap:
+    """Keys to sums, bounded; ``insert`` adds one event's values."""
+
+    def __init__(self, map_bits: int, n_vals: int) -> None:
+        self.map_bits = map_bits
+        self.max_elts = 1 << map_bits
+        self.n_vals = n_vals
+        self.entries: dict[tuple[object, ...], list[int]] = {}
+        self.private: dict[tuple[object, ...], object] = {}      # per entry, set when it is made (its comm)
+        self.hits = 0
+        self.drops = 0
+        self.lock = threading.Lock()
+
+    def insert(self, key: tuple[object, ...], vals: Sequence[int],
+               on_new: Callable[[], object] | None = None) -> None:
+        """Add ``vals`` to ``key``'s sums (a new entry if there is room);
+        ``on_new``: what to keep with a new entry (the kernel's elt_init)."""
+        with self.lock:
+            sums = self.entries.get(key)
+            if sums is None:
+                if len(self.entries) >= self.max_elts:
+                    self.drops += 1
+                    return
+                sums = self.entries[key] = [0] * self.n_vals
+                if on_new is not None:
+                    self.private[key] = on_new()
+            self.hits += 1
+            for i, v in enumerate(vals):
+                sums[i] += v
+
+    def clear(self) -> None:
+        """Every entry and count gone (``:clear``)."""
+        with self.lock:
+            self.entries.clear()
+            self.private.clear()
+            self.hits = self.drops = 0
+
+    def read(self) -> tuple[list[tuple[tuple[object, ...], list[int]]], int, int]:
+        """A copy of the entries, hits and drops, consistent with each other."""
+        with self.lock:
+            return ([(k, list(v)) for k, v in self.entries.items()], self.hits, self.drops)
