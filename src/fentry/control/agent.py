@@ -487,7 +487,7 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     graph_notrace, max_graph_depth, tracing_thresh, tracer, profile
     (function_profile_enabled), stack (stack_tracer_enabled), clock
     (trace_clock, None: as it is), and probes, a list of [definition, filter or
-    None], each defined (in the shared kprobe_events), filtered and enabled.  A definition the same as
+    None], each defined (in the shared dynamic_events), filtered and enabled.  A definition the same as
     one there already is that one.  Returns the events it defined.
 
     ``skip_refused_probes``: a probe the Tracefs refuses is left out, its
@@ -515,15 +515,17 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         fs.write("stack_tracer_enabled", "1")
     probes = settings.get("probes", [])
     if probes:
-        from ..events.probe_parser import format_definition, parse_probe
+        from ..events.probe_parser import format_definition, log_command
+        from ..events.trace_dynevent import parse_definition
     defined = []
     for definition, filter_text in probes:
-        defn = parse_probe(definition)
+        defn = parse_definition(definition)
         key = (defn.group, defn.event)
         there = fs.probes.events.get(key)
-        if there is None or format_definition(there.defn) != format_definition(defn):
+        if there is None or (format_definition(there.defn) != format_definition(defn)
+                             and there.command != log_command(definition)):
             try:
-                fs.write("kprobe_events", definition, append=True)
+                fs.write("dynamic_events", definition, append=True)
             except TraceError:
                 if skip_refused_probes:
                     continue

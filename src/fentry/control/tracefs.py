@@ -26,6 +26,7 @@ from .. import arch, ftrace
 from ..arch import ToolIdBusy
 from ..errors import TraceError
 from ..events.marker import marker_text
+from ..events.trace_dynevent import DynamicEvents
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..ftrace import FilterHash
 from ..symbols import SYMBOLS
@@ -116,6 +117,7 @@ class Tracefs:
 
     def __init__(self) -> None:
         self.probes = probes = ProbeEvents()
+        self.dynamic_events = DynamicEvents(probes)
         self.instance = self._wire(TraceInstance(top=True))     # the top level
         self.instances: dict[str, TraceInstance] = {}
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
@@ -128,6 +130,7 @@ class Tracefs:
         self.global_files: dict[str, tuple[Reader, Writer]] = {
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
+            "dynamic_events": (self.dynamic_events.read, self.dynamic_events.write),
             "kprobe_profile": (probes.profile, None),
             "enabled_functions": (ftrace.enabled_functions, None),
             "saved_cmdlines": (self.saved_cmdlines, None),
@@ -358,7 +361,7 @@ class Tracefs:
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace)
         self.write("stack_tracer_enabled", "0")
         self.stack = StackTracer()
-        self.write("kprobe_events", "")
+        self.write("dynamic_events", "")
         self.write("error_log", "")
         self.write("current_tracer", "nop")
         self.write("tracing_on", "1")

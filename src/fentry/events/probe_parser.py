@@ -44,6 +44,7 @@ kernel              fentry                      ``FetchArg.kind`` / root
 ``@SYM``            ``@MOD:NAME``               ``"global"`` / NAME (+module)
 ``+offs(ARG)``      ``ARG.attr``, ``ARG[key]``  ``path`` steps
 ``\\IMM``, ``\\"S"``  the same                    ``"imm"`` / int or str
+``$FIELD`` (eprobe) the same                    ``"field"`` / FIELD
 ==================  ==========================  ===========================
 """
 
@@ -90,7 +91,7 @@ RESERVED_FIELD_NAMES = frozenset({
 })
 
 # What a fetcharg's value starts from (FetchArg.kind).
-FETCH_KINDS = ("arg", "args", "local", "retval", "comm", "stack", "global", "imm")
+FETCH_KINDS = ("arg", "args", "local", "retval", "comm", "stack", "global", "imm", "field")
 
 _C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 # The kernel's is_good_system_name: a group may hold '-' (and start with it).
@@ -140,8 +141,8 @@ class FetchArg(namedtuple("FetchArg", "name kind root module path type array_len
 
 
 class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return module symbol offset "
-                                                  "path line args maxactive written",
-                                 defaults=((), 0, ()))):
+                                                  "path line args maxactive written dyn_type",
+                                 defaults=((), 0, (), "kprobe"))):
     """A parsed ``p``/``r`` line: where to probe and what to fetch.
 
     Exactly one of (``symbol``, ``offset``) and (``path``, ``line``) is set:
@@ -152,6 +153,8 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
     holds each fetcharg's ``FETCHARG[:TYPE]`` as written, what reading
     ``kprobe_events`` shows (the kernel's ``probe_arg.comm``: ``\\0x10``
     stays ``\\0x10``); empty when the definition was not parsed.
+    ``dyn_type`` is the dynamic event kind that made it (the kernel's
+    ``dyn_event_operations``): ``kprobe`` (``p``/``r``) or ``fprobe`` (``f``).
     """
     __slots__ = ()
 
@@ -193,15 +196,16 @@ class ProbeRemoval(namedtuple("ProbeRemoval", "group event point args", defaults
 class _Log:
     """Which word of the command is being parsed, so errors get their caret."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], subsystem: str = SUBSYSTEM) -> None:
         self.argv = argv
         self.index = 0
+        self.subsystem = subsystem      # the kernel's trace_probe_log_init(subsystem, ...)
 
     def err(self, offset: int, code: str) -> NoReturn:
         command = " ".join(self.argv)
         # A missing word (index past the last) is pointed at the end, as before it.
         pos = min(sum(len(a) + 1 for a in self.argv[:self.index]) + offset, len(command))
-        raise TraceError(code, command, pos, subsystem=SUBSYSTEM)
+        raise TraceError(code, command, pos, subsystem=self.subsystem)
 
 
 # -- helpers ----------------------------------------------------------------
@@ -446,7 +450,9 @@ def _parse_event_name(text: str, offset: int, log: _Log) -> tuple[str | None, st
 
 # -- fetchargs (trace_probe.c) ----------------------------------------------
 
-def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[FetchArg, ...]:
+def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool,
+                     fields: frozenset[str] | None = None) -> tuple[FetchArg, ...]:
+    """``argv[2:]``; ``fields``: an eprobe's, the attached event's field names."""
     if len(argv) - 2 > MAX_TRACE_ARGS:
         log.index = 2 + MAX_TRACE_ARGS
         log.err(0, "TOO_MANY_ARGS")
@@ -455,7 +461,7 @@ def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[Fetch
     has_args = False
     for i, word in enumerate(argv[2:]):
         log.index = i + 2
-        arg = _parse_fetcharg(word, i, log, is_return, names, has_args)
+        arg = _parse_fetcharg(word, i, log, is_return, names, has_args, fields)
         has_args = has_args or arg.kind == "args"
         names.add(arg.name)
         args.append(arg)
@@ -469,7 +475,8 @@ def _name_end(word: str) -> int:
 
 
 def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
-                    names: set[str], has_args: bool) -> FetchArg:
+                    names: set[str], has_args: bool,
+                    fields: frozenset[str] | None = None) -> FetchArg:
     """The kernel's traceprobe_parse_probe_arg: ``[NAME=]BODY[:TYPE]``."""
     eq = _name_end(word)
     body_at = eq + 1 if eq >= 0 else 0
@@ -497,11 +504,11 @@ def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
     if name in names or name in RESERVED_FIELD_NAMES:
         log.err(0, "USED_ARG_NAME")
 
-    return _parse_arg_body(body, body_at, name, log, is_return)
+    return _parse_arg_body(body, body_at, name, log, is_return, fields)
 
 
 def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
-                    is_return: bool) -> FetchArg:
+                    is_return: bool, fields: frozenset[str] | None = None) -> FetchArg:
     """The kernel's traceprobe_parse_probe_arg_body, in its order: length,
     then the type (``:TYPE[N]`` after the first colon), then the expression,
     then what the type allows of it."""
@@ -538,7 +545,7 @@ def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
     elif type_ is not None and type_ not in TYPES and not _is_bitfield_type(type_):
         log.err(type_pos, "BAD_TYPE")
 
-    kind, root, module, path = _parse_expr(expr, offs, log, is_return)
+    kind, root, module, path = _parse_expr(expr, offs, log, is_return, fields)
     if kind == "comm" or (kind == "imm" and isinstance(root, str)):
         type_ = "string"            # the kernel's type of $comm and \"STR", given or not
 
@@ -587,12 +594,25 @@ def _check_bitfield(type_: str, type_pos: int, log: _Log) -> None:
 _Expr = tuple[str, str | int | None, str | None, tuple[Step, ...]]
 
 
-def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool) -> _Expr:
+def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool,
+                fields: frozenset[str] | None = None) -> _Expr:
     """The kernel's parse_probe_arg: a root, then attribute and item steps
-    (the Python form of ``+offs(FETCHARG)``)."""
+    (the Python form of ``+offs(FETCHARG)``).  With ``fields`` (an eprobe's),
+    ``$FIELD`` and ``$comm`` are its only variables, as the kernel's
+    TPARG_FL_TEVENT: another ``$`` name is BAD_VAR at the argument's start,
+    a plain name NOSUP_BTFARG."""
     c = expr[:1]
     module: str | None = None
     root: str | int | None = None
+    if fields is not None and c == "$":
+        m = _PY_IDENT.match(expr, 1)
+        var = m.group() if m else ""
+        if var in fields:
+            return "field", var, None, _parse_steps(expr, 1 + len(var), offs, log)
+        if var not in ("comm", "COMM"):
+            log.err(0, "BAD_VAR")
+    elif fields is not None and c not in ("\\", "@"):
+        log.err(offs, "NOSUP_BTFARG")
     if c == "$":
         m = _VAR.match(expr, 1)             # (always matches: [...]* takes "")
         var = m.group() if m else ""
@@ -715,6 +735,8 @@ def _format_expr(arg: FetchArg) -> str:
         text = f"@{arg.module}:{root}"
     elif kind == "local":
         text = str(root)
+    elif kind == "field":
+        text = f"${root}"
     else:                                   # retval, comm, args
         text = f"${kind}"
     for step in arg.path:
@@ -748,13 +770,18 @@ def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
 
 def definition_words(defn: ProbeDefinition | ProbeRemoval) -> list[str]:
     """The words of ``format_definition``: what a removal's are compared with."""
+    if hasattr(defn, "words"):             # another kind's (trace_eprobe's)
+        return defn.words()
     if isinstance(defn, ProbeRemoval):
         name = f"-:{defn.event}" if defn.group is None else f"-:{defn.group}/{defn.event}"
         return [name, *([defn.point] if defn.point is not None else []), *defn.args]
-    head = "p"
-    if defn.is_return:
-        head = f"r{defn.maxactive}" if defn.maxactive else "r"
-    words = [f"{head}:{defn.group}/{defn.event}", defn.location]
+    if defn.dyn_type == "fprobe":         # as the kernel's trace_fprobe_show
+        head, location = "f", defn.location + ("%return" if defn.is_return else "")
+    else:
+        head, location = "p", defn.location
+        if defn.is_return:
+            head = f"r{defn.maxactive}" if defn.maxactive else "r"
+    words = [f"{head}:{defn.group}/{defn.event}", location]
     if defn.written:
         words.extend(w if a.kind == "args" else f"{a.name}={w}"
                      for a, w in zip(defn.args, defn.written, strict=True))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -73,6 +74,8 @@ class ProbeEvent:
             else tuple(a.name for a in defn.args)
         self._nhit = 0              # hits of files no longer there
         self._nmissed = 0
+        self.refs = 0               # eprobes attached to it: it cannot be removed (trace_eprobe)
+        self.command: str | None = None     # the line that defined it, as error_log shows one
 
     @property
     def name(self) -> str:
@@ -101,8 +104,14 @@ class ProbeEvent:
         """This event's file in ``instance`` (its enable and filter there)."""
         f = self.files.get(id(instance))
         if f is None:
-            f = self.files[id(instance)] = EventFile(self, instance)
+            f = self.files[id(instance)] = self._new_file(instance)
         return f
+
+    def _new_file(self, instance: TraceInstance) -> EventFile:
+        return EventFile(self, instance)
+
+    def release(self) -> None:
+        """It is removed (an eprobe lets go of its source)."""
 
     def forget(self, instance: TraceInstance) -> None:
         """``instance`` is removed: its file goes, disabled."""
@@ -190,10 +199,17 @@ class EventFile:
         # probe that has some pays for an entry store.
         self.at_entry = tuple(a for a in event.defn.args if a.kind in AT_ENTRY) \
             if event.defn.is_return else ()
+        # Called on every hit with (site, values, frame), before this event's
+        # own filter: the eprobes attached to it here (trace_eprobe), as the
+        # kernel's EVENT_TRIGGER_FL_PROBE triggers.  With one, the event is
+        # armed, and records only if enabled (soft_disabled: the kernel's
+        # EVENT_FILE_FL_SOFT_DISABLED).
+        self.hit_hooks: list[Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]] = []
+        self.soft_disabled = False
 
     @property
     def enabled(self) -> bool:
-        return self.probe is not None
+        return self.probe is not None and not self.soft_disabled
 
     @property
     def nhit(self) -> int:
@@ -208,6 +224,7 @@ class EventFile:
     # -- enable / disable
     def enable(self) -> None:
         if self.probe is not None:
+            self.soft_disabled = False
             return
         d = self.event.defn
         command = format_definition(d)
@@ -247,7 +264,7 @@ class EventFile:
     def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python
         path (so with the ``stacktrace`` option, which records the stack there)."""
-        if self.instance.options["stacktrace"]:
+        if self.instance.options["stacktrace"] or self.hit_hooks:
             return None
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
@@ -272,6 +289,42 @@ class EventFile:
         trace.set_filter(program, self._matches)
 
     def disable(self) -> None:
+        if self.hit_hooks and self.probe is not None:
+            self.soft_disabled = True       # armed still, for the hooks
+            return
+        self._disarm()
+
+    def rearm(self) -> None:
+        """Armed anew, in the same state: which path its hits take changed."""
+        if self.probe is None:
+            return
+        soft = self.soft_disabled
+        self._disarm()
+        self.enable()
+        self.soft_disabled = soft
+
+    def attach_hook(self, hook: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]) -> None:
+        """Call ``hook`` on every hit here (armed for it, soft mode if not enabled)."""
+        self.hit_hooks.append(hook)
+        try:
+            if self.probe is None:
+                self.enable()
+                self.soft_disabled = True
+            else:
+                self.rearm()            # on the Python path, which calls the hooks
+        except TraceError:
+            self.hit_hooks.remove(hook)
+            raise
+
+    def detach_hook(self, hook: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]) -> None:
+        self.hit_hooks.remove(hook)
+        if self.soft_disabled and not self.hit_hooks:
+            self._disarm()
+        else:
+            self.rearm()
+
+    def _disarm(self) -> None:
+        self.soft_disabled = False
         if self.probe is None:
             return
         if isinstance(self.probe, kprobes.Kretprobe):      # (the definition's is_return)
@@ -328,6 +381,10 @@ class EventFile:
                 break
         instance = self.instance
         if not instance.tracing_on:
+            return
+        for hook in self.hit_hooks:
+            hook(site, values, frame)
+        if self.soft_disabled:
             return
         if self.filtered and not self._matches(values, frame.f_code):
             return
@@ -408,7 +465,9 @@ def _removal_matches(removal: ProbeRemoval, key: tuple[str, str], defn: ProbeDef
     if removal.point is None:
         return True
     words = definition_words(defn)
-    return (removal.point == words[1] and len(removal.args) <= len(words) - 2
+    head = defn.match_head(removal.point) if hasattr(defn, "match_head") else \
+        removal.point == (defn.location if defn.dyn_type == "fprobe" else words[1])
+    return (head and len(removal.args) <= len(words) - 2
             and list(removal.args) == words[2:2 + len(removal.args)])
 
 
@@ -441,18 +500,39 @@ class ProbeEvents:
 
     # -- kprobe_events
     def write(self, text: str, append: bool) -> None:
-        """Apply a write to kprobe_events: ``>`` clears every event first;
-        then each line, in order (an error stops there, as in the kernel)."""
+        """Apply a write to kprobe_events: ``>`` clears every kprobe event
+        first; then each line, in order (an error stops there, as in the kernel)."""
         with self.lock, check_batch():
             if not append:
-                busy = [e for e in self.events.values() if e.enabled]
-                if busy:        # (the kernel's -EBUSY, which it does not log)
-                    raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
-                self.events.clear()
+                self.release_all("kprobe", text)
             for line in text.splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):     # comments, as the kernel skips them
                     self._apply(line)
+
+    def release_all(self, dyn_type: str | None, text: str) -> None:
+        """Every event of ``dyn_type`` (None: every one) removed, or none if
+        one is enabled or has an eprobe that stays (the kernel's -EBUSY,
+        which it does not log).  Eprobes go before what they are attached to."""
+        going = [k for k, e in self.events.items() if dyn_type in (None, e.defn.dyn_type)]
+        for key in going:
+            e = self.events[key]
+            if e.enabled or e.refs > sum(1 for k in going if getattr(self.events[k], "source", None) is e):
+                raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
+        for key in reversed(going):
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self.events.pop(key).release()
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def insert(self, event: ProbeEvent, line: str) -> None:
+        """A new event, defined by ``line`` (its name checked free by the caller)."""
+        event.command = log_command(line)
+        self.events[(event.group, event.name)] = event
 
     def _fail(self, error: TraceError) -> NoReturn:
         self.log(error)
@@ -467,26 +547,34 @@ class ProbeEvents:
         except TraceError as e:
             self._fail(e)
         assert isinstance(defn, ProbeDefinition)        # (a removal starts with '-')
+        self.add(defn, line)
+
+    def add(self, defn: ProbeDefinition, line: str,
+            refine: Callable[[ProbeDefinition, str, bool], ProbeDefinition] | None = None) -> None:
+        """Define the probe event of a parsed ``line``: its symbol checked,
+        then ``refine(defn, module, pending)`` (an fprobe's parameters)."""
         command = log_command(line)
         module, pending = None, False
         if defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
                 module, pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
+                if refine is not None:
+                    defn = refine(defn, module, pending)
             except TraceError as e:
                 e.place(command, command.find(" ") + 1)     # on the symbol, as the kernel's
+                if defn.dyn_type == "fprobe":
+                    e.subsystem = "trace_fprobe"
                 self._fail(e)
         if (defn.group, defn.event) in self.events:
             # Taken, enabled or not: disabling the other event would not free its name.
             self._fail(TraceError("EVENT_EXIST", command, event_name_pos(command),
                                   subsystem="trace_kprobe"))
-        key = (defn.group, defn.event)
-        self.events[key] = ProbeEvent(defn, self, self._next_id, module, pending)
-        self._next_id += 1
+        self.insert(ProbeEvent(defn, self, self.next_id(), module, pending), line)
         if pending:
             self.log(TraceError("NO_MODULE_YET", command, command.find(" ") + 1,
                                 subsystem="trace_kprobe", level="info"))
 
-    def _remove(self, line: str) -> None:
+    def _remove(self, line: str, dyn_type: str | None = "kprobe") -> None:
         """``-:[GRP/][EVENT] [POINT [FETCHARGS]]``: every event it matches goes
         (the kernel's dyn_event_release), and an enabled one stops it there.
         The kernel logs none of its errors (-EINVAL, -ENOENT, -EBUSY): they
@@ -496,10 +584,12 @@ class ProbeEvents:
         command = log_command(line)
         removed = False
         for key, event in list(self.events.items()):
-            if _removal_matches(removal, key, event.defn):
+            if dyn_type in (None, event.defn.dyn_type) and _removal_matches(removal, key, event.defn):
                 if event.enabled:
                     raise TraceError("BUSY", command, 0, subsystem="trace_kprobe")
-                del self.events[key]
+                if event.refs:
+                    raise TraceError("EVENT_IN_USE", command, 0, subsystem="trace_kprobe")
+                self._drop(key)
                 removed = True
         if not removed:
             raise TraceError("NO_SUCH_EVENT", command, 2, subsystem="trace_kprobe")
@@ -508,22 +598,24 @@ class ProbeEvents:
         """Remove these events, where no instance has them enabled (the end of
         the attach session that defined them)."""
         with self.lock:
-            for key in keys:
+            for key in reversed(keys):      # (an eprobe before its source)
                 event = self.events.get(key)
-                if event is not None and not event.enabled:
-                    del self.events[key]
+                if event is not None and not event.enabled and not event.refs:
+                    self._drop(key)
 
-    def definitions(self) -> str:
-        """The definitions; a comment (which a write skips) before one whose module is not found yet."""
+    def definitions(self, dyn_type: str | None = "kprobe") -> str:
+        """The definitions (of ``dyn_type``; None: all, ``dynamic_events``); a
+        comment (which a write skips) before one whose module is not found yet."""
         return "".join(
             (f"# pending: module {e.pending} not found yet\n"
              if e.pending is not None and e.pending not in sys.modules else "")
-            + format_definition(e.defn) + "\n" for e in self.events.values())
+            + format_definition(e.defn) + "\n" for e in self.events.values()
+            if dyn_type in (None, e.defn.dyn_type))
 
     def profile(self) -> str:
         """``kprobe_profile``: event, hits, misses (the kernel's columns)."""
         return "".join(f"  {e.name:<44} {e.nhit:>15} {e.nmissed:>15}\n"
-                       for e in self.events.values())
+                       for e in self.events.values() if e.defn.dyn_type == "kprobe")
 
     # -- events/ of an instance
     def groups(self) -> list[str]:
@@ -563,10 +655,7 @@ class ProbeEvents:
         ``stacktrace`` option changed, and with it which path their hits take."""
         with self.lock:
             for e in self.events.values():
-                f = e.file(instance)
-                if f.enabled:
-                    f.disable()
-                    f.enable()
+                e.file(instance).rearm()
 
     def forget_instance(self, instance: TraceInstance) -> None:
         """``instance`` is removed: every event's file there goes, disabled."""
