@@ -338,13 +338,14 @@ def _check_probes(probes: list[list[Any]]) -> None:
     ``probes``: [definition, filter or None] of each -e."""
     if not probes:
         return
-    from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
+    from .events.probe_parser import KPROBE_EVENT_SYSTEM
+    from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import compile_event_filter, event_name_pos
     names: set[tuple[str, str]] = set()
     for definition, filter_text in probes:
-        defn = parse_probe(definition)
-        if isinstance(defn, ProbeRemoval):
+        if definition.lstrip()[:1] == "-":
             raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")
+        defn = parse_definition(definition)
         if (defn.group, defn.event) in names:
             head = definition.split()[0].partition(":")[0]
             group = "" if defn.group == KPROBE_EVENT_SYSTEM else defn.group + "/"
@@ -354,7 +355,9 @@ def _check_probes(probes: list[list[Any]]) -> None:
                              detail=f"an earlier -e defines {defn.group}/{defn.event}; "
                                     f"give this one a name of its own (-e '{rename}')")
         names.add((defn.group, defn.event))
-        if filter_text is not None:
+        # (an fprobe's $arg* names its fields once its function is found: checked then)
+        if filter_text is not None and not (defn.dyn_type == "fprobe"
+                                            and any(a.kind == "args" for a in defn.args)):
             try:
                 compile_event_filter(filter_text, defn.args)
             except TraceError as e:
