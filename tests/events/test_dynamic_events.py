@@ -8,18 +8,14 @@ import errno
 import importlib
 import os
 import re
-import subprocess
-import sys
-import time
 
 import pytest
-from helpers import PROGRAMS, body, env, fentry, fentry_run
+from helpers import PROGRAMS, body, env, fentry, fentry_run, longrun_under_fentry
 
 import fentry as fentry_api
 from fentry.errors import TraceError
 
 DYNEVENTS = os.path.join(PROGRAMS, "dynevents.py")
-LONGRUN = os.path.join(PROGRAMS, "longrun.py")
 CALLS = 100_000
 THREADS = 4
 LINE = re.compile(r"^\s*(?P<task>\S+)-\d+\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: "
@@ -195,7 +191,7 @@ def test_an_eprobe_alone_arms_its_event_in_soft_mode(dynevents):
     fs.write("dynamic_events", "p:kp dynevents:work x=a y=b\n"
                                "e:ep kprobes.kp w=$x:u8 y=$y if x >= 250")
     fs.write("events/eprobes/ep/enable", "1")
-    assert fs.read("events/kprobes/kp/enable") == "0\n"
+    assert fs.read("events/kprobes/kp/enable") == "0*\n"       # armed for the eprobe only
     dynevents.run(7, 300, {})
     got = events(fs.read("trace"))
     assert [(e, w, f) for _, e, w, f in got] == [
@@ -239,6 +235,7 @@ def test_fprobe_args_and_retval_on_every_call_of_every_thread(tmp_path, extra_en
               extra_env=extra_env)
     per_thread: dict[str, list] = {}
     for task, event, where, fields in got:
+        assert where == ("work+0x0" if event == "work__entry" else f"{where.split()[0]} <- work")
         per_thread.setdefault(task, []).append((event, fields))
     assert sorted(per_thread) == [f"worker{t}" for t in range(THREADS)]
     for t in range(THREADS):
@@ -293,15 +290,7 @@ def test_a_bad_e_stops_fentry_run_before_the_program(tmp_path):
 # ---------------------------------------------------------------- fentry -p PID
 
 def test_dynamic_events_through_fentry_p_pid(tmp_path):
-    stop = tmp_path / "stop"
-    prog = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(tmp_path / "t"),
-                             LONGRUN, str(stop)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    try:
-        pid = prog.stdout.readline().split()[1]
-        deadline = time.monotonic() + 30
-        while not os.path.exists(f"/tmp/fentry-{pid}/control") and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with longrun_under_fentry(tmp_path) as pid:
         assert fentry("-p", pid, "write", "-a", "dynamic_events", "f add $arg*").returncode == 0
         assert fentry("-p", pid, "write", "-a", "dynamic_events",
                       "e:q fprobes.add__entry q=$qty").returncode == 0
@@ -316,7 +305,3 @@ def test_dynamic_events_through_fentry_p_pid(tmp_path):
         assert fentry("-p", pid, "write", "dynamic_events", "").returncode == 0
         assert fentry("-p", pid, "read", "dynamic_events").stdout == ""
         assert fentry("-p", pid, "detach").returncode == 0
-    finally:
-        stop.write_text("")
-        prog.communicate(timeout=60)
-    assert prog.returncode == 0

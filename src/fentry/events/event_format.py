@@ -11,7 +11,7 @@ from typing import Any
 
 from ..raw import CodeInfo, FaultValue
 from .fetch import FAULT, field_names, render
-from .probe_parser import ProbeDefinition, ProbeRemoval
+from .probe_parser import Definition, ProbeRemoval
 
 
 class EventFormat:
@@ -20,7 +20,7 @@ class EventFormat:
     ``faults`` counts values that could not be printed (each shows as
     ``(fault)``; the rest of the line, and the trace, go on)."""
 
-    def __init__(self, defn: ProbeDefinition) -> None:
+    def __init__(self, defn: Definition) -> None:
         self.defn = defn
         self.name = defn.event
         self.types = {a.name: a.type for a in defn.args}

@@ -54,12 +54,12 @@ import keyword
 import os
 import re
 from collections import namedtuple
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from fentry.errors import TraceError
 
 __all__ = [
-    "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
+    "Definition", "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
     "bitfield", "definition_words", "format_definition", "format_fetcharg", "log_command",
     "parse_probe",
     "KPROBE_EVENT_SYSTEM", "TYPES",
@@ -180,6 +180,47 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
         if self.path is not None:
             return f"{self.path}:{self.line}"
         return f"{self.symbol_name}+{self.offset}" if self.offset else f"{self.symbol_name}"
+
+    def words(self) -> list[str]:
+        """The line as reading ``dynamic_events`` shows it, word by word (the
+        kernel's trace_kprobe_show, trace_fprobe_show)."""
+        if self.dyn_type == "fprobe":
+            head, location = "f", self.location + ("%return" if self.is_return else "")
+        else:
+            head, location = "p", self.location
+            if self.is_return:
+                head = f"r{self.maxactive}" if self.maxactive else "r"
+        words = [f"{head}:{self.group}/{self.event}", location]
+        if self.written:
+            words.extend(w if a.kind == "args" else f"{a.name}={w}"
+                         for a, w in zip(self.args, self.written, strict=True))
+        else:
+            words.extend(format_fetcharg(a) for a in self.args)
+        return words
+
+    def match_head(self, point: str) -> bool:
+        """Whether a removal's probe point is this one's (an fprobe's: the
+        symbol, without %return, as the kernel's trace_fprobe_match)."""
+        return point == (self.location if self.dyn_type == "fprobe" else self.words()[1])
+
+
+class Definition(Protocol):
+    """What every kind of dynamic event definition has (``ProbeDefinition``,
+    trace_eprobe's ``EprobeDefinition``)."""
+    @property
+    def group(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def is_return(self) -> bool: ...
+    @property
+    def args(self) -> tuple[FetchArg, ...]: ...
+    @property
+    def dyn_type(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    def words(self) -> list[str]: ...
+    def match_head(self, point: str) -> bool: ...
 
 
 class ProbeRemoval(namedtuple("ProbeRemoval", "group event point args", defaults=(None, ()))):
@@ -762,32 +803,18 @@ def format_fetcharg(arg: FetchArg) -> str:
     return text
 
 
-def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
+def format_definition(defn: Definition | ProbeRemoval) -> str:
     """The line as reading ``kprobe_events`` shows it, as the kernel's
     trace_kprobe_show: ``p:kprobes/p_Cart_add_0 shop:Cart.add item=item:x64``."""
     return " ".join(definition_words(defn))
 
 
-def definition_words(defn: ProbeDefinition | ProbeRemoval) -> list[str]:
+def definition_words(defn: Definition | ProbeRemoval) -> list[str]:
     """The words of ``format_definition``: what a removal's are compared with."""
-    if hasattr(defn, "words"):             # another kind's (trace_eprobe's)
-        return defn.words()
     if isinstance(defn, ProbeRemoval):
         name = f"-:{defn.event}" if defn.group is None else f"-:{defn.group}/{defn.event}"
         return [name, *([defn.point] if defn.point is not None else []), *defn.args]
-    if defn.dyn_type == "fprobe":         # as the kernel's trace_fprobe_show
-        head, location = "f", defn.location + ("%return" if defn.is_return else "")
-    else:
-        head, location = "p", defn.location
-        if defn.is_return:
-            head = f"r{defn.maxactive}" if defn.maxactive else "r"
-    words = [f"{head}:{defn.group}/{defn.event}", location]
-    if defn.written:
-        words.extend(w if a.kind == "args" else f"{a.name}={w}"
-                     for a, w in zip(defn.args, defn.written, strict=True))
-    else:
-        words.extend(format_fetcharg(a) for a in defn.args)
-    return words
+    return defn.words()
 
 
 def log_command(line: str) -> str:

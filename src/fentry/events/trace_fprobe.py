@@ -30,13 +30,13 @@ from ..errors import TraceError
 from ..symbols import MAIN, SYMBOLS, source_functions
 from .fetch import parameters
 from .probe_parser import (
+    _NOT_EVENT_CHAR,
     MAX_EVENT_NAME_LEN,
     FetchArg,
     ProbeDefinition,
     _is_good_name,
     _Log,
     _name_end,
-    _NOT_EVENT_CHAR,
     _parse_event_name,
     _parse_fetchargs,
     _parse_symbol_point,

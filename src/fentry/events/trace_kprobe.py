@@ -465,9 +465,7 @@ def _removal_matches(removal: ProbeRemoval, key: tuple[str, str], defn: ProbeDef
     if removal.point is None:
         return True
     words = definition_words(defn)
-    head = defn.match_head(removal.point) if hasattr(defn, "match_head") else \
-        removal.point == (defn.location if defn.dyn_type == "fprobe" else words[1])
-    return (head and len(removal.args) <= len(words) - 2
+    return (defn.match_head(removal.point) and len(removal.args) <= len(words) - 2
             and list(removal.args) == words[2:2 + len(removal.args)])
 
 
@@ -665,6 +663,9 @@ class ProbeEvents:
 
 
 def enable_text(events: list[ProbeEvent], instance: TraceInstance) -> str:
-    """An ``enable`` file: 1, 0, or X when mixed."""
+    """An ``enable`` file: 1, 0, or X when mixed; an event's own ``0*``
+    when armed for its eprobes only (the kernel's soft mode)."""
     states = {e.file(instance).enabled for e in events}
+    if len(events) == 1 and events[0].file(instance).soft_disabled:
+        return "0*\n"
     return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")
