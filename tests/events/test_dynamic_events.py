@@ -208,12 +208,22 @@ def test_an_eprobe_alone_arms_its_event_in_soft_mode(dynevents):
     fs.write("events/kprobes/kp/enable", "1")
     dynevents.run(7, 300, {})
     assert [(e, f.get("x", f.get("w"))) for _, e, _, f in events(fs.read("trace"))] == \
-        [("kp", "0"), ("kp", "1"), ("ep", "0"), ("ep", "1"), ("ep", "2")]
+        [("kp", "0"), ("kp", "1"), ("ep", "0"), ("ep", "1"), ("ep", "2")]   # (x = 256, 257, 258)
     fs.write("events/eprobes/ep/enable", "0")
     fs.write("events/kprobes/kp/enable", "0")
     fs.write("trace", "")
     dynevents.run(7, 300, {})
     assert body(fs.read("trace")) == []
+
+
+def test_an_eprobe_record_follows_its_sources(dynevents):
+    """As the kernel's, whose eprobe record is nested in the attached event's."""
+    fs = fentry_api.tracefs()
+    fs.write("dynamic_events", "p:kp dynevents:work x=a\ne:ep kprobes.kp x=$x")
+    fs.write("events/enable", "1")
+    dynevents.run(0, 3, {})
+    assert [(e, f["x"]) for _, e, _, f in events(fs.read("trace"))] == \
+        [(e, str(i)) for i in range(3) for e in ("kp", "ep")]
 
 
 def test_an_eprobe_in_an_instance_fires_there_only(dynevents):

@@ -382,10 +382,15 @@ class EventFile:
         instance = self.instance
         if not instance.tracing_on:
             return
+        if not self.soft_disabled:
+            self._commit(site, values, frame)
+        # Its eprobes, on every hit whatever its own filter, and after its
+        # record: the kernel's eprobe records nested in the attached event's.
         for hook in self.hit_hooks:
             hook(site, values, frame)
-        if self.soft_disabled:
-            return
+
+    def _commit(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
+        instance = self.instance
         if self.filtered and not self._matches(values, frame.f_code):
             return
         tb = instance.buffer.current()
