@@ -56,7 +56,7 @@ def run(tmp_path, *opts: str, calls: int = CALLS, threads: int = THREADS, extra_
 DEFINED = ("p:kprobes/kp dynevents:work x=a y=b\n"
            "r:kprobes/r_work_0 dynevents:work\n"
            "f:fprobes/work__entry dynevents:work a=a b=b scale=scale\n"
-           "f:g/exit dynevents:work%return arg1=$retval\n"
+           "f8:g/exit dynevents:work%return arg1=$retval\n"
            "e:eprobes/ep kprobes.kp w=$x:u8\n")
 
 
@@ -64,7 +64,7 @@ def define_all(fs) -> None:
     fs.write("dynamic_events", "p:kp dynevents:work x=a y=b\n"
                                "r dynevents:work\n"
                                "f dynevents:work $arg*\n")
-    fs.write("dynamic_events", "f:g/exit dynevents:work $retval", append=True)
+    fs.write("dynamic_events", "f8:g/exit dynevents:work $retval", append=True)
     fs.write("dynamic_events", "e:ep kprobes.kp w=$x:u8 if x > 1", append=True)
 
 
@@ -152,7 +152,9 @@ BAD = [
     ("f dynevents:nosuch", "trace_fprobe", "Invalid probed address or symbol", 2),
     ("f dynevents:work+4", "trace_fprobe", "Invalid probed address or symbol", 2),
     ("f dynevents:work%exit", "trace_fprobe", "Invalid probed address suffix", 16),
-    ("f3 dynevents:work", "trace_fprobe", "Invalid maxactive number", 1),
+    ("f3 dynevents:work", "trace_fprobe", "Maxactive is only for function exit", 1),
+    ("f0 dynevents:work%return", "trace_fprobe", "Invalid maxactive number", 1),
+    ("f4097:x dynevents:work%return", "trace_fprobe", "Maxactive is too big", 1),
     ("f dynevents:work $arg* $arg*", "trace_fprobe", "$arg* can be used only once in the parameters", 23),
     ("f dynevents:work a a", "trace_fprobe", "This argument name is already used", 19),
 ]

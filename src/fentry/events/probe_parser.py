@@ -185,7 +185,8 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
         """The line as reading ``dynamic_events`` shows it, word by word (the
         kernel's trace_kprobe_show, trace_fprobe_show)."""
         if self.dyn_type == "fprobe":
-            head, location = "f", self.location + ("%return" if self.is_return else "")
+            head = f"f{self.maxactive}" if self.is_return and self.maxactive else "f"
+            location = self.location + ("%return" if self.is_return else "")
         else:
             head, location = "p", self.location
             if self.is_return:

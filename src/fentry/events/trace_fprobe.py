@@ -1,7 +1,7 @@
 """trace_fprobe: fprobe events, as the kernel's ``trace_fprobe.c``::
 
     f[:[GRP/][EVENT]] [MOD:]SYM [FETCHARGS]           function entry
-    f[:[GRP/][EVENT]] [MOD:]SYM%return [FETCHARGS]    function exit
+    f[N][:[GRP/][EVENT]] [MOD:]SYM%return [FETCHARGS] function exit (N: maxactive)
 
 An fprobe is an entry or return probe (a ``ProbeDefinition`` with
 ``dyn_type="fprobe"``, armed as a kprobe at +0 or a kretprobe) with the
@@ -31,7 +31,9 @@ from ..symbols import MAIN, SYMBOLS, source_functions
 from .fetch import parameters
 from .probe_parser import (
     _NOT_EVENT_CHAR,
+    KRETPROBE_MAXACTIVE_MAX,
     MAX_EVENT_NAME_LEN,
+    UINT_MAX,
     FetchArg,
     ProbeDefinition,
     _is_good_name,
@@ -41,6 +43,7 @@ from .probe_parser import (
     _parse_fetchargs,
     _parse_symbol_point,
     _split_argv,
+    _uint,
     format_fetcharg,
 )
 
@@ -56,8 +59,8 @@ def parse_fprobe(line: str) -> ProbeDefinition:
     argv = _split_argv(line)
     log = _Log(argv, SUBSYSTEM)
     head = argv[0]
-    if len(head) > 1 and head[1] != ":":
-        log.err(1, "BAD_MAXACT")
+    colon = head.find(":", 1)
+    maxactive = _parse_maxactive(head[1:colon] if colon >= 0 else head[1:], log)
     if len(argv) < 2:
         log.index = len(argv)
         log.err(0, "NO_PROBE_POINT")
@@ -79,9 +82,11 @@ def parse_fprobe(line: str) -> ProbeDefinition:
             is_return = True
             break
     log.index = 0
+    if maxactive and not is_return:
+        log.err(1, "BAD_MAXACT_TYPE")
     group, event = FPROBE_EVENT_SYSTEM, None
-    if len(head) > 1:
-        group_given, event = _parse_event_name(head[2:], 2, log)
+    if colon >= 0:
+        group_given, event = _parse_event_name(head[colon + 1:], colon + 1, log)
         group = group_given or FPROBE_EVENT_SYSTEM
     if event is None:
         event = _NOT_EVENT_CHAR.sub("_", f"{symbol}__{'exit' if is_return else 'entry'}")
@@ -90,7 +95,22 @@ def parse_fprobe(line: str) -> ProbeDefinition:
     args, written = _name_args(args, argv[2:], log)
     return ProbeDefinition(group=group, event=event, is_return=is_return, module=module,
                            symbol=symbol, offset=0, path=None, line=None, args=args,
-                           written=written, dyn_type="fprobe")
+                           maxactive=maxactive, written=written, dyn_type="fprobe")
+
+
+def _parse_maxactive(text: str, log: _Log) -> int:
+    """``fNN``'s NN (0 when not given), as __trace_fprobe_create reads it:
+    only what starts with a digit is one."""
+    if not text[:1].isdigit():
+        return 0
+    if len(text) > MAX_EVENT_NAME_LEN - 1:
+        log.err(1, "BAD_MAXACT")
+    value = _uint(text, UINT_MAX)           # kstrtouint
+    if not value:
+        log.err(1, "BAD_MAXACT")
+    if value > KRETPROBE_MAXACTIVE_MAX:     # (the kernel's RETHOOK_MAXACTIVE_MAX, the same)
+        log.err(1, "MAXACT_TOO_BIG")
+    return value
 
 
 def _name_args(args: tuple[FetchArg, ...], words: list[str],
