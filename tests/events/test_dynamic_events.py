@@ -77,6 +77,11 @@ def test_every_kind_in_one_file_and_p_r_in_kprobe_events(dynevents):
     assert fs.read("kprobe_events") == "".join(DEFINED.splitlines(True)[:2])
     assert fs.ls("events") == ["enable", "eprobes", "fprobes", "g", "kprobes"]
     assert fs.ls("events/fprobes/work__entry") == ["enable", "filter", "format", "id"]
+    # An eprobe's record is the common fields and its own (PROBE_PRINT_EVENT).
+    fmt = fs.read("events/eprobes/ep/format")
+    assert "__probe_ip" not in fmt
+    assert "\tfield:u8 w;\toffset:8;\tsize:1;\tsigned:0;\n" in fmt
+    assert fmt.endswith('print fmt: " w=%u", REC->w\n')
     # One registry: a kprobe defined through either file is the same event.
     with pytest.raises(TraceError) as e:
         fs.write("kprobe_events", "p:kp dynevents:work", append=True)

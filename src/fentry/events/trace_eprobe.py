@@ -23,6 +23,7 @@ and fprobe events (not to eprobes).  Reading ``dynamic_events`` shows no
 
 from __future__ import annotations
 
+import re
 from collections import namedtuple
 from collections.abc import Callable
 from types import FrameType
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["EPROBE_EVENT_SYSTEM", "EprobeDefinition", "EprobeEvent", "create_eprobe", "parse_eprobe"]
 
 EPROBE_EVENT_SYSTEM = "eprobes"
+_OFFSET = re.compile(r"\toffset:(\d+);")
+_ARGS_AT, _IP_SIZE = 16, 8     # a probe event's fields start after its 8-byte __probe_ip
 SUBSYSTEM = "event_probe"
 
 
@@ -146,12 +149,20 @@ class EprobeEvent(ProbeEvent):
         return EprobeFile(self, instance)
 
     def format_text(self) -> str:
-        """The ``format`` file: the common fields and the eprobe's, as the kernel's."""
-        text = super().format_text()
-        # No __probe_ip: an eprobe's record head is the common fields only.
-        lines = [ln for ln in text.split("\n") if "__probe_ip" not in ln]
-        return "\n".join(lines).replace('"(%lx)', f'"({self.defn.location})').replace(
-            ", REC->__probe_ip", "")
+        """The ``format`` file, as the kernel's: the common fields, then the
+        eprobe's (its record head has no ``__probe_ip``), and a print fmt
+        of its fields alone (PROBE_PRINT_EVENT)."""
+        out = []
+        for line in super().format_text().split("\n"):
+            if "__probe_ip;" in line:
+                continue
+            m = _OFFSET.search(line)
+            if m and int(m.group(1)) >= _ARGS_AT:
+                line = line[:m.start(1)] + str(int(m.group(1)) - _IP_SIZE) + line[m.end(1):]
+            if line.startswith("print fmt: "):
+                line = line.replace('"(%lx)', '"', 1).replace(", REC->__probe_ip", "", 1)
+            out.append(line)
+        return "\n".join(out)
 
 
 class EprobeFile(EventFile):
