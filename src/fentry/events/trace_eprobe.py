@@ -135,6 +135,8 @@ class EprobeEvent(ProbeEvent):
     """An eprobe: a ``ProbeEvent`` whose hits come from the event it is
     attached to (``source``), which it holds a reference on while defined."""
 
+    source: ProbeEvent
+
     def __init__(self, defn: EprobeDefinition, events: ProbeEvents, event_id: int,
                  source: ProbeEvent, condition: Filter | None) -> None:
         super().__init__(defn, events, event_id)     # type: ignore[arg-type]  # (the same fields)
@@ -179,9 +181,11 @@ class EprobeFile(EventFile):
     def enable(self) -> None:
         if self.source_file is not None:
             return
-        source = self.event.source.file(self.instance)     # type: ignore[attr-defined]
-        source.attach_hook(self._fire)
-        self.source_file = source
+        source = self.event.source
+        assert source is not None           # (an eprobe's event has one)
+        f = source.file(self.instance)
+        f.attach_hook(self._fire)
+        self.source_file = f
 
     def disable(self) -> None:
         if self.source_file is not None:

@@ -59,6 +59,8 @@ class ProbeEvent:
     ``trace_probe_link``s): each arms a probe that records into its
     instance's buffer, through its instance's filter."""
 
+    source: ProbeEvent | None = None        # the event it is attached to (an eprobe's)
+
     def __init__(self, defn: ProbeDefinition, events: ProbeEvents, event_id: int,
                  module: str | None = None, pending: bool = False) -> None:
         self.defn = defn
@@ -199,11 +201,11 @@ class EventFile:
         # probe that has some pays for an entry store.
         self.at_entry = tuple(a for a in event.defn.args if a.kind in AT_ENTRY) \
             if event.defn.is_return else ()
-        # Called on every hit with (site, values, frame), before this event's
-        # own filter: the eprobes attached to it here (trace_eprobe), as the
-        # kernel's EVENT_TRIGGER_FL_PROBE triggers.  With one, the event is
-        # armed, and records only if enabled (soft_disabled: the kernel's
-        # EVENT_FILE_FL_SOFT_DISABLED).
+        # Called on every hit with (site, values, frame), whatever this
+        # event's own filter: the eprobes attached to it here (trace_eprobe),
+        # as the kernel's EVENT_TRIGGER_FL_PROBE triggers.  With one, the
+        # event is armed, and records only if enabled (soft_disabled: the
+        # kernel's EVENT_FILE_FL_SOFT_DISABLED).
         self.hit_hooks: list[Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]] = []
         self.soft_disabled = False
 
@@ -520,7 +522,7 @@ class ProbeEvents:
         going = [k for k, e in self.events.items() if dyn_type in (None, e.defn.dyn_type)]
         for key in going:
             e = self.events[key]
-            if e.enabled or e.refs > sum(1 for k in going if getattr(self.events[k], "source", None) is e):
+            if e.enabled or e.refs > sum(1 for k in going if self.events[k].source is e):
                 raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
         for key in reversed(going):
             self._drop(key)
