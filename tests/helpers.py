@@ -7,11 +7,14 @@ as the directory of the rootdir conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from types import CodeType
 
 from fentry import FtraceOps
@@ -66,6 +69,29 @@ def fentry_run(tmp_path, *opts: str, program: tuple[str, ...] = (SHOPAPP,), outp
     proc = subprocess.run([sys.executable, "-m", "fentry", "run", *opts, *o, *(("--",) if sep else ()), *program],
                           capture_output=True, timeout=TIMEOUT, **kw)
     return proc, out.read_text() if out.exists() else ""
+
+
+@contextlib.contextmanager
+def longrun_under_fentry(tmp_path) -> Iterator[str]:
+    """``fentry run -t nop`` of tests/programs/longrun.py, its agent's socket
+    up: yields the program's pid (for ``fentry -p PID``); at the end the
+    program is stopped, and must have ended well."""
+    stop = tmp_path / "stop"
+    run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(tmp_path / "t"),
+                            os.path.join(PROGRAMS, "longrun.py"), str(stop)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        pid = run.stdout.readline().split()[1]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"/tmp/fentry-{pid}/control") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield pid
+        stop.touch()
+        run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0
 
 
 LOST_LINE = re.compile(r"^TID:\d+ \[LOST \d+ EVENTS\]$")

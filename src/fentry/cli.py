@@ -81,8 +81,8 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help="function_graph: only calls that last USECS or more, at their end, "
                         "as funcslower (tracing_thresh; 0: all)")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
-                   help=f"add a probe event (a kprobe_events line), or name a tracepoint "
-                        f"(python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
+                   help=f"add an event (a dynamic_events line: p, r, f or e), or name a "
+                        f"tracepoint (python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
     p.add_argument("-R", "--trigger", action=_ProbeAction, dest="probes", metavar="TRIGGER",
@@ -355,9 +355,10 @@ def _check_filters(globs: list[str], what: str) -> None:
 def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     """Each --hist against the -e it names (its fields), before the program starts."""
     from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
-    from .events.probe_parser import parse_probe
+    from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import _filter_kind
-    defns = [parse_probe(p[0]) for p in probes]
+    from .events.tracepoints import tracepoint_name
+    defns = [parse_definition(p[0]) for p in probes if tracepoint_name(p[0]) is None]
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [d for d in defns if d.event == name and group in (None, d.group)]
@@ -375,7 +376,8 @@ def _check_probes(probes: list[list[Any]]) -> None:
     ``probes``: [definition, filter or None, triggers...] of each -e."""
     if not probes:
         return
-    from .events.probe_parser import KPROBE_EVENT_SYSTEM, ProbeRemoval, parse_probe
+    from .events.probe_parser import KPROBE_EVENT_SYSTEM
+    from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import compile_event_filter, event_name_pos
     from .events.tracepoints import check_tracepoint, tracepoint_name
     names: set[tuple[str, str]] = set()
@@ -383,9 +385,9 @@ def _check_probes(probes: list[list[Any]]) -> None:
         if tracepoint_name(definition) is not None:       # python:raise, audit:open, ...
             check_tracepoint(definition, filter_text)
             continue
-        defn = parse_probe(definition)
-        if isinstance(defn, ProbeRemoval):
+        if definition.lstrip()[:1] == "-":
             raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")
+        defn = parse_definition(definition)
         if (defn.group, defn.event) in names:
             head = definition.split()[0].partition(":")[0]
             group = "" if defn.group == KPROBE_EVENT_SYSTEM else defn.group + "/"
@@ -395,7 +397,9 @@ def _check_probes(probes: list[list[Any]]) -> None:
                              detail=f"an earlier -e defines {defn.group}/{defn.event}; "
                                     f"give this one a name of its own (-e '{rename}')")
         names.add((defn.group, defn.event))
-        if filter_text is not None:
+        # (an fprobe's $arg* names its fields once its function is found: checked then)
+        if filter_text is not None and not (defn.dyn_type == "fprobe"
+                                            and any(a.kind == "args" for a in defn.args)):
             try:
                 compile_event_filter(filter_text, defn.args)
             except TraceError as e:

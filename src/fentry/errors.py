@@ -125,6 +125,17 @@ ERRORS: dict[str, str] = {
     "NO_SUCH_EVENT": "No such event",
     "NO_MODULE_YET": "Module not found yet; the probe is pending until it is imported",   # info
     # -- (end of kprobe_events)
+    # -- dynamic_events: trace_dynevent.c, trace_eprobe.c (trace_probe.h's messages), trace_fprobe.c
+    "NO_EVENT_INFO": "This requires both group and event name to attach",
+    "BAD_ATTACH_EVENT": "Attached event does not exist",
+    "BAD_ATTACH_ARG": "Attached event does not have this field",
+    "NO_EP_FILTER": "No filter rule after 'if'",
+    "NOSUP_BTFARG": "BTF is not available or not supported",
+    # an unknown first letter: the kernel's bare -EINVAL (create_dyn_event), said
+    "BAD_DYN_EVENT": "Invalid argument: unknown event type (expected p, r, f, e or -)",
+    # removing an event an eprobe is attached to: the kernel's -EBUSY of a referenced event
+    "EVENT_IN_USE": "Device or resource busy: an eprobe is attached to the event (remove it first)",
+    # -- (end of dynamic_events)
     # -- event filters: the kernel's trace_events_filter.c messages
     "FILT_ERR_INVALID_OP": "Invalid operator",
     "FILT_ERR_TOO_MANY_OPEN": "Too many '('",

@@ -5,15 +5,12 @@ through ``fentry run`` / ``fentry record`` + ``fentry report``."""
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from helpers import PROGRAMS, body, env, fentry, fentry_run, function_lines
+from helpers import body, fentry, fentry_run, function_lines, longrun_under_fentry
 
 from fentry import TraceError
 from fentry.control.agent import _make_encoder
@@ -325,15 +322,7 @@ def test_run_with_context_info_off_and_a_bad_clock(tmp_path):
 
 def test_the_files_through_fentry_p_pid(tmp_path):
     """trace_clock, free_buffer and README from outside, on a program run by fentry."""
-    stop = tmp_path / "stop"
-    run = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-o", str(tmp_path / "t"),
-                            os.path.join(PROGRAMS, "longrun.py"), str(stop)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    try:
-        pid = run.stdout.readline().split()[1]
-        deadline = time.monotonic() + 30
-        while not os.path.exists(f"/tmp/fentry-{pid}/control") and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with longrun_under_fentry(tmp_path) as pid:
         assert fentry("-p", pid, "write", "trace_clock", "tai").returncode == 0
         assert fentry("-p", pid, "read", "trace_clock").stdout == CLOCKS.replace("tai", "[tai]") + "\n"
         bad = fentry("-p", pid, "write", "trace_clock", "perf")
@@ -343,9 +332,3 @@ def test_the_files_through_fentry_p_pid(tmp_path):
         assert fentry("-p", pid, "read", "free_buffer").returncode != 0
         assert fentry("-p", pid, "read", "README").stdout.startswith("tracing mini-HOWTO")
         assert fentry("-p", pid, "detach").returncode == 0
-        stop.touch()
-        run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 0

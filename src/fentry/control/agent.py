@@ -490,7 +490,7 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     graph_notrace, max_graph_depth, tracing_thresh, tracer, profile
     (function_profile_enabled), stack (stack_tracer_enabled), clock
     (trace_clock, None: as it is), probes, a list of [definition, filter or
-    None, triggers...], each defined (in the shared kprobe_events), filtered and
+    None, triggers...], each defined (in the shared dynamic_events), filtered and
     enabled, then its triggers written (they may name any of the events), and
     hists, ``--hist`` texts, each a hist trigger on its event (an event of
     probes that a hist names is not enabled: it feeds the hist).  A definition the same as
@@ -520,7 +520,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     if settings.get("stack"):           # (so is the stack tracer)
         fs.write("stack_tracer_enabled", "1")
     probes = settings.get("probes", [])
-    from ..events.probe_parser import format_definition, parse_probe
+    from ..events.probe_parser import format_definition, log_command
+    from ..events.trace_dynevent import parse_definition
     from ..events.tracepoints import tracepoint_name
     keys = [tracepoint_name(p[0]) or _event_key(p[0]) for p in probes]
     hists = [hist_target(fs, text, keys) for text in settings.get("hists", [])]
@@ -536,12 +537,13 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
             fs.write(f"{path}/enable", "1")
             triggers += [(f"{path}/trigger", t) for t in event_triggers]
             continue
-        defn = parse_probe(definition)
+        defn = parse_definition(definition)
         key = (defn.group, defn.event)
         there = fs.probes.events.get(key)
-        if there is None or format_definition(there.defn) != format_definition(defn):
+        if there is None or (format_definition(there.defn) != format_definition(defn)
+                             and there.command != log_command(definition)):
             try:
-                fs.write("kprobe_events", definition, append=True)
+                fs.write("dynamic_events", definition, append=True)
             except TraceError:
                 if skip_refused_probes:
                     continue
@@ -562,9 +564,9 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
 
 
 def _event_key(definition: str) -> tuple[str, str]:
-    """The (group, event) a probe definition defines."""
-    from ..events.probe_parser import parse_probe
-    defn = parse_probe(definition)
+    """The (group, event) a dynamic event's definition defines."""
+    from ..events.trace_dynevent import parse_definition
+    defn = parse_definition(definition)
     return defn.group, defn.event
 
 

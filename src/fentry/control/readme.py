@@ -101,6 +101,15 @@ HELP: dict[str, str] = {
                      "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
                      "           -:[<group>/][<event>]\n"
                      "    place: [<module>:]<qualname>[+<offset>][%return], <path>:<line>",
+    "dynamic_events": "Create/append/remove/show the generic dynamic events\n"
+                      "  accepts: event-definitions (one definition per line)\n"
+                      "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
+                      "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
+                      "           f[:[<group>/][<event>]] <func>[%return] [<args>]\n"
+                      "           e[:[<group>/][<event>]] <attached-group>.<attached-event> [<args>] [if <filter>]\n"
+                      "           -:[<group>/][<event>]\n"
+                      "     args: <name>=fetcharg[:type]; for 'f', $arg* and parameter names;\n"
+                      "           for 'e', $<field> of the attached event",
     "kprobe_profile": "hits and misses of every probe event",
     "function_profile_enabled": "1 counts calls and time per function, in trace_stat/",
     "trace_stat": "trace_stat/function<TID>: one thread's function profile",

@@ -29,6 +29,7 @@ from ..errors import TraceError
 from ..events.hist import hist_text
 from ..events.marker import marker_text
 from ..events.set_event import available_events_text, parse_set_event, set_event_text
+from ..events.trace_dynevent import DynamicEvents
 from ..events.trace_kprobe import ProbeEvents, enable_text
 from ..events.tracepoints import Tracepoint, Tracepoints
 from ..events.trigger import TriggerContext, Triggered
@@ -122,6 +123,7 @@ class Tracefs:
     def __init__(self) -> None:
         self.probes = probes = ProbeEvents()
         self.tracepoints = Tracepoints()        # Python's own events: python:*, gc:*, audit:*
+        self.dynamic_events = DynamicEvents(probes)
         self.instance = self._wire(TraceInstance(top=True))     # the top level
         self.instances: dict[str, TraceInstance] = {}
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
@@ -135,6 +137,7 @@ class Tracefs:
         self.global_files: dict[str, tuple[Reader, Writer]] = {
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
+            "dynamic_events": (self.dynamic_events.read, self.dynamic_events.write),
             "kprobe_profile": (probes.profile, None),
             # (the top level's only, as the kernel's: instances have set_event)
             "available_events": (lambda: available_events_text(self.all_events()), None),
@@ -447,7 +450,7 @@ class Tracefs:
                                          self.instance.options)
         self.write("stack_tracer_enabled", "0")
         self.stack = StackTracer()
-        self.write("kprobe_events", "")
+        self.write("dynamic_events", "")
         self.write("error_log", "")
         self.write("current_tracer", "nop")
         self.write("tracing_on", "1")

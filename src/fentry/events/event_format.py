@@ -11,7 +11,7 @@ from typing import Any
 
 from ..raw import CodeInfo, FaultValue
 from .fetch import FAULT, field_names, render
-from .probe_parser import ProbeDefinition, parse_probe
+from .probe_parser import Definition, ProbeRemoval
 
 
 class EventFormat:
@@ -20,7 +20,7 @@ class EventFormat:
     ``faults`` counts values that could not be printed (each shows as
     ``(fault)``; the rest of the line, and the trace, go on)."""
 
-    def __init__(self, defn: ProbeDefinition) -> None:
+    def __init__(self, defn: Definition) -> None:
         self.defn = defn
         self.name = defn.event
         self.types = {a.name: a.type for a in defn.args}
@@ -30,8 +30,11 @@ class EventFormat:
 
     @classmethod
     def from_definition(cls, text: str) -> EventFormat:
-        defn = parse_probe(text)
-        assert isinstance(defn, ProbeDefinition)
+        """From a definition as ``dynamic_events`` shows it (any kind)."""
+        # (imported here: trace_dynevent's kinds import the events that use this module)
+        from .trace_dynevent import parse_definition
+        defn = parse_definition(text)
+        assert not isinstance(defn, ProbeRemoval)
         return cls(defn)
 
     def field_names(self, code: CodeType | CodeInfo | None) -> tuple[str, ...]:
@@ -42,7 +45,10 @@ class EventFormat:
 
     def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
         """``EVENT: (SYM+0xOFF) name=value ...``; a return: ``(CALLER+0xOFF <- SYM)``."""
-        if self.defn.is_return:
+        if self.defn.dyn_type == "eprobe":      # the attached event, as the kernel's
+            code = site[0]
+            where = f"({self.defn.location})"
+        elif self.defn.is_return:
             caller, offset, code, raised = site
             where = f"({caller.co_qualname}+{offset:#x} <- {code.co_qualname})" if caller \
                 else f"(<top> <- {code.co_qualname})"

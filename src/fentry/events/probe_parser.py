@@ -44,6 +44,7 @@ kernel              fentry                      ``FetchArg.kind`` / root
 ``@SYM``            ``@MOD:NAME``               ``"global"`` / NAME (+module)
 ``+offs(ARG)``      ``ARG.attr``, ``ARG[key]``  ``path`` steps
 ``\\IMM``, ``\\"S"``  the same                    ``"imm"`` / int or str
+``$FIELD`` (eprobe) the same                    ``"field"`` / FIELD
 ==================  ==========================  ===========================
 """
 
@@ -53,12 +54,12 @@ import keyword
 import os
 import re
 from collections import namedtuple
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from fentry.errors import TraceError
 
 __all__ = [
-    "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
+    "Definition", "FetchArg", "ProbeDefinition", "ProbeRemoval", "Step",
     "bitfield", "definition_words", "format_definition", "format_fetcharg", "log_command",
     "parse_probe",
     "KPROBE_EVENT_SYSTEM", "TYPES",
@@ -90,7 +91,7 @@ RESERVED_FIELD_NAMES = frozenset({
 })
 
 # What a fetcharg's value starts from (FetchArg.kind).
-FETCH_KINDS = ("arg", "args", "local", "retval", "comm", "stack", "global", "imm")
+FETCH_KINDS = ("arg", "args", "local", "retval", "comm", "stack", "global", "imm", "field")
 
 _C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 # The kernel's is_good_system_name: a group may hold '-' (and start with it).
@@ -140,8 +141,8 @@ class FetchArg(namedtuple("FetchArg", "name kind root module path type array_len
 
 
 class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return module symbol offset "
-                                                  "path line args maxactive written",
-                                 defaults=((), 0, ()))):
+                                                  "path line args maxactive written dyn_type",
+                                 defaults=((), 0, (), "kprobe"))):
     """A parsed ``p``/``r`` line: where to probe and what to fetch.
 
     Exactly one of (``symbol``, ``offset``) and (``path``, ``line``) is set:
@@ -152,6 +153,8 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
     holds each fetcharg's ``FETCHARG[:TYPE]`` as written, what reading
     ``kprobe_events`` shows (the kernel's ``probe_arg.comm``: ``\\0x10``
     stays ``\\0x10``); empty when the definition was not parsed.
+    ``dyn_type`` is the dynamic event kind that made it (the kernel's
+    ``dyn_event_operations``): ``kprobe`` (``p``/``r``) or ``fprobe`` (``f``).
     """
     __slots__ = ()
 
@@ -178,6 +181,48 @@ class ProbeDefinition(namedtuple("ProbeDefinition", "group event is_return modul
             return f"{self.path}:{self.line}"
         return f"{self.symbol_name}+{self.offset}" if self.offset else f"{self.symbol_name}"
 
+    def words(self) -> list[str]:
+        """The line as reading ``dynamic_events`` shows it, word by word (the
+        kernel's trace_kprobe_show, trace_fprobe_show)."""
+        if self.dyn_type == "fprobe":
+            head = f"f{self.maxactive}" if self.is_return and self.maxactive else "f"
+            location = self.location + ("%return" if self.is_return else "")
+        else:
+            head, location = "p", self.location
+            if self.is_return:
+                head = f"r{self.maxactive}" if self.maxactive else "r"
+        words = [f"{head}:{self.group}/{self.event}", location]
+        if self.written:
+            words.extend(w if a.kind == "args" else f"{a.name}={w}"
+                         for a, w in zip(self.args, self.written, strict=True))
+        else:
+            words.extend(format_fetcharg(a) for a in self.args)
+        return words
+
+    def match_head(self, point: str) -> bool:
+        """Whether a removal's probe point is this one's (an fprobe's: the
+        symbol, without %return, as the kernel's trace_fprobe_match)."""
+        return point == (self.location if self.dyn_type == "fprobe" else self.words()[1])
+
+
+class Definition(Protocol):
+    """What every kind of dynamic event definition has (``ProbeDefinition``,
+    trace_eprobe's ``EprobeDefinition``)."""
+    @property
+    def group(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def is_return(self) -> bool: ...
+    @property
+    def args(self) -> tuple[FetchArg, ...]: ...
+    @property
+    def dyn_type(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    def words(self) -> list[str]: ...
+    def match_head(self, point: str) -> bool: ...
+
 
 class ProbeRemoval(namedtuple("ProbeRemoval", "group event point args", defaults=(None, ()))):
     """A ``-:[GRP/][EVENT] [POINT [FETCHARGS]]`` line, as the kernel's
@@ -193,15 +238,16 @@ class ProbeRemoval(namedtuple("ProbeRemoval", "group event point args", defaults
 class _Log:
     """Which word of the command is being parsed, so errors get their caret."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], subsystem: str = SUBSYSTEM) -> None:
         self.argv = argv
         self.index = 0
+        self.subsystem = subsystem      # the kernel's trace_probe_log_init(subsystem, ...)
 
     def err(self, offset: int, code: str) -> NoReturn:
         command = " ".join(self.argv)
         # A missing word (index past the last) is pointed at the end, as before it.
         pos = min(sum(len(a) + 1 for a in self.argv[:self.index]) + offset, len(command))
-        raise TraceError(code, command, pos, subsystem=SUBSYSTEM)
+        raise TraceError(code, command, pos, subsystem=self.subsystem)
 
 
 # -- helpers ----------------------------------------------------------------
@@ -446,7 +492,9 @@ def _parse_event_name(text: str, offset: int, log: _Log) -> tuple[str | None, st
 
 # -- fetchargs (trace_probe.c) ----------------------------------------------
 
-def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[FetchArg, ...]:
+def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool,
+                     fields: frozenset[str] | None = None) -> tuple[FetchArg, ...]:
+    """``argv[2:]``; ``fields``: an eprobe's, the attached event's field names."""
     if len(argv) - 2 > MAX_TRACE_ARGS:
         log.index = 2 + MAX_TRACE_ARGS
         log.err(0, "TOO_MANY_ARGS")
@@ -455,7 +503,7 @@ def _parse_fetchargs(argv: list[str], log: _Log, is_return: bool) -> tuple[Fetch
     has_args = False
     for i, word in enumerate(argv[2:]):
         log.index = i + 2
-        arg = _parse_fetcharg(word, i, log, is_return, names, has_args)
+        arg = _parse_fetcharg(word, i, log, is_return, names, has_args, fields)
         has_args = has_args or arg.kind == "args"
         names.add(arg.name)
         args.append(arg)
@@ -469,7 +517,8 @@ def _name_end(word: str) -> int:
 
 
 def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
-                    names: set[str], has_args: bool) -> FetchArg:
+                    names: set[str], has_args: bool,
+                    fields: frozenset[str] | None = None) -> FetchArg:
     """The kernel's traceprobe_parse_probe_arg: ``[NAME=]BODY[:TYPE]``."""
     eq = _name_end(word)
     body_at = eq + 1 if eq >= 0 else 0
@@ -497,11 +546,11 @@ def _parse_fetcharg(word: str, i: int, log: _Log, is_return: bool,
     if name in names or name in RESERVED_FIELD_NAMES:
         log.err(0, "USED_ARG_NAME")
 
-    return _parse_arg_body(body, body_at, name, log, is_return)
+    return _parse_arg_body(body, body_at, name, log, is_return, fields)
 
 
 def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
-                    is_return: bool) -> FetchArg:
+                    is_return: bool, fields: frozenset[str] | None = None) -> FetchArg:
     """The kernel's traceprobe_parse_probe_arg_body, in its order: length,
     then the type (``:TYPE[N]`` after the first colon), then the expression,
     then what the type allows of it."""
@@ -538,7 +587,7 @@ def _parse_arg_body(body: str, offs: int, name: str, log: _Log,
     elif type_ is not None and type_ not in TYPES and not _is_bitfield_type(type_):
         log.err(type_pos, "BAD_TYPE")
 
-    kind, root, module, path = _parse_expr(expr, offs, log, is_return)
+    kind, root, module, path = _parse_expr(expr, offs, log, is_return, fields)
     if kind == "comm" or (kind == "imm" and isinstance(root, str)):
         type_ = "string"            # the kernel's type of $comm and \"STR", given or not
 
@@ -587,12 +636,25 @@ def _check_bitfield(type_: str, type_pos: int, log: _Log) -> None:
 _Expr = tuple[str, str | int | None, str | None, tuple[Step, ...]]
 
 
-def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool) -> _Expr:
+def _parse_expr(expr: str, offs: int, log: _Log, is_return: bool,
+                fields: frozenset[str] | None = None) -> _Expr:
     """The kernel's parse_probe_arg: a root, then attribute and item steps
-    (the Python form of ``+offs(FETCHARG)``)."""
+    (the Python form of ``+offs(FETCHARG)``).  With ``fields`` (an eprobe's),
+    ``$FIELD`` and ``$comm`` are its only variables, as the kernel's
+    TPARG_FL_TEVENT: another ``$`` name is BAD_VAR at the argument's start,
+    a plain name NOSUP_BTFARG."""
     c = expr[:1]
     module: str | None = None
     root: str | int | None = None
+    if fields is not None and c == "$":
+        m = _PY_IDENT.match(expr, 1)
+        var = m.group() if m else ""
+        if var in fields:
+            return "field", var, None, _parse_steps(expr, 1 + len(var), offs, log)
+        if var not in ("comm", "COMM"):
+            log.err(0, "BAD_VAR")
+    elif fields is not None and c not in ("\\", "@"):
+        log.err(offs, "NOSUP_BTFARG")
     if c == "$":
         m = _VAR.match(expr, 1)             # (always matches: [...]* takes "")
         var = m.group() if m else ""
@@ -715,6 +777,8 @@ def _format_expr(arg: FetchArg) -> str:
         text = f"@{arg.module}:{root}"
     elif kind == "local":
         text = str(root)
+    elif kind == "field":
+        text = f"${root}"
     else:                                   # retval, comm, args
         text = f"${kind}"
     for step in arg.path:
@@ -740,27 +804,18 @@ def format_fetcharg(arg: FetchArg) -> str:
     return text
 
 
-def format_definition(defn: ProbeDefinition | ProbeRemoval) -> str:
+def format_definition(defn: Definition | ProbeRemoval) -> str:
     """The line as reading ``kprobe_events`` shows it, as the kernel's
     trace_kprobe_show: ``p:kprobes/p_Cart_add_0 shop:Cart.add item=item:x64``."""
     return " ".join(definition_words(defn))
 
 
-def definition_words(defn: ProbeDefinition | ProbeRemoval) -> list[str]:
+def definition_words(defn: Definition | ProbeRemoval) -> list[str]:
     """The words of ``format_definition``: what a removal's are compared with."""
     if isinstance(defn, ProbeRemoval):
         name = f"-:{defn.event}" if defn.group is None else f"-:{defn.group}/{defn.event}"
         return [name, *([defn.point] if defn.point is not None else []), *defn.args]
-    head = "p"
-    if defn.is_return:
-        head = f"r{defn.maxactive}" if defn.maxactive else "r"
-    words = [f"{head}:{defn.group}/{defn.event}", defn.location]
-    if defn.written:
-        words.extend(w if a.kind == "args" else f"{a.name}={w}"
-                     for a, w in zip(defn.args, defn.written, strict=True))
-    else:
-        words.extend(format_fetcharg(a) for a in defn.args)
-    return words
+    return defn.words()
 
 
 def log_command(line: str) -> str:

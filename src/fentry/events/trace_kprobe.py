@@ -60,6 +60,8 @@ class ProbeEvent:
     ``trace_probe_link``s): each arms a probe that records into its
     instance's buffer, through its instance's filter."""
 
+    source: ProbeEvent | None = None        # the event it is attached to (an eprobe's)
+
     def __init__(self, defn: ProbeDefinition, events: ProbeEvents, event_id: int,
                  module: str | None = None, pending: bool = False) -> None:
         self.defn = defn
@@ -75,6 +77,8 @@ class ProbeEvent:
             else tuple(a.name for a in defn.args)
         self._nhit = 0              # hits of files no longer there
         self._nmissed = 0
+        self.refs = 0               # eprobes attached to it: it cannot be removed (trace_eprobe)
+        self.command: str | None = None     # the line that defined it, as error_log shows one
 
     @property
     def name(self) -> str:
@@ -103,8 +107,14 @@ class ProbeEvent:
         """This event's file in ``instance`` (its enable and filter there)."""
         f = self.files.get(id(instance))
         if f is None:
-            f = self.files[id(instance)] = EventFile(self, instance)
+            f = self.files[id(instance)] = self._new_file(instance)
         return f
+
+    def _new_file(self, instance: TraceInstance) -> EventFile:
+        return EventFile(self, instance)
+
+    def release(self) -> None:
+        """It is removed (an eprobe lets go of its source)."""
 
     def forget(self, instance: TraceInstance) -> None:
         """``instance`` is removed: its file goes, its triggers off, disabled."""
@@ -199,6 +209,11 @@ class EventFile(Triggered):
         # triggers' way (chosen when armed, so an event without any pays nothing).
         self._record: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None] = \
             self._record_event
+        # Called on every hit with (site, values, frame), whatever this
+        # event's own filter, after its record: the eprobes attached to it
+        # here (trace_eprobe), as the kernel's EVENT_TRIGGER_FL_PROBE
+        # triggers, each holding the event in soft mode.
+        self.hit_hooks: list[Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]] = []
 
     @property
     def group(self) -> str:
@@ -210,6 +225,7 @@ class EventFile(Triggered):
 
     @property
     def enabled(self) -> bool:
+        """Armed (Triggered's contract): recording, or in soft mode."""
         return self.probe is not None
 
     @property
@@ -271,7 +287,7 @@ class EventFile(Triggered):
     def _fast_specs(self) -> tuple[Any, ...] | None:
         """The fetchargs for the C path, or None: every hit takes the Python
         path (so with the ``stacktrace`` option, which records the stack there)."""
-        if self.instance.options["stacktrace"]:
+        if self.instance.options["stacktrace"] or self.hit_hooks:
             return None
         specs = fast_specs(self.event.defn.args)
         return specs if specs is not None and len(specs) <= hotpath.PROBE_MAX_ARGS else None
@@ -294,6 +310,31 @@ class EventFile(Triggered):
         else:
             program = None
         trace.set_filter(program, self._matches)
+
+    def attach_hook(self, hook: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]) -> None:
+        """Call ``hook`` on every hit here, whatever this event's filter (an
+        eprobe attached to it): a soft-mode reference, as a trigger's, and
+        the Python path, which calls the hooks."""
+        armed = self.enabled
+        self.hit_hooks.append(hook)
+        try:
+            self.enable_disable(True, soft=True)
+            if armed:
+                self.rebuild()
+        except TraceError:
+            self.hit_hooks.remove(hook)
+            raise
+
+    def detach_hook(self, hook: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]) -> None:
+        self.hit_hooks.remove(hook)
+        self.enable_disable(False, soft=True)
+        if self.enabled and not self.hit_hooks:
+            self.rebuild()              # back on the C path, if it can take it
+
+    def rebuild(self) -> None:
+        """Armed anew, in the same mode: which path its hits take changed."""
+        self.disable()
+        self.enable()
 
     def disable(self) -> None:
         if self.probe is None:
@@ -358,8 +399,11 @@ class EventFile(Triggered):
         record, post = self.soft_hit(values, frame.f_code, frame)
         if record:
             self._record_event(site, values, frame)
-        elif any(v is FAULT for v in values):      # (is: a fetched value's __eq__ is not called)
-            self._nmissed += 1
+        else:
+            if any(v is FAULT for v in values):     # (is: a fetched value's __eq__ is not called)
+                self._nmissed += 1
+            if self.hit_hooks and self.instance.tracing_on:
+                self._call_hooks(site, values, frame)
         if post:
             self.call_post_triggers(post, frame)
 
@@ -380,6 +424,18 @@ class EventFile(Triggered):
         instance = self.instance
         if not instance.tracing_on:
             return
+        self._commit(site, values, frame)
+        if self.hit_hooks:
+            self._call_hooks(site, values, frame)
+
+    def _call_hooks(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
+        """Its eprobes, on every hit whatever its own filter, after its
+        record: the kernel's eprobe records follow the attached event's."""
+        for hook in self.hit_hooks:
+            hook(site, values, frame)
+
+    def _commit(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
+        instance = self.instance
         if self.filtered and not self._matches(values, frame.f_code):
             return
         tb = instance.buffer.current()
@@ -468,7 +524,7 @@ def _removal_matches(removal: ProbeRemoval, key: tuple[str, str], defn: ProbeDef
     if removal.point is None:
         return True
     words = definition_words(defn)
-    return (removal.point == words[1] and len(removal.args) <= len(words) - 2
+    return (defn.match_head(removal.point) and len(removal.args) <= len(words) - 2
             and list(removal.args) == words[2:2 + len(removal.args)])
 
 
@@ -501,18 +557,39 @@ class ProbeEvents:
 
     # -- kprobe_events
     def write(self, text: str, append: bool) -> None:
-        """Apply a write to kprobe_events: ``>`` clears every event first;
-        then each line, in order (an error stops there, as in the kernel)."""
+        """Apply a write to kprobe_events: ``>`` clears every kprobe event
+        first; then each line, in order (an error stops there, as in the kernel)."""
         with self.lock, check_batch():
             if not append:
-                busy = [e for e in self.events.values() if e.enabled]
-                if busy:        # (the kernel's -EBUSY, which it does not log)
-                    raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
-                self.events.clear()
+                self.release_all("kprobe", text)
             for line in text.splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):     # comments, as the kernel skips them
                     self._apply(line)
+
+    def release_all(self, dyn_type: str | None, text: str) -> None:
+        """Every event of ``dyn_type`` (None: every one) removed, or none if
+        one is enabled or has an eprobe that stays (the kernel's -EBUSY,
+        which it does not log).  Eprobes go before what they are attached to."""
+        going = [k for k, e in self.events.items() if dyn_type in (None, e.defn.dyn_type)]
+        for key in going:
+            e = self.events[key]
+            if e.enabled or e.refs > sum(1 for k in going if self.events[k].source is e):
+                raise TraceError("BUSY", text.strip(), 0, subsystem="trace_kprobe")
+        for key in reversed(going):
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self.events.pop(key).release()
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def insert(self, event: ProbeEvent, line: str) -> None:
+        """A new event, defined by ``line`` (its name checked free by the caller)."""
+        event.command = log_command(line)
+        self.events[(event.group, event.name)] = event
 
     def _fail(self, error: TraceError) -> NoReturn:
         self.log(error)
@@ -527,26 +604,34 @@ class ProbeEvents:
         except TraceError as e:
             self._fail(e)
         assert isinstance(defn, ProbeDefinition)        # (a removal starts with '-')
+        self.add(defn, line)
+
+    def add(self, defn: ProbeDefinition, line: str,
+            refine: Callable[[ProbeDefinition, str, bool], ProbeDefinition] | None = None) -> None:
+        """Define the probe event of a parsed ``line``: its symbol checked,
+        then ``refine(defn, module, pending)`` (an fprobe's parameters)."""
         command = log_command(line)
         module, pending = None, False
         if defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
                 module, pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
+                if refine is not None:
+                    defn = refine(defn, module, pending)
             except TraceError as e:
                 e.place(command, command.find(" ") + 1)     # on the symbol, as the kernel's
+                if defn.dyn_type == "fprobe":
+                    e.subsystem = "trace_fprobe"
                 self._fail(e)
         if (defn.group, defn.event) in self.events:
             # Taken, enabled or not: disabling the other event would not free its name.
             self._fail(TraceError("EVENT_EXIST", command, event_name_pos(command),
                                   subsystem="trace_kprobe"))
-        key = (defn.group, defn.event)
-        self.events[key] = ProbeEvent(defn, self, self._next_id, module, pending)
-        self._next_id += 1
+        self.insert(ProbeEvent(defn, self, self.next_id(), module, pending), line)
         if pending:
             self.log(TraceError("NO_MODULE_YET", command, command.find(" ") + 1,
                                 subsystem="trace_kprobe", level="info"))
 
-    def _remove(self, line: str) -> None:
+    def _remove(self, line: str, dyn_type: str | None = "kprobe") -> None:
         """``-:[GRP/][EVENT] [POINT [FETCHARGS]]``: every event it matches goes
         (the kernel's dyn_event_release), and an enabled one stops it there.
         The kernel logs none of its errors (-EINVAL, -ENOENT, -EBUSY): they
@@ -556,10 +641,12 @@ class ProbeEvents:
         command = log_command(line)
         removed = False
         for key, event in list(self.events.items()):
-            if _removal_matches(removal, key, event.defn):
+            if dyn_type in (None, event.defn.dyn_type) and _removal_matches(removal, key, event.defn):
                 if event.enabled:
                     raise TraceError("BUSY", command, 0, subsystem="trace_kprobe")
-                del self.events[key]
+                if event.refs:
+                    raise TraceError("EVENT_IN_USE", command, 0, subsystem="trace_kprobe")
+                self._drop(key)
                 removed = True
         if not removed:
             raise TraceError("NO_SUCH_EVENT", command, 2, subsystem="trace_kprobe")
@@ -568,22 +655,24 @@ class ProbeEvents:
         """Remove these events, where no instance has them enabled (the end of
         the attach session that defined them)."""
         with self.lock:
-            for key in keys:
+            for key in reversed(keys):      # (an eprobe before its source)
                 event = self.events.get(key)
-                if event is not None and not event.enabled:
-                    del self.events[key]
+                if event is not None and not event.enabled and not event.refs:
+                    self._drop(key)
 
-    def definitions(self) -> str:
-        """The definitions; a comment (which a write skips) before one whose module is not found yet."""
+    def definitions(self, dyn_type: str | None = "kprobe") -> str:
+        """The definitions (of ``dyn_type``; None: all, ``dynamic_events``); a
+        comment (which a write skips) before one whose module is not found yet."""
         return "".join(
             (f"# pending: module {e.pending} not found yet\n"
              if e.pending is not None and e.pending not in sys.modules else "")
-            + format_definition(e.defn) + "\n" for e in self.events.values())
+            + format_definition(e.defn) + "\n" for e in self.events.values()
+            if dyn_type in (None, e.defn.dyn_type))
 
     def profile(self) -> str:
         """``kprobe_profile``: event, hits, misses (the kernel's columns)."""
         return "".join(f"  {e.name:<44} {e.nhit:>15} {e.nmissed:>15}\n"
-                       for e in self.events.values())
+                       for e in self.events.values() if e.defn.dyn_type == "kprobe")
 
     # -- events/ of an instance
     def groups(self) -> list[str]:
@@ -625,8 +714,7 @@ class ProbeEvents:
             for e in self.events.values():
                 f = e.file(instance)
                 if f.enabled:
-                    f.disable()
-                    f.enable()
+                    f.rebuild()
 
     def clear_triggers(self, instance: TraceInstance) -> None:
         """Every trigger of ``instance``'s events off (the kernel's clear_event_triggers)."""
@@ -642,6 +730,10 @@ class ProbeEvents:
 
 
 def enable_text(events: list[ProbeEvent], instance: TraceInstance) -> str:
-    """An ``enable`` file: 1, 0, or X when mixed."""
+    """An ``enable`` file: one event's own (``0*`` in soft mode), or a
+    group's: 1, 0, or X when mixed, armed counting as enabled (the kernel's
+    system_enable_read tests EVENT_FILE_FL_ENABLED, which soft mode sets)."""
+    if len(events) == 1:
+        return events[0].file(instance).enable_text()
     states = {e.file(instance).enabled for e in events}
     return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")
