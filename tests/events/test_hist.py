@@ -437,3 +437,13 @@ def test_sym_keys_name_where_the_probe_hit_and_who_called(fs, sender):
     assert re.fullmatch(r"__probe_ret_ip: \[[0-9a-f]+\] test_sym_keys_name_where_the_probe_hit_and_who_called"
                         r"\+0x[0-9a-f]+/0x[0-9a-f]+", got[0][0])
     assert re.fullmatch(r"__probe_ret_ip: \[[0-9a-f]+\] worker\+0x[0-9a-f]+/0x[0-9a-f]+", got[1][0])
+
+
+def test_args_fields_are_the_parameters_of_the_function(fs, sender):
+    fs.write("kprobe_events", "p:all sender:send $args", append=True)
+    fs.write("events/kprobes/all/trigger", "hist:keys=kind:vals=nbytes:sort=kind")
+    sender.main(1, 10)
+    got = rows(fs.read("events/kprobes/all/hist"))
+    assert [(k, h) for k, h, _ in got] == [(f"kind: {k:10d}", 2) for k in range(5)]
+    assert [int(v.split()[1]) for _, _, v in got] == \
+        [sum((i % 7) * 300 for i in range(10) if i % 5 == k) for k in range(5)]

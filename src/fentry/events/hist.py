@@ -32,7 +32,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ..errors import TraceError
-from ..symbols import FENTRY_DIR, call_site
+from ..symbols import FENTRY_DIR, SYMBOLS, call_site
 from .tracing_map import BITS_DEFAULT, BITS_MAX, BITS_MIN, TracingMap
 from .trigger import (
     ETT_EVENT_HIST,
@@ -651,10 +651,16 @@ def hist_fields(file: Triggered) -> dict[str, str]:
     source = getattr(file, "field_kinds", None) or getattr(getattr(file, "event", None),
                                                           "field_kinds", None)
     kinds: dict[str, str] = source() if source is not None else {}
-    defn = getattr(getattr(file, "event", None), "defn", None)
+    event: Any = getattr(file, "event", None)
+    defn = getattr(event, "defn", None)
     if defn is not None:        # a probe event's location fields, as its format has them
         ips = ("__probe_func", "__probe_ret_ip") if defn.is_return else ("__probe_ip",)
         kinds = {**dict.fromkeys(ips, "num"), **kinds}
+        if any(a.kind == "args" for a in defn.args) and event.symbol_name is not None:
+            # $args: the parameters of the function probed, as loaded now
+            module, _, qualname = event.symbol_name.partition(":")
+            for sym in SYMBOLS.named(qualname, module):
+                kinds = {**dict.fromkeys(event.field_names(sym.code), "num"), **kinds}
     return {**COMMON_HIST_FIELDS, **kinds}
 
 
