@@ -419,3 +419,31 @@ def test_an_event_file_without_per_code_names_is_read_by_field_name(fs, sender):
     assert [(k, h, v) for k, h, v in rows(fs.read("events/kprobes/send/hist"))] == [
         ("kind: ~ 2^0", 1, "  nbytes:          1"), ("kind: ~ 2^2", 2, "  nbytes:         30"),
         ("kind: ~ 2^3", 1, "  nbytes:         30")]
+
+
+def test_sym_keys_name_where_the_probe_hit_and_who_called(fs, sender):
+    """As the kernel's keys=call_site.sym: a probe's location fields (its
+    format's __probe_ip, and a return probe's __probe_ret_ip) print as the
+    function, with .sym-offset its offset in it and its size."""
+    fs.write("kprobe_events", "r:back sender:send", append=True)
+    fs.write("events/kprobes/send/trigger", "hist:keys=__probe_ip.sym")
+    fs.write("events/kprobes/back/trigger", "hist:keys=__probe_ret_ip.sym-offset")
+    sender.main(1, 4)
+    sender.send(0, 0)
+    (key, hits, _), = rows(fs.read("events/kprobes/send/hist"))
+    assert re.fullmatch(r"__probe_ip: \[[0-9a-f]+\] send", key) and hits == 5
+    got = sorted(rows(fs.read("events/kprobes/back/hist")), key=lambda r: r[1])
+    assert [h for _, h, _ in got] == [1, 4]
+    assert re.fullmatch(r"__probe_ret_ip: \[[0-9a-f]+\] test_sym_keys_name_where_the_probe_hit_and_who_called"
+                        r"\+0x[0-9a-f]+/0x[0-9a-f]+", got[0][0])
+    assert re.fullmatch(r"__probe_ret_ip: \[[0-9a-f]+\] worker\+0x[0-9a-f]+/0x[0-9a-f]+", got[1][0])
+
+
+def test_args_fields_are_the_parameters_of_the_function(fs, sender):
+    fs.write("kprobe_events", "p:all sender:send $args", append=True)
+    fs.write("events/kprobes/all/trigger", "hist:keys=kind:vals=nbytes:sort=kind")
+    sender.main(1, 10)
+    got = rows(fs.read("events/kprobes/all/hist"))
+    assert [(k, h) for k, h, _ in got] == [(f"kind: {k:10d}", 2) for k in range(5)]
+    assert [int(v.split()[1]) for _, _, v in got] == \
+        [sum((i % 7) * 300 for i in range(10) if i % 5 == k) for k in range(5)]

@@ -121,9 +121,31 @@ HELP: dict[str, str] = {
               "   trigger: traceon, traceoff, snapshot, stacktrace\n"
               "            enable_event:<system>:<event>\n"
               "            disable_event:<system>:<event>\n"
+              "            enable_hist:<system>:<event>\n"
+              "            disable_hist:<system>:<event>\n"
               "   example: echo 'traceoff:1 if x > 5' > events/kprobes/f/trigger\n"
               "   To remove a trigger: echo '!<trigger>' >> <system>/<event>/trigger\n"
-              "   Filters and counts can be ignored when removing a trigger.",
+              "   Filters and counts can be ignored when removing a trigger.\n"
+              "      hist trigger\t- If set, event hits are aggregated into a hash table\n"
+              "    Format: hist:keys=<field1[,field2,...]>\n"
+              "            [:values=<field1[,field2,...]>]\n"
+              "            [:sort=<field1[,field2,...]>]\n"
+              "            [:size=#entries]\n"
+              "            [:pause][:continue][:clear]\n"
+              "            [:name=histname1]\n"
+              "            [:nohitcount]\n"
+              "            [if <filter>]\n"
+              "    The available modifiers are:\n"
+              "            .hex        display a number as a hex value\n"
+              "            .sym        display an address as a symbol\n"
+              "            .sym-offset display an address as a symbol and offset\n"
+              "            .execname   display a common_pid as a program name\n"
+              "            .log2       display log2 value rather than raw number\n"
+              "            .buckets=size  display values in groups of size rather than raw number\n"
+              "            .usecs      display a common_timestamp in microseconds\n"
+              "            .percent    display a number of percentage value\n"
+              "            .graph      display a bar-graph of a value\n"
+              "    events/<system>/<event>/hist shows the table, as the kernel's.",
     "README": "this file",
 }
 

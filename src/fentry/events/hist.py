@@ -32,7 +32,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ..errors import TraceError
-from ..symbols import FENTRY_DIR
+from ..symbols import FENTRY_DIR, SYMBOLS, call_site
 from .tracing_map import BITS_DEFAULT, BITS_MAX, BITS_MIN, TracingMap
 from .trigger import (
     ETT_EVENT_HIST,
@@ -63,6 +63,9 @@ BAR_WIDTH = 20              # the .graph bar, as the kernel's
 # common and generic fields that mean something in Python): name -> kind.
 COMMON_HIST_FIELDS: dict[str, str] = {"common_pid": "num", "comm": "str", "COMM": "str"}
 _CPU_NAMES = ("common_cpu", "cpu", "CPU")
+# A probe event's location fields (its format's): where it hit, as (code, offset);
+# with .sym / .sym-offset they print as the function (the kernel's %ps / %pS).
+_IP_FIELDS = ("__probe_ip", "__probe_func", "__probe_ret_ip")
 
 
 def _now_ns() -> int:
@@ -184,6 +187,8 @@ def _parse_field(text: str, fields: Mapping[str, str], key: bool, p: _Parse) -> 
         raise p.err("HIST_ERR_BAD_FIELD_MODIFIER", modifier)
     if name == "common_timestamp":
         return HistField(name, "timestamp", flag, buckets)
+    if name in _IP_FIELDS and name in fields:
+        return HistField(name, "ip", flag, buckets)
     if name in _CPU_NAMES and name not in fields:
         return HistField("common_cpu", "cpu", flag, buckets)
     if name not in fields and name not in COMMON_HIST_FIELDS:
@@ -341,7 +346,8 @@ class HistTrigger(Trigger):
         (values, frame)."""
         names = self.file.event.field_names(code)      # type: ignore[attr-defined]  # (run checked)
         index = {name: i for i, name in enumerate(names)}
-        plan = (tuple(_reader(f, index.get(f.name)) for f in self._keys),
+        at_offset = bool(getattr(self.file, "at_offset", False))
+        plan = (tuple(_reader(f, index.get(f.name), at_offset) for f in self._keys),
                 tuple(_val_reader(f, index.get(f.name)) for f in self._vals))
         self._plans[code] = plan
         return plan
@@ -441,10 +447,28 @@ def _stack_reader(values: tuple[object, ...], frame: FrameType | None) -> object
     return _stack_key(frame)
 
 
-def _reader(f: HistField, i: int | None) -> Reader:
+def _ip_reader(name: str, at_offset: bool) -> Reader:
+    """The reader of a location field: (code, offset) of the probed frame
+    (``__probe_ip``: where it hit; ``__probe_func``: its function) or of its
+    caller's call (``__probe_ret_ip``: a return probe's return address)."""
+    if name == "__probe_ret_ip":
+        def read(values: tuple[object, ...], frame: FrameType | None) -> object:
+            caller = frame.f_back if frame is not None else None
+            return (caller.f_code, call_site(caller.f_code, caller.f_lasti)) if caller is not None else 0
+    else:
+        def read(values: tuple[object, ...], frame: FrameType | None) -> object:
+            if frame is None:
+                return 0
+            return (frame.f_code, frame.f_lasti if at_offset and name == "__probe_ip" else 0)
+    return read
+
+
+def _reader(f: HistField, i: int | None, at_offset: bool = False) -> Reader:
     """The reader of key ``f``, the hit's value ``i`` (None: a common field)."""
     if f.kind == "stacktrace":
         return _stack_reader
+    if f.kind == "ip":
+        return _ip_reader(f.name, at_offset)
     if i is not None and f.kind == "field" and f.flag not in ("log2", "buckets"):
         return i
 
@@ -550,6 +574,8 @@ def _symbol(v: object) -> str:
 def _key_text(f: HistField, v: object, comm: object) -> str:
     """One key as ``hist_trigger_print_key`` prints it."""
     name = f.name
+    if f.kind == "ip" and type(v) is tuple:
+        return _ip_text(f, v)
     if f.flag == "hex" and isinstance(v, int):
         return f"{name}: {v & U64:x}"
     if f.flag in ("sym", "sym-offset"):
@@ -564,6 +590,21 @@ def _key_text(f: HistField, v: object, comm: object) -> str:
     if isinstance(v, int):
         return f"{name}: {v:10d}"
     return f"{name}: {v!s:<50}"
+
+
+def _ip_text(f: HistField, v: tuple[Any, ...]) -> str:
+    """A location key: with .sym its function, with .sym-offset and the
+    offset in it and its size (%pS's FUNC+0xOFF/0xSIZE); else its "address"."""
+    code, offset = v
+    addr = id(code) + offset
+    if f.flag == "sym":
+        return f"{f.name}: [{addr:x}] {code.co_qualname:<45}"
+    if f.flag == "sym-offset":
+        where = f"{code.co_qualname}+{offset:#x}/{len(code.co_code):#x}"
+        return f"{f.name}: [{addr:x}] {where:<55}"
+    if f.flag == "hex":
+        return f"{f.name}: {addr:x}"
+    return f"{f.name}: {addr:10d}"
 
 
 def _percentage(val: int, total: int) -> int | None:
@@ -610,6 +651,16 @@ def hist_fields(file: Triggered) -> dict[str, str]:
     source = getattr(file, "field_kinds", None) or getattr(getattr(file, "event", None),
                                                           "field_kinds", None)
     kinds: dict[str, str] = source() if source is not None else {}
+    event: Any = getattr(file, "event", None)
+    defn = getattr(event, "defn", None)
+    if defn is not None:        # a probe event's location fields, as its format has them
+        ips = ("__probe_func", "__probe_ret_ip") if defn.is_return else ("__probe_ip",)
+        kinds = {**dict.fromkeys(ips, "num"), **kinds}
+        if any(a.kind == "args" for a in defn.args) and event.symbol_name is not None:
+            # $args: the parameters of the function probed, as loaded now
+            module, _, qualname = event.symbol_name.partition(":")
+            for sym in SYMBOLS.named(qualname, module):
+                kinds = {**dict.fromkeys(event.field_names(sym.code), "num"), **kinds}
     return {**COMMON_HIST_FIELDS, **kinds}
 
 
