@@ -271,6 +271,12 @@ def quiet_thread(on: bool, /) -> bool:
     """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
 def quiet_until_program() -> None:
     """The calling thread is quiet until the program's module code starts."""
+def audit_dispatch(dispatch: Callable[[str, tuple[object, ...]], object] | None, /) -> None:
+    """``dispatch(event, args)`` on every audit event, from the process's one
+    audit hook (added at the first call: it cannot be removed); None: off,
+    the hook holds nothing and costs one test."""
+def audit_hook_armed() -> bool:
+    """Whether the audit hook calls a dispatcher now."""
 def catch_sigterm(fd: int, standin: int = 0, /) -> None:
     """On SIGTERM, write a byte to ``fd`` (C) and run the Python handler of
     signal ``standin``; ``fd`` -1: SIGTERM's default action again."""

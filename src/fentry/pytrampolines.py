@@ -19,7 +19,8 @@ from time import clock_gettime_ns, perf_counter_ns, sleep
 from types import CodeType, FrameType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
-           "quiet_until_program", "catch_sigterm", "use_tool_id_wrapper", "Switch", "ProbeTrace",
+           "quiet_until_program", "audit_dispatch", "audit_hook_armed", "catch_sigterm",
+           "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
            "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event", "graph_gated_event",
@@ -342,6 +343,45 @@ def quiet_until_program() -> None:
     global _awaiting_program
     _awaiting_program = get_ident()
     quiet_thread(True)
+
+
+# The audit tracepoints' hook (ctrampolines/audit.c): a Python audit hook,
+# made once per process in a namespace of its own (not this module's
+# globals), closing over its flag only -- the dispatcher while armed, None
+# after -- so that off it holds nothing of fentry's.  (Off, its cost is a
+# Python call per audited operation, the C twin's a pointer test.)
+_AUDIT_HOOK = """
+def make(flag):
+    def audit_hook(event, args):
+        dispatch = flag[0]
+        if dispatch is not None:
+            try:
+                dispatch(event, args)
+            except Exception:       # a hook that raises aborts the operation: never
+                pass
+    return audit_hook
+"""
+_audit_flag: list = [None]
+_audit_hook_added = False
+
+
+def audit_dispatch(dispatch) -> None:
+    """``dispatch(event, args)`` on every audit event (the process's one
+    hook, added at the first call); None: off, nothing held."""
+    global _audit_hook_added
+    if dispatch is not None and not callable(dispatch):
+        raise TypeError("audit_dispatch() takes a callable or None")
+    if dispatch is not None and not _audit_hook_added:
+        namespace: dict = {"__builtins__": {"Exception": Exception}}
+        exec(compile(_AUDIT_HOOK, __file__, "exec"), namespace)    # (__file__: fentry's, never traced)
+        sys.addaudithook(namespace.pop("make")(_audit_flag))
+        _audit_hook_added = True
+    _audit_flag[0] = dispatch
+
+
+def audit_hook_armed() -> bool:
+    """Whether the audit hook calls a dispatcher now."""
+    return _audit_flag[0] is not None
 
 
 def _program_starts(code: CodeType) -> bool:

@@ -14,13 +14,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import weakref
 
 import pytest
 from helpers import body, fentry, fentry_run, fentry_tool_ids, plain
 
 import fentry as fentry_module
+from fentry import hotpath
+from fentry.control import tracefs as tracefs_module
 from fentry.errors import TraceError
-from fentry.events import audit
 
 LINE = re.compile(r"^\s*(?P<task>\S+)-(?P<tid>\d+)\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: "
                   r"(?P<event>\w+): (?P<fields>.*)$")
@@ -310,39 +312,45 @@ def test_audit_open_with_a_filter_on_the_path(tmp_path):
     assert [(e["arg0"], e["arg1"]) for e in events(trace, "myapp_thing")] == [("7", "seven")]
 
 
-def test_audit_hook_after_detach_holds_nothing_of_fentrys(fs, tmp_path):
-    """fentry's one audit hook, after its events are disabled: one flag
-    check, and what it references is its flag, its code and an empty namespace."""
+def test_audit_hook_after_detach_holds_nothing_of_fentrys(tmp_path):
+    """fentry's one audit hook, after its events are disabled: one test
+    (C: a pointer; pure: a flag), and nothing of fentry's reachable from it:
+    the tracing objects die with the tracefs."""
+    fs = fentry_module.tracefs()
     fs.write("events/audit/open/enable", "1")
     fs.write("events/audit/enable", "1")
+    assert hotpath.audit_hook_armed()
     fs.write("events/audit/enable", "0")
-    assert audit._hook_added and audit._flag == [None]
-    fentry_module.tracefs().reset()
-    hooks = [o for o in gc.get_referrers(audit._flag)
-             if type(o).__name__ == "cell"]
-    funcs = [f for c in hooks for f in gc.get_referrers(c) if type(f).__name__ == "tuple"
-             for f in gc.get_referrers(f) if callable(f) and getattr(f, "__name__", "") == "audit_hook"]
-    assert len(funcs) == 1
-    hook = funcs[0]
-    seen, todo = {id(hook)}, [hook]
-    reached = []
-    while todo:
-        obj = todo.pop()
-        for ref in gc.get_referents(obj):
-            if id(ref) not in seen:
-                seen.add(id(ref))
-                reached.append(ref)
-                todo.append(ref)
-    assert not any(type(o).__name__ == "module" for o in reached)
-    assert not any(type(o).__module__.startswith("fentry") for o in reached)
-    assert not any(isinstance(o, dict) and str(o.get("__name__", "")).startswith("fentry")
-                   for o in reached)
-    assert [o for o in reached if callable(o) and o is not hook] == []
-    assert audit._flag in reached and audit._flag == [None]
-    # Off, it costs the flag check: opening a file records nothing anywhere.
+    assert not hotpath.audit_hook_armed()
+    source = weakref.ref(fs.tracepoints.audit)
+    del fs
+    tracefs_module.forget()
+    gc.collect()
+    assert source() is None
+    if hotpath.IMPLEMENTATION == "python":
+        # The Python hook: its references are its flag, its code and an empty namespace.
+        from fentry import pytrampolines
+        cells = [o for o in gc.get_referrers(pytrampolines._audit_flag) if type(o).__name__ == "cell"]
+        hooks = [f for c in cells for t in gc.get_referrers(c) if type(t) is tuple
+                 for f in gc.get_referrers(t) if getattr(f, "__name__", "") == "audit_hook"]
+        assert len(hooks) == 1
+        seen, todo, reached = {id(hooks[0])}, [hooks[0]], []
+        while todo:
+            for ref in gc.get_referents(todo.pop()):
+                if id(ref) not in seen:
+                    seen.add(id(ref))
+                    reached.append(ref)
+                    todo.append(ref)
+        assert not any(type(o).__name__ == "module" or type(o).__module__.startswith("fentry")
+                       for o in reached)
+        assert not any(isinstance(o, dict) and str(o.get("__name__", "")).startswith("fentry")
+                       for o in reached)
+        assert [o for o in reached if callable(o) and o is not hooks[0] and o is not Exception] == []
+        assert pytrampolines._audit_flag == [None]
+    # Off, an audited operation records nothing anywhere.
     with open(tmp_path / "x", "w"):
         pass
-    assert events(fs.read("trace")) == []
+    assert events(fentry_module.tracefs().read("trace")) == []
 
 
 def test_unknown_audit_events_get_an_event_of_their_own(fs):
@@ -397,7 +405,7 @@ def test_after_disable_no_monitoring_event_or_callback_stays(fs):
     fs.write("events/enable", "1")
     assert fs.read("events/enable") == "1\n" and fentry_tool_ids() != []
     fs.write("events/enable", "0")
-    assert fentry_tool_ids() == [] and audit._flag == [None]
+    assert fentry_tool_ids() == [] and not hotpath.audit_hook_armed()
 
 
 # -- the files ----------------------------------------------------------------------------

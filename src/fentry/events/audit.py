@@ -11,10 +11,10 @@ int, bytes, None, ...), else as its safe text (``fetch.safe_repr``: no code
 of the program's runs); a path object as its path.
 
 An audit hook cannot be removed from a Python process.  fentry adds one, on
-the first enable, and never a second: a function whose only reference is a
-one-item list, the flag -- the dispatcher while an audit event is enabled,
-None after.  Its globals are an empty namespace, not fentry's; so after
-detach it costs one flag check and holds nothing of fentry's.
+the first enable, and never a second (``hotpath.audit_dispatch``: a C hook
+on the C hot path, a Python one on the pure one); it calls ``dispatch``
+while an audit event is enabled, and after detach it holds nothing of
+fentry's and costs one test (C: a pointer; Python: a call and a flag).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .. import hotpath
 from ..hotpath import quiet_thread
+from ..symbols import FENTRY_DIR
 from .fetch import snapshot
 from .tracepoints import Source, TracepointFile, from_fentry
 
@@ -130,31 +132,6 @@ def event_name(raw: str) -> str:
     return _NOT_NAME.sub("_", raw)
 
 
-# The hook: made once per process, in a namespace of its own (not fentry's
-# globals), closing over the flag only.
-_HOOK_SOURCE = """
-def make(flag):
-    def audit_hook(event, args):
-        dispatch = flag[0]
-        if dispatch is not None:
-            dispatch(event, args)
-    return audit_hook
-"""
-_flag: list[Any] = [None]       # the dispatcher while armed; None: off
-_hook_added = False
-
-
-def _add_hook() -> None:
-    global _hook_added
-    if _hook_added:
-        return
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    exec(compile(_HOOK_SOURCE, __file__, "exec"), namespace)    # (__file__: fentry's code, never traced)
-    hook = namespace.pop("make")(_flag)
-    sys.addaudithook(hook)
-    _hook_added = True
-
-
 def _argument(value: object) -> object:
     """An argument as a record keeps it: immutable as it is, a path
     object as its path (pathlib's own method), else its safe text."""
@@ -184,14 +161,12 @@ class AuditSource(Source):
         self.awaiting_exec = False
 
     def update(self) -> None:
-        if self.files:
-            _add_hook()
-            _flag[0] = self.dispatch
-        else:
-            _flag[0] = None
+        hotpath.audit_dispatch(self.dispatch if self.files else None)
 
     def dispatch(self, raw: str, args: tuple[object, ...]) -> None:
         """An audit event, in the thread that raised it."""
+        if raw == "cpython._PySys_ClearAuditHooks":
+            return              # the interpreter's finalization: no time for Python code
         if quiet_thread(True):
             return              # fentry's own thread, or fentry's work re-entering here
         try:
@@ -205,9 +180,14 @@ class AuditSource(Source):
                     return
             if not targets:
                 return
-            # The audited code's frame (None when the interpreter audits with no
-            # Python frame at all: opening the script); 1 is the hook's.
-            if from_fentry(sys._getframe(1).f_back):
+            # The audited code's frame (None when the interpreter audits with
+            # no Python frame at all: opening the script), past the pure
+            # twin's hook (the C one has no frame).
+            frame = sys._getframe(0).f_back
+            if frame is not None and frame.f_code.co_name == "audit_hook" \
+                    and frame.f_code.co_filename.startswith(FENTRY_DIR):
+                frame = frame.f_back
+            if from_fentry(frame):
                 return
             values = tuple(_argument(a) for a in args) if type(args) is tuple else ()
             for f in targets:

@@ -547,6 +547,8 @@ class Tracepoints:
         for name, fields in GC_EVENTS.items():
             self._add("gc", name, fields, gcs, "start" if name == "gc_start" else "stop")
         self.audit = AuditSource(self.lock, self)
+        # id(instance) -> instance where every audit event is enabled
+        self.audit_all: dict[int, TraceInstance] = {}
         for raw, fields in AUDIT_FIELDS.items():
             self._add("audit", event_name(raw), fields, self.audit, raw)
         self.monitoring = monitoring
@@ -565,11 +567,9 @@ class Tracepoints:
             event = self.events.get(("audit", name))
             if event is not None:
                 return event
-            group = self.in_group("audit")
             event = self._add("audit", name, tuple(f"arg{i}" for i in range(nargs)), self.audit, raw)
-            for f in group[0].files.values() if group else ():
-                if all(e.file(f.instance).enabled for e in group):
-                    event.file(f.instance).enable()
+            for instance in list(self.audit_all.values()):
+                event.file(instance).enable()
             return event
 
     def declare(self, group: str, name: str) -> Tracepoint:
@@ -608,6 +608,15 @@ class Tracepoints:
     def set_enable(self, events: list[Tracepoint], on: bool, instance: TraceInstance) -> None:
         """Enable (disable) ``events`` in ``instance``: all, or none if one fails."""
         with self.lock:
+            # The whole audit group on: names seen later join it (audit:*);
+            # one of it off: they do not.  (Before the enables: a name the
+            # enabling itself raises joins too.)
+            audit = [e for e in events if e.group == "audit"]
+            was_all = self.audit_all.get(id(instance))
+            if on and audit and len(audit) == len(self.in_group("audit")):
+                self.audit_all[id(instance)] = instance
+            elif not on and audit:
+                self.audit_all.pop(id(instance), None)
             done = []
             try:
                 for e in events:
@@ -620,6 +629,8 @@ class Tracepoints:
             except BaseException:
                 for f in done:
                     f.disable()
+                if was_all is None:
+                    self.audit_all.pop(id(instance), None)
                 raise
 
     def set_filter(self, event: Tracepoint, text: str, instance: TraceInstance) -> None:
@@ -631,6 +642,7 @@ class Tracepoints:
 
     def forget_instance(self, instance: TraceInstance) -> None:
         with self.lock:
+            self.audit_all.pop(id(instance), None)
             for e in self.events.values():
                 f = e.files.pop(id(instance), None)
                 if f is not None:
