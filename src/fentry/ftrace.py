@@ -596,6 +596,14 @@ def check_tool_id() -> None:
             _core.monitor.check_free()
 
 
+def set_event_callback(event: int, func: Callable[..., object] | None) -> None:
+    """Register ``func`` for a global-only event of a registered ops (CALL,
+    C_RETURN, C_RAISE for C probes: cprobes), or remove it (None)."""
+    with _core.lock:
+        if _core.monitor.active:
+            _core.monitor.set_callback(event, func)
+
+
 def unregister_ftrace_function(ops: FtraceOps) -> None:
     """Stop ``ops``; the last unregister releases the sys.monitoring tool id."""
     _core.unregister(ops)

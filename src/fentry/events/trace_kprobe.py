@@ -73,6 +73,7 @@ class ProbeEvent:
             else tuple(a.name for a in defn.args)
         self._nhit = 0              # hits of files no longer there
         self._nmissed = 0
+        self.c_target: object = None    # the C function of a C probe (trace_cprobe)
 
     @property
     def name(self) -> str:
@@ -101,7 +102,11 @@ class ProbeEvent:
         """This event's file in ``instance`` (its enable and filter there)."""
         f = self.files.get(id(instance))
         if f is None:
-            f = self.files[id(instance)] = EventFile(self, instance)
+            if self.c_target is not None:
+                from .trace_cprobe import CEventFile    # (it builds on EventFile)
+                f = self.files[id(instance)] = CEventFile(self, instance)
+            else:
+                f = self.files[id(instance)] = EventFile(self, instance)
         return f
 
     def forget(self, instance: TraceInstance) -> None:
@@ -469,7 +474,14 @@ class ProbeEvents:
         assert isinstance(defn, ProbeDefinition)        # (a removal starts with '-')
         command = log_command(line)
         module, pending = None, False
-        if defn.symbol_name is not None:
+        from .trace_cprobe import c_probe_target        # (it builds on EventFile)
+        try:
+            c_target = c_probe_target(defn, command)
+        except TraceError as e:
+            self._fail(e)
+        if c_target is not None:
+            module = defn.module
+        elif defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
                 module, pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
             except TraceError as e:
@@ -481,6 +493,7 @@ class ProbeEvents:
                                   subsystem="trace_kprobe"))
         key = (defn.group, defn.event)
         self.events[key] = ProbeEvent(defn, self, self._next_id, module, pending)
+        self.events[key].c_target = c_target
         self._next_id += 1
         if pending:
             self.log(TraceError("NO_MODULE_YET", command, command.find(" ") + 1,

@@ -1,0 +1,290 @@
+"""cprobes: probes on C functions (``builtins:len``, ``builtins:dict.get``).
+
+A C function has no code object, so no PY_START: it is seen where Python
+code calls it, by sys.monitoring's CALL event, which gives the callable and
+its first argument, and by C_RETURN / C_RAISE after it, which give the same
+two and nothing else (no return value, no exception: PEP 669).
+
+CALL is a local event: a C function can be called from any code, so while a
+C probe is armed CALL is set globally, and every call the program makes, of
+any function, pays one callback and one dictionary lookup (the callable's
+id).  C_RETURN and C_RAISE ride CALL (CPython reports them to the tools that
+have CALL on the call site).  The last C probe disarmed takes the global CALL
+away again.  A call made from C code (``map(len, xs)``, ``sorted(key=len)``
+calling ``len``) has no call site in Python: sys.monitoring does not see it.
+
+What a hit knows is what CALL gives: the caller's code and the CALL's
+offset, and the first positional argument (``self`` of a method).  The other
+arguments are on the caller's value stack, which Python cannot read.
+"""
+
+from __future__ import annotations
+
+import dis
+import importlib
+import itertools
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Callable
+from types import CodeType
+
+from . import arch
+from .ftrace import (
+    FtraceOps,
+    register_ftrace_function,
+    set_event_callback,
+    unregister_ftrace_function,
+)
+from .symbols import is_fentry_code, is_fentry_module
+
+E = arch.EVENTS
+MISSING = sys.monitoring.MISSING
+
+# What a C probe can be put on: C functions and the methods of C types.
+C_FUNCTION_TYPES = (types.BuiltinFunctionType, types.MethodDescriptorType,
+                    types.WrapperDescriptorType)
+_BOUND = types.BuiltinMethodType            # (the same type as BuiltinFunctionType)
+_METHOD_TYPES = (types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def resolve(symbol_name: str) -> object | None:
+    """The C callable ``MOD:NAME`` or ``MOD:TYPE.METHOD`` names, found in the
+    module's and the type's ``__dict__`` (no ``__getattr__`` runs); None when
+    it names something else, or nothing (a Python function's probe, or an
+    error, is the caller's).  A module not imported yet is imported only if
+    it is built into the interpreter (its C init runs, no Python code)."""
+    module_name, sep, qualname = symbol_name.rpartition(":")
+    if not sep or is_fentry_module(module_name):
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        if module_name not in sys.builtin_module_names:
+            return None
+        module = importlib.import_module(module_name)
+    obj: object = module
+    for part in qualname.split("."):
+        space = obj.__dict__ if isinstance(obj, (types.ModuleType, type)) else None
+        if space is None or part not in space:
+            return None
+        obj = space[part]
+    return obj
+
+
+def is_c_function(obj: object) -> bool:
+    """A C function or a C type's method (a descriptor, not bound)."""
+    return isinstance(obj, C_FUNCTION_TYPES)
+
+
+class Cprobe:
+    """A probe on one C callable.  ``handler(code, offset, arg0)`` runs at
+    each call from Python code (``code`` and ``offset`` are the caller's and
+    its CALL's; ``arg0`` the first positional argument, MISSING when none);
+    ``ret_handler(code, offset, arg0, raised)`` after it returns or raises.
+    ``nmissed``: handlers that raised (the program never sees it)."""
+
+    def __init__(self, target: object,
+                 handler: Callable[[CodeType, int, object], object] | None = None,
+                 ret_handler: Callable[[CodeType, int, object, bool], object] | None = None) -> None:
+        if not is_c_function(target):
+            raise TypeError(f"not a C function: {target!r}")
+        self.target = target
+        self.handler = handler
+        self.ret_handler = ret_handler
+        self.errors = 0
+        self.armed = False
+
+    @property
+    def nmissed(self) -> int:
+        return self.errors
+
+
+# ---------------------------------------------------------------- dispatch
+
+# id(callable) -> the probes on it.  Rebound, never mutated, under _lock:
+# the callbacks read whichever dict is there.
+_on_call: dict[int, tuple[Cprobe, ...]] = {}
+_on_return: dict[int, tuple[Cprobe, ...]] = {}
+_lock = threading.RLock()
+# (type, name) -> id of the method descriptor a bound C method comes from
+_bound_ids: dict[tuple[type, str], int] = {}
+_has_methods = False
+
+
+def _probes(table: dict[int, tuple[Cprobe, ...]], c: object, arg0: object
+            ) -> tuple[tuple[Cprobe, ...] | None, object]:
+    """The probes on callable ``c``, and its first argument as a probe sees
+    it: a method bound beforehand (``f = d.get; f(k)``) is a new object, found
+    by its type and name, and its ``self`` is the first argument."""
+    probes = table.get(id(c))
+    if probes is not None or not _has_methods or c.__class__ is not _BOUND:
+        return probes, arg0
+    owner = c.__self__             # type: ignore[attr-defined]
+    if owner is None or owner.__class__ is types.ModuleType:
+        return None, arg0
+    key = (owner.__class__, c.__name__)      # type: ignore[attr-defined]
+    i = _bound_ids.get(key)
+    if i is None:
+        i = _bound_ids[key] = next(
+            (id(k.__dict__[key[1]]) for k in key[0].__mro__ if key[1] in k.__dict__), 0)
+    return table.get(i), owner
+
+
+def _call(code: CodeType, offset: int, c: object, arg0: object) -> None:   # hot path
+    probes = _on_call.get(id(c))
+    if probes is None and not _has_methods:
+        return
+    probes, arg0 = _probes(_on_call, c, arg0)
+    if probes is None or is_fentry_code(code):
+        return
+    if arg0 is not MISSING and not isinstance(c, _METHOD_TYPES) and keywords_only(code, offset):
+        arg0 = MISSING          # CALL gave the first keyword argument's value
+    for p in probes:
+        try:
+            p.handler(code, offset, arg0)       # type: ignore[misc]
+        except Exception:
+            p.errors += 1
+
+
+def _exit(code: CodeType, offset: int, c: object, arg0: object, raised: bool) -> None:
+    probes = _on_return.get(id(c))
+    if probes is None and not _has_methods:
+        return
+    probes, arg0 = _probes(_on_return, c, arg0)
+    if probes is None or is_fentry_code(code):
+        return
+    if arg0 is not MISSING and not isinstance(c, _METHOD_TYPES) and keywords_only(code, offset):
+        arg0 = MISSING
+    for p in probes:
+        try:
+            p.ret_handler(code, offset, arg0, raised)   # type: ignore[misc]
+        except Exception:
+            p.errors += 1
+
+
+def _c_return(code: CodeType, offset: int, c: object, arg0: object) -> None:   # hot path
+    if _on_return:
+        _exit(code, offset, c, arg0, False)
+
+
+def _c_raise(code: CodeType, offset: int, c: object, arg0: object) -> None:
+    if _on_return:
+        _exit(code, offset, c, arg0, True)
+
+
+# ---------------------------------------------------------------- call sites
+
+# code -> {offset: whether its call passes keyword arguments only}
+_sites: weakref.WeakKeyDictionary[CodeType, dict[int, bool]] = weakref.WeakKeyDictionary()
+
+
+def keywords_only(code: CodeType, offset: int) -> bool:
+    """Whether the call at ``offset`` passes no positional argument but
+    keyword ones: then CALL's "first argument" is the first keyword's value
+    (``sorted(key=len)`` gives ``len``), which no probe must take for
+    ``$arg1``.  Read from the bytecode once per code object."""
+    sites = _sites.get(code)
+    if sites is None:
+        sites = _sites[code] = _keyword_calls(code)
+    return sites.get(offset, False)
+
+
+def _keyword_calls(code: CodeType) -> dict[int, bool]:
+    out: dict[int, bool] = {}
+    prev = None
+    for ins in dis.get_instructions(code):
+        # 3.12: KW_NAMES (the names) then CALL; 3.13: LOAD_CONST (the names) then CALL_KW
+        if prev is not None and ((ins.opname == "CALL" and prev.opname == "KW_NAMES")
+                                 or (ins.opname == "CALL_KW" and prev.opname == "LOAD_CONST")):
+            names = prev.argval
+            if type(names) is tuple:
+                out[ins.offset] = ins.arg == len(names)
+        prev = ins
+    return out
+
+
+# ---------------------------------------------------------------- registration
+
+class _CallOps(FtraceOps):
+    """The ftrace_ops that holds CALL set globally while any C probe is armed.
+    It traces no code object itself (no local event, no handler)."""
+    local_events = 0
+    global_events = E.CALL
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def wants(self, module: str, code: CodeType) -> bool:
+        return False
+
+
+_ops: _CallOps | None = None
+_armed: list[Cprobe] = []
+_CALLBACKS = {E.CALL: _call, E.C_RETURN: _c_return, E.C_RAISE: _c_raise}
+
+
+def register_cprobe(p: Cprobe) -> None:
+    """Arm ``p``: from now every call of its C function from Python code runs
+    its handlers.  The first one sets CALL globally."""
+    global _ops
+    with _lock:
+        if p.armed:
+            raise ValueError("cprobe already registered")
+        if not _armed:
+            ops = _CallOps()
+            register_ftrace_function(ops)       # (ToolIdBusy, raised before anything is set)
+            for event, cb in _CALLBACKS.items():
+                set_event_callback(event, cb)
+            _ops = ops
+        _armed.append(p)
+        p.armed = True
+        _rebuild()
+
+
+def unregister_cprobe(p: Cprobe) -> None:
+    """Disarm ``p``; the last one takes CALL and its callbacks away."""
+    global _ops
+    with _lock:
+        if not p.armed:
+            raise ValueError("cprobe not registered")
+        _armed.remove(p)
+        p.armed = False
+        _rebuild()
+        if not _armed and _ops is not None:
+            for event in _CALLBACKS:
+                set_event_callback(event, None)
+            unregister_ftrace_function(_ops)
+            _ops = None
+
+
+def _rebuild() -> None:
+    global _has_methods, _on_call, _on_return
+    calls: dict[int, list[Cprobe]] = {}
+    returns: dict[int, list[Cprobe]] = {}
+    for p in _armed:
+        if p.handler is not None:
+            calls.setdefault(id(p.target), []).append(p)
+        if p.ret_handler is not None:
+            returns.setdefault(id(p.target), []).append(p)
+    # Rebound whole, so a callback running in another thread sees the old or the new.
+    _on_call = {k: tuple(v) for k, v in calls.items()}
+    _on_return = {k: tuple(v) for k, v in returns.items()}
+    _has_methods = any(isinstance(p.target, _METHOD_TYPES) for p in _armed)
+    _bound_ids.clear()
+
+
+def hits_counter() -> Callable[[], int]:
+    """A counter that threads bump without a lock (``next`` of
+    ``itertools.count`` is one C call under the GIL); call ``.__next__``."""
+    return itertools.count(1).__next__
+
+
+def counted(counter: Callable[[], int]) -> int:
+    """How many times ``counter`` was bumped (its next value, less one)."""
+    text = repr(counter.__self__)           # type: ignore[attr-defined]  # "count(N)"
+    return int(text[6:-1]) - 1
+
+
+__all__ = ["MISSING", "Cprobe", "counted", "hits_counter", "is_c_function", "keywords_only",
+           "register_cprobe", "resolve", "unregister_cprobe"]
