@@ -7,8 +7,8 @@ two and nothing else (no return value, no exception: PEP 669).
 
 CALL is a local event: a C function can be called from any code, so while a
 C probe is armed CALL is set globally, and every call the program makes, of
-any function, pays one callback and one dictionary lookup (the callable's
-id).  C_RETURN and C_RAISE ride CALL (CPython reports them to the tools that
+any function, pays one callback and a table lookup of the callable
+(hotpath.call_dispatcher; while a method is probed, of its type too).  C_RETURN and C_RAISE ride CALL (CPython reports them to the tools that
 have CALL on the call site).  The last C probe disarmed takes the global CALL
 away again.  A call made from C code (``map(len, xs)``, ``sorted(key=len)``
 calling ``len``) has no call site in Python: sys.monitoring does not see it.
@@ -29,14 +29,10 @@ import types
 import weakref
 from collections.abc import Callable
 from types import CodeType
+from typing import Any
 
 from . import arch
-from .ftrace import (
-    FtraceOps,
-    register_ftrace_function,
-    set_event_callback,
-    unregister_ftrace_function,
-)
+from .ftrace import C_PROBES, FtraceOps, register_ftrace_function, unregister_ftrace_function
 from .symbols import is_fentry_code, is_fentry_module
 
 E = arch.EVENTS
@@ -45,7 +41,6 @@ MISSING = sys.monitoring.MISSING
 # What a C probe can be put on: C functions and the methods of C types.
 C_FUNCTION_TYPES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                     types.WrapperDescriptorType)
-_BOUND = types.BuiltinMethodType            # (the same type as BuiltinFunctionType)
 _METHOD_TYPES = (types.MethodDescriptorType, types.WrapperDescriptorType)
 
 
@@ -101,76 +96,61 @@ class Cprobe:
 
 
 # ---------------------------------------------------------------- dispatch
+# ftrace's call dispatcher (hotpath.call_dispatcher) looks the callable up in
+# ftrace.C_PROBES; each C function probed has there one handler per event.
 
-# id(callable) -> the probes on it.  Rebound, never mutated, under _lock:
-# the callbacks read whichever dict is there.
-_on_call: dict[int, tuple[Cprobe, ...]] = {}
-_on_return: dict[int, tuple[Cprobe, ...]] = {}
-_lock = threading.RLock()
-# (type, name) -> id of the method descriptor a bound C method comes from
-_bound_ids: dict[tuple[type, str], int] = {}
-_has_methods = False
-
-
-def _probes(table: dict[int, tuple[Cprobe, ...]], c: object, arg0: object
-            ) -> tuple[tuple[Cprobe, ...] | None, object]:
-    """The probes on callable ``c``, and its first argument as a probe sees
-    it: a method bound beforehand (``f = d.get; f(k)``) is a new object, found
-    by its type and name, and its ``self`` is the first argument."""
-    probes = table.get(id(c))
-    if probes is not None or not _has_methods or c.__class__ is not _BOUND:
-        return probes, arg0
-    owner = c.__self__             # type: ignore[attr-defined]
-    if owner is None or owner.__class__ is types.ModuleType:
-        return None, arg0
-    key = (owner.__class__, c.__name__)      # type: ignore[attr-defined]
-    i = _bound_ids.get(key)
-    if i is None:
-        i = _bound_ids[key] = next(
-            (id(k.__dict__[key[1]]) for k in key[0].__mro__ if key[1] in k.__dict__), 0)
-    return table.get(i), owner
+def _on_call(probes: tuple[Cprobe, ...]) -> Callable[[CodeType, int, object, object], None]:
+    def on_call(code: CodeType, offset: int, c: object, arg0: object) -> None:
+        if is_fentry_code(code):
+            return
+        if arg0 is not MISSING and c.__class__ is _BUILTIN and keywords_only(code, offset):
+            arg0 = MISSING          # CALL gave the first keyword argument's value
+        for p in probes:
+            try:
+                p.handler(code, offset, arg0)       # type: ignore[misc]
+            except Exception:
+                p.errors += 1
+    return on_call
 
 
-def _call(code: CodeType, offset: int, c: object, arg0: object) -> None:   # hot path
-    probes = _on_call.get(id(c))
-    if probes is None and not _has_methods:
-        return
-    probes, arg0 = _probes(_on_call, c, arg0)
-    if probes is None or is_fentry_code(code):
-        return
-    if arg0 is not MISSING and not isinstance(c, _METHOD_TYPES) and keywords_only(code, offset):
-        arg0 = MISSING          # CALL gave the first keyword argument's value
-    for p in probes:
-        try:
-            p.handler(code, offset, arg0)       # type: ignore[misc]
-        except Exception:
-            p.errors += 1
+def _on_exit(probes: tuple[Cprobe, ...], raised: bool) -> Callable[[CodeType, int, object, object], None]:
+    def on_exit(code: CodeType, offset: int, c: object, arg0: object) -> None:
+        if is_fentry_code(code):
+            return
+        if arg0 is not MISSING and c.__class__ is _BUILTIN and keywords_only(code, offset):
+            arg0 = MISSING
+        for p in probes:
+            try:
+                p.ret_handler(code, offset, arg0, raised)   # type: ignore[misc]
+            except Exception:
+                p.errors += 1
+    return on_exit
 
 
-def _exit(code: CodeType, offset: int, c: object, arg0: object, raised: bool) -> None:
-    probes = _on_return.get(id(c))
-    if probes is None and not _has_methods:
-        return
-    probes, arg0 = _probes(_on_return, c, arg0)
-    if probes is None or is_fentry_code(code):
-        return
-    if arg0 is not MISSING and not isinstance(c, _METHOD_TYPES) and keywords_only(code, offset):
-        arg0 = MISSING
-    for p in probes:
-        try:
-            p.ret_handler(code, offset, arg0, raised)   # type: ignore[misc]
-        except Exception:
-            p.errors += 1
+def _on_bound(table: Any) -> Callable[[CodeType, int, object, object], None]:
+    """A C function called with no handler of its own: a method bound
+    beforehand (``f = d.get; f(k)``) is a new object at each binding, found
+    here by its type and name; its ``self`` is the first argument."""
+    def on_bound(code: CodeType, offset: int, c: object, arg0: object) -> None:
+        if c.__class__ is not _BUILTIN:
+            return
+        owner = c.__self__          # type: ignore[attr-defined]
+        if owner is None or owner.__class__ is types.ModuleType:
+            return                  # a module's function: not probed (else it had its handler)
+        key = (owner.__class__, c.__name__)      # type: ignore[attr-defined]
+        descr = _descriptors.get(key, MISSING)
+        if descr is MISSING:
+            descr = _descriptors[key] = next(
+                (k.__dict__[key[1]] for k in key[0].__mro__ if key[1] in k.__dict__), None)
+        handler = table.get(id(descr)) if descr is not None else None
+        if handler is not None:
+            handler(code, offset, descr, owner)
+    return on_bound
 
 
-def _c_return(code: CodeType, offset: int, c: object, arg0: object) -> None:   # hot path
-    if _on_return:
-        _exit(code, offset, c, arg0, False)
-
-
-def _c_raise(code: CodeType, offset: int, c: object, arg0: object) -> None:
-    if _on_return:
-        _exit(code, offset, c, arg0, True)
+_BUILTIN = types.BuiltinFunctionType
+# (type, name) -> the method descriptor a bound C method of that type comes from
+_descriptors: dict[tuple[type, str], object] = {}
 
 
 # ---------------------------------------------------------------- call sites
@@ -221,7 +201,7 @@ class _CallOps(FtraceOps):
 
 _ops: _CallOps | None = None
 _armed: list[Cprobe] = []
-_CALLBACKS = {E.CALL: _call, E.C_RETURN: _c_return, E.C_RAISE: _c_raise}
+_lock = threading.RLock()
 
 
 def register_cprobe(p: Cprobe) -> None:
@@ -234,8 +214,6 @@ def register_cprobe(p: Cprobe) -> None:
         if not _armed:
             ops = _CallOps()
             register_ftrace_function(ops)       # (ToolIdBusy, raised before anything is set)
-            for event, cb in _CALLBACKS.items():
-                set_event_callback(event, cb)
             _ops = ops
         _armed.append(p)
         p.armed = True
@@ -243,7 +221,7 @@ def register_cprobe(p: Cprobe) -> None:
 
 
 def unregister_cprobe(p: Cprobe) -> None:
-    """Disarm ``p``; the last one takes CALL and its callbacks away."""
+    """Disarm ``p``; the last one takes CALL away."""
     global _ops
     with _lock:
         if not p.armed:
@@ -252,14 +230,14 @@ def unregister_cprobe(p: Cprobe) -> None:
         p.armed = False
         _rebuild()
         if not _armed and _ops is not None:
-            for event in _CALLBACKS:
-                set_event_callback(event, None)
             unregister_ftrace_function(_ops)
             _ops = None
 
 
 def _rebuild() -> None:
-    global _has_methods, _on_call, _on_return
+    """Make the handlers in ftrace.C_PROBES again, for the probes armed now.
+    The tables are the dispatcher's: entries are set, then the stale ones
+    removed, so a call in another thread finds the old handler or the new."""
     calls: dict[int, list[Cprobe]] = {}
     returns: dict[int, list[Cprobe]] = {}
     for p in _armed:
@@ -267,11 +245,18 @@ def _rebuild() -> None:
             calls.setdefault(id(p.target), []).append(p)
         if p.ret_handler is not None:
             returns.setdefault(id(p.target), []).append(p)
-    # Rebound whole, so a callback running in another thread sees the old or the new.
-    _on_call = {k: tuple(v) for k, v in calls.items()}
-    _on_return = {k: tuple(v) for k, v in returns.items()}
-    _has_methods = any(isinstance(p.target, _METHOD_TYPES) for p in _armed)
-    _bound_ids.clear()
+    methods = any(isinstance(p.target, _METHOD_TYPES) for p in _armed)
+    _descriptors.clear()
+    for event, wanted in ((E.CALL, {k: _on_call(tuple(v)) for k, v in calls.items()}),
+                          (E.C_RETURN, {k: _on_exit(tuple(v), False) for k, v in returns.items()}),
+                          (E.C_RAISE, {k: _on_exit(tuple(v), True) for k, v in returns.items()})):
+        table = C_PROBES[event]
+        if methods and wanted:
+            wanted[id(_BUILTIN)] = _on_bound(table)
+        for key, handler in wanted.items():
+            table[key] = handler
+        for key in [k for k in table.keys() if k not in wanted]:
+            del table[key]
 
 
 def hits_counter() -> Callable[[], int]:
