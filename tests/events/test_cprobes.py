@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
 import sys
 import textwrap
 
 import pytest
-from helpers import Recorder, fentry, fentry_run, fentry_tool_ids, plain
+from helpers import DURATION, Recorder, fentry, fentry_run, fentry_tool_ids, plain
 
 import fentry as fentry_api
 from fentry.errors import TraceError
@@ -209,3 +210,147 @@ def test_bad_c_probe_stops_fentry_run_before_the_program(tmp_path, sorts):
     proc, _ = run(tmp_path, sorts, "-e", "r builtins:sorted $retval")
     assert proc.returncode == 2 and proc.stdout == ""
     assert "trace_kprobe: error: $retval of a C function is not available" in proc.stderr
+
+
+# ---------------------------------------------------------------- funcgraph-c
+
+GRAPH = textwrap.dedent(f"""
+    import threading
+    def work(n):
+        d = {{"k": "v"}}
+        for i in range(n):
+            len(d)
+            d.get("k")
+        return list(map(len, ["ab", "c"]))      # map's calls of len: from C, not seen
+    def fails():
+        try:
+            len(5)
+        except TypeError:
+            pass
+    threads = [threading.Thread(target=work, args=({CALLS},)) for _ in range({THREADS})]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fails()
+    print("done")
+""")
+GRAPH_LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<tid>\d+)\s*\| (?P<duration>.{14})\|  (?P<indent>(?:  )*)(?P<text>\S.*)$")
+
+
+def graph(trace):
+    return [(m["indent"], m["text"], m["duration"]) for m in map(GRAPH_LINE.match, trace.splitlines()) if m]
+
+
+def test_funcgraph_c_shows_each_c_call_as_a_timed_leaf(tmp_path):
+    prog = tmp_path / "graph.py"
+    prog.write_text(GRAPH)
+    proc, trace = fentry_run(tmp_path, "-t", "function_graph", "-l", "__main__:work", "-l", "__main__:fails",
+                             "-O", "funcgraph-c", "--buffer-size-kb", "65536",
+                             program=(str(prog),), sep=False, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "done\n"), proc.stderr
+    lines = graph(trace)
+    leaves = [(text, indent) for indent, text, _ in lines if text.endswith(";") or "/* raised" in text]
+    assert sum(1 for t, _ in leaves if t == "len();") == THREADS * CALLS
+    assert sum(1 for t, _ in leaves if t == "dict.get();") == THREADS * CALLS
+    assert ("len(); /* raised (unknown) */", "  ") in leaves
+    assert len(leaves) == 2 * THREADS * CALLS + 1       # nothing else: no map, list, or their len
+    assert all(indent == "  " for _, indent in leaves)  # inside work() { / fails() {
+    assert all(DURATION.match(d) for _, text, d in lines if text.endswith(";"))
+    assert sum(1 for _, text, _ in lines if text == "work() {") == THREADS
+
+
+def test_funcgraph_c_is_off_by_default_and_costs_no_call_event():
+    import fentry.ftrace as ftrace
+    fs = fentry_api.tracefs()
+    fs.write("set_ftrace_filter", "_counts")
+    fs.write("current_tracer", "function_graph")
+    (tool,) = fentry_tool_ids()
+    assert not sys.monitoring.get_events(tool) & sys.monitoring.events.CALL
+    code = _counts.__code__
+    _counts(fs)
+    assert sys.monitoring.get_local_events(tool, code) & sys.monitoring.events.CALL == 0
+    fs.write("trace_options", "funcgraph-c")
+    _counts(fs)
+    # CALL on the traced code object only, not globally
+    assert sys.monitoring.get_local_events(tool, code) & sys.monitoring.events.CALL
+    assert not sys.monitoring.get_events(tool) & sys.monitoring.events.CALL
+    fs.write("trace_options", "nofuncgraph-c")
+    assert sys.monitoring.get_local_events(tool, code) & sys.monitoring.events.CALL == 0
+    text = fs.read("trace")
+    fs.write("current_tracer", "nop")
+    assert fentry_tool_ids() == [] and ftrace.traced_codes() == []
+    # before the option a leaf; with it, its C call (fs.read is fentry's own: never traced)
+    assert [t for _, t, _ in graph(text)] == ["_counts();", "_counts() {", "str.splitlines();", "}"]
+
+
+# ---------------------------------------------------------------- the twins
+
+def _twins():
+    from fentry import pytrampolines
+    twins = [pytrampolines]
+    try:
+        from fentry import _ctrampolines
+        twins.append(_ctrampolines)
+    except ImportError:
+        pass
+    return twins
+
+
+@pytest.fixture(params=_twins(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def impl(request):
+    return request.param
+
+
+def test_call_dispatcher_calls_the_codes_then_the_callables_handler(impl):
+    calls = []
+    code = _counts.__code__
+    table, probes = impl.CodeTable(), impl.CodeTable()
+    table[id(code)] = lambda *a: calls.append(("code",) + a)
+    probes[id(len)] = lambda *a: calls.append(("len",) + a)
+    probes[id(type(len))] = lambda *a: calls.append(("type",) + a)
+    dispatch = impl.call_dispatcher(table, probes, lambda c: calls.append(("fault", c)))
+    assert dispatch(code, 4, len, "x") is None
+    assert dispatch(code, 6, {}.get, "k") is None            # a bound C method: by its type
+    assert dispatch(graph.__code__, 8, _counts, 1) is None     # no handler: nothing, no DISABLE
+    assert calls == [("code", code, 4, len, "x"), ("len", code, 4, len, "x"),
+                     ("code", code, 6, calls[2][3], "k"), ("type", code, 6, calls[2][3], "k")]
+
+
+def test_call_dispatcher_reports_a_raising_handler(impl):
+    faults = []
+    code = _counts.__code__
+    probes = impl.CodeTable()
+    probes[id(len)] = lambda *a: 1 / 0
+    dispatch = impl.call_dispatcher(impl.CodeTable(), probes, faults.append)
+    assert dispatch(code, 0, len, "x") is None
+    assert faults == [code]
+
+
+def test_graph_c_event_records_c_functions_only(impl):
+    from fentry import raw
+    from fentry.tracers.function_graph import c_standin
+
+    class Buffers:
+        def __init__(self):
+            self.local = threading.local()
+
+        def attach(self):
+            tb = self.local.tb = impl.Ring(64)
+            return tb
+    b = Buffers()
+    cache = impl.CodeTable()
+    entry = impl.graph_c_event(b.local, b.attach, raw.ENTRY, c_standin, cache)
+    unwind = impl.graph_c_event(b.local, b.attach, raw.UNWIND, c_standin, cache, "(unknown)")
+    code = _counts.__code__
+    entry(code, 0, len, "x")
+    entry(code, 2, {}.get, "k")             # bound: the same stand-in as dict.get's
+    entry(code, 4, dict.get, {})
+    entry(code, 6, _counts, None)           # a Python function: nothing
+    entry(code, 8, dict, None)              # a type: nothing
+    unwind(code, 10, len, 5)
+    recs = [r[2:] for r in b.local.tb.snapshot()]
+    assert [(k, c.co_qualname) + tuple(rest) for k, c, *rest in recs] == [
+        (raw.ENTRY, "len"), (raw.ENTRY, "dict.get"), (raw.ENTRY, "dict.get"),
+        (raw.UNWIND, "len", "(unknown)")]
+    assert recs[1][1] is recs[2][1] is c_standin(dict.get)
