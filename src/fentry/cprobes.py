@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dis
 import importlib
+import importlib.machinery
+import importlib.util
 import itertools
 import sys
 import threading
@@ -67,6 +69,20 @@ def resolve(symbol_name: str) -> object | None:
     return obj
 
 
+def is_c_module(module_name: str) -> bool:
+    """Whether ``module_name``, not imported yet, is a C extension module:
+    found (and not imported) by its spec, its parent package imported."""
+    parent = module_name.rpartition(".")[0]
+    if parent and parent not in sys.modules:
+        return False
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) or ""
+    return origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
 def is_c_function(obj: object) -> bool:
     """A C function or a C type's method (a descriptor, not bound)."""
     return isinstance(obj, C_FUNCTION_TYPES)
@@ -77,14 +93,19 @@ class Cprobe:
     each call from Python code (``code`` and ``offset`` are the caller's and
     its CALL's; ``arg0`` the first positional argument, MISSING when none);
     ``ret_handler(code, offset, arg0, raised)`` after it returns or raises.
-    ``nmissed``: handlers that raised (the program never sees it)."""
+    ``nmissed``: handlers that raised (the program never sees it).
+
+    ``target`` None and ``symbol_name`` given: pending, the function of a C
+    module not imported yet, found once it is (when new code first runs)."""
 
     def __init__(self, target: object,
                  handler: Callable[[CodeType, int, object], object] | None = None,
-                 ret_handler: Callable[[CodeType, int, object, bool], object] | None = None) -> None:
-        if not is_c_function(target):
+                 ret_handler: Callable[[CodeType, int, object, bool], object] | None = None,
+                 symbol_name: str | None = None) -> None:
+        if (target is None and symbol_name is None) or (target is not None and not is_c_function(target)):
             raise TypeError(f"not a C function: {target!r}")
         self.target = target
+        self.symbol_name = symbol_name
         self.handler = handler
         self.ret_handler = ret_handler
         self.errors = 0
@@ -196,12 +217,29 @@ class _CallOps(FtraceOps):
         super().__init__(None)
 
     def wants(self, module: str, code: CodeType) -> bool:
+        # Asked of every code object when it first runs: a pending probe's
+        # module may have been imported since.
+        if _pending:
+            _resolve_pending()
         return False
 
 
 _ops: _CallOps | None = None
 _armed: list[Cprobe] = []
+_pending: list[Cprobe] = []     # armed, their module not imported yet
 _lock = threading.RLock()
+
+
+def _resolve_pending() -> None:
+    with _lock:
+        found = [p for p in _pending if p.symbol_name is not None
+                 and p.symbol_name.rpartition(":")[0] in sys.modules
+                 and is_c_function(resolve(p.symbol_name))]
+        for p in found:
+            p.target = resolve(p.symbol_name)       # type: ignore[arg-type]
+            _pending.remove(p)
+        if found:
+            _rebuild()
 
 
 def register_cprobe(p: Cprobe) -> None:
@@ -216,6 +254,8 @@ def register_cprobe(p: Cprobe) -> None:
             register_ftrace_function(ops)       # (ToolIdBusy, raised before anything is set)
             _ops = ops
         _armed.append(p)
+        if p.target is None:
+            _pending.append(p)
         p.armed = True
         _rebuild()
 
@@ -227,6 +267,8 @@ def unregister_cprobe(p: Cprobe) -> None:
         if not p.armed:
             raise ValueError("cprobe not registered")
         _armed.remove(p)
+        if p in _pending:
+            _pending.remove(p)
         p.armed = False
         _rebuild()
         if not _armed and _ops is not None:
@@ -241,6 +283,8 @@ def _rebuild() -> None:
     calls: dict[int, list[Cprobe]] = {}
     returns: dict[int, list[Cprobe]] = {}
     for p in _armed:
+        if p.target is None:
+            continue
         if p.handler is not None:
             calls.setdefault(id(p.target), []).append(p)
         if p.ret_handler is not None:

@@ -354,3 +354,14 @@ def test_graph_c_event_records_c_functions_only(impl):
         (raw.ENTRY, "len"), (raw.ENTRY, "dict.get"), (raw.ENTRY, "dict.get"),
         (raw.UNWIND, "len", "(unknown)")]
     assert recs[1][1] is recs[2][1] is c_standin(dict.get)
+
+
+def test_a_c_module_not_imported_yet_is_pending_until_it_is(tmp_path):
+    prog = tmp_path / "j.py"
+    prog.write_text("import _json\ndef main():\n    for s in ['\"ab\"', '\"c\"']:\n"
+                    "        _json.scanstring(s, 1)\nmain()\n")
+    proc, trace = run(tmp_path, str(prog), "-e", "p _json:scanstring s=$arg1", "-e", "r _json:scanstring")
+    assert proc.returncode == 0, proc.stderr
+    assert [(e, r) for e, w, r in events(trace) if w.startswith("main+")] == [
+        ("p_scanstring_0", "s='\"ab\"'"), ("r_scanstring_0", ""),
+        ("p_scanstring_0", "s='\"c\"'"), ("r_scanstring_0", "")]

@@ -36,20 +36,25 @@ if TYPE_CHECKING:
 
 # A C return probe's "raised": CALL's C_RAISE does not say what was raised.
 RAISED_UNKNOWN = "(unknown)"
+# The target of a C probe on a C module not imported yet: found when it is.
+PENDING = "pending"
 
 
 def c_probe_target(defn: ProbeDefinition, command: str) -> object | None:
-    """The C function ``defn`` probes, or None when it is not a C probe (a
-    Python function's, or a name the kprobe path judges).  Raises TraceError,
-    with a caret, for what a C probe cannot do."""
+    """The C function ``defn`` probes (PENDING: in a C extension module not
+    imported yet), or None when it is not a C probe (a Python function's, or
+    a name the kprobe path judges).  Raises TraceError, with a caret, for
+    what a C probe cannot do."""
     if defn.symbol is None or defn.module is None:
         return None
     target = cprobes.resolve(defn.symbol_name)      # type: ignore[arg-type]
     point = command.find(" ") + 1
-    if target is None or isinstance(target, FunctionType) \
+    if target is None and defn.module not in sys.modules and cprobes.is_c_module(defn.module):
+        target = PENDING
+    elif target is None or isinstance(target, FunctionType) \
             or (isinstance(target, type) and target.__flags__ & (1 << 9)):   # a Python class
         return None
-    if not cprobes.is_c_function(target):
+    if target is not PENDING and not cprobes.is_c_function(target):
         raise TraceError("NOT_C_FUNCTION", command, point, subsystem="trace_kprobe",
                          detail=f"{defn.symbol_name} is a {type(target).__name__}")
     if defn.offset:
@@ -101,8 +106,13 @@ class CEventFile(EventFile):
             return
         event = self.event
         target = event.c_target
-        probe = cprobes.Cprobe(target, ret_handler=self._c_exit) if event.defn.is_return \
-            else cprobes.Cprobe(target, handler=self._c_hit)
+        symbol_name = None
+        if target is PENDING:       # its module is looked for again when new code runs
+            found = cprobes.resolve(event.defn.symbol_name)     # type: ignore[arg-type]
+            target, symbol_name = (found, None) if cprobes.is_c_function(found) \
+                else (None, event.defn.symbol_name)
+        probe = cprobes.Cprobe(target, ret_handler=self._c_exit, symbol_name=symbol_name) \
+            if event.defn.is_return else cprobes.Cprobe(target, handler=self._c_hit, symbol_name=symbol_name)
         try:
             cprobes.register_cprobe(probe)
         except TraceError as e:

@@ -474,13 +474,13 @@ class ProbeEvents:
         assert isinstance(defn, ProbeDefinition)        # (a removal starts with '-')
         command = log_command(line)
         module, pending = None, False
-        from .trace_cprobe import c_probe_target        # (it builds on EventFile)
+        from .trace_cprobe import PENDING, c_probe_target       # (it builds on EventFile)
         try:
             c_target = c_probe_target(defn, command)
         except TraceError as e:
             self._fail(e)
         if c_target is not None:
-            module = defn.module
+            module, pending = defn.module, c_target is PENDING
         elif defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
                 module, pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
