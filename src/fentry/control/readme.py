@@ -97,7 +97,8 @@ HELP: dict[str, str] = {
                      "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
                      "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
                      "           -:[<group>/][<event>]\n"
-                     "    place: [<module>:]<qualname>[+<offset>][%return], <path>:<line>",
+                     "    place: [<module>:]<qualname>[+<offset>][%return], <path>:<line>\n"
+                     "           <module>:<cfunc>, <module>:<ctype>.<method> (a C function's call)",
     "kprobe_profile": "hits and misses of every probe event",
     "function_profile_enabled": "1 counts calls and time per function, in trace_stat/",
     "trace_stat": "trace_stat/function<TID>: one thread's function profile",
