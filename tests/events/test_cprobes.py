@@ -365,3 +365,30 @@ def test_a_c_module_not_imported_yet_is_pending_until_it_is(tmp_path):
     assert [(e, r) for e, w, r in events(trace) if w.startswith("main+")] == [
         ("p_scanstring_0", "s='\"ab\"'"), ("r_scanstring_0", ""),
         ("p_scanstring_0", "s='\"c\"'"), ("r_scanstring_0", "")]
+
+
+@pytest.mark.ptrace
+def test_c_probes_through_fentry_p_write_live(tmp_path):
+    from control.live import Target, wait_for
+    target = Target(tmp_path)
+    try:
+        pid = str(target.pid)
+        got = fentry("-p", pid, "write", "kprobe_events",
+                     "p:sl time:sleep secs=$arg1\nr:ap builtins:list.append cart=$arg1")
+        assert got.returncode == 0, got.stderr
+        assert fentry("-p", pid, "write", "events/enable", "1").returncode == 0
+        trace = wait_for(lambda: (t := fentry("-p", pid, "read", "trace").stdout).count("ap: (add+") > 3
+                         and t, what="list.append's returns in the trace")
+        got = events(trace)
+        assert {r for e, w, r in got if e == "sl"} == {"secs=0.002"}
+        assert all(w.startswith("main+") for e, w, _ in got if e == "sl")
+        assert all(w.startswith("add+") and w.endswith(" <- builtins:list.append") and r.startswith("cart=[")
+                   for e, w, r in got if e == "ap")
+        bad = fentry("-p", pid, "write", "-a", "kprobe_events", "r builtins:sorted $retval")
+        assert bad.returncode != 0 and "$retval of a C function is not available" in bad.stderr
+        assert fentry("-p", pid, "write", "events/enable", "0").returncode == 0
+        assert fentry("-p", pid, "write", "kprobe_events", "").returncode == 0
+        assert fentry("-p", pid, "detach").returncode == 0
+        target.finish_clean()
+    finally:
+        target.kill()
