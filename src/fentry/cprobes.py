@@ -8,8 +8,9 @@ two and nothing else (no return value, no exception: PEP 669).
 CALL is a local event: a C function can be called from any code, so while a
 C probe is armed CALL is set globally, and every call the program makes, of
 any function, pays one callback and a table lookup of the callable
-(hotpath.call_dispatcher; while a method is probed, of its type too).  C_RETURN and C_RAISE ride CALL (CPython reports them to the tools that
-have CALL on the call site).  The last C probe disarmed takes the global CALL
+(hotpath.call_dispatcher; while a method is probed, of its type too).
+C_RETURN and C_RAISE ride CALL (CPython reports them to the tools that have
+CALL on the call site).  The last C probe disarmed takes the global CALL
 away again.  A call made from C code (``map(len, xs)``, ``sorted(key=len)``
 calling ``len``) has no call site in Python: sys.monitoring does not see it.
 
@@ -155,10 +156,10 @@ def _on_bound(table: Any) -> Callable[[CodeType, int, object, object], None]:
     def on_bound(code: CodeType, offset: int, c: object, arg0: object) -> None:
         if c.__class__ is not _BUILTIN:
             return
-        owner = c.__self__          # type: ignore[attr-defined]
+        owner = c.__self__
         if owner is None or owner.__class__ is types.ModuleType:
             return                  # a module's function: not probed (else it had its handler)
-        key = (owner.__class__, c.__name__)      # type: ignore[attr-defined]
+        key = (owner.__class__, c.__name__)
         descr = _descriptors.get(key, MISSING)
         if descr is MISSING:
             descr = _descriptors[key] = next(
@@ -299,7 +300,7 @@ def _rebuild() -> None:
             wanted[id(_BUILTIN)] = _on_bound(table)
         for key, handler in wanted.items():
             table[key] = handler
-        for key in [k for k in table.keys() if k not in wanted]:
+        for key in [k for k in table.keys() if k not in wanted]:     # noqa: SIM118  # (C's: keys() only)
             del table[key]
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
-import threading
 import sys
 import textwrap
+import threading
 
 import pytest
 from helpers import DURATION, Recorder, fentry, fentry_run, fentry_tool_ids, plain
@@ -235,7 +236,9 @@ GRAPH = textwrap.dedent(f"""
     fails()
     print("done")
 """)
-GRAPH_LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<tid>\d+)\s*\| (?P<duration>.{14})\|  (?P<indent>(?:  )*)(?P<text>\S.*)$")
+# (helpers.GRAPH_LINE's, with a thread name that has blanks: "Thread-1 (work)")
+GRAPH_LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<tid>\d+)\s*\| (?P<duration>.{14})\|  "
+                        r"(?P<indent>(?:  )*)(?P<text>\S.*)$")
 
 
 def graph(trace):
@@ -392,3 +395,32 @@ def test_c_probes_through_fentry_p_write_live(tmp_path):
         target.finish_clean()
     finally:
         target.kill()
+
+
+def test_a_filter_and_the_stacktrace_option_on_a_c_probe():
+    fs = fentry_api.tracefs()
+    fs.write("kprobe_events", "p builtins:sorted x=$arg1")
+    fs.write("events/kprobes/p_sorted_0/filter", 'x == "ba"')
+    fs.write("options/stacktrace", "1")
+    fs.write("events/enable", "1")
+    for v in ("ba", "cd", "ba"):
+        _sort(v)
+    fs.write("events/enable", "0")
+    lines = [l.strip() for l in fs.read("trace").splitlines() if not l.startswith("#")]
+    code = _sort.__code__
+    assert [l.split(": ", 1)[1] for l in lines if "p_sorted_0" in l] == [
+        f"p_sorted_0: (_sort+{_call_offset(code):#x}) x='ba'"] * 2
+    here = os.path.basename(__file__)
+    assert [l for l in lines if l.startswith("=>")][:2] == [       # from the caller up
+        f"=> _sort ({here}:{code.co_firstlineno + 1})",
+        f"=> test_a_filter_and_the_stacktrace_option_on_a_c_probe ({here}:"
+        f"{test_a_filter_and_the_stacktrace_option_on_a_c_probe.__code__.co_firstlineno + 7})"]
+
+
+def _sort(v):
+    return sorted(v)
+
+
+def _call_offset(code):
+    import dis
+    return next(i.offset for i in dis.get_instructions(code) if i.opname == "CALL")

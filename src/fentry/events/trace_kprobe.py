@@ -103,7 +103,7 @@ class ProbeEvent:
         f = self.files.get(id(instance))
         if f is None:
             if self.c_target is not None:
-                from .trace_cprobe import CEventFile    # (it builds on EventFile)
+                from .trace_cprobe import CEventFile  # (it builds on EventFile)
                 f = self.files[id(instance)] = CEventFile(self, instance)
             else:
                 f = self.files[id(instance)] = EventFile(self, instance)
@@ -474,7 +474,7 @@ class ProbeEvents:
         assert isinstance(defn, ProbeDefinition)        # (a removal starts with '-')
         command = log_command(line)
         module, pending = None, False
-        from .trace_cprobe import PENDING, c_probe_target       # (it builds on EventFile)
+        from .trace_cprobe import PENDING, c_probe_target  # (it builds on EventFile)
         try:
             c_target = c_probe_target(defn, command)
         except TraceError as e:
