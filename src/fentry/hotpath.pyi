@@ -288,7 +288,8 @@ def list_func(pairs: list[tuple[Any, _Handler]], nargs: int, /) -> _Handler:
     handler that raises counts one on ``ops.errors``."""
 def call_dispatcher(table: CodeTable, probes: CodeTable, fault: _Fault, /) -> _Handler:
     """CALL, C_RETURN or C_RAISE: the code's handler (``table[id(code)]``,
-    funcgraph-c's), then the callable's (``probes[id(callable)]``, else
+    funcgraph-c's), then the callable's (``probes[id(callable)]``, else, for
+    a C function bound to an object that is not a module (``f = d.get``),
     ``probes[id(type(callable))]``: C probes), each called ``(code, offset,
     callable, arg0)``.  Never DISABLE: what a call site calls may change."""
 

@@ -529,7 +529,8 @@ def list_func(pairs: list, nargs: int):
 
 def call_dispatcher(table: dict, probes: dict, fault):
     """CALL, C_RETURN or C_RAISE: the code's handler (``table[id(code)]``,
-    funcgraph-c's), then the callable's (``probes[id(callable)]``, else
+    funcgraph-c's), then the callable's (``probes[id(callable)]``, else, for
+    a C function bound to an object that is not a module (``f = d.get``),
     ``probes[id(type(callable))]``: C probes), each called ``(code, offset,
     callable, arg0)``.  Never DISABLE: what a call site calls may change."""
     def dispatch_c_call(code, offset, callable, arg0):  # hot path
@@ -546,7 +547,10 @@ def call_dispatcher(table: dict, probes: dict, fault):
                     pass
         handler = probes.get(id(callable))
         if handler is None:
-            handler = probes.get(id(type(callable)))
+            # a C method bound beforehand: by its type (a module's function is never bound so)
+            if type(callable) is not _BuiltinFunction or type(callable.__self__) in _MODULE_TYPES:
+                return
+            handler = probes.get(id(_BuiltinFunction))
             if handler is None:
                 return
         try:
@@ -673,6 +677,7 @@ def graph_c_event(local, attach, kind: int, standin, cache, exc=None):
 
 _BuiltinFunction = type(len)
 _MethodDescriptor = type(str.join)
+_MODULE_TYPES = (type(sys), type(None))      # what a module's C function is bound to
 
 
 # -- function_graph's values (funcgraph-retval, funcgraph-args; see ctrampolines/graph_values.c)

@@ -313,11 +313,14 @@ def test_call_dispatcher_calls_the_codes_then_the_callables_handler(impl):
     probes[id(len)] = lambda *a: calls.append(("len",) + a)
     probes[id(type(len))] = lambda *a: calls.append(("type",) + a)
     dispatch = impl.call_dispatcher(table, probes, lambda c: calls.append(("fault", c)))
+    bound = {}.get
     assert dispatch(code, 4, len, "x") is None
-    assert dispatch(code, 6, {}.get, "k") is None            # a bound C method: by its type
+    assert dispatch(code, 5, abs, -1) is None               # a module's function: not by its type
+    assert dispatch(code, 6, bound, "k") is None            # a bound C method: by its type
     assert dispatch(graph.__code__, 8, _counts, 1) is None     # no handler: nothing, no DISABLE
     assert calls == [("code", code, 4, len, "x"), ("len", code, 4, len, "x"),
-                     ("code", code, 6, calls[2][3], "k"), ("type", code, 6, calls[2][3], "k")]
+                     ("code", code, 5, abs, -1),
+                     ("code", code, 6, bound, "k"), ("type", code, 6, bound, "k")]
 
 
 def test_call_dispatcher_reports_a_raising_handler(impl):

@@ -24,7 +24,8 @@ call_handler(Tramp *t, PyObject *h, PyObject *const *args)   /* hot path */
 }
 
 /* The code's handler (funcgraph-c), then the callable's (C probes: by its
- * address, else its type's).  Never DISABLE: a call site's callable varies. */
+ * address, else, bound to an object, its type's).  Never DISABLE: a call
+ * site's callable varies. */
 static PyObject *
 dispatch_c_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)   /* hot path */
 {
@@ -38,9 +39,12 @@ dispatch_c_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *
     if (h != NULL && call_handler(t, h, args) < 0)
         return NULL;
     CodeTable *probes = (CodeTable *)t->o.dispatch.discover;
-    h = table_get(probes, args[2]);
-    if (h == NULL)
-        h = table_get(probes, (void *)Py_TYPE(args[2]));
+    PyObject *c = args[2], *self_;
+    h = table_get(probes, c);
+    /* a C method bound beforehand: by its type (a module's function is never bound so) */
+    if (h == NULL && PyCFunction_CheckExact(c) && (self_ = PyCFunction_GET_SELF(c)) != NULL
+            && !PyModule_CheckExact(self_))
+        h = table_get(probes, (void *)Py_TYPE(c));
     if (h != NULL && call_handler(t, h, args) < 0)
         return NULL;
     Py_RETURN_NONE;
