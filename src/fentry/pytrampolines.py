@@ -548,7 +548,7 @@ def call_dispatcher(table: dict, probes: dict, fault):
         handler = probes.get(id(callable))
         if handler is None:
             # a C method bound beforehand: by its type (a module's function is never bound so)
-            if type(callable) is not _BuiltinFunction or type(callable.__self__) in _MODULE_TYPES:
+            if type(callable) is not _BuiltinFunction or type(callable.__self__) in _MODULE_TYPES:  # type: ignore[attr-defined]
                 return
             handler = probes.get(id(_BuiltinFunction))
             if handler is None:
