@@ -123,6 +123,12 @@ ERRORS: dict[str, str] = {
     "BAD_REMOVE": "Removal takes -:[GRP/]EVENT or -:GRP/, then what to match: [POINT [FETCHARGS]]",
     "BUSY": "Device or resource busy: the event is enabled (disable it first)",
     "NO_SUCH_EVENT": "No such event",
+    "NOT_C_FUNCTION": "Not a function: a probe takes a Python function, a C function or a C type's method",
+    "C_OFFSET": "A C function has no offsets: probe its call (p) or its return (r)",
+    "C_RETVAL": ("$retval of a C function is not available (sys.monitoring's C_RETURN does not give it);"
+                 " a return probe says whether it raised, funcgraph-c how long it took"),
+    "C_ARG_NUM": "Only $arg1 of a C function can be fetched (sys.monitoring's CALL gives the first argument only)",
+    "C_NO_FRAME": "A C function has no frame: fetch $arg1, $comm, @MOD:NAME or an immediate",
     "NO_MODULE_YET": "Module not found yet; the probe is pending until it is imported",   # info
     # -- (end of kprobe_events)
     # -- dynamic_events: trace_dynevent.c, trace_eprobe.c (trace_probe.h's messages), trace_fprobe.c

@@ -373,13 +373,21 @@ _unwind: hotpath.CodeTable = hotpath.CodeTable()
 _throw: hotpath.CodeTable = hotpath.CodeTable()
 _instruction: hotpath.CodeTable = hotpath.CodeTable()
 # (_instruction: id(code) -> {offset: handler})
+# A traced code's calls of C functions (funcgraph-c): CALL, and C_RETURN /
+# C_RAISE, which CPython reports where CALL is set.
+_call: hotpath.CodeTable = hotpath.CodeTable()
+_c_return: hotpath.CodeTable = hotpath.CodeTable()
+_c_raise: hotpath.CodeTable = hotpath.CodeTable()
 TABLES: dict[int, hotpath.CodeTable] = {E.PY_START: _entry, E.PY_RESUME: _resume, E.PY_RETURN: _return,
           E.PY_YIELD: _yield, E.PY_UNWIND: _unwind, E.PY_THROW: _throw,
-          E.INSTRUCTION: _instruction}
+          E.INSTRUCTION: _instruction, E.CALL: _call, E.C_RETURN: _c_return, E.C_RAISE: _c_raise}
+# The C probes (cprobes): per event, id(callable) -> handler, wherever it is called.
+C_PROBES: dict[int, hotpath.CodeTable] = {E.CALL: hotpath.CodeTable(), E.C_RETURN: hotpath.CodeTable(),
+                                          E.C_RAISE: hotpath.CodeTable()}
 
 
 _NARGS = {E.PY_START: 2, E.PY_RESUME: 2, E.PY_RETURN: 3, E.PY_YIELD: 3,
-          E.PY_UNWIND: 3, E.PY_THROW: 3}
+          E.PY_UNWIND: 3, E.PY_THROW: 3, E.CALL: 4, E.C_RETURN: 4, E.C_RAISE: 4}
 
 
 def _fault(code: CodeType) -> None:
@@ -396,6 +404,8 @@ CALLBACKS = {
     **{event: hotpath.dispatcher(TABLES[event], _fault, _NARGS[event],
                                  bool(event & arch.DISABLE_ALLOWED))
        for event in (E.PY_RESUME, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND, E.PY_THROW)},
+    **{event: hotpath.call_dispatcher(TABLES[event], C_PROBES[event], _fault)
+       for event in (E.CALL, E.C_RETURN, E.C_RAISE)},
 }
 
 

@@ -300,6 +300,12 @@ def offset_dispatcher(table: CodeTable, fault: _Fault, /) -> _Handler:
 def list_func(pairs: list[tuple[Any, _Handler]], nargs: int, /) -> _Handler:
     """One code traced by several ops: call each ``(ops, handler)``; a
     handler that raises counts one on ``ops.errors``."""
+def call_dispatcher(table: CodeTable, probes: CodeTable, fault: _Fault, /) -> _Handler:
+    """CALL, C_RETURN or C_RAISE: the code's handler (``table[id(code)]``,
+    funcgraph-c's), then the callable's (``probes[id(callable)]``, else, for
+    a C function bound to an object that is not a module (``f = d.get``),
+    ``probes[id(type(callable))]``: C probes), each called ``(code, offset,
+    callable, arg0)``.  Never DISABLE: what a call site calls may change."""
 
 
 # -- handlers (trampolines)
@@ -332,6 +338,15 @@ def graph_gated_event(local: threading.local, attach: _Attach, kind: int, role: 
     (``depth``: the traced frame's), as ``graph_args_event`` records them,
     and a recorded RETURN its value, as ``graph_retval_event``; a thresh
     record carries none."""
+def graph_c_event(local: threading.local, attach: _Attach, kind: int,
+                  standin: Callable[[object], CodeType], cache: CodeTable, exc: object = None,
+                  /) -> _Handler:
+    """funcgraph-c: at CALL (``kind`` ENTRY), C_RETURN (RETURN) or C_RAISE
+    (UNWIND, with ``exc``) of a traced code's call to a C function or a C
+    type's method, records ``(seq, ts, kind, stand-in)`` (``exc`` after it,
+    when given), as graph_event; any other callable, nothing.  The stand-in
+    is ``standin(callable)``, a code object named after the function; the C
+    twin keeps it in ``cache`` by the function's PyMethodDef."""
 def graph_retval_event(local: threading.local, attach: _Attach, kind: int,
                        shown: Callable[[object], object], fault: object, /) -> _Handler:
     """function_graph at PY_RETURN with ``funcgraph-retval``: records

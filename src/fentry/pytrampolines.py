@@ -22,7 +22,8 @@ __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "D
            "quiet_until_program", "audit_dispatch", "audit_hook_armed", "catch_sigterm",
            "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
-           "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func",
+           "offset_dispatcher", "entry_dispatcher", "dispatcher", "list_func", "call_dispatcher",
+           "graph_c_event",
            "ops_entry", "function_entry", "graph_event", "graph_exc_event", "graph_gated_event",
            "graph_retval_event", "graph_args_event",
            "GRAPH_STACK", "G_FUNC", "G_NOTRACE", "G_FILTERED",
@@ -548,6 +549,15 @@ def list_func(pairs: list, nargs: int):
                     ops.errors += 1
         return list_func2
 
+    if nargs == 4:      # CALL, C_RETURN, C_RAISE: (code, offset, callable, arg0)
+        def list_func4(code, offset, callable, arg0):  # hot path
+            for ops, handler in pairs:
+                try:
+                    handler(code, offset, callable, arg0)
+                except Exception:
+                    ops.errors += 1
+        return list_func4
+
     def list_func3(code, offset, arg):  # hot path
         for ops, handler in pairs:
             try:
@@ -555,6 +565,42 @@ def list_func(pairs: list, nargs: int):
             except Exception:
                 ops.errors += 1
     return list_func3
+
+
+def call_dispatcher(table: dict, probes: dict, fault):
+    """CALL, C_RETURN or C_RAISE: the code's handler (``table[id(code)]``,
+    funcgraph-c's), then the callable's (``probes[id(callable)]``, else, for
+    a C function bound to an object that is not a module (``f = d.get``),
+    ``probes[id(type(callable))]``: C probes), each called ``(code, offset,
+    callable, arg0)``.  Never DISABLE: what a call site calls may change."""
+    def dispatch_c_call(code, offset, callable, arg0):  # hot path
+        if _quiet and get_ident() in _quiet:
+            return
+        handler = table.get(id(code))
+        if handler is not None:
+            try:
+                handler(code, offset, callable, arg0)
+            except Exception:
+                try:
+                    fault(code)
+                except Exception:
+                    pass
+        handler = probes.get(id(callable))
+        if handler is None:
+            # a C method bound beforehand: by its type (a module's function is never bound so)
+            if type(callable) is not _BuiltinFunction or type(callable.__self__) in _MODULE_TYPES:  # type: ignore[attr-defined]
+                return
+            handler = probes.get(id(_BuiltinFunction))
+            if handler is None:
+                return
+        try:
+            handler(code, offset, callable, arg0)
+        except Exception:
+            try:
+                fault(code)
+            except Exception:
+                pass
+    return dispatch_c_call
 
 
 # -- handlers
@@ -643,6 +689,35 @@ def graph_exc_event(local, attach, kind: int):
             return
         tb._append((next(tb._seq), perf_counter_ns(), kind, code, type(exc)))
     return graph_exc_event
+
+
+def graph_c_event(local, attach, kind: int, standin, cache, exc=None):
+    """funcgraph-c: at CALL (``kind`` ENTRY), C_RETURN (RETURN) or C_RAISE
+    (UNWIND, with ``exc``) of a traced code's call to a C function or a C
+    type's method, records ``(seq, ts, kind, stand-in)`` (``exc`` after it,
+    when given), as graph_event; any other callable, nothing.  The stand-in
+    is ``standin(callable)``, a code object named after the function; the C
+    twin keeps it in ``cache`` by the function's PyMethodDef."""
+    def graph_c_event(code, offset, callable, arg0):  # hot path
+        t = type(callable)
+        if t is not _BuiltinFunction and t is not _MethodDescriptor:
+            return
+        try:
+            tb = local.tb
+        except AttributeError:
+            tb = attach()
+        if tb.skip & 1:
+            return
+        if exc is None:
+            tb._append((next(tb._seq), perf_counter_ns(), kind, standin(callable)))
+        else:
+            tb._append((next(tb._seq), perf_counter_ns(), kind, standin(callable), exc))
+    return graph_c_event
+
+
+_BuiltinFunction = type(len)
+_MethodDescriptor = type(str.join)
+_MODULE_TYPES = (type(sys), type(None))      # what a module's C function is bound to
 
 
 # -- function_graph's values (funcgraph-retval, funcgraph-args; see ctrampolines/graph_values.c)

@@ -100,7 +100,8 @@ HELP: dict[str, str] = {
                      "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
                      "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
                      "           -:[<group>/][<event>]\n"
-                     "    place: [<module>:]<qualname>[+<offset>][%return], <path>:<line>",
+                     "    place: [<module>:]<qualname>[+<offset>][%return], <path>:<line>\n"
+                     "           <module>:<cfunc>, <module>:<ctype>.<method> (a C function's call)",
     "dynamic_events": "Create/append/remove/show the generic dynamic events\n"
                       "  accepts: event-definitions (one definition per line)\n"
                       "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"

@@ -24,7 +24,7 @@ frame_at(PyObject *depth)
 
 /* A handler raised: Exception is caught and reported to `fault(code)`;
  * anything else (KeyboardInterrupt, SystemExit) goes on. */
-static PyObject *
+PyObject *
 handler_failed(PyObject *fault, PyObject *code)
 {
     if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -344,7 +344,7 @@ tramp_repr(Tramp *t)
     static const char *names[] = {"entry_dispatcher", "dispatcher", "list_func", "ops_entry",
                                   "function_entry", "graph_event", "offset_dispatcher",
                                   "probe", "probe_exit", "probe_start", "nop", "graph_gated_event",
-                                  "graph_values"};
+                                  "graph_values", "call_dispatcher", "graph_c_event"};
     return PyUnicode_FromFormat("<fentry C trampoline %s>", names[t->kind]);
 }
 

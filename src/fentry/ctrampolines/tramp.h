@@ -8,9 +8,9 @@
 
 enum kind { K_ENTRY_DISPATCH, K_DISPATCH, K_LIST, K_OPS_ENTRY, K_FUNCTION, K_GRAPH,
             K_OFFSET_DISPATCH, K_PROBE, K_PROBE_EXIT, K_PROBE_START, K_NOP, K_GRAPH_GATED,
-            K_GRAPH_VALUES };
+            K_GRAPH_VALUES, K_CALL_DISPATCH, K_GRAPH_C };
 
-#define TRAMP_REFS 4
+#define TRAMP_REFS 5
 
 /* The objects a trampoline holds, named by kind; all owned, all visited
  * and cleared as refs[]. */
@@ -18,7 +18,8 @@ typedef union {
     PyObject *refs[TRAMP_REFS];
     struct {                    /* the dispatchers (K_*DISPATCH) */
         PyObject *table;        /* a CodeTable: id(code) -> handler */
-        PyObject *discover;     /* K_ENTRY_DISPATCH: discover(code) -> handler or None */
+        PyObject *discover;     /* K_ENTRY_DISPATCH: discover(code) -> handler or None;
+                                 * K_CALL_DISPATCH: the C probes' CodeTable, id(callable) -> handler */
         PyObject *fault;        /* fault(code): a handler raised */
     } dispatch;
     struct {                    /* K_LIST */
@@ -37,6 +38,12 @@ typedef union {
         PyObject *shown;        /* shown(value): the safe text a record keeps */
         PyObject *fault;        /* the value of an unbound argument */
     } graphval;
+    struct {                    /* K_GRAPH_C (ccall.c): rec's two, then */
+        PyObject *local, *attach;
+        PyObject *standin;      /* standin(callable): the code object that names it */
+        PyObject *cache;        /* a CodeTable: PyMethodDef address -> its stand-in */
+        PyObject *exc;          /* at C_RAISE: what the record says was raised; else NULL */
+    } graphc;
     struct {                    /* K_PROBE, K_PROBE_EXIT, K_PROBE_START */
         PyObject *trace;        /* the ProbeTrace */
         PyObject *head;         /* K_PROBE: the record's (event, site), made once */
@@ -74,7 +81,7 @@ typedef struct {
 Tramp *tramp_new(int kind, vectorcallfunc call);
 
 /* The number of arguments sys.monitoring called a trampoline with (2 or 3,
- * positional), or -1 with an exception set. */
+ * positional; 4 for CALL, C_RETURN and C_RAISE), or -1 with an exception set. */
 static inline Py_ssize_t
 tramp_nargs(size_t nargsf, PyObject *kwnames)
 {
@@ -83,8 +90,8 @@ tramp_nargs(size_t nargsf, PyObject *kwnames)
         PyErr_SetString(PyExc_TypeError, "fentry trampolines take no keyword arguments");
         return -1;
     }
-    if (nargs < 2 || nargs > 3) {
-        PyErr_Format(PyExc_TypeError, "fentry trampoline takes 2 or 3 arguments (%zd given)", nargs);
+    if (nargs < 2 || nargs > 4) {
+        PyErr_Format(PyExc_TypeError, "fentry trampoline takes 2 to 4 arguments (%zd given)", nargs);
         return -1;
     }
     return nargs;
@@ -97,6 +104,10 @@ PyObject *probe_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObj
 PyObject *probe_start_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *probe_exit_entered_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *nop_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+/* A handler raised: Exception is reported to `fault(code)` and None
+ * returned; anything else goes on (NULL). */
+PyObject *handler_failed(PyObject *fault, PyObject *code);
 
 /* The calling thread's Ring, for a recorder (K_FUNCTION, K_GRAPH, K_GRAPH_VALUES). */
 static inline Ring *

@@ -50,8 +50,10 @@ class EventFormat:
             where = f"({self.defn.location})"
         elif self.defn.is_return:
             caller, offset, code, raised = site
-            where = f"({caller.co_qualname}+{offset:#x} <- {code.co_qualname})" if caller \
-                else f"(<top> <- {code.co_qualname})"
+            # (code None: a C function's return, named by the definition)
+            name = code.co_qualname if code is not None else self.defn.symbol_name
+            where = f"({caller.co_qualname}+{offset:#x} <- {name})" if caller \
+                else f"(<top> <- {name})"
             if raised:
                 where += f" raised {raised}"
         else:

@@ -79,6 +79,7 @@ class ProbeEvent:
         self._nmissed = 0
         self.refs = 0               # eprobes attached to it: it cannot be removed (trace_eprobe)
         self.command: str | None = None     # the line that defined it, as error_log shows one
+        self.c_target: object = None    # the C function of a C probe (trace_cprobe)
 
     @property
     def name(self) -> str:
@@ -111,6 +112,9 @@ class ProbeEvent:
         return f
 
     def _new_file(self, instance: TraceInstance) -> EventFile:
+        if self.c_target is not None:
+            from .trace_cprobe import CEventFile  # (it builds on EventFile)
+            return CEventFile(self, instance)
         return EventFile(self, instance)
 
     def release(self) -> None:
@@ -612,7 +616,14 @@ class ProbeEvents:
         then ``refine(defn, module, pending)`` (an fprobe's parameters)."""
         command = log_command(line)
         module, pending = None, False
-        if defn.symbol_name is not None:
+        from .trace_cprobe import PENDING, c_probe_target  # (it builds on EventFile)
+        try:
+            c_target = c_probe_target(defn, command)
+        except TraceError as e:
+            self._fail(e)
+        if c_target is not None:
+            module, pending = defn.module, c_target is PENDING
+        elif defn.symbol_name is not None:
             try:        # what can be checked now is checked now, as registration does
                 module, pending = kprobes.check_symbol(defn.symbol_name, defn.offset, defn.is_return)
                 if refine is not None:
@@ -626,7 +637,9 @@ class ProbeEvents:
             # Taken, enabled or not: disabling the other event would not free its name.
             self._fail(TraceError("EVENT_EXIST", command, event_name_pos(command),
                                   subsystem="trace_kprobe"))
-        self.insert(ProbeEvent(defn, self, self.next_id(), module, pending), line)
+        event = ProbeEvent(defn, self, self.next_id(), module, pending)
+        event.c_target = c_target
+        self.insert(event, line)
         if pending:
             self.log(TraceError("NO_MODULE_YET", command, command.find(" ") + 1,
                                 subsystem="trace_kprobe", level="info"))

@@ -18,12 +18,20 @@ when the option is on, so with the options off nothing differs.  Under a
 selection the gated handlers take the values too: a selected entry or
 return carries exactly what it would without one (with tracing_thresh the
 lone exit record carries none).
+
+With ``funcgraph-c`` the traced code objects get CALL too, and a call of a
+C function (or a C type's method) from one of them is recorded as an entry
+at CALL and an exit at C_RETURN or C_RAISE, of a stand-in code object named
+after the function: a leaf ``len();`` with its duration.  Every call the
+traced code makes then pays a callback (a Python function's call too, which
+records nothing).  Not under a selection.
 """
 
 from __future__ import annotations
 
 import itertools
 from types import CodeType, FrameType
+from typing import Any
 
 from .. import arch, ftrace, hotpath
 from ..events.fetch import FAULT, parameters, shown
@@ -65,6 +73,23 @@ class GraphLimits:
 
 LIMITS = GraphLimits()
 
+# funcgraph-c's stand-ins: a code object per C function's qualified name
+# (``len``, ``dict.get``), what records and readers name it by.
+_STANDINS: dict[str, CodeType] = {}
+_STANDIN_CACHE = hotpath.CodeTable()     # (the C hot path's, by PyMethodDef)
+_TEMPLATE = compile("", "<C function>", "exec")
+# What a C_RAISE's record says was raised: sys.monitoring does not say what.
+C_RAISED = "(unknown)"
+
+
+def c_standin(c: Any) -> CodeType:
+    """The stand-in code object of C function ``c``."""
+    name = c.__qualname__
+    code = _STANDINS.get(name)
+    if code is None:
+        code = _STANDINS.setdefault(name, _TEMPLATE.replace(co_name=c.__name__, co_qualname=name))
+    return code
+
 
 class GraphOps(FtraceOps):
     """Records ``(seq, ts, kind, code[, exception type])`` on entry and exit."""
@@ -83,6 +108,9 @@ class GraphOps(FtraceOps):
         options = options or {}
         self.retval = options.get("funcgraph-retval", False)
         self.args = options.get("funcgraph-args", False)
+        self.ccalls = options.get("funcgraph-c", False)
+        if self.ccalls:
+            self.local_events = GraphOps.local_events | E.CALL
 
     def selecting(self) -> bool:
         """Whether a selection is set (set_graph_function, set_graph_notrace,
@@ -124,12 +152,18 @@ class GraphOps(FtraceOps):
                     E.PY_START: g(local, attach, ENTRY, *sel, *args),
                     E.PY_RESUME: g(local, attach, RESUME, *sel, 2),
                     E.PY_THROW: g(local, attach, THROW, *sel)}
-        return {E.PY_START: hotpath.graph_args_event(local, attach, ENTRY, shown, FAULT,
-                                                     min(len(parameters(code)), MAX_ARGS), depth)
-                if self.args else hotpath.graph_event(local, attach, ENTRY, 2),
-                E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),
-                E.PY_RETURN: hotpath.graph_retval_event(local, attach, RETURN, shown, FAULT)
-                if self.retval else hotpath.graph_event(local, attach, RETURN),
-                E.PY_YIELD: hotpath.graph_event(local, attach, YIELD),
-                E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),
-                E.PY_THROW: hotpath.graph_event(local, attach, THROW)}
+        handlers = {E.PY_START: hotpath.graph_args_event(local, attach, ENTRY, shown, FAULT,
+                                                         min(len(parameters(code)), MAX_ARGS), depth)
+                    if self.args else hotpath.graph_event(local, attach, ENTRY, 2),
+                    E.PY_RESUME: hotpath.graph_event(local, attach, RESUME, 2),
+                    E.PY_RETURN: hotpath.graph_retval_event(local, attach, RETURN, shown, FAULT)
+                    if self.retval else hotpath.graph_event(local, attach, RETURN),
+                    E.PY_YIELD: hotpath.graph_event(local, attach, YIELD),
+                    E.PY_UNWIND: hotpath.graph_exc_event(local, attach, UNWIND),
+                    E.PY_THROW: hotpath.graph_event(local, attach, THROW)}
+        if self.ccalls:
+            c = hotpath.graph_c_event
+            handlers[E.CALL] = c(local, attach, ENTRY, c_standin, _STANDIN_CACHE)
+            handlers[E.C_RETURN] = c(local, attach, RETURN, c_standin, _STANDIN_CACHE)
+            handlers[E.C_RAISE] = c(local, attach, UNWIND, c_standin, _STANDIN_CACHE, C_RAISED)
+        return handlers

@@ -50,6 +50,7 @@ OPTIONS = {
     # Recorded, not only printed: the tracer's handlers change with them.
     "funcgraph-retval": False,
     "funcgraph-args": False,
+    "funcgraph-c": False,   # fentry's own: calls of C functions as graph leaves
     "markers": True,        # trace_marker takes writes (off: the kernel's EINVAL)
     # The top level's trace_marker (and fentry.trace_marker) writes here too.
     "copy_trace_marker": False,
@@ -307,8 +308,8 @@ class TraceInstance:
             if self.buffer.overwrite != self.options["overwrite"]:
                 self.buffer.set_overwrite(self.options["overwrite"])
             self._follow(bits)
-            if "func_stack_trace" in changed and self.ops is not None:
-                # The function tracer's handlers, with or without the stack, anew.
+            if ("func_stack_trace" in changed or "funcgraph-c" in changed) and self.ops is not None:
+                # The tracer's handlers, with or without the stack (the C calls), anew.
                 self._stop_ops()
                 self._start(self.tracer)
             if isinstance(self.ops, GraphOps):      # the tracer goes on, with the handlers asked for
