@@ -51,7 +51,8 @@ class EventFormat:
         elif self.defn.is_return:
             caller, offset, code, raised = site
             # (code None: a C function's return, named by the definition)
-            name = code.co_qualname if code is not None else self.defn.symbol_name
+            name = code.co_qualname if code is not None \
+                else getattr(self.defn, "symbol_name", None)      # (a C probe's: a ProbeDefinition)
             where = f"({caller.co_qualname}+{offset:#x} <- {name})" if caller \
                 else f"(<top> <- {name})"
             if raised:
