@@ -138,12 +138,12 @@ def test_enable_sets_call_globally_and_disable_restores_exactly():
     E = sys.monitoring.events
     fs.write("kprobe_events", "p builtins:sorted")
     assert fentry_tool_ids() == []
-    fs.write("events/enable", "1")
+    fs.write("events/kprobes/enable", "1")     # (events/enable: Python's tracepoints too)
     (tool,) = fentry_tool_ids()
     assert sys.monitoring.get_events(tool) & E.CALL
     for _ in range(1000):
         sorted(())
-    fs.write("events/enable", "0")
+    fs.write("events/kprobes/enable", "0")
     assert fentry_tool_ids() == []          # nothing of fentry's is left
     assert _counts(fs)["p_sorted_0"] == (1000, 0)
     fs.write("kprobe_events", "")
@@ -157,10 +157,10 @@ def test_disable_keeps_the_function_tracer_events(register):
     before = sys.monitoring.get_events(tool)
     fs = fentry_api.tracefs()
     fs.write("kprobe_events", "r builtins:len")
-    fs.write("events/enable", "1")
+    fs.write("events/kprobes/enable", "1")
     assert sys.monitoring.get_events(tool) == before | sys.monitoring.events.CALL
     len(())
-    fs.write("events/enable", "0")
+    fs.write("events/kprobes/enable", "0")
     assert sys.monitoring.get_events(tool) == before
     assert _counts(fs) == {"r_len_0": (1, 0)}
     assert rec.names() == ["_counts"]       # the tracer goes on as before
@@ -171,7 +171,7 @@ def test_counts_are_exact_across_threads():
     import threading
     fs = fentry_api.tracefs()
     fs.write("kprobe_events", "p builtins:sorted")
-    fs.write("events/enable", "1")
+    fs.write("events/kprobes/enable", "1")
 
     def work():
         for i in range(CALLS):
@@ -181,7 +181,7 @@ def test_counts_are_exact_across_threads():
         t.start()
     for t in threads:
         t.join()
-    fs.write("events/enable", "0")
+    fs.write("events/kprobes/enable", "0")
     assert _counts(fs)["p_sorted_0"] == (THREADS * CALLS, 0)
     fs.write("kprobe_events", "")
 
@@ -382,7 +382,7 @@ def test_c_probes_through_fentry_p_write_live(tmp_path):
         got = fentry("-p", pid, "write", "kprobe_events",
                      "p:sl time:sleep secs=$arg1\nr:ap builtins:list.append cart=$arg1")
         assert got.returncode == 0, got.stderr
-        assert fentry("-p", pid, "write", "events/enable", "1").returncode == 0
+        assert fentry("-p", pid, "write", "events/kprobes/enable", "1").returncode == 0
         trace = wait_for(lambda: (t := fentry("-p", pid, "read", "trace").stdout).count("ap: (add+") > 3
                          and t, what="list.append's returns in the trace")
         got = events(trace)
@@ -392,7 +392,7 @@ def test_c_probes_through_fentry_p_write_live(tmp_path):
                    for e, w, r in got if e == "ap")
         bad = fentry("-p", pid, "write", "-a", "kprobe_events", "r builtins:sorted $retval")
         assert bad.returncode != 0 and "$retval of a C function is not available" in bad.stderr
-        assert fentry("-p", pid, "write", "events/enable", "0").returncode == 0
+        assert fentry("-p", pid, "write", "events/kprobes/enable", "0").returncode == 0
         assert fentry("-p", pid, "write", "kprobe_events", "").returncode == 0
         assert fentry("-p", pid, "detach").returncode == 0
         target.finish_clean()
@@ -405,10 +405,10 @@ def test_a_filter_and_the_stacktrace_option_on_a_c_probe():
     fs.write("kprobe_events", "p builtins:sorted x=$arg1")
     fs.write("events/kprobes/p_sorted_0/filter", 'x == "ba"')
     fs.write("options/stacktrace", "1")
-    fs.write("events/enable", "1")
+    fs.write("events/kprobes/enable", "1")
     for v in ("ba", "cd", "ba"):
         _sort(v)
-    fs.write("events/enable", "0")
+    fs.write("events/kprobes/enable", "0")
     lines = [l.strip() for l in fs.read("trace").splitlines() if not l.startswith("#")]
     code = _sort.__code__
     assert [l.split(": ", 1)[1] for l in lines if "p_sorted_0" in l] == [
