@@ -357,17 +357,23 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import _filter_kind
-    from .events.tracepoints import tracepoint_name
-    defns = [parse_definition(p[0]) for p in probes if tracepoint_name(p[0]) is None]
+    from .events.tracepoints import check_tracepoint, tracepoint_name
+    events: list[tuple[str, str, dict[str, str]]] = []     # (group, event, field kinds) of each -e
+    for p in probes:
+        if tracepoint_name(p[0]) is not None:
+            point = check_tracepoint(p[0], None)
+            events.append((point.group, point.name, point.field_kinds()))
+        else:
+            d = parse_definition(p[0])
+            events.append((d.group, d.event, {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}))
     for text in hists:
         group, name, param = split_hist_option(text)
-        found = [d for d in defns if d.event == name and group in (None, d.group)]
+        found = [e for e in events if e[1] == name and group in (None, e[0])]
         if len(found) != 1:
             raise TraceError("HIST_NO_EVENT", text, 0, subsystem="fentry --hist",
                              detail="give it as GRP:EVENT" if found else "define it with -e")
-        fields = {**COMMON_HIST_FIELDS, **{a.name: _filter_kind(a) for a in found[0].args
-                                          if a.kind != "args"}}
-        parse_hist(param, fields, f"hist:{found[0].group}:{found[0].event}")
+        g, n, kinds = found[0]
+        parse_hist(param, {**COMMON_HIST_FIELDS, **kinds}, f"hist:{g}:{n}")
 
 
 def _check_probes(probes: list[list[Any]]) -> None:

@@ -414,7 +414,7 @@ def test_the_events_files(fs):
     assert fs.ls("events") == ["enable", "audit", "gc", "python"]
     assert fs.ls("events/python") == ["enable", "c_raise", "c_return", "call_c", "exception_handled",
                                       "py_unwind", "raise", "reraise"]
-    assert fs.ls("events/gc/gc_done") == ["enable", "filter", "format", "id"]
+    assert fs.ls("events/gc/gc_done") == ["enable", "filter", "format", "hist", "id", "trigger"]
     avail = fs.read("available_events").splitlines()
     for name in ("python:raise", "python:call_c", "gc:gc_start", "gc:gc_done", "audit:open",
                  "audit:socket_connect", "audit:subprocess_Popen", "audit:import"):

@@ -191,7 +191,7 @@ class Streamer:
                 if self.stack:
                     last.append(self.raw.stack(tracefs().stack))
                 if self.hist:
-                    last.append(self.raw.hists(tracefs().probes))
+                    last.append(self.raw.hists(tracefs().all_events()))
                 self._send(self.raw.drain() + last + [self.raw.end(self.why)])
                 self.ended = True
 
@@ -534,7 +534,8 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
             path = f"{at}events/{point[0]}/{point[1]}"
             if filter_text is not None:
                 fs.write(f"{path}/filter", filter_text)
-            fs.write(f"{path}/enable", "1")
+            if point not in [(group, name) for group, name, _ in hists]:
+                fs.write(f"{path}/enable", "1")
             triggers += [(f"{path}/trigger", t) for t in event_triggers]
             continue
         defn = parse_definition(definition)

@@ -256,7 +256,11 @@ class Tracefs:
 
     @staticmethod
     def enable_text(events: list[Any], inst: TraceInstance) -> str:
-        """An ``enable`` file over any events: 1, 0, or X when mixed."""
+        """An ``enable`` file over any events: one event's own (``0*`` in
+        soft mode), or 1, 0, or X when mixed (armed counts as enabled, as
+        the kernel's system_enable_read)."""
+        if len(events) == 1:
+            return str(events[0].file(inst).enable_text())
         states = {e.file(inst).enabled for e in events}
         return "X\n" if len(states) > 1 else ("1\n" if states == {True} else "0\n")
 
@@ -417,14 +421,17 @@ class Tracefs:
                        lambda text, append: points.set_filter(event, text, inst)),
             "format": (event.format_text, None),
             "id": (lambda: f"{event.id}\n", None),
+            "hist": (lambda: hist_text(event.file(inst)), None),
+            "trigger": (lambda: event.file(inst).trigger_text(),
+                        lambda text, append: self._write_trigger(event.file(inst), text, append)),
         }
         return files.get(parts[2])
     def _write_trigger(self, file: Triggered, text: str, append: bool) -> None:
         """A write to an event's ``trigger``: its commands name events of the same instance."""
         def find(group: str, name: str) -> Triggered | None:
-            event = self.probes.find(group, name)
+            event: Any = self.probes.find(group, name) or self.tracepoints.find(group, name)
             return event.file(file.instance) if event is not None else None
-        with self.probes.lock:
+        with self.probes.lock, self.tracepoints.lock:
             file.write_trigger(text, append, TriggerContext(text, find, self.probes.log))
 
     def _stat_file(self, name: str) -> tuple[Reader, Writer] | None:
@@ -444,6 +451,7 @@ class Tracefs:
         for name in list(self.instances):
             self.rmdir(f"instances/{name}")
         self.probes.clear_triggers(self.instance)
+        self.tracepoints.clear_triggers(self.instance)
         self.write("events/enable", "0")
         self.write("function_profile_enabled", "0")
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,

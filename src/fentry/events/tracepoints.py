@@ -52,6 +52,7 @@ from .fetch import MAX_REPR, safe_repr
 from .filter import NO_FILTER, Filter, compile_filter
 from .stack import record_stack
 from .tracepoint_format import TracepointFormat, value_text
+from .trigger import Triggered
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -95,10 +96,11 @@ def tracepoint_name(text: str) -> tuple[str, str] | None:
     return (m[1], m[2]) if m and m[1] in TRACEPOINT_GROUPS else None
 
 
-def check_tracepoint(text: str, filter_text: str | None) -> None:
+def check_tracepoint(text: str, filter_text: str | None) -> Tracepoint:
     """What ``-e GRP:EVENT [-f FILTER]`` can be checked for before the
     program runs: the event is one (any name in ``audit``: the program may
-    raise it), the filter compiles over its fields."""
+    raise it), the filter compiles over its fields.  The tracepoint, as a
+    definition alone (its fields, to check a ``--hist`` on it against)."""
     from .audit import AUDIT_FIELDS, event_name
     group, name = tracepoint_name(text) or ("", "")
     if group == "python":
@@ -109,13 +111,14 @@ def check_tracepoint(text: str, filter_text: str | None) -> None:
         fields = next((f for raw, f in AUDIT_FIELDS.items() if event_name(raw) == name), ())
     if fields is None:
         raise TraceError("NO_SUCH_EVENT", text, text.index(":") + 1)
+    point = Tracepoint(group, name, fields, 0, Source(threading.RLock()))
     if filter_text is not None:
         try:
-            compile_tracepoint_filter(filter_text, Tracepoint(group, name, fields, 0, Source(
-                threading.RLock())))
+            compile_tracepoint_filter(filter_text, point)
         except TraceError as e:
             e.subsystem = "event filter parse error"
             raise
+    return point
 
 
 # ---------------------------------------------------------------- the events
@@ -140,6 +143,10 @@ class Tracepoint(TracepointFormat):
     @property
     def enabled(self) -> bool:
         return any(f.enabled for f in self.files.values())
+
+    def field_names(self, code: CodeType | None = None) -> tuple[str, ...]:
+        """The names of a hit's values, in order (a hist trigger's plan)."""
+        return self.fields
 
     def field_kinds(self) -> dict[str, str]:
         """Each field's filter kind: ``num``, ``str``, or ``any`` (an audit
@@ -170,29 +177,61 @@ class Tracepoint(TracepointFormat):
         return "\n".join(lines) + "\n"
 
 
-class TracepointFile:
+class TracepointFile(Triggered):
     """A tracepoint in one instance (``struct trace_event_file``): its
-    ``enable`` and ``filter`` there."""
+    ``enable``, ``filter`` and ``trigger`` there (triggers and soft mode as
+    a probe event's: ``events/trigger.py``)."""
 
     def __init__(self, event: Tracepoint, instance: TraceInstance) -> None:
         self.event = event
         self.instance = instance
-        self.enabled = False
+        self.armed = False          # its source calls it: enabled, or in soft mode
         self.filter: Filter = NO_FILTER
         self.filtered = False
         self.filter_common = False
         self.filter_fields: tuple[int, ...] = ()     # the values the filter reads, by index
         self.nhit = 0
+        self.init_triggers()
+
+    @property
+    def enabled(self) -> bool:
+        return self.armed
+
+    @property
+    def group(self) -> str:
+        return self.event.group
+
+    @property
+    def name(self) -> str:
+        return self.event.name
 
     def enable(self) -> None:
-        if not self.enabled:
+        if not self.armed:
             self.event.source.attach(self)
-            self.enabled = True
+            self.armed = True
 
     def disable(self) -> None:
-        if self.enabled:
-            self.enabled = False
+        if self.armed:
+            self.armed = False
             self.event.source.detach(self)
+
+    def rearm(self) -> None:
+        """(Every hit takes the one Python path, which checks for soft mode itself.)"""
+
+    def compile_trigger_filter(self, text: str) -> Filter:
+        return compile_tracepoint_filter(text, self.event)
+
+    def trigger_fields(self, values: tuple[object, ...], code: CodeType | None,
+                       common: bool) -> dict[str, object]:
+        event = self.event
+        fields: dict[str, object] = {}
+        if common:
+            t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
+            fields["comm"] = t._name if t is not None else "python"
+            fields["common_pid"] = threading.get_native_id()
+        for i, v in enumerate(values):
+            fields[event.field_name(i)] = v if type(v) is int or type(v) is str else value_text(v)
+        return fields
 
     def set_filter(self, text: str) -> None:
         self.filter = compile_tracepoint_filter(text, self.event)
@@ -219,9 +258,21 @@ class TracepointFile:
     # -- the hit (in the traced thread, on every hit of an enabled event)
     def _record(self, site: tuple[Any, ...], values: tuple[object, ...],
                 frame: FrameType | None = None) -> None:
-        """A hit: filtered, then written to the instance's buffer (and its
-        stack, with the ``stacktrace`` option)."""
+        """A hit: its triggers, in soft mode; filtered, then written to the
+        instance's buffer (and its stack, with the ``stacktrace`` option)."""
         self.nhit += 1
+        if self.sm_ref:             # triggers on it, or an enable_event naming it
+            frame = frame if frame is not None else program_frame()
+            record, post = self.soft_hit(values, None, frame)   # type: ignore[arg-type]
+            if record:
+                self._commit(site, values, frame)
+            if post:
+                self.call_post_triggers(post, frame)        # type: ignore[arg-type]
+            return
+        self._commit(site, values, frame)
+
+    def _commit(self, site: tuple[Any, ...], values: tuple[object, ...],
+                frame: FrameType | None) -> None:
         instance = self.instance
         if not instance.tracing_on:
             return
@@ -621,14 +672,14 @@ class Tracepoints:
             try:
                 for e in events:
                     f = e.file(instance)
-                    if on and not f.enabled:
-                        f.enable()
+                    if on and (not f.enabled or f.soft_disabled):
+                        f.enable_disable(True)
                         done.append(f)
                     elif not on:
-                        f.disable()
+                        f.enable_disable(False)
             except BaseException:
                 for f in done:
-                    f.disable()
+                    f.enable_disable(False)
                 if was_all is None:
                     self.audit_all.pop(id(instance), None)
                 raise
@@ -640,10 +691,19 @@ class Tracepoints:
             e.subsystem = "event filter parse error"
             raise
 
+    def clear_triggers(self, instance: TraceInstance) -> None:
+        """Every trigger of ``instance``'s tracepoints off (clear_event_triggers)."""
+        with self.lock:
+            for e in self.events.values():
+                f = e.files.get(id(instance))
+                if f is not None:
+                    f.clear_triggers()
+
     def forget_instance(self, instance: TraceInstance) -> None:
         with self.lock:
             self.audit_all.pop(id(instance), None)
             for e in self.events.values():
                 f = e.files.pop(id(instance), None)
                 if f is not None:
+                    f.clear_triggers()
                     f.disable()

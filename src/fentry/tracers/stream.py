@@ -53,8 +53,8 @@ from .ring_buffer import TRACE_CLOCKS
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
-    from ..events.trace_kprobe import ProbeEvents
     from ..hotpath import Encoder
     from .profile import FunctionProfiler
     from .stack import StackTracer
@@ -199,12 +199,13 @@ class RawStream:
         return json_message(STACK, {"thread": thread, "locations": locations,
                                     "max": tracer.stack.max, "enabled": tracer.enabled})
 
-    def hists(self, probes: ProbeEvents) -> bytes:
-        """The ``hist`` file of every event of this instance that has hist
-        triggers, as reading it now shows it (fentry run --hist)."""
+    def hists(self, events: list[Any]) -> bytes:
+        """The ``hist`` file of every event (probe events and tracepoints)
+        of this instance that has hist triggers, as reading it now shows it
+        (fentry run --hist)."""
         from ..events.hist import hist_text, hist_triggers
         hists = [{"event": f"{e.group}/{e.name}", "text": hist_text(f)}
-                 for e in list(probes.events.values())
+                 for e in events
                  for f in [e.files.get(id(self.instance))] if f is not None and hist_triggers(f)]
         return json_message(HIST, {"hists": hists})
 
