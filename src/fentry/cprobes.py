@@ -36,6 +36,7 @@ from typing import Any
 
 from . import arch
 from .ftrace import C_PROBES, FtraceOps, register_ftrace_function, unregister_ftrace_function
+from .lifetime import pop_at_death
 from .symbols import is_fentry_code, is_fentry_module
 
 E = arch.EVENTS
@@ -177,8 +178,9 @@ _descriptors: dict[tuple[type, str], object] = {}
 
 # ---------------------------------------------------------------- call sites
 
-# code -> {offset: whether its call passes keyword arguments only}
-_sites: weakref.WeakKeyDictionary[CodeType, dict[int, bool]] = weakref.WeakKeyDictionary()
+# id(code) -> (code, weakly: the entry goes with it, see lifetime.py;
+# {offset: whether its call passes keyword arguments only})
+_sites: dict[int, tuple[weakref.ref[CodeType], dict[int, bool]]] = {}
 
 
 def keywords_only(code: CodeType, offset: int) -> bool:
@@ -186,10 +188,10 @@ def keywords_only(code: CodeType, offset: int) -> bool:
     keyword ones: then CALL's "first argument" is the first keyword's value
     (``sorted(key=len)`` gives ``len``), which no probe must take for
     ``$arg1``.  Read from the bytecode once per code object."""
-    sites = _sites.get(code)
-    if sites is None:
-        sites = _sites[code] = _keyword_calls(code)
-    return sites.get(offset, False)
+    entry = _sites.get(id(code))
+    if entry is None:
+        entry = _sites[id(code)] = (pop_at_death(code, _sites, id(code)), _keyword_calls(code))
+    return entry[1].get(offset, False)
 
 
 def _keyword_calls(code: CodeType) -> dict[int, bool]:

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from .. import arch
 from ..errors import TraceError
 from ..hotpath import quiet_thread
+from ..lifetime import pop_at_death
 from ..symbols import FENTRY_DIR, SYMBOLS
 from ..tracers.ring_buffer import SKIP_EVENT
 from .fetch import MAX_REPR, safe_repr
@@ -344,13 +345,7 @@ def code_name(code: CodeType, frame: FrameType) -> str:
         if type(module) is str:
             SYMBOLS.add_code(code, module)
     name = SYMBOLS.name_of(code)
-    key = id(code)
-
-    def forget(ref: weakref.ref[CodeType], key: int = key) -> None:
-        # (at the code's dealloc, in any thread: a dict pop)
-        if _names.get(key, (None, ""))[0] is ref:
-            _names.pop(key, None)
-    _names[key] = (weakref.ref(code, forget), name)
+    _names[id(code)] = (pop_at_death(code, _names, id(code)), name)     # (see lifetime.py)
     return name
 
 
