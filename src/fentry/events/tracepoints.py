@@ -319,12 +319,14 @@ def program_frame(depth: int = 1) -> FrameType | None:
 
 def from_fentry(frame: FrameType | None) -> bool:
     """Whether ``frame`` runs for fentry: fentry's code, or the stdlib's
-    called by it (the first frame out that is neither decides)."""
+    called by it, or code made by ``exec``/``eval`` (``<string>``: a
+    namedtuple's ``__new__``) called by it; the first frame out that is
+    none of these decides."""
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(FENTRY_DIR):
             return True
-        if not filename.startswith(STDLIB_DIR):
+        if not filename.startswith(STDLIB_DIR) and not filename.startswith("<"):
             return False
         frame = frame.f_back
     return False
