@@ -528,32 +528,26 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
     defined = []
     triggers = []
     for definition, filter_text, *event_triggers in probes:
-        point = tracepoint_name(definition)
-        if point is not None:           # a tracepoint (python:raise): nothing to define
-            fs.tracepoints.declare(*point)
-            path = f"{at}events/{point[0]}/{point[1]}"
-            if filter_text is not None:
-                fs.write(f"{path}/filter", filter_text)
-            if point not in [(group, name) for group, name, _ in hists]:
-                fs.write(f"{path}/enable", "1")
-            triggers += [(f"{path}/trigger", t) for t in event_triggers]
-            continue
-        defn = parse_definition(definition)
-        key = (defn.group, defn.event)
-        there = fs.probes.events.get(key)
-        if there is None or (format_definition(there.defn) != format_definition(defn)
-                             and there.command != log_command(definition)):
-            try:
-                fs.write("dynamic_events", definition, append=True)
-            except TraceError:
-                if skip_refused_probes:
-                    continue
-                raise
-            defined.append(key)
-        path = f"{at}events/{defn.group}/{defn.event}"
+        key = tracepoint_name(definition)
+        if key is not None:             # a tracepoint (python:raise): nothing to define
+            fs.tracepoints.declare(*key)
+        else:
+            defn = parse_definition(definition)
+            key = (defn.group, defn.event)
+            there = fs.probes.events.get(key)
+            if there is None or (format_definition(there.defn) != format_definition(defn)
+                                 and there.command != log_command(definition)):
+                try:
+                    fs.write("dynamic_events", definition, append=True)
+                except TraceError:
+                    if skip_refused_probes:
+                        continue
+                    raise
+                defined.append(key)
+        path = f"{at}events/{key[0]}/{key[1]}"
         if filter_text is not None:
             fs.write(f"{path}/filter", filter_text)
-        if key not in [(group, name) for group, name, _ in hists]:
+        if key not in [(group, name) for group, name, _ in hists]:     # (else it feeds the hist only)
             fs.write(f"{path}/enable", "1")
         triggers += [(f"{path}/trigger", t) for t in event_triggers]
     triggers += [(f"{at}events/{group}/{name}/trigger", "hist:" + param) for group, name, param in hists]

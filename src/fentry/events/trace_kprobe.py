@@ -43,7 +43,7 @@ from .probe_parser import (
     parse_probe,
 )
 from .stack import record_stack
-from .trigger import Trigger, Triggered
+from .trigger import Trigger, Triggered, set_files_enabled
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -699,18 +699,9 @@ class ProbeEvents:
 
     def set_enable(self, events: list[ProbeEvent], on: bool, instance: TraceInstance) -> None:
         with self.lock, check_batch():
-            done = []
             try:
-                for e in events:
-                    f = e.file(instance)
-                    if on and (not f.enabled or f.soft_disabled):
-                        f.enable_disable(True)
-                        done.append(f)
-                    elif not on:
-                        f.enable_disable(False)
+                set_files_enabled([e.file(instance) for e in events], on)
             except TraceError as err:
-                for f in done:          # nothing half-applied
-                    f.enable_disable(False)
                 self._fail(err)
 
     def set_filter(self, event: ProbeEvent, text: str, instance: TraceInstance) -> None:

@@ -53,7 +53,7 @@ from .fetch import MAX_REPR, safe_repr
 from .filter import NO_FILTER, Filter, compile_filter
 from .stack import record_stack
 from .tracepoint_format import TracepointFormat, value_text
-from .trigger import Triggered
+from .trigger import Triggered, set_files_enabled
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -665,18 +665,9 @@ class Tracepoints:
                 self.audit_all[id(instance)] = instance
             elif not on and audit:
                 self.audit_all.pop(id(instance), None)
-            done = []
             try:
-                for e in events:
-                    f = e.file(instance)
-                    if on and (not f.enabled or f.soft_disabled):
-                        f.enable_disable(True)
-                        done.append(f)
-                    elif not on:
-                        f.enable_disable(False)
+                set_files_enabled([e.file(instance) for e in events], on)
             except BaseException:
-                for f in done:
-                    f.enable_disable(False)
                 if was_all is None:
                     self.audit_all.pop(id(instance), None)
                 raise

@@ -429,6 +429,24 @@ class Triggered:
             t.fire(hit)
 
 
+def set_files_enabled(files: list[Triggered], on: bool) -> None:
+    """A write to ``enable`` over several event files (a group's, ``events/enable``):
+    all enabled (or disabled), or none if one fails, what was enabled
+    disabled again before the error goes on."""
+    done = []
+    try:
+        for f in files:
+            if on and (not f.enabled or f.soft_disabled):
+                f.enable_disable(True)
+                done.append(f)
+            elif not on:
+                f.enable_disable(False)
+    except BaseException:
+        for f in done:
+            f.enable_disable(False)
+        raise
+
+
 # -- parsing helpers, the kernel's event_trigger_* ---------------------------
 
 def separate_filter(param: Param, ctx: TriggerContext, required: bool
