@@ -159,6 +159,12 @@ ERRORS: dict[str, str] = {
     # no field name where a term starts: the kernel's bare -EINVAL (FILT_ERR_ERRNO), caret at 0
     "FILT_ERR_EXPECT_FIELD": "Error",
     # -- (end of event filters)
+    # -- the kernel's tracefs (kernel/mount.py): where it is, mounting it
+    "TRACEFS_NOT_ROOT": "Permission denied: the kernel's tracefs is root's (run fentry as root)",
+    "NO_TRACEFS": "No such device: this kernel has no tracefs",
+    "NO_TRACEFS_MOUNT": "No such file or directory: tracefs is not mounted",
+    "TRACEFS_MOUNT": "Cannot mount tracefs",
+    # -- (end of the kernel's tracefs)
     # -- hist triggers: the kernel's trace_events_hist.c HIST_ERR_* messages
     "HIST_ERR_NAMED_MISMATCH": "Named hist trigger doesn't match existing named trigger (includes variables)",
     "HIST_ERR_TRIGGER_EEXIST": "Hist trigger already exists",
