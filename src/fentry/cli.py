@@ -96,6 +96,13 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
     p.add_argument("-C", "--clock", metavar="CLOCK",
                    help="the trace clock (trace_clock): local (default), global, counter, uptime, "
                         "mono, mono_raw, boot or tai")
+    p.add_argument("--to-kernel", action="store_true",
+                   help="write each event into the kernel's trace as well, one trace_marker line "
+                        "(written by fentry, not by the program; the trace option to-kernel, which "
+                        "-O to-kernel sets too); README: fentry's events in the kernel's trace")
+    p.add_argument("--to-kernel-instance", metavar="NAME",
+                   help="with --to-kernel: write into the kernel's instances/NAME (which must "
+                        "exist) instead of its top-level buffer")
 
 
 def _hist_option(p: argparse.ArgumentParser) -> None:
@@ -113,7 +120,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
               "                  [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
-              "                  [--stack] [--hist [GRP:]EVENT:KEYS...]...\n"
+              "                  [--stack] [--hist [GRP:]EVENT:KEYS...]... [--to-kernel] [--to-kernel-instance NAME]\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
@@ -144,7 +151,7 @@ def _record_parser(sub: _Subparsers) -> None:
               "                     [-g GLOB]... [--graph-notrace GLOB]... [--max-graph-depth N] "
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
-              "                     [--hist [GRP:]EVENT:KEYS...]...\n"
+              "                     [--hist [GRP:]EVENT:KEYS...]... [--to-kernel] [--to-kernel-instance NAME]\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
@@ -323,7 +330,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
                    "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
                    "-R", "--trigger",
-                   "-C", "--clock", "--hist",
+                   "-C", "--clock", "--hist", "--to-kernel-instance",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
@@ -522,6 +529,42 @@ def _interpreter(program: list[str], command: str) -> tuple[str, list[str]] | No
 _INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
 
+def _kernel_marker(opts: argparse.Namespace, command: str) -> tuple[bool, int | None]:
+    """--to-kernel (or -O to-kernel): (True, the kernel's trace_marker, opened
+    before the program is touched); (True, None): not asked; (False, None):
+    it cannot be written (said on stderr)."""
+    if opts.to_kernel or opts.to_kernel_instance:
+        opts.option.append("to-kernel")     # the agent's option: its stream says when it is on
+    if "to-kernel" not in opts.option:
+        return True, None
+    from .kernel.to_kernel import open_marker
+    try:
+        return True, open_marker(opts.to_kernel_instance)[0]
+    except TraceError as e:
+        e.subsystem = f"fentry {command} --to-kernel"
+        print(e.render(), file=sys.stderr)
+        return False, None
+
+
+def _follow_to_kernel(live: Live | Recording, marker: int | None) -> Any:
+    """The ToKernel that writes ``live``'s events into ``marker``; None
+    without --to-kernel, or (said on stderr) where it cannot follow."""
+    if marker is None:
+        return None
+    from .kernel.to_kernel import ToKernel
+    try:
+        return ToKernel(live.writer, marker)
+    except TraceError as e:
+        os.close(marker)
+        print(e.render(), file=sys.stderr)
+        return None
+
+
+def _finish_to_kernel(to_kernel: Any, command: str) -> None:
+    if to_kernel is not None and (problem := to_kernel.finish()):
+        _say(f"fentry {command}: {problem}")
+
+
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
     command = "record" if record else "run"
     if not program or (program[0] in ("-m", "-c") and len(program) < 2):
@@ -532,6 +575,9 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
     found = _interpreter(program, command)
     if found is None:
         return 2
+    ok, marker = _kernel_marker(opts, command)
+    if not ok:
+        return 2
     python, program = found
     if not program:
         print(f"fentry {command}: no program given to {python} (SCRIPT, -m MODULE or -c CODE)",
@@ -540,6 +586,9 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
     # stderr: stdout is the program's
     live = _output(opts, command, record, sys.stderr.buffer, [python, *program])
     if live is None:
+        return 2
+    to_kernel = _follow_to_kernel(live, marker)
+    if marker is not None and to_kernel is None:
         return 2
 
     read_fd, pipe_fd = os.pipe()
@@ -593,6 +642,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         if collector is not None:
             collector.close()
         live.finish()
+        _finish_to_kernel(to_kernel, command)
         if isinstance(live, Live):
             _write_profiles(live)
     except _Interrupted as stop:
@@ -701,8 +751,14 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
         print(f"fentry {command}: --duration must be positive", file=sys.stderr)
         return 2
     # stdout: there is no program output here (fentry's own lines go to stderr)
+    ok, marker = _kernel_marker(opts, command)
+    if not ok:
+        return 2
     live = _output(opts, command, record, sys.stdout.buffer, ["fentry", "attach", str(opts.pid)])
     if live is None:
+        return 2
+    to_kernel = _follow_to_kernel(live, marker)
+    if marker is not None and to_kernel is None:
         return 2
     # Ctrl-C (or SIGTERM, SIGHUP) only asks to stop: whenever it comes, the
     # session ends in order and the agent detaches; never a traceback halfway.
@@ -724,7 +780,7 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
         if stop.is_set() or live.error is not None \
                 or (deadline is not None and time.monotonic() >= deadline):
             break
-    return _end_attach(opts, command, live, session, ended)
+    return _end_attach(opts, command, live, session, ended, to_kernel)
 
 
 def _open_attach_session(opts: argparse.Namespace, command: str
@@ -759,13 +815,14 @@ def _open_attach_session(opts: argparse.Namespace, command: str
 
 
 def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
-                session: socket.socket, ended: threading.Event) -> int:
+                session: socket.socket, ended: threading.Event, to_kernel: Any = None) -> int:
     """End an attach session (asked to, or the process ended), and say so."""
     if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.
         session.close()
         live.finish()
+        _finish_to_kernel(to_kernel, command)
         _quiet_stdout()
         print(f"fentry: output closed; detached from {opts.pid}", file=sys.stderr)
         return 0
@@ -783,6 +840,7 @@ def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
         message = f"fentry: process {opts.pid} ended, or fentry was detached from it"
     session.close()
     live.finish()
+    _finish_to_kernel(to_kernel, command)
     _report_end(live, opts, command)
     print(message, file=sys.stderr)
     return 0

@@ -164,6 +164,9 @@ ERRORS: dict[str, str] = {
     "NO_TRACEFS": "No such device: this kernel has no tracefs",
     "NO_TRACEFS_MOUNT": "No such file or directory: tracefs is not mounted",
     "TRACEFS_MOUNT": "Cannot mount tracefs",
+    # --to-kernel (kernel/to_kernel.py)
+    "NO_KERNEL_INSTANCE": "No such file or directory: no such instance in the kernel's tracefs",
+    "NO_KERNEL_MARKER": "Cannot write the kernel's trace_marker",
     # -- (end of the kernel's tracefs)
     # -- hist triggers: the kernel's trace_events_hist.c HIST_ERR_* messages
     "HIST_ERR_NAMED_MISMATCH": "Named hist trigger doesn't match existing named trigger (includes variables)",

@@ -81,6 +81,9 @@ OPTIONS = {
     "stacktrace": False,
     # A stack record after each function tracer entry.
     "func_stack_trace": False,
+    # fentry's own: a fentry command reading the stream (run, record, attach
+    # --to-kernel) writes its events into the kernel's trace_marker (kernel/to_kernel.py).
+    "to-kernel": False,
 }
 # What reading an empty snapshot says (trace.c, print_snapshot_help and
 # show_snapshot_main_help), word for word.
