@@ -1,6 +1,6 @@
-"""fentry benchmarks, rows 11-15: the trace on its way out of the process.
+"""fentry benchmarks, rows 11-15 and 18: the trace on its way out of the process.
 
-    python bench/stream.py [--quick] [--rows 11,12,13,14,15] [--json FILE]
+    python bench/stream.py [--quick] [--rows 11,12,13,14,15,18] [--json FILE]
 
 Each row runs real commands, side by side in interleaved rounds, and
 prints a ratio with its goal (medians; nothing asserted: a missed goal
@@ -21,6 +21,10 @@ Rows:
      buffer_size_kb x 1.5 + 20 MB
  15  `fentry report --format perfetto` and `--format chrome` of 1M events, vs
      viztracer's save of the same calls
+ 18  --to-kernel, -t function, every call of the method-heavy workload (120k
+     calls) into a kernel instance made for it: the program's own timed section,
+     then the whole command's wall time, under `fentry run --to-kernel` vs under
+     `fentry run` (root and the kernel's tracefs, else the row says why not)
 """
 
 from __future__ import annotations
@@ -162,6 +166,46 @@ def row15_exports(calls: int, tmp: str) -> None:
                            "the untraced run", wall, viz_save, "<= 0.5"))
 
 
+def row18_to_kernel(rounds: int, workload: list[str], tmp: str) -> None:
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))     # (as the commands' PYTHONPATH)
+    from fentry.errors import TraceError
+    from fentry.kernel.mount import find_tracefs
+    try:
+        root = find_tracefs() if os.geteuid() == 0 else None
+    except TraceError as e:
+        root, why = None, e.message
+    else:
+        why = "not root"
+    if root is None:
+        ROWS.append(("18", f"--to-kernel: not measured ({why})", None, None, "<= 1.1"))
+        return
+    name = f"fentrybench_tokernel_{os.getpid()}"
+    os.mkdir(os.path.join(root, "instances", name))
+    txt = os.path.join(tmp, "t.txt")
+    base = ["run", "-t", "function", "-l", "workloads:*", "-o", txt]
+    variants = {"run": fentry(*base, PROGRAM, *workload),
+                "to-kernel": fentry(*base, "--to-kernel-instance", name, PROGRAM, *workload)}
+    sections: dict[str, list[int]] = {k: [] for k in variants}
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for r in range(rounds):
+            for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                report, wall = run(variants[k], f"row 18 {k}")
+                if "section_ns" in report:
+                    sections[k].append(report["section_ns"])
+                    walls[k].append(wall)
+                with open(os.path.join(root, "instances", name, "trace"), "w"):
+                    pass        # (emptied: the instance's buffer never fills, never wraps)
+    finally:
+        os.rmdir(os.path.join(root, "instances", name))
+    med = {k: statistics.median(v) if v else None for k, v in sections.items()}
+    wall_med = {k: statistics.median(v) if v else None for k, v in walls.items()}
+    ROWS.append(("18", "--to-kernel, -t function, every call: program's section / without",
+                 med["to-kernel"], med["run"], "<= 1.1"))
+    ROWS.append(("18", "--to-kernel: the command's wall time / without", wall_med["to-kernel"],
+                 wall_med["run"], "<= 3.0"))
+
+
 def ratio_met(a: float | None, b: float | None, goal: str) -> tuple[float | None, bool | None]:
     """A row's ratio, and whether it met ``goal`` (None, None: not measured)."""
     if a is None or b is None:
@@ -196,7 +240,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE",
                         help="also write the table to FILE as JSON (bench/results.py)")
     args = parser.parse_args(argv)
-    wanted = set(args.rows.split(",")) if args.rows else {"11", "12", "13", "14", "15"}
+    wanted = set(args.rows.split(",")) if args.rows else {"11", "12", "13", "14", "15", "18"}
     rounds = 3 if args.quick else 5
     # The method-heavy workload: 120k calls (400k for the whole-command row 13,
     # where three processes' start-up would otherwise be most of what is timed).
@@ -214,6 +258,8 @@ def main(argv=None) -> int:
             row14_memory(4, 200_000 if args.quick else 2_000_000, tmp)
         if "15" in wanted:
             row15_exports(100_000 if args.quick else 1_000_000, tmp)
+        if "18" in wanted:
+            row18_to_kernel(rounds, ["methods", ticks], tmp)
     print_table()
     if ISSUES:
         print(f"{len(ISSUES)} problem(s) seen:")
