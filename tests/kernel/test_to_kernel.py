@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 
 import pytest
+from control.live import Target, check_no_residue, check_result
 from helpers import FUNCTION_LINE, env
 
 from fentry.errors import TraceError
@@ -212,3 +213,25 @@ def test_record_writes_them_too(tmp_path, hot_path, instance):
                           capture_output=True, text=True, env=hot_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [m["rest"].split()[0] for m in kernel_marks(path)] == ["__main__:f"] * 20
+
+
+@pytest.mark.ptrace
+def test_attach_writes_them_and_leaves_the_program_as_it_was(tmp_path, instance):
+    name, path = instance
+    target = Target(tmp_path)
+    try:
+        out = tmp_path / "attach.txt"
+        done = subprocess.run([sys.executable, "-m", "fentry", "attach", str(target.pid), "-e",
+                               "p:shop/add add sku=item.sku qty=qty", "--to-kernel-instance", name,
+                               "--duration", "1", "-o", str(out)],
+                              capture_output=True, text=True, env=env(), timeout=120)
+        assert done.returncode == 0, done.stderr
+        ours = [ln.split(": ", 1)[1] for ln in out.read_text().splitlines() if ": add: " in ln]
+        theirs = [f"{m['kind']} {m['rest']}" for m in kernel_marks(path)]
+        assert ours and theirs == [f"event {line}" for line in ours]
+        result, residue, err = target.finish()
+        check_result(result)
+        check_no_residue(residue)
+        assert err == ""
+    finally:
+        target.kill()
