@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 from control.live import Target, check_no_residue, check_result
@@ -235,3 +236,28 @@ def test_attach_writes_them_and_leaves_the_program_as_it_was(tmp_path, instance)
         assert err == ""
     finally:
         target.kill()
+
+
+def test_the_kernels_mono_clock_is_perf_counter_ns(instance):
+    """The clock fentry stamps with (time.perf_counter_ns, CLOCK_MONOTONIC)
+    is the kernel's ``mono``: a marker written between two reads of it is
+    stamped between them, to the microsecond the kernel prints (rounded:
+    its ns2usecs)."""
+    _, path = instance
+    with open(os.path.join(path, "trace_clock"), "w") as f:
+        f.write("mono")
+    fd = os.open(os.path.join(path, "trace_marker"), os.O_WRONLY)
+    try:
+        spans = []
+        for i in range(20):
+            before = time.perf_counter_ns()
+            os.write(fd, f"fentrytest {i}".encode())
+            spans.append((before, time.perf_counter_ns()))
+    finally:
+        os.close(fd)
+    with open(os.path.join(path, "trace")) as f:
+        stamps = [m[1] for m in re.finditer(r" (\d+\.\d{6}): tracing_mark_write: fentrytest \d+", f.read())]
+    assert len(stamps) == 20
+    for (before, after), kernel in zip(spans, stamps):
+        usecs = int(kernel.replace(".", ""))
+        assert (before + 500) // 1000 <= usecs <= (after + 500) // 1000
