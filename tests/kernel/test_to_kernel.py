@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,7 +91,8 @@ def instance(tracefs, request):
     try:
         yield name, path
     finally:
-        os.rmdir(path)
+        if os.path.isdir(path):     # (trace-cmd extract -B removes it itself)
+            os.rmdir(path)
 
 
 def kernel_marks(path: str) -> list[re.Match[str]]:
@@ -261,3 +263,21 @@ def test_the_kernels_mono_clock_is_perf_counter_ns(instance):
     for (before, after), kernel in zip(spans, stamps):
         usecs = int(kernel.replace(".", ""))
         assert (before + 500) // 1000 <= usecs <= (after + 500) // 1000
+
+
+@pytest.mark.skipif(shutil.which("trace-cmd") is None, reason="trace-cmd is not installed")
+def test_trace_cmd_report_shows_them(tmp_path, hot_path, instance):
+    """What a trace-cmd user does: extract the instance's buffer into a
+    trace.dat and read it with trace-cmd report, no plugin."""
+    name, _ = instance
+    done, _ = run(tmp_path, hot_path, "-l", "g", "--to-kernel-instance", name)
+    assert done.returncode == 0, done.stderr
+    dat = tmp_path / "trace.dat"
+    subprocess.run(["trace-cmd", "extract", "-B", name, "-o", str(dat)], check=True, capture_output=True,
+                   timeout=60, cwd=tmp_path)
+    report = subprocess.run(["trace-cmd", "report", "-i", str(dat)], check=True, capture_output=True,
+                            text=True, timeout=60).stdout
+    lines = [ln for ln in report.splitlines() if "tracing_mark_write: fentry: " in ln]
+    assert len(lines) == 4 * CALLS
+    assert all(re.search(r" print: +tracing_mark_write: fentry: \d+\.\d{9} \d+/\d+ function __main__:g "
+                         r"<-__main__:f$", ln) for ln in lines), lines[:3]
