@@ -100,6 +100,9 @@ class KernelLines(Sink):
 
     def batch(self, stream: ProcessStream, items: Batch) -> None:
         if not stream.options.get(OPTION, False):
+            # Off: nesting starts again when it is turned on (as from the start of tracing).
+            for thread in stream.threads.values():
+                self.depth.pop(thread, None)
             return
         per_thread: dict[ThreadInfo, list[Record]] = {}
         for thread, lost, records in items:
