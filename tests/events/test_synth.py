@@ -188,10 +188,20 @@ def test_fire_prints_the_kernels_line_with_its_casts(fs):
     assert find_synth_event(fs, fs.instance, "nosuch") is None
 
 
+def test_stack_field_prints_a_frame_a_line(fs):
+    fs.write("synthetic_events", "st u64 n; unsigned long[] stack; s16 x")
+    fs.write("events/synthetic/st/enable", "1")
+    fire_all(fs, "st", [(5, ("mod:a", "mod:b"), -1)])
+    # (print_synth_event: "=> %pS\\n" each, and no space after them)
+    assert fs.read("trace").endswith(" st: n=5 stack=STACK:\n=> mod:a\n=> mod:b\nx=65535\n")
+    assert fs.read("synthetic_events") == "st\tu64 n; unsigned long[] stack; s16 x\n"
+
+
 def test_fire_from_threads_records_exactly_n_in_its_instance(fs):
     fs.write("synthetic_events", LAT)
     fs.mkdir("instances/other")
     fs.write("instances/other/events/synthetic/wakeup_latency/enable", "1")
+    fs.write("instances/other/events/synthetic/wakeup_latency/trigger", "hist:keys=pid:vals=lat")
     top = find_synth_event(fs, fs.instance, "wakeup_latency")
     other = find_synth_event(fs, fs.instances["other"], "wakeup_latency")
     n, nthreads = 25_000, 4
@@ -211,6 +221,10 @@ def test_fire_from_threads_records_exactly_n_in_its_instance(fs):
     assert len(lines) == n * nthreads
     seen = {(int(m[1]), int(m[2])) for m in (re.search(r"lat=(\d+) pid=(\d+)", line) for line in lines)}
     assert seen == {(i, t) for i in range(n) for t in range(nthreads)}
+    hist = fs.read("instances/other/events/synthetic/wakeup_latency/hist")
+    for t in range(nthreads):
+        assert re.search(rf"{{ pid: +{t} }} hitcount: +{n}  lat: +{n * (n - 1) // 2}\n", hist), hist
+    assert "Hits: 100000\n" in hist
 
 
 def test_filter_trigger_and_hist_on_a_synthetic_event(fs):
@@ -288,7 +302,7 @@ def _program(tmp_path):
 
 @pytest.mark.parametrize("how", ["run", "record"])
 def test_fired_n_times_from_threads_through_run_and_record(tmp_path, how):
-    prog, n = _program(tmp_path), 5_000
+    prog, n = _program(tmp_path), 25_000         # (4 threads: 10^5 events)
     opts = ("-t", "nop", "--buffer-size-kb", "16384", "-e", "s:lat u64 n; int t; char[] who", "-f", "t != 1")
     if how == "run":
         proc, trace = fentry_run(tmp_path, *opts, program=(prog, str(n)), text=True)
@@ -316,3 +330,17 @@ def test_live_write_and_read_through_pid(tmp_path):
         assert "Invalid type" in fentry("-p", pid, "read", "error_log").stdout
         assert fentry("-p", pid, "write", "synthetic_events", "").returncode == 0
         assert fentry("-p", pid, "read", "synthetic_events").stdout == ""
+
+
+def test_run_refuses_a_bad_definition_before_the_program_starts(tmp_path):
+    marker = tmp_path / "ran"
+    prog = tmp_path / "prog.py"
+    prog.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    proc, _ = fentry_run(tmp_path, "-t", "nop", "-e", "s:ev u64 a; float b", program=(str(prog),), text=True)
+    assert proc.returncode != 0
+    assert "synthetic_events: error: Invalid type\n  Command: s:ev u64 a; float b\n" + " " * 23 + "^" \
+        in proc.stderr
+    proc, _ = fentry_run(tmp_path, "-t", "nop", "-e", "s:ev u64 a", "-f", "b == 1",
+                         program=(str(prog),), text=True)
+    assert proc.returncode != 0 and "Field not found" in proc.stderr
+    assert not marker.exists()

@@ -272,9 +272,17 @@ class SynthFormat(TracepointFormat):
         return cls(desc[1], [SynthField(t, n, s) for t, n, s in desc[2]])
 
     def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
-        """``NAME: field=value ...`` (``site``, the event that fired it, is not printed)."""
-        return f"{self.name}: " + " ".join(
-            f"{f.name}={f.text(v)}" for f, v in zip(self.synth_fields, values))
+        """``NAME: field=value ...`` (``site``, the event that fired it, is
+        not printed); a stack's frames a line each, ``=> FRAME``, and no
+        space after them, as print_synth_event."""
+        last = len(self.synth_fields) - 1
+        parts = [f"{self.name}: "]
+        for i, (f, v) in enumerate(zip(self.synth_fields, values)):
+            if f.is_stack:
+                parts.append(f"{f.name}={f.text(v)}\n")
+            else:
+                parts.append(f"{f.name}={f.text(v)}" + ("" if i == last else " "))
+        return "".join(parts).removesuffix("\n")     # (the line's own newline is the reader's)
 
     def raw_description(self) -> list[object]:
         """The raw stream's description of it (``tracers/stream.describe``)."""
