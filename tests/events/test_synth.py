@@ -123,9 +123,9 @@ def test_too_many_fields_and_exists(fs):
 
 
 def test_dynamic_events_errors(fs):
-    for cmd, message in [("s:other/ev u64 a", "Command must be of the form: s or -:[synthetic/]<name> field[;field] ..."),
-                         ("s:ev", "Command must be of the form: <name> field[;field] ..."),
-                         ("s:synthetic/ev u64", "Command must be of the form: <name> field[;field] ...")]:
+    dyn_form = "Command must be of the form: s or -:[synthetic/]<name> field[;field] ..."
+    form = "Command must be of the form: <name> field[;field] ..."
+    for cmd, message in [("s:other/ev u64 a", dyn_form), ("s:ev", form), ("s:synthetic/ev u64", form)]:
         with pytest.raises(TraceError) as e:
             fs.write("dynamic_events", cmd, append=True)
         assert e.value.message == message and e.value.pos == 0
