@@ -81,7 +81,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help="function_graph: only calls that last USECS or more, at their end, "
                         "as funcslower (tracing_thresh; 0: all)")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
-                   help=f"add an event (a dynamic_events line: p, r, f or e), or name a "
+                   help=f"add an event (a dynamic_events line: p, r, f, e or s), or name a "
                         f"tracepoint (python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
@@ -362,6 +362,7 @@ def _check_filters(globs: list[str], what: str) -> None:
 def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     """Each --hist against the -e it names (its fields), before the program starts."""
     from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
+    from .events.synth_format import SynthFormat
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import _filter_kind
     from .events.tracepoints import check_tracepoint, tracepoint_name
@@ -372,7 +373,9 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
             events.append((point.group, point.name, point.field_kinds()))
         else:
             d = parse_definition(p[0])
-            events.append((d.group, d.event, {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}))
+            kinds = d.field_kinds() if isinstance(d, SynthFormat) \
+                else {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}
+            events.append((d.group, d.event, kinds))
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [e for e in events if e[1] == name and group in (None, e[0])]
@@ -389,7 +392,9 @@ def _check_probes(probes: list[list[Any]]) -> None:
     ``probes``: [definition, filter or None, triggers...] of each -e."""
     if not probes:
         return
+    from .events.filter import compile_filter
     from .events.probe_parser import KPROBE_EVENT_SYSTEM
+    from .events.synth_format import SynthFormat
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import compile_event_filter, event_name_pos
     from .events.tracepoints import check_tracepoint, tracepoint_name
@@ -410,6 +415,14 @@ def _check_probes(probes: list[list[Any]]) -> None:
                              detail=f"an earlier -e defines {defn.group}/{defn.event}; "
                                     f"give this one a name of its own (-e '{rename}')")
         names.add((defn.group, defn.event))
+        if isinstance(defn, SynthFormat):       # s:NAME FIELDS: a filter on its fields
+            if filter_text is not None:
+                try:
+                    compile_filter(filter_text, defn.field_kinds())
+                except TraceError as e:
+                    e.subsystem = "event filter parse error"
+                    raise
+            continue
         # (an fprobe's $arg* names its fields once its function is found: checked then)
         if filter_text is not None and not (defn.dyn_type == "fprobe"
                                             and any(a.kind == "args" for a in defn.args)):
