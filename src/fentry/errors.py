@@ -138,10 +138,23 @@ ERRORS: dict[str, str] = {
     "NO_EP_FILTER": "No filter rule after 'if'",
     "NOSUP_BTFARG": "BTF is not available or not supported",
     # an unknown first letter: the kernel's bare -EINVAL (create_dyn_event), said
-    "BAD_DYN_EVENT": "Invalid argument: unknown event type (expected p, r, f, e or -)",
+    "BAD_DYN_EVENT": "Invalid argument: unknown event type (expected p, r, f, e, s or -)",
     # removing an event an eprobe is attached to: the kernel's -EBUSY of a referenced event
     "EVENT_IN_USE": "Device or resource busy: an eprobe is attached to the event (remove it first)",
     # -- (end of dynamic_events)
+    # -- synthetic_events and s: in dynamic_events: the kernel's trace_events_synth.c SYNTH_ERR_*
+    "SYNTH_ERR_BAD_NAME": "Illegal name",
+    "SYNTH_ERR_INVALID_CMD": "Command must be of the form: <name> field[;field] ...",
+    "SYNTH_ERR_INVALID_DYN_CMD": "Command must be of the form: s or -:[synthetic/]<name> field[;field] ...",
+    "SYNTH_ERR_EVENT_EXISTS": "Event already exists",
+    "SYNTH_ERR_TOO_MANY_FIELDS": "Too many fields",
+    "SYNTH_ERR_INCOMPLETE_TYPE": "Incomplete type",
+    "SYNTH_ERR_INVALID_TYPE": "Invalid type",
+    "SYNTH_ERR_INVALID_FIELD": "Invalid field",
+    "SYNTH_ERR_INVALID_ARRAY_SPEC": "Invalid array specification",
+    # removing one a hist trigger's action names: the kernel's -EBUSY (se->ref), not logged
+    "SYNTH_IN_USE": "Device or resource busy: a hist trigger's action uses the synthetic event",
+    # -- (end of synthetic events)
     # -- event filters: the kernel's trace_events_filter.c messages
     "FILT_ERR_INVALID_OP": "Invalid operator",
     "FILT_ERR_TOO_MANY_OPEN": "Too many '('",

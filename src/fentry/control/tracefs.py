@@ -31,6 +31,7 @@ from ..events.marker import marker_text
 from ..events.set_event import available_events_text, parse_set_event, set_event_text
 from ..events.trace_dynevent import DynamicEvents
 from ..events.trace_kprobe import ProbeEvents, enable_text
+from ..events.trace_synth import SynthEvents
 from ..events.tracepoints import Tracepoint, Tracepoints
 from ..events.trigger import TriggerContext, Triggered
 from ..ftrace import FilterHash
@@ -123,7 +124,8 @@ class Tracefs:
     def __init__(self) -> None:
         self.probes = probes = ProbeEvents()
         self.tracepoints = Tracepoints()        # Python's own events: python:*, gc:*, audit:*
-        self.dynamic_events = DynamicEvents(probes)
+        self.synth = SynthEvents(self.tracepoints, probes)      # synthetic:*, among the tracepoints
+        self.dynamic_events = DynamicEvents(probes, self.synth)
         self.instance = self._wire(TraceInstance(top=True))     # the top level
         self.instances: dict[str, TraceInstance] = {}
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
@@ -138,6 +140,7 @@ class Tracefs:
             "available_filter_functions": (SYMBOLS.available_filter_functions, None),
             "kprobe_events": (probes.definitions, probes.write),
             "dynamic_events": (self.dynamic_events.read, self.dynamic_events.write),
+            "synthetic_events": (self.synth.read, self.synth.write),
             "kprobe_profile": (probes.profile, None),
             # (the top level's only, as the kernel's: instances have set_event)
             "available_events": (lambda: available_events_text(self.all_events()), None),

@@ -6,13 +6,13 @@ letter of its line::
     p, r    probe events (trace_kprobe: what kprobe_events takes)
     f       fprobe events (trace_fprobe)
     e       eprobe events (trace_eprobe)
+    s       synthetic events (trace_synth, not in ProbeEvents: among the tracepoints)
     -       removal: -:[GRP/][EVENT] [POINT [FETCHARGS]], of any kind
 
 A kind is one row of ``DYN_EVENT_KINDS`` (the kernel's
 ``dyn_event_register``): how a line of it is defined in the process, and
 how a reader outside it (which resolves nothing) parses the line as reading
-``dynamic_events`` shows it.  ``t`` (tprobe) and ``s`` (synthetic) events
-go there.  All kinds share one registry, ``ProbeEvents``: ``kprobe_events``
+``dynamic_events`` shows it.  ``t`` (tprobe) events go there.  All kinds share one registry, ``ProbeEvents``: ``kprobe_events``
 shows and clears the ``p``/``r`` ones only, ``dynamic_events`` all of them.
 """
 
@@ -27,6 +27,7 @@ from .probe_parser import ProbeDefinition, ProbeRemoval, log_command, parse_prob
 from .trace_eprobe import ANY_FIELD, EprobeDefinition, create_eprobe, parse_eprobe
 from .trace_fprobe import parse_fprobe, resolve_fprobe
 from .trace_kprobe import ProbeEvents
+from .trace_synth import SynthEvents
 
 __all__ = ["DYN_EVENT_KINDS", "DynamicEvents", "DynEventKind", "parse_definition"]
 
@@ -81,12 +82,13 @@ def parse_definition(line: str) -> Definition:
 class DynamicEvents:
     """The ``dynamic_events`` file, on the shared registry ``probes``."""
 
-    def __init__(self, probes: ProbeEvents) -> None:
+    def __init__(self, probes: ProbeEvents, synth: SynthEvents) -> None:
         self.probes = probes
+        self.synth = synth
 
     def read(self) -> str:
         """Every dynamic event's definition, as its kind shows it."""
-        return self.probes.definitions(None)
+        return self.probes.definitions(None) + self.synth.definitions()
 
     def write(self, text: str, append: bool) -> None:
         """``>`` removes every dynamic event first (none if one is busy);
@@ -94,7 +96,9 @@ class DynamicEvents:
         probes = self.probes
         with probes.lock, check_batch():
             if not append:
+                self.synth.check_release_all(text)
                 probes.release_all(None, text)
+                self.synth.release_all(text)
             for line in text.splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
@@ -102,9 +106,23 @@ class DynamicEvents:
 
     def _apply(self, line: str) -> None:
         if line[0] == "-":
-            self.probes._remove(line, None)
+            if not self._remove_synth(line):
+                self.probes._remove(line, None)
+            return
+        if line.startswith("s:"):
+            self.synth.dyn_command(line)
             return
         kind = DYN_EVENT_KINDS.get(line[0])
         if kind is None:        # the kernel's -EINVAL, which no kind logs
             raise TraceError("BAD_DYN_EVENT", log_command(line), 0, subsystem="trace_dynevent")
         kind.create(self.probes, line)
+
+    def _remove_synth(self, line: str) -> bool:
+        """``-:synthetic/NAME`` or ``-:NAME`` of a synthetic event (synth_event_match:
+        the name, and the group if given); False if it names none."""
+        head = line[2:].split(None, 1)[0] if line.startswith("-:") and len(line) > 2 else ""
+        group, _, name = head.rpartition("/")
+        if group not in ("", "synthetic") or self.synth.find(name) is None:
+            return False
+        self.synth.remove(name, log_command(line))
+        return True

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ..events.event_format import EventFormat
 from ..events.marker import MARKER, RAW_MARKER
 from ..events.stack import STACK
+from ..events.synth_format import SynthFormat
 from ..events.tracepoint_format import TracepointFormat
 from ..raw import CodeInfo, decode_records, record_chunks
 from ..tracers import stream as msg
@@ -172,6 +173,8 @@ def _ref(desc: list[Any]) -> object:
         return TASK_RENAME
     if kind == "tracepoint":
         return TracepointFormat(desc[1], desc[2], tuple(desc[3]))
+    if kind == "synthetic":
+        return SynthFormat.from_description(desc)
     if kind == "event":
         try:
             return EventFormat.from_definition(desc[3])
