@@ -481,6 +481,7 @@ class HistTrigger(Trigger):
     def freed(self) -> None:
         if self in HIST_VARS:
             HIST_VARS.remove(self)
+        hist_actions.hold(self.actions, False)
         name = self.spec.name
         if name is not None and self in NAMED.get(name, []):
             NAMED[name].remove(self)
@@ -844,6 +845,7 @@ def hist_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param
     except TraceError as e:
         raise _logged(e, ctx) from None
     file.register_trigger(trigger, ctx)
+    hist_actions.hold(trigger.actions, True)
     if spec.vars or trigger.refs:
         HIST_VARS.append(trigger)
     # The kernel's hist_trigger_enable adds a hist at the tail of the list.

@@ -31,6 +31,7 @@ from .hist_vars import add_slot, own_var
 if TYPE_CHECKING:
     from .hist import HistField, HistTrigger, _Parse
     from .hist_vars import RefSlot
+    from .trace_synth import SynthEventFile
     from .trigger import TriggerContext
 
 __all__ = ["Action", "parse_action", "ACTION_PREFIXES"]
@@ -150,14 +151,13 @@ def _params(text: str, a: Action, p: _Parse) -> None:
 
 # -- create_actions: against the instance's synthetic events and hists
 
-def find_synth(trigger: HistTrigger, name: str) -> Any:
-    """The synthetic event ``name`` (``find_synth_event``), None if there is none."""
-    try:
-        from . import trace_synth     # (synthetic events: their module, when there)
-    except ImportError:
-        return None
-    find = getattr(trace_synth, "find_synth_event", None)
-    return find(trigger.file.instance, name) if find is not None else None
+def find_synth(ctx: TriggerContext, name: str) -> SynthEventFile | None:
+    """The synthetic event ``name``'s file in the hist's instance
+    (``find_synth_event``), None if there is none."""
+    from .synth_format import SYNTH_SYSTEM
+    from .trace_synth import SynthEventFile
+    file = ctx.find(SYNTH_SYSTEM, name)
+    return file if isinstance(file, SynthEventFile) else None
 
 
 _TYPE_SIZES = {"u8": (1, False), "s8": (1, True), "u16": (2, False), "s16": (2, True),
@@ -210,7 +210,7 @@ def create(a: Action, trigger: HistTrigger, ctx: TriggerContext, kinds: Mapping[
         return
     if a.action != "trace":
         return
-    synth = find_synth(trigger, a.synth_name or "")
+    synth = find_synth(ctx, a.synth_name or "")
     if synth is None:
         raise p.err("HIST_ERR_SYNTH_EVENT_NOT_FOUND", a.synth_name)
     fields = list(synth.fields)
@@ -253,6 +253,13 @@ def create(a: Action, trigger: HistTrigger, ctx: TriggerContext, kinds: Mapping[
     if len(a.args) != len(fields):
         raise p.err("HIST_ERR_SYNTH_COUNT_MISMATCH", a.synth_name)
     a.synth = synth
+
+
+def hold(actions: list[Action], on: bool) -> None:
+    """The synthetic events the actions fire held (``se->ref``: not removable), or let go."""
+    for a in actions:
+        if a.synth is not None:
+            a.synth.event.hold() if on else a.synth.event.unhold()
 
 
 def _ref_node(ref: Any, slots: list[RefSlot]) -> HistField:
