@@ -203,6 +203,7 @@ ERRORS: dict[str, str] = {
     "HIST_ERR_ONX_NOT_VAR": "For onmax(x) or onchange(x), x must be a variable",
     "HIST_ERR_ONX_VAR_NOT_FOUND": "Couldn't find onmax or onchange variable",
     "HIST_ERR_FIELD_VAR_CREATE_FAIL": "Couldn't create field variable",
+    "HIST_ERR_PARAM_NOT_FOUND": "Couldn't find param",
     "HIST_ERR_INVALID_PARAM": "Invalid action param",
     "HIST_ERR_ACTION_NOT_FOUND": "No action found",
     "HIST_ERR_TOO_MANY_SAVE_ACTIONS": "Can't have more than one save() action per hist",
