@@ -32,7 +32,7 @@ LAT_PROGRAM = textwrap.dedent('''\
 
     def worker(rounds):
         for _ in range(rounds):
-            for ms in (3, 6, 24):
+            for ms in (2.5, 10, 40):
                 work(ms)
 
     if __name__ == "__main__":
@@ -49,8 +49,10 @@ ROUNDS = 2
 CALLS = THREADS * ROUNDS * 3
 
 # The must-show, as a user types it: entry and return probes, a synthetic
-# event, and three hists.  The sleeps (3, 6, 24 ms) sit well inside log2
-# buckets 12, 13 and 15 (2049-4096, 4097-8192, 16385-32768 us).
+# event, and three hists.  The sleeps (2.5, 10, 40 ms) sit inside log2
+# buckets 12, 14 and 16 (2049-4096, 8193-16384, 32769-65536 us), far from
+# their edges but for a loaded machine's oversleep; what is checked is that
+# each call falls where function_graph's duration of it does.
 LATENCY = ["-e", "p:lat/work_entry __main__:work", "-e", "r:lat/work_exit __main__:work",
            "-e", "s:synthetic/wakeup_lat u64 lat; pid_t pid",
            "--hist", "lat/work_entry:keys=common_pid:ts0=common_timestamp.usecs",
@@ -103,7 +105,7 @@ def _check_latency(trace: str, graph: list[float]) -> None:
     assert totals(synth) == (CALLS, len(got), 0)
     assert len(graph) == CALLS
     assert got == dict(collections.Counter(log2(int(d)) for d in graph))
-    assert set(got) == {12, 13, 15}
+    assert len(got) >= 3 and min(got) >= 12
     exit_hist = h["lat/work_exit"]
     assert ("trigger info: hist:keys=common_pid:vals=hitcount:lat=common_timestamp.usecs-$ts0"
             ":sort=hitcount:size=2048:clock=global"
