@@ -355,6 +355,7 @@ def _check_filters(globs: list[str], what: str) -> None:
 def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     """Each --hist against the -e it names (its fields), before the program starts."""
     from .events.hist import COMMON_HIST_FIELDS, parse_hist, split_hist_option
+    from .events.synth_format import SynthFormat
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import _filter_kind
     from .events.tracepoints import check_tracepoint, tracepoint_name
@@ -368,7 +369,9 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
             events.append(("synthetic", name, {f.name: "str" if f.is_string else "num" for f in fields}))
         else:
             d = parse_definition(p[0])
-            events.append((d.group, d.event, {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}))
+            kinds = d.field_kinds() if isinstance(d, SynthFormat) \
+                else {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}
+            events.append((d.group, d.event, kinds))
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [e for e in events if e[1] == name and group in (None, e[0])]
@@ -397,6 +400,8 @@ def _check_probes(probes: list[list[Any]]) -> None:
     if not probes:
         return
     from .events.probe_parser import KPROBE_EVENT_SYSTEM
+    from .events.filter import compile_filter
+    from .events.synth_format import SynthFormat
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import compile_event_filter, event_name_pos
     from .events.tracepoints import check_tracepoint, tracepoint_name
@@ -420,6 +425,14 @@ def _check_probes(probes: list[list[Any]]) -> None:
                              detail=f"an earlier -e defines {defn.group}/{defn.event}; "
                                     f"give this one a name of its own (-e '{rename}')")
         names.add((defn.group, defn.event))
+        if isinstance(defn, SynthFormat):       # s:NAME FIELDS: a filter on its fields
+            if filter_text is not None:
+                try:
+                    compile_filter(filter_text, defn.field_kinds())
+                except TraceError as e:
+                    e.subsystem = "event filter parse error"
+                    raise
+            continue
         # (an fprobe's $arg* names its fields once its function is found: checked then)
         if filter_text is not None and not (defn.dyn_type == "fprobe"
                                             and any(a.kind == "args" for a in defn.args)):

@@ -411,6 +411,7 @@ class Agent:
             if name in self.fs.instances:
                 self.fs.rmdir(f"instances/{name}")
             self.fs.probes.remove(defined)
+            self.fs.synth.remove_unused(defined)
         except TraceError as e:
             self.fs.probes.log(e)
 
@@ -539,7 +540,9 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
             defn = parse_definition(definition)
             key = (defn.group, defn.event)
             there = fs.probes.events.get(key)
-            if there is None or (format_definition(there.defn) != format_definition(defn)
+            if fs.synth.defined_as(defn):
+                pass        # (a synthetic event of these fields: shared, as a tracepoint is)
+            elif there is None or (format_definition(there.defn) != format_definition(defn)
                                  and there.command != log_command(definition)):
                 try:
                     fs.write("dynamic_events", definition, append=True)

@@ -108,9 +108,16 @@ HELP: dict[str, str] = {
                       "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
                       "           f[:[<group>/][<event>]] <func>[%return] [<args>]\n"
                       "           e[:[<group>/][<event>]] <attached-group>.<attached-event> [<args>] [if <filter>]\n"
+                      "           s:[synthetic/]<event> <field>[;<field>]\n"
                       "           -:[<group>/][<event>]\n"
                       "     args: <name>=fetcharg[:type]; for 'f', $arg* and parameter names;\n"
-                      "           for 'e', $<field> of the attached event",
+                      "           for 'e', $<field> of the attached event\n"
+                      "    field: <stype> <name>;\n"
+                      "    stype: u8/u16/u32/u64, s8/s16/s32/s64, pid_t,\n"
+                      "           [unsigned] char/int/long",
+    "synthetic_events": "Create/append/remove/show synthetic events\n"
+                        "  Write into this file to define/undefine new synthetic events.\n"
+                        "     example: echo 'myevent u64 lat; char name[]; long[] stack' >> synthetic_events",
     "kprobe_profile": "hits and misses of every probe event",
     "function_profile_enabled": "1 counts calls and time per function, in trace_stat/",
     "trace_stat": "trace_stat/function<TID>: one thread's function profile",

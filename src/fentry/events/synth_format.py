@@ -195,6 +195,52 @@ def parse_fields(command: str, raw_fields: str) -> list[SynthField]:
     return fields
 
 
+def first_space(cmd: str) -> int:
+    """strpbrk(cmd, " \\t"), -1 for none."""
+    found = [i for i in (cmd.find(" "), cmd.find("\t")) if i >= 0]
+    return min(found) if found else -1
+
+
+def split_dyn_command(cmd: str) -> tuple[str, str]:
+    """An ``s:[synthetic/]NAME FIELDS`` line of ``dynamic_events``: its
+    name and its fields' text (the kernel's create_synth_event, up to
+    __create_synth_event); errors placed in ``cmd``."""
+    space = first_space(cmd)
+    if space < 0:
+        raise TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM)
+    start = 2
+    if "/" in cmd[start:]:
+        if not cmd.startswith(f"s:{SYNTH_SYSTEM}/"):
+            raise TraceError("SYNTH_ERR_INVALID_DYN_CMD", cmd, 0, subsystem=SUBSYSTEM)
+        start += len(SYNTH_SYSTEM) + 1
+    if not is_command(cmd[start:]):
+        raise TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM)
+    return cmd[start:space], cmd[space:].lstrip()
+
+
+def is_command(cmd: str) -> bool:
+    """check_command: a removal, or a name and at least one type and field."""
+    name_and_fields = cmd.split(";", 1)[0]
+    return name_and_fields[:1] == "!" or len(name_and_fields.split()) >= 3
+
+
+def check_name(cmd: str, name: str) -> None:
+    """An event's name, in ``cmd``: a C identifier."""
+    if not name:
+        raise TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM)
+    if not is_good_name(name):
+        raise TraceError("SYNTH_ERR_BAD_NAME", cmd, errpos(cmd, name), subsystem=SUBSYSTEM)
+
+
+def parse_synth_definition(line: str) -> SynthFormat:
+    """An ``s:`` line of ``dynamic_events`` (``-e`` of ``fentry run``),
+    checked as far as it can be without the events defined (not whether
+    the name is taken)."""
+    name, raw_fields = split_dyn_command(line.strip())
+    check_name(line.strip(), name)
+    return SynthFormat(name, parse_fields(line.strip(), raw_fields))
+
+
 def fields_text(fields: Sequence[SynthField]) -> str:
     """``TYPE NAME; TYPE NAME`` (``__synth_event_show``)."""
     return "; ".join(f"{f.type} {f.name}" for f in fields)
@@ -208,15 +254,35 @@ class SynthFormat(TracepointFormat):
         super().__init__(SYNTH_SYSTEM, name, tuple(f.name for f in fields))
         self.synth_fields = tuple(fields)
 
+    dyn_type = "synthetic"
+    args = ()           # (no fetchargs: what a probe definition's readers look for)
+
+    @property
+    def event(self) -> str:
+        """Its name (as a probe definition's ``event``)."""
+        return self.name
+
+    def field_kinds(self) -> dict[str, str]:
+        """Each field's filter kind: ``num`` or ``str`` (a stack: its text)."""
+        return {f.name: "str" if f.is_string or f.is_stack else "num" for f in self.synth_fields}
+
     @classmethod
     def from_description(cls, desc: list[Any]) -> SynthFormat:
         """From the raw stream's ``["synthetic", name, [[type, field, size], ...]]``."""
         return cls(desc[1], [SynthField(t, n, s) for t, n, s in desc[2]])
 
     def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
-        """``NAME: field=value ...`` (``site``, the event that fired it, is not printed)."""
-        return f"{self.name}: " + " ".join(
-            f"{f.name}={f.text(v)}" for f, v in zip(self.synth_fields, values))
+        """``NAME: field=value ...`` (``site``, the event that fired it, is
+        not printed); a stack's frames a line each, ``=> FRAME``, and no
+        space after them, as print_synth_event."""
+        last = len(self.synth_fields) - 1
+        parts = [f"{self.name}: "]
+        for i, (f, v) in enumerate(zip(self.synth_fields, values)):
+            if f.is_stack:
+                parts.append(f"{f.name}={f.text(v)}\n")
+            else:
+                parts.append(f"{f.name}={f.text(v)}" + ("" if i == last else " "))
+        return "".join(parts).removesuffix("\n")     # (the line's own newline is the reader's)
 
     def raw_description(self) -> list[object]:
         """The raw stream's description of it (``tracers/stream.describe``)."""

@@ -27,6 +27,7 @@ from .probe_parser import ProbeDefinition, ProbeRemoval, log_command, parse_prob
 from .trace_eprobe import ANY_FIELD, EprobeDefinition, create_eprobe, parse_eprobe
 from .trace_fprobe import parse_fprobe, resolve_fprobe
 from .trace_kprobe import ProbeEvents
+from .synth_format import parse_synth_definition
 from .trace_synth import SynthEvents
 
 __all__ = ["DYN_EVENT_KINDS", "DynamicEvents", "DynEventKind", "parse_definition"]
@@ -73,6 +74,8 @@ DYN_EVENT_KINDS: dict[str, DynEventKind] = {
 def parse_definition(line: str) -> Definition:
     """A definition as reading ``dynamic_events`` shows it, of any kind, in a
     reader outside the traced process."""
+    if line.lstrip().startswith("s:"):
+        return parse_synth_definition(line)     # type: ignore[return-value]  # (its group, event, args)
     kind = DYN_EVENT_KINDS.get(line.lstrip()[:1])
     if kind is None:
         raise TraceError("BAD_DYN_EVENT", line, 0)

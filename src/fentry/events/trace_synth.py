@@ -32,10 +32,13 @@ from .synth_format import (
     SYNTH_SYSTEM,
     SynthField,
     SynthFormat,
+    check_name,
     errpos,
     fields_text,
-    is_good_name,
+    first_space,
+    is_command,
     parse_fields,
+    split_dyn_command,
 )
 from .tracepoints import Source, Tracepoint, TracepointFile, Tracepoints
 
@@ -62,9 +65,6 @@ class SynthEvent(SynthFormat, Tracepoint):
         if f is None:
             f = self.files[id(instance)] = SynthEventFile(self, instance)
         return f  # type: ignore[return-value]  # (only SynthEventFiles are made for it)
-
-    def field_kinds(self) -> dict[str, str]:
-        return {f.name: "str" if f.is_string or f.is_stack else "num" for f in self.synth_fields}
 
     def format_text(self) -> str:
         """The ``format`` file: the common fields, then a u64 slot each
@@ -151,6 +151,14 @@ class SynthEvents:
         event = self.tracepoints.find(SYNTH_SYSTEM, name)
         return event if isinstance(event, SynthEvent) else None
 
+    def defined_as(self, defn: object) -> bool:
+        """Whether ``defn`` (a parsed ``s:`` line) is a synthetic event defined
+        already, with the same fields."""
+        if not isinstance(defn, SynthFormat):
+            return False
+        event = self.find(defn.name)
+        return event is not None and event.synth_fields == defn.synth_fields
+
     # -- synthetic_events
     def read(self) -> str:
         """``NAME\\tTYPE FIELD; ...`` a line each (synth_events_seq_show)."""
@@ -173,10 +181,9 @@ class SynthEvents:
 
     def command(self, cmd: str) -> None:
         """A line of ``synthetic_events`` (create_or_delete_synth_event)."""
-        name_and_fields = cmd.split(";", 1)[0]
-        if name_and_fields[0] != "!" and len(name_and_fields.split()) < 3:
+        if not is_command(cmd):
             self._fail(TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM))
-        space = _first_space(cmd)
+        space = first_space(cmd)
         name = cmd[:space] if space >= 0 else cmd
         if name[0] == "!":
             self.remove(name[1:], cmd)
@@ -185,29 +192,19 @@ class SynthEvents:
 
     def dyn_command(self, cmd: str) -> None:
         """An ``s:[synthetic/]NAME FIELDS`` line of ``dynamic_events`` (create_synth_event)."""
-        space = _first_space(cmd)
-        if space < 0:
-            self._fail(TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM))
-        start = 2
-        if "/" in cmd[start:]:
-            if not cmd.startswith(f"s:{SYNTH_SYSTEM}/"):
-                self._fail(TraceError("SYNTH_ERR_INVALID_DYN_CMD", cmd, 0, subsystem=SUBSYSTEM))
-            start += len(SYNTH_SYSTEM) + 1
-        if len(cmd[start:].split(";", 1)[0].split()) < 3 and cmd[start:start + 1] != "!":
-            self._fail(TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM))
-        self.create(cmd, cmd[start:space], cmd[space:].lstrip())
+        try:
+            name, raw_fields = split_dyn_command(cmd)
+        except TraceError as e:
+            self._fail(e)
+        self.create(cmd, name, raw_fields)
 
     def create(self, cmd: str, name: str, raw_fields: str) -> SynthEvent:
         """``__create_synth_event``: errors placed in ``cmd`` and logged."""
-        if not name:
-            self._fail(TraceError("SYNTH_ERR_INVALID_CMD", cmd, 0, subsystem=SUBSYSTEM))
-        if not is_good_name(name):
-            self._fail(TraceError("SYNTH_ERR_BAD_NAME", cmd, errpos(cmd, name), subsystem=SUBSYSTEM))
         with self.lock:
-            if self.find(name) is not None:
-                self._fail(TraceError("SYNTH_ERR_EVENT_EXISTS", cmd, errpos(cmd, name),
-                                      subsystem=SUBSYSTEM))
             try:
+                check_name(cmd, name)
+                if self.find(name) is not None:
+                    raise TraceError("SYNTH_ERR_EVENT_EXISTS", cmd, errpos(cmd, name), subsystem=SUBSYSTEM)
                 fields = parse_fields(cmd, raw_fields)
             except TraceError as e:
                 self._fail(e)
@@ -242,6 +239,15 @@ class SynthEvents:
         for event in self.events():
             self._check_free(event, text.strip())
 
+    def remove_unused(self, keys: list[tuple[str, str]]) -> None:
+        """Those of ``keys`` that are synthetic events, where free (the end
+        of the session that defined them)."""
+        with self.lock:
+            for group, name in keys:
+                event = self.find(name) if group == SYNTH_SYSTEM else None
+                if event is not None and not event.ref and not event.enabled:
+                    self._drop(event)
+
     @staticmethod
     def _check_free(event: SynthEvent, cmd: str) -> None:
         if event.ref:
@@ -260,8 +266,3 @@ class SynthEvents:
         self.probes.log(error)
         raise error
 
-
-def _first_space(cmd: str) -> int:
-    """strpbrk(cmd, " \\t")."""
-    found = [i for i in (cmd.find(" "), cmd.find("\t")) if i >= 0]
-    return min(found) if found else -1
