@@ -364,9 +364,6 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
         if tracepoint_name(p[0]) is not None:
             point = check_tracepoint(p[0], None)
             events.append((point.group, point.name, point.field_kinds()))
-        elif p[0].startswith("s:"):
-            name, fields = _synth_definition(p[0])
-            events.append(("synthetic", name, {f.name: "str" if f.is_string else "num" for f in fields}))
         else:
             d = parse_definition(p[0])
             kinds = d.field_kinds() if isinstance(d, SynthFormat) \
@@ -380,17 +377,6 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
                              detail="give it as GRP:EVENT" if found else "define it with -e")
         g, n, kinds = found[0]
         parse_hist(param, {**COMMON_HIST_FIELDS, **kinds}, f"hist:{g}:{n}")
-
-
-def _synth_definition(line: str) -> tuple[str, list[Any]]:
-    """An ``-e 's:[synthetic/]NAME TYPE FIELD[; ...]'``: its name and fields
-    (the checks of ``dynamic_events``' ``s:``, before the program starts)."""
-    from .events.synth_format import SUBSYSTEM, is_good_name, parse_fields
-    head, _, fields = line[2:].partition(" ")
-    group, _, name = head.rpartition("/")
-    if group not in ("", "synthetic") or not is_good_name(name) or not fields.strip():
-        raise TraceError("SYNTH_ERR_INVALID_CMD", line, 0, subsystem=SUBSYSTEM)
-    return name, parse_fields(line, fields)
 
 
 def _check_probes(probes: list[list[Any]]) -> None:
@@ -412,9 +398,6 @@ def _check_probes(probes: list[list[Any]]) -> None:
             continue
         if definition.lstrip()[:1] == "-":
             raise TraceError("BAD_PROBE_TYPE", definition, 0, subsystem="trace_kprobe")
-        if definition.startswith("s:"):         # a synthetic event (fired by a --hist's action)
-            names.add(("synthetic", _synth_definition(definition)[0]))
-            continue
         defn = parse_definition(definition)
         if (defn.group, defn.event) in names:
             head = definition.split()[0].partition(":")[0]

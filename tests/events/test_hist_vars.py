@@ -62,7 +62,9 @@ LATENCY = ["-e", "p:lat/work_entry __main__:work", "-e", "r:lat/work_exit __main
 
 ROW = re.compile(r"^\{ (?P<key>.*?) *\} hitcount: +(?P<hits>\d+)(?P<vals>.*)$")
 TOTALS = re.compile(r"\nTotals:\n    Hits: (\d+)\n    Entries: (\d+)\n    Dropped: (\d+)\n")
-GRAPH_WORK = re.compile(r"\|\s*[!#*@$+ ]?\s*([\d.]+) us\s*\|\s+work\(\);")
+# A work() call's duration: a leaf line, or the closing brace of one that
+# other threads' lines split (only work is traced: every brace is its).
+GRAPH_WORK = re.compile(r"\|\s*[!#*@$+ ]?\s*([\d.]+) us\s*\|\s+(?:work\(\);|\})")
 
 
 def rows(hist: str) -> list[tuple[str, int, str]]:

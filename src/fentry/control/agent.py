@@ -532,10 +532,6 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
         key = tracepoint_name(definition)
         if key is not None:             # a tracepoint (python:raise): nothing to define
             fs.tracepoints.declare(*key)
-        elif definition.startswith("s:"):   # a synthetic event: defined once, kept (no probe to remove)
-            key = _event_key(definition)
-            if fs.tracepoints.find(*key) is None:
-                fs.write("dynamic_events", definition, append=True)
         else:
             defn = parse_definition(definition)
             key = (defn.group, defn.event)
@@ -568,8 +564,6 @@ def apply_settings(fs: Tracefs, settings: dict[str, Any], instance: str | None =
 def _event_key(definition: str) -> tuple[str, str]:
     """The (group, event) a dynamic event's definition defines."""
     from ..events.trace_dynevent import parse_definition
-    if definition.startswith("s:"):
-        return "synthetic", definition[2:].split(None, 1)[0].rpartition("/")[2]
     defn = parse_definition(definition)
     return defn.group, defn.event
 
