@@ -191,7 +191,8 @@ ERRORS: dict[str, str] = {
     "HIST_BAD_SIZE": "Invalid argument: size= is from 128 to 131072 (rounded up to a power of two)",
     # variables, expressions and actions (trace_events_hist.c's, in its order)
     "HIST_ERR_DUPLICATE_VAR": "Variable already defined",
-    "HIST_ERR_VAR_NOT_UNIQUE": "Variable name not unique, need to use fully qualified name (subsys.event.var) for variable",
+    "HIST_ERR_VAR_NOT_UNIQUE": "Variable name not unique, need to use fully qualified name "
+                               "(subsys.event.var) for variable",
     "HIST_ERR_TOO_MANY_VARS": "Too many variables defined",
     "HIST_ERR_MALFORMED_ASSIGNMENT": "Malformed assignment",
     "HIST_ERR_TOO_MANY_SUBEXPR": "Too many subexpressions (3 max)",

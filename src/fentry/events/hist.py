@@ -38,8 +38,18 @@ from ..errors import TraceError
 from ..symbols import FENTRY_DIR, SYMBOLS, call_site
 from . import hist_actions
 from .hist_expr import Env, check_timestamps, evaluate, field_type, has_refs, parse_expr, resolve_usecs, walk
-from .hist_vars import (HIST_VARS, VARS_MAX, RefSlot, VarRef, busy, own_var, referenced, resolve_ref,
-                        var_read, vars_set)
+from .hist_vars import (
+    HIST_VARS,
+    VARS_MAX,
+    RefSlot,
+    VarRef,
+    busy,
+    own_var,
+    referenced,
+    resolve_ref,
+    var_read,
+    vars_set,
+)
 from .tracing_map import BITS_DEFAULT, BITS_MAX, BITS_MIN, TracingMap
 from .trigger import (
     ETT_EVENT_HIST,
@@ -113,6 +123,12 @@ class HistField:
             return text + self.name
         text += self.name + (f".{self.flag}" if self.flag else "")
         return text + (f"={self.buckets}" if self.buckets else "")
+
+    @property
+    def vref(self) -> VarRef:
+        """A reference's variable (a ``ref`` field's, never None)."""
+        assert self.ref is not None
+        return self.ref
 
     def shape(self) -> tuple[object, ...]:
         """What ``hist_trigger_match`` compares of it."""

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .hist_expr import Env, evaluate, field_type
+from .hist_expr import Env, _num, evaluate, field_type
 from .hist_vars import add_slot, own_var
 
 if TYPE_CHECKING:
@@ -276,12 +276,13 @@ def run(a: Action, trigger: HistTrigger, key: tuple[object, ...], env: Env) -> N
         _trace(a, env)
         return
     assert a.track is not None
-    val = env.refvals[a.track.ref.index] & ((1 << 64) - 1)
+    val = _num(env.refvals[a.track.vref.index])
     m = trigger.map
     track = "__max" if a.handler == "onmax" else "__change"
     with m.lock:
         d = m.vars.setdefault(key, {})
         old = d.get(track, 0)
+        assert isinstance(old, int)
         if (val <= old) if a.handler == "onmax" else (val == old):
             return
         d[track] = val
@@ -325,8 +326,13 @@ def entry_text(trigger: HistTrigger, key: tuple[object, ...]) -> str:
             for f in x.save:
                 v = d.get(f.var_name or f.name, 0)
                 name = f.var_name or f.name
-                out.append(f"  {name}: {v:<32}" if isinstance(v, str) else f"  {name}: {int(v):10d}")
+                out.append(f"  {name}: {v:<32}" if isinstance(v, str) else f"  {name}: {_u64(v):10d}")
     return "".join(out)
+
+
+def _u64(v: object) -> int:
+    """A saved value as the kernel's u64 prints."""
+    return v & ((1 << 64) - 1) if isinstance(v, int) else 0
 
 
 def snapshot_text(trigger: HistTrigger, key_text: Any) -> str:

@@ -18,9 +18,9 @@ are resolved later, against the instance's hists (``hist_vars``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from types import FrameType
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def evaluate(f: HistField, env: Env) -> object:
     if kind == "const":
         return f.constant
     if kind == "ref":
-        return env.refvals[f.ref.index]
+        return env.refvals[f.vref.index]
     if kind == "expr":
         a = _num(evaluate(f.operands[0], env))
         op = f.op
@@ -141,7 +141,7 @@ def field_type(f: HistField, kinds: Mapping[str, str]) -> tuple[str, int, bool, 
     if f.kind == "expr":
         return field_type(f.operands[0], kinds)
     if f.kind == "ref":
-        var = f.ref.var
+        var = f.vref.var
         return var.ftype if var is not None and var.ftype is not None else U64_TYPE
     if f.name in _COMMON_TYPES:
         return _COMMON_TYPES[f.name]
@@ -320,8 +320,8 @@ def check_timestamps(f: HistField, p: _Parse) -> None:
 
 
 def _usecs(f: HistField) -> bool:
-    if f.kind == "ref" and f.ref.var is not None:
-        return bool(f.ref.var.usecs)
+    if f.kind == "ref" and f.vref.var is not None:
+        return bool(f.vref.var.usecs)
     return f.usecs
 
 
@@ -329,7 +329,7 @@ def resolve_usecs(f: HistField) -> None:
     """An expression over a reference takes its variable's units (as
     ``init_var_ref`` copies the timestamp flags)."""
     for x in reversed(walk(f)):
-        if x.kind == "ref" and x.ref.var is not None:
-            x.usecs = x.ref.var.usecs
+        if x.kind == "ref" and x.vref.var is not None:
+            x.usecs = x.vref.var.usecs
         elif x.kind == "expr":
             x.usecs = x.operands[0].usecs

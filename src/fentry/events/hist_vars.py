@@ -29,7 +29,7 @@ from ..errors import TraceError
 if TYPE_CHECKING:
     from .hist import HistField, HistTrigger, _Parse
     from .tracing_map import TracingMap
-    from .trigger import Triggered, TriggerContext
+    from .trigger import TriggerContext, Triggered
 
 __all__ = ["VarRef", "RefSlot", "HIST_VARS", "resolve_ref", "referenced", "var_read", "vars_set"]
 
@@ -123,7 +123,7 @@ def resolve_ref(node: HistField, trigger: HistTrigger, ctx: TriggerContext,
                 matches: list[tuple[str, str]], slots: list[RefSlot], p: _Parse) -> None:
     """Point a ``ref`` node at its variable and a slot (``parse_var_ref`` +
     ``create_var_ref``: one slot per variable, read once if any use is)."""
-    ref: VarRef = node.ref
+    ref = node.vref
     found = find_event_var(trigger.file, ctx, matches, ref.system, ref.event, ref.name, p)
     if found is None:
         raise p.err("HIST_ERR_VAR_NOT_FOUND", ref.name)
