@@ -14,9 +14,10 @@ import re
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
-from helpers import env, fentry, fentry_run
+from helpers import env, fentry, fentry_run, longrun_under_fentry
 
 import fentry as fentry_api
 from fentry.errors import TraceError
@@ -209,7 +210,7 @@ def test_one_synthetic_event_per_call_from_several_threads(fs, fastwork):
     fs.write("events/lat/work_exit/trigger", "hist:keys=common_pid:lat=common_timestamp-$ts0:"
                                              "onmatch(lat.work_entry).work_lat($lat,common_pid,$n0)")
     fs.write("events/synthetic/work_lat/trigger", "hist:keys=pid:vals=n")
-    threads, calls = 4, 20_000
+    threads, calls = 4, 25_000          # 10^5 calls
     ids = _threads(fastwork.work, threads, calls)
     hist = fs.read("events/synthetic/work_lat/hist")
     # the shorthand reads back as written
@@ -374,3 +375,39 @@ def test_a_hist_whose_variable_is_read_cannot_be_removed(fs):
     fs.write("events/lat/work_entry/trigger", "!" + entry, append=True)
     assert fs.read("events/lat/work_entry/trigger") == \
         "hist:keys=n:vals=hitcount:sort=hitcount:size=2048 [active]\n"
+
+
+@pytest.mark.slow
+def test_latency_hist_written_and_read_live(tmp_path):
+    """The same writes over ``fentry -p PID``, to a running program: the
+    return's hist and the synthetic event's count the same calls."""
+    with longrun_under_fentry(tmp_path) as pid:
+        for path, text in [
+                ("dynamic_events", "p:lat/add_entry __main__:add\nr:lat/add_exit __main__:add\n"
+                                   "s:synthetic/add_lat u64 lat; pid_t pid"),
+                ("events/synthetic/add_lat/trigger", "hist:keys=pid:vals=lat"),
+                ("events/lat/add_entry/trigger", "hist:keys=common_pid:ts0=common_timestamp"),
+                ("events/lat/add_exit/trigger", "hist:keys=common_pid:lat=common_timestamp-$ts0"
+                                                ":onmatch(lat.add_entry).trace(add_lat,$lat,common_pid)")]:
+            w = fentry("-p", pid, "write", "-a", path, text)
+            assert w.returncode == 0, w.stderr
+        time.sleep(0.5)
+        # the entry's hist is read: it cannot go, and says so
+        busy = fentry("-p", pid, "write", "-a", "events/lat/add_entry/trigger",
+                      "!hist:keys=common_pid:ts0=common_timestamp")
+        assert busy.returncode != 0 and "Device or resource busy" in busy.stderr
+        exit_spec = ("hist:keys=common_pid:lat=common_timestamp-$ts0"
+                     ":onmatch(lat.add_entry).trace(add_lat,$lat,common_pid)")
+        paused = fentry("-p", pid, "write", "-a", "events/lat/add_exit/trigger", exit_spec + ":pause")
+        assert paused.returncode == 0, paused.stderr
+        time.sleep(0.05)            # (a hit under way when it paused)
+        exit_hist = fentry("-p", pid, "read", "events/lat/add_exit/hist").stdout
+        synth = fentry("-p", pid, "read", "events/synthetic/add_lat/hist").stdout
+        assert "[paused]" in exit_hist
+        hits, entries, dropped = totals(synth)
+        assert hits > 0 and entries == 1 and dropped == 0, synth
+        assert totals(exit_hist)[0] == hits         # one synthetic event per matched return
+        for path, text in [("events/lat/add_exit/trigger", "!" + exit_spec),
+                           ("events/lat/add_entry/trigger", "!hist:keys=common_pid:ts0=common_timestamp")]:
+            w = fentry("-p", pid, "write", "-a", path, text)
+            assert w.returncode == 0, w.stderr
