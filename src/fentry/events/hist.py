@@ -890,6 +890,8 @@ def _resolve(trigger: HistTrigger, ctx: TriggerContext, p: _Parse) -> None:
                 resolve_ref(x, trigger, ctx, matches, slots, p)
         resolve_usecs(f)
         check_timestamps(f, p)
+    for k in spec.keys:
+        check_timestamps(k, p)
     for v in spec.vars:
         v.ftype = field_type(v, spec.kinds)
     trigger.refs = slots
