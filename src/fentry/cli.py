@@ -81,7 +81,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help="function_graph: only calls that last USECS or more, at their end, "
                         "as funcslower (tracing_thresh; 0: all)")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
-                   help=f"add an event (a dynamic_events line: p, r, f or e), or name a "
+                   help=f"add an event (a dynamic_events line: p, r, f, e or s), or name a "
                         f"tracepoint (python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")
@@ -385,8 +385,8 @@ def _check_probes(probes: list[list[Any]]) -> None:
     ``probes``: [definition, filter or None, triggers...] of each -e."""
     if not probes:
         return
-    from .events.probe_parser import KPROBE_EVENT_SYSTEM
     from .events.filter import compile_filter
+    from .events.probe_parser import KPROBE_EVENT_SYSTEM
     from .events.synth_format import SynthFormat
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import compile_event_filter, event_name_pos

@@ -123,9 +123,9 @@ def test_too_many_fields_and_exists(fs):
 
 
 def test_dynamic_events_errors(fs):
-    for cmd, message in [("s:other/ev u64 a", "Command must be of the form: s or -:[synthetic/]<name> field[;field] ..."),
-                         ("s:ev", "Command must be of the form: <name> field[;field] ..."),
-                         ("s:synthetic/ev u64", "Command must be of the form: <name> field[;field] ...")]:
+    dyn_form = "Command must be of the form: s or -:[synthetic/]<name> field[;field] ..."
+    form = "Command must be of the form: <name> field[;field] ..."
+    for cmd, message in [("s:other/ev u64 a", dyn_form), ("s:ev", form), ("s:synthetic/ev u64", form)]:
         with pytest.raises(TraceError) as e:
             fs.write("dynamic_events", cmd, append=True)
         assert e.value.message == message and e.value.pos == 0
@@ -183,6 +183,8 @@ def test_fire_prints_the_kernels_line_with_its_casts(fs):
         "ev: lat=18446744073709551615 d=-1 small=255 w=4464 comm=bash msg=hello world neg=-7",
         f"ev: lat=5 d=-2147483648 small=44 w=1 comm={'x' * 256} msg= neg=-9223372036854775808"]
     assert fs.read("events/synthetic/ev/enable") == "1\n"
+    f.fire((1, 2))          # (not one value per field: a miss, never an exception)
+    assert f.event.nmissed == 1 and len(trace_lines(fs, "ev")) == 2
     with pytest.raises(TraceError):     # (no such event: None)
         fs.write("events/synthetic/nosuch/enable", "1")
     assert find_synth_event(fs, fs.instance, "nosuch") is None

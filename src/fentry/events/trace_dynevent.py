@@ -6,14 +6,17 @@ letter of its line::
     p, r    probe events (trace_kprobe: what kprobe_events takes)
     f       fprobe events (trace_fprobe)
     e       eprobe events (trace_eprobe)
-    s       synthetic events (trace_synth, not in ProbeEvents: among the tracepoints)
+    s       synthetic events (trace_synth: among the tracepoints, not ProbeEvents)
     -       removal: -:[GRP/][EVENT] [POINT [FETCHARGS]], of any kind
 
 A kind is one row of ``DYN_EVENT_KINDS`` (the kernel's
 ``dyn_event_register``): how a line of it is defined in the process, and
 how a reader outside it (which resolves nothing) parses the line as reading
-``dynamic_events`` shows it.  ``t`` (tprobe) events go there.  All kinds share one registry, ``ProbeEvents``: ``kprobe_events``
-shows and clears the ``p``/``r`` ones only, ``dynamic_events`` all of them.
+``dynamic_events`` shows it.  ``t`` (tprobe) events go there.  All kinds
+but ``s`` share one registry, ``ProbeEvents``: ``kprobe_events`` shows and
+clears the ``p``/``r`` ones only, ``dynamic_events`` all of them.  ``s``
+lines go to ``SynthEvents`` (``DynamicEvents._apply``): synthetic events
+are files of the tracepoints' registry, and shown after the others.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import NamedTuple
 from ..errors import TraceError
 from ..symbols import check_batch
 from .probe_parser import ProbeDefinition, ProbeRemoval, log_command, parse_probe
+from .synth_format import parse_synth_definition
 from .trace_eprobe import ANY_FIELD, EprobeDefinition, create_eprobe, parse_eprobe
 from .trace_fprobe import parse_fprobe, resolve_fprobe
 from .trace_kprobe import ProbeEvents
-from .synth_format import parse_synth_definition
 from .trace_synth import SynthEvents
 
 __all__ = ["DYN_EVENT_KINDS", "DynamicEvents", "DynEventKind", "parse_definition"]

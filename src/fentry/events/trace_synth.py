@@ -114,16 +114,14 @@ class SynthEventFile(TracepointFile):
         strings, a stack as a sequence of frame texts), in the calling
         thread: if it is enabled in this instance (or in soft mode: its
         triggers run), filtered, recorded, its triggers and hists run (the
-        kernel's trace_event_raw_event_synth).  Never raises for a value:
-        one that cannot be stored is counted in ``event.nmissed``."""
+        kernel's trace_event_raw_event_synth).  Never raises: values that
+        cannot be stored (not one per field) are counted in ``event.nmissed``."""
         if not self.armed:
             return
         try:
-            stored = self.event.store(values)
-        except (ValueError, TypeError, OverflowError):
+            self._record((None, 0), self.event.store(values), frame)
+        except Exception:       # (never into the program: counted, as a kprobe's miss)
             self.event.nmissed += 1
-            return
-        self._record((None, 0), stored, frame)
 
 
 def find_synth_event(tracefs: Tracefs, instance: TraceInstance, name: str) -> SynthEventFile | None:
