@@ -16,7 +16,10 @@ with ``key=``, ``val=`` and ``vals=`` as aliases, key modifiers ``.hex``,
 innermost first, at most 16 frames).  Parsing, the ``hist`` file's layout
 and the error messages (``HIST_ERR_*``, with the kernel's caret: where the
 bad word first occurs in ``hist:`` + the command) follow the kernel's
-source; variables, expressions and actions (``onmatch()`` ...) are not here.
+source.  Variables, expressions and actions (``ts0=common_timestamp.usecs``,
+``common_timestamp.usecs-$ts0``, ``onmatch()``, ``onmax()``, ``onchange()``)
+are the kernel's too: their parsing and evaluation are ``hist_expr``, the
+variables' lookup and storage ``hist_vars``, the actions ``hist_actions``.
 
 Hits come through ``HistTrigger.hit`` with the event's fields by name (the
 Python path of the event, see ``trace_kprobe.EventFile``).
@@ -27,12 +30,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
 
 from ..errors import TraceError
 from ..symbols import FENTRY_DIR, SYMBOLS, call_site
+from . import hist_actions
+from .hist_expr import Env, check_timestamps, evaluate, field_type, has_refs, parse_expr, resolve_usecs, walk
+from .hist_vars import (
+    HIST_VARS,
+    VARS_MAX,
+    RefSlot,
+    VarRef,
+    busy,
+    own_var,
+    referenced,
+    resolve_ref,
+    var_read,
+    vars_set,
+)
 from .tracing_map import BITS_DEFAULT, BITS_MAX, BITS_MIN, TracingMap
 from .trigger import (
     ETT_EVENT_HIST,
@@ -72,20 +89,50 @@ def _now_ns() -> int:
     return time.perf_counter_ns()      # the rings' local clock (CLOCK_MONOTONIC)
 
 
-@dataclass
+@dataclass(eq=False)
 class HistField:
-    """One key or value (``struct hist_field``): what it reads, and how."""
-    name: str                   # the event field; hitcount, common_timestamp, common_cpu, stacktrace
-    kind: str                   # "field", "hitcount", "timestamp", "cpu", "stacktrace"
+    """One key, value or variable (``struct hist_field``): what it reads, and how."""
+    name: str                   # the event field; hitcount, common_timestamp, common_cpu, stacktrace;
+                                # an expression's text, a reference's variable ([GRP.EVENT.]VAR)
+    kind: str                   # "field", "hitcount", "timestamp", "cpu", "stacktrace", "ip",
+                                # "const", "expr", "ref"
     flag: str | None = None     # the modifier: hex sym sym-offset execname log2 buckets usecs percent graph
     buckets: int = 0
+    var_name: str | None = None                 # a variable's name (``ts0=...``)
+    operands: tuple[HistField, ...] = ()        # an expression's
+    op: str = ""                                # + - * / or "neg"
+    constant: int = 0
+    ref: VarRef | None = None                   # a reference's variable
+    usecs: bool = False                         # in microseconds (HIST_FIELD_FL_TIMESTAMP_USECS)
+    ftype: tuple[str, int, bool, bool] | None = None    # a variable's type, once resolved
+
+    def __post_init__(self) -> None:
+        if self.kind == "timestamp" and self.flag == "usecs":
+            self.usecs = True
 
     def printed(self) -> str:
         """As the trigger info shows it (``hist_field_print``)."""
         if self.kind == "stacktrace":
             return "stacktrace"
-        text = self.name + (f".{self.flag}" if self.flag else "")
+        text = f"{self.var_name}=" if self.var_name else ""
+        if self.kind == "const":
+            return text + str(self.constant)
+        if self.kind == "ref":
+            return text + "$" + self.name
+        if self.kind == "expr":
+            return text + self.name
+        text += self.name + (f".{self.flag}" if self.flag else "")
         return text + (f"={self.buckets}" if self.buckets else "")
+
+    @property
+    def vref(self) -> VarRef:
+        """A reference's variable (a ``ref`` field's, never None)."""
+        assert self.ref is not None
+        return self.ref
+
+    def shape(self) -> tuple[object, ...]:
+        """What ``hist_trigger_match`` compares of it."""
+        return (self.kind, self.printed(), self.flag, self.buckets)
 
 
 @dataclass
@@ -103,12 +150,23 @@ class HistSpec:
     filter_text: str | None = None
     timestamps: bool = False                  # common_timestamp is used: ":clock=global"
     param: str = ""                           # the command after "hist:", as written
+    vars: list[HistField] = field(default_factory=list)     # the variables, as defined
+    actions: list[hist_actions.Action] = field(default_factory=list)
+    usecs: bool = False                       # every common_timestamp in usecs (attrs->ts_in_usecs)
+    kinds: dict[str, str] = field(default_factory=dict)     # the event's fields (for types)
 
     def identity(self) -> tuple[object, ...]:
-        """What ``hist_trigger_match`` compares: fields, sort keys, filter, name."""
-        return (tuple((f.name, f.kind, f.flag, f.buckets) for f in self.keys),
-                tuple((f.name, f.kind, f.flag, f.buckets) for f in self.vals),
-                tuple(self.sort), self.filter_text, self.name)
+        """What ``hist_trigger_match`` compares: fields (variables too),
+        sort keys, filter, name, actions."""
+        return (tuple(f.shape() for f in self.keys),
+                tuple(f.shape() for f in self.vals) + tuple(f.shape() for f in self.vars),
+                tuple(self.sort), self.filter_text, self.name,
+                tuple(a.identity() for a in self.actions))
+
+    def simple(self) -> bool:
+        """Plain fields only: hits take the fast path (no variables, references, actions or expressions)."""
+        return not self.vars and not self.actions and \
+            all(f.kind not in ("const", "expr", "ref") for f in self.keys + self.vals)
 
 
 class _Parse:
@@ -164,8 +222,6 @@ def _parse_field(text: str, fields: Mapping[str, str], key: bool, p: _Parse) -> 
     name, _, modifier = text.partition(".")
     flag: str | None = None
     buckets = 0
-    if "+" in text or "*" in text or "/" in text or text[:1] == "-" or "$" in text:
-        raise p.err("HIST_NO_EXPR", text)
     if modifier:
         if modifier in ("hex", "sym", "sym-offset", "log2", "usecs") \
                 or (modifier == "execname" and name == "common_pid"):
@@ -205,6 +261,8 @@ def parse_hist(param: str, fields: Mapping[str, str], location: str) -> HistSpec
     keys_str = vals_str = sort_str = name = None
     map_bits = BITS_DEFAULT
     pause = cont = clear = no_hitcount = False
+    assignments: list[str] = []
+    actions: list[str] = []
     for word in trigger.split(":"):
         lhs, eq, rhs = word.partition("=")
         if eq:
@@ -223,8 +281,10 @@ def parse_hist(param: str, fields: Mapping[str, str], location: str) -> HistSpec
             elif lhs == "clock":
                 if rhs.strip() != "global":
                     raise p.err("HIST_ERR_SET_CLOCK_FAIL", rhs)
-            else:                       # a variable: not in this part of fentry
-                raise p.err("HIST_NO_VARS", word)
+            else:                       # variables: NAME=EXPR[,NAME=EXPR...]
+                if len(assignments) == VARS_MAX:
+                    raise p.err("HIST_ERR_TOO_MANY_VARS", word)
+                assignments.append(word)
         elif word == "pause":
             pause = True
         elif word in ("cont", "continue"):
@@ -233,12 +293,25 @@ def parse_hist(param: str, fields: Mapping[str, str], location: str) -> HistSpec
             clear = True
         elif word in ("nohitcount", "NOHC"):
             no_hitcount = True
-        elif word.startswith(("onmatch(", "onmax(", "onchange(")):
-            raise p.err("HIST_NO_ACTIONS", word)
+        elif word.startswith(hist_actions.ACTION_PREFIXES) and len(actions) < hist_actions.ACTIONS_MAX:
+            actions.append(word)
         else:
             raise p.err("HIST_EINVAL", logged=False)
     if keys_str is None:
         raise p.err("HIST_EINVAL", logged=False)
+    parsed_actions = [hist_actions.parse_action(a, p) for a in actions]
+    var_defs: dict[str, str] = {}
+    for word in assignments:                    # parse_var_defs
+        for text in word.split(","):
+            var, eq, expr = text.partition("=")
+            if not eq:
+                raise p.err("HIST_ERR_MALFORMED_ASSIGNMENT", var)
+            if len(var_defs) == VARS_MAX:
+                raise p.err("HIST_ERR_TOO_MANY_VARS", var)
+            if var in var_defs:
+                raise p.err("HIST_ERR_DUPLICATE_VAR", var)
+            var_defs[var] = expr
+    sym = {k: v.replace(".sym-offset", ".symXoffset") for k, v in var_defs.items()}
 
     vals = [HistField("hitcount", "hitcount")]
     for text in (vals_str.split(",") if vals_str else []):
@@ -251,7 +324,7 @@ def parse_hist(param: str, fields: Mapping[str, str], location: str) -> HistSpec
             continue
         if len(vals) >= VALS_MAX:
             raise p.err("HIST_EINVAL", logged=False)
-        vals.append(_parse_field(text, fields, False, p))
+        vals.append(parse_expr(text.replace(".sym-offset", ".symXoffset"), p, fields, None, [0], sym))
     if no_hitcount and len(vals) == 1:
         raise p.err("HIST_ERR_NEED_NOHC_VAL")
 
@@ -262,12 +335,19 @@ def parse_hist(param: str, fields: Mapping[str, str], location: str) -> HistSpec
         if text in ("stacktrace", "common_stacktrace"):
             keys.append(HistField("stacktrace", "stacktrace"))
         else:
-            keys.append(_parse_field(text, fields, True, p))
+            key = parse_expr(text.replace(".sym-offset", ".symXoffset"), p, fields, None, [0], sym, True)
+            if has_refs(key):
+                raise p.err("HIST_ERR_INVALID_REF_KEY", text)
+            keys.append(key)
+    variables = [parse_expr(expr, p, fields, var, [0], sym) for var, expr in sym.items()]
 
     sort = _sort_keys(sort_str, vals, keys, p)
-    timestamps = any(f.kind == "timestamp" for f in vals + keys)
+    every = [x for f in vals + keys + variables for x in walk(f)]
+    every += [x for a in parsed_actions for x in a.save]
+    timestamps = any(f.kind == "timestamp" for f in every)
+    usecs = any(f.kind == "timestamp" and f.flag == "usecs" for f in every)
     return HistSpec(keys, vals, sort, map_bits, name, pause, cont, clear, no_hitcount,
-                    filter_text, timestamps, param)
+                    filter_text, timestamps, param, variables, parsed_actions, usecs, dict(fields))
 
 
 def _sort_keys(text: str | None, vals: list[HistField], keys: list[HistField],
@@ -308,7 +388,7 @@ class HistTrigger(Trigger):
     with its hist_trigger_data): its spec, its map (a named one's is
     shared), paused or not, its filter (the trigger framework's).  ``run``
     runs in the traced thread, on each hit its filter passes."""
-    __slots__ = ("spec", "map", "_keys", "_vals", "_execname", "_plans")
+    __slots__ = ("spec", "map", "_keys", "_vals", "_execname", "_plans", "_simple", "refs", "actions")
 
     def __init__(self, command: TriggerCommand, file: Triggered, spec: HistSpec,
                  shared_map: TracingMap | None = None) -> None:
@@ -319,6 +399,9 @@ class HistTrigger(Trigger):
         self._keys = tuple(spec.keys)
         self._vals = tuple(spec.vals)
         self._execname = any(f.flag == "execname" for f in spec.keys)
+        self._simple = spec.simple()
+        self.refs: list[RefSlot] = []            # the variables it reads (resolve)
+        self.actions = list(spec.actions)
         # Per probed code (``$args`` names differ by code): how each key and
         # value is read from a hit's values, worked out once (see _plan).
         self._plans: dict[CodeType | None, tuple[tuple[Reader, ...], tuple[ValReader, ...]]] = {}
@@ -326,6 +409,9 @@ class HistTrigger(Trigger):
     # -- the hit (in the traced thread, on every hit: flat, no dict per hit)
     def run(self, hit: Hit) -> None:
         """One event (``event_hist_trigger``): its key and values into the map."""
+        if not self._simple:
+            self.run_vars(hit.fields.get, hit.frame)
+            return
         plan = self._plans.get(hit.code)
         if plan is None:
             if getattr(self.file, "event", None) is None:      # (no names per code: by name)
@@ -352,9 +438,51 @@ class HistTrigger(Trigger):
         self._plans[code] = plan
         return plan
 
+    def run_vars(self, get: Callable[[str], object], frame: FrameType | None) -> None:
+        """One event of a hist with variables, references, expressions or
+        actions (``event_hist_trigger``): the variables of other hists it
+        reads, for its key (not set: the event is dropped; read once: unset
+        by the read), then its entry and its own variables, then its
+        actions once the variables it reads of its own are set."""
+        spec = self.spec
+        ts = 0
+        if spec.timestamps:
+            ts = _now_ns() // 1000 if spec.usecs else _now_ns()
+        env = Env(get, frame, ts)
+        key = tuple([_stack_key(frame) if f.kind == "stacktrace" else _hashable(evaluate(f, env))
+                     for f in self._keys])
+        refs = self.refs
+        if refs:
+            refvals = env.refvals = [0] * len(refs)
+            for i, r in enumerate(refs):
+                if r.owner is not self:
+                    v = var_read(r.owner.map, key, r.name, r.read_once)
+                    if v is None:
+                        return
+                    refvals[i] = v
+        if not self.map.insert(key, [1 if f.kind == "hitcount" else _number(evaluate(f, env))
+                                     for f in self._vals],
+                               _thread_name if self._execname else None):
+            return
+        if spec.vars:
+            vars_set(self.map, key, {f.var_name: evaluate(f, env) for f in spec.vars})  # type: ignore[misc]
+        if not self.actions:
+            return
+        for i, r in enumerate(refs):
+            if r.owner is self:
+                v = var_read(self.map, key, r.name, False)
+                if v is None:
+                    return
+                env.refvals[i] = v
+        for a in self.actions:
+            hist_actions.run(a, self, key, env)
+
     def hit(self, get: Callable[[str], object], frame: FrameType | None) -> None:
         """One event whose fields ``get(name)`` gives: an event file that is
         not a probe event's (its fields by name, ``Hit.fields``)."""
+        if not self._simple:
+            self.run_vars(get, frame)
+            return
         key = tuple([_key_value(f, get, frame) for f in self._keys])
         vals = [1 if f.kind == "hitcount" else _number(_value(f, get)) for f in self._vals]
         self.map.insert(key, vals, _thread_name if self._execname else None)
@@ -367,6 +495,9 @@ class HistTrigger(Trigger):
         return self.info()
 
     def freed(self) -> None:
+        if self in HIST_VARS:
+            HIST_VARS.remove(self)
+        hist_actions.hold(self.actions, False)
         name = self.spec.name
         if name is not None and self in NAMED.get(name, []):
             NAMED[name].remove(self)
@@ -383,6 +514,8 @@ class HistTrigger(Trigger):
         vals = [] if s.no_hitcount else ["hitcount"]
         vals += [f.printed() for f in s.vals[1:]]
         text += ":vals=" + ",".join(vals)
+        if s.vars:
+            text += ":" + ",".join(f.printed() for f in s.vars)
         sorts = []
         for idx, descending in s.sort:
             f = s.vals[idx] if idx < len(s.vals) else s.keys[idx - len(s.vals)]
@@ -390,6 +523,7 @@ class HistTrigger(Trigger):
         text += ":sort=" + ",".join(sorts) + f":size={1 << self.map.map_bits}"
         if s.timestamps:
             text += ":clock=global"
+        text += "".join(a.spec() for a in self.actions)
         if s.filter_text:
             text += f" if {s.filter_text}"
         return text + (" [paused]" if self.paused else " [active]") + "\n"
@@ -411,10 +545,16 @@ class HistTrigger(Trigger):
         out = ["# event histogram\n#\n# trigger info: ", self.info(), "#\n\n"]
         for key, sums in entries:
             out.append(self._entry(key, sums, comms.get(key), stats))
+        if self.actions:
+            out.append(hist_actions.snapshot_text(self, self._key_text))
         out.append(f"\nTotals:\n    Hits: {hits}\n    Entries: {len(entries)}\n    Dropped: {drops}\n")
         return "".join(out)
 
-    def _entry(self, key: tuple[object, ...], sums: list[int], comm: object,
+    def _key_text(self, key: tuple[object, ...], comm: object) -> str:
+        """``hist_trigger_print_key``."""
+        return self._entry(key, None, comm, [])
+
+    def _entry(self, key: tuple[object, ...], sums: list[int] | None, comm: object,
                stats: list[tuple[int, int]]) -> str:
         parts = []
         multiline = False
@@ -425,11 +565,17 @@ class HistTrigger(Trigger):
             else:
                 parts.append(_key_text(f, v, comm))
         line = "{ " + ", ".join(parts) + ("" if multiline else " ") + "}"
+        if sums is None:
+            return line
         if not self.spec.no_hitcount:
             line += f" hitcount: {sums[0]:10d}"
         for i, f in enumerate(self.spec.vals[1:], start=1):
+            if f.kind == "expr":
+                continue            # (hist_trigger_entry_print skips expressions)
             name = "hitcount" if f.kind == "hitcount" else f.name
             line += " " + _val_text(name, f.flag, sums[i], stats[i])
+        if self.actions:
+            line += hist_actions.entry_text(self, key)
         return line + "\n"
 
 
@@ -692,6 +838,9 @@ def hist_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param
         at = text.rfind(spec.filter_text)
         set_filter(trigger, "if " + spec.filter_text, param.pos + max(at - 3, 0), ctx)
     if glob.startswith("!"):
+        there = next((t for t in hist_triggers(file) if t.same(trigger)), None)
+        if there is not None and referenced(there):
+            raise busy(HIST_PREFIX + text, location)
         file.unregister_trigger(trigger)        # (none that matches: no error, as the kernel's)
         return
     match = next((t for t in hist_triggers(file) if t.same(trigger)), None)
@@ -707,15 +856,54 @@ def hist_parse(command: TriggerCommand, file: Triggered, glob: str, param: Param
     if spec.cont or spec.clear:
         raise _logged(TraceError("HIST_ERR_TRIGGER_ENOENT_CLEAR", HIST_PREFIX + text, 0,
                                  subsystem=location), ctx)
+    try:
+        _resolve(trigger, ctx, _Parse(text, location))
+    except TraceError as e:
+        raise _logged(e, ctx) from None
     file.register_trigger(trigger, ctx)
+    hist_actions.hold(trigger.actions, True)
+    if spec.vars or trigger.refs:
+        HIST_VARS.append(trigger)
     # The kernel's hist_trigger_enable adds a hist at the tail of the list.
     file.triggers = tuple(t for t in file.triggers if t is not trigger) + (trigger,)
     if spec.name is not None:
         NAMED.setdefault(spec.name, []).append(trigger)
 
 
+def _resolve(trigger: HistTrigger, ctx: TriggerContext, p: _Parse) -> None:
+    """What a new hist reads of the instance (``create_hist_fields``'
+    references, ``create_actions``): the variables it names, the events of
+    its ``onmatch()``, the synthetic events it fires."""
+    spec = trigger.spec
+    file = trigger.file
+    matches = [a.match for a in spec.actions if a.handler == "onmatch"]
+    for a in spec.actions:
+        if a.handler == "onmatch" and ctx.find(*a.match) is None:
+            raise p.err("HIST_ERR_INVALID_SUBSYS_EVENT", a.match[1])
+    for v in spec.vars:
+        if any(own_var(t, v.var_name or "") is not None for t in hist_triggers(file)):
+            raise p.err("HIST_ERR_DUPLICATE_VAR", v.var_name)
+    slots: list[RefSlot] = []
+    for f in spec.vals + spec.vars:
+        for x in walk(f):
+            if x.kind == "ref":
+                resolve_ref(x, trigger, ctx, matches, slots, p)
+        resolve_usecs(f)
+        check_timestamps(f, p)
+    for k in spec.keys:
+        check_timestamps(k, p)
+    for v in spec.vars:
+        v.ftype = field_type(v, spec.kinds)
+    trigger.refs = slots
+    for a in trigger.actions:
+        hist_actions.create(a, trigger, ctx, spec.kinds, slots, matches, p)
+
+
 def hist_unreg_all(file: Triggered) -> None:
-    """Every hist trigger off ``file`` (a ``>`` write to its trigger file)."""
+    """Every hist trigger off ``file`` (a ``>`` write to its trigger file);
+    none if another hist reads a variable of one (``hist_file_check_refs``)."""
+    if any(referenced(t) for t in hist_triggers(file)):
+        return
     for t in hist_triggers(file):
         file.unregister_trigger(t)
 

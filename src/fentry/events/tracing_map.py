@@ -34,32 +34,36 @@ class TracingMap:
         self.n_vals = n_vals
         self.entries: dict[tuple[object, ...], list[int]] = {}
         self.private: dict[tuple[object, ...], object] = {}      # per entry, set when it is made (its comm)
+        self.vars: dict[tuple[object, ...], dict[str, object]] = {}  # per entry, its hist variables set
         self.hits = 0
         self.drops = 0
         self.lock = threading.Lock()
 
     def insert(self, key: tuple[object, ...], vals: Sequence[int],
-               on_new: Callable[[], object] | None = None) -> None:
+               on_new: Callable[[], object] | None = None) -> bool:
         """Add ``vals`` to ``key``'s sums (a new entry if there is room);
-        ``on_new``: what to keep with a new entry (the kernel's elt_init)."""
+        ``on_new``: what to keep with a new entry (the kernel's elt_init).
+        False: dropped, the map is full."""
         with self.lock:
             sums = self.entries.get(key)
             if sums is None:
                 if len(self.entries) >= self.max_elts:
                     self.drops += 1
-                    return
+                    return False
                 sums = self.entries[key] = [0] * self.n_vals
                 if on_new is not None:
                     self.private[key] = on_new()
             self.hits += 1
             for i, v in enumerate(vals):
                 sums[i] += v
+            return True
 
     def clear(self) -> None:
         """Every entry and count gone (``:clear``)."""
         with self.lock:
             self.entries.clear()
             self.private.clear()
+            self.vars.clear()
             self.hits = self.drops = 0
 
     def read(self) -> tuple[list[tuple[tuple[object, ...], list[int]]], int, int]:
