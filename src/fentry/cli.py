@@ -40,6 +40,7 @@ from .fds import FD_MIN
 from .report.record import Live, Recording, widen_pipe
 
 if TYPE_CHECKING:
+    from .kernel.session import KernelSide
     from .report.calls import CallSink
     from .report.text import TextReport
 
@@ -96,6 +97,14 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
     p.add_argument("-C", "--clock", metavar="CLOCK",
                    help="the trace clock (trace_clock): local (default), global, counter, uptime, "
                         "mono, mono_raw, boot or tai")
+    p.add_argument("-K", "--kernel-event", action="append", default=[], dest="kernel_events",
+                   metavar="SUBSYS[:EVENT][,...]",
+                   help="the kernel's events of the traced threads (sched:sched_switch, "
+                        "raw_syscalls, ...) in the trace, from an instance of the kernel's "
+                        "tracefs (root); repeatable")
+    p.add_argument("--kernel-filter", action="append", default=[], dest="kernel_filters",
+                   metavar="SUBSYS:EVENT:FILTER",
+                   help="the kernel's filter on a -K event (its events/SUBSYS/EVENT/filter); repeatable")
 
 
 def _hist_option(p: argparse.ArgumentParser) -> None:
@@ -323,7 +332,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
                    "-g", "--graph-function", "--graph-notrace", "--max-graph-depth", "--tracing-thresh",
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
                    "-R", "--trigger",
-                   "-C", "--clock", "--hist",
+                   "-C", "--clock", "--hist", "-K", "--kernel-event", "--kernel-filter",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
@@ -523,6 +532,31 @@ _INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
 
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
+    kernel = _kernel_side(opts, "record" if record else "run")
+    if isinstance(kernel, int):
+        return kernel
+    try:
+        return _cmd_run(opts, program, record, kernel)
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+def _kernel_side(opts: argparse.Namespace, command: str) -> KernelSide | None | int:
+    """-K's instance, set up before the program starts (None without -K);
+    2, said why, if it cannot be."""
+    if not opts.kernel_events and not opts.kernel_filters:
+        return None         # (nothing of the kernel's tracefs is touched)
+    from .kernel.session import KernelSide
+    try:
+        return KernelSide.prepare(opts.kernel_events, opts.kernel_filters)
+    except TraceError as e:
+        print(e.render(), file=sys.stderr)
+        return 2
+
+
+def _cmd_run(opts: argparse.Namespace, program: list[str], record: bool,
+             kernel: KernelSide | None) -> int:
     command = "record" if record else "run"
     if not program or (program[0] in ("-m", "-c") and len(program) < 2):
         print(f"fentry {command}: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
@@ -563,6 +597,9 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
     # program inherits that, as it would from plain python.)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda signum, frame: None)
+    if kernel is not None:
+        # fentry's own thread until the program is forked: event-fork adds it
+        kernel.begin(live.writer, [threading.get_native_id()])
     try:
         # close_fds=False: every descriptor the program inherits from whoever
         # started fentry (``3<file``) reaches it, as it would from plain
@@ -573,6 +610,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         return 2
     finally:
         os.close(write_fd)
+    if kernel is not None:
+        kernel.follow([child.pid])       # the program alone (its threads and children follow)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, lambda s, f: child.send_signal(s))
 
@@ -590,6 +629,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         # --follow, children that outlive it are not waited for long.
         program_done.wait()
         live.recorder.wait_idle(timeout=2.0)
+        if kernel is not None:
+            kernel.stop()
         if collector is not None:
             collector.close()
         live.finish()

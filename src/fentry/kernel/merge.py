@@ -1,0 +1,142 @@
+"""The kernel's events merged into the traced processes' records, by
+timestamp, thread by thread, before a text sink formats them.
+
+``KernelMerge`` sits between a recording's streams and the sink
+(``report/decode.py``'s ``Streams`` puts it there when stream 0 begins).
+A process's drain is held until the kernel's stream has been read past its
+last timestamp (``KernelStream.mark``); then each kernel event up to it joins
+the records of the thread it is about, in time order, so the function
+tracer prints it as a line of its own and function_graph as a comment in
+the frame that was running.  An event of a task no process described (a
+thread before its first Python call, a thread that runs no Python) goes
+with the first process, under the task's own name.  A process's END waits
+for the kernel's: its last events come after its last drain."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..report.decode import ProcessStream, Sink, ThreadInfo
+from .stream import AGENT_COMM, END_OF_TIME, KernelStream, task_of
+
+if TYPE_CHECKING:
+    from ..report.decode import Batch
+
+_START, _TRACER, _BATCH, _END = range(4)
+
+
+class KernelMerge(Sink):
+    """A sink that hands ``sink`` the processes' drains with the kernel's
+    events in them (see above)."""
+
+    def __init__(self, sink: Sink, kernel: KernelStream, streams: dict[int, ProcessStream]) -> None:
+        self.sink = sink
+        self.kernel = kernel
+        self.streams = streams
+        self.queue: deque[tuple[int, ProcessStream, Any, int]] = deque()
+        self.held: dict[int, list[tuple[Any, ...]]] = {}        # stream number -> its events taken
+        self.others: dict[int, ThreadInfo] = {}     # tasks no process described, by tid
+
+    @property
+    def error(self) -> OSError | None:
+        return getattr(self.sink, "error", None)
+
+    def start(self, stream: ProcessStream) -> None:
+        self._queue(_START, stream, None, 0)
+
+    def tracer(self, stream: ProcessStream) -> None:
+        self._queue(_TRACER, stream, None, 0)
+
+    def batch(self, stream: ProcessStream, items: Batch) -> None:
+        last = max((records[-1][1] for _, _, records in items if records), default=0)
+        self._queue(_BATCH, stream, items, last)
+
+    def end(self, stream: ProcessStream) -> None:
+        self._queue(_END, stream, None, END_OF_TIME)
+
+    def finish(self, streams: dict[int, ProcessStream]) -> None:
+        self.kernel.mark = END_OF_TIME         # a cut kernel stream: what there is, now
+        self.release()
+        self.sink.finish(streams)
+
+    def _queue(self, what: int, stream: ProcessStream, items: Any, ts: int) -> None:
+        self.queue.append((what, stream, items, ts))
+        self.release()
+
+    def release(self) -> None:
+        """Hand on what the kernel's stream has been read past."""
+        while self.queue and self.queue[0][3] <= self.kernel.mark:
+            what, stream, items, ts = self.queue.popleft()
+            if what == _START:
+                self.sink.start(stream)
+            elif what == _TRACER:
+                self.sink.tracer(stream)
+            elif what == _BATCH:
+                self.sink.batch(stream, self._merged(stream, items, ts))
+            else:
+                rest = self._merged(stream, [], END_OF_TIME)
+                if rest:
+                    self.sink.batch(stream, rest)
+                self.sink.end(stream)
+
+    def _merged(self, stream: ProcessStream, items: Batch, until: int) -> Batch:
+        """``items`` with the kernel's events up to ``until`` of this
+        process's threads among their records."""
+        threads = {t.tid: (s, t) for s in self.streams.values() for t in s.threads.values()}
+        pids = {s.pid: s for s in self.streams.values()}
+        tasks = self.kernel.tasks
+
+        def traced(tid: int) -> bool:
+            # A traced process's thread; not fentry's own in it (kernel/reader.py's AGENT_COMM).
+            comm, tgid = tasks.get(tid, ("", 0))
+            if comm == AGENT_COMM:
+                return False
+            return tid in threads or tgid in pids
+
+        for rec in self.kernel.take(until):
+            tid = task_of(rec, traced)
+            if tid is None:
+                continue
+            rec = rec[:5] + (rec[5], tid)
+            number = (threads[tid][0].number if tid in threads
+                      else pids[tasks[tid][1]].number)
+            self.held.setdefault(number, []).append(rec)
+        mine = [rec for rec in self.held.pop(stream.number, ()) if rec[1] <= until]
+        if not mine:
+            return items
+        later = [rec for rec in self.held.get(stream.number, ()) if rec[1] > until]
+        if later:
+            self.held[stream.number] = later
+        per_thread: dict[ThreadInfo, list[tuple[Any, ...]]] = {}
+        for rec in mine:
+            tid = rec[6]
+            thread = threads[tid][1] if tid in threads else self._other(tid, rec, stream)
+            per_thread.setdefault(thread, []).append(rec)
+        out: Batch = []
+        done: set[ThreadInfo] = set()
+        for thread, lost, records in items:
+            if thread in done:
+                out.append((thread, lost, []))      # (merged into its first item)
+            elif thread in per_thread:
+                theirs = [r for t, _, rs in items if t is thread for r in rs]
+                out.append((thread, lost, sorted(theirs + per_thread.pop(thread), key=_ts)))
+                done.add(thread)
+            else:
+                out.append((thread, lost, records))
+        for thread, records in per_thread.items():
+            out.append((thread, 0, records))
+        return out
+
+    def _other(self, tid: int, rec: tuple[Any, ...], stream: ProcessStream) -> ThreadInfo:
+        thread = self.others.get(tid)
+        if thread is None:
+            comm = rec[3][1] if rec[3][2] == tid else rec[5].get(
+                "prev_comm" if rec[5].get("prev_pid") == tid else "next_comm", "<...>")
+            thread = self.others[tid] = ThreadInfo(-tid, tid, comm, stream)
+        return thread
+
+
+def _ts(rec: tuple[Any, ...]) -> int:
+    ts: int = rec[1]
+    return ts
