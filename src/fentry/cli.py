@@ -542,7 +542,7 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
             kernel.close()
 
 
-def _kernel_side(opts: argparse.Namespace, command: str) -> KernelSide | None | int:
+def _kernel_side(opts: argparse.Namespace, command: str) -> KernelSide | int | None:
     """-K's instance, set up before the program starts (None without -K);
     2, said why, if it cannot be."""
     if not opts.kernel_events and not opts.kernel_filters:
@@ -630,13 +630,15 @@ def _cmd_run(opts: argparse.Namespace, program: list[str], record: bool,
         program_done.wait()
         live.recorder.wait_idle(timeout=2.0)
         if kernel is not None:
-            kernel.stop()
+            kernel.close()          # (its last events read: before a signal may end fentry)
         if collector is not None:
             collector.close()
         live.finish()
         if isinstance(live, Live):
             _write_profiles(live)
     except _Interrupted as stop:
+        if kernel is not None:
+            kernel.close()
         _say(f"fentry {command}: stopped by {signal.Signals(stop.signum).name} after the program "
              f"ended (status {status}); the trace is incomplete")
         signal.signal(stop.signum, signal.SIG_DFL)
@@ -738,6 +740,18 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
     command = "record" if record else "attach"
     if not _check_tracing_options(opts, command):
         return 2
+    kernel = _kernel_side(opts, command)
+    if isinstance(kernel, int):
+        return kernel
+    try:
+        return _cmd_attach(opts, command, record, kernel)
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+def _cmd_attach(opts: argparse.Namespace, command: str, record: bool,
+                kernel: KernelSide | None) -> int:
     if opts.duration is not None and opts.duration <= 0:
         print(f"fentry {command}: --duration must be positive", file=sys.stderr)
         return 2
@@ -759,13 +773,24 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
           f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
           "Ctrl-C detaches", file=sys.stderr)
     ended = threading.Event()
+    if kernel is not None:
+        # Its threads now; those it starts from now on follow (event-fork).
+        kernel.begin(live.writer, _threads_of(opts.pid))
     live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
         if stop.is_set() or live.error is not None \
                 or (deadline is not None and time.monotonic() >= deadline):
             break
-    return _end_attach(opts, command, live, session, ended)
+    return _end_attach(opts, command, live, session, ended, kernel)
+
+
+def _threads_of(pid: int) -> list[int]:
+    """The threads of process ``pid`` (``/proc/PID/task``)."""
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return [pid]
 
 
 def _open_attach_session(opts: argparse.Namespace, command: str
@@ -800,12 +825,15 @@ def _open_attach_session(opts: argparse.Namespace, command: str
 
 
 def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
-                session: socket.socket, ended: threading.Event) -> int:
+                session: socket.socket, ended: threading.Event,
+                kernel: KernelSide | None = None) -> int:
     """End an attach session (asked to, or the process ended), and say so."""
     if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.
         session.close()
+        if kernel is not None:
+            kernel.close()
         live.finish()
         _quiet_stdout()
         print(f"fentry: output closed; detached from {opts.pid}", file=sys.stderr)
@@ -823,6 +851,8 @@ def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
         remove_stale(opts.pid)
         message = f"fentry: process {opts.pid} ended, or fentry was detached from it"
     session.close()
+    if kernel is not None:
+        kernel.close()
     live.finish()
     _report_end(live, opts, command)
     print(message, file=sys.stderr)

@@ -124,7 +124,7 @@ class EventFormat:
         0x7ffc..., count: 0x400)``, ``sys_read -> 0x5``."""
         if self.name.startswith("sys_exit_"):
             return f"sys_{self.name[9:]} -> 0x{values.get('ret', 0) & (1 << 64) - 1:x}"
-        args = []
+        args: list[str] = []
         for f in self.fields:
             if f.name.startswith("common_") or f.name == "__syscall_nr":
                 continue
@@ -233,8 +233,7 @@ class _Parser:
             self.take()
             index = self.expr()
             self.take("]")
-            base = node
-            node = lambda r, b=base, k=index: b(r)[k(r)]     # noqa: E731
+            node = _index(node, index)
         return node
 
     def primary(self) -> Node:
@@ -278,12 +277,16 @@ class _Parser:
         raise ValueError(f"unexpected {text!r}")
 
 
+def _index(base: Node, index: Node) -> Node:
+    return lambda r: base(r)[index(r)]
+
+
 def _binop(op: str, a: Node, b: Node) -> Node:
     if op == "&&":
         return lambda r: int(bool(a(r)) and bool(b(r)))
     if op == "||":
         return lambda r: int(bool(a(r)) or bool(b(r)))
-    fn = {"|": lambda x, y: x | y, "^": lambda x, y: x ^ y, "&": lambda x, y: x & y,
+    fn: Callable[[Any, Any], Any] = {"|": lambda x, y: x | y, "^": lambda x, y: x ^ y, "&": lambda x, y: x & y,
           "==": lambda x, y: int(x == y), "!=": lambda x, y: int(x != y),
           "<": lambda x, y: int(x < y), ">": lambda x, y: int(x > y),
           "<=": lambda x, y: int(x <= y), ">=": lambda x, y: int(x >= y),
@@ -311,7 +314,7 @@ def _call(name: str, args: list[Node]) -> Node:
                     words.append(word)
             if v:
                 words.append(f"0x{v:x}")
-            return delim(r).join(words)
+            return str(delim(r)).join(words)
         return print_flags
     if name == "__print_symbolic":
         value, pairs = args[0], args[1:]
@@ -409,8 +412,8 @@ def _format(m: re.Match[str], width: str | None, v: Any) -> str:
     bits = 64 if length in ("l", "ll", "z", "j", "t") else {"h": 16, "hh": 8}.get(length, 32)
     if conv in "ouxX":
         v &= (1 << bits) - 1
-        return (spec + (conv if conv != "u" else "d")) % v
+        return str((spec + (conv if conv != "u" else "d")) % v)
     v &= (1 << bits) - 1            # d, i: the value as a signed number of its length
     if v >= 1 << (bits - 1):
         v -= 1 << bits
-    return (spec + "d") % v
+    return str((spec + "d") % v)

@@ -41,7 +41,7 @@ def remove_stale(tracefs: str) -> list[str]:
     """Remove the instances of fentry commands that are gone (a fentry
     killed by SIGKILL leaves its instance): ``fentry-PID`` whose PID is
     dead.  The names removed."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(os.path.join(tracefs, "instances"))
     except OSError:
@@ -157,13 +157,13 @@ class Instance:
             _write(self.file("buffer_size_kb"), str(BUFFER_SIZE_KB))
             for (system, event), text in self.wanted.filters.items():
                 self._set_filter(system, event, text)
-            for system, event in self.wanted.events:
-                names = [event] if event else sorted(
+            for system, one in self.wanted.events:
+                names = [one] if one else sorted(
                     e for e in os.listdir(self.file("events", system))
                     if os.path.isdir(self.file("events", system, e)))
-                for e in names:
-                    with open(self.file("events", system, e, "format")) as f:
-                        self.formats[(system, e)] = f.read()
+                for name in names:
+                    with open(self.file("events", system, name, "format")) as f:
+                        self.formats[(system, name)] = f.read()
         except BaseException:
             self.close()
             raise

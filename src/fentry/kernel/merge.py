@@ -49,7 +49,9 @@ class KernelMerge(Sink):
         self._queue(_TRACER, stream, None, 0)
 
     def batch(self, stream: ProcessStream, items: Batch) -> None:
-        last = max((records[-1][1] for _, _, records in items if records), default=0)
+        # (this sink's records are lists: a sink taking RawRecords is not merged into)
+        last = max((records[-1][1] for _, _, records in items
+                    if records and isinstance(records, list)), default=0)
         self._queue(_BATCH, stream, items, last)
 
     def end(self, stream: ProcessStream) -> None:
@@ -119,7 +121,8 @@ class KernelMerge(Sink):
             if thread in done:
                 out.append((thread, lost, []))      # (merged into its first item)
             elif thread in per_thread:
-                theirs = [r for t, _, rs in items if t is thread for r in rs]
+                theirs = [r for t, _, rs in items if t is thread and isinstance(rs, list)
+                          for r in rs]
                 out.append((thread, lost, sorted(theirs + per_thread.pop(thread), key=_ts)))
                 done.add(thread)
             else:

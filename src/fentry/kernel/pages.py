@@ -21,7 +21,6 @@ The layout is the kernel's (``kernel/trace/ring_buffer.c``, its
 from __future__ import annotations
 
 import struct
-
 from collections.abc import Iterator
 
 _PAGE_HEAD = struct.Struct("<Qq")

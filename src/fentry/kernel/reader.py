@@ -15,8 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .instance import Instance
 from .format import EventFormat
+from .instance import Instance
 from .pages import page_events
 from .stream import AGENT_COMM, KEND, KERNEL_STREAM, KHELLO, KMARK, KPAGE, KTASKS, message
 
