@@ -164,7 +164,7 @@ def _start_sleeping(tmp_path) -> tuple[subprocess.Popen, int]:
 
 
 def test_instance_is_gone_after_ctrl_c(tracefs, tmp_path):
-    proc, program = _start_sleeping(tmp_path)
+    proc, _ = _start_sleeping(tmp_path)
     try:
         assert f"fentry-{proc.pid}" in _instances(tracefs)
         os.killpg(proc.pid, signal.SIGINT)      # Ctrl-C: the terminal's whole process group
@@ -177,7 +177,7 @@ def test_instance_is_gone_after_ctrl_c(tracefs, tmp_path):
 
 
 def test_instance_is_gone_after_sigterm(tracefs, tmp_path):
-    proc, program = _start_sleeping(tmp_path)
+    proc, _ = _start_sleeping(tmp_path)
     try:
         os.kill(proc.pid, signal.SIGTERM)       # to fentry alone: it hands it to the program
         proc.communicate(timeout=60)

@@ -134,8 +134,7 @@ class KernelMerge(Sink):
     def _other(self, tid: int, rec: tuple[Any, ...], stream: ProcessStream) -> ThreadInfo:
         thread = self.others.get(tid)
         if thread is None:
-            comm = rec[3][1] if rec[3][2] == tid else rec[5].get(
-                "prev_comm" if rec[5].get("prev_pid") == tid else "next_comm", "<...>")
+            comm = self.kernel.tasks.get(tid, ("<...>", 0))[0]
             thread = self.others[tid] = ThreadInfo(-tid, tid, comm, stream)
         return thread
 

@@ -19,7 +19,8 @@ that has no ``-K``; a recording without it reads as before.
 Decoded, a kernel event is a record as the text readers take an event's,
 ``(None, ts, event, site, text)``: seq None (it is not one of the thread's
 records), ``event`` the ``KernelEvent`` of its format (``line``, as a
-probe event's), ``site`` ``(cpu, comm, tid, flags, preempt_count)``."""
+probe event's), ``site`` ``(cpu, tasks, tid, flags, preempt_count)``, where
+``tasks`` is the stream's ``{tid: (comm, tgid)}``, as known when printed."""
 
 from __future__ import annotations
 
@@ -87,12 +88,15 @@ class KernelEvent:
 
     def kernel_line(self, rec: tuple[Any, ...], stamp: str | None = None) -> str:
         """``comm-tid [cpu] flags ts: text``: print_trace_fmt's default
-        layout (``stamp`` the timestamp column, if not the usual one)."""
-        ts = rec[1]
-        cpu, comm, tid, flags, preempt = rec[3]
-        if stamp is None:
-            stamp = f" {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: "
-        return f"{comm[:16]:>16}-{tid:<7d} [{cpu:03d}] {lat_flags(flags, preempt)}{stamp}{rec[4]}\n"
+        layout; the text alone if ``stamp`` is empty (``nocontext-info``)."""
+        if stamp == "":
+            return f"{rec[4]}\n"
+        cpu, tasks, tid, flags, preempt = rec[3]
+        # its name when printed, as the kernel's (saved_cmdlines): its last
+        comm = tasks.get(tid, ("<...>", 0))[0] if tid else "<idle>"
+        usecs = (rec[1] + 500) // 1000         # the kernel's ns2usecs rounds
+        return (f"{comm[:16]:>16}-{tid:<7d} [{cpu:03d}] {lat_flags(flags, preempt)} "
+                f"{usecs // 1_000_000:5d}.{usecs % 1_000_000:06d}: {rec[4]}\n")
 
 
 class KernelStream:
@@ -153,10 +157,17 @@ class KernelStream:
             if event is None or tid == self.own_pid:
                 continue        # (not an event asked for; fentry's own, before the program's start)
             values = event.format.values(payload)
-            if event.name == "sched_switch" and self.own_pid in (values.get("prev_pid"),
-                                                                 values.get("next_pid")):
-                continue
-            self.pending.append((None, ts, event, (cpu, tasks.get(tid, ("<...>", 0))[0], tid, flags, preempt),
+            if event.name == "sched_switch":
+                if self.own_pid in (values["prev_pid"], values["next_pid"]):
+                    continue
+                # The kernel's own names of the two (/proc's may say more: a
+                # kworker's has its workqueue's)
+                for who in ("prev", "next"):
+                    if values[f"{who}_pid"] == 0:
+                        continue        # (the idle task is <idle> to the kernel's trace)
+                    tgid = tasks.get(values[f"{who}_pid"], ("", 0))[1]
+                    tasks[values[f"{who}_pid"]] = (values[f"{who}_comm"], tgid)
+            self.pending.append((None, ts, event, (cpu, tasks, tid, flags, preempt),
                                  event.format.text(payload), values))
 
     def take(self, until: int) -> list[tuple[Any, ...]]:
