@@ -98,3 +98,19 @@ def test_syscalls_events_are_the_kernels(tmp_path):
     assert len(ours) == len(kernel) >= 20
     bad = [(k, o) for k, o in zip(kernel, ours) if not _same(k, o)]
     assert not bad, bad[:5]
+
+
+def test_lost_events_are_said_as_the_kernel_says_them():
+    # A page as trace_pipe_raw gives one after the writer overran the reader:
+    # commit's bit 31 (missed events) and 30 (their count stored after the data).
+    import struct
+
+    from fentry.kernel.stream import KHELLO, KPAGE, KernelStream, message
+    stream = KernelStream()
+    stream.feed(message(KHELLO, b'{"fentry_pid": 1, "formats": []}'))
+    data = struct.pack("<I", 2 | 10 << 5) + b"\0" * 8        # one 8-byte event, 10 ns in
+    page = struct.pack("<Qq", 5_000_000_000, len(data) | 1 << 31 | 1 << 30) + data + struct.pack("<Q", 7)
+    stream.feed(message(KPAGE, struct.pack("<I", 1) + page))
+    [rec] = stream.take(1 << 62)
+    assert rec[2].kernel_line(rec) == "CPU:1 [LOST 7 EVENTS]\n"
+    assert stream.lost == 7

@@ -98,12 +98,14 @@ class KernelMerge(Sink):
 
         for rec in self.kernel.take(until):
             tid = task_of(rec, traced)
+            if tid == 0:        # events lost: said in the first process's main thread
+                tid = min(self.streams.values(), key=lambda s: s.number).pid if self.streams else 0
             if tid is None:
                 continue
-            rec = rec[:5] + (rec[5], tid)
-            number = (threads[tid][0].number if tid in threads
-                      else pids[tasks[tid][1]].number)
-            self.held.setdefault(number, []).append(rec)
+            owner = threads[tid][0] if tid in threads else pids.get(tasks.get(tid, ("", 0))[1])
+            if owner is None:
+                continue
+            self.held.setdefault(owner.number, []).append(rec[:5] + (rec[5], tid))
         mine = [rec for rec in self.held.pop(stream.number, ()) if rec[1] <= until]
         if not mine:
             return items

@@ -99,6 +99,21 @@ class KernelEvent:
                 f"{usecs // 1_000_000:5d}.{usecs % 1_000_000:06d}: {rec[4]}\n")
 
 
+class LostEvents:
+    """A page's lost events, as a record's ``event``: the kernel's
+    ``CPU:N [LOST M EVENTS]`` line (``[LOST EVENTS]``: how many not known)."""
+    name = "lost"
+
+    def line(self, site: tuple[Any, ...], text: str) -> str:
+        return text
+
+    def kernel_line(self, rec: tuple[Any, ...], stamp: str | None = None) -> str:
+        return f"{rec[4]}\n"
+
+
+LOST_EVENTS = LostEvents()
+
+
 class KernelStream:
     """Stream 0, decoded as it comes: events by timestamp, ``mark`` (how far
     they are known to be complete), ``ended``."""
@@ -108,7 +123,7 @@ class KernelStream:
         self.events: dict[int, KernelEvent] = {}
         self.tasks: dict[int, tuple[str, int]] = {}      # tid -> (comm, tgid)
         self.pending: list[tuple[Any, ...]] = []      # decoded, not yet handed out
-        self.lost: list[tuple[int, int, int]] = []     # (ts, cpu, count) of pages that lost events
+        self.lost = 0           # events the kernel lost (overwritten before they were read)
         self.mark = 0
         self.ended: str | None = None
         self.data_offset = 16
@@ -149,7 +164,9 @@ class KernelStream:
     def _page(self, cpu: int, page: bytes) -> None:
         lost, events = page_events(page, self.data_offset)
         if lost and events:
-            self.lost.append((events[0][0], cpu, lost))
+            self.lost += max(lost, 0)
+            text = f"CPU:{cpu} [LOST {lost} EVENTS]" if lost > 0 else f"CPU:{cpu} [LOST EVENTS]"
+            self.pending.append((None, events[0][0], LOST_EVENTS, (cpu, self.tasks, 0, 0, 0), text, {}))
         tasks = self.tasks
         for ts, payload in events:
             etype, flags, preempt, tid = _COMMON.unpack_from(payload)
@@ -192,6 +209,8 @@ def task_of(rec: tuple[Any, ...], traced: Callable[[int], bool]) -> int | None:
     """The traced thread an event is about: its task, or for a switch, the
     one switched out, else the one switched in (a switch to a traced thread
     is recorded by the task that leaves the CPU); None if neither is."""
+    if rec[2] is LOST_EVENTS:
+        return 0
     if rec[2].name == "sched_switch":
         for key in ("prev_pid", "next_pid"):
             tid = rec[5].get(key)
