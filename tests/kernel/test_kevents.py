@@ -284,3 +284,30 @@ def test_attach_follows_the_threads_already_there(tracefs, tmp_path):
     assert all(text.startswith("sys_enter: NR 110 getppid (") for _, text in comments)
     # inside work()'s frames
     assert all(len(m["indent"]) >= 2 for m, _ in comments[1:])
+
+
+def test_perfetto_export_has_them_as_ftrace_events_on_the_same_threads(tracefs, tmp_path):
+    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import BUILTIN_CLOCK_BOOTTIME, Trace
+    from report.exports import perfetto_threads
+    dat, out = tmp_path / "t.dat", tmp_path / "t.pftrace"
+    done = fentry("record", "-t", "function_graph", "-K", "sched:sched_switch", "-K", "raw_syscalls",
+                  "-o", str(dat), PIPE_SLEEP)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.split()[0])
+    export = fentry("report", "-i", str(dat), "--format", "perfetto", "-o", str(out))
+    assert export.returncode == 0, export.stderr
+    threads = perfetto_threads(str(out))            # (fentry's slices, checked as every export's)
+    [(start, end, _, _)] = [s for s in threads[pid]["slices"] if s[2] == "reader"]
+    trace = Trace.FromString(out.read_bytes())
+    [boot] = [c.timestamp for p in trace.packet if p.HasField("clock_snapshot")
+              for c in p.clock_snapshot.clocks if c.clock_id == BUILTIN_CLOCK_BOOTTIME]
+    events = [(e.timestamp - boot, e) for p in trace.packet if p.HasField("ftrace_events")
+              for e in p.ftrace_events.event]
+    assert events
+    # the read of the pipe, by the program's thread (the thread track's tid), inside reader's slice
+    reads = [ts for ts, e in events if e.HasField("sys_enter") and e.sys_enter.id == 0
+             and e.pid == pid and e.sys_enter.args[0] == 3]
+    assert any(start <= ts <= end for ts in reads)
+    switches = [e.sched_switch for _, e in events if e.HasField("sched_switch")]
+    assert switches and all(pid in (s.prev_pid, s.next_pid) for s in switches)
+    assert any(s.prev_pid == pid and s.prev_state == 1 for s in switches)     # slept (S)

@@ -85,37 +85,20 @@ class KernelMerge(Sink):
     def _merged(self, stream: ProcessStream, items: Batch, until: int) -> Batch:
         """``items`` with the kernel's events up to ``until`` of this
         process's threads among their records."""
-        threads = {t.tid: (s, t) for s in self.streams.values() for t in s.threads.values()}
-        pids = {s.pid: s for s in self.streams.values()}
-        tasks = self.kernel.tasks
-
-        def traced(tid: int) -> bool:
-            # A traced process's thread; not fentry's own in it (kernel/reader.py's AGENT_COMM).
-            comm, tgid = tasks.get(tid, ("", 0))
-            if comm == AGENT_COMM:
-                return False
-            return tid in threads or tgid in pids
-
-        for rec in self.kernel.take(until):
-            tid = task_of(rec, traced)
-            if tid == 0:        # events lost: said in the first process's main thread
-                tid = min(self.streams.values(), key=lambda s: s.number).pid if self.streams else 0
-            if tid is None:
-                continue
-            owner = threads[tid][0] if tid in threads else pids.get(tasks.get(tid, ("", 0))[1])
-            if owner is None:
-                continue
-            self.held.setdefault(owner.number, []).append(rec[:5] + (rec[5], tid))
-        mine = [rec for rec in self.held.pop(stream.number, ()) if rec[1] <= until]
-        if not mine:
-            return items
-        later = [rec for rec in self.held.get(stream.number, ()) if rec[1] > until]
+        for rec, owner in traced_events(self.kernel, self.streams, until):
+            self.held.setdefault(owner.number, []).append(rec)
+        held = self.held.pop(stream.number, [])
+        mine = [rec for rec in held if rec[1] <= until]
+        later = [rec for rec in held if rec[1] > until]
         if later:
             self.held[stream.number] = later
+        if not mine:
+            return items
+        threads = {t.tid: t for t in stream.threads.values()}
         per_thread: dict[ThreadInfo, list[tuple[Any, ...]]] = {}
         for rec in mine:
             tid = rec[6]
-            thread = threads[tid][1] if tid in threads else self._other(tid, rec, stream)
+            thread = threads[tid] if tid in threads else self._other(tid, rec, stream)
             per_thread.setdefault(thread, []).append(rec)
         out: Batch = []
         done: set[ThreadInfo] = set()
@@ -144,3 +127,33 @@ class KernelMerge(Sink):
 def _ts(rec: tuple[Any, ...]) -> int:
     ts: int = rec[1]
     return ts
+
+
+def traced_events(kernel: KernelStream, streams: dict[int, ProcessStream], until: int
+                  ) -> list[tuple[tuple[Any, ...], ProcessStream]]:
+    """The kernel's events up to ``until`` not handed out yet, of the
+    traced processes' threads: ``(record + (tid,), its process)``, in time
+    order.  A thread is a process's if its stream described it, or the
+    kernel says it is in the process (its tgid), but for fentry's own
+    (``AGENT_COMM``); events of any other task are dropped."""
+    threads = {t.tid: s for s in streams.values() for t in s.threads.values()}
+    pids = {s.pid: s for s in streams.values()}
+    tasks = kernel.tasks
+
+    def traced(tid: int) -> bool:
+        comm, tgid = tasks.get(tid, ("", 0))
+        if comm == AGENT_COMM:
+            return False
+        return tid in threads or tgid in pids
+
+    out = []
+    for rec in kernel.take(until):
+        tid = task_of(rec, traced)
+        if tid == 0:        # events lost: said in the first process's main thread
+            tid = min(streams.values(), key=lambda s: s.number).pid if streams else None
+        if tid is None:
+            continue
+        owner = threads[tid] if tid in threads else pids.get(tasks.get(tid, ("", 0))[1])
+        if owner is not None:
+            out.append((rec[:6] + (tid,), owner))
+    return out

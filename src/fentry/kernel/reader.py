@@ -57,7 +57,12 @@ class KernelReader:
         """What decodes the pages, once, first: the events' formats, the page layout."""
         with open(os.path.join(self.instance.tracefs, "events", "header_page")) as f:
             header_page = f.read()
+        # (the Perfetto export says the kernel's events in CLOCK_BOOTTIME, ftrace's there)
+        # (never below 0: it is the time suspended, and the two reads are apart by a few ns)
+        boot = max(0, time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                   - time.clock_gettime_ns(time.CLOCK_MONOTONIC))
         body = {"fentry_pid": os.getpid(), "instance": self.instance.name,
+                "boot_minus_mono_ns": boot,
                 "trace_clock": "mono", "header_page": header_page, "page_size": self.page_size,
                 "cpus": self.cpus,
                 "formats": [[s, e, text] for (s, e), text in self.instance.formats.items()]}

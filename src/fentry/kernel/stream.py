@@ -4,8 +4,9 @@
 Messages are framed as a traced process's (``tracers/stream.py``: u32
 length, u8 kind, body), with kinds of their own::
 
-    KHELLO  JSON {fentry_pid, instance, trace_clock, header_page, page_size,
-                  cpus, formats: [[system, event, format file text], ...]}
+    KHELLO  JSON {fentry_pid, instance, trace_clock, boot_minus_mono_ns,
+                  header_page, page_size, cpus,
+                  formats: [[system, event, format file text], ...]}
     KPAGE   u32 cpu, a page of per_cpu/cpuN/trace_pipe_raw as read
     KTASKS  JSON {tid: [comm, tgid]}: tasks first seen in the pages after it
             (tgid 0: gone before it could be asked)

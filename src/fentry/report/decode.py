@@ -292,7 +292,10 @@ class Streams:
             self.sink.release()
 
     def finish(self) -> None:
-        """The recording is over: the sink's ``finish``."""
+        """The recording is over: the sink's ``finish`` (first, to an
+        exporter that takes them, the kernel's events: ``kernel_events``)."""
+        if self.kernel is not None and hasattr(self.sink, "kernel_events"):
+            self.sink.kernel_events(self.kernel, self.streams)
         self.sink.finish(self.streams)
 
 
