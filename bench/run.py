@@ -25,7 +25,7 @@ Rows:
  10b a probe event with an armed trigger that never fires, vs the same event with none
  16  the function profiler (function_profile_enabled) on every call of a workload, vs cProfile
  17  function_graph with set_graph_function on one small function, vs function_graph on all
- 18  fentry run -t function_graph of a program that sleeps between calls, with -K
+ 19  fentry run -t function_graph of a program that sleeps between calls, with -K
      sched:sched_switch (the kernel's switches merged in), vs the same run without -K
      (root and tracefs; otherwise the row says why it is skipped)
      (rows 11-15 are bench/stream.py's)
@@ -698,7 +698,7 @@ def row6b_exports(rounds: int, n: int) -> None:
                 n, base_name="viztracer save", goal=0.5, note=note)
 
 
-def row18_kernel_events(rounds: int, n: int) -> None:
+def row19_kernel_events(rounds: int, n: int) -> None:
     """``fentry run -t function_graph -K sched:sched_switch`` of a program
     calling leaf ``n`` times, sleeping 1 ms every 100 calls (a switch out
     and in each time), vs the same command without ``-K``; whole commands,
@@ -714,17 +714,17 @@ def row18_kernel_events(rounds: int, n: int) -> None:
         k = ["-K", "sched:sched_switch"] if kernel else []
         got = subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "function_graph", "-l",
                               "workloads:leaf", *k, "-o", out, "-c", code], capture_output=True, text=True)
-        check(got.returncode == 0, f"row 18: fentry run {' '.join(k)} failed: {got.stderr.strip()}")
+        check(got.returncode == 0, f"row 19: fentry run {' '.join(k)} failed: {got.stderr.strip()}")
 
     def count(kernel: bool) -> None:
         with open(out) as f:
             text = f.read()
-        check(text.count("leaf();") == n, f"row 18: {text.count('leaf();')} calls of leaf for {n}")
+        check(text.count("leaf();") == n, f"row 19: {text.count('leaf();')} calls of leaf for {n}")
         if kernel:
-            check("/* sched_switch: " in text, "row 18: no sched_switch in the trace with -K")
+            check("/* sched_switch: " in text, "row 19: no sched_switch in the trace with -K")
 
     if os.geteuid() != 0:
-        ROWS.append(Row("18", "function_graph with -K sched:sched_switch vs without", None,
+        ROWS.append(Row("19", "function_graph with -K sched:sched_switch vs without", None,
                         "no -K", None, None, None, 1.2, note="not root: -K needs tracefs; row skipped"))
         return
     try:
@@ -732,7 +732,7 @@ def row18_kernel_events(rounds: int, n: int) -> None:
                             Variant("plain", lambda: run(False), teardown=lambda: count(False))], rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    compare("18", f"function_graph -K sched:sched_switch, {n // 1000}k calls, 1 ms sleep "
+    compare("19", f"function_graph -K sched:sched_switch, {n // 1000}k calls, 1 ms sleep "
             "every 100", times, "kernel", "plain", n, base_name="same run, no -K", goal=1.2,
             note=f"whole `fentry run` commands, per call, {rounds} rounds")
 
@@ -1056,7 +1056,7 @@ def main(argv=None) -> int:
         ("16a", lambda: row16_profiler(rounds, "a", lambda: w.fib(FIB_N))),
         ("16b", lambda: row16_profiler(rounds, "b", lambda: w.methods(METHOD_TICKS))),
         ("17", lambda: row17_graph_function(rounds)),
-        ("18", lambda: row18_kernel_events(3 if q else 7, n)),
+        ("19", lambda: row19_kernel_events(3 if q else 7, n)),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))

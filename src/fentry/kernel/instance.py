@@ -27,20 +27,19 @@ BUFFER_SIZE_KB = 4096
 SUBSYSTEM = "fentry -K"
 
 
-def _pid_alive(pid: int) -> bool:
+def _fentry_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running fentry (not gone, nor reused by another program)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"fentry" in f.read()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale(tracefs: str) -> list[str]:
     """Remove the instances of fentry commands that are gone (a fentry
     killed by SIGKILL leaves its instance): ``fentry-PID`` whose PID is
-    dead.  The names removed."""
+    dead, or is another program now.  The names removed."""
     removed: list[str] = []
     try:
         names = os.listdir(os.path.join(tracefs, "instances"))
@@ -48,7 +47,7 @@ def remove_stale(tracefs: str) -> list[str]:
         return removed
     for name in names:
         m = re.fullmatch(re.escape(PREFIX) + r"(\d+)", name)
-        if m is None or _pid_alive(int(m.group(1))):
+        if m is None or _fentry_alive(int(m.group(1))):
             continue
         try:
             _remove(os.path.join(tracefs, "instances", name))

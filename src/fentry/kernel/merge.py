@@ -7,10 +7,13 @@ A process's drain is held until the kernel's stream has been read past its
 last timestamp (``KernelStream.mark``); then each kernel event up to it joins
 the records of the thread it is about, in time order, so the function
 tracer prints it as a line of its own and function_graph as a comment in
-the frame that was running.  An event of a task no process described (a
-thread before its first Python call, a thread that runs no Python) goes
-with the first process, under the task's own name.  A process's END waits
-for the kernel's: its last events come after its last drain."""
+the frame that was running.  An event is a traced process's if its task is
+one of the threads the process's stream described, or the kernel says the
+task is in that process (its tgid, ``KTASKS``), but for fentry's own threads
+there (``AGENT_COMM``); a task no stream described (a thread before its
+first traced call, one that runs no Python) prints under its kernel name.
+Any other task's events are dropped.  A process's END waits for the
+kernel's: its last events come after its last drain."""
 
 from __future__ import annotations
 
