@@ -219,9 +219,12 @@ def test_unknown_event_fails_before_the_program_starts(tracefs, tmp_path):
 def test_bad_filter_says_the_kernels_error(tracefs, tmp_path):
     done = _never_ran(tmp_path, "-K", "sched:sched_switch",
                       "--kernel-filter", "sched:sched_switch:prev_pidd == 3")
-    # the kernel's own words (its error_log), and nothing left behind
-    assert "Field not found" in done.stderr, done.stderr
-    assert "prev_pidd == 3" in done.stderr
+    # the kernel's own words (its error_log), its caret placed in the option, nothing left behind
+    assert "the kernel refused the filter: Field not found" in done.stderr, done.stderr
+    command = "  Command: sched:sched_switch:prev_pidd == 3"
+    lines = done.stderr.splitlines()
+    caret = lines[lines.index(command) + 1]
+    assert command[len(caret) - 1] == "=", caret       # where the kernel's own caret points
     assert not [n for n in _instances(tracefs) if not os.path.exists(f"/proc/{n.split('-')[1]}")]
 
 

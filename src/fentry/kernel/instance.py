@@ -171,10 +171,12 @@ class Instance:
         try:
             _write(self.file("events", system, event, "filter"), text)
         except OSError as e:
-            # The kernel's own words, from error_log, with its caret.
-            detail = _last_error(self.file("error_log")) or (e.strerror or str(e))
-            raise TraceError("KFILTER", f"{system}:{event}:{text}", 0,
-                             subsystem="fentry --kernel-filter", detail=detail) from None
+            # The kernel's own words and caret, from error_log, placed in the whole option.
+            message, pos = _last_error(self.file("error_log"))
+            prefix = f"{system}:{event}:"
+            raise TraceError("KFILTER", prefix + text, len(prefix) + pos,
+                             subsystem="fentry --kernel-filter",
+                             detail=message or e.strerror or str(e)) from None
 
     def follow(self, tids: list[int]) -> None:
         """``set_event_pid``: exactly these tasks (and, by event-fork,
@@ -201,13 +203,22 @@ class Instance:
         self.made = False
 
 
-def _last_error(path: str) -> str:
-    """The last entry of an error_log: its message, command and caret."""
+def _last_error(path: str) -> tuple[str, int]:
+    """The last entry of an error_log: its message (without its time stamp
+    and the logger's own words), and where its caret points in the command."""
     try:
         with open(path) as f:
-            text = f.read()
+            lines = f.read().splitlines()
     except OSError:
-        return ""
-    entries = re.split(r"^(?=\[)", text, flags=re.M)
-    last = entries[-1].strip("\n") if entries else ""
-    return re.sub(r"^\[\s*[\d.]+\]\s*", "", last)
+        return "", 0
+    starts = [i for i, line in enumerate(lines) if line.startswith("[")]
+    if not starts:
+        return "", 0
+    entry = lines[starts[-1]:]
+    message = re.sub(r"^\[\s*[\d.]+\]\s*", "", entry[0])
+    message = message.rsplit(" error: ", 1)[-1]      # "event filter parse error: error: Field not found"
+    pos = 0
+    for k, line in enumerate(entry):
+        if line.startswith("  Command: ") and k + 1 < len(entry) and entry[k + 1].endswith("^"):
+            pos = max(0, len(entry[k + 1]) - 1 - len("  Command: "))
+    return message, pos
