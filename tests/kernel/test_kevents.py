@@ -224,7 +224,18 @@ def test_bad_filter_says_the_kernels_error(tracefs, tmp_path):
     command = "  Command: sched:sched_switch:prev_pidd == 3"
     lines = done.stderr.splitlines()
     caret = lines[lines.index(command) + 1]
-    assert command[len(caret) - 1] == "=", caret       # where the kernel's own caret points
+    # the kernel's own caret, for the same filter, in an instance of the test's
+    oracle = os.path.join(tracefs, "instances", f"kfilter-oracle-{os.getpid()}")
+    os.mkdir(oracle)
+    try:
+        with pytest.raises(OSError), open(os.path.join(oracle, "events/sched/sched_switch/filter"), "w") as f:
+            f.write("prev_pidd == 3")
+        with open(os.path.join(oracle, "error_log")) as f:
+            log = f.read().splitlines()
+    finally:
+        os.rmdir(oracle)
+    kernel_caret = log[log.index("  Command: prev_pidd == 3") + 1]
+    assert len(caret) == len(kernel_caret) + len("sched:sched_switch:"), (caret, kernel_caret)
     assert not [n for n in _instances(tracefs) if not os.path.exists(f"/proc/{n.split('-')[1]}")]
 
 
