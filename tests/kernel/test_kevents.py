@@ -325,3 +325,33 @@ def test_perfetto_export_has_them_as_ftrace_events_on_the_same_threads(tracefs, 
     switches = [e.sched_switch for _, e in events if e.HasField("sched_switch")]
     assert switches and all(pid in (s.prev_pid, s.next_pid) for s in switches)
     assert any(s.prev_pid == pid and s.prev_state == 1 for s in switches)     # slept (S)
+
+
+def test_threads_the_program_starts_are_followed(tracefs, tmp_path):
+    program = tmp_path / "threads.py"
+    program.write_text(
+        "import os, threading\n"
+        "def work():\n"
+        "    os.getppid()\n"
+        "def worker():\n"
+        "    work()\n"
+        "ts = [threading.Thread(target=worker, name=f'w{k}') for k in range(3)]\n"
+        "for t in ts:\n"
+        "    t.start()\n"
+        "for t in ts:\n"
+        "    t.join()\n"
+        "print(*(t.native_id for t in ts))\n")
+    out = tmp_path / "trace.txt"
+    done = fentry("run", "-t", "function_graph", "-l", "work", "-K", "raw_syscalls:sys_enter",
+                  "--kernel-filter", "raw_syscalls:sys_enter:id == 110", "-o", str(out), str(program))
+    assert done.returncode == 0, done.stderr
+    tids = {int(t) for t in done.stdout.split()}
+    lines = [GRAPH_LINE.match(line) for line in out.read_text().splitlines()]
+    lines = [m for m in lines if m]
+    # each thread's getppid, inside its work() frame, under the thread's name
+    for tid in tids:
+        mine = [(m["task"], m["indent"], m["text"]) for m in lines if int(m["tid"]) == tid]
+        texts = [text for _, _, text in mine]
+        assert texts[0] == "work() {" and texts[-1] == "}" and len(texts) == 3, mine
+        assert mine[1][1] == "  " and texts[1].startswith("/* sys_enter: NR 110 getppid ("), mine
+        assert {task for task, _, _ in mine} <= {f"w{k}" for k in range(3)}
