@@ -123,6 +123,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
               "                  [--stack] [--hist [GRP:]EVENT:KEYS...]...\n"
+              "                  [-K SUBSYS[:EVENT][,...]]... [--kernel-filter SUBSYS:EVENT:FILTER]...\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
@@ -154,6 +155,7 @@ def _record_parser(sub: _Subparsers) -> None:
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
               "                     [--hist [GRP:]EVENT:KEYS...]...\n"
+              "                     [-K SUBSYS[:EVENT][,...]]... [--kernel-filter SUBSYS:EVENT:FILTER]...\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
