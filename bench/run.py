@@ -25,6 +25,9 @@ Rows:
  10b a probe event with an armed trigger that never fires, vs the same event with none
  16  the function profiler (function_profile_enabled) on every call of a workload, vs cProfile
  17  function_graph with set_graph_function on one small function, vs function_graph on all
+ 19  fentry run -t function_graph of a program that sleeps between calls, with -K
+     sched:sched_switch (the kernel's switches merged in), vs the same run without -K
+     (root and tracefs; otherwise the row says why it is skipped)
      (rows 11-15 are bench/stream.py's)
  6b  fentry report --format perfetto / chrome of a function_graph recording of 1M
      calls, vs viztracer saving the same 1M calls (bench/stream.py's row 15 compares
@@ -695,6 +698,47 @@ def row6b_exports(rounds: int, n: int) -> None:
                 n, base_name="viztracer save", goal=0.5, note=note)
 
 
+def row19_kernel_events(rounds: int, n: int) -> None:
+    """``fentry run -t function_graph -K sched:sched_switch`` of a program
+    calling leaf ``n`` times, sleeping 1 ms every 100 calls (a switch out
+    and in each time), vs the same command without ``-K``; whole commands,
+    as a user runs them, per call.  Checks that every call, and with -K
+    the switches, are in the trace."""
+    tmp = tempfile.mkdtemp(prefix="fentry-bench-")
+    bench_dir = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys, time; sys.path.insert(0, {bench_dir!r}); import workloads\n"
+            f"for _ in range({n // 100}):\n    workloads.call_leaf(100)\n    time.sleep(0.001)")
+    out = os.path.join(tmp, "trace.txt")
+
+    def run(kernel: bool) -> None:
+        k = ["-K", "sched:sched_switch"] if kernel else []
+        got = subprocess.run([sys.executable, "-m", "fentry", "run", "-t", "function_graph", "-l",
+                              "workloads:leaf", *k, "-o", out, "-c", code], capture_output=True, text=True)
+        check(got.returncode == 0, f"row 19: fentry run {' '.join(k)} failed: {got.stderr.strip()}")
+
+    def count(kernel: bool) -> None:
+        with open(out) as f:
+            text = f.read()
+        # (a call the kernel switched out in has the switch inside: `leaf() {`, not `leaf();`)
+        calls = text.count("leaf();") + text.count("leaf() {")
+        check(calls == n, f"row 19: {calls} calls of leaf for {n} ({'with' if kernel else 'without'} -K)")
+        if kernel:
+            check("/* sched_switch: " in text, "row 19: no sched_switch in the trace with -K")
+
+    if os.geteuid() != 0:
+        ROWS.append(Row("19", "function_graph with -K sched:sched_switch vs without", None,
+                        "no -K", None, None, None, 1.2, note="not root: -K needs tracefs; row skipped"))
+        return
+    try:
+        times = interleave([Variant("kernel", lambda: run(True), teardown=lambda: count(True)),
+                            Variant("plain", lambda: run(False), teardown=lambda: count(False))], rounds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    compare("19", f"function_graph -K sched:sched_switch, {n // 1000}k calls, 1 ms sleep "
+            "every 100", times, "kernel", "plain", n, base_name="same run, no -K", goal=1.2,
+            note=f"whole `fentry run` commands, per call, {rounds} rounds")
+
+
 # ---------------------------------------------------------------- probe events (rows 7-10)
 
 PROBE_GROUP = "bench"
@@ -1014,6 +1058,7 @@ def main(argv=None) -> int:
         ("16a", lambda: row16_profiler(rounds, "a", lambda: w.fib(FIB_N))),
         ("16b", lambda: row16_profiler(rounds, "b", lambda: w.methods(METHOD_TICKS))),
         ("17", lambda: row17_graph_function(rounds)),
+        ("19", lambda: row19_kernel_events(3 if q else 7, n)),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))

@@ -40,6 +40,7 @@ from .fds import FD_MIN
 from .report.record import Live, Recording, widen_pipe
 
 if TYPE_CHECKING:
+    from .kernel.session import KernelSide
     from .report.calls import CallSink
     from .report.text import TextReport
 
@@ -103,6 +104,14 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
     p.add_argument("--to-kernel-instance", metavar="NAME",
                    help="with --to-kernel: write into the kernel's instances/NAME (which must "
                         "exist) instead of its top-level buffer")
+    p.add_argument("-K", "--kernel-event", action="append", default=[], dest="kernel_events",
+                   metavar="SUBSYS[:EVENT][,...]",
+                   help="the kernel's events of the traced threads (sched:sched_switch, "
+                        "raw_syscalls, ...) in the trace, from an instance of the kernel's "
+                        "tracefs (root); repeatable")
+    p.add_argument("--kernel-filter", action="append", default=[], dest="kernel_filters",
+                   metavar="SUBSYS:EVENT:FILTER",
+                   help="the kernel's filter on a -K event (its events/SUBSYS/EVENT/filter); repeatable")
 
 
 def _hist_option(p: argparse.ArgumentParser) -> None:
@@ -121,6 +130,7 @@ def _run_parser(sub: _Subparsers) -> argparse.ArgumentParser:
               "[--tracing-thresh USECS]\n"
               "                  [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow] [--profile]\n"
               "                  [--stack] [--hist [GRP:]EVENT:KEYS...]... [--to-kernel] [--to-kernel-instance NAME]\n"
+              "                  [-K SUBSYS[:EVENT][,...]]... [--kernel-filter SUBSYS:EVENT:FILTER]...\n"
               "                  [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])",
         description="Run a Python program with fentry's agent inside and stream its trace "
                     "(like trace_pipe) to stderr, or to FILE with -o.")
@@ -152,6 +162,7 @@ def _record_parser(sub: _Subparsers) -> None:
               "[--tracing-thresh USECS]\n"
               "                     [-O OPTION]... [-C CLOCK] [-o FILE] [--buffer-size-kb N] [--follow]\n"
               "                     [--hist [GRP:]EVENT:KEYS...]... [--to-kernel] [--to-kernel-instance NAME]\n"
+              "                     [-K SUBSYS[:EVENT][,...]]... [--kernel-filter SUBSYS:EVENT:FILTER]...\n"
               "                     [--] [PYTHON] (SCRIPT [ARGS...] | -m MODULE [ARGS...] | -c CODE [ARGS...])\n"
               "       fentry record -p PID [the options of fentry attach] [-o FILE] [--duration S]",
         description="As fentry run (or, with -p, fentry attach), but the trace goes raw into "
@@ -331,6 +342,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
                    "--buffer-size-kb", "-O", "--option", "-e", "--event", "-f", "--filter-event",
                    "-R", "--trigger",
                    "-C", "--clock", "--hist", "--to-kernel-instance",
+                   "-K", "--kernel-event", "--kernel-filter",
                    "-p", "--pid", "--duration", "--injector", "--timeout"}
     i = 0
     while i < len(argv):
@@ -579,6 +591,31 @@ def _finish_to_kernel(to_kernel: Any, command: str) -> None:
 
 
 def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) -> int:
+    kernel = _kernel_side(opts, "record" if record else "run")
+    if isinstance(kernel, int):
+        return kernel
+    try:
+        return _cmd_run(opts, program, record, kernel)
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+def _kernel_side(opts: argparse.Namespace, command: str) -> KernelSide | int | None:
+    """-K's instance, set up before the program starts (None without -K);
+    2, said why, if it cannot be."""
+    if not opts.kernel_events and not opts.kernel_filters:
+        return None         # (nothing of the kernel's tracefs is touched)
+    from .kernel.session import KernelSide
+    try:
+        return KernelSide.prepare(opts.kernel_events, opts.kernel_filters)
+    except TraceError as e:
+        print(e.render(), file=sys.stderr)
+        return 2
+
+
+def _cmd_run(opts: argparse.Namespace, program: list[str], record: bool,
+             kernel: KernelSide | None) -> int:
     command = "record" if record else "run"
     if not program or (program[0] in ("-m", "-c") and len(program) < 2):
         print(f"fentry {command}: no program given (SCRIPT, -m MODULE or -c CODE)", file=sys.stderr)
@@ -625,6 +662,9 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
     # program inherits that, as it would from plain python.)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda signum, frame: None)
+    if kernel is not None:
+        # fentry's own thread until the program is forked: event-fork adds it
+        kernel.begin(live.writer, [threading.get_native_id()])
     try:
         # close_fds=False: every descriptor the program inherits from whoever
         # started fentry (``3<file``) reaches it, as it would from plain
@@ -635,6 +675,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         return 2
     finally:
         os.close(write_fd)
+    if kernel is not None:
+        kernel.follow([child.pid])       # the program alone (its threads and children follow)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, lambda s, f: child.send_signal(s))
 
@@ -652,6 +694,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         # --follow, children that outlive it are not waited for long.
         program_done.wait()
         live.recorder.wait_idle(timeout=2.0)
+        if kernel is not None:
+            kernel.close()          # (its last events read: before a signal may end fentry)
         if collector is not None:
             collector.close()
         live.finish()
@@ -659,6 +703,8 @@ def cmd_run(opts: argparse.Namespace, program: list[str], record: bool = False) 
         if isinstance(live, Live):
             _write_profiles(live)
     except _Interrupted as stop:
+        if kernel is not None:
+            kernel.close()
         _say(f"fentry {command}: stopped by {signal.Signals(stop.signum).name} after the program "
              f"ended (status {status}); the trace is incomplete")
         signal.signal(stop.signum, signal.SIG_DFL)
@@ -760,6 +806,18 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
     command = "record" if record else "attach"
     if not _check_tracing_options(opts, command):
         return 2
+    kernel = _kernel_side(opts, command)
+    if isinstance(kernel, int):
+        return kernel
+    try:
+        return _cmd_attach(opts, command, record, kernel)
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+def _cmd_attach(opts: argparse.Namespace, command: str, record: bool,
+                kernel: KernelSide | None) -> int:
     if opts.duration is not None and opts.duration <= 0:
         print(f"fentry {command}: --duration must be positive", file=sys.stderr)
         return 2
@@ -787,13 +845,24 @@ def cmd_attach(opts: argparse.Namespace, record: bool = False) -> int:
           f"{(time.perf_counter() - started) * 1e3:.0f} ms); tracing in instances/{instance}; "
           "Ctrl-C detaches", file=sys.stderr)
     ended = threading.Event()
+    if kernel is not None:
+        # Its threads now; those it starts from now on follow (event-fork).
+        kernel.begin(live.writer, _threads_of(opts.pid))
     live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
         if stop.is_set() or live.error is not None \
                 or (deadline is not None and time.monotonic() >= deadline):
             break
-    return _end_attach(opts, command, live, session, ended, to_kernel)
+    return _end_attach(opts, command, live, session, ended, kernel=kernel, to_kernel=to_kernel)
+
+
+def _threads_of(pid: int) -> list[int]:
+    """The threads of process ``pid`` (``/proc/PID/task``)."""
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return [pid]
 
 
 def _open_attach_session(opts: argparse.Namespace, command: str
@@ -828,12 +897,15 @@ def _open_attach_session(opts: argparse.Namespace, command: str
 
 
 def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
-                session: socket.socket, ended: threading.Event, to_kernel: Any = None) -> int:
+                session: socket.socket, ended: threading.Event,
+                kernel: KernelSide | None = None, to_kernel: Any = None) -> int:
     """End an attach session (asked to, or the process ended), and say so."""
     if live.error is not None and not ended.is_set():
         # Whoever read our output is gone (`| head`): our end of the session
         # is closed with the socket, and the agent detaches.
         session.close()
+        if kernel is not None:
+            kernel.close()
         live.finish()
         _finish_to_kernel(to_kernel, command)
         _quiet_stdout()
@@ -852,6 +924,8 @@ def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
         remove_stale(opts.pid)
         message = f"fentry: process {opts.pid} ended, or fentry was detached from it"
     session.close()
+    if kernel is not None:
+        kernel.close()
     live.finish()
     _finish_to_kernel(to_kernel, command)
     _report_end(live, opts, command)

@@ -180,6 +180,13 @@ ERRORS: dict[str, str] = {
     # --to-kernel (kernel/to_kernel.py)
     "NO_KERNEL_INSTANCE": "No such file or directory: no such instance in the kernel's tracefs",
     "NO_KERNEL_MARKER": "Cannot write the kernel's trace_marker",
+    # -- -K: the kernel's events in fentry's trace (kernel/instance.py)
+    "KEVENT_SYNTAX": "Invalid argument: expected SUBSYS:EVENT or SUBSYS (as events/SUBSYS/EVENT)",
+    "KFILTER_SYNTAX": "Invalid argument: expected SUBSYS:EVENT:FILTER",
+    "NO_KEVENT": "No such file or directory: no such kernel event",
+    "KFILTER_NOT_ENABLED": "Invalid argument: the event is not one -K enables",
+    "KFILTER": "Invalid argument: the kernel refused the filter",
+    "KINSTANCE": "Cannot make the kernel tracing instance",
     # -- (end of the kernel's tracefs)
     # -- hist triggers: the kernel's trace_events_hist.c HIST_ERR_* messages
     "HIST_ERR_NAMED_MISMATCH": "Named hist trigger doesn't match existing named trigger (includes variables)",

@@ -271,12 +271,35 @@ class Streams:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.streams: dict[int, ProcessStream] = {}
+        self.kernel: Any = None         # stream 0, the kernel's events (-K): kernel/stream.py
 
     def frame(self, number: int, payload: bytes) -> None:
+        if number == 0:
+            self._kernel_frame(payload)
+            return
         stream = self.streams.get(number)
         if stream is None:
             stream = self.streams[number] = ProcessStream(number)
         stream.feed(payload, self.sink)
+
+    def _kernel_frame(self, payload: bytes) -> None:
+        from ..kernel.merge import KernelMerge
+        from ..kernel.stream import KernelStream
+        if self.kernel is None:
+            self.kernel = KernelStream()
+            # (a sink that decodes records itself, an exporter, is not given them)
+            if not getattr(self.sink, "raw_records", False):
+                self.sink = KernelMerge(self.sink, self.kernel, self.streams)
+        self.kernel.feed(payload)
+        if isinstance(self.sink, KernelMerge):
+            self.sink.release()
+
+    def finish(self) -> None:
+        """The recording is over: the sink's ``finish`` (first, to an
+        exporter that takes them, the kernel's events: ``kernel_events``)."""
+        if self.kernel is not None and hasattr(self.sink, "kernel_events"):
+            self.sink.kernel_events(self.kernel, self.streams)
+        self.sink.finish(self.streams)
 
 
 def read_recording(reader: DatReader, sink: Sink) -> Streams:
@@ -294,7 +317,7 @@ def read_recording(reader: DatReader, sink: Sink) -> Streams:
             streams.frame(number, payload)
             if getattr(sink, "error", None) is not None:
                 return streams
-        sink.finish(streams.streams)
+        streams.finish()
     finally:
         gc.enable()
     return streams

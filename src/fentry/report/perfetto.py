@@ -24,7 +24,9 @@ The trace, as Perfetto's "synthetic TrackEvent" reference describes it:
   a probe event is an instant named by the event, its fetched fields as
   debug annotations (numbers typed, the rest as the trace line prints them),
   and ``site``;
-- lost records are an instant ``lost N events`` (annotation ``lost``).
+- lost records are an instant ``lost N events`` (annotation ``lost``);
+- the kernel's events (``-K``) are Perfetto's own ftrace events
+  (``kernel/perfetto.py``), on the same threads.
 """
 
 from __future__ import annotations
@@ -353,6 +355,13 @@ class PerfettoReport(CallSink):
                 type=INSTANT, name=f"lost {op[2]} events", categories=["fentry"],
                 debug_annotations=[annotation("lost", op[2])]))]).SerializeToString()
         return b""
+
+    def kernel_events(self, kernel: Any, streams: dict[int, ProcessStream]) -> None:
+        """The kernel's events (``-K``), as Perfetto's ftrace events (kernel/perfetto.py)."""
+        from ..kernel.perfetto import ftrace_packets
+        packets = ftrace_packets(kernel, streams, METADATA_SEQUENCE)
+        if packets:
+            self._packets(*packets)
 
     def close(self) -> None:
         # A thread renamed after its track was described: its last name.

@@ -143,7 +143,7 @@ class Live:
             if self.report.error is not None:
                 return          # the text cannot be written: formatting it is waste
             self.streams.frame(number, payload)
-        self.report.finish(self.streams.streams)
+        self.streams.finish()
 
     def finish(self, timeout: float | None = None) -> None:
         """No more streams: format what is left, and stop."""

@@ -79,8 +79,11 @@ def last_name(name: str, records: list[Record]) -> str:
 def event_line(prefix: str, rec: Record, stamp: Callable[[int], str] | None = None) -> str:
     """A probe event's record, ``(seq, ts, event, site, values)``: the event
     formats its own part (its print fmt), after the usual prefix and the
-    timestamp (``stamp(ts)``; None: in nanoseconds)."""
+    timestamp (``stamp(ts)``; None: in nanoseconds).  A kernel event
+    (``-K``; seq None) is the kernel's whole line, its task and CPU its own."""
     ts = rec[1]
+    if rec[0] is None:
+        return rec[2].kernel_line(rec, None if stamp is None else stamp(ts))  # type: ignore[no-any-return]
     if stamp is not None:
         return f"{prefix}{stamp(ts)}{rec[2].line(rec[3], rec[4])}\n"
     return f"{prefix} {ts // 1_000_000_000:5d}.{ts // 1000 % 1_000_000:06d}: {rec[2].line(rec[3], rec[4])}\n"
@@ -331,6 +334,11 @@ class GraphReader:
         while i < n:
             rec = records[i]
             kind, code, ts = rec[2], rec[3], rec[1]
+            if rec[0] is None:      # a kernel event (-K): a comment in the frame running, as a probe's
+                out.append((ts, self._line(st, ts, NO_DURATION, len(stack),
+                                           f"/* {kind.line(rec[3], rec[4])} */")))
+                i += 1
+                continue
             if rec[0] != st.next_seq and st.next_seq is not None:       # records lost here
                 stack.clear()
                 st.lost = True
