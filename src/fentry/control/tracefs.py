@@ -123,6 +123,7 @@ class Tracefs:
     def __init__(self) -> None:
         self.probes = probes = ProbeEvents()
         self.tracepoints = Tracepoints()        # Python's own events: python:*, gc:*, audit:*
+        probes.tracepoints = self.tracepoints   # (what eprobes and tprobes attach to)
         self.dynamic_events = DynamicEvents(probes)
         self.instance = self._wire(TraceInstance(top=True))     # the top level
         self.instances: dict[str, TraceInstance] = {}

@@ -5,13 +5,14 @@ letter of its line::
 
     p, r    probe events (trace_kprobe: what kprobe_events takes)
     f       fprobe events (trace_fprobe)
+    t       tracepoint probe events (trace_tprobe: trace_fprobe.c's ``t``)
     e       eprobe events (trace_eprobe)
     -       removal: -:[GRP/][EVENT] [POINT [FETCHARGS]], of any kind
 
 A kind is one row of ``DYN_EVENT_KINDS`` (the kernel's
 ``dyn_event_register``): how a line of it is defined in the process, and
 how a reader outside it (which resolves nothing) parses the line as reading
-``dynamic_events`` shows it.  ``t`` (tprobe) and ``s`` (synthetic) events
+``dynamic_events`` shows it.  ``s`` (synthetic) events
 go there.  All kinds share one registry, ``ProbeEvents``: ``kprobe_events``
 shows and clears the ``p``/``r`` ones only, ``dynamic_events`` all of them.
 """
@@ -27,10 +28,11 @@ from .probe_parser import ProbeDefinition, ProbeRemoval, log_command, parse_prob
 from .trace_eprobe import ANY_FIELD, EprobeDefinition, create_eprobe, parse_eprobe
 from .trace_fprobe import parse_fprobe, resolve_fprobe
 from .trace_kprobe import ProbeEvents
+from .trace_tprobe import TprobeDefinition, create_tprobe, parse_tprobe
 
 __all__ = ["DYN_EVENT_KINDS", "DynamicEvents", "DynEventKind", "parse_definition"]
 
-Definition = ProbeDefinition | EprobeDefinition
+Definition = ProbeDefinition | EprobeDefinition | TprobeDefinition
 
 
 class DynEventKind(NamedTuple):
@@ -65,6 +67,7 @@ DYN_EVENT_KINDS: dict[str, DynEventKind] = {
     "p": _KPROBE,
     "r": _KPROBE,
     "f": DynEventKind(_create_fprobe, parse_fprobe),
+    "t": DynEventKind(create_tprobe, lambda line: parse_tprobe(line, None)),
     "e": DynEventKind(create_eprobe, lambda line: parse_eprobe(line, lambda s, e: ANY_FIELD)),
 }
 
