@@ -107,9 +107,11 @@ HELP: dict[str, str] = {
                       "   Format: p[:[<group>/][<event>]] <place> [<args>]\n"
                       "           r[maxactive][:[<group>/][<event>]] <place> [<args>]\n"
                       "           f[:[<group>/][<event>]] <func>[%return] [<args>]\n"
+                      "           t[:[<group>/][<event>]] <tracepoint> [<args>]\n"
                       "           e[:[<group>/][<event>]] <attached-group>.<attached-event> [<args>] [if <filter>]\n"
                       "           -:[<group>/][<event>]\n"
                       "     args: <name>=fetcharg[:type]; for 'f', $arg* and parameter names;\n"
+                      "           for 't', $arg* and the tracepoint's field names;\n"
                       "           for 'e', $<field> of the attached event",
     "kprobe_profile": "hits and misses of every probe event",
     "function_profile_enabled": "1 counts calls and time per function, in trace_stat/",
