@@ -8,9 +8,10 @@ from __future__ import annotations
 import errno
 import re
 import textwrap
+import time
 
 import pytest
-from helpers import body, env, fentry, fentry_run
+from helpers import body, env, fentry, fentry_run, longrun_under_fentry
 
 import fentry as fentry_api
 from fentry.errors import TraceError
@@ -19,7 +20,7 @@ LINE = re.compile(r"^\s*(?P<task>\S+)-\d+\s+\[000\] \.\.\.\.\. +\d+\.\d{6}: "
                   r"(?P<event>\S+): (?:\((?P<where>[^)]*)\))?(?P<fields>.*)$")
 PATHS = [pytest.param({}, id="c"), pytest.param({"FENTRY_PURE_PYTHON": "1"}, id="pure")]
 THREADS = 4
-CALLS = 25_000
+CALLS = 100_000
 
 # Every 5th call raises in inner, passing through middle and worker (where
 # it is handled): RAISE fires in the three frames; every 1000th call opens
@@ -244,6 +245,24 @@ def test_an_eprobe_on_gc_done_in_an_instance():
     fs.write("dynamic_events", "")
 
 
+def test_an_eprobe_on_audit_open_with_its_if(tmp_path):
+    target = str(tmp_path / "x.txt")
+    fs = fentry_api.tracefs()
+    fs.write("dynamic_events", f'e:files/read audit.open p=$path:string m=$mode if path == "{target}"')
+    assert fs.read("dynamic_events") == "e:files/read audit.open p=$path:string m=$mode\n"
+    fs.write("events/files/read/filter", 'm == "r"')
+    fs.write("events/files/read/enable", "1")
+    for mode in ("w", "r", "a", "r"):
+        with open(target, mode):
+            pass
+    with open(tmp_path / "other.txt", "w"):
+        pass
+    fs.write("events/files/read/enable", "0")
+    assert [(e, w, f) for _, e, w, f in events(fs.read("trace"))] == \
+        [("read", "audit.open", {"p": f'"{target}"', "m": "'r'"})] * 2
+    fs.write("dynamic_events", "")
+
+
 # What error_log says of a bad line: (line, message, caret column under the
 # command), as trace_fprobe.c and trace_probe.c log them.
 BAD = [
@@ -285,3 +304,31 @@ def test_fentry_run_refuses_a_bad_tprobe_before_the_program_runs(tmp_path):
     proc, _ = fentry_run(tmp_path, "-e", "t python:raise", program=(prog, "10", "1"), text=True)
     assert proc.returncode != 0 and proc.stdout == ""
     assert "Invalid character in tracepoint name" in proc.stderr
+
+
+def test_a_tprobe_live_with_fentry_p(tmp_path):
+    """Defined, filtered, enabled and read in a running program over its
+    control socket (``fentry -p PID``); a bad line is refused with its caret."""
+    with longrun_under_fentry(tmp_path) as pid:
+        def write(path, text, *a):
+            got = fentry("-p", pid, "write", *a, path, text)
+            assert got.returncode == 0, got.stderr
+        write("dynamic_events", "t:live/appended call_c callable func", "-a")
+        assert fentry("-p", pid, "read", "dynamic_events").stdout == \
+            "t:live/appended call_c callable=callable func=func\n"
+        write("events/live/appended/filter", 'callable == "list.append"')
+        write("events/live/appended/enable", "1")
+        deadline = time.monotonic() + 30
+        got = []
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            got = events(fentry("-p", pid, "read", "trace").stdout)
+        write("events/live/appended/enable", "0")
+        assert len(got) >= 3
+        assert {(e, w, f["callable"], f["func"]) for _, e, w, f in got} == \
+            {("appended", "call_c", '"list.append"', '"__main__:add"')}
+        bad = fentry("-p", pid, "write", "-a", "dynamic_events", "t:live/x call_c nope")
+        assert bad.returncode != 0
+        assert "  Command: t:live/x call_c nope\n" + " " * 11 + " " * 16 + "^" in bad.stderr
+        assert "This variable is not found at this probe point" in bad.stderr
+        write("dynamic_events", "")
