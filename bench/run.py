@@ -28,6 +28,8 @@ Rows:
  19  fentry run -t function_graph of a program that sleeps between calls, with -K
      sched:sched_switch (the kernel's switches merged in), vs the same run without -K
      (root and tracefs; otherwise the row says why it is skipped)
+ 20  a hist trigger on a probe event, vs recording every event and aggregating afterwards
+ 21  Python's tracepoints (python:*, gc:*, audit:*) defined but disabled, vs no fentry at all
      (rows 11-15 are bench/stream.py's)
  6b  fentry report --format perfetto / chrome of a function_graph recording of 1M
      calls, vs viztracer saving the same 1M calls (bench/stream.py's row 15 compares
@@ -44,6 +46,7 @@ import gc
 import inspect
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -968,6 +971,133 @@ def row10b_idle_trigger(rounds: int, n: int) -> None:
             "untraced", base_name="no trigger", goal=None)
 
 
+SEND = "p:bench/send workloads:send kind=kind nbytes=nbytes"
+SEND_HIST = "hist:keys=kind:vals=nbytes"
+HIST_ROW = re.compile(r"^\{ kind: +(\d+) \} hitcount: +(\d+) +nbytes: +(\d+)$", re.M)
+
+
+def send_totals(n: int) -> dict[int, tuple[int, int]]:
+    """kind -> (hits, sum of nbytes) that ``call_send(n)`` makes."""
+    out: dict[int, tuple[int, int]] = {}
+    for i in range(n):
+        hits, total = out.get(i & 7, (0, 0))
+        out[i & 7] = (hits + 1, total + (i & 1023))
+    return out
+
+
+def row20_hist_vs_aggregate(rounds: int, n: int) -> None:
+    """A hist trigger, vs recording every event and aggregating afterwards.
+
+    ``send(i & 7, i & 1023)`` called ``n`` times, probed by ``p:bench/send
+    workloads:send kind=kind nbytes=nbytes``.  hist: the trigger ``hist:
+    keys=kind:vals=nbytes`` on the event, which is not enabled: it feeds the
+    hist only and writes nothing to the buffer (the read of the ``hist``
+    file is outside the timed region, as a user reads it once).  Baseline:
+    the event enabled, every hit recorded into the ring buffer, then the
+    same table made from the buffer's records, as cheaply as can be (its raw
+    records, no text).  Both per call, time added over the untraced loop;
+    informative, no goal.
+    """
+    t = tracefs()
+    want = send_totals(n)
+    tables: list[dict[int, tuple[int, int]]] = []
+
+    def define(enable: bool, trigger: bool) -> None:
+        t.write("buffer_size_kb", BUFFER_KB)
+        t.write("kprobe_events", SEND)
+        if trigger:
+            t.write("events/bench/send/trigger", SEND_HIST)
+        if enable:
+            t.write("events/bench/send/enable", "1")
+        w.call_send(100)
+        if trigger:         # (the warm-up's hits out of the hist: off and on again)
+            t.write("events/bench/send/trigger", "!" + SEND_HIST)
+            t.write("events/bench/send/trigger", SEND_HIST)
+        t.write("trace", "")
+
+    def remove() -> None:
+        t.write("events/bench/send/trigger", "!" + SEND_HIST)
+        t.write("events/bench/send/enable", "0")
+        t.write("kprobe_events", "")
+        t.write("trace", "")
+
+    def hist_off() -> None:
+        try:
+            text = t.read("events/bench/send/hist")
+            got = {int(k): (int(h), int(v)) for k, h, v in HIST_ROW.findall(text)}
+            check(got == want and buffer_stats() == (0, 0),
+                  f"row 20: the hist is {got} (want {want}), buffer {buffer_stats()}")
+        finally:
+            remove()
+
+    event = []
+
+    def record_on() -> None:
+        define(True, False)
+        event[:] = [t.probes.find("bench", "send")]
+
+    def aggregate() -> None:
+        w.call_send(n)
+        table: dict[int, list[int]] = {}
+        ev = event[0]
+        for _, records in t.instance.buffer.snapshot():
+            for rec in records:
+                if rec[2] is ev:
+                    kind, nbytes = rec[4]
+                    row = table.get(kind)
+                    if row is None:
+                        table[kind] = [1, nbytes]
+                    else:
+                        row[0] += 1
+                        row[1] += nbytes
+        tables.append({k: (v[0], v[1]) for k, v in table.items()})
+
+    def record_off() -> None:
+        try:
+            got = tables.pop() if tables else None
+            check(got == want, f"row 20: the records' table is {got} (want {want})")
+        finally:
+            remove()
+
+    run = lambda: w.call_send(n)                              # noqa: E731
+    times = interleave([Variant("untraced", run),
+                        Variant("hist", run, setup=lambda: define(False, True), teardown=hist_off),
+                        Variant("record", aggregate, setup=record_on, teardown=record_off)], rounds)
+    compare("20", "hist trigger (keys=kind:vals=nbytes), added per call", times, "hist", "record", n,
+            "untraced", base_name="record + aggregate", goal=None, note="8 keys")
+
+
+def row21_tracepoints_off(rounds: int, n: int) -> None:
+    """Python's tracepoints defined but disabled, vs no fentry at all.
+
+    ``workloads.exceptions_and_c_calls(n)`` (exceptions raised and caught,
+    C functions called, containers allocated, an audited open every 1000)
+    in a child process (bench/tracepoints_program.py), one of each per
+    round, interleaved: ``fentry`` imports fentry, makes its tracefs,
+    enables every python:*, gc:* and audit:* event, sees them fire, and
+    disables them; ``none`` never imports fentry.  An audit hook cannot be
+    removed: fentry's stays, as one test.  Each child times the workload
+    alone, in its own thread's CPU time (the machine is shared: a child
+    descheduled mid-run would otherwise count the wait).  Run time ratio.
+    """
+    program = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tracepoints_program.py")
+    times: dict[str, list[int]] = {"fentry": [], "none": []}
+    order = list(times)
+    for r in range(rounds):
+        for kind in order[r % 2:] + order[:r % 2]:
+            got = subprocess.run([sys.executable, program, kind, str(n)], capture_output=True,
+                                 text=True, timeout=600)
+            out = dict(line.split(" ", 1) for line in got.stdout.splitlines() if " " in line)
+            check(got.returncode == 0 and out.get("ok") == "yes"
+                  and out.get("fentry") == str(kind == "fentry"),
+                  f"row 21: the {kind} child: {got.returncode} {out.get('ok')} {got.stderr[-300:]}")
+            if "section_ns" in out:
+                times[kind].append(int(out["section_ns"]))
+    if min(len(v) for v in times.values()) == rounds:
+        compare("21", "python:*, gc:*, audit:* disabled (run time)", Timings(times), "fentry", "none",
+                n, base_name="no fentry", goal=1.01, note=f"{n} iterations/run, CPU time")
+
+
 # ---------------------------------------------------------------- main
 
 FIB_N = 20
@@ -1007,7 +1137,8 @@ def print_table() -> None:
     print(fmt.format(*("-" * wd for wd in widths)))
     for line in lines:
         print((fmt.format(*line[:cols]) + f"  {line[cols]}").rstrip())
-    print("(ns: per call, or per event for row 6, per call exported for row 6b; rows 2-5, 7-10, 16, 17:"
+    print("(ns: per call, or per event for row 6, per call exported for row 6b, per iteration for row 21;"
+          " rows 2-5, 7-10, 16-18:"
           " time added over the untraced run."
           " ratio: median of per-round ratios, +- half their interquartile range)")
 
@@ -1059,6 +1190,8 @@ def main(argv=None) -> int:
         ("16b", lambda: row16_profiler(rounds, "b", lambda: w.methods(METHOD_TICKS))),
         ("17", lambda: row17_graph_function(rounds)),
         ("19", lambda: row19_kernel_events(3 if q else 7, n)),
+        ("20", lambda: row20_hist_vs_aggregate(rounds, n)),
+        ("21", lambda: row21_tracepoints_off(rounds, n)),
     ]
     if args.rows:
         wanted = set(args.rows.replace(" ", "").split(","))

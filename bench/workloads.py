@@ -4,8 +4,11 @@ It lives in its own module so filters can name it exactly
 (``workloads:leaf``, ``workloads:*``) and nothing of the harness itself
 (run.py, timing.py) is ever matched.  Keep these functions plain: no
 builtin calls inside the hot loops, so every tracer sees the same Python
-calls and little else.
+calls and little else (row 21's workload, whose point is builtin calls,
+exceptions and allocations, apart).
 """
+
+import os
 
 
 def leaf():
@@ -51,6 +54,38 @@ def probed(x, obj):
 def call_probed(n, obj):
     for i in range(n):
         probed(i, obj)
+
+
+def send(kind, nbytes):
+    """Row 18: the probed function, whose arguments a hist is keyed and summed on."""
+    return nbytes
+
+
+def call_send(n):
+    for i in range(n):
+        send(i & 7, i & 1023)
+
+
+def exceptions_and_c_calls(n):
+    """Row 21: what Python's tracepoints watch, none of it traced: each
+    iteration raises and catches an exception (RAISE, EXCEPTION_HANDLED),
+    calls C functions (CALL, C_RETURN) and allocates containers (gen-0
+    collections); every 1000th opens a file (an audit event)."""
+    table = {}
+    kept = []
+    for i in range(n):
+        try:
+            raise KeyError(i)
+        except KeyError:
+            pass
+        table[i & 255] = abs(-i) + len(kept)
+        kept.append([i, (i, i)])
+        if len(kept) > 500:
+            kept = []
+        if i % 1000 == 0:
+            with open(os.devnull) as f:
+                f.read(0)
+    return len(table)
 
 
 def fib(n):

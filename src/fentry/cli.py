@@ -82,7 +82,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
                    help="function_graph: only calls that last USECS or more, at their end, "
                         "as funcslower (tracing_thresh; 0: all)")
     p.add_argument("-e", "--event", action=_ProbeAction, dest="probes", default=[], metavar="PROBEDEF",
-                   help=f"add an event (a dynamic_events line: p, r, f, e or s), or name a "
+                   help=f"add an event (a dynamic_events line: p, r, f, t, e or s), or name a "
                         f"tracepoint (python:raise, gc:gc_done, audit:open), enabled {when}; repeatable")
     p.add_argument("-f", "--filter-event", action=_ProbeAction, dest="probes", metavar="FILTER",
                    help="the filter of the probe event given by the preceding -e")

@@ -137,8 +137,11 @@ ERRORS: dict[str, str] = {
     "BAD_ATTACH_ARG": "Attached event does not have this field",
     "NO_EP_FILTER": "No filter rule after 'if'",
     "NOSUP_BTFARG": "BTF is not available or not supported",
+    "NO_BTFARG": "This variable is not found at this probe point",
+    "NO_TRACEPOINT": "Tracepoint is not found",
+    "BAD_TP_NAME": "Invalid character in tracepoint name",
     # an unknown first letter: the kernel's bare -EINVAL (create_dyn_event), said
-    "BAD_DYN_EVENT": "Invalid argument: unknown event type (expected p, r, f, e, s or -)",
+    "BAD_DYN_EVENT": "Invalid argument: unknown event type (expected p, r, f, t, e, s or -)",
     # removing an event an eprobe is attached to: the kernel's -EBUSY of a referenced event
     "EVENT_IN_USE": "Device or resource busy: an eprobe is attached to the event (remove it first)",
     # -- (end of dynamic_events)

@@ -124,6 +124,7 @@ class Tracefs:
     def __init__(self) -> None:
         self.probes = probes = ProbeEvents()
         self.tracepoints = Tracepoints()        # Python's own events: python:*, gc:*, audit:*
+        probes.tracepoints = self.tracepoints   # (what eprobes and tprobes attach to)
         self.synth = SynthEvents(self.tracepoints, probes)      # synthetic:*, among the tracepoints
         self.dynamic_events = DynamicEvents(probes, self.synth)
         self.instance = self._wire(TraceInstance(top=True))     # the top level

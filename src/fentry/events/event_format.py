@@ -45,7 +45,7 @@ class EventFormat:
 
     def line(self, site: tuple[Any, ...], values: tuple[object, ...]) -> str:
         """``EVENT: (SYM+0xOFF) name=value ...``; a return: ``(CALLER+0xOFF <- SYM)``."""
-        if self.defn.dyn_type == "eprobe":      # the attached event, as the kernel's
+        if self.defn.dyn_type in ("eprobe", "tprobe"):      # the attached event, or tracepoint
             code = site[0]
             where = f"({self.defn.location})"
         elif self.defn.is_return:

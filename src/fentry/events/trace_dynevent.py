@@ -5,6 +5,7 @@ letter of its line::
 
     p, r    probe events (trace_kprobe: what kprobe_events takes)
     f       fprobe events (trace_fprobe)
+    t       tracepoint probe events (trace_tprobe: trace_fprobe.c's ``t``)
     e       eprobe events (trace_eprobe)
     s       synthetic events (trace_synth: among the tracepoints, not ProbeEvents)
     -       removal: -:[GRP/][EVENT] [POINT [FETCHARGS]], of any kind
@@ -12,11 +13,11 @@ letter of its line::
 A kind is one row of ``DYN_EVENT_KINDS`` (the kernel's
 ``dyn_event_register``): how a line of it is defined in the process, and
 how a reader outside it (which resolves nothing) parses the line as reading
-``dynamic_events`` shows it.  ``t`` (tprobe) events go there.  All kinds
-but ``s`` share one registry, ``ProbeEvents``: ``kprobe_events`` shows and
-clears the ``p``/``r`` ones only, ``dynamic_events`` all of them.  ``s``
-lines go to ``SynthEvents`` (``DynamicEvents._apply``): synthetic events
-are files of the tracepoints' registry, and shown after the others.
+``dynamic_events`` shows it.  All kinds but ``s`` share one registry,
+``ProbeEvents``: ``kprobe_events`` shows and clears the ``p``/``r`` ones
+only, ``dynamic_events`` all of them.  ``s`` lines go to ``SynthEvents``
+(``DynamicEvents._apply``): synthetic events are files of the tracepoints'
+registry, and shown after the others.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from .trace_eprobe import ANY_FIELD, EprobeDefinition, create_eprobe, parse_epro
 from .trace_fprobe import parse_fprobe, resolve_fprobe
 from .trace_kprobe import ProbeEvents
 from .trace_synth import SynthEvents
+from .trace_tprobe import TprobeDefinition, create_tprobe, parse_tprobe
 
 __all__ = ["DYN_EVENT_KINDS", "DynamicEvents", "DynEventKind", "parse_definition"]
 
-Definition = ProbeDefinition | EprobeDefinition
+Definition = ProbeDefinition | EprobeDefinition | TprobeDefinition
 
 
 class DynEventKind(NamedTuple):
@@ -70,6 +72,7 @@ DYN_EVENT_KINDS: dict[str, DynEventKind] = {
     "p": _KPROBE,
     "r": _KPROBE,
     "f": DynEventKind(_create_fprobe, parse_fprobe),
+    "t": DynEventKind(create_tprobe, lambda line: parse_tprobe(line, None)),
     "e": DynEventKind(create_eprobe, lambda line: parse_eprobe(line, lambda s, e: ANY_FIELD)),
 }
 

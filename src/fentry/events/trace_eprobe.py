@@ -15,10 +15,12 @@ event's own filter; the definition's ``if FILTER`` (on the attached event's
 fields) decides whether the eprobe fires, and the eprobe's own ``filter``
 file whether it records.
 
-The kernel attaches eprobes to static events only (not kprobes or other
-eprobes); fentry, whose events are probe events, attaches them to kprobe
-and fprobe events (not to eprobes).  Reading ``dynamic_events`` shows no
-``if FILTER``, as the kernel's eprobe_dyn_event_show.
+The kernel attaches eprobes to static events (not kprobes or other
+eprobes); fentry attaches them to Python's tracepoints (``e python.raise
+$type``, ``gc.gc_done``, ``audit.open``), whose fields are kept as the
+tracepoint records them, and to kprobe and fprobe events (not to eprobes).
+Reading ``dynamic_events`` shows no ``if FILTER``, as the kernel's
+eprobe_dyn_event_show.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from .probe_parser import (
     log_command,
 )
 from .trace_kprobe import EventFile, ProbeEvent, ProbeEvents, compile_event_filter
+from .tracepoint_format import value_text
+from .tracepoints import Tracepoint, compile_tracepoint_filter
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
@@ -133,15 +137,18 @@ def parse_eprobe(line: str, fields_of: Callable[[str, str], frozenset[str] | Non
 
 class EprobeEvent(ProbeEvent):
     """An eprobe: a ``ProbeEvent`` whose hits come from the event it is
-    attached to (``source``), which it holds a reference on while defined."""
+    attached to (``source``: a probe event or a tracepoint), which it holds
+    a reference on while defined."""
 
-    source: ProbeEvent
+    source: Any         # ProbeEvent | Tracepoint
 
-    def __init__(self, defn: EprobeDefinition, events: ProbeEvents, event_id: int,
-                 source: ProbeEvent, condition: Filter | None) -> None:
-        super().__init__(defn, events, event_id)     # type: ignore[arg-type]  # (the same fields)
+    def __init__(self, defn: Any, events: ProbeEvents, event_id: int,
+                 source: ProbeEvent | Tracepoint, condition: Filter | None) -> None:
+        super().__init__(defn, events, event_id)
         self.source = source
         self.condition = condition      # the definition's ``if FILTER``, on the source's fields
+        # A tracepoint's field that is not a number or a str is filtered as its text.
+        self.cooked = isinstance(source, Tracepoint)
         source.refs += 1
 
     def release(self) -> None:
@@ -186,6 +193,7 @@ class EprobeFile(EventFile):
         f = source.file(self.instance)
         f.attach_hook(self._fire)
         self.source_file = f
+        self.rearm()
 
     def disable(self) -> None:
         if self.source_file is not None:
@@ -193,7 +201,9 @@ class EprobeFile(EventFile):
             self.source_file = None
 
     def rearm(self) -> None:
-        pass            # (nothing of its own is armed)
+        """In or out of soft mode (its own triggers: a hist on it): which
+        record its hits make, as ``EventFile._arm_triggers`` chooses."""
+        self._record = self._record_triggered if self.sm_ref else self._record_event
 
     # -- the hit: the source's, on every hit of it (runs in the traced thread)
     def _fire(self, site: tuple[Any, ...], values: tuple[object, ...], frame: FrameType) -> None:
@@ -201,12 +211,17 @@ class EprobeFile(EventFile):
         event: EprobeEvent = self.event         # type: ignore[assignment]
         code = site[2] if len(site) == 4 else site[0]
         fields = dict(zip(event.source.field_names(code), values))
-        if event.condition is not None and not event.condition.matches(fields):
+        if event.condition is not None and not event.condition.matches(
+                _cooked(fields) if event.cooked else fields):
             return
         self._nhit += 1
         out = tuple(_field_value(a, fields, frame) for a in event.defn.args)
         # Where the source fired (a return's probed function): an event record's site.
         self._record((code, 0 if len(site) == 4 else site[1]), out, frame)
+
+
+def _cooked(fields: dict[str, object]) -> dict[str, object]:
+    return {k: v if type(v) is int or type(v) is str else value_text(v) for k, v in fields.items()}
 
 
 def _field_value(arg: FetchArg, fields: dict[str, object], frame: FrameType) -> object:
@@ -229,20 +244,27 @@ def create_eprobe(probes: ProbeEvents, line: str) -> None:
     """Define the eprobe of an ``e`` line (the caller holds the lock)."""
     command = log_command(line)
 
+    def find(system: str, name: str) -> ProbeEvent | Tracepoint | None:
+        points = probes.tracepoints
+        return probes.find(system, name) or (points.find(system, name) if points else None)
+
     def fields_of(system: str, name: str) -> frozenset[str] | None:
-        source = probes.find(system, name)
+        source = find(system, name)
         if source is None or isinstance(source, EprobeEvent):
             return None
+        if isinstance(source, Tracepoint):
+            return frozenset(source.fields)
         return frozenset(a.name for a in source.defn.args if a.kind != "args")
 
     try:
         defn = parse_eprobe(line, fields_of)
-        source = probes.find(defn.system, defn.name)
+        source = find(defn.system, defn.name)
         assert source is not None
         condition = None
         if defn.filter is not None:
             try:
-                condition = compile_event_filter(defn.filter, source.defn.args)
+                condition = compile_tracepoint_filter(defn.filter, source) \
+                    if isinstance(source, Tracepoint) else compile_event_filter(defn.filter, source.defn.args)
             except TraceError as e:     # as the kernel's create_event_filter reports it
                 e.subsystem = "event filter parse error"
                 raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -47,6 +48,7 @@ from .trigger import Trigger, Triggered, set_files_enabled
 
 if TYPE_CHECKING:
     from ..tracers.trace import TraceInstance
+    from .tracepoints import Tracepoints
 
 FIRST_EVENT_ID = 2000           # ids of dynamic events, after the static ones'
 ERROR_LOG_MAX = 8               # entries the error_log keeps: the kernel's TRACING_LOG_ERRS_MAX
@@ -550,6 +552,17 @@ class ProbeEvents:
         self.errors: list[str] = []
         self.lock = threading.RLock()
         self._next_id = FIRST_EVENT_ID
+        self._tracepoints: weakref.ref[Tracepoints] | None = None
+
+    @property
+    def tracepoints(self) -> Tracepoints | None:
+        """Python's tracepoints, which eprobes and tprobes attach to (the
+        Tracefs's, held weakly: the process's error log keeps this registry)."""
+        return self._tracepoints() if self._tracepoints is not None else None
+
+    @tracepoints.setter
+    def tracepoints(self, points: Tracepoints) -> None:
+        self._tracepoints = weakref.ref(points)
 
     # -- error_log
     def log(self, error: TraceError) -> None:

@@ -134,6 +134,7 @@ class Tracepoint(TracepointFormat):
         self.source = source
         self.key = key          # what its source knows it by (a monitoring event, a gc phase, an audit name)
         self.files: dict[int, TracepointFile] = {}      # id(instance) -> its file
+        self.refs = 0           # eprobes and tprobes on it (counted only: it never goes)
 
     def file(self, instance: TraceInstance) -> TracepointFile:
         f = self.files.get(id(instance))
@@ -193,6 +194,10 @@ class TracepointFile(Triggered):
         self.filter_fields: tuple[int, ...] = ()     # the values the filter reads, by index
         self.nhit = 0
         self.init_triggers()
+        # Called on every hit with (site, values, frame), whatever this
+        # event's own filter, after its record: the eprobes and tprobes on
+        # it here, each holding it in soft mode (as trace_kprobe.EventFile's).
+        self.hit_hooks: tuple[Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None], ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -218,6 +223,21 @@ class TracepointFile(Triggered):
 
     def rearm(self) -> None:
         """(Every hit takes the one Python path, which checks for soft mode itself.)"""
+
+    def attach_hook(self, hook: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]) -> None:
+        """Call ``hook`` on every hit here, whatever this event's filter (an
+        eprobe or a tprobe on it): a soft-mode reference, as a trigger's."""
+        self.hit_hooks += (hook,)
+        try:
+            self.enable_disable(True, soft=True)
+        except TraceError:
+            self.hit_hooks = tuple(h for h in self.hit_hooks if h != hook)
+            raise
+
+    def detach_hook(self, hook: Callable[[tuple[Any, ...], tuple[object, ...], FrameType], None]) -> None:
+        # (!=: a bound method is an equal one each time, not the same)
+        self.hit_hooks = tuple(h for h in self.hit_hooks if h != hook)
+        self.enable_disable(False, soft=True)
 
     def compile_trigger_filter(self, text: str) -> Filter:
         return compile_tracepoint_filter(text, self.event)
@@ -260,13 +280,17 @@ class TracepointFile(Triggered):
     def _record(self, site: tuple[Any, ...], values: tuple[object, ...],
                 frame: FrameType | None = None) -> None:
         """A hit: its triggers, in soft mode; filtered, then written to the
-        instance's buffer (and its stack, with the ``stacktrace`` option)."""
+        instance's buffer (and its stack, with the ``stacktrace`` option);
+        then, whatever the filter, its hooks (eprobes, tprobes)."""
         self.nhit += 1
         if self.sm_ref:             # triggers on it, or an enable_event naming it
             frame = frame if frame is not None else program_frame()
             record, post = self.soft_hit(values, None, frame)   # type: ignore[arg-type]
             if record:
                 self._commit(site, values, frame)
+            if self.hit_hooks and frame is not None and self.instance.tracing_on:
+                for hook in self.hit_hooks:
+                    hook(site, values, frame)
             if post:
                 self.call_post_triggers(post, frame)        # type: ignore[arg-type]
             return
