@@ -358,14 +358,17 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import _filter_kind
     from .events.tracepoints import check_tracepoint, tracepoint_name
-    events: list[tuple[str, str, dict[str, str]]] = []     # (group, event, field kinds) of each -e
+    events: list[tuple[str, str, dict[str, str] | None]] = []     # (group, event, field kinds) of each -e
     for p in probes:
         if tracepoint_name(p[0]) is not None:
             point = check_tracepoint(p[0], None)
             events.append((point.group, point.name, point.field_kinds()))
         else:
             d = parse_definition(p[0])
-            events.append((d.group, d.event, {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}))
+            # (an fprobe's $arg* names its fields once its function is found: checked then)
+            known = not any(a.kind == "args" for a in d.args) or d.dyn_type != "fprobe"
+            events.append((d.group, d.event,
+                           {a.name: _filter_kind(a) for a in d.args if a.kind != "args"} if known else None))
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [e for e in events if e[1] == name and group in (None, e[0])]
@@ -373,6 +376,8 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
             raise TraceError("HIST_NO_EVENT", text, 0, subsystem="fentry --hist",
                              detail="give it as GRP:EVENT" if found else "define it with -e")
         g, n, kinds = found[0]
+        if kinds is None:
+            continue
         parse_hist(param, {**COMMON_HIST_FIELDS, **kinds}, f"hist:{g}:{n}")
 
 
