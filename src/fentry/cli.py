@@ -367,8 +367,11 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
             d = parse_definition(p[0])
             # (an fprobe's $arg* names its fields once its function is found: checked then)
             known = not any(a.kind == "args" for a in d.args) or d.dyn_type != "fprobe"
+            # (its location fields, as its format has them: hist.hist_fields)
+            ips = ("__probe_func", "__probe_ret_ip") if getattr(d, "is_return", False) else ("__probe_ip",)
             events.append((d.group, d.event,
-                           {a.name: _filter_kind(a) for a in d.args if a.kind != "args"} if known else None))
+                           {**dict.fromkeys(ips, "num"),
+                            **{a.name: _filter_kind(a) for a in d.args if a.kind != "args"}} if known else None))
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [e for e in events if e[1] == name and group in (None, e[0])]
