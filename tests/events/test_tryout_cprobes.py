@@ -64,3 +64,44 @@ def test_traceoff_on_a_c_probe_stops_the_trace_at_the_first_match(tmp_path):
     assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
     lines = [line for line in body(trace) if " ln: " in line]
     assert len(lines) == 8 and lines[-1].endswith('s="xxxxxxx"'), lines[-3:]
+
+
+POOL = """
+    import multiprocessing as mp, os, sys
+    def work(n):
+        for i in range(n):
+            sorted([i, 2, 1])
+        return os.getpid(), n
+    def before():
+        return sorted([3, 2])
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1])
+        before()                        # the parent's, before it forks
+        with mp.Pool(3) as p:
+            res = p.map(work, [1000 + i for i in range(12)], chunksize=1)
+        per = {}
+        for pid, n in res:
+            per[pid] = per.get(pid, 0) + n
+        for pid in per:
+            print(pid, per[pid])
+"""
+
+
+def test_follow_a_pool_hist_on_a_c_probe_counts_each_process_alone(tmp_path):
+    """``--follow`` over a forking pool, a hist of ``p builtins:sorted`` by
+    process and call site: each worker's rows are exactly the calls it made.
+    A forked child started with a copy of its parent's hist before (the
+    parent's hits counted again in every child, and a map lock a parent's
+    thread held would be held for ever)."""
+    proc, trace = fentry_run(tmp_path, "--follow", "-t", "nop", "-e", "p:srt builtins:sorted",
+                             "--hist", "srt:keys=common_pid,__probe_ip.sym",
+                             program=(program(tmp_path, POOL), "fork"), text=True)
+    assert proc.returncode == 0, proc.stderr
+    made = {int(pid): int(n) for pid, n in (line.split() for line in proc.stdout.splitlines())}
+    rows = re.findall(r"^\{ common_pid: +(\d+), __probe_ip: \[[0-9a-f]+\] (\S+) +\} hitcount: +(\d+)",
+                      trace, flags=re.M)
+    seen: dict[tuple[int, str], int] = {}
+    for pid, where, n in rows:
+        seen[(int(pid), where)] = seen.get((int(pid), where), 0) + int(n)
+    assert {pid: n for (pid, where), n in seen.items() if where == "work"} == made
+    assert [n for (pid, where), n in seen.items() if where == "before"] == [1]

@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
+from ..events import tracing_map
 from ..events.fetch import FAULT, safe_repr
 from ..fds import high_fd
 from ..raw import Shown
@@ -854,6 +855,7 @@ def _after_fork_in_child() -> None:
     try:
         _sigterm_held = None    # SIGTERM is the default here; the agent sets it if it follows
         _drop_fork_filter()
+        tracing_map.after_fork_in_child()
         agent = _agent
         if agent is None:
             return

@@ -15,9 +15,10 @@ exact.  The lock is held for a dict lookup and a few additions.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 
-__all__ = ["TracingMap", "BITS_DEFAULT", "BITS_MIN", "BITS_MAX"]
+__all__ = ["TracingMap", "BITS_DEFAULT", "BITS_MIN", "BITS_MAX", "after_fork_in_child"]
 
 # The kernel's TRACING_MAP_BITS_{DEFAULT,MIN,MAX}.
 BITS_DEFAULT = 11
@@ -37,6 +38,7 @@ class TracingMap:
         self.hits = 0
         self.drops = 0
         self.lock = threading.Lock()
+        _maps.add(self)
 
     def insert(self, key: tuple[object, ...], vals: Sequence[int],
                on_new: Callable[[], object] | None = None) -> None:
@@ -66,3 +68,18 @@ class TracingMap:
         """A copy of the entries, hits and drops, consistent with each other."""
         with self.lock:
             return ([(k, list(v)) for k, v in self.entries.items()], self.hits, self.drops)
+
+
+# Every map there is, for after_fork_in_child.
+_maps: weakref.WeakSet[TracingMap] = weakref.WeakSet()
+
+
+def after_fork_in_child() -> None:
+    """In a forked child: every map's counts are the parent's (its events,
+    counted there), so each starts empty; and its lock may have been held
+    by a thread of the parent, which is not here to release it."""
+    for m in list(_maps):
+        m.lock = threading.Lock()
+        m.entries.clear()
+        m.private.clear()
+        m.hits = m.drops = 0
