@@ -47,6 +47,9 @@ class TracingMap:
         with self.lock:
             sums = self.entries.get(key)
             if sums is None:
+                key = _bounded(key)
+                sums = self.entries.get(key)
+            if sums is None:
                 if len(self.entries) >= self.max_elts:
                     self.drops += 1
                     return
@@ -68,6 +71,20 @@ class TracingMap:
         """A copy of the entries, hits and drops, consistent with each other."""
         with self.lock:
             return ([(k, list(v)) for k, v in self.entries.items()], self.hits, self.drops)
+
+
+# The longest string key, as the kernel's (MAX_FILTER_STR_VAL, with its NUL).
+MAX_STR_KEY = 255
+
+
+def _bounded(key: tuple[object, ...]) -> tuple[object, ...]:
+    """``key`` with its strings cut to ``MAX_STR_KEY``, as the kernel copies
+    a string key into its fixed-size slot: keys alike in that much are one
+    entry, and the map keeps no program's string whole (a 10 MB argument).
+    (Only a key not found as it is comes here.)"""
+    if not any(type(k) in (str, bytes) and len(k) > MAX_STR_KEY for k in key):     # type: ignore[arg-type]
+        return key
+    return tuple(k[:MAX_STR_KEY] if type(k) in (str, bytes) else k for k in key)   # type: ignore[index]
 
 
 # Every map there is, for after_fork_in_child.
