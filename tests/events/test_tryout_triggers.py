@@ -51,3 +51,31 @@ def test_a_truncating_write_that_is_taken_replaces_the_hists(fs, served):
     assert fs.read("events/srv/req/trigger") == "traceoff:unlimited\n"
     fs.write("events/srv/req/trigger", "!traceoff")
     assert fs.read("events/srv/req/enable") == "0\n"
+
+
+def test_an_instance_removed_with_records_in_it_keeps_nothing_alive(fs, make_module):
+    """``rmdir instances/NAME`` (what the end of an attach session does) with
+    records still in its rings: its events, once removed, are freed.  Each
+    thread's ring is a thread-local, so a record holding its event held the
+    event, the instance and the whole tracefs for as long as the thread
+    lived (found as test_tracepoints' audit-hook test failing after
+    test_triggers in one process)."""
+    import gc
+    import weakref
+
+    mod = make_module("tryout_rmdir", """
+        def f(x):
+            return x
+    """)
+    fs.write("kprobe_events", "p:trig/rm tryout_rmdir:f x=x")
+    event = weakref.ref(fs.probes.events[("trig", "rm")])
+    fs.mkdir("instances/mine")
+    fs.write("instances/mine/events/trig/rm/trigger", "traceoff if x == 2")
+    fs.write("instances/mine/events/trig/rm/enable", "1")
+    for i in range(5):
+        mod.f(i)
+    assert "x=1" in fs.read("instances/mine/trace")
+    fs.rmdir("instances/mine")
+    fs.write("kprobe_events", "")
+    gc.collect()
+    assert event() is None
