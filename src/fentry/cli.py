@@ -99,7 +99,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
 
 
 def _hist_option(p: argparse.ArgumentParser) -> None:
-    """--hist, for run and record (whose end prints or keeps the hists)."""
+    """--hist, for run, record and attach (whose end prints or keeps the hists)."""
     p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
                    help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
                         "[:size=N], as written after hist: to its trigger file), printed at the "
@@ -225,6 +225,7 @@ def _attach_parser(sub: _Subparsers) -> None:
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
     _tracing_options(p, "nop", DEFAULT_SIZE_KB, "as soon as fentry is attached")
+    _hist_option(p)
     p.set_defaults(tracer=None)     # nop, or function_graph with a graph option (main)
     _attach_only_options(p)
 
@@ -791,6 +792,8 @@ def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
         message = f"fentry: process {opts.pid} ended, or fentry was detached from it"
     session.close()
     live.finish()
+    if isinstance(live, Live):
+        _write_profiles(live)       # (its hists: --hist, -R hist:...)
     _report_end(live, opts, command)
     print(message, file=sys.stderr)
     return 0

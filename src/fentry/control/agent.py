@@ -382,6 +382,9 @@ class Agent:
             stream = Streamer(_socket_sink(conn.sock), bool(request.get("header")),
                               conn.sock.fileno(), lambda: _peer_hung_up(conn.sock),
                               instance=instance)
+            # The session's hists at its end: --hist's, and -R hist:...'s
+            stream.hist = settings is not None and (bool(settings.get("hists")) or any(
+                str(t).startswith("hist:") for p in settings.get("probes", []) for t in p[2:]))
             with self.lock:
                 if self.detached:
                     return None
