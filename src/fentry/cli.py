@@ -115,7 +115,7 @@ def _tracing_options(p: argparse.ArgumentParser, default_tracer: str | None, buf
 
 
 def _hist_option(p: argparse.ArgumentParser) -> None:
-    """--hist, for run and record (whose end prints or keeps the hists)."""
+    """--hist, for run, record and attach (whose end prints or keeps the hists)."""
     p.add_argument("--hist", action="append", default=[], metavar="[GRP:]EVENT:KEYS...",
                    help="a hist trigger on a probe event (EVENT:keys=...[:vals=...][:sort=...]"
                         "[:size=N], as written after hist: to its trigger file), printed at the "
@@ -243,6 +243,7 @@ def _attach_parser(sub: _Subparsers) -> None:
                     "behind.  Attaching to a process that has an agent reuses it.")
     p.add_argument("pid", type=int, metavar="PID")
     _tracing_options(p, "nop", DEFAULT_SIZE_KB, "as soon as fentry is attached")
+    _hist_option(p)
     p.set_defaults(tracer=None)     # nop, or function_graph with a graph option (main)
     _attach_only_options(p)
 
@@ -378,16 +379,23 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
     from .events.trace_dynevent import parse_definition
     from .events.trace_kprobe import _filter_kind
     from .events.tracepoints import check_tracepoint, tracepoint_name
-    events: list[tuple[str, str, dict[str, str]]] = []     # (group, event, field kinds) of each -e
+    events: list[tuple[str, str, dict[str, str] | None]] = []     # (group, event, field kinds) of each -e
     for p in probes:
         if tracepoint_name(p[0]) is not None:
             point = check_tracepoint(p[0], None)
             events.append((point.group, point.name, point.field_kinds()))
         else:
             d = parse_definition(p[0])
-            kinds = d.field_kinds() if isinstance(d, SynthFormat) \
-                else {a.name: _filter_kind(a) for a in d.args if a.kind != "args"}
-            events.append((d.group, d.event, kinds))
+            if isinstance(d, SynthFormat):
+                events.append((d.group, d.event, d.field_kinds()))
+                continue
+            # (an fprobe's $arg* names its fields once its function is found: checked then)
+            known = not any(a.kind == "args" for a in d.args) or d.dyn_type != "fprobe"
+            # (its location fields, as its format has them: hist.hist_fields)
+            ips = ("__probe_func", "__probe_ret_ip") if getattr(d, "is_return", False) else ("__probe_ip",)
+            events.append((d.group, d.event,
+                           {**dict.fromkeys(ips, "num"),
+                            **{a.name: _filter_kind(a) for a in d.args if a.kind != "args"}} if known else None))
     for text in hists:
         group, name, param = split_hist_option(text)
         found = [e for e in events if e[1] == name and group in (None, e[0])]
@@ -395,6 +403,8 @@ def _check_hists(hists: list[str], probes: list[list[Any]]) -> None:
             raise TraceError("HIST_NO_EVENT", text, 0, subsystem="fentry --hist",
                              detail="give it as GRP:EVENT" if found else "define it with -e")
         g, n, kinds = found[0]
+        if kinds is None:
+            continue
         parse_hist(param, {**COMMON_HIST_FIELDS, **kinds}, f"hist:{g}:{n}")
 
 
@@ -928,6 +938,8 @@ def _end_attach(opts: argparse.Namespace, command: str, live: Live | Recording,
         kernel.close()
     live.finish()
     _finish_to_kernel(to_kernel, command)
+    if isinstance(live, Live):
+        _write_profiles(live)       # (its hists: --hist, -R hist:...)
     _report_end(live, opts, command)
     print(message, file=sys.stderr)
     return 0

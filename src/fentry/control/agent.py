@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 
 from .. import ftrace, hotpath
 from ..errors import TraceError
+from ..events import tracing_map
 from ..events.fetch import FAULT, safe_repr
 from ..fds import high_fd
 from ..raw import Shown
@@ -381,6 +382,9 @@ class Agent:
             stream = Streamer(_socket_sink(conn.sock), bool(request.get("header")),
                               conn.sock.fileno(), lambda: _peer_hung_up(conn.sock),
                               instance=instance)
+            # The session's hists at its end: --hist's, and -R hist:...'s
+            stream.hist = settings is not None and (bool(settings.get("hists")) or any(
+                str(t).startswith("hist:") for p in settings.get("probes", []) for t in p[2:]))
             with self.lock:
                 if self.detached:
                     return None
@@ -857,6 +861,7 @@ def _after_fork_in_child() -> None:
     try:
         _sigterm_held = None    # SIGTERM is the default here; the agent sets it if it follows
         _drop_fork_filter()
+        tracing_map.after_fork_in_child()
         agent = _agent
         if agent is None:
             return

@@ -339,6 +339,10 @@ class Tracefs:
         inst.set_filter("", append=False, notrace=True)
         inst.set_graph_filter("", append=False)
         inst.set_graph_filter("", append=False, notrace=True)
+        # Its records hold its events, and each thread's ring is held by the
+        # thread (a thread-local): a cycle no collection frees while the
+        # thread lives, keeping every event and the tracefs itself alive.
+        inst.clear()
 
     def ls(self, path: str = "") -> list[str]:
         """The names in a directory of tracefs (the top one by default)."""

@@ -733,8 +733,8 @@ def _key_text(f: HistField, v: object, comm: object) -> str:
         return f"{name}: ~ 2^{v:<2d}"
     if f.flag == "buckets":
         return f"{name}: ~ {v}-{v + f.buckets - 1}"      # type: ignore[operator]
-    if isinstance(v, int):
-        return f"{name}: {v:10d}"
+    if isinstance(v, int):      # (a u64, as the kernel's %10llu: -1 is 18446744073709551615)
+        return f"{name}: {v & U64:10d}"
     return f"{name}: {v!s:<50}"
 
 
@@ -772,7 +772,7 @@ def _val_text(name: str, flag: str | None, val: int, stat: tuple[int, int]) -> s
         return f" {name}: {bar:<{BAR_WIDTH}}"
     if flag == "hex":
         return f" {name}: {val & U64:10x}"
-    return f" {name}: {val:10d}"
+    return f" {name}: {val & U64:10d}"
 
 
 # Named hist triggers (``name=``), the process's, as the kernel's

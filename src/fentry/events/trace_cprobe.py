@@ -19,7 +19,7 @@ return probe knows whether the call raised, not what.
 from __future__ import annotations
 
 import sys
-from types import CodeType, FunctionType
+from types import CodeType, FrameType, FunctionType
 from typing import TYPE_CHECKING, Any
 
 from .. import cprobes
@@ -91,6 +91,7 @@ class CEventFile(EventFile):
         self.probe: cprobes.Cprobe | None = None        # type: ignore[assignment]
         self._count = cprobes.hits_counter()       # (threads bump it with no lock)
         self._past_errors = 0
+        self.at_offset = True       # (its hist's __probe_ip: the call site, as its line shows)
 
     @property
     def nhit(self) -> int:
@@ -144,6 +145,17 @@ class CEventFile(EventFile):
     def _c_record(self, code: CodeType, site: tuple[Any, ...], values: tuple[object, ...]) -> None:
         if any(v is FAULT for v in values):
             self._nmissed += 1
+        if self.sm_ref:             # triggers on it, or an enable_event naming it: soft mode
+            frame = _caller_frame(code)
+            record, post = self.soft_hit(values, None, frame)       # type: ignore[arg-type]
+            if record:
+                self._c_commit(code, site, values)
+            if post:
+                self.call_post_triggers(post, frame)                # type: ignore[arg-type]
+            return
+        self._c_commit(code, site, values)
+
+    def _c_commit(self, code: CodeType, site: tuple[Any, ...], values: tuple[object, ...]) -> None:
         instance = self.instance
         if not instance.tracing_on:
             return
@@ -154,11 +166,17 @@ class CEventFile(EventFile):
             return
         tb.record((self.event, site, values))
         if instance.options["stacktrace"]:
-            frame = sys._getframe(1)    # up to the caller's frame, above fentry's callbacks
-            while frame is not None and frame.f_code is not code:
-                frame = frame.f_back    # type: ignore[assignment]
+            frame = _caller_frame(code)
             if frame is not None:
                 record_stack(tb, frame)
+
+
+def _caller_frame(code: CodeType) -> FrameType | None:
+    """The calling frame (running ``code``), above fentry's callbacks."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    return frame
 
 
 def _fetch_all(args: tuple[FetchArg, ...], arg0: object) -> tuple[object, ...]:

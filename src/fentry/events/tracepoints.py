@@ -341,12 +341,21 @@ def program_frame(depth: int = 1) -> FrameType | None:
     return frame
 
 
+# How far from_fentry looks through the stdlib's frames for fentry's: more
+# than fentry's own calls into it ever nest, and a bound, so that a program
+# that is all stdlib (``python -m test``) or recurses in it (``copy.deepcopy``,
+# ``json``'s pure encoder) pays a few frames per event, not its whole stack.
+STDLIB_DEPTH = 48
+
+
 def from_fentry(frame: FrameType | None) -> bool:
     """Whether ``frame`` runs for fentry: fentry's code, or the stdlib's
     called by it, or code made by ``exec``/``eval`` (``<string>``: a
     namedtuple's ``__new__``) called by it; the first frame out that is
-    none of these decides."""
-    while frame is not None:
+    none of these decides, or ``STDLIB_DEPTH`` frames of them (the program's)."""
+    for _ in range(STDLIB_DEPTH):
+        if frame is None:
+            return False
         filename = frame.f_code.co_filename
         if filename.startswith(FENTRY_DIR):
             return True

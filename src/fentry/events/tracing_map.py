@@ -15,9 +15,10 @@ exact.  The lock is held for a dict lookup and a few additions.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 
-__all__ = ["TracingMap", "BITS_DEFAULT", "BITS_MIN", "BITS_MAX"]
+__all__ = ["TracingMap", "BITS_DEFAULT", "BITS_MIN", "BITS_MAX", "after_fork_in_child"]
 
 # The kernel's TRACING_MAP_BITS_{DEFAULT,MIN,MAX}.
 BITS_DEFAULT = 11
@@ -38,6 +39,7 @@ class TracingMap:
         self.hits = 0
         self.drops = 0
         self.lock = threading.Lock()
+        _maps.add(self)
 
     def insert(self, key: tuple[object, ...], vals: Sequence[int],
                on_new: Callable[[], object] | None = None) -> bool:
@@ -46,6 +48,9 @@ class TracingMap:
         False: dropped, the map is full."""
         with self.lock:
             sums = self.entries.get(key)
+            if sums is None:
+                key = _bounded(key)
+                sums = self.entries.get(key)
             if sums is None:
                 if len(self.entries) >= self.max_elts:
                     self.drops += 1
@@ -70,3 +75,32 @@ class TracingMap:
         """A copy of the entries, hits and drops, consistent with each other."""
         with self.lock:
             return ([(k, list(v)) for k, v in self.entries.items()], self.hits, self.drops)
+
+
+# The longest string key, as the kernel's (MAX_FILTER_STR_VAL, with its NUL).
+MAX_STR_KEY = 255
+
+
+def _bounded(key: tuple[object, ...]) -> tuple[object, ...]:
+    """``key`` with its strings cut to ``MAX_STR_KEY``, as the kernel copies
+    a string key into its fixed-size slot: keys alike in that much are one
+    entry, and the map keeps no program's string whole (a 10 MB argument).
+    (Only a key not found as it is comes here.)"""
+    if not any(type(k) in (str, bytes) and len(k) > MAX_STR_KEY for k in key):     # type: ignore[arg-type]
+        return key
+    return tuple(k[:MAX_STR_KEY] if type(k) in (str, bytes) else k for k in key)   # type: ignore[index]
+
+
+# Every map there is, for after_fork_in_child.
+_maps: weakref.WeakSet[TracingMap] = weakref.WeakSet()
+
+
+def after_fork_in_child() -> None:
+    """In a forked child: every map's counts are the parent's (its events,
+    counted there), so each starts empty; and its lock may have been held
+    by a thread of the parent, which is not here to release it."""
+    for m in list(_maps):
+        m.lock = threading.Lock()
+        m.entries.clear()
+        m.private.clear()
+        m.hits = m.drops = 0

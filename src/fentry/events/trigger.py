@@ -307,11 +307,33 @@ class Triggered:
     def write_trigger(self, text: str, append: bool, ctx: TriggerContext) -> None:
         """One write to the ``trigger`` file (``trigger_process_regex``).
         ``>`` removes first what the commands with ``unreg_all`` have (hist),
-        as the kernel's O_TRUNC; ``!`` that matches nothing is no error."""
-        if not append:
-            for c in _COMMANDS.values():
-                if c.unreg_all is not None:
-                    c.unreg_all(self)
+        as the kernel's O_TRUNC; ``!`` that matches nothing is no error.
+        Unlike the kernel's, a refused write removes nothing: what ``>``
+        removes is only out of sight until the write is taken."""
+        if append:
+            self._write_trigger(text, ctx)
+            return
+        truncated = _Truncated(self.triggers)
+        for c in _COMMANDS.values():
+            if c.unreg_all is not None:
+                c.unreg_all(truncated)      # type: ignore[arg-type]  # (it only names them)
+        if not truncated.removed:
+            self._write_trigger(text, ctx)
+            return
+        before = self.triggers
+        self.triggers = truncated.triggers      # (still holding their soft-mode references)
+        self._update_cond()
+        try:
+            self._write_trigger(text, ctx)
+        except TraceError:
+            self.triggers = tuple(t for t in self.triggers if t not in before) + before
+            self._update_cond()
+            raise
+        for t in truncated.removed:
+            self._trigger_mode(False)
+            t.freed()
+
+    def _write_trigger(self, text: str, ctx: TriggerContext) -> None:
         buff = text.strip()
         ctx.command = buff
         m = re.match(r"[^: \t]*", buff)
@@ -427,6 +449,21 @@ class Triggered:
         hit = Hit(self, (), None, frame)
         for t in post:
             t.fire(hit)
+
+
+class _Truncated:
+    """What a ``>`` write's ``unreg_all`` calls would remove, named without
+    removing it (a stand-in for the event file: ``triggers`` and
+    ``unregister_trigger`` are all they use)."""
+
+    def __init__(self, triggers: tuple[Trigger, ...]) -> None:
+        self.triggers = triggers
+        self.removed: list[Trigger] = []
+
+    def unregister_trigger(self, test: Trigger) -> bool:
+        self.removed.append(test)
+        self.triggers = tuple(t for t in self.triggers if t is not test)
+        return True
 
 
 def set_files_enabled(files: list[Triggered], on: bool) -> None:
