@@ -269,6 +269,11 @@ class StackMax:
 
 def quiet_thread(on: bool, /) -> bool:
     """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
+def recursion_guard(owner: object, func: Callable[..., object], /) -> Callable[..., object]:
+    """``func``, called only where it has the frames to run in: at the
+    program's recursion limit a hit is counted in ``owner.nmissed`` instead,
+    so that fentry's callback never turns into the program's RecursionError
+    (the C hot path; the pure-Python one returns ``func`` itself)."""
 def quiet_until_program() -> None:
     """The calling thread is quiet until the program's module code starts."""
 def audit_dispatch(dispatch: Callable[[str, tuple[object, ...]], object] | None, /) -> None:

@@ -19,6 +19,7 @@ from time import clock_gettime_ns, perf_counter_ns, sleep
 from types import CodeType, FrameType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
+           "recursion_guard",
            "quiet_until_program", "audit_dispatch", "audit_hook_armed", "catch_sigterm",
            "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
@@ -326,6 +327,13 @@ def quiet_thread(on: bool) -> bool:
     else:
         _quiet.discard(ident)
     return was
+
+
+def recursion_guard(owner: object, func: Callable[..., object]) -> Callable[..., object]:
+    """``func`` itself: pure Python cannot check, without a frame of its own,
+    that a callback has frames to run in (ctrampolines/guard.c can), so at
+    the program's recursion limit a callback's frame fails as it would."""
+    return func
 
 
 # The thread that waits, quiet, for the interpreter to start the program

@@ -116,6 +116,14 @@ call_site(PyObject *code, int lasti)
     return lasti;
 }
 
+/* How many more Python frames the calling thread may push before
+ * RecursionError (3.12 and 3.13 keep the count in the thread state). */
+static inline int
+python_frames_left(void)
+{
+    return PyThreadState_GET()->py_recursion_remaining;
+}
+
 /* t's version tag, 0 when it has none (nothing may be cached against it). */
 static inline unsigned int
 type_version(PyTypeObject *t)

@@ -48,7 +48,8 @@ PyInit__ctrampolines(void)
         || PyModule_AddFunctions(m, stack_functions) < 0
         || PyModule_AddFunctions(m, graph_values_functions) < 0
         || PyModule_AddFunctions(m, audit_functions) < 0
-        || PyModule_AddFunctions(m, ccall_functions) < 0)
+        || PyModule_AddFunctions(m, ccall_functions) < 0
+        || PyModule_AddFunctions(m, guard_functions) < 0)
         goto fail;
     if (PyModule_AddObjectRef(m, "Ip", (PyObject *)&IpType) < 0
         || PyModule_AddObjectRef(m, "CodeTable", (PyObject *)&CodeTableType) < 0
@@ -70,7 +71,7 @@ PyInit__ctrampolines(void)
         || PyModule_AddIntConstant(m, "G_NOTRACE", G_NOTRACE) < 0
         || PyModule_AddIntConstant(m, "G_FILTERED", G_FILTERED) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[ssssssssssssssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES", "GRAPH_STACK", "G_FUNC", "G_NOTRACE", "G_FILTERED",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
@@ -81,7 +82,7 @@ PyInit__ctrampolines(void)
                                   "dispatcher", "list_func", "ops_entry", "function_entry",
                                   "graph_event", "graph_exc_event", "graph_gated_event", "graph_retval_event",
                                   "graph_args_event", "ProfileStat", "profile_event", "StackMax", "stack_check",
-                                  "call_dispatcher", "graph_c_event");
+                                  "call_dispatcher", "graph_c_event", "recursion_guard");
     if (all == NULL || PyModule_AddObject(m, "__all__", all) < 0)
         goto fail;
     Py_DECREF(sys);

@@ -20,7 +20,7 @@ extern PyTypeObject IpType, CodeTableType, RingType, EncoderType, PageQueueType,
 /* The module's functions, each table in the file of its concern. */
 extern PyMethodDef dispatch_functions[], quiet_functions[], sigterm_functions[], tool_id_functions[],
                    profile_functions[], stack_functions[], graph_values_functions[],
-                   audit_functions[], ccall_functions[];
+                   audit_functions[], ccall_functions[], guard_functions[];
 
 /* fentry's own threads (the agent's), whose events are ignored (quiet.c). */
 #if defined(__GNUC__)

@@ -159,9 +159,10 @@ class AuditSource(Source):
         # quiet at the exec of the program's code, an event that is still the
         # start-up's (the pure path's ends it at the code's first line).
         self.awaiting_exec = False
+        self.guarded_dispatch = hotpath.recursion_guard(self, self.dispatch)   # (at the recursion limit)
 
     def update(self) -> None:
-        hotpath.audit_dispatch(self.dispatch if self.files else None)
+        hotpath.audit_dispatch(self.guarded_dispatch if self.files else None)
 
     def dispatch(self, raw: str, args: tuple[object, ...]) -> None:
         """An audit event, in the thread that raised it."""

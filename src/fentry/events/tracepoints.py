@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import arch
 from ..errors import TraceError
-from ..hotpath import quiet_thread
+from ..hotpath import quiet_thread, recursion_guard
 from ..lifetime import pop_at_death
 from ..symbols import FENTRY_DIR, SYMBOLS
 from ..tracers.ring_buffer import SKIP_EVENT
@@ -475,11 +475,14 @@ class MonitoringSource(Source):
         self.awaiting = False           # await_program: the start-up is not over yet
         exc = self._exception_callback
         call = self._call_callback
+        # (each guarded: at the program's recursion limit, a callback that
+        # cannot push its frame would replace the program's exception)
         self.callbacks: dict[int, Callable[..., object]] = {
-            E.RAISE: exc(E.RAISE), E.RERAISE: exc(E.RERAISE),
-            E.EXCEPTION_HANDLED: exc(E.EXCEPTION_HANDLED), E.PY_UNWIND: exc(E.PY_UNWIND),
-            E.C_RAISE: call(E.C_RAISE, False), E.C_RETURN: call(E.C_RETURN, False),
-            E.CALL: call(E.CALL, True), E.PY_START: self._py_start}
+            event: recursion_guard(self, cb) for event, cb in (
+                (E.RAISE, exc(E.RAISE)), (E.RERAISE, exc(E.RERAISE)),
+                (E.EXCEPTION_HANDLED, exc(E.EXCEPTION_HANDLED)), (E.PY_UNWIND, exc(E.PY_UNWIND)),
+                (E.C_RAISE, call(E.C_RAISE, False)), (E.C_RETURN, call(E.C_RETURN, False)),
+                (E.CALL, call(E.CALL, True)), (E.PY_START, self._py_start))}
 
     def await_program(self) -> None:
         """The pure-Python hot path: watch PY_START for the program's start,
@@ -578,14 +581,16 @@ class GcSource(Source):
     def __init__(self, lock: threading.RLock) -> None:
         super().__init__(lock)
         self.installed = False
+        # (a collection at the program's recursion limit: unraisable otherwise)
+        self.guarded_callback = recursion_guard(self, self._callback)
 
     def update(self) -> None:
         if self.files and not self.installed:
-            gc.callbacks.append(self._callback)
+            gc.callbacks.append(self.guarded_callback)
             self.installed = True
         elif not self.files and self.installed:
             try:
-                gc.callbacks.remove(self._callback)
+                gc.callbacks.remove(self.guarded_callback)
             except ValueError:      # (the program emptied the list)
                 pass
             self.installed = False
