@@ -856,8 +856,13 @@ def _cmd_attach(opts: argparse.Namespace, command: str, record: bool,
           "Ctrl-C detaches", file=sys.stderr)
     ended = threading.Event()
     if kernel is not None:
-        # Its threads now; those it starts from now on follow (event-fork).
-        kernel.begin(live.writer, _threads_of(opts.pid))
+        # Its threads now; those it starts from now on follow (event-fork);
+        # one started between the listing and the write is listed again.
+        followed = _threads_of(opts.pid)
+        kernel.begin(live.writer, followed)
+        while not set(now := _threads_of(opts.pid)) <= set(followed):
+            followed = sorted(set(followed) | set(now))
+            kernel.follow(followed)
     live.recorder.start(os.dup(session.fileno()), on_end=ended.set)
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
     while not ended.wait(0.05):
