@@ -56,15 +56,7 @@ SUBSYSTEM = "trace_fprobe"
 def parse_fprobe(line: str) -> ProbeDefinition:
     """Parse one ``f`` line (the kernel's trace_fprobe_create); nothing is
     resolved here (``resolve_fprobe`` does, once the function is found)."""
-    argv = _split_argv(line)
-    log = _Log(argv, SUBSYSTEM)
-    head = argv[0]
-    colon = head.find(":", 1)
-    maxactive = _parse_maxactive(head[1:colon] if colon >= 0 else head[1:], log)
-    if len(argv) < 2:
-        log.index = len(argv)
-        log.err(0, "NO_PROBE_POINT")
-    log.index = 1
+    argv, log, head, colon, maxactive = split_head(line)
     point = argv[1]
     is_return = False
     pct = point.find("%")
@@ -76,11 +68,7 @@ def parse_fprobe(line: str) -> ProbeDefinition:
     if offset:                          # an fprobe is on the entry or the exit only
         log.err(0, "BAD_PROBE_ADDR")
     # A $retval makes it an exit probe (parse_symbol_and_return).
-    for word in argv[2:]:
-        at = word.find("$retval")
-        if at >= 0 and not (word[at + 7:at + 8].isalnum() or word[at + 7:at + 8] == "_"):
-            is_return = True
-            break
+    is_return = is_return or find_retval(argv) is not None
     log.index = 0
     if maxactive and not is_return:
         log.err(1, "BAD_MAXACT_TYPE")
@@ -96,6 +84,31 @@ def parse_fprobe(line: str) -> ProbeDefinition:
     return ProbeDefinition(group=group, event=event, is_return=is_return, module=module,
                            symbol=symbol, offset=0, path=None, line=None, args=args,
                            maxactive=maxactive, written=written, dyn_type="fprobe")
+
+
+def split_head(line: str) -> tuple[list[str], _Log, str, int, int]:
+    """The start ``f`` and ``t`` lines share (trace_fprobe_create): the
+    words (a point in ``argv[1]``, or the error), their error log, the head
+    word, where its ``:`` is (-1: none), and its maxactive."""
+    argv = _split_argv(line)
+    log = _Log(argv, SUBSYSTEM)
+    head = argv[0]
+    colon = head.find(":", 1)
+    maxactive = _parse_maxactive(head[1:colon] if colon >= 0 else head[1:], log)
+    if len(argv) < 2:
+        log.index = len(argv)
+        log.err(0, "NO_PROBE_POINT")
+    log.index = 1
+    return argv, log, head, colon, maxactive
+
+
+def find_retval(argv: list[str]) -> tuple[int, int] | None:
+    """The first ``$retval`` among the fetchargs: (word, offset in it)."""
+    for i, word in enumerate(argv[2:], 2):
+        at = word.find("$retval")
+        if at >= 0 and not (word[at + 7:at + 8].isalnum() or word[at + 7:at + 8] == "_"):
+            return i, at
+    return None
 
 
 def _parse_maxactive(text: str, log: _Log) -> int:

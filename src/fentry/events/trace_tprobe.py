@@ -45,14 +45,13 @@ from .probe_parser import (
     _split_argv,
 )
 from .trace_eprobe import EprobeEvent
-from .trace_fprobe import _name_args, _parse_maxactive
+from .trace_fprobe import SUBSYSTEM, _name_args, find_retval, split_head
 from .trace_kprobe import ProbeEvent, ProbeEvents
 from .tracepoints import GC_EVENTS, NUM_FIELDS, PYTHON_EVENTS, TRACEPOINT_GROUPS
 
 __all__ = ["TRACEPOINT_EVENT_SYSTEM", "TprobeDefinition", "create_tprobe", "parse_tprobe"]
 
 TRACEPOINT_EVENT_SYSTEM = "tracepoints"
-SUBSYSTEM = "trace_fprobe"
 
 # A tracepoint's name -> (its group, its fields), or None: not one.
 Lookup = Callable[[str], "tuple[str, tuple[str, ...]] | None"]
@@ -99,15 +98,7 @@ def parse_tprobe(line: str, lookup: Lookup | None) -> TprobeDefinition:
     ``lookup``: the tracepoint of a name, in the traced process; None in a
     reader outside it, which resolves what the static tables know and
     leaves the rest as written."""
-    argv = _split_argv(line)
-    log = _Log(argv, SUBSYSTEM)
-    head = argv[0]
-    colon = head.find(":", 1)
-    maxactive = _parse_maxactive(head[1:colon] if colon >= 0 else head[1:], log)
-    if len(argv) < 2:
-        log.index = len(argv)
-        log.err(0, "NO_PROBE_POINT")
-    log.index = 1
+    argv, log, head, colon, maxactive = split_head(line)
     point = argv[1]
     pct = point.find("%")
     if pct >= 0:                        # no %return on a tracepoint
@@ -115,11 +106,9 @@ def parse_tprobe(line: str, lookup: Lookup | None) -> TprobeDefinition:
     for i, c in enumerate(point):
         if not (c.isascii() and (c.isalnum() or c == "_")):
             log.err(i, "BAD_TP_NAME")
-    for i, word in enumerate(argv[2:], 2):
-        at = word.find("$retval")
-        if at >= 0 and not (word[at + 7:at + 8].isalnum() or word[at + 7:at + 8] == "_"):
-            log.index = i
-            log.err(at, "RETVAL_ON_PROBE")
+    if (retval := find_retval(argv)) is not None:
+        log.index = retval[0]
+        log.err(retval[1], "RETVAL_ON_PROBE")
     log.index = 0
     if maxactive:                       # (a tracepoint is never a return)
         log.err(1, "BAD_MAXACT_TYPE")
