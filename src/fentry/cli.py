@@ -672,6 +672,19 @@ def _cmd_run(opts: argparse.Namespace, program: list[str], record: bool,
     # program inherits that, as it would from plain python.)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda signum, frame: None)
+    # SIGTERM, SIGHUP, SIGQUIT are the program's: handed to it, or, one that
+    # comes before it is started, as soon as it is (never in the middle of
+    # fentry's setup, which a handler cutting in could leave half done).
+    started: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
+
+    def hand_over(signum: int, frame: object) -> None:
+        if started:
+            started[0].send_signal(signum)
+        else:
+            pending.append(signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, hand_over)
     if kernel is not None:
         # fentry's own thread until the program is forked: event-fork adds it
         kernel.begin(live.writer, [threading.get_native_id()])
@@ -687,8 +700,9 @@ def _cmd_run(opts: argparse.Namespace, program: list[str], record: bool,
         os.close(write_fd)
     if kernel is not None:
         kernel.follow([child.pid])       # the program alone (its threads and children follow)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, lambda s, f: child.send_signal(s))
+    started.append(child)
+    for signum in pending:
+        child.send_signal(signum)
 
     program_done = threading.Event()
     live.recorder.start(read_fd, on_end=program_done.set)

@@ -51,7 +51,10 @@ class KernelSide:
             self._handlers[sig] = signal.signal(sig, self._die)
 
     def _die(self, signum: int, frame: FrameType | None) -> None:
-        self.close()
+        try:
+            self.close()
+        except OSError:
+            pass            # (a file of it open where the signal cut in: the next fentry removes it)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
