@@ -770,8 +770,8 @@ def test_nothing_is_lost_at_scale_when_attached(tmp_path, how):
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = out.read_text()
-    assert "LOST" not in text
+    lost = [line for line in lines_of(out) if "LOST" in line]
+    assert not lost, lost[:5]       # (not the whole trace: a million lines)
     assert take_counts(out) == {f"b{k}": 300000 for k in range(4)}
 
 
