@@ -269,6 +269,9 @@ class StackMax:
 
 def quiet_thread(on: bool, /) -> bool:
     """Ignore (or stop ignoring) the calling thread's events; whether it was quiet."""
+def name_thread(name: str, /) -> None:
+    """The calling thread's kernel name (comm, 15 bytes at most), with no
+    descriptor: prctl(PR_SET_NAME)."""
 def recursion_guard(owner: object, func: Callable[..., object], /) -> Callable[..., object]:
     """``func``, called only where it has the frames to run in: at the
     program's recursion limit a hit is counted in ``owner.nmissed`` instead,

@@ -11,6 +11,7 @@ function sits between them).
 from __future__ import annotations
 
 import _thread
+import ctypes
 import os
 import sys
 from _thread import get_ident
@@ -19,7 +20,7 @@ from time import clock_gettime_ns, perf_counter_ns, sleep
 from types import CodeType, FrameType
 
 __all__ = ["Ip", "CodeTable", "Ring", "Encoder", "PageQueue", "RECORD_BYTES", "DIRECT", "LISTED", "quiet_thread",
-           "recursion_guard",
+           "recursion_guard", "name_thread",
            "quiet_until_program", "audit_dispatch", "audit_hook_armed", "catch_sigterm",
            "use_tool_id_wrapper", "Switch", "ProbeTrace",
            "PROBE_MAX_ARGS",
@@ -327,6 +328,23 @@ def quiet_thread(on: bool) -> bool:
     else:
         _quiet.discard(ident)
     return was
+
+
+# prctl(PR_SET_NAME), through ctypes loaded here, where the agent is set up
+# (loaded in an agent's thread, its files would take the lowest free
+# descriptors while the program runs).
+_PR_SET_NAME = 15
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def name_thread(name: str) -> None:
+    """The calling thread's kernel name (comm, 15 bytes at most), with no
+    descriptor (writing /proc/self/task/TID/comm takes the lowest free
+    number for a moment, and the program's open() in another thread would
+    get the next one)."""
+    if _libc.prctl(_PR_SET_NAME, name.encode(), 0, 0, 0) < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
 
 
 def recursion_guard(owner: object, func: Callable[..., object]) -> Callable[..., object]:

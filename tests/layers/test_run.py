@@ -822,3 +822,30 @@ def test_a_filter_that_selected_nothing_that_ran_is_said(tmp_path):
                      "(none it names was called; names are MOD:QUALNAME, as "
                      "available_filter_functions lists them)"]
     assert any(m["func"].startswith("Cart.") for m in function_lines(trace))
+
+
+def test_the_programs_open_gets_the_lowest_number_while_fentrys_threads_start_and_drain(tmp_path):
+    """fentry's threads in the program open no descriptor while it runs (a
+    moment's one, in another thread, would push the program's open() to the
+    next number): from its first line on, ``os.open`` gets 3 every time."""
+    script = write_script(tmp_path, "opens.py", '''
+        import os, time
+
+        def work(k):
+            return k + 1
+
+        numbers = set()
+        end = time.monotonic() + 1.0
+        k = 0
+        while time.monotonic() < end:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            numbers.add(fd)
+            os.close(fd)
+            k = work(k)
+        print(sorted(numbers), k > 0)
+    ''')
+    want = plain(script)
+    got, trace = fentry_run(tmp_path, "-t", "function_graph", program=(script,))
+    assert want.stdout == b"[3] True\n"
+    same_run(want, got)
+    assert "work();" in trace

@@ -11,9 +11,10 @@ Python handler would not run until that wait ends).
 from __future__ import annotations
 
 import _thread
-import os
 import signal
 from collections.abc import Callable
+
+from ..hotpath import name_thread
 
 # The kernel's name of fentry's threads in the traced process (their comm,
 # at most 15 characters), so that `fentry run -K`, top and perf tell them
@@ -34,14 +35,11 @@ def spawn(func: Callable[..., object], *args: object) -> None:
 
 def _as_agent(func: Callable[..., object], args: tuple[object, ...]) -> None:
     # Named by the thread itself, first thing: the thread that spawns it (the
-    # program's, at its start) pays nothing for it.  (os calls only: no
-    # Python code runs in them, so none is traced.)
+    # program's, at its start) pays nothing for it; and with no descriptor
+    # (hotpath.name_thread), so the program's open() in another thread meanwhile
+    # gets the number it would without fentry.
     try:
-        fd = os.open(f"/proc/self/task/{_thread.get_native_id()}/comm", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, AGENT_COMM.encode())
-        finally:
-            os.close(fd)
+        name_thread(AGENT_COMM)
     except OSError:
         pass
     func(*args)

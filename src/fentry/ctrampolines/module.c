@@ -71,12 +71,12 @@ PyInit__ctrampolines(void)
         || PyModule_AddIntConstant(m, "G_NOTRACE", G_NOTRACE) < 0
         || PyModule_AddIntConstant(m, "G_FILTERED", G_FILTERED) < 0)
         goto fail;
-    PyObject *all = Py_BuildValue("[sssssssssssssssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
+    PyObject *all = Py_BuildValue("[ssssssssssssssssssssssssssssssssssssssss]", "Ip", "CodeTable", "Ring", "Encoder",
                                   "PageQueue",
                                   "RECORD_BYTES", "GRAPH_STACK", "G_FUNC", "G_NOTRACE", "G_FILTERED",
                                   "Switch", "ProbeTrace", "PROBE_MAX_ARGS",
                                   "DIRECT", "LISTED", "offset_dispatcher", "catch_sigterm",
-                                  "quiet_thread", "quiet_until_program", "use_tool_id_wrapper",
+                                  "quiet_thread", "quiet_until_program", "name_thread", "use_tool_id_wrapper",
                                   "audit_dispatch", "audit_hook_armed",
                                   "entry_dispatcher",
                                   "dispatcher", "list_func", "ops_entry", "function_entry",

@@ -7,6 +7,8 @@
  * static TLS surplus for dlopened modules). */
 #include "util.h"
 
+#include <sys/prctl.h>
+
 #if defined(__GNUC__)
 __thread int thread_quiet __attribute__((tls_model("initial-exec")));
 #else
@@ -99,9 +101,26 @@ quiet_until_program(PyObject *m, PyObject *unused)
     return quiet_thread(m, Py_True);
 }
 
+/* name_thread("fentry-agent"): the calling thread's kernel name (comm), by
+ * prctl: no descriptor is opened (writing /proc/self/task/TID/comm takes
+ * the lowest free number for a moment, and the program's open() in another
+ * thread would get the next one). */
+static PyObject *
+name_thread(PyObject *m, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL)
+        return NULL;
+    if (prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef quiet_functions[] = {
     {"quiet_thread", quiet_thread, METH_O, "quiet_thread(True): ignore the calling thread's events."},
     {"quiet_until_program", quiet_until_program, METH_NOARGS,
      "quiet_until_program(): the calling thread is quiet until the interpreter starts the program."},
+    {"name_thread", name_thread, METH_O,
+     "name_thread(name): the calling thread's kernel name (comm, 15 bytes at most), with no descriptor."},
     {NULL}
 };

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .format import EventFormat
 from .instance import Instance
 from .pages import page_events
-from .stream import AGENT_COMM, KEND, KERNEL_STREAM, KHELLO, KMARK, KPAGE, KTASKS, message
+from .stream import KEND, KERNEL_STREAM, KHELLO, KMARK, KPAGE, KTASKS, message
 
 if TYPE_CHECKING:
     from ..report.datfile import DatWriter
@@ -103,12 +103,11 @@ class KernelReader:
                         if tid not in self.tasks and tid not in new:
                             new[tid] = _task(tid)
         # A task first seen last time is asked again: a thread names itself
-        # just after it starts (fentry's own: control/threads.py).
+        # just after it starts (fentry's own, control/threads.py, as soon as
+        # it holds the GIL), and its first events carry its creator's name.
         for tid in self.recent:
             task = _task(tid)
-            # (never to fentry's name: a thread named so was born so, and its
-            # creator bears the name only while it creates it)
-            if task[1] and task != self.tasks[tid] and task[0] != AGENT_COMM:
+            if task[1] and task != self.tasks[tid]:
                 new[tid] = task
         self.recent = [tid for tid in new if tid not in self.tasks]
         if new:

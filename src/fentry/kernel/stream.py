@@ -183,8 +183,9 @@ class KernelStream:
                 for who in ("prev", "next"):
                     if values[f"{who}_pid"] == 0:
                         continue        # (the idle task is <idle> to the kernel's trace)
-                    tgid = tasks.get(values[f"{who}_pid"], ("", 0))[1]
-                    tasks[values[f"{who}_pid"]] = (values[f"{who}_comm"], tgid)
+                    comm, tgid = tasks.get(values[f"{who}_pid"], ("", 0))
+                    if comm != AGENT_COMM:      # (fentry's thread: its first switches bear its creator's name)
+                        tasks[values[f"{who}_pid"]] = (values[f"{who}_comm"], tgid)
             self.pending.append((None, ts, event, (cpu, tasks, tid, flags, preempt),
                                  event.format.text(payload), values))
 

@@ -7,7 +7,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..raw import ENTER_KINDS
-from ..tracers.text import FunctionReader, GraphReader, first_name, last_name, lost_line
+from ..tracers.text import PENDING_HOLD_NS, FunctionReader, GraphReader, first_name, last_name, lost_line
 from .decode import FileSink, ProcessStream, ThreadInfo
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _stamp(rec: Record) -> int:
 def make_reader(stream: ProcessStream) -> FunctionReader | GraphReader:
     """The reader of a stream's tracer, options and clock, as it is now."""
     if stream.tracer == "function_graph":
-        return GraphReader(stream.options)
+        return GraphReader(stream.options, hold_ns=PENDING_HOLD_NS)
     return FunctionReader(stream.options, stream.clock)
 
 

@@ -256,6 +256,12 @@ def usecs(ns: int) -> str:
     return f"{text} us " + " " * max(0, 8 - len(text))
 
 
+# How long (in the records' time) an entry that ended a thread's last read
+# waits, in a recording's text, for the thread's next record, which tells a
+# leaf (``f();``) from a call (``f() {``), before it is printed as a call.
+PENDING_HOLD_NS = 1_000_000_000
+
+
 class _ThreadState:
     __slots__ = ("stack", "pending", "task", "lost", "next_seq")
 
@@ -271,18 +277,23 @@ class GraphReader:
     """Turns graph records into the kernel's function_graph text.
 
     Keeps per-thread nesting across reads, so trace_pipe can feed it batch by
-    batch; an entry whose next record is not there yet waits one read.
+    batch; an entry whose next record is not there yet waits one read, or
+    with ``hold_ns``, until the thread's next read or until the other
+    threads' records are ``hold_ns`` past it (a recording's text: its
+    drains may catch a thread off the CPU just after an entry).
     A record that carries values (``funcgraph-args``, ``funcgraph-retval``
     on when it was recorded) shows them.
     """
 
-    def __init__(self, options: dict[str, bool]) -> None:
+    def __init__(self, options: dict[str, bool], hold_ns: int = 0) -> None:
+        self.hold_ns = hold_ns
         self.tail = options.get("funcgraph-tail", False)
         self.show_duration = options.get("funcgraph-duration", True)
         self.show_task = options.get("funcgraph-proc", True)
         self.abstime = options.get("funcgraph-abstime", False)
         self.overhead = options.get("funcgraph-overhead", True)
         self.threads: dict[int, _ThreadState] = {}
+        self.latest = 0         # the newest record's timestamp read
 
     def header(self) -> str:
         """The column heads, of the columns the options show."""
@@ -415,11 +426,16 @@ class GraphReader:
         return f"}} /* {code.co_qualname} */" if named else "}"
 
     def lines(self, per_thread: Sequence[tuple[Task, list[Record]]]) -> list[str]:
+        for _, records in per_thread:
+            if records:
+                self.latest = max(self.latest, records[-1][1])
         streams = [self._thread_lines(self._state(tb), tb, records) for tb, records in per_thread]
         seen = {id(tb) for tb, _ in per_thread}
-        # A pending entry of a thread that wrote nothing since: not a leaf after all.
+        # A pending entry of a thread that wrote nothing since: not a leaf
+        # after all (once the others' records are hold_ns past it).
         for key, st in self.threads.items():
-            if key not in seen and st.pending is not None:
+            if (key not in seen and st.pending is not None
+                    and self.latest - st.pending[1] >= self.hold_ns):
                 streams.append(self._open(st))
         return _merge(streams)
 
