@@ -7,8 +7,8 @@ masks; nothing above imports ``sys.monitoring`` itself.
 
 from __future__ import annotations
 
+import _thread
 import sys
-import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -92,9 +92,9 @@ class Monitor:
     program may ask from any thread.
     """
 
-    def __init__(self, lock: threading.RLock | None = None) -> None:
+    def __init__(self, lock: _thread.RLock | None = None) -> None:
         self.tool_id: int | None = None
-        self.lock = lock if lock is not None else threading.RLock()
+        self.lock = lock if lock is not None else _thread.RLock()
         self._callbacks: dict[int, Callable[..., object]] = {}
         # id(code) -> code with events set, weakly: a code that dies leaves
         # it (its events die with it; see lifetime.py).

@@ -21,13 +21,13 @@ arguments are on the caller's value stack, which Python cannot read.
 
 from __future__ import annotations
 
+import _thread
 import dis
 import importlib
 import importlib.machinery
 import importlib.util
 import itertools
 import sys
-import threading
 import types
 import weakref
 from collections.abc import Callable
@@ -230,7 +230,7 @@ class _CallOps(FtraceOps):
 _ops: _CallOps | None = None
 _armed: list[Cprobe] = []
 _pending: list[Cprobe] = []     # armed, their module not imported yet
-_lock = threading.RLock()
+_lock = _thread.RLock()
 
 
 def _resolve_pending() -> None:

@@ -19,10 +19,10 @@ The kernel's dynamic ftrace, on ``sys.monitoring``:
 
 from __future__ import annotations
 
+import _thread
 import fnmatch
 import re
 import sys
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -420,7 +420,7 @@ class _Core:
     """The registry of live ops and the state of every traced code object."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self.monitor = arch.Monitor(self.lock)
         self.ops: list[FtraceOps] = []
         # id(code) -> (code, weakly; module; ops tuple) for every code traced

@@ -250,12 +250,12 @@ class ProfileStat:
 
 class StackMax:
     """The stack tracer's maximum: the deepest Python stack seen, in frames,
-    the frames of that moment, and its thread, found in ``threads``
-    (threading's ``{ident: Thread}``, ``threading._active``)."""
+    the frames of that moment, and its thread, found in the program's
+    ``threading._active`` if it has imported threading (fentry does not)."""
     max: int
     """The depth, in frames (``stack_max_size``); set it to 0 and the next
     traced entry starts a new maximum."""
-    def __init__(self, threads: dict[int, threading.Thread], /) -> None: ...
+    def __init__(self) -> None: ...
     @property
     def tid(self) -> int:
         """Its thread's native id (0: none yet)."""

@@ -333,8 +333,10 @@ def quiet_thread(on: bool) -> bool:
 # prctl(PR_SET_NAME), through ctypes loaded here, where the agent is set up
 # (loaded in an agent's thread, its files would take the lowest free
 # descriptors while the program runs).
+# (The function itself, here: finding it runs ctypes' Python code, which an
+# agent's thread calling it before it is quiet would have traced.)
 _PR_SET_NAME = 15
-_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def name_thread(name: str) -> None:
@@ -342,7 +344,7 @@ def name_thread(name: str) -> None:
     descriptor (writing /proc/self/task/TID/comm takes the lowest free
     number for a moment, and the program's open() in another thread would
     get the next one)."""
-    if _libc.prctl(_PR_SET_NAME, name.encode(), 0, 0, 0) < 0:
+    if _prctl(_PR_SET_NAME, name.encode(), 0, 0, 0) < 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
 
@@ -1337,14 +1339,13 @@ def _nothing(code, offset):  # hot path
 class StackMax:
     """The deepest Python stack seen: ``max`` frames, kept as ``[(code,
     offset)]`` innermost first, and its thread (native id, and its Thread
-    in ``threads``, threading's ``{ident: Thread}``)."""
-    __slots__ = ("max", "tid", "thread", "_threads", "_frames")
+    in the program's ``threading._active``, if it has imported threading)."""
+    __slots__ = ("max", "tid", "thread", "_frames")
 
-    def __init__(self, threads: dict) -> None:
+    def __init__(self) -> None:
         self.max = 0
         self.tid = 0
         self.thread = None
-        self._threads = threads
         self._frames: list[tuple[CodeType, int]] = []
 
     def frames(self) -> list[tuple[CodeType, int]]:
@@ -1374,6 +1375,6 @@ def stack_check(stack: StackMax, depth: int):
             f = f.f_back
         stack._frames = frames
         stack.tid = _thread.get_native_id()
-        stack.thread = stack._threads.get(get_ident())
+        stack.thread = getattr(sys.modules.get("threading"), "_active", {}).get(get_ident())
         stack.max = n
     return stack_check

@@ -13,11 +13,11 @@ finds it as ``import`` would and compiles its source.
 
 from __future__ import annotations
 
+import _thread
 import functools
 import os
 import re
 import sys
-import threading
 import warnings
 import weakref
 from collections import namedtuple
@@ -244,7 +244,7 @@ SYMBOLS = SymbolTable()
 # ---------------------------------------------------------------- modules not imported yet
 
 _NOT_FOUND = object()
-_batch = threading.local()      # .codes: module name -> its compiled code, while a batch runs
+_batch = _thread._local()      # .codes: module name -> its compiled code, while a batch runs
 
 
 @contextmanager

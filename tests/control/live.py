@@ -124,6 +124,7 @@ def check_no_residue(residue: dict) -> None:
     assert residue["fds"] == residue["start_fds"], residue
     assert residue["agent"] is False and residue["ops"] == 0, residue
     assert residue["socket_dir"] is False, residue
+    assert residue["threading"] is False, residue
     assert residue["use_tool_id"] is True, residue
 
 

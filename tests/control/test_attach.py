@@ -816,6 +816,7 @@ def test_a_control_directory_left_by_an_earlier_process_of_the_same_pid_is_not_i
     agent is started in the process that has the pid now."""
     pid = target.pid
     directory = f"/tmp/fentry-{pid}"
+    shutil.rmtree(directory, ignore_errors=True)    # (one a run before this left, of this pid)
     os.mkdir(directory, 0o700)
     if maker == "recorded":
         with open(os.path.join(directory, "start"), "w") as f:

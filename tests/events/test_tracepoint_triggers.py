@@ -57,8 +57,14 @@ def test_a_hist_on_python_raise_counts_every_raise_of_every_thread(tmp_path):
                              program=(prog, "30000"), text=True)
     assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
     hist = trace[trace.index("# events/python/raise/hist"):]
-    assert hist_rows(hist) == {("ValueError", "__main__:f"): 80000, ("KeyError", "__main__:f"): 40000}
-    assert re.search(r"Hits: 120000\n\s+Entries: 2\n\s+Dropped: 0", hist)
+    rows = hist_rows(hist)
+    mine = {key: n for key, n in rows.items() if key[1].startswith("__main__:")}
+    assert mine == {("ValueError", "__main__:f"): 80000, ("KeyError", "__main__:f"): 40000}
+    # the rest: the program's `import threading` (fentry imports none of it
+    # before the program does), the import system's own raises
+    assert all(key[1].startswith(("importlib.", "zipimport:")) for key in rows.keys() - mine), rows
+    hits = sum(rows.values())
+    assert re.search(rf"Hits: {hits}\n\s+Entries: {len(rows)}\n\s+Dropped: 0", hist)
     assert not [line for line in body(trace[:trace.index("# events/python/raise/hist")])
                 if "raise:" in line]
 

@@ -204,6 +204,25 @@ def test_instance_of_a_sigkilled_fentry_is_removed_by_the_next(tracefs, tmp_path
     assert f"fentry-{proc.pid}" not in _instances(tracefs)
 
 
+def test_an_idle_programs_kernel_events_come_while_it_runs(tracefs, tmp_path):
+    """A program asleep in time.sleep writes no record of its own (``-t
+    nop``: none at all); its kernel events are in the trace while it
+    sleeps, not held in fentry's memory until it ends."""
+    out = tmp_path / "t.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "fentry", "run", "-t", "nop", "-K", "raw_syscalls:sys_enter",
+                             "-o", str(out), PIPE_SLEEP, "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        program = int(proc.stdout.readline())
+        _wait_for(lambda: any(f"-{program} " in line and "clock_nanosleep" in line
+                              for line in out.read_text().splitlines()))
+        assert proc.poll() is None          # (still asleep)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+
+
 def _never_ran(tmp_path, *opts: str) -> subprocess.CompletedProcess:
     """``fentry run OPTS`` of a program that leaves a file if it runs."""
     marker = tmp_path / "ran"

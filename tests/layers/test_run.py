@@ -849,3 +849,32 @@ def test_the_programs_open_gets_the_lowest_number_while_fentrys_threads_start_an
     assert want.stdout == b"[3] True\n"
     same_run(want, got)
     assert "work();" in trace
+
+
+@pytest.mark.parametrize("imports", ["", "import threading"])
+def test_threading_is_the_programs_to_import(tmp_path, imports):
+    """fentry never imports threading into the program: one that does not
+    import it runs without it, and at its exit the interpreter calls no
+    ``threading._shutdown`` (traced, it would be a call the program never
+    made); one that does gets its ``_shutdown`` traced, as it runs it."""
+    script = write_script(tmp_path, "nothreads.py", f'''
+        import sys
+        {imports}
+
+        def work():
+            return 1
+
+        work()
+        print("threading" in sys.modules)
+    ''')
+    want = plain(script)
+    got, trace = fentry_run(tmp_path, "-t", "function", "-O", "function-fork", program=(script,))
+    same_run(want, got)
+    functions = [f"{m['func']} <-{m['parent']}" for m in function_lines(trace)]
+    assert "work <-<module>" in functions
+    if imports:
+        assert want.stdout == b"True\n"
+        assert "_shutdown <-<top>" in functions
+    else:
+        assert want.stdout == b"False\n"
+        assert not any("_shutdown" in f or "Thread" in f for f in functions), functions

@@ -54,6 +54,8 @@ def residue():
         "agent": agent is not None and agent.current() is not None,
         "ops": len(ftrace.registered_ops()) if ftrace else 0,
         "socket_dir": os.path.exists(f"/tmp/fentry-{os.getpid()}"),
+        # this program never imports threading: nor must fentry, here
+        "threading": "threading" in sys.modules,
         # sys.monitoring.use_tool_id CPython's own again (fentry's wraps it while it holds an id)
         "use_tool_id": getattr(mon.use_tool_id, "__self__", None) is mon,
     }

@@ -31,14 +31,13 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
-from .. import ftrace, hotpath
+from .. import ftrace, hotpath, pythreads
 from ..errors import TraceError
 from ..events import tracing_map
 from ..events.fetch import FAULT, safe_repr
@@ -777,13 +776,17 @@ def _before_fork() -> None:
     # by threads that do not exist there (a first call discovered in
     # another thread at the instant of the fork), and hang the child.
     _quiet_over_fork[_thread.get_ident()] = hotpath.quiet_thread(True)
-    if _python_sigterm_handler() and threading.current_thread() is threading.main_thread():
+    if _python_sigterm_handler():
         # Pure Python catches SIGTERM with a Python handler, which a child
         # inherits, and Python drops the signals a child gets before its
         # after-fork hooks run: a SIGTERM at that instant would be lost, and
         # the child live on.  Over the fork, SIGTERM is the default (from
-        # another thread Python cannot set it: there the instant stays).
-        _sigterm_held = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # another thread than the main one Python cannot set it: there the
+        # instant stays).
+        try:
+            _sigterm_held = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:
+            pass
     agent = _agent
     if agent is None or _program_threads(agent) > 1:
         _drop_fork_filter()         # the program's own threads: it gets its warning
@@ -805,7 +808,7 @@ def _program_threads(agent: Agent) -> int:
     counts them (the kernel's count).  A thread of ours that has just ended
     may linger there for a moment: when Python knows of no thread but the
     caller, the count is given that moment to settle."""
-    python_view = len(threading._active) + len(threading._limbo)  # type: ignore[attr-defined]
+    python_view = pythreads.python_threads()
     deadline = time.monotonic() + FORK_COUNT_SETTLE
     while True:
         try:
@@ -987,7 +990,7 @@ def _watch_python_sigterm() -> None:
     one of its own (a fork child inherits its parent's, ours, which
     forget_in_child has let go of)."""
     global _sigterm_main
-    _sigterm_main = threading.get_ident()
+    _sigterm_main = _thread.get_ident()
     old = signal.set_wakeup_fd(_sigterm_pipe[1], warn_on_full_buffer=False)
     if old not in (-1, _sigterm_pipe[1]):
         signal.set_wakeup_fd(old)

@@ -277,10 +277,9 @@ def _fentry_bootstrap(token, parent, error_file):
     if not os.path.exists(token):
         return                  # the client gave up waiting: do nothing
     os.unlink(token)
-    # threading first, here in the main thread: 3.12's threading takes the
-    # thread that first imports it for the main thread, and the agent's
-    # thread would otherwise be that one.
-    import threading
+    # (Not threading: fentry never imports it, pythreads.py.  3.12's takes
+    # the thread that first imports it for the main thread, and a program
+    # without it runs as it would without fentry.)
     import _thread
     import signal
     def start():

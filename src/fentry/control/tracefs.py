@@ -15,9 +15,9 @@ are the top level's, shared; so is the function profiler
 
 from __future__ import annotations
 
+import _thread
 import re
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -131,7 +131,7 @@ class Tracefs:
         self.instances: dict[str, TraceInstance] = {}
         arch.set_error_log(probes.log)      # (a program refused fentry's tool id)
         fentry._marker = self.program_marker
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         # The function profiler is the top level's, on its filters, as the kernel's.
         self.profiler = FunctionProfiler(self.instance.filter, self.instance.notrace,
                                          self.instance.options)
@@ -522,7 +522,7 @@ class Tracefs:
 
 
 _instance: Tracefs | None = None
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 
 
 def forget() -> None:

@@ -16,9 +16,10 @@ typedef struct {
     PyObject **codes;           /* owned: innermost first */
     int *offsets;               /* each frame's instruction (0: the entered function) */
     unsigned long tid;          /* its thread's native id */
-    PyObject *threads;          /* owned: threading._active, {ident: Thread} */
     PyObject *thread;           /* owned: its Thread, or NULL (not one of threading's) */
 } StackMax;
+
+static PyObject *s_threading, *s_active;
 
 /* Keep the calling thread's stack, `depth` frames deep, as the new maximum.
  * The new frames go in new arrays, swapped in whole before the old ones are
@@ -41,10 +42,20 @@ stack_keep(StackMax *s, PyThreadState *ts, Py_ssize_t depth)
             PyErr_NoMemory();
         return -1;
     }
-    /* Its Thread, for its name once it has ended: a dict lookup, no Python code. */
-    PyObject *thread = s->threads != NULL ? PyDict_GetItemWithError(s->threads, key) : NULL;
+    /* Its Thread, for its name once it has ended, in the program's
+     * threading._active if it has imported threading (fentry does not:
+     * pythreads.py): dict lookups, no Python code. */
+    PyObject *thread = NULL, *threads = NULL;
+    PyObject *threading = PyImport_GetModule(s_threading);
+    if (threading != NULL) {
+        threads = PyObject_GetAttr(threading, s_active);
+        Py_DECREF(threading);
+    }
+    if (threads != NULL && PyDict_Check(threads))
+        thread = PyDict_GetItemWithError(threads, key);     /* borrowed: kept below while threads is */
     Py_DECREF(key);
-    if (thread == NULL && PyErr_Occurred()) {
+    if (PyErr_Occurred()) {
+        Py_XDECREF(threads);
         PyMem_Free(codes);
         PyMem_Free(offsets);
         return -1;
@@ -64,6 +75,7 @@ stack_keep(StackMax *s, PyThreadState *ts, Py_ssize_t depth)
     s->max = depth;
     s->tid = PyThread_get_thread_native_id();
     s->thread = Py_XNewRef(thread);
+    Py_XDECREF(threads);
     for (Py_ssize_t k = 0; k < old_n; k++)
         Py_DECREF(old[k]);
     PyMem_Free(old);
@@ -74,13 +86,13 @@ stack_keep(StackMax *s, PyThreadState *ts, Py_ssize_t depth)
 static PyObject *
 stack_max_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *threads;
-    if (!PyArg_ParseTuple(args, "O!:StackMax", &PyDict_Type, &threads))
+    if (!PyArg_ParseTuple(args, ":StackMax"))
         return NULL;
-    StackMax *s = (StackMax *)type->tp_alloc(type, 0);
-    if (s != NULL)
-        s->threads = Py_NewRef(threads);
-    return (PyObject *)s;
+    if (s_threading == NULL && (s_threading = PyUnicode_InternFromString("threading")) == NULL)
+        return NULL;
+    if (s_active == NULL && (s_active = PyUnicode_InternFromString("_active")) == NULL)
+        return NULL;
+    return type->tp_alloc(type, 0);
 }
 
 static int
@@ -88,7 +100,6 @@ stack_max_traverse(StackMax *s, visitproc visit, void *arg)
 {
     for (Py_ssize_t i = 0; i < s->n; i++)
         Py_VISIT(s->codes[i]);
-    Py_VISIT(s->threads);
     Py_VISIT(s->thread);
     return 0;
 }
@@ -100,7 +111,6 @@ stack_max_clear(StackMax *s)
     s->n = 0;
     for (Py_ssize_t i = 0; i < n; i++)
         Py_DECREF(s->codes[i]);
-    Py_CLEAR(s->threads);
     Py_CLEAR(s->thread);
     return 0;
 }

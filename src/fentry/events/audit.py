@@ -19,9 +19,9 @@ fentry's and costs one test (C: a pointer; Python: a call and a flag).
 
 from __future__ import annotations
 
+import _thread
 import re
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .. import hotpath
@@ -151,7 +151,7 @@ class AuditSource(Source):
     """The audit events' source: the process's one hook, its flag set while
     any audit event is enabled in some instance."""
 
-    def __init__(self, lock: threading.RLock, tracepoints: Tracepoints) -> None:
+    def __init__(self, lock: _thread.RLock, tracepoints: Tracepoints) -> None:
         super().__init__(lock)
         self.tracepoints = tracepoints
         self.names: dict[str, Any] = {}    # audit name -> its Tracepoint (names seen)

@@ -16,11 +16,11 @@ copies memory into the ring buffer.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Mapping
 from itertools import islice
 from types import CodeType, FrameType, FunctionType, MemberDescriptorType, MethodType, ModuleType
 
+from .. import pythreads
 from ..raw import CodeInfo, FaultValue, Shown
 from ..symbols import SYMBOLS
 from .probe_parser import FetchArg, bitfield
@@ -183,8 +183,7 @@ def fetch(arg: FetchArg, frame: FrameType, retval: object = _MISSING,
             raise Fault("$retval")
         value = retval
     elif kind == "comm":
-        t = threading._active.get(threading.get_ident())  # type: ignore[attr-defined]
-        value = t._name if t is not None else "python"
+        value = pythreads.comm()
     elif kind == "arg":
         names = parameters(frame.f_code)
         if not 1 <= arg.root <= len(names):

@@ -27,13 +27,14 @@ Python path of the event, see ``trace_kprobe.EventFile``).
 
 from __future__ import annotations
 
-import threading
+import _thread
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
 
+from .. import pythreads
 from ..errors import TraceError
 from ..symbols import FENTRY_DIR, SYMBOLS, call_site
 from . import hist_actions
@@ -638,15 +639,14 @@ def _val_reader(f: HistField, i: int | None) -> ValReader:
 def _common_get(name: str) -> object:
     """A field the event does not have: a common one."""
     if name == "common_pid":
-        return threading.get_native_id()
+        return _thread.get_native_id()
     if name in ("comm", "COMM"):
         return _thread_name()
     return 0
 
 
 def _thread_name() -> str:
-    t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
-    return t._name if t is not None else "python"
+    return pythreads.comm()
 
 
 def _number(v: object) -> int:

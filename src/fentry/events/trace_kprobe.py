@@ -17,15 +17,15 @@ calls them.
 
 from __future__ import annotations
 
+import _thread
 import re
 import sys
-import threading
 import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import hotpath, kprobes
+from .. import hotpath, kprobes, pythreads
 from ..errors import TraceError
 from ..symbols import call_site, check_batch
 from ..tracers.ring_buffer import SKIP_EVENT
@@ -536,9 +536,8 @@ def _removal_matches(removal: ProbeRemoval, key: tuple[str, str], defn: ProbeDef
 
 def _filter_values(fields: dict[str, object]) -> dict[str, object]:
     """The event's fields, and the common ones the filter may name (the event's win)."""
-    t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
-    d: dict[str, object] = {"comm": t._name if t is not None else "python",
-                            "common_pid": threading.get_native_id()}
+    d: dict[str, object] = {"comm": pythreads.comm(),
+                            "common_pid": _thread.get_native_id()}
     d.update(fields)
     return d
 
@@ -550,7 +549,7 @@ class ProbeEvents:
     def __init__(self) -> None:
         self.events: dict[tuple[str, str], ProbeEvent] = {}
         self.errors: list[str] = []
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self._next_id = FIRST_EVENT_ID
         self._tracepoints: weakref.ref[Tracepoints] | None = None
 

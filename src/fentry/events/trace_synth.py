@@ -21,7 +21,7 @@ kernel's ``se->ref``): while held, or enabled, it cannot be removed (EBUSY).
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -140,7 +140,7 @@ class SynthEvents:
         self.tracepoints = tracepoints
         self.probes = probes            # (its error_log)
         self.source = Source(tracepoints.lock)      # (nothing to arm: a hist action fires them)
-        self.lock: threading.RLock = tracepoints.lock
+        self.lock: _thread.RLock = tracepoints.lock
 
     def events(self) -> list[SynthEvent]:
         return [e for e in self.tracepoints.in_group(SYNTH_SYSTEM) if isinstance(e, SynthEvent)]

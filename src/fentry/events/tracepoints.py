@@ -23,11 +23,11 @@ its start-up), code in fentry's files, and stdlib code called from them.
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import re
 import sys
-import threading
 import weakref
 from collections.abc import Callable
 from types import (
@@ -43,7 +43,7 @@ from types import (
 )
 from typing import TYPE_CHECKING, Any
 
-from .. import arch
+from .. import arch, pythreads
 from ..errors import TraceError
 from ..hotpath import quiet_thread, recursion_guard
 from ..lifetime import pop_at_death
@@ -112,7 +112,7 @@ def check_tracepoint(text: str, filter_text: str | None) -> Tracepoint:
         fields = next((f for raw, f in AUDIT_FIELDS.items() if event_name(raw) == name), ())
     if fields is None:
         raise TraceError("NO_SUCH_EVENT", text, text.index(":") + 1)
-    point = Tracepoint(group, name, fields, 0, Source(threading.RLock()))
+    point = Tracepoint(group, name, fields, 0, Source(_thread.RLock()))
     if filter_text is not None:
         try:
             compile_tracepoint_filter(filter_text, point)
@@ -247,9 +247,8 @@ class TracepointFile(Triggered):
         event = self.event
         fields: dict[str, object] = {}
         if common:
-            t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
-            fields["comm"] = t._name if t is not None else "python"
-            fields["common_pid"] = threading.get_native_id()
+            fields["comm"] = pythreads.comm()
+            fields["common_pid"] = _thread.get_native_id()
         for i, v in enumerate(values):
             fields[event.field_name(i)] = v if type(v) is int or type(v) is str else value_text(v)
         return fields
@@ -267,9 +266,8 @@ class TracepointFile(Triggered):
         event = self.event
         fields: dict[str, object] = {}
         if self.filter_common:
-            t = threading._active.get(threading.get_ident())      # type: ignore[attr-defined]
-            fields["comm"] = t._name if t is not None else "python"
-            fields["common_pid"] = threading.get_native_id()
+            fields["comm"] = pythreads.comm()
+            fields["common_pid"] = _thread.get_native_id()
         for i in self.filter_fields:
             if i < len(values):
                 v = values[i]
@@ -434,7 +432,7 @@ class Source:
     """What arms a group's events: ``attach(file)`` when one is enabled in
     an instance, ``detach(file)`` when disabled; armed while any is."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: _thread.RLock) -> None:
         self.lock = lock
         self.files: dict[object, tuple[TracepointFile, ...]] = {}       # key -> enabled files
         self.nmissed = 0        # hits that failed in fentry (the program never sees them)
@@ -469,7 +467,7 @@ class MonitoringSource(Source):
     their own while any is enabled (so a function tracer's callbacks and
     these never stand in each other's way)."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: _thread.RLock) -> None:
         super().__init__(lock)
         self.monitor = arch.Monitor(lock)
         self.awaiting = False           # await_program: the start-up is not over yet
@@ -578,7 +576,7 @@ class GcSource(Source):
     collection that fentry's own allocations set off (in its thread, in its
     start-up) is not an event, as nothing fentry does is."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: _thread.RLock) -> None:
         super().__init__(lock)
         self.installed = False
         # (a collection at the program's recursion limit: unraisable otherwise)
@@ -623,7 +621,7 @@ class Tracepoints:
 
     def __init__(self) -> None:
         from .audit import AUDIT_FIELDS, AuditSource, event_name
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self.events: dict[tuple[str, str], Tracepoint] = {}
         self._next_id = FIRST_TRACEPOINT_ID
         monitoring = MonitoringSource(self.lock)

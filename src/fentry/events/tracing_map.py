@@ -14,7 +14,7 @@ exact.  The lock is held for a dict lookup and a few additions.
 
 from __future__ import annotations
 
-import threading
+import _thread
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -38,7 +38,7 @@ class TracingMap:
         self.vars: dict[tuple[object, ...], dict[str, object]] = {}  # per entry, its hist variables set
         self.hits = 0
         self.drops = 0
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         _maps.add(self)
 
     def insert(self, key: tuple[object, ...], vals: Sequence[int],
@@ -100,7 +100,7 @@ def after_fork_in_child() -> None:
     counted there), so each starts empty; and its lock may have been held
     by a thread of the parent, which is not here to release it."""
     for m in list(_maps):
-        m.lock = threading.Lock()
+        m.lock = _thread.allocate_lock()
         m.entries.clear()
         m.private.clear()
         m.hits = m.drops = 0

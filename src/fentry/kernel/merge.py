@@ -53,8 +53,10 @@ class KernelMerge(Sink):
 
     def batch(self, stream: ProcessStream, items: Batch) -> None:
         # (this sink's records are lists: a sink taking RawRecords is not merged into)
+        # (up to the drain's time: an idle process's drains take the kernel's events too)
         last = max((records[-1][1] for _, _, records in items
                     if records and isinstance(records, list)), default=0)
+        last = max(last, stream.drained)
         self._queue(_BATCH, stream, items, last)
 
     def end(self, stream: ProcessStream) -> None:

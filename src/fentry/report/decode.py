@@ -31,6 +31,7 @@ type Batch = list[tuple[ThreadInfo, int, Records]]
 _MSG = struct.Struct("<IB")
 _RECORDS = struct.Struct("<IqI")
 _LOST = struct.Struct("<Iq")
+_MARK = struct.Struct("<q")
 
 
 class ThreadInfo:
@@ -78,6 +79,7 @@ class ProcessStream:
         self.batch: Batch = []
         self.lost = 0
         self.renames = False        # a rename record's id was described
+        self.drained = 0            # the last BATCH's time: every record older has come
 
     @property
     def pid(self) -> int:
@@ -113,6 +115,8 @@ class ProcessStream:
             self.lost += count
             self.batch.append((self._thread(key), count, []))
         elif kind == msg.BATCH:
+            if len(body) >= _MARK.size:
+                self.drained = max(self.drained, _MARK.unpack_from(body)[0])
             batch, self.batch = self.batch, []
             sink.batch(self, batch)
         elif kind == msg.REFS:

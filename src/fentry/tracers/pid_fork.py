@@ -9,14 +9,16 @@ ends; ``event-fork`` does the same for ``set_event_pid`` and
 ``threading`` stand in, watched by an ops of the instance's while either
 option is on: ``Thread.start`` (in the starting thread: who starts whom) and
 ``Thread._bootstrap_inner`` (in the new thread: it begins, and at its
-return, ends).  A thread started with ``_thread.start_new_thread`` directly
-goes through neither: it is not followed.
+return, ends).  They are known by name, in the program's ``threading``
+whenever it imports it (fentry does not: ``pythreads``).  A thread started
+with ``_thread.start_new_thread`` directly goes through neither: it is not
+followed.
 """
 
 from __future__ import annotations
 
+import _thread
 import sys
-import threading
 from types import CodeType
 
 from .. import arch
@@ -24,8 +26,7 @@ from ..ftrace import FtraceOps, Handlers
 from .ring_buffer import PID_FILES, SKIP_EVENT, SKIP_FUNCTION, RingBuffer
 
 E = arch.EVENTS
-_START = threading.Thread.start.__code__
-_BOOTSTRAP = threading.Thread._bootstrap_inner.__code__     # type: ignore[attr-defined]
+_START, _BOOTSTRAP = "Thread.start", "Thread._bootstrap_inner"
 OPTION_BITS = {"function-fork": SKIP_FUNCTION, "event-fork": SKIP_EVENT}
 
 
@@ -40,25 +41,27 @@ class ForkOps(FtraceOps):
         self.buffer = buffer
         self.bits = 0
         # id(Thread) -> (Thread, the native id of the thread that started it)
-        self.parents: dict[int, tuple[threading.Thread, int]] = {}
-        self.filter.codes.update({id(_START): _START, id(_BOOTSTRAP): _BOOTSTRAP})
+        self.parents: dict[int, tuple[object, int]] = {}
+
+    def wants(self, module: str, code: CodeType) -> bool:
+        return module == "threading" and code.co_qualname in (_START, _BOOTSTRAP)
 
     def handlers(self, code: CodeType, module: str, depth: int) -> Handlers:
         def thread_start(code: CodeType, offset: int) -> None:
             thread = sys._getframe(depth).f_locals.get("self")
             if thread is not None:
-                self.parents[id(thread)] = (thread, threading.get_native_id())
+                self.parents[id(thread)] = (thread, _thread.get_native_id())
 
         def thread_begin(code: CodeType, offset: int) -> None:
             thread = sys._getframe(depth).f_locals.get("self")
             parent = self.parents.pop(id(thread), None)
             if parent is not None and parent[0] is thread:
-                self.fork(parent[1], threading.get_native_id())
+                self.fork(parent[1], _thread.get_native_id())
 
         def thread_end(code: CodeType, offset: int, retval: object) -> None:
-            self.exit(threading.get_native_id())
+            self.exit(_thread.get_native_id())
 
-        if code is _START:
+        if code.co_qualname == _START:
             return {E.PY_START: thread_start}
         return {E.PY_START: thread_begin, E.PY_RETURN: thread_end}
 

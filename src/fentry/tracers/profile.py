@@ -37,8 +37,8 @@ under way when it was enabled) counts nothing.
 
 from __future__ import annotations
 
+import _thread
 import inspect
-import threading
 from collections.abc import Iterable
 from types import CodeType
 
@@ -64,7 +64,7 @@ class ThreadProfile(hotpath.ProfileStat):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tid = threading.get_native_id()
+        self.tid = _thread.get_native_id()
 
 
 class ProfileOps(FtraceOps):
@@ -77,9 +77,9 @@ class ProfileOps(FtraceOps):
     def __init__(self, sleep_time: bool = True) -> None:
         super().__init__(self.function_profile_call)
         self.sleep_time = sleep_time
-        self.local = threading.local()
+        self.local = _thread._local()
         self.threads: list[ThreadProfile] = []
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def attach(self) -> ThreadProfile:
         """The calling thread's profile, made at its first profiled call (slow path)."""

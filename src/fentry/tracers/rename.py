@@ -13,16 +13,18 @@ before the new name can be read (``RawStream.drain`` reads names, then
 takes pages).
 
 The setter is wrapped only while fentry has ring buffers (``watch``, when a
-ring buffer makes its first thread's ring) and put back on detach
+ring buffer makes its first thread's ring, or once the program has imported
+threading: fentry never imports it, ``pythreads``) and put back on detach
 (``unwatch``): the property behaves as threading's own, which it calls.
 Renames are rare: the hot path does not change.
 """
 
 from __future__ import annotations
 
-import threading
+import _thread
 import weakref
 
+from .. import pythreads
 from ..hotpath import quiet_thread
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
@@ -58,10 +60,11 @@ TASK_RENAME = TaskRename()
 
 # The ring buffers whose threads' renames are recorded (weakly: plain
 # references, no WeakSet, whose Python code a thread's first event would
-# run), and threading's property while it is wrapped.
+# run), and threading's property while it is wrapped, and its class.
 _buffers: list[weakref.ref[RingBuffer]] = []
 _original: property | None = None
-_lock = threading.Lock()
+_wrapped: type | None = None
+_lock = _thread.allocate_lock()
 
 
 def watching() -> bool:
@@ -69,22 +72,27 @@ def watching() -> bool:
     return _original is not None
 
 
-def watch(buffer: RingBuffer) -> None:
+def watch(buffer: RingBuffer | None = None) -> None:
     """Record the renames of ``buffer``'s threads (wrapping the setter, if
-    it is not yet)."""
-    global _original
+    it is not yet, and if the program has imported threading: fentry does
+    not import it, ``pythreads``; until it has, there is no rename)."""
+    global _original, _wrapped
     with _lock:
-        if not any(ref() is buffer for ref in _buffers):
+        if buffer is not None and not any(ref() is buffer for ref in _buffers):
             _buffers[:] = [ref for ref in _buffers if ref() is not None]
             _buffers.append(weakref.ref(buffer))
-        if _original is not None:
+        if _original is not None or not _buffers:
             return
-        original = threading.Thread.__dict__.get("name")
+        threading = pythreads.module()
+        if threading is None:
+            return
+        cls = threading.Thread
+        original = cls.__dict__.get("name")
         if not isinstance(original, property) or original.fset is None:
             return          # (not threading's: left alone, names read as they are)
         fset = original.fset
 
-        def set_name(thread: threading.Thread, name: object) -> None:
+        def set_name(thread: Any, name: object) -> None:
             old = getattr(thread, "_name", None)
             fset(thread, name)          # threading's, exceptions and all
             new = getattr(thread, "_name", None)
@@ -93,24 +101,30 @@ def watch(buffer: RingBuffer) -> None:
 
         set_name.__doc__ = fset.__doc__
         # As threading's, its setter wrapped.
-        threading.Thread.name = property(     # type: ignore[assignment]
-            original.fget, set_name, original.fdel, original.__doc__)
-        _original = original
+        cls.name = property(original.fget, set_name, original.fdel, original.__doc__)
+        _original, _wrapped = original, cls
+
+
+def rewatch() -> None:
+    """Renames caught from now on, if the program has imported threading
+    since ``watch`` (called as fentry drains, and as threads start)."""
+    if _original is None and _buffers and pythreads.module() is not None:
+        watch()
 
 
 def unwatch() -> None:
     """Detach: threading's property back, no ring buffer watched."""
-    global _original
+    global _original, _wrapped
     with _lock:
         _buffers.clear()
-        original, _original = _original, None
-        if original is not None:
-            mine = threading.Thread.__dict__.get("name")
+        original, cls, _original, _wrapped = _original, _wrapped, None, None
+        if original is not None and cls is not None:
+            mine = cls.__dict__.get("name")
             if isinstance(mine, property) and mine.fget is original.fget:
-                threading.Thread.name = original      # type: ignore[assignment]
+                cls.name = original     # type: ignore[attr-defined]
 
 
-def _renamed(thread: threading.Thread, old: str, new: str) -> None:
+def _renamed(thread: Any, old: str, new: str) -> None:
     quiet = quiet_thread(True)      # (what fentry runs here is not the program's)
     try:
         for buffer in [ref() for ref in _buffers]:

@@ -10,10 +10,11 @@ the thread's writes, so losses are known exactly at read time.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 import time
 
+from .. import pythreads
 from ..fds import high_fd
 from ..hotpath import RECORD_BYTES, PageQueue, Ring, Switch
 from .rename import TASK_RENAME, watch, watching
@@ -21,6 +22,7 @@ from .rename import TASK_RENAME, watch, watching
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from ..hotpath import Encoder
     from ..raw import Record
@@ -82,24 +84,24 @@ class ThreadBuffer(Ring):
 
     def __init__(self, maxlen: int) -> None:
         super().__init__(maxlen)
-        self.tid = threading.get_native_id()
-        self.ident = threading.get_ident()
+        self.tid = _thread.get_native_id()
+        self.ident = _thread.get_ident()
         self.ended = False
         # Not threading.current_thread(): for a thread threading did not start
         # it would make a _DummyThread, and change what the program sees.
-        self.thread: threading.Thread | None = None
-        self.name = "python"
+        self.thread: Any = None     # (threading's Thread)
+        self.name = pythreads.default_name(self.tid)
         self.renamed = 0            # renames recorded (tracers/rename.py)
         # A new thread's first calls come before threading registers it: it
         # is one of the threads starting now, known once it has set its ident.
-        self.starting = list(threading._limbo)    # type: ignore[attr-defined]
+        self.starting = list(pythreads.limbo())
         self._find_thread()
         # The name when its records were last taken, before them (``RingBuffer.snapshot``).
         self.read_name = self.name
 
     def _find_thread(self) -> None:
         """The Thread of this buffer's thread, once threading knows it."""
-        t = threading._active.get(self.ident)     # type: ignore[attr-defined]
+        t = pythreads.active().get(self.ident)
         if t is None or getattr(t, "_native_id", self.tid) != self.tid:
             # Started and maybe ended since: its object still knows its ident.
             t = next((s for s in self.starting if getattr(s, "_ident", None) == self.ident
@@ -118,7 +120,7 @@ class ThreadBuffer(Ring):
             t = self.thread
             if t is None:
                 return True         # not registered yet (or never: a bare _thread)
-        if threading._active.get(self.ident) is not t:    # type: ignore[attr-defined]
+        if pythreads.active().get(self.ident) is not t:
             self.ended = True
             return False
         return True
@@ -130,10 +132,10 @@ class ThreadBuffer(Ring):
         if self.thread is None:
             self._find_thread()
         elif not watching():
-            self.name = self.thread._name     # type: ignore[attr-defined]
+            self.name = self.thread._name
         return self.name
 
-    def rename(self, thread: threading.Thread, old: str, new: str) -> None:
+    def rename(self, thread: Any, old: str, new: str) -> None:
         """The thread was renamed (by itself or another thread): a rename
         record, in the page queue at once if a raw reader reads (before the
         new name can be read), then the new name."""
@@ -169,12 +171,12 @@ class RingBuffer:
 
     def __init__(self, size_kb: int = DEFAULT_SIZE_KB) -> None:
         self.size_kb = size_kb
-        self.local = threading.local()
+        self.local = _thread._local()
         # tracing_on: whether records are written (ring_buffer_record_on/off);
         # the hot path reads it without a call.
         self.recording = Switch(True)
         self.buffers: list[ThreadBuffer] = []
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.keys = 0               # thread keys handed out (a buffer's key in raw streams)
         self.queue: PageQueue | None = None     # while raw readers read
         self.descriptions: Descriptions | None = None   # of the queue's ids, to its readers
@@ -213,7 +215,7 @@ class RingBuffer:
         tb: ThreadBuffer | None = getattr(self.local, "tb", None)
         return tb if tb is not None else self.attach()
 
-    def renamed(self, thread: threading.Thread, old: str, new: str) -> None:
+    def renamed(self, thread: Any, old: str, new: str) -> None:
         """``thread`` was renamed: its buffer, if it has one, records it."""
         ident = getattr(thread, "_ident", None)
         for tb in list(self.buffers):
@@ -335,7 +337,7 @@ class RingBuffer:
         tb = getattr(self.local, "tb", None)
         self.buffers = [tb] if tb is not None else []
         if tb is not None:
-            tb.tid = threading.get_native_id()
+            tb.tid = _thread.get_native_id()
             tb.skip = self.skip_of(tb.tid)
             tb.after_fork()
             tb.set_queue(None, tb.key, 0)

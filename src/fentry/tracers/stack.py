@@ -17,10 +17,9 @@ it is the top level's file ``stack_tracer_enabled`` (0 or 1).
 
 from __future__ import annotations
 
-import threading
 from types import CodeType
 
-from .. import arch, ftrace, hotpath
+from .. import arch, ftrace, hotpath, pythreads
 from ..ftrace import FilterHash, FtraceOps, Handlers
 from ..symbols import SYMBOLS
 
@@ -61,7 +60,7 @@ class StackTracer:
 
     def __init__(self) -> None:
         self.filter = FilterHash()
-        self.stack = hotpath.StackMax(threading._active)     # type: ignore[attr-defined]
+        self.stack = hotpath.StackMax()
         self.ops: StackOps | None = None
 
     @property
@@ -96,7 +95,8 @@ class StackTracer:
         if not frames:
             return "", []
         thread = self.stack.thread
-        name = thread._name if thread is not None else "python"  # type: ignore[attr-defined]  # (no Python code of threading runs)
+        name = (thread._name if thread is not None      # type: ignore[attr-defined]  # (no Python code of threading runs)
+                else pythreads.default_name(self.stack.tid))
         return f"{name}-{self.stack.tid}", [location(code, offset) for code, offset in frames]
 
 

@@ -20,7 +20,11 @@ A stream is a sequence of messages, each ``u32 length, u8 type, payload``
     RECORDS  bin   u32 key, i64 first seq, u32 count, then the records (raw.py)
     LOST     bin   u32 key, i64 count: that many of the thread's records were
                    overwritten before they could be read (here, in order)
-    BATCH    -     the end of one drain: a reader may merge what came by time
+    BATCH    [i64] the end of one drain: a reader may merge what came by time.
+                   Its ns, in the records' clock (none for "counter"): every
+                   record older was sent by now.  A drain with no record sends
+                   one too, at most every IDLE_MARK_NS (what ``-K`` merges
+                   the kernel's events of an idle process up to)
     TRACER   JSON  {"tracer", "options", "trace_clock"}: the tracer, its options or
                    the clock changed
     PROFILE  JSON  {"graph_time", "threads": [{"tid", "functions": [[name, hit, time,
@@ -37,17 +41,18 @@ told every description it has not been told (``Descriptions``).
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import struct
 import sys
-import threading
 import time
 from types import CodeType
 
 from ..raw import MSG_LOST, MSG_RECORDS
 from ..symbols import SYMBOLS
 from .profile import rows as profile_rows
+from .rename import rewatch
 from .ring_buffer import TRACE_CLOCKS
 
 TYPE_CHECKING = False       # (typing's, without importing typing at run time)
@@ -69,6 +74,12 @@ CLOCK_NAMES = {time.CLOCK_MONOTONIC: "CLOCK_MONOTONIC", TRACE_CLOCKS["uptime"]: 
                TRACE_CLOCKS["tai"]: "CLOCK_TAI"}
 
 _MSG = struct.Struct("<IB")
+_MARK = struct.Struct("<q")
+# BATCH's time stands this far behind the drain's flush: a pure-Python
+# callback that read its clock may be switched out (by the GIL) before its
+# record is in its ring.
+MARK_SLACK_NS = 10_000_000
+IDLE_MARK_NS = 100_000_000
 
 
 def message(kind: int, payload: bytes = b"") -> bytes:
@@ -108,7 +119,7 @@ class Descriptions:
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self.known: dict[int, list[object]] = {}    # id -> [id, *description], in id order
         self.dying: list[int] = []                  # died before the last drain: go at the next
 
@@ -149,6 +160,8 @@ class RawStream:
         self.names: dict[int, str] = {}         # thread key -> the name last told
         self.tracer: tuple[str, dict[str, bool], str] | None = None
         self.closed = False
+        self.flushed_at = 0         # the records' clock at the last flush (0: "counter")
+        self.marked_at = 0          # ... at the last BATCH
 
     def hello(self, header: bool) -> bytes:
         """The stream's first message; ``header``: the reader starts its text
@@ -213,6 +226,11 @@ class RawStream:
         """Every thread's records into the page queue.  Every page goes
         through it, the writers' and these alike, so each thread's pages stay
         in the order they were made; ``drain`` takes them."""
+        clock_id = TRACE_CLOCKS[self.buffer.clock]
+        if clock_id == -2:
+            self.flushed_at = 0
+        else:
+            self.flushed_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC if clock_id == -1 else clock_id)
         for tb in self.buffer.readable():
             tb.flush()
 
@@ -228,6 +246,7 @@ class RawStream:
             self.tracer = tracer
             out.append(json_message(TRACER, {"tracer": tracer[0], "options": tracer[1],
                                              "trace_clock": tracer[2]}))
+        rewatch()       # (threading imported by the program since: its renames from now)
         # Names before pages: a rename's record goes into the queue before
         # its new name can be read, so pages taken after a new name hold it.
         names = {tb.key: tb.task_name() for tb in self.buffer.readable()}
@@ -246,9 +265,17 @@ class RawStream:
                 self.told = refs[-1][0]         # type: ignore[assignment]  # (an id: int)
                 out.append(json_message(REFS, refs))
             out.extend(pages)
-            out.append(message(BATCH))
+            out.append(self._batch())
+        elif self.flushed_at - self.marked_at >= IDLE_MARK_NS:
+            out.append(self._batch())
         self.buffer.release_ended()
         return out
+
+    def _batch(self) -> bytes:
+        self.marked_at = self.flushed_at
+        if not self.flushed_at:
+            return message(BATCH)
+        return message(BATCH, _MARK.pack(self.flushed_at - MARK_SLACK_NS))
 
     def close(self) -> None:
         """The reader is done: with the last one, buffers keep their records again."""

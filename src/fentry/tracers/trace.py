@@ -7,8 +7,8 @@ whichever tracer is current.
 
 from __future__ import annotations
 
+import _thread
 import re
-import threading
 import time
 from collections.abc import Callable
 
@@ -112,7 +112,7 @@ class TraceInstance:
         self.graph_filter = FilterHash()        # set_graph_function
         self.graph_notrace = FilterHash()       # set_graph_notrace
         self.options = dict(TOP_OPTIONS if top else OPTIONS)
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()
         self._pipe_reader: FunctionReader | GraphReader | None = None
         self._fork: ForkOps | None = None       # while function-fork or event-fork is on
         # The snapshot buffer: every thread's records at the last swap; None: freed.
