@@ -34,21 +34,24 @@ _NONE: Mapping[int, Any] = MappingProxyType({})
 
 
 def module() -> Any:
-    """The program's ``threading`` module, or None if it has not imported it."""
-    return sys.modules.get("threading")
+    """The program's ``threading`` module, or None if it has not imported
+    it, or not yet whole (its import is running, in some thread of the
+    program: its names are not all there)."""
+    threading = sys.modules.get("threading")
+    if threading is None or getattr(getattr(threading, "__spec__", None), "_initializing", False):
+        return None
+    return threading
 
 
 def active() -> Mapping[int, Any]:
     """threading's ``{ident: Thread}`` of running threads (none without it)."""
-    threading = sys.modules.get("threading")
-    table: Mapping[int, Any] = getattr(threading, "_active", _NONE)
+    table: Mapping[int, Any] = getattr(module(), "_active", _NONE)
     return table
 
 
 def limbo() -> Mapping[Any, Any]:
     """threading's ``{Thread: Thread}`` of threads started and not yet running."""
-    threading = sys.modules.get("threading")
-    table: Mapping[Any, Any] = getattr(threading, "_limbo", _NONE)
+    table: Mapping[Any, Any] = getattr(module(), "_limbo", _NONE)
     return table
 
 
@@ -69,6 +72,6 @@ def comm() -> str:
 def python_threads() -> int:
     """Threads threading knows (running or starting); 1, the main thread,
     for a program without threading."""
-    if sys.modules.get("threading") is None:
+    if module() is None:
         return 1
     return len(active()) + len(limbo())

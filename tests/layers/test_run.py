@@ -878,3 +878,37 @@ def test_threading_is_the_programs_to_import(tmp_path, imports):
     else:
         assert want.stdout == b"False\n"
         assert not any("_shutdown" in f or "Thread" in f for f in functions), functions
+
+
+def test_a_threading_module_half_imported_while_fentry_drains(tmp_path):
+    """The program's ``threading`` is in sys.modules from the start of its
+    import (here a module of the program's own by that name, whose import
+    takes a while): fentry, draining meanwhile, reads it only once it is
+    whole.  (It read ``threading.Thread`` of the half module, and the
+    exception ended the trace there, silently.)"""
+    (tmp_path / "threading.py").write_text(textwrap.dedent('''
+        import time
+        time.sleep(0.3)         # (fentry drains some ten times meanwhile)
+        class Thread:
+            pass
+        def _shutdown():            # (what the interpreter calls at exit)
+            pass
+    '''))
+    script = write_script(tmp_path, "halfway.py", '''
+        import sys
+        sys.path.insert(0, sys.argv[1])
+
+        def work(k):
+            return k
+
+        work(-1)
+        import threading
+        for k in range(1000):
+            work(k)
+        print(threading.__file__ == sys.argv[1] + "/threading.py")
+    ''')
+    want = plain(script, str(tmp_path))
+    got, trace = fentry_run(tmp_path, "-t", "function", "-l", "work", program=(script, str(tmp_path)))
+    assert (want.stdout, want.stderr) == (b"True\n", b"")
+    same_run(want, got)
+    assert len(function_lines(trace)) == 1001

@@ -169,7 +169,8 @@ class Streamer:
                 data.insert(0, self.raw.hello(self.header))
                 self.greeted = True
             self._send(data)
-            return sum(map(len, data))
+        _sigterm_after_write()
+        return sum(map(len, data))
 
     def greet(self) -> None:
         """Send HELLO now, before any drain: a process killed before its
@@ -179,6 +180,7 @@ class Streamer:
             if not self.greeted:
                 self._send([self.raw.hello(self.header)])
                 self.greeted = True
+        _sigterm_after_write()
 
     def close(self) -> None:
         """The last drain, and END: the stream is complete (once)."""
@@ -194,6 +196,7 @@ class Streamer:
                     last.append(self.raw.hists(tracefs().all_events()))
                 self._send(self.raw.drain() + last + [self.raw.end(self.why)])
                 self.ended = True
+        _sigterm_after_write()
 
     def _send(self, data: list[bytes]) -> None:
         if data and not self.broken:
@@ -635,6 +638,7 @@ _sigterm_pid = 0            # the process whose SIGTERM this is
 _sigterm_claim = _thread.allocate_lock()
 _sigterm_seen = False
 _sigterm_main = 0           # the main thread's ident (pure Python)
+_sigterm_deferred = 0       # it came inside a write of this thread's own (ident): done after it
 SIGTERM_GRACE = 0.2         # seconds
 
 
@@ -645,13 +649,39 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # this handler would drain is its parent's.  It dies as it would have.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+    global _sigterm_deferred
     if not _sigterm_claim.acquire(False):
         # The stream's thread took it while this thread was stuck: with C it
         # ends the process any moment; pure Python cannot from there.
         time.sleep(SIGTERM_GRACE)
         _die_now()
-    _drain_for_sigterm()
-    _die_now()
+    if _writing_here():
+        # It came inside a stream's write of this very thread (its HELLO,
+        # the last drain at the program's exit): that write is not entered
+        # again, and ending the process now would cut it, END and all.  It
+        # finishes first, and ends the process (_sigterm_after_write).
+        _sigterm_deferred = _thread.get_ident()
+        return
+    try:
+        _drain_for_sigterm()
+    finally:
+        _die_now()          # (whatever happened: the program dies as SIGTERM says)
+
+
+def _writing_here() -> bool:
+    """A stream's write is in progress in the calling thread."""
+    agent = _agent
+    return agent is not None and any(
+        s.writing._is_owned() for s in agent.all_streams())  # type: ignore[attr-defined]
+
+
+def _sigterm_after_write() -> None:
+    """After a stream's write: a SIGTERM that came inside it, handled."""
+    if _sigterm_deferred == _thread.get_ident() and not _writing_here():
+        try:
+            _drain_for_sigterm()
+        finally:
+            _die_now()
 
 
 def _sigterm_in_stream() -> bool:
@@ -693,7 +723,10 @@ def _drain_for_sigterm() -> None:
     for stream in agent.all_streams() if agent is not None else []:
         stream.why = "signal"
         stream.stopped = True
-        stream.close()
+        try:
+            stream.close()
+        except Exception:       # (fentry's own fault: never the program's, which dies now)
+            pass
 
 
 def _sigterm_pending() -> bool:

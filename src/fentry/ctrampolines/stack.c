@@ -50,6 +50,8 @@ stack_keep(StackMax *s, PyThreadState *ts, Py_ssize_t depth)
     if (threading != NULL) {
         threads = PyObject_GetAttr(threading, s_active);
         Py_DECREF(threading);
+        if (threads == NULL)
+            PyErr_Clear();      /* (threading's import is running: not there yet) */
     }
     if (threads != NULL && PyDict_Check(threads))
         thread = PyDict_GetItemWithError(threads, key);     /* borrowed: kept below while threads is */

@@ -60,7 +60,7 @@ def ftrace_packets(kernel: KernelStream, streams: dict[int, ProcessStream], sequ
 
 
 def _event(rec: tuple[Any, ...], offset: int) -> FtraceEvent:
-    values: dict[str, Any] = rec[5]
+    values = rec[2].values(rec)
     name = rec[2].name
     event = FtraceEvent(timestamp=rec[1] + offset, pid=rec[3][2], common_flags=rec[3][3])
     if name == "sched_switch":

@@ -18,10 +18,14 @@ know, so a recording with stream 0 still reads, without it, in a fentry
 that has no ``-K``; a recording without it reads as before.
 
 Decoded, a kernel event is a record as the text readers take an event's,
-``(None, ts, event, site, text)``: seq None (it is not one of the thread's
-records), ``event`` the ``KernelEvent`` of its format (``line``, as a
-probe event's), ``site`` ``(cpu, tasks, tid, flags, preempt_count)``, where
-``tasks`` is the stream's ``{tid: (comm, tgid)}``, as known when printed."""
+``(None, ts, event, site, payload, values)``: seq None (it is not one of
+the thread's records), ``event`` the ``KernelEvent`` of its format
+(``line``, as a probe event's), ``site`` ``(cpu, tasks, tid, flags,
+preempt_count)``, where ``tasks`` is the stream's ``{tid: (comm, tgid)}``,
+as known when printed.  Its fields are decoded when they are needed
+(``KernelEvent.text``, ``values``; a switch's at once, for its tasks): a
+drain's pages may hold a hundred thousand events, most of them other
+processes', dropped unread."""
 
 from __future__ import annotations
 
@@ -84,20 +88,26 @@ class KernelEvent:
         self.name = fmt.name
         self.system = fmt.system
 
-    def line(self, site: tuple[Any, ...], text: str) -> str:
-        return text
+    def line(self, site: tuple[Any, ...], payload: bytes) -> str:
+        return self.format.text(payload)
+
+    def values(self, rec: tuple[Any, ...]) -> dict[str, Any]:
+        """The record's fields, by name."""
+        values: dict[str, Any] | None = rec[5]
+        return values if values is not None else self.format.values(rec[4])
 
     def kernel_line(self, rec: tuple[Any, ...], stamp: str | None = None) -> str:
         """``comm-tid [cpu] flags ts: text``: print_trace_fmt's default
         layout; the text alone if ``stamp`` is empty (``nocontext-info``)."""
+        text = self.format.text(rec[4])
         if stamp == "":
-            return f"{rec[4]}\n"
+            return f"{text}\n"
         cpu, tasks, tid, flags, preempt = rec[3]
         # its name when printed, as the kernel's (saved_cmdlines): its last
         comm = tasks.get(tid, ("<...>", 0))[0] if tid else "<idle>"
         usecs = (rec[1] + 500) // 1000         # the kernel's ns2usecs rounds
         return (f"{comm[:16]:>16}-{tid:<7d} [{cpu:03d}] {lat_flags(flags, preempt)} "
-                f"{usecs // 1_000_000:5d}.{usecs % 1_000_000:06d}: {rec[4]}\n")
+                f"{usecs // 1_000_000:5d}.{usecs % 1_000_000:06d}: {text}\n")
 
 
 class LostEvents:
@@ -174,8 +184,9 @@ class KernelStream:
             event = self.events.get(etype)
             if event is None or tid == self.own_pid:
                 continue        # (not an event asked for; fentry's own, before the program's start)
-            values = event.format.values(payload)
+            values = None
             if event.name == "sched_switch":
+                values = event.format.values(payload)
                 if self.own_pid in (values["prev_pid"], values["next_pid"]):
                     continue
                 # The kernel's own names of the two (/proc's may say more: a
@@ -186,8 +197,7 @@ class KernelStream:
                     comm, tgid = tasks.get(values[f"{who}_pid"], ("", 0))
                     if comm != AGENT_COMM:      # (fentry's thread: its first switches bear its creator's name)
                         tasks[values[f"{who}_pid"]] = (values[f"{who}_comm"], tgid)
-            self.pending.append((None, ts, event, (cpu, tasks, tid, flags, preempt),
-                                 event.format.text(payload), values))
+            self.pending.append((None, ts, event, (cpu, tasks, tid, flags, preempt), payload, values))
 
     def take(self, until: int) -> list[tuple[Any, ...]]:
         """The events up to ``until`` (ns) not handed out yet, in time order."""
