@@ -226,8 +226,9 @@ def test_exception_and_c_call_events_as_sys_monitoring_sees_them(tmp_path):
 # -- gc -------------------------------------------------------------------------
 
 GC = """
-    import gc, sys, threading
+    import gc
     gc.disable()        # only the program's own collections: exact counts
+    import sys, threading       # (its import is the program's: a collection in it would be one)
     seen = {"start": 0, "stop": 0}
     lock = threading.Lock()
 
