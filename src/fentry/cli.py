@@ -499,12 +499,19 @@ def _check_tracing_options(opts: argparse.Namespace, command: str) -> bool:
 
 
 def _settings(opts: argparse.Namespace) -> dict[str, Any]:
-    """The tracing options, as ``agent.apply_settings`` takes them."""
+    """The tracing options, as ``agent.apply_settings`` takes them.  With
+    ``-K`` the clock is ``mono`` unless ``-C`` says otherwise: the kernel
+    instance's, read as it is (``local`` turns TSC readings into it,
+    within microseconds, and a syscall could seem to come before the call
+    that made it)."""
+    clock = opts.clock
+    if clock is None and getattr(opts, "kernel_events", None):
+        clock = "mono"
     return {"buffer_size_kb": opts.buffer_size_kb, "options": opts.option, "filter": opts.filter,
             "notrace": opts.notrace, "tracer": opts.tracer, "probes": opts.probes,
             "graph_function": opts.graph_function, "graph_notrace": opts.graph_notrace,
             "max_graph_depth": opts.max_graph_depth, "tracing_thresh": opts.tracing_thresh,
-            "profile": getattr(opts, "profile", False), "clock": opts.clock,
+            "profile": getattr(opts, "profile", False), "clock": clock,
             "stack": getattr(opts, "stack", False), "hists": getattr(opts, "hist", [])}
 
 

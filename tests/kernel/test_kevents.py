@@ -132,10 +132,8 @@ def test_function_tracer_prints_the_kernels_lines_in_time_order(tracefs, tmp_pat
     entry = next(float(m["ts"]) for line in lines if (m := python.match(line)))
     reads = [float(m["ts"]) for line in lines
              if f"-{pid} " in line and "sys_enter: NR 0 read (3," in line and (m := kernel.match(line))]
-    # the read comes after the call that makes it (within the few µs the C
-    # hot path's TSC-derived clock may stand from the kernel's mono: the read
-    # is reader()'s first act)
-    assert reads and reads[-1] >= entry - 10e-6, (entry, reads)
+    # the read comes after the call that makes it (its first act): one clock, mono
+    assert reads and reads[-1] >= entry, (entry, reads)
 
 
 def test_record_and_report(tracefs, tmp_path):

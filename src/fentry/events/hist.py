@@ -425,7 +425,7 @@ class HistTrigger(Trigger):
         self.map.insert(tuple([values[r] if type(r) is int else r(values, frame)  # type: ignore[operator]
                                for r in keys]),
                         [r(values, frame) for r in vals],
-                        _thread_name if self._execname else None)
+                        pythreads.comm if self._execname else None)
 
     def _plan(self, code: CodeType | None) -> tuple[tuple[Reader, ...], tuple[ValReader, ...]]:
         """How each key and value is read from a hit's values: the field's
@@ -463,7 +463,7 @@ class HistTrigger(Trigger):
                     refvals[i] = v
         if not self.map.insert(key, [1 if f.kind == "hitcount" else _number(evaluate(f, env))
                                      for f in self._vals],
-                               _thread_name if self._execname else None):
+                               pythreads.comm if self._execname else None):
             return
         if spec.vars:
             vars_set(self.map, key, {f.var_name: evaluate(f, env) for f in spec.vars})  # type: ignore[misc]
@@ -486,7 +486,7 @@ class HistTrigger(Trigger):
             return
         key = tuple([_key_value(f, get, frame) for f in self._keys])
         vals = [1 if f.kind == "hitcount" else _number(_value(f, get)) for f in self._vals]
-        self.map.insert(key, vals, _thread_name if self._execname else None)
+        self.map.insert(key, vals, pythreads.comm if self._execname else None)
 
     def same(self, other: Trigger) -> bool:
         """``hist_trigger_match``: the same keys, values, sort, filter and name."""
@@ -641,12 +641,8 @@ def _common_get(name: str) -> object:
     if name == "common_pid":
         return _thread.get_native_id()
     if name in ("comm", "COMM"):
-        return _thread_name()
+        return pythreads.comm()
     return 0
-
-
-def _thread_name() -> str:
-    return pythreads.comm()
 
 
 def _number(v: object) -> int:
